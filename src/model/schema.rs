@@ -1,0 +1,147 @@
+//! Table schemas: what tables exist, their primary keys and typed columns.
+//!
+//! Every request is checked against the schema before it is sent to a
+//! worker, so nothing malformed ever reaches storage.
+
+use std::collections::BTreeMap;
+
+use super::Value;
+
+/// The type of a column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    Int,
+    Text,
+    Bool,
+    /// A list whose elements all have the given scalar type.
+    List(Scalar),
+}
+
+/// Element types of list columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scalar {
+    Int,
+    Text,
+}
+
+impl ColumnType {
+    /// Whether `v` is a valid value of this column type (`Null` never is).
+    pub fn admits(&self, v: &Value) -> bool {
+        match (self, v) {
+            (ColumnType::Int, Value::Int(_))
+            | (ColumnType::Text, Value::Text(_))
+            | (ColumnType::Bool, Value::Bool(_)) => true,
+            (ColumnType::List(s), Value::List(items)) => items.iter().all(|i| s.admits(i)),
+            _ => false,
+        }
+    }
+
+    /// The element type of a list column.
+    pub fn element(&self) -> Option<Scalar> {
+        match self {
+            ColumnType::List(s) => Some(*s),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ColumnType::Int => "int",
+            ColumnType::Text => "text",
+            ColumnType::Bool => "bool",
+            ColumnType::List(Scalar::Int) => "list of int",
+            ColumnType::List(Scalar::Text) => "list of text",
+        }
+    }
+}
+
+impl Scalar {
+    pub fn admits(&self, v: &Value) -> bool {
+        matches!(
+            (self, v),
+            (Scalar::Int, Value::Int(_)) | (Scalar::Text, Value::Text(_))
+        )
+    }
+}
+
+/// One table: its key column, whether keys are assigned by the master, and
+/// its columns (the key column included).
+#[derive(Clone, Debug)]
+pub struct TableSchema {
+    pub name: String,
+    pub key: String,
+    pub auto_key: bool,
+    pub columns: BTreeMap<String, ColumnType>,
+}
+
+impl TableSchema {
+    pub fn key_type(&self) -> ColumnType {
+        self.columns[&self.key]
+    }
+}
+
+/// All tables of a database.
+#[derive(Clone, Debug, Default)]
+pub struct Schema {
+    tables: BTreeMap<String, TableSchema>,
+}
+
+impl Schema {
+    pub fn table(&self, name: &str) -> Option<&TableSchema> {
+        self.tables.get(name)
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &TableSchema> {
+        self.tables.values()
+    }
+
+    /// Adds a table; `columns` must include the key column.
+    pub fn with_table(
+        mut self,
+        name: &str,
+        key: &str,
+        auto_key: bool,
+        columns: &[(&str, ColumnType)],
+    ) -> Self {
+        let columns: BTreeMap<_, _> = columns.iter().map(|(n, t)| (n.to_string(), *t)).collect();
+        assert!(columns.contains_key(key), "key column must be a column");
+        self.tables.insert(
+            name.to_owned(),
+            TableSchema {
+                name: name.to_owned(),
+                key: key.to_owned(),
+                auto_key,
+                columns,
+            },
+        );
+        self
+    }
+
+    /// The RideShare application's schema. Timestamps are seconds since the
+    /// Unix epoch (UTC), so that they order and compare as integers.
+    pub fn rideshare() -> Self {
+        Schema::default()
+            .with_table(
+                "users",
+                "username",
+                false,
+                &[
+                    ("username", ColumnType::Text),
+                    ("password", ColumnType::Text),
+                ],
+            )
+            .with_table(
+                "rides",
+                "ride_id",
+                true,
+                &[
+                    ("ride_id", ColumnType::Int),
+                    ("created_by", ColumnType::Text),
+                    ("timestamp", ColumnType::Int),
+                    ("source", ColumnType::Int),
+                    ("destination", ColumnType::Int),
+                    ("users", ColumnType::List(Scalar::Text)),
+                ],
+            )
+    }
+}
