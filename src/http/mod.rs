@@ -1,0 +1,5 @@
+//! The HTTP faces of the system: the orchestrator's DB API, the RideShare
+//! users and rides services, and the gateway in front of them.
+
+pub mod common;
+pub mod dbclient;
