@@ -1,3 +1,4 @@
+pub mod broker;
 pub mod error;
 pub mod http;
 pub mod model;

@@ -1,0 +1,303 @@
+//! The in-process twin of RabbitMQ: queues, a fanout exchange, prefetch,
+//! round robin, acknowledgements and redelivery, all behind one mutex.
+//! Nothing survives the process; everything else behaves as the broker does.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use super::{Acker, Broker, Consumer, Delivery, Message, QueueKind};
+use crate::error::{Error, Result};
+
+/// A broker living in this process. Clones share the same queues.
+#[derive(Clone, Default)]
+pub struct InProcBroker {
+    inner: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<String, Queue>,
+    exchanges: HashMap<String, Vec<String>>,
+    next_tag: u64,
+    next_consumer: u64,
+}
+
+struct Queue {
+    kind: QueueKind,
+    ready: VecDeque<(Message, bool)>,
+    consumers: Vec<Slot>,
+    next: usize,
+    /// Delivered, not yet settled: tag to (consumer, message).
+    unacked: HashMap<u64, (u64, Message)>,
+}
+
+struct Slot {
+    id: u64,
+    prefetch: usize,
+    held: usize,
+    tx: mpsc::UnboundedSender<Delivery>,
+}
+
+impl Queue {
+    fn new(kind: QueueKind) -> Self {
+        Queue {
+            kind,
+            ready: VecDeque::new(),
+            consumers: Vec::new(),
+            next: 0,
+            unacked: HashMap::new(),
+        }
+    }
+}
+
+impl InProcBroker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a queue half-changed in
+        // a way that matters more than stopping would, so go on.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many messages a queue holds, ready and unacknowledged.
+    pub fn depth(&self, queue: &str) -> Option<(usize, usize)> {
+        let st = self.state();
+        st.queues
+            .get(queue)
+            .map(|q| (q.ready.len(), q.unacked.len()))
+    }
+
+    fn settle(&self, queue: &str, tag: u64, requeue: bool) {
+        let mut st = self.state();
+        let Some(q) = st.queues.get_mut(queue) else {
+            return;
+        };
+        let Some((consumer, msg)) = q.unacked.remove(&tag) else {
+            return; // already settled, or requeued when its consumer left
+        };
+        if let Some(slot) = q.consumers.iter_mut().find(|s| s.id == consumer) {
+            slot.held -= 1;
+        }
+        if requeue {
+            q.ready.push_front((msg, true));
+        }
+        dispatch(self, &mut st, queue);
+    }
+
+    fn cancel(&self, queue: &str, consumer: u64) {
+        let mut st = self.state();
+        let Some(q) = st.queues.get_mut(queue) else {
+            return;
+        };
+        q.consumers.retain(|s| s.id != consumer);
+        let mut back: Vec<(u64, Message)> = q
+            .unacked
+            .iter()
+            .filter(|(_, (c, _))| *c == consumer)
+            .map(|(tag, (_, m))| (*tag, m.clone()))
+            .collect();
+        back.sort_by_key(|(tag, _)| std::cmp::Reverse(*tag));
+        for (tag, msg) in back {
+            q.unacked.remove(&tag);
+            q.ready.push_front((msg, true));
+        }
+        if q.kind == QueueKind::Transient && q.consumers.is_empty() {
+            st.queues.remove(queue);
+            for bound in st.exchanges.values_mut() {
+                bound.retain(|b| b != queue);
+            }
+            return;
+        }
+        dispatch(self, &mut st, queue);
+    }
+}
+
+/// Hands ready messages to consumers with room, round robin.
+fn dispatch(broker: &InProcBroker, st: &mut State, queue: &str) {
+    let State {
+        queues, next_tag, ..
+    } = st;
+    let Some(q) = queues.get_mut(queue) else {
+        return;
+    };
+    while !q.ready.is_empty() && !q.consumers.is_empty() {
+        let n = q.consumers.len();
+        let Some(pick) = (0..n)
+            .map(|i| (q.next + i) % n)
+            .find(|&i| q.consumers[i].held < q.consumers[i].prefetch)
+        else {
+            return;
+        };
+        q.next = (pick + 1) % n;
+        let (msg, redelivered) = q.ready.pop_front().expect("not empty");
+        *next_tag += 1;
+        let tag = *next_tag;
+        let acker = InProcAcker {
+            broker: broker.clone(),
+            queue: queue.to_owned(),
+            tag,
+        };
+        let slot = &mut q.consumers[pick];
+        let delivery = Delivery::new(msg.clone(), redelivered, Box::new(acker));
+        if slot.tx.send(delivery).is_err() {
+            // The consumer is gone without cancelling: treat it as cancelled.
+            q.consumers.remove(pick);
+            q.ready.push_front((msg, redelivered));
+            continue;
+        }
+        slot.held += 1;
+        q.unacked.insert(tag, (slot.id, msg));
+    }
+}
+
+struct InProcAcker {
+    broker: InProcBroker,
+    queue: String,
+    tag: u64,
+}
+
+#[async_trait]
+impl Acker for InProcAcker {
+    async fn ack(&self) -> Result<()> {
+        self.broker.settle(&self.queue, self.tag, false);
+        Ok(())
+    }
+
+    async fn nack(&self, requeue: bool) -> Result<()> {
+        self.broker.settle(&self.queue, self.tag, requeue);
+        Ok(())
+    }
+}
+
+/// Cancels its consumer when dropped.
+struct CancelOnDrop {
+    broker: InProcBroker,
+    queue: String,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Delivery>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.rx.close();
+        self.broker.cancel(&self.queue, self.id);
+    }
+}
+
+fn no_queue(name: &str) -> Error {
+    Error::Unavailable(format!("no queue {name:?}"))
+}
+
+#[async_trait]
+impl Broker for InProcBroker {
+    async fn declare_queue(&self, name: &str, kind: QueueKind) -> Result<()> {
+        self.state()
+            .queues
+            .entry(name.to_owned())
+            .or_insert_with(|| Queue::new(kind));
+        Ok(())
+    }
+
+    async fn declare_fanout(&self, exchange: &str) -> Result<()> {
+        self.state()
+            .exchanges
+            .entry(exchange.to_owned())
+            .or_default();
+        Ok(())
+    }
+
+    async fn bind(&self, queue: &str, exchange: &str) -> Result<()> {
+        let mut st = self.state();
+        if !st.queues.contains_key(queue) {
+            return Err(no_queue(queue));
+        }
+        let bound = st
+            .exchanges
+            .get_mut(exchange)
+            .ok_or_else(|| Error::Unavailable(format!("no exchange {exchange:?}")))?;
+        if !bound.iter().any(|b| b == queue) {
+            bound.push(queue.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn delete_queue(&self, name: &str) -> Result<()> {
+        let mut st = self.state();
+        st.queues.remove(name);
+        for bound in st.exchanges.values_mut() {
+            bound.retain(|b| b != name);
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, queue: &str, msg: Message) -> Result<()> {
+        let mut st = self.state();
+        st.queues
+            .get_mut(queue)
+            .ok_or_else(|| no_queue(queue))?
+            .ready
+            .push_back((msg, false));
+        dispatch(self, &mut st, queue);
+        Ok(())
+    }
+
+    async fn publish_fanout(&self, exchange: &str, msg: Message) -> Result<()> {
+        let mut st = self.state();
+        let bound = st
+            .exchanges
+            .get(exchange)
+            .ok_or_else(|| Error::Unavailable(format!("no exchange {exchange:?}")))?
+            .clone();
+        for queue in bound {
+            if let Some(q) = st.queues.get_mut(&queue) {
+                q.ready.push_back((msg.clone(), false));
+                dispatch(self, &mut st, &queue);
+            }
+        }
+        Ok(())
+    }
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut st = self.state();
+        st.next_consumer += 1;
+        let id = st.next_consumer;
+        st.queues
+            .get_mut(queue)
+            .ok_or_else(|| no_queue(queue))?
+            .consumers
+            .push(Slot {
+                id,
+                prefetch: usize::from(prefetch.max(1)),
+                held: 0,
+                tx,
+            });
+        dispatch(self, &mut st, queue);
+        let guard = CancelOnDrop {
+            broker: self.clone(),
+            queue: queue.to_owned(),
+            id,
+            rx,
+        };
+        Ok(Box::pin(futures::stream::unfold(guard, |mut g| async move {
+            let d = g.rx.recv().await?;
+            Some((d, g))
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::conformance;
+
+    #[tokio::test]
+    async fn keeps_the_broker_semantics() {
+        conformance::run_all(&InProcBroker::new()).await;
+    }
+}

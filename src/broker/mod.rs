@@ -1,0 +1,149 @@
+//! The broker seam: the four queues of the original system and the few
+//! primitives they need, behind one small trait with two implementations:
+//! an in-process twin ([`inproc::InProcBroker`], the embedded default and
+//! the actor tests' broker) and RabbitMQ.
+//!
+//! Semantics both keep (the RabbitMQ ones):
+//! - a queue delivers each message to one consumer, round robin over the
+//!   consumers that have room under their prefetch;
+//! - a delivery stays unacknowledged until `ack`; when its consumer goes
+//!   away (cancelled, connection lost, process killed) it is delivered again
+//!   with `redelivered` set, at the front of the queue;
+//! - `nack(requeue)` puts it back or drops it;
+//! - a fanout exchange copies each message to every queue bound to it;
+//! - `publish` returns once the broker has taken the message (a publisher
+//!   confirm on RabbitMQ).
+
+pub mod conformance;
+pub mod inproc;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+use crate::error::Result;
+
+/// Reads from the orchestrator; every slave consumes it (work queue).
+pub const READ_Q: &str = "readQ";
+/// Writes (and snapshot requests) for the master.
+pub const WRITE_Q: &str = "writeQ";
+/// The fanout exchange the master publishes applied writes to.
+pub const SYNC_X: &str = "syncQ";
+/// Replies for the orchestrator.
+pub const RESPONSE_Q: &str = "responseQ";
+
+/// A message as published.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    pub body: Vec<u8>,
+    /// Matches a reply to its request.
+    pub correlation_id: Option<u64>,
+    /// Where the reply goes.
+    pub reply_to: Option<String>,
+}
+
+impl Message {
+    pub fn new(body: Vec<u8>) -> Self {
+        Message {
+            body,
+            ..Message::default()
+        }
+    }
+
+    pub fn reply(body: Vec<u8>, correlation_id: Option<u64>) -> Self {
+        Message {
+            body,
+            correlation_id,
+            reply_to: None,
+        }
+    }
+}
+
+/// How a queue is declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueKind {
+    /// Survives broker restarts; messages are persistent.
+    Durable,
+    /// Removed when its last consumer goes away.
+    Transient,
+}
+
+/// Settles one delivery.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    async fn ack(&self) -> Result<()>;
+    async fn nack(&self, requeue: bool) -> Result<()>;
+}
+
+/// A message handed to a consumer; settle it with [`Delivery::ack`] or
+/// [`Delivery::nack`].
+pub struct Delivery {
+    pub message: Message,
+    pub redelivered: bool,
+    acker: Box<dyn Acker>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("redelivered", &self.redelivered)
+            .finish()
+    }
+}
+
+impl Delivery {
+    pub fn new(message: Message, redelivered: bool, acker: Box<dyn Acker>) -> Self {
+        Delivery {
+            message,
+            redelivered,
+            acker,
+        }
+    }
+
+    pub async fn ack(self) -> Result<()> {
+        self.acker.ack().await
+    }
+
+    pub async fn nack(self, requeue: bool) -> Result<()> {
+        self.acker.nack(requeue).await
+    }
+}
+
+/// The deliveries of one consumer; dropping it cancels the consumer and
+/// requeues what it had not acknowledged.
+pub type Consumer = Pin<Box<dyn Stream<Item = Delivery> + Send>>;
+
+/// A connection to a broker.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Declares a queue (idempotent).
+    async fn declare_queue(&self, name: &str, kind: QueueKind) -> Result<()>;
+    /// Declares a fanout exchange (idempotent).
+    async fn declare_fanout(&self, exchange: &str) -> Result<()>;
+    /// Binds a queue to a fanout exchange (idempotent).
+    async fn bind(&self, queue: &str, exchange: &str) -> Result<()>;
+    /// Deletes a queue and what it holds.
+    async fn delete_queue(&self, name: &str) -> Result<()>;
+    /// Publishes to a queue; returns once the broker has it.
+    async fn publish(&self, queue: &str, msg: Message) -> Result<()>;
+    /// Publishes to a fanout exchange; returns once the broker has it.
+    async fn publish_fanout(&self, exchange: &str, msg: Message) -> Result<()>;
+    /// Starts a consumer with at most `prefetch` unacknowledged deliveries.
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer>;
+}
+
+/// Declares the fixed topology: `readQ`, `writeQ`, `responseQ` and the
+/// `syncQ` exchange.
+pub async fn declare_topology(broker: &dyn Broker) -> Result<()> {
+    broker.declare_queue(READ_Q, QueueKind::Durable).await?;
+    broker.declare_queue(WRITE_Q, QueueKind::Durable).await?;
+    broker.declare_queue(RESPONSE_Q, QueueKind::Durable).await?;
+    broker.declare_fanout(SYNC_X).await
+}
+
+/// The name of a slave's own sync queue.
+pub fn sync_queue(worker_id: u64) -> String {
+    format!("sync.{worker_id}")
+}
