@@ -2,4 +2,5 @@ pub mod broker;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod rideshare;
 pub mod store;
