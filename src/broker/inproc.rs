@@ -284,10 +284,13 @@ impl Broker for InProcBroker {
             id,
             rx,
         };
-        Ok(Box::pin(futures::stream::unfold(guard, |mut g| async move {
-            let d = g.rx.recv().await?;
-            Some((d, g))
-        })))
+        Ok(Box::pin(futures::stream::unfold(
+            guard,
+            |mut g| async move {
+                let d = g.rx.recv().await?;
+                Some((d, g))
+            },
+        )))
     }
 }
 

@@ -123,7 +123,9 @@ fn check_target(t: &TableSchema, key: &Option<Value>, filter: &Option<Vec<Cond>>
 
 fn check_changes(t: &TableSchema, set: &Row, add: &Row, remove: &Row) -> Result<()> {
     if set.is_empty() && add.is_empty() && remove.is_empty() {
-        return Err(Error::bad("update changes nothing: give set, add or remove"));
+        return Err(Error::bad(
+            "update changes nothing: give set, add or remove",
+        ));
     }
     for (name, v) in set {
         let ty = column(t, name)?;

@@ -209,9 +209,6 @@ mod tests {
     #[test]
     fn values_of_different_types_do_not_compare() {
         assert_eq!(Value::Int(1).compare(&Value::Text("1".into())), None);
-        assert_eq!(
-            Value::Int(1).compare(&Value::Int(2)),
-            Some(Ordering::Less)
-        );
+        assert_eq!(Value::Int(1).compare(&Value::Int(2)), Some(Ordering::Less));
     }
 }

@@ -26,7 +26,9 @@ pub enum MasterRequest {
     Write(WriteRequest),
     /// A slave asks for the state at the master's current sequence number;
     /// `have_seq` lets the master answer "you are current" without data.
-    Snapshot { have_seq: u64 },
+    Snapshot {
+        have_seq: u64,
+    },
 }
 
 /// A read as the orchestrator sends it on `readQ`.

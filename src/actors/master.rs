@@ -1,0 +1,255 @@
+//! The MasterWorker actor: the only writer. It takes what `writeQ` holds in
+//! groups, applies each write in order under the next sequence number,
+//! flushes sled once per group, publishes the writes to `syncQ`, and only
+//! then replies and acknowledges (promise 1). Snapshot requests come through
+//! `writeQ` too, so a snapshot is taken exactly between two writes.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures::StreamExt;
+
+use super::messages::{GetStatus, Shutdown, WorkerStatus};
+use super::reply_to;
+use crate::broker::{self, Broker, Delivery, Message, SYNC_X, WRITE_Q};
+use crate::error::{Error, Result};
+use crate::model::wire::{self, MasterRequest, Reply, Snapshot, SyncMessage, WriteRequest};
+use crate::model::{validate_write, WriteReply};
+use crate::store::Store;
+
+/// Most writes taken from `writeQ` into one group commit.
+const GROUP: usize = 256;
+/// Unacknowledged writes the master may hold.
+const PREFETCH: u16 = 512;
+
+/// The master worker over its own store.
+pub struct MasterWorker {
+    id: u64,
+    store: Store,
+    broker: Arc<dyn Broker>,
+    epoch: u64,
+}
+
+/// What applying one request from `writeQ` came to.
+enum Outcome {
+    /// Applied now (or earlier: a redelivered request) as this write.
+    Applied(SyncMessage, WriteReply),
+    /// Refused; nothing changed.
+    Refused(Error),
+    Snapshot(Result<Option<Snapshot>>),
+    /// Not a message of ours: dropped with a log line.
+    Garbage,
+}
+
+impl MasterWorker {
+    pub fn new(id: u64, store: Store, broker: Arc<dyn Broker>, epoch: u64) -> Self {
+        MasterWorker {
+            id,
+            store,
+            broker,
+            epoch,
+        }
+    }
+}
+
+impl Actor for MasterWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(worker = self.id, epoch = self.epoch, "master starting");
+        let (broker, store, epoch) = (self.broker.clone(), self.store.clone(), self.epoch);
+        let subscribe = async move {
+            tokio::task::spawn_blocking(move || store.set_epoch(epoch))
+                .await
+                .map_err(|e| Error::Storage(e.to_string()))??;
+            broker::declare_topology(broker.as_ref()).await?;
+            broker.consume(WRITE_Q, PREFETCH).await
+        };
+        ctx.wait(subscribe.into_actor(self).map(|res, act, ctx| match res {
+            Ok(consumer) => {
+                ctx.add_stream(consumer.ready_chunks(GROUP));
+            }
+            Err(e) => {
+                tracing::error!(worker = act.id, error = %e, "master cannot start");
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Err(e) = self.store.flush() {
+            tracing::error!(worker = self.id, error = %e, "flush on stop failed");
+        }
+        tracing::info!(worker = self.id, "master stopped");
+    }
+}
+
+impl StreamHandler<Vec<Delivery>> for MasterWorker {
+    fn handle(&mut self, batch: Vec<Delivery>, ctx: &mut Context<Self>) {
+        let (store, broker, epoch) = (self.store.clone(), self.broker.clone(), self.epoch);
+        // `wait`: one group at a time, so the order of writes is the order
+        // of `writeQ`.
+        ctx.wait(commit_group(store, broker, epoch, batch).into_actor(self));
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(worker = self.id, "writeQ consumer ended");
+        ctx.stop();
+    }
+}
+
+/// Applies, flushes, syncs, replies, acknowledges: one group commit.
+async fn commit_group(store: Store, broker: Arc<dyn Broker>, epoch: u64, batch: Vec<Delivery>) {
+    let requests: Vec<Option<MasterRequest>> = batch
+        .iter()
+        .map(|d| match wire::decode(&d.message.body) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "bad message on writeQ dropped");
+                None
+            }
+        })
+        .collect();
+    let applied = tokio::task::spawn_blocking(move || apply_all(&store, epoch, requests)).await;
+    let outcomes = match applied {
+        Ok(Ok(outcomes)) => outcomes,
+        failed => {
+            let e = failed.map_or_else(
+                |j| j.to_string(),
+                |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
+            );
+            tracing::error!(error = %e, "group commit failed; requeueing the group");
+            for d in batch {
+                let _ = d.nack(true).await;
+            }
+            return;
+        }
+    };
+    finish_group(broker.as_ref(), batch, outcomes).await;
+}
+
+/// The blocking part: every request in order, then one flush.
+fn apply_all(
+    store: &Store,
+    epoch: u64,
+    requests: Vec<Option<MasterRequest>>,
+) -> Result<Vec<Outcome>> {
+    let mut outcomes = Vec::with_capacity(requests.len());
+    let mut dirty = false;
+    for req in requests {
+        let outcome = match req {
+            None => Outcome::Garbage,
+            Some(MasterRequest::Write(w)) => {
+                let o = apply_write(store, epoch, w)?;
+                dirty |= matches!(o, Outcome::Applied(..));
+                o
+            }
+            Some(MasterRequest::Snapshot { have_seq }) => {
+                store.flush()?;
+                Outcome::Snapshot(if have_seq == store.applied_seq() {
+                    Ok(None)
+                } else {
+                    store.snapshot().map(Some)
+                })
+            }
+        };
+        outcomes.push(outcome);
+    }
+    if dirty {
+        store.flush()?;
+    }
+    Ok(outcomes)
+}
+
+/// One write: fenced, replayed, refused or applied. Only a storage failure
+/// is an error of the group.
+fn apply_write(store: &Store, epoch: u64, w: WriteRequest) -> Result<Outcome> {
+    if w.epoch != epoch {
+        return Ok(Outcome::Refused(Error::Fenced {
+            got: w.epoch,
+            current: epoch,
+        }));
+    }
+    let sync = |reply: &WriteReply, w: WriteRequest| SyncMessage {
+        seq: reply.seq,
+        epoch,
+        request_id: w.request_id,
+        op: w.op,
+    };
+    if let Some(reply) = store.replay(w.request_id) {
+        return Ok(Outcome::Applied(sync(&reply, w), reply));
+    }
+    if let Err(e) = validate_write(store.schema(), &w.op) {
+        return Ok(Outcome::Refused(e));
+    }
+    let seq = store.applied_seq() + 1;
+    match store.apply(seq, w.request_id, &w.op) {
+        Ok(result) => {
+            let reply = WriteReply { seq, result };
+            Ok(Outcome::Applied(sync(&reply, w), reply))
+        }
+        Err(e @ Error::Storage(_)) => Err(e),
+        Err(e) => Ok(Outcome::Refused(e)),
+    }
+}
+
+/// Publishes the syncs (all confirmed), then replies and acknowledges.
+async fn finish_group(broker: &dyn Broker, batch: Vec<Delivery>, outcomes: Vec<Outcome>) {
+    let syncs = outcomes.iter().map(|o| match o {
+        Outcome::Applied(sync, _) => {
+            Some(broker.publish_fanout(SYNC_X, Message::new(wire::encode(sync))))
+        }
+        _ => None,
+    });
+    let confirmed: Vec<bool> = futures::future::join_all(syncs.map(|p| async move {
+        match p {
+            Some(p) => p.await.is_ok(),
+            None => true,
+        }
+    }))
+    .await;
+    for ((d, outcome), synced) in batch.into_iter().zip(outcomes).zip(confirmed) {
+        if !synced {
+            // Not acknowledged: requeued, and replayed (synced again) later.
+            let _ = d.nack(true).await;
+            continue;
+        }
+        let reply = match outcome {
+            Outcome::Applied(_, r) => Reply::Write(Ok(r)),
+            Outcome::Refused(e) => Reply::Write(Err(e)),
+            Outcome::Snapshot(s) => Reply::Snapshot(s),
+            Outcome::Garbage => {
+                let _ = d.nack(false).await;
+                continue;
+            }
+        };
+        if let Err(e) = reply_to(broker, &d, &reply).await {
+            tracing::warn!(error = %e, "reply failed; requeueing");
+            let _ = d.nack(true).await;
+            continue;
+        }
+        let _ = d.ack().await;
+    }
+}
+
+impl Handler<GetStatus> for MasterWorker {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(WorkerStatus {
+            id: self.id,
+            master: true,
+            applied_seq: self.store.applied_seq(),
+            ready: true,
+        })
+    }
+}
+
+impl Handler<Shutdown> for MasterWorker {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        // Groups run under `wait`, so none is half done when this runs.
+        ctx.stop();
+    }
+}

@@ -1,0 +1,74 @@
+//! Every message the actors exchange, one line of doc each.
+
+use actix::Message;
+
+use crate::error::Result;
+use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
+
+/// Orchestrator: run a read on a slave through `readQ`.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<ReadReply>")]
+pub struct DbRead {
+    pub op: ReadOp,
+    pub consistency: Consistency,
+}
+
+/// Orchestrator: run a write on the master through `writeQ`.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<WriteReply>")]
+pub struct DbWrite {
+    /// The same id on every retry, so the master applies it once.
+    pub request_id: u128,
+    pub op: WriteOp,
+}
+
+/// Orchestrator: the epoch writes must carry from now on.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SetEpoch(pub u64);
+
+/// Orchestrator: counters for metrics and the Scaler.
+#[derive(Message, Debug)]
+#[rtype(result = "OrchestratorStats")]
+pub struct GetStats;
+
+/// What [`GetStats`] answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OrchestratorStats {
+    /// Reads since start.
+    pub reads: u64,
+    /// Writes acknowledged since start.
+    pub writes: u64,
+    /// The highest sequence number acknowledged to a client.
+    pub last_acked_seq: u64,
+    pub epoch: u64,
+    /// Requests waiting for a reply now.
+    pub in_flight: usize,
+}
+
+/// Worker: what it is and how far it got.
+#[derive(Message, Debug)]
+#[rtype(result = "WorkerStatus")]
+pub struct GetStatus;
+
+/// What [`GetStatus`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerStatus {
+    pub id: u64,
+    pub master: bool,
+    pub applied_seq: u64,
+    /// A slave is ready once caught up; a master always is.
+    pub ready: bool,
+}
+
+/// Worker: stop consuming, settle what is held, flush, and stop.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Slave: become the master with this epoch, in place, over the same store.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<actix::Addr<super::MasterWorker>>")]
+pub struct Promote {
+    pub epoch: u64,
+}

@@ -1,0 +1,281 @@
+//! The Orchestrator actor: RPC over the queues. Reads go to `readQ` carrying
+//! the last acknowledged sequence number (strong reads), writes go to
+//! `writeQ` carrying a request id and the epoch; replies come back on
+//! `responseQ` and are matched by correlation id. [`OrchestratorHandle`]
+//! retries what may be retried within a deadline.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::StreamExt;
+use tokio::sync::oneshot;
+
+use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, SetEpoch};
+use crate::broker::{self, Broker, Delivery, Message, READ_Q, RESPONSE_Q, WRITE_Q};
+use crate::error::{Error, Result};
+use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, WriteRequest};
+use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
+
+/// How long one attempt waits for its reply.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request is retried before the client gets a 503.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
+
+struct Pending {
+    tx: oneshot::Sender<Reply>,
+    deadline: Instant,
+}
+
+/// Sends reads and writes over the broker and matches the replies.
+pub struct Orchestrator {
+    broker: Arc<dyn Broker>,
+    pending: HashMap<u64, Pending>,
+    next_id: u64,
+    stats: OrchestratorStats,
+}
+
+impl Orchestrator {
+    pub fn new(broker: Arc<dyn Broker>, epoch: u64) -> Self {
+        Orchestrator {
+            broker,
+            pending: HashMap::new(),
+            next_id: 0,
+            stats: OrchestratorStats {
+                epoch,
+                ..OrchestratorStats::default()
+            },
+        }
+    }
+
+    /// Registers a request; the future publishes it and awaits the reply.
+    fn call(&mut self, queue: &'static str, body: Vec<u8>) -> impl Future<Output = Result<Reply>> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let (tx, rx) = oneshot::channel();
+        let deadline = Instant::now() + ATTEMPT_TIMEOUT;
+        self.pending.insert(id, Pending { tx, deadline });
+        let broker = self.broker.clone();
+        let msg = Message {
+            body,
+            correlation_id: Some(id),
+            reply_to: Some(RESPONSE_Q.to_owned()),
+        };
+        async move {
+            broker.publish(queue, msg).await?;
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, rx).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) | Err(_) => Err(Error::Unavailable(format!(
+                    "no reply from {queue} within {ATTEMPT_TIMEOUT:?}"
+                ))),
+            }
+        }
+    }
+
+    fn on_reply(&mut self, d: &Delivery) {
+        let Some(id) = d.message.correlation_id else {
+            tracing::warn!("reply without correlation id dropped");
+            return;
+        };
+        let reply: Reply = match wire::decode(&d.message.body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable reply dropped");
+                return;
+            }
+        };
+        match &reply {
+            Reply::Write(Ok(w)) => {
+                self.stats.last_acked_seq = self.stats.last_acked_seq.max(w.seq);
+                self.stats.writes += 1;
+            }
+            // The master moved on to a newer epoch: carry it from now on.
+            Reply::Write(Err(Error::Fenced { current, .. })) => {
+                self.stats.epoch = self.stats.epoch.max(*current);
+            }
+            _ => {}
+        }
+        if let Some(p) = self.pending.remove(&id) {
+            let _ = p.tx.send(reply);
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        self.pending
+            .retain(|_, p| p.deadline > now && !p.tx.is_closed());
+    }
+}
+
+impl Actor for Orchestrator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let broker = self.broker.clone();
+        let subscribe = async move {
+            broker::declare_topology(broker.as_ref()).await?;
+            broker.consume(RESPONSE_Q, 1000).await
+        };
+        ctx.wait(subscribe.into_actor(self).map(|res, _act, ctx| match res {
+            Ok(consumer) => {
+                ctx.add_stream(consumer.ready_chunks(256));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot consume responseQ; orchestrator stops");
+                ctx.stop();
+            }
+        }));
+        ctx.run_interval(Duration::from_secs(1), |act, _| act.expire());
+    }
+}
+
+impl StreamHandler<Vec<Delivery>> for Orchestrator {
+    fn handle(&mut self, batch: Vec<Delivery>, _ctx: &mut Context<Self>) {
+        for d in &batch {
+            self.on_reply(d);
+        }
+        actix::spawn(async move {
+            for d in batch {
+                let _ = d.ack().await;
+            }
+        });
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        tracing::error!("responseQ consumer ended");
+    }
+}
+
+impl Handler<DbRead> for Orchestrator {
+    type Result = ResponseFuture<Result<ReadReply>>;
+
+    fn handle(&mut self, msg: DbRead, _ctx: &mut Context<Self>) -> Self::Result {
+        self.stats.reads += 1;
+        let min_seq = match msg.consistency {
+            Consistency::Strong => self.stats.last_acked_seq,
+            Consistency::Eventual => 0,
+        };
+        let body = wire::encode(&ReadRequest {
+            min_seq,
+            op: msg.op,
+        });
+        let reply = self.call(READ_Q, body);
+        Box::pin(async move {
+            match reply.await? {
+                Reply::Read(r) => r,
+                other => Err(unexpected(&other)),
+            }
+        })
+    }
+}
+
+impl Handler<DbWrite> for Orchestrator {
+    type Result = ResponseFuture<Result<WriteReply>>;
+
+    fn handle(&mut self, msg: DbWrite, _ctx: &mut Context<Self>) -> Self::Result {
+        let req = MasterRequest::Write(WriteRequest {
+            request_id: msg.request_id,
+            epoch: self.stats.epoch,
+            op: msg.op,
+        });
+        let reply = self.call(WRITE_Q, wire::encode(&req));
+        Box::pin(async move {
+            match reply.await? {
+                Reply::Write(r) => r,
+                other => Err(unexpected(&other)),
+            }
+        })
+    }
+}
+
+fn unexpected(reply: &Reply) -> Error {
+    Error::Storage(format!("unexpected reply kind: {reply:?}"))
+}
+
+impl Handler<SetEpoch> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetEpoch, _ctx: &mut Context<Self>) {
+        self.stats.epoch = self.stats.epoch.max(msg.0);
+    }
+}
+
+impl Handler<GetStats> for Orchestrator {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(OrchestratorStats {
+            in_flight: self.pending.len(),
+            ..self.stats
+        })
+    }
+}
+
+/// What the HTTP layer holds: sends to the Orchestrator and retries what
+/// may be retried (no worker answered, a failover under way) until the
+/// request's deadline.
+#[derive(Clone)]
+pub struct OrchestratorHandle {
+    addr: Addr<Orchestrator>,
+}
+
+impl OrchestratorHandle {
+    pub fn new(addr: Addr<Orchestrator>) -> Self {
+        OrchestratorHandle { addr }
+    }
+
+    pub fn addr(&self) -> &Addr<Orchestrator> {
+        &self.addr
+    }
+
+    pub async fn read(&self, op: ReadOp, consistency: Consistency) -> Result<ReadReply> {
+        retry(|| {
+            self.addr.send(DbRead {
+                op: op.clone(),
+                consistency,
+            })
+        })
+        .await
+    }
+
+    pub async fn write(&self, op: WriteOp) -> Result<WriteReply> {
+        let request_id = fastrand::u128(..);
+        retry(|| {
+            self.addr.send(DbWrite {
+                request_id,
+                op: op.clone(),
+            })
+        })
+        .await
+    }
+
+    pub async fn stats(&self) -> Result<OrchestratorStats> {
+        self.addr.send(GetStats).await.map_err(mailbox)
+    }
+}
+
+fn mailbox(e: MailboxError) -> Error {
+    Error::Unavailable(format!("orchestrator actor: {e}"))
+}
+
+async fn retry<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<Result<T>, MailboxError>>,
+{
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let result = attempt().await.map_err(mailbox).and_then(|r| r);
+        match result {
+            Err(e) if e.is_retryable() && Instant::now() + backoff < deadline => {
+                tracing::debug!(error = %e, "retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The SlaveWorker actor: a replica that serves reads.
+//!
+//! On start it binds its own sync queue to `syncQ` first, then asks the
+//! master (through `writeQ`, so in write order) for a snapshot, installs it,
+//! applies what queued after it, and only then consumes `readQ` (promise 4).
+//! Sync messages apply strictly in sequence order; duplicates are dropped
+//! (promise 2). A read waits, bounded, until the slave has applied the
+//! sequence number it asks for (promise 3).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::StreamExt;
+
+use super::messages::{GetStatus, Promote, Shutdown, WorkerStatus};
+use super::{blocking, reply_to, MasterWorker};
+use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
+use crate::error::{Error, Result};
+use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, Snapshot, SyncMessage};
+use crate::model::ReadReply;
+use crate::store::Store;
+
+/// How long a read may wait for this slave to catch up before the
+/// orchestrator is told to try again.
+const READ_WAIT: Duration = Duration::from_secs(2);
+/// Reads a slave may hold unacknowledged.
+const READ_PREFETCH: u16 = 128;
+const SYNC_PREFETCH: u16 = 4096;
+
+/// A replica over its own store.
+pub struct SlaveWorker {
+    id: u64,
+    store: Store,
+    broker: Arc<dyn Broker>,
+    applied: u64,
+    /// Caught up: snapshot installed (or found current).
+    ready: bool,
+    /// Sync messages ahead of `applied`, by sequence number.
+    pending: BTreeMap<u64, (SyncMessage, Delivery)>,
+    parked: Vec<Parked>,
+    reads_started: bool,
+    /// The sync and read consumers.
+    streams: Vec<SpawnHandle>,
+    /// The consumer of the pending snapshot answer.
+    snapshot: Option<SpawnHandle>,
+}
+
+struct Parked {
+    req: ReadRequest,
+    delivery: Delivery,
+    deadline: Instant,
+}
+
+/// A group of deliveries from this slave's sync queue.
+struct SyncBatch(Vec<Delivery>);
+/// A group of deliveries from `readQ`.
+struct ReadBatch(Vec<Delivery>);
+/// The master's answer to a snapshot request.
+struct SnapshotAnswer(Delivery);
+
+impl SlaveWorker {
+    pub fn new(id: u64, store: Store, broker: Arc<dyn Broker>) -> Self {
+        let applied = store.applied_seq();
+        SlaveWorker {
+            id,
+            store,
+            broker,
+            applied,
+            ready: false,
+            pending: BTreeMap::new(),
+            parked: Vec::new(),
+            reads_started: false,
+            streams: Vec::new(),
+            snapshot: None,
+        }
+    }
+
+    /// Binds the sync queue, then asks for a snapshot.
+    fn subscribe(&mut self, ctx: &mut Context<Self>) {
+        let (broker, id, have_seq) = (self.broker.clone(), self.id, self.applied);
+        let setup = async move {
+            broker::declare_topology(broker.as_ref()).await?;
+            let sync_q = broker::sync_queue(id);
+            broker.declare_queue(&sync_q, QueueKind::Durable).await?;
+            broker.bind(&sync_q, SYNC_X).await?;
+            let sync = broker.consume(&sync_q, SYNC_PREFETCH).await?;
+            let snap = request_snapshot(broker.as_ref(), id, have_seq).await?;
+            Ok::<_, Error>((sync, snap))
+        };
+        ctx.wait(setup.into_actor(self).map(|res, act, ctx| match res {
+            Ok((sync, snap)) => {
+                let s = ctx.add_stream(sync.ready_chunks(512).map(SyncBatch));
+                act.streams.push(s);
+                act.snapshot = Some(ctx.add_stream(snap.map(SnapshotAnswer)));
+            }
+            Err(e) => {
+                tracing::error!(worker = act.id, error = %e, "slave cannot subscribe");
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn start_reads(&mut self, ctx: &mut Context<Self>) {
+        let broker = self.broker.clone();
+        let consume = async move { broker.consume(READ_Q, READ_PREFETCH).await };
+        ctx.wait(consume.into_actor(self).map(|res, act, ctx| match res {
+            Ok(reads) => {
+                let h = ctx.add_stream(reads.ready_chunks(64).map(ReadBatch));
+                act.streams.push(h);
+                tracing::info!(
+                    worker = act.id,
+                    seq = act.applied,
+                    "slave caught up; serving reads"
+                );
+            }
+            Err(e) => {
+                tracing::error!(worker = act.id, error = %e, "cannot consume readQ");
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// Applies the run of pending syncs that follows `applied`.
+    fn apply_pending(&mut self, ctx: &mut Context<Self>) {
+        let mut run = Vec::new();
+        while let Some((msg, d)) = self.pending.remove(&(self.applied + 1 + run.len() as u64)) {
+            run.push((msg, d));
+        }
+        if run.is_empty() {
+            return;
+        }
+        let (msgs, deliveries): (Vec<_>, Vec<_>) = run.into_iter().unzip();
+        let store = self.store.clone();
+        let apply = blocking(move || {
+            for m in &msgs {
+                store.apply(m.seq, m.request_id, &m.op)?;
+            }
+            Ok(store.applied_seq())
+        });
+        ctx.wait(apply.into_actor(self).map(|res, act, ctx| {
+            let acks = deliveries.into_iter().map(|d| d.ack());
+            actix::spawn(futures::future::join_all(acks));
+            match res {
+                Ok(seq) => {
+                    act.applied = seq;
+                    act.serve_parked(ctx);
+                }
+                Err(e) => act.resync(ctx, e),
+            }
+        }));
+    }
+
+    /// A sync failed to apply: this replica diverged; take a fresh snapshot.
+    fn resync(&mut self, ctx: &mut Context<Self>, e: Error) {
+        tracing::error!(worker = self.id, error = %e, "sync failed to apply; resyncing");
+        self.applied = self.store.applied_seq();
+        self.ready = false;
+        let (broker, id, have_seq) = (self.broker.clone(), self.id, u64::MAX);
+        let ask = async move { request_snapshot(broker.as_ref(), id, have_seq).await };
+        ctx.wait(ask.into_actor(self).map(|res, act, ctx| match res {
+            Ok(snap) => act.snapshot = Some(ctx.add_stream(snap.map(SnapshotAnswer))),
+            Err(e) => {
+                tracing::error!(worker = act.id, error = %e, "resync request failed");
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn serve_parked(&mut self, ctx: &mut Context<Self>) {
+        let applied = self.applied;
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.req.min_seq <= applied);
+        self.parked = later;
+        if !now.is_empty() {
+            self.serve(ctx, now.into_iter().map(|p| (p.req, p.delivery)).collect());
+        }
+    }
+
+    /// Runs reads off the actor thread, then replies and acknowledges.
+    fn serve(&mut self, ctx: &mut Context<Self>, reads: Vec<(ReadRequest, Delivery)>) {
+        let (store, broker) = (self.store.clone(), self.broker.clone());
+        let (reqs, deliveries): (Vec<_>, Vec<_>) = reads.into_iter().unzip();
+        let run = async move {
+            let results = blocking(move || {
+                let seq = store.applied_seq();
+                Ok(reqs
+                    .iter()
+                    .map(|r| store.read(&r.op).map(|result| ReadReply { seq, result }))
+                    .collect::<Vec<_>>())
+            })
+            .await;
+            let results = match results {
+                Ok(r) => r,
+                Err(e) => deliveries.iter().map(|_| Err(e.clone())).collect(),
+            };
+            let replies = deliveries.into_iter().zip(results).map(|(d, r)| {
+                let broker = broker.clone();
+                async move {
+                    match reply_to(broker.as_ref(), &d, &Reply::Read(r)).await {
+                        Ok(()) => d.ack().await,
+                        Err(_) => d.nack(true).await,
+                    }
+                }
+            });
+            futures::future::join_all(replies).await;
+        };
+        ctx.spawn(run.into_actor(self));
+    }
+
+    fn expire_parked(&mut self) {
+        let now = Instant::now();
+        let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.deadline <= now);
+        self.parked = waiting;
+        for p in late {
+            let broker = self.broker.clone();
+            let err = Error::Unavailable(format!(
+                "slave {} has applied {} of {}",
+                self.id, self.applied, p.req.min_seq
+            ));
+            actix::spawn(async move {
+                let _ = reply_to(broker.as_ref(), &p.delivery, &Reply::Read(Err(err))).await;
+                let _ = p.delivery.ack().await;
+            });
+        }
+    }
+
+    /// Stops consuming; what is held but not done goes back to the queues.
+    fn unsubscribe(&mut self, ctx: &mut Context<Self>) {
+        for h in self.streams.drain(..).chain(self.snapshot.take()) {
+            ctx.cancel_future(h);
+        }
+        for p in self.parked.drain(..) {
+            actix::spawn(async move {
+                let _ = p.delivery.nack(true).await;
+            });
+        }
+    }
+}
+
+/// Declares a private reply queue, consumes it, and asks for a snapshot.
+async fn request_snapshot(broker: &dyn Broker, id: u64, have_seq: u64) -> Result<broker::Consumer> {
+    let reply_q = format!("snapshot.{id}.{}", fastrand::u64(..));
+    broker.declare_queue(&reply_q, QueueKind::Transient).await?;
+    let answers = broker.consume(&reply_q, 1).await?;
+    let ask = Message {
+        body: wire::encode(&MasterRequest::Snapshot { have_seq }),
+        correlation_id: Some(id),
+        reply_to: Some(reply_q),
+    };
+    broker.publish(WRITE_Q, ask).await?;
+    Ok(answers)
+}
+
+impl Actor for SlaveWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(worker = self.id, seq = self.applied, "slave starting");
+        self.subscribe(ctx);
+        ctx.run_interval(Duration::from_millis(50), |act, _| act.expire_parked());
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Err(e) = self.store.flush() {
+            tracing::error!(worker = self.id, error = %e, "flush on stop failed");
+        }
+        tracing::info!(worker = self.id, "slave stopped");
+    }
+}
+
+impl StreamHandler<SyncBatch> for SlaveWorker {
+    fn handle(&mut self, SyncBatch(batch): SyncBatch, ctx: &mut Context<Self>) {
+        for d in batch {
+            let msg: SyncMessage = match wire::decode(&d.message.body) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(worker = self.id, error = %e, "bad sync message dropped");
+                    actix::spawn(async move {
+                        let _ = d.nack(false).await;
+                    });
+                    continue;
+                }
+            };
+            if msg.seq <= self.applied || self.pending.contains_key(&msg.seq) {
+                actix::spawn(async move {
+                    let _ = d.ack().await;
+                });
+                continue;
+            }
+            self.pending.insert(msg.seq, (msg, d));
+        }
+        if self.ready {
+            self.apply_pending(ctx);
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(worker = self.id, "sync consumer ended");
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<SnapshotAnswer> for SlaveWorker {
+    fn handle(&mut self, SnapshotAnswer(d): SnapshotAnswer, ctx: &mut Context<Self>) {
+        let answer: Result<Option<Snapshot>> = match wire::decode(&d.message.body) {
+            Ok(Reply::Snapshot(s)) => s,
+            Ok(_) => Err(Error::BadMessage("not a snapshot".into())),
+            Err(e) => Err(e),
+        };
+        actix::spawn(async move {
+            let _ = d.ack().await;
+        });
+        if let Some(h) = self.snapshot.take() {
+            ctx.cancel_future(h);
+        }
+        let store = self.store.clone();
+        let install = blocking(move || {
+            if let Some(snap) = answer? {
+                store.install(&snap)?;
+            }
+            Ok(store.applied_seq())
+        });
+        ctx.wait(install.into_actor(self).map(|res, act, ctx| match res {
+            Ok(seq) => {
+                act.applied = seq;
+                act.ready = true;
+                // What the snapshot already holds is settled.
+                let ahead = act.pending.split_off(&(seq + 1));
+                let covered = std::mem::replace(&mut act.pending, ahead);
+                let acks = covered.into_values().map(|(_, d)| d.ack());
+                actix::spawn(futures::future::join_all(acks));
+                act.apply_pending(ctx);
+                if !act.reads_started {
+                    act.reads_started = true;
+                    act.start_reads(ctx);
+                }
+            }
+            Err(e) => act.resync(ctx, e),
+        }));
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl StreamHandler<ReadBatch> for SlaveWorker {
+    fn handle(&mut self, ReadBatch(batch): ReadBatch, ctx: &mut Context<Self>) {
+        let mut now = Vec::new();
+        for d in batch {
+            match wire::decode::<ReadRequest>(&d.message.body) {
+                Ok(req) if req.min_seq <= self.applied => now.push((req, d)),
+                Ok(req) => self.parked.push(Parked {
+                    req,
+                    delivery: d,
+                    deadline: Instant::now() + READ_WAIT,
+                }),
+                Err(e) => {
+                    tracing::warn!(worker = self.id, error = %e, "bad read message dropped");
+                    actix::spawn(async move {
+                        let _ = d.nack(false).await;
+                    });
+                }
+            }
+        }
+        if !now.is_empty() {
+            self.serve(ctx, now);
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(worker = self.id, "readQ consumer ended");
+        ctx.stop();
+    }
+}
+
+impl Handler<GetStatus> for SlaveWorker {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(WorkerStatus {
+            id: self.id,
+            master: false,
+            applied_seq: self.applied,
+            ready: self.ready,
+        })
+    }
+}
+
+impl Handler<Shutdown> for SlaveWorker {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        self.unsubscribe(ctx);
+        ctx.stop();
+    }
+}
+
+impl Handler<Promote> for SlaveWorker {
+    type Result = Result<Addr<MasterWorker>>;
+
+    fn handle(&mut self, msg: Promote, ctx: &mut Context<Self>) -> Self::Result {
+        tracing::info!(
+            worker = self.id,
+            epoch = msg.epoch,
+            seq = self.applied,
+            "promoted to master"
+        );
+        self.unsubscribe(ctx);
+        let broker = self.broker.clone();
+        let sync_q = broker::sync_queue(self.id);
+        actix::spawn(async move {
+            let _ = broker.delete_queue(&sync_q).await;
+        });
+        ctx.stop();
+        let master = MasterWorker::new(self.id, self.store.clone(), self.broker.clone(), msg.epoch);
+        Ok(master.start())
+    }
+}
