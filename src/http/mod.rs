@@ -3,3 +3,7 @@
 
 pub mod common;
 pub mod dbclient;
+pub mod gateway;
+pub mod rides;
+pub mod service;
+pub mod users;

@@ -1,0 +1,198 @@
+//! The gateway in front of the RideShare services, routing by path as the
+//! original AWS load balancer did: paths starting with `/api/v1/users` go to
+//! the users service, everything else to the rides service.
+//!
+//! Method, path, query, headers (minus hop-by-hop ones) and body are
+//! forwarded unchanged, and the upstream's status, headers and body are
+//! copied back. Bodies are buffered under the body cap (413 above it). An
+//! upstream that cannot be reached, or that breaks off its answer, is 502.
+//! The gateway answers `/healthz` itself.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+
+use super::common::{self, Body, BodyLimit};
+
+/// Worker threads of the gateway.
+pub const WORKERS: usize = 2;
+
+/// How long an upstream may take to answer; the services answer well
+/// before this (their DB client gives up after 30 s).
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the gateway sends requests.
+#[derive(Clone, Debug)]
+pub struct Upstreams {
+    pub users: String,
+    pub rides: String,
+    http: reqwest::Client,
+}
+
+impl Upstreams {
+    pub fn new(users_url: &str, rides_url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(UPSTREAM_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .expect("a plain HTTP client builds");
+        Upstreams {
+            users: users_url.trim_end_matches('/').to_owned(),
+            rides: rides_url.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    /// The base URL of the service that owns `path`.
+    pub fn route(&self, path: &str) -> &str {
+        if path.starts_with("/api/v1/users") {
+            &self.users
+        } else {
+            &self.rides
+        }
+    }
+}
+
+/// The gateway on `listener`, in front of the users and rides services.
+pub fn server(
+    listener: TcpListener,
+    users_url: &str,
+    rides_url: &str,
+    body_limit: usize,
+) -> std::io::Result<Server> {
+    let upstreams = Upstreams::new(users_url, rides_url);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(upstreams.clone()))
+            .app_data(BodyLimit(body_limit))
+            .configure(configure)
+    })
+    .workers(WORKERS)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Registers `/healthz` and forwards everything else; the app must carry
+/// [`Upstreams`] as `web::Data` (and may carry a `BodyLimit`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/healthz")
+            .route(web::get().to(common::healthz))
+            .default_service(web::to(common::method_not_allowed)),
+    )
+    .default_service(web::to(forward));
+}
+
+/// Headers that belong to one connection, not to the message (RFC 9110
+/// 7.6.1), and the framing ones the next hop recomputes.
+fn is_hop_by_hop(name: &str) -> bool {
+    const HOP: [&str; 11] = [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        // Recomputed: the body's length and the upstream's own authority.
+        "content-length",
+        "host",
+    ];
+    HOP.contains(&name)
+}
+
+/// The headers of a message worth forwarding, as (name, value) bytes:
+/// hop-by-hop ones and those its `Connection` header names are left out.
+/// Works on both `http` crate versions (actix's and reqwest's).
+fn end_to_end<'a>(headers: Vec<(&'a str, &'a [u8])>) -> Vec<(&'a str, &'a [u8])> {
+    let named: Vec<String> = headers
+        .iter()
+        .filter(|(n, _)| *n == "connection")
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    headers
+        .into_iter()
+        .filter(|(n, _)| !is_hop_by_hop(n) && !named.iter().any(|d| d == n))
+        .collect()
+}
+
+fn bad_gateway(msg: impl std::fmt::Display) -> HttpResponse {
+    common::error_response(StatusCode::BAD_GATEWAY, msg)
+}
+
+async fn forward(req: HttpRequest, body: Body, upstreams: web::Data<Upstreams>) -> HttpResponse {
+    let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let url = format!("{}{}", upstreams.route(req.path()), path_and_query);
+    let Ok(method) = reqwest::Method::from_bytes(req.method().as_str().as_bytes()) else {
+        return common::bad_request("unsupported method");
+    };
+    let mut upstream = upstreams.http.request(method, &url).body(body.0);
+    let headers = req.headers().iter();
+    for (name, value) in end_to_end(headers.map(|(n, v)| (n.as_str(), v.as_bytes())).collect()) {
+        upstream = upstream.header(name, value);
+    }
+    let resp = match upstream.send().await {
+        Ok(resp) => resp,
+        Err(e) => return bad_gateway(format!("upstream unreachable: {e}")),
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut answer = HttpResponse::build(status);
+    let headers = resp.headers().iter();
+    for (name, value) in end_to_end(headers.map(|(n, v)| (n.as_str(), v.as_bytes())).collect()) {
+        answer.append_header((name, value));
+    }
+    match resp.bytes().await {
+        Ok(bytes) => answer.body(bytes),
+        Err(e) => bad_gateway(format!("upstream answer broken off: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_paths_go_to_users_and_everything_else_to_rides() {
+        let u = Upstreams::new("http://users/", "http://rides");
+        for (path, want) in [
+            ("/api/v1/users", "http://users"),
+            ("/api/v1/users/alice", "http://users"),
+            ("/api/v1/usersx", "http://users"),
+            ("/api/v1/rides", "http://rides"),
+            ("/api/v1/_count", "http://rides"),
+            ("/api/v1/db/clear", "http://rides"),
+            ("/api/v1/user", "http://rides"),
+            ("/", "http://rides"),
+        ] {
+            assert_eq!(u.route(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_not_forwarded() {
+        let headers = vec![
+            ("connection", &b"keep-alive, X-Secret"[..]),
+            ("x-secret", b"1"),
+            ("keep-alive", b"timeout=5"),
+            ("transfer-encoding", b"chunked"),
+            ("host", b"gateway"),
+            ("content-length", b"3"),
+            ("content-type", b"application/json"),
+            ("location", b"/api/v1/rides/1"),
+            ("x-request-id", b"7"),
+        ];
+        let names: Vec<&str> = end_to_end(headers).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["content-type", "location", "x-request-id"]);
+    }
+}

@@ -1,0 +1,458 @@
+//! The RideShare rides service: create, search, show, join and delete
+//! rides, count them, plus the shared `_count`, `db/clear` and `/healthz`
+//! (see `RIDESHARE_API.md`).
+//!
+//! Rides live in the DBaaS table `rides` {ride_id (auto key), created_by,
+//! timestamp (Unix seconds), source, destination, users}. The service
+//! counts every request under `/api/v1/rides`.
+//!
+//! Known race, accepted: joining checks the user, then adds them, in two
+//! DB requests; a user deleted in between stays listed as a rider.
+
+use std::net::TcpListener;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::Server;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::common::{self, Body};
+use super::service::{self, ServiceState, State};
+use crate::model::{CmpOp, Cond, Order, ReadOp, Row, Value, WriteOp, WriteResult};
+use crate::rideshare::{areas, timestamp};
+
+/// The prefix of the routes this service counts.
+pub const COUNTED_PREFIX: &str = "/api/v1/rides";
+
+/// The rides service on `listener`, reaching the DBaaS at
+/// `orchestrator_url`, refusing bodies over `body_limit` bytes.
+pub fn server(
+    listener: TcpListener,
+    orchestrator_url: &str,
+    body_limit: usize,
+) -> std::io::Result<Server> {
+    let state = ServiceState::new(orchestrator_url);
+    service::serve(listener, state, body_limit, COUNTED_PREFIX, configure)
+}
+
+/// Registers the service's routes; the app must carry a [`ServiceState`]
+/// as `web::Data` (and may carry a `BodyLimit`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let not_allowed = || web::to(common::method_not_allowed);
+    cfg.service(
+        web::resource("/api/v1/rides")
+            .route(web::post().to(create_ride))
+            .route(web::get().to(upcoming_rides))
+            .default_service(not_allowed()),
+    )
+    // Before `{rideId}`, which would otherwise take "count" as an id.
+    .service(
+        web::resource("/api/v1/rides/count")
+            .route(web::get().to(count_rides))
+            .default_service(not_allowed()),
+    )
+    .service(
+        web::resource("/api/v1/rides/{rideId}")
+            .route(web::get().to(show_ride))
+            .route(web::post().to(join_ride))
+            .route(web::delete().to(delete_ride))
+            .default_service(not_allowed()),
+    );
+    service::configure_common(cfg);
+}
+
+const TABLE: &str = "rides";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRide {
+    created_by: String,
+    timestamp: String,
+    source: i64,
+    destination: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Join {
+    username: String,
+}
+
+/// An entry of the upcoming-rides list.
+#[derive(Serialize)]
+struct Upcoming {
+    #[serde(rename = "rideId")]
+    ride_id: i64,
+    username: String,
+    timestamp: String,
+}
+
+/// The details of one ride.
+#[derive(Serialize)]
+struct Details {
+    #[serde(rename = "rideId")]
+    ride_id: i64,
+    created_by: String,
+    users: Vec<String>,
+    timestamp: String,
+    source: i64,
+    destination: i64,
+}
+
+/// Checks a new ride's fields; answers its timestamp in Unix seconds.
+fn check_ride(ride: &NewRide) -> Result<i64, String> {
+    for (name, area) in [("source", ride.source), ("destination", ride.destination)] {
+        if !areas::is_area(area) {
+            return Err(format!(
+                "{name} {area} is not an area (1..={})",
+                areas::count()
+            ));
+        }
+    }
+    if ride.source == ride.destination {
+        return Err("source and destination are the same area".into());
+    }
+    timestamp::parse(&ride.timestamp).map_err(|e| e.to_string())
+}
+
+fn new_ride_row(ride: NewRide, secs: i64) -> Row {
+    Row::from([
+        ("created_by".to_owned(), Value::from(ride.created_by)),
+        ("timestamp".to_owned(), Value::Int(secs)),
+        ("source".to_owned(), Value::Int(ride.source)),
+        ("destination".to_owned(), Value::Int(ride.destination)),
+        ("users".to_owned(), Value::List(Vec::new())),
+    ])
+}
+
+/// Whether a user exists: a point lookup by key.
+async fn user_exists(state: &State, username: &str) -> Result<bool, HttpResponse> {
+    let op = ReadOp::Get {
+        table: "users".into(),
+        key: Value::from(username),
+        columns: Some(vec!["username".into()]),
+    };
+    match state.db.read(&op).await {
+        Ok(reply) => Ok(reply.result.count() > 0),
+        Err(e) => Err(service::db_error(&e)),
+    }
+}
+
+/// The ride with `id`, if it exists.
+async fn get_ride(state: &State, id: i64) -> Result<Option<Row>, HttpResponse> {
+    let op = ReadOp::Get {
+        table: TABLE.into(),
+        key: Value::Int(id),
+        columns: None,
+    };
+    match state.db.read(&op).await {
+        Ok(reply) => Ok(reply.result.into_rows().into_iter().next()),
+        Err(e) => Err(service::db_error(&e)),
+    }
+}
+
+async fn create_ride(state: State, body: Body) -> HttpResponse {
+    let ride: NewRide = match common::parse_json(&body.0) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let secs = match check_ride(&ride) {
+        Ok(secs) => secs,
+        Err(msg) => return common::bad_request(msg),
+    };
+    match user_exists(&state, &ride.created_by).await {
+        Ok(true) => {}
+        Ok(false) => return common::bad_request("creator does not exist"),
+        Err(resp) => return resp,
+    }
+    let op = WriteOp::InsertAuto {
+        table: TABLE.into(),
+        row: new_ride_row(ride, secs),
+    };
+    match state.db.write(&op).await {
+        Ok(reply) => match reply.result {
+            WriteResult::Inserted {
+                key: Value::Int(id),
+            } => HttpResponse::Created()
+                .insert_header((header::LOCATION, format!("/api/v1/rides/{id}")))
+                .json(serde_json::json!({})),
+            other => common::error_response(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("unexpected insert result {other:?}"),
+            ),
+        },
+        Err(e) => service::db_error(&e),
+    }
+}
+
+/// The `source` and `destination` of a search: both present once, decimal
+/// digits only, naming areas. Other parameters are ignored.
+fn search_areas(query: &str) -> Result<(i64, i64), String> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+        .map_err(|e| format!("unreadable query string: {e}"))?
+        .into_inner();
+    let area = |name: &str| -> Result<i64, String> {
+        let mut values = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+        let value = match (values.next(), values.next()) {
+            (Some(v), None) => v,
+            (None, _) => return Err(format!("query parameter {name} is missing")),
+            (Some(_), Some(_)) => return Err(format!("query parameter {name} is repeated")),
+        };
+        service::parse_unsigned(value)
+            .filter(|&n| areas::is_area(n))
+            .ok_or_else(|| {
+                format!(
+                    "{name} {:?} is not an area number (1..={})",
+                    value.chars().take(40).collect::<String>(),
+                    areas::count()
+                )
+            })
+    };
+    Ok((area("source")?, area("destination")?))
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+async fn upcoming_rides(state: State, req: HttpRequest) -> HttpResponse {
+    let (source, destination) = match search_areas(req.query_string()) {
+        Ok(areas) => areas,
+        Err(msg) => return common::bad_request(msg),
+    };
+    let op = ReadOp::Select {
+        table: TABLE.into(),
+        filter: vec![
+            Cond::new("source", CmpOp::Eq, source),
+            Cond::new("destination", CmpOp::Eq, destination),
+            Cond::new("timestamp", CmpOp::Gt, now_secs()),
+        ],
+        columns: Some(vec![
+            "ride_id".into(),
+            "created_by".into(),
+            "timestamp".into(),
+        ]),
+        order_by: Some(Order {
+            column: "timestamp".into(),
+            desc: false,
+        }),
+        limit: None,
+    };
+    let rows = match state.db.read(&op).await {
+        Ok(reply) => reply.result.into_rows(),
+        Err(e) => return service::db_error(&e),
+    };
+    let rides: Vec<Upcoming> = rows.iter().filter_map(upcoming).collect();
+    if rides.is_empty() {
+        service::no_content()
+    } else {
+        common::ok_json(&rides)
+    }
+}
+
+fn int(row: &Row, column: &str) -> Option<i64> {
+    row.get(column).and_then(Value::as_int)
+}
+
+fn text(row: &Row, column: &str) -> Option<String> {
+    row.get(column).and_then(Value::as_text).map(str::to_owned)
+}
+
+fn upcoming(row: &Row) -> Option<Upcoming> {
+    Some(Upcoming {
+        ride_id: int(row, "ride_id")?,
+        username: text(row, "created_by")?,
+        timestamp: timestamp::format(int(row, "timestamp")?)?,
+    })
+}
+
+fn details(row: &Row) -> Option<Details> {
+    let users = row.get("users").and_then(Value::as_list)?;
+    Some(Details {
+        ride_id: int(row, "ride_id")?,
+        created_by: text(row, "created_by")?,
+        users: users
+            .iter()
+            .filter_map(|u| u.as_text().map(str::to_owned))
+            .collect(),
+        timestamp: timestamp::format(int(row, "timestamp")?)?,
+        source: int(row, "source")?,
+        destination: int(row, "destination")?,
+    })
+}
+
+/// The `{rideId}` of the path: an unsigned decimal integer fitting `i64`.
+fn ride_id(path: &str) -> Result<i64, HttpResponse> {
+    service::parse_unsigned(path).ok_or_else(|| {
+        common::bad_request(format!(
+            "ride id {:?} is not an unsigned integer",
+            path.chars().take(40).collect::<String>()
+        ))
+    })
+}
+
+async fn show_ride(state: State, path: web::Path<String>) -> HttpResponse {
+    let id = match ride_id(&path) {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    match get_ride(&state, id).await {
+        Ok(Some(row)) => match details(&row) {
+            Some(d) => common::ok_json(&d),
+            None => common::error_response(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("ride {id} is stored malformed"),
+            ),
+        },
+        Ok(None) => service::no_content(),
+        Err(resp) => resp,
+    }
+}
+
+async fn join_ride(state: State, path: web::Path<String>, body: Body) -> HttpResponse {
+    let id = match ride_id(&path) {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    let join: Join = match common::parse_json(&body.0) {
+        Ok(j) => j,
+        Err(resp) => return resp,
+    };
+    match user_exists(&state, &join.username).await {
+        Ok(true) => {}
+        Ok(false) => return common::bad_request("no such user"),
+        Err(resp) => return resp,
+    }
+    let creator = match get_ride(&state, id).await {
+        Ok(Some(row)) => text(&row, "created_by"),
+        Ok(None) => return service::no_content(),
+        Err(resp) => return resp,
+    };
+    if creator.as_deref() == Some(join.username.as_str()) {
+        return common::bad_request("the creator cannot join their own ride");
+    }
+    let op = WriteOp::Update {
+        table: TABLE.into(),
+        key: Some(Value::Int(id)),
+        filter: None,
+        set: Row::new(),
+        add: Row::from([("users".to_owned(), Value::from(join.username))]),
+        remove: Row::new(),
+    };
+    match state.db.write(&op).await {
+        Ok(reply) if reply.result == (WriteResult::Updated { matched: 0 }) => service::no_content(),
+        Ok(_) => service::empty_ok(),
+        Err(e) => service::db_error(&e),
+    }
+}
+
+async fn delete_ride(state: State, path: web::Path<String>) -> HttpResponse {
+    let id = match ride_id(&path) {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    let op = WriteOp::Delete {
+        table: TABLE.into(),
+        key: Some(Value::Int(id)),
+        filter: None,
+    };
+    match state.db.write(&op).await {
+        Ok(reply) if reply.result == (WriteResult::Deleted { count: 0 }) => {
+            common::bad_request("no such ride")
+        }
+        Ok(_) => service::empty_ok(),
+        Err(e) => service::db_error(&e),
+    }
+}
+
+async fn count_rides(state: State) -> HttpResponse {
+    let op = ReadOp::Count {
+        table: TABLE.into(),
+        filter: Vec::new(),
+    };
+    match state.db.read(&op).await {
+        Ok(reply) => common::ok_json(&[reply.result.count()]),
+        Err(e) => service::db_error(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_parameters_are_strict() {
+        for (q, want) in [
+            ("source=1&destination=2", Ok((1, 2))),
+            ("destination=2&source=198", Ok((198, 2))),
+            ("source=01&destination=2&other=x", Ok((1, 2))),
+            ("source=%31&destination=2", Ok((1, 2))),
+            ("source=1", Err("destination")),
+            ("destination=1", Err("source")),
+            ("", Err("source")),
+            ("source=&destination=2", Err("source")),
+            ("source=0&destination=2", Err("source")),
+            ("source=199&destination=2", Err("source")),
+            ("source=-1&destination=2", Err("source")),
+            ("source=+1&destination=2", Err("source")),
+            ("source=1.0&destination=2", Err("source")),
+            ("source=a&destination=2", Err("source")),
+            ("source=99999999999999999999&destination=2", Err("source")),
+            ("source=1&destination=2&source=3", Err("repeated")),
+        ] {
+            match (search_areas(q), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{q}"),
+                (Err(msg), Err(word)) => assert!(msg.contains(word), "{q}: {msg}"),
+                (got, want) => panic!("{q}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    fn ride(source: i64, destination: i64, ts: &str) -> NewRide {
+        NewRide {
+            created_by: "a".into(),
+            timestamp: ts.into(),
+            source,
+            destination,
+        }
+    }
+
+    #[test]
+    fn new_rides_are_checked() {
+        let ts = "01-01-2030:00-00-00";
+        assert!(check_ride(&ride(1, 2, ts)).is_ok());
+        assert!(check_ride(&ride(198, 1, "01-01-2000:00-00-00")).is_ok());
+        for bad in [
+            ride(0, 2, ts),
+            ride(1, 199, ts),
+            ride(-5, 2, ts),
+            ride(3, 3, ts),
+            ride(1, 2, "31-02-2030:00-00-00"),
+            ride(1, 2, "2030-01-01"),
+        ] {
+            assert!(check_ride(&bad).is_err());
+        }
+    }
+
+    #[test]
+    fn bodies_are_strict_json() {
+        let ok = r#"{"created_by":"a","timestamp":"t","source":1,"destination":2}"#;
+        assert!(serde_json::from_str::<NewRide>(ok).is_ok());
+        for bad in [
+            r#"{"created_by":"a","timestamp":"t","source":"1","destination":2}"#,
+            r#"{"created_by":"a","timestamp":"t","source":1.0,"destination":2}"#,
+            r#"{"created_by":"a","timestamp":"t","source":true,"destination":2}"#,
+            r#"{"created_by":"a","timestamp":"t","source":1e0,"destination":2}"#,
+            r#"{"created_by":"a","timestamp":"t","source":99999999999999999999,"destination":2}"#,
+            r#"{"created_by":"a","timestamp":"t","source":1}"#,
+            r#"{"created_by":"a","timestamp":"t","source":1,"destination":2,"x":1}"#,
+            r#"{"created_by":null,"timestamp":"t","source":1,"destination":2}"#,
+            r#"[]"#,
+        ] {
+            assert!(serde_json::from_str::<NewRide>(bad).is_err(), "{bad}");
+        }
+    }
+}

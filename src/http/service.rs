@@ -1,0 +1,206 @@
+//! What the two RideShare services share: their state (a DBaaS client and a
+//! request counter), the `_count`, `db/clear` and `/healthz` routes, the
+//! mapping of DB errors to answers, strict path and query numbers, and the
+//! HTTP server around an app.
+//!
+//! The services keep no data of their own; everything goes through
+//! [`DbClient`]. The only state a service process holds is its request
+//! counter, which is per instance by design (as in the original).
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix_web::dev::{Server, Service};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use super::common::{self, BodyLimit};
+use super::dbclient::DbClient;
+use crate::error::Error;
+
+/// Worker threads per service; the services are thin and I/O bound.
+pub const WORKERS: usize = 2;
+
+/// A lock-free count of the requests a service received on its own routes.
+#[derive(Debug, Default)]
+pub struct RequestCounter(AtomicU64);
+
+impl RequestCounter {
+    pub fn increment(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The app data of a RideShare service: shared by all its workers.
+#[derive(Clone, Debug)]
+pub struct ServiceState {
+    pub db: DbClient,
+    pub counter: Arc<RequestCounter>,
+}
+
+impl ServiceState {
+    pub fn new(orchestrator_url: &str) -> Self {
+        ServiceState {
+            db: DbClient::new(orchestrator_url),
+            counter: Arc::default(),
+        }
+    }
+}
+
+/// The handlers' view of the state.
+pub type State = web::Data<ServiceState>;
+
+/// Runs a service: `configure` registers its routes, every request whose
+/// path starts with `counted_prefix` is counted (whatever its answer).
+pub fn serve(
+    listener: TcpListener,
+    state: ServiceState,
+    body_limit: usize,
+    counted_prefix: &'static str,
+    configure: fn(&mut web::ServiceConfig),
+) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        let counter = Arc::clone(&state.counter);
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(BodyLimit(body_limit))
+            .wrap_fn(move |req, srv| {
+                if req.path().starts_with(counted_prefix) {
+                    counter.increment();
+                }
+                srv.call(req)
+            })
+            .configure(configure)
+    })
+    .workers(WORKERS)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Registers `_count`, `db/clear`, `/healthz` and the 404 for unknown
+/// routes: the part of `configure` both services have in common.
+pub fn configure_common(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/v1/_count")
+            .route(web::get().to(get_count))
+            .route(web::delete().to(reset_count))
+            .default_service(web::to(common::method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v1/db/clear")
+            .route(web::post().to(clear))
+            .default_service(web::to(common::method_not_allowed)),
+    )
+    .service(
+        web::resource("/healthz")
+            .route(web::get().to(common::healthz))
+            .default_service(web::to(common::method_not_allowed)),
+    )
+    .default_service(web::to(common::not_found));
+}
+
+async fn get_count(state: State) -> HttpResponse {
+    common::ok_json(&[state.counter.get()])
+}
+
+async fn reset_count(state: State) -> HttpResponse {
+    state.counter.reset();
+    empty_ok()
+}
+
+async fn clear(state: State) -> HttpResponse {
+    match state.db.clear().await {
+        Ok(()) => empty_ok(),
+        Err(e) => db_error(&e),
+    }
+}
+
+/// 200 `{}`.
+pub fn empty_ok() -> HttpResponse {
+    common::ok_json(&serde_json::json!({}))
+}
+
+/// 201 `{}`.
+pub fn created() -> HttpResponse {
+    HttpResponse::Created().json(serde_json::json!({}))
+}
+
+/// 204 without a body.
+pub fn no_content() -> HttpResponse {
+    HttpResponse::NoContent().finish()
+}
+
+/// The answer to a DB error the handler has no more specific answer for.
+/// The DB refuses a request only for what the client sent (a key that
+/// exists, a value it will not store), so refusals are 400; an unavailable
+/// DBaaS is 503; anything else is the DBaaS's own failure.
+pub fn db_error(e: &Error) -> HttpResponse {
+    match e {
+        Error::BadRequest(_) | Error::Conflict(_) => common::bad_request(e),
+        Error::Unavailable(_) | Error::Fenced { .. } => {
+            common::error_response(StatusCode::SERVICE_UNAVAILABLE, e)
+        }
+        Error::Storage(_) | Error::BadMessage(_) => {
+            common::error_response(StatusCode::INTERNAL_SERVER_ERROR, e)
+        }
+    }
+}
+
+/// An unsigned decimal number that fits `i64`: ASCII digits only, no sign,
+/// no spaces, at least one digit.
+pub fn parse_unsigned(s: &str) -> Option<i64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsigned_numbers_are_digits_only_and_fit_i64() {
+        for (s, n) in [
+            ("0", Some(0)),
+            ("1", Some(1)),
+            ("007", Some(7)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("9223372036854775808", None),
+            ("99999999999999999999999", None),
+            ("", None),
+            ("-1", None),
+            ("+1", None),
+            (" 1", None),
+            ("1 ", None),
+            ("1.0", None),
+            ("1e3", None),
+            ("0x10", None),
+            ("١", None),
+            ("1١", None),
+        ] {
+            assert_eq!(parse_unsigned(s), n, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn the_counter_counts_and_resets() {
+        let c = RequestCounter::default();
+        c.increment();
+        c.increment();
+        assert_eq!(c.get(), 2);
+        c.reset();
+        assert_eq!(c.get(), 0);
+    }
+}
