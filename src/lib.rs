@@ -1,8 +1,11 @@
 pub mod actors;
 pub mod broker;
+pub mod config;
 pub mod error;
 pub mod http;
+pub mod loadgen;
 pub mod model;
 pub mod rideshare;
 pub mod runtime;
 pub mod store;
+pub mod system;

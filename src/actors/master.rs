@@ -241,6 +241,7 @@ impl Handler<GetStatus> for MasterWorker {
             master: true,
             applied_seq: self.store.applied_seq(),
             ready: true,
+            reads_served: 0,
         })
     }
 }

@@ -59,6 +59,8 @@ pub struct WorkerStatus {
     pub applied_seq: u64,
     /// A slave is ready once caught up; a master always is.
     pub ready: bool,
+    /// Reads this worker has answered.
+    pub reads_served: u64,
 }
 
 /// Worker: stop consuming, settle what is held, flush, and stop.

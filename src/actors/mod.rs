@@ -40,6 +40,7 @@
 //! Blocking sled work runs on tokio's blocking pool ([`blocking`]), never
 //! on the actix threads.
 
+pub mod election;
 pub mod messages;
 
 mod master;

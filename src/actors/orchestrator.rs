@@ -13,7 +13,7 @@ use actix::prelude::*;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
-use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, SetEpoch};
+use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, SetEpoch, Shutdown};
 use crate::broker::{self, Broker, Delivery, Message, READ_Q, RESPONSE_Q, WRITE_Q};
 use crate::error::{Error, Result};
 use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, WriteRequest};
@@ -210,6 +210,14 @@ impl Handler<GetStats> for Orchestrator {
             in_flight: self.pending.len(),
             ..self.stats
         })
+    }
+}
+
+impl Handler<Shutdown> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 

@@ -41,6 +41,7 @@ pub struct SlaveWorker {
     pending: BTreeMap<u64, (SyncMessage, Delivery)>,
     parked: Vec<Parked>,
     reads_started: bool,
+    reads_served: u64,
     /// The sync and read consumers.
     streams: Vec<SpawnHandle>,
     /// The consumer of the pending snapshot answer.
@@ -72,6 +73,7 @@ impl SlaveWorker {
             pending: BTreeMap::new(),
             parked: Vec::new(),
             reads_started: false,
+            reads_served: 0,
             streams: Vec::new(),
             snapshot: None,
         }
@@ -183,6 +185,7 @@ impl SlaveWorker {
     fn serve(&mut self, ctx: &mut Context<Self>, reads: Vec<(ReadRequest, Delivery)>) {
         let (store, broker) = (self.store.clone(), self.broker.clone());
         let (reqs, deliveries): (Vec<_>, Vec<_>) = reads.into_iter().unzip();
+        self.reads_served += reqs.len() as u64;
         let run = async move {
             let results = blocking(move || {
                 let seq = store.applied_seq();
@@ -386,6 +389,7 @@ impl Handler<GetStatus> for SlaveWorker {
             master: false,
             applied_seq: self.applied,
             ready: self.ready,
+            reads_served: self.reads_served,
         })
     }
 }

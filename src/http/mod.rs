@@ -4,6 +4,7 @@
 pub mod common;
 pub mod dbclient;
 pub mod gateway;
+pub mod orchestrator;
 pub mod rides;
 pub mod service;
 pub mod users;

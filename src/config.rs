@@ -1,0 +1,153 @@
+//! Configuration in layers: defaults, then a TOML file (`--config`), then
+//! `DBAAS_*` environment variables, then flags. See `dbaas.example.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::http::common::DEFAULT_BODY_LIMIT;
+
+/// Flags (and their environment variables) of `dbaas up`.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct UpArgs {
+    /// A TOML file with any of the settings below.
+    #[arg(long, env = "DBAAS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the gateway (the system's front door) listens.
+    #[arg(long, env = "DBAAS_GATEWAY_ADDR")]
+    pub gateway_addr: Option<SocketAddr>,
+    /// Where the users service listens.
+    #[arg(long, env = "DBAAS_USERS_ADDR")]
+    pub users_addr: Option<SocketAddr>,
+    /// Where the rides service listens.
+    #[arg(long, env = "DBAAS_RIDES_ADDR")]
+    pub rides_addr: Option<SocketAddr>,
+    /// Where the orchestrator's DB API listens.
+    #[arg(long, env = "DBAAS_ORCHESTRATOR_ADDR")]
+    pub orchestrator_addr: Option<SocketAddr>,
+    /// Where the workers keep their databases.
+    #[arg(long, env = "DBAAS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// How many slave workers to run.
+    #[arg(long, env = "DBAAS_SLAVES")]
+    pub slaves: Option<usize>,
+    /// The largest request body accepted, in bytes.
+    #[arg(long, env = "DBAAS_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+}
+
+/// The same settings, as a file holds them.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    gateway_addr: Option<SocketAddr>,
+    users_addr: Option<SocketAddr>,
+    rides_addr: Option<SocketAddr>,
+    orchestrator_addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    slaves: Option<usize>,
+    body_limit: Option<usize>,
+}
+
+/// The settings of `dbaas up`, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpConfig {
+    pub gateway_addr: SocketAddr,
+    pub users_addr: SocketAddr,
+    pub rides_addr: SocketAddr,
+    pub orchestrator_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub slaves: usize,
+    pub body_limit: usize,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("a valid default address")
+}
+
+impl UpArgs {
+    /// Resolves flags and environment over the file over the defaults.
+    pub fn resolve(&self) -> Result<UpConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let cfg = UpConfig {
+            gateway_addr: self
+                .gateway_addr
+                .or(file.gateway_addr)
+                .unwrap_or_else(|| addr("127.0.0.1:8080")),
+            users_addr: self
+                .users_addr
+                .or(file.users_addr)
+                .unwrap_or_else(|| addr("127.0.0.1:8081")),
+            rides_addr: self
+                .rides_addr
+                .or(file.rides_addr)
+                .unwrap_or_else(|| addr("127.0.0.1:8082")),
+            orchestrator_addr: self
+                .orchestrator_addr
+                .or(file.orchestrator_addr)
+                .unwrap_or_else(|| addr("127.0.0.1:8090")),
+            data_dir: self
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| "data".into()),
+            slaves: self.slaves.or(file.slaves).unwrap_or(1),
+            body_limit: self
+                .body_limit
+                .or(file.body_limit)
+                .unwrap_or(DEFAULT_BODY_LIMIT),
+        };
+        if cfg.slaves == 0 {
+            return Err(Error::bad("at least one slave is needed to serve reads"));
+        }
+        Ok(cfg)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::bad(format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Error::bad(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_over_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "slaves = 3\ndata_dir = \"/from/file\"\n").unwrap();
+        let args = UpArgs {
+            config: Some(path),
+            data_dir: Some("/from/flag".into()),
+            ..UpArgs::default()
+        };
+        let cfg = args.resolve().unwrap();
+        assert_eq!(cfg.slaves, 3);
+        assert_eq!(cfg.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(cfg.gateway_addr, addr("127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../dbaas.example.toml");
+        toml::from_str::<FileConfig>(text).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_zero_slaves_are_refused() {
+        assert!(toml::from_str::<FileConfig>("colour = 1").is_err());
+        let args = UpArgs {
+            slaves: Some(0),
+            ..UpArgs::default()
+        };
+        assert!(args.resolve().is_err());
+    }
+}

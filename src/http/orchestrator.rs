@@ -1,0 +1,179 @@
+//! The orchestrator's HTTP API: `db/read`, `db/write`, `db/clear`, the
+//! worker list, health, metrics and the OpenAPI description of the DB API
+//! (`docs/openapi.yaml`, served at `/api/v1/openapi.yaml`).
+//!
+//! Every body is validated strictly against the schema here, before
+//! anything is sent to a worker.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde::Deserialize;
+
+use super::common::{self, Body, BodyLimit};
+use crate::actors::OrchestratorHandle;
+use crate::model::{validate_read, validate_write, Consistency, ReadOp, Schema, WriteOp};
+use crate::runtime::WorkerRuntime;
+
+/// The OpenAPI description of this API.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct OrchestratorState {
+    pub handle: OrchestratorHandle,
+    pub schema: Arc<Schema>,
+    pub runtime: Arc<dyn WorkerRuntime>,
+}
+
+type State = web::Data<OrchestratorState>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadParams {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+/// The routes, for the server and for tests.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/v1/db/read")
+            .route(web::post().to(db_read))
+            .default_service(web::to(common::method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v1/db/write")
+            .route(web::post().to(db_write))
+            .default_service(web::to(common::method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v1/db/clear")
+            .route(web::post().to(db_clear))
+            .default_service(web::to(common::method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v1/worker/list")
+            .route(web::get().to(worker_list))
+            .default_service(web::to(common::method_not_allowed)),
+    )
+    .service(web::resource("/api/v1/workers").route(web::get().to(workers)))
+    .service(web::resource("/api/v1/openapi.yaml").route(web::get().to(openapi)))
+    .service(web::resource("/metrics").route(web::get().to(metrics)))
+    .service(web::resource("/healthz").route(web::get().to(common::healthz)));
+}
+
+/// The orchestrator's HTTP server on `listener`.
+pub fn server(
+    listener: TcpListener,
+    state: OrchestratorState,
+    body_limit: usize,
+    workers: usize,
+) -> std::io::Result<Server> {
+    let state = web::Data::new(state);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(BodyLimit(body_limit))
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                actix_web::error::InternalError::from_response(
+                    "query",
+                    common::bad_request(format!("bad query: {e}")),
+                )
+                .into()
+            }))
+            .configure(configure)
+            .default_service(web::to(common::not_found))
+    })
+    .workers(workers)
+    .disable_signals()
+    .listen(listener)?
+    .run())
+}
+
+async fn db_read(state: State, params: web::Query<ReadParams>, Body(body): Body) -> HttpResponse {
+    let op: ReadOp = match common::parse_json(&body) {
+        Ok(op) => op,
+        Err(resp) => return resp,
+    };
+    if let Err(e) = validate_read(&state.schema, &op) {
+        return common::from_error(&e);
+    }
+    match state.handle.read(op, params.consistency).await {
+        Ok(reply) => common::ok_json(&reply),
+        Err(e) => common::from_error(&e),
+    }
+}
+
+async fn db_write(state: State, Body(body): Body) -> HttpResponse {
+    let op: WriteOp = match common::parse_json(&body) {
+        Ok(op) => op,
+        Err(resp) => return resp,
+    };
+    if let Err(e) = validate_write(&state.schema, &op) {
+        return common::from_error(&e);
+    }
+    match state.handle.write(op).await {
+        Ok(reply) => common::ok_json(&reply),
+        Err(e) => common::from_error(&e),
+    }
+}
+
+async fn db_clear(state: State) -> HttpResponse {
+    match state.handle.write(WriteOp::Clear { table: None }).await {
+        Ok(_) => common::ok_json(&serde_json::json!({})),
+        Err(e) => common::from_error(&e),
+    }
+}
+
+/// Every worker's pid, master included, ascending.
+async fn worker_list(state: State) -> HttpResponse {
+    let mut pids: Vec<u64> = state.runtime.list().iter().map(|w| w.pid).collect();
+    pids.sort_unstable();
+    common::ok_json(&pids)
+}
+
+/// Every worker with its role and how far it got.
+async fn workers(state: State) -> HttpResponse {
+    let mut out = Vec::new();
+    for w in state.runtime.list() {
+        let status = state.runtime.status(w.id).await.ok();
+        out.push(serde_json::json!({ "worker": w, "status": status }));
+    }
+    common::ok_json(&out)
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/yaml")
+        .body(OPENAPI)
+}
+
+/// Counters in the Prometheus text format.
+async fn metrics(state: State) -> HttpResponse {
+    let Ok(s) = state.handle.stats().await else {
+        return common::error_response(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "orchestrator actor is down",
+        );
+    };
+    let body = format!(
+        "# TYPE dbaas_reads_total counter\ndbaas_reads_total {}\n\
+         # TYPE dbaas_writes_total counter\ndbaas_writes_total {}\n\
+         # TYPE dbaas_last_acked_seq gauge\ndbaas_last_acked_seq {}\n\
+         # TYPE dbaas_epoch gauge\ndbaas_epoch {}\n\
+         # TYPE dbaas_in_flight gauge\ndbaas_in_flight {}\n\
+         # TYPE dbaas_workers gauge\ndbaas_workers {}\n",
+        s.reads,
+        s.writes,
+        s.last_acked_seq,
+        s.epoch,
+        s.in_flight,
+        state.runtime.list().len()
+    );
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body)
+}
