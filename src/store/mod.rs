@@ -1,1 +1,244 @@
-//! store
+//! A worker's storage: the database's tables in one sled tree.
+//!
+//! # On-disk layout
+//!
+//! Everything lives in sled's default tree, so that one `sled::Batch` can
+//! change any entries atomically. Keys start with a one-byte prefix:
+//!
+//! | key                                  | value                          |
+//! |--------------------------------------|--------------------------------|
+//! | `d` table 0x00 tag key               | bincode(`Row`), key column too |
+//! | `ms`                                 | applied seq (u64 BE)           |
+//! | `me`                                 | epoch (u64 BE)                 |
+//! | `mc` table                           | last auto key given (u64 BE)   |
+//! | `r` request id (u128 BE)             | bincode(`WriteReply`)          |
+//! | `q` seq (u64 BE)                     | request id (u128 BE)           |
+//!
+//! Row keys sort like their values within a type: an `Int` is tag `i` and
+//! the big-endian i64 with its sign bit flipped, a `Text` tag `t` and its
+//! UTF-8 bytes. So a table's rows are one contiguous, key-ordered range.
+//!
+//! # Guarantees
+//!
+//! * Each write ([`Store::apply`]) is one sled batch holding its effect,
+//!   the new applied seq and its request-id record: after a crash the store
+//!   holds exactly the writes up to some seq, never part of one. Writes are
+//!   durable once [`Store::flush`] returns (sled also flushes by itself
+//!   every 500 ms).
+//! * A failing write (duplicate key, a failing op of a batch) writes
+//!   nothing and does not consume its seq.
+//! * Seqs are gapless: `apply` refuses any seq but `applied_seq() + 1`.
+//! * Reads never see half a write: they share a gate that a batch takes
+//!   exclusively while sled applies it (sled iterators alone could).
+//! * The request ids of the last [`REMEMBERED_WRITES`] writes are kept,
+//!   so a redelivered write can be answered from [`Store::replay`].
+
+mod cond;
+mod keys;
+mod read;
+mod snapshot;
+mod tx;
+mod write;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+
+use crate::error::{Error, Result};
+use crate::model::{ReadOp, ReadResult, Schema, WriteOp, WriteReply, WriteResult};
+
+use keys::{decode_reply, decode_u128, decode_u64, request_key, request_seq_key};
+use tx::Tx;
+
+/// How many of the latest writes have their request id remembered.
+pub const REMEMBERED_WRITES: u64 = 100_000;
+
+/// A handle on a worker's store; clones share it.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    schema: Arc<Schema>,
+    /// Caches of the meta entries, so that reading them costs no lookup.
+    applied: AtomicU64,
+    epoch: AtomicU64,
+    /// Serializes everything that writes, so that checking the seq and
+    /// writing are one step, and a snapshot sees no write in flight.
+    writer: Mutex<()>,
+    /// Shared by readers for the length of a read; taken exclusively while
+    /// a batch is applied, since a sled scan could see half of one.
+    gate: RwLock<()>,
+}
+
+/// Locks ignoring poison: the guarded data is `()`, a panicking holder
+/// cannot have left it inconsistent (sled batches are all or nothing).
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Store {
+    /// Opens (or creates) the store in directory `path`.
+    pub fn open(path: &std::path::Path, schema: Arc<Schema>) -> Result<Store> {
+        Self::from_db(sled::Config::new().path(path).open()?, schema)
+    }
+
+    /// A store that lives in a temporary directory, removed on drop.
+    pub fn temporary(schema: Arc<Schema>) -> Result<Store> {
+        Self::from_db(sled::Config::new().temporary(true).open()?, schema)
+    }
+
+    fn from_db(db: sled::Db, schema: Arc<Schema>) -> Result<Store> {
+        let applied = read_meta(&db, keys::APPLIED_SEQ)?;
+        let epoch = read_meta(&db, keys::EPOCH)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                schema,
+                applied: AtomicU64::new(applied),
+                epoch: AtomicU64::new(epoch),
+                writer: Mutex::new(()),
+                gate: RwLock::new(()),
+            }),
+        })
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.inner.schema
+    }
+
+    /// The seq of the last applied write (0 for a new store).
+    pub fn applied_seq(&self) -> u64 {
+        self.inner.applied.load(Ordering::Acquire)
+    }
+
+    /// The epoch last set (0 for a new store).
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Acquire)
+    }
+
+    /// Records `epoch` durably (flushed): a master must not forget after a
+    /// crash that it was promoted.
+    pub fn set_epoch(&self, epoch: u64) -> Result<()> {
+        let _w = lock(&self.inner.writer);
+        self.inner
+            .db
+            .insert(keys::EPOCH, epoch.to_be_bytes().to_vec())?;
+        self.inner.db.flush()?;
+        self.inner.epoch.store(epoch, Ordering::Release);
+        Ok(())
+    }
+
+    /// Applies write `op` as sequence number `seq` atomically (one sled
+    /// batch: the effect, the new applied seq, and the request-id record).
+    /// `seq` must be `applied_seq() + 1`. If the op fails, nothing at all is
+    /// written and the applied seq is unchanged.
+    pub fn apply(&self, seq: u64, request_id: u128, op: &WriteOp) -> Result<WriteResult> {
+        let _w = lock(&self.inner.writer);
+        let expected = self.applied_seq().checked_add(1);
+        if Some(seq) != expected {
+            return Err(Error::Storage(format!(
+                "write seq {seq} out of order: {} is applied",
+                self.applied_seq()
+            )));
+        }
+        let mut tx = Tx::new(&self.inner.db);
+        let result = write::apply_op(&mut tx, &self.inner.schema, op)?;
+        record(&mut tx, seq, request_id, &result)?;
+        let batch = tx.into_batch();
+        let _g = self
+            .inner
+            .gate
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.inner.db.apply_batch(batch)?;
+        self.inner.applied.store(seq, Ordering::Release);
+        Ok(result)
+    }
+
+    /// If a write with this request id was applied (among the last
+    /// [`REMEMBERED_WRITES`]), its seq and result.
+    pub fn replay(&self, request_id: u128) -> Option<WriteReply> {
+        // An unreadable record is logged and treated as absent: the caller
+        // then applies the write again, which beats refusing it forever.
+        let found = self.inner.db.get(request_key(request_id));
+        let reply = found.map_err(Error::from).and_then(|bytes| match bytes {
+            Some(bytes) => decode_reply(&bytes).map(Some),
+            None => Ok(None),
+        });
+        reply.unwrap_or_else(|e| {
+            tracing::warn!(request_id, "unreadable request record: {e}");
+            None
+        })
+    }
+
+    pub fn read(&self, op: &ReadOp) -> Result<ReadResult> {
+        let _r = self.read_gate();
+        read::read(&Tx::new(&self.inner.db), &self.inner.schema, op)
+    }
+
+    /// Makes every applied write durable.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    fn read_gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.inner
+            .gate
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("applied_seq", &self.applied_seq())
+            .field("epoch", &self.epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_meta(db: &sled::Db, key: &[u8]) -> Result<u64> {
+    match db.get(key)? {
+        Some(bytes) => decode_u64(&bytes),
+        None => Ok(0),
+    }
+}
+
+/// Adds the bookkeeping of write `seq` to its batch: the applied seq, the
+/// request-id record and its index entry, and forgets the record of the
+/// write [`REMEMBERED_WRITES`] seqs ago so the records stay bounded.
+fn record(tx: &mut Tx, seq: u64, request_id: u128, result: &WriteResult) -> Result<()> {
+    let reply = WriteReply {
+        seq,
+        result: result.clone(),
+    };
+    tx.put(request_key(request_id), keys::encode_reply(&reply)?);
+    tx.put(request_seq_key(seq), request_id.to_be_bytes().to_vec());
+    tx.put(keys::APPLIED_SEQ.to_vec(), seq.to_be_bytes().to_vec());
+    match seq.checked_sub(REMEMBERED_WRITES) {
+        Some(old) if old > 0 => forget(tx, old),
+        _ => Ok(()),
+    }
+}
+
+fn forget(tx: &mut Tx, old_seq: u64) -> Result<()> {
+    let index_key = request_seq_key(old_seq);
+    let Some(id) = tx.get(&index_key)? else {
+        return Ok(());
+    };
+    tx.remove(index_key);
+    let record_key = request_key(decode_u128(&id)?);
+    // The same id may have been applied again since; keep that record.
+    if let Some(bytes) = tx.get(&record_key)? {
+        match decode_reply(&bytes) {
+            Ok(reply) if reply.seq != old_seq => {}
+            _ => tx.remove(record_key),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Whole-store transfer (snapshot, install) and the data checksum.
+
+use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
+
+use crate::error::{Error, Result};
+use crate::model::wire::Snapshot;
+
+use super::keys::{self, decode_u64};
+use super::{lock, Store};
+
+impl Store {
+    /// All entries (data and meta) at `applied_seq()`. Holding the writer
+    /// lock keeps any apply out while the tree is copied.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let _w = lock(&self.inner.writer);
+        let entries = self
+            .inner
+            .db
+            .iter()
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<Vec<_>, sled::Error>>()?;
+        Ok(Snapshot {
+            seq: self.applied_seq(),
+            entries,
+        })
+    }
+
+    /// Replaces the whole content with the snapshot's in one batch (which
+    /// removes every current key and inserts the snapshot's), then flushes.
+    /// The snapshot's epoch entry comes along with the rest.
+    pub fn install(&self, snap: &Snapshot) -> Result<()> {
+        let _w = lock(&self.inner.writer);
+        let epoch = check(snap)?;
+        let mut batch = sled::Batch::default();
+        for key in self.inner.db.iter().keys() {
+            batch.remove(key?);
+        }
+        // sled batches are maps: an insert overrides the removal above.
+        for (k, v) in &snap.entries {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        batch.insert(keys::APPLIED_SEQ, snap.seq.to_be_bytes().to_vec());
+        {
+            let _g = self
+                .inner
+                .gate
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.inner.db.apply_batch(batch)?;
+            self.inner.applied.store(snap.seq, Ordering::Release);
+            self.inner.epoch.store(epoch, Ordering::Release);
+        }
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// A digest of all rows (no meta): equal on two stores holding equal
+    /// rows, and (but for a 64-bit hash collision) only then.
+    pub fn checksum(&self) -> Result<u64> {
+        let _r = self.read_gate();
+        let mut h = Fnv::default();
+        for entry in self.inner.db.scan_prefix([keys::DATA]) {
+            let (k, v) = entry?;
+            // Length prefixes keep ("ab","c") and ("a","bc") apart.
+            h.write(&(k.len() as u64).to_be_bytes());
+            h.write(&k);
+            h.write(&(v.len() as u64).to_be_bytes());
+            h.write(&v);
+        }
+        Ok(h.0)
+    }
+}
+
+/// Refuses snapshots the store could not have produced, and returns the
+/// epoch the snapshot carries.
+fn check(snap: &Snapshot) -> Result<u64> {
+    let mut epoch = 0;
+    for (k, v) in &snap.entries {
+        if !keys::is_known(k) {
+            return Err(Error::Storage(format!(
+                "snapshot holds a foreign key {:?}",
+                String::from_utf8_lossy(k)
+            )));
+        }
+        if k == keys::EPOCH {
+            epoch = decode_u64(v)?;
+        }
+        if k == keys::APPLIED_SEQ && decode_u64(v)? != snap.seq {
+            return Err(Error::Storage(format!(
+                "snapshot of seq {} holds applied seq {}",
+                snap.seq,
+                decode_u64(v)?
+            )));
+        }
+    }
+    Ok(epoch)
+}
+
+/// 64-bit FNV-1a: a hash fixed by its definition (unlike std's hasher),
+/// so that workers built by different compilers agree.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! A write transaction: an in-memory overlay over the sled tree.
+//!
+//! A write (even a batch of many ops) only touches the overlay, so each op
+//! sees the effects of the ops before it, and a failing op leaves the tree
+//! untouched: the overlay is simply dropped. A successful write becomes one
+//! `sled::Batch`, which sled applies atomically (also across a crash).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use crate::error::Result;
+
+pub(super) struct Tx<'a> {
+    tree: &'a sled::Tree,
+    /// Pending changes: `Some` is an insert, `None` a removal.
+    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Tx<'a> {
+    pub(super) fn new(tree: &'a sled::Tree) -> Self {
+        Tx {
+            tree,
+            overlay: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.overlay.get(key) {
+            Some(pending) => Ok(pending.clone()),
+            None => Ok(self.tree.get(key)?.map(|v| v.to_vec())),
+        }
+    }
+
+    pub(super) fn contains(&self, key: &[u8]) -> Result<bool> {
+        match self.overlay.get(key) {
+            Some(pending) => Ok(pending.is_some()),
+            None => Ok(self.tree.contains_key(key)?),
+        }
+    }
+
+    pub(super) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.overlay.insert(key, Some(value));
+    }
+
+    pub(super) fn remove(&mut self, key: Vec<u8>) {
+        self.overlay.insert(key, None);
+    }
+
+    /// Calls `f` on every live entry whose key starts with `prefix`, in key
+    /// order, merging the overlay over the tree; stops when `f` says false.
+    pub(super) fn scan(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut tree_it = self.tree.scan_prefix(prefix);
+        let mut over_it = self
+            .overlay
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .peekable();
+        let mut next_tree = tree_it.next().transpose()?;
+        loop {
+            // The overlay entry goes first when its key is not after the
+            // tree's; on equal keys it shadows the tree's entry.
+            let over = over_it.next_if(|(ok, _)| match &next_tree {
+                Some((tk, _)) => ok.as_slice() <= tk.as_ref(),
+                None => true,
+            });
+            let go_on = if let Some((ok, ov)) = over {
+                if matches!(&next_tree, Some((tk, _)) if tk.as_ref() == ok.as_slice()) {
+                    next_tree = tree_it.next().transpose()?;
+                }
+                match ov {
+                    Some(v) => f(ok, v)?,
+                    None => true,
+                }
+            } else if let Some((tk, tv)) = next_tree.take() {
+                next_tree = tree_it.next().transpose()?;
+                f(&tk, &tv)?
+            } else {
+                return Ok(());
+            };
+            if !go_on {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The keys of every live entry under `prefix`.
+    pub(super) fn keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut keys = Vec::new();
+        self.scan(prefix, |k, _| {
+            keys.push(k.to_vec());
+            Ok(true)
+        })?;
+        Ok(keys)
+    }
+
+    pub(super) fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.overlay {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(tx: &Tx, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        tx.scan(prefix, |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn overlay_shadows_and_merges_in_order() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        for k in [b"a1", b"a3", b"a5", b"b1"] {
+            db.insert(k, &k[..]).unwrap();
+        }
+        let mut tx = Tx::new(&db);
+        tx.put(b"a0".to_vec(), b"new0".to_vec());
+        tx.put(b"a3".to_vec(), b"new3".to_vec());
+        tx.remove(b"a5".to_vec());
+        tx.put(b"a9".to_vec(), b"new9".to_vec());
+        tx.put(b"c".to_vec(), b"c".to_vec());
+        let got = entries(&tx, b"a");
+        let want: Vec<(Vec<u8>, Vec<u8>)> = [
+            (&b"a0"[..], &b"new0"[..]),
+            (b"a1", b"a1"),
+            (b"a3", b"new3"),
+            (b"a9", b"new9"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+        assert_eq!(got, want);
+        assert!(!tx.contains(b"a5").unwrap());
+        assert_eq!(tx.get(b"a1").unwrap().as_deref(), Some(&b"a1"[..]));
+        // Nothing reached the tree before the batch is applied.
+        assert!(db.contains_key(b"a5").unwrap());
+        db.apply_batch(tx.into_batch()).unwrap();
+        assert!(!db.contains_key(b"a5").unwrap());
+        assert_eq!(db.get(b"a0").unwrap().as_deref(), Some(&b"new0"[..]));
+    }
+
+    #[test]
+    fn scan_stops_when_asked() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        for k in [b"a1", b"a2", b"a3"] {
+            db.insert(k, &k[..]).unwrap();
+        }
+        let tx = Tx::new(&db);
+        let mut seen = 0;
+        tx.scan(b"a", |_, _| {
+            seen += 1;
+            Ok(seen < 2)
+        })
+        .unwrap();
+        assert_eq!(seen, 2);
+    }
+}

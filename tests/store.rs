@@ -1,0 +1,649 @@
+//! The worker store: every write and read op, atomicity, request-id replay,
+//! snapshots, and recovery after a real crash (an aborted child process).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use dbaas::error::Error;
+use dbaas::model::wire::Snapshot;
+use dbaas::model::{CmpOp, Cond, Order, ReadOp, Row, Schema, Value, WriteOp, WriteResult};
+use dbaas::store::{Store, REMEMBERED_WRITES};
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::rideshare())
+}
+
+fn row(pairs: &[(&str, Value)]) -> Row {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+fn user(name: &str) -> Row {
+    row(&[("username", name.into()), ("password", "pw".into())])
+}
+
+fn texts(items: &[&str]) -> Value {
+    Value::List(items.iter().map(|s| Value::from(*s)).collect())
+}
+
+/// A ride without its key, for `insert_auto`.
+fn ride(by: &str, ts: i64, src: i64, users: &[&str]) -> Row {
+    row(&[
+        ("created_by", by.into()),
+        ("timestamp", ts.into()),
+        ("source", src.into()),
+        ("destination", 99.into()),
+        ("users", texts(users)),
+    ])
+}
+
+fn insert(table: &str, row: Row) -> WriteOp {
+    WriteOp::Insert {
+        table: table.into(),
+        row,
+    }
+}
+
+fn auto(row: Row) -> WriteOp {
+    WriteOp::InsertAuto {
+        table: "rides".into(),
+        row,
+    }
+}
+
+fn update(key: Option<Value>, filter: Option<Vec<Cond>>, set: Row, add: Row, rm: Row) -> WriteOp {
+    WriteOp::Update {
+        table: "rides".into(),
+        key,
+        filter,
+        set,
+        add,
+        remove: rm,
+    }
+}
+
+fn delete(table: &str, key: Option<Value>, filter: Option<Vec<Cond>>) -> WriteOp {
+    WriteOp::Delete {
+        table: table.into(),
+        key,
+        filter,
+    }
+}
+
+fn clear(table: Option<&str>) -> WriteOp {
+    WriteOp::Clear {
+        table: table.map(Into::into),
+    }
+}
+
+fn get(table: &str, key: impl Into<Value>) -> ReadOp {
+    ReadOp::Get {
+        table: table.into(),
+        key: key.into(),
+        columns: None,
+    }
+}
+
+fn select(filter: Vec<Cond>) -> ReadOp {
+    ReadOp::Select {
+        table: "rides".into(),
+        filter,
+        columns: None,
+        order_by: None,
+        limit: None,
+    }
+}
+
+/// A store plus the next seq to apply; request ids are 1000 + seq.
+struct Db {
+    store: Store,
+}
+
+impl Db {
+    fn new() -> Db {
+        Db {
+            store: Store::temporary(schema()).unwrap(),
+        }
+    }
+
+    fn try_write(&self, op: WriteOp) -> Result<WriteResult, Error> {
+        let seq = self.store.applied_seq() + 1;
+        self.store.apply(seq, 1000 + u128::from(seq), &op)
+    }
+
+    fn write(&self, op: WriteOp) -> WriteResult {
+        self.try_write(op).unwrap()
+    }
+
+    fn rows(&self, op: ReadOp) -> Vec<Row> {
+        self.store.read(&op).unwrap().into_rows()
+    }
+
+    fn count(&self, table: &str, filter: Vec<Cond>) -> u64 {
+        let op = ReadOp::Count {
+            table: table.into(),
+            filter,
+        };
+        self.store.read(&op).unwrap().count()
+    }
+
+    fn ride_keys(&self, op: ReadOp) -> Vec<i64> {
+        let rows = self.rows(op);
+        rows.iter()
+            .map(|r| r["ride_id"].as_int().unwrap())
+            .collect()
+    }
+
+    fn next_auto_key(&self) -> Value {
+        match self.write(auto(ride("x", 0, 0, &[]))) {
+            WriteResult::Inserted { key } => key,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn inserted(key: impl Into<Value>) -> WriteResult {
+    WriteResult::Inserted { key: key.into() }
+}
+
+#[test]
+fn insert_get_and_duplicate_key_conflict() {
+    let db = Db::new();
+    assert_eq!(db.store.applied_seq(), 0);
+    assert_eq!(db.write(insert("users", user("ann"))), inserted("ann"));
+    assert_eq!(db.rows(get("users", "ann")), vec![user("ann")]);
+    assert!(db.rows(get("users", "bob")).is_empty());
+    let err = db.try_write(insert("users", user("ann"))).unwrap_err();
+    assert!(
+        matches!(&err, Error::Conflict(m) if m.starts_with("duplicate key")),
+        "{err}"
+    );
+    assert_eq!(db.store.applied_seq(), 1);
+    let projected = ReadOp::Get {
+        table: "users".into(),
+        key: "ann".into(),
+        columns: Some(vec!["password".into()]),
+    };
+    assert_eq!(db.rows(projected), vec![row(&[("password", "pw".into())])]);
+}
+
+#[test]
+fn auto_keys_start_at_one_are_never_reused_and_restart_after_clear() {
+    let db = Db::new();
+    assert_eq!(db.write(auto(ride("a", 1, 1, &[]))), inserted(1));
+    assert_eq!(db.write(auto(ride("a", 2, 1, &[]))), inserted(2));
+    let mut full = ride("a", 1, 1, &[]);
+    full.insert("ride_id".into(), 1.into());
+    assert_eq!(db.rows(get("rides", 1)), vec![full]);
+    db.write(delete("rides", Some(2.into()), None));
+    assert_eq!(db.next_auto_key(), Value::Int(3));
+    // An explicit insert takes key 4: the counter skips it.
+    let mut explicit = ride("b", 1, 1, &[]);
+    explicit.insert("ride_id".into(), 4.into());
+    db.write(insert("rides", explicit));
+    assert_eq!(db.next_auto_key(), Value::Int(5));
+    assert_eq!(db.write(clear(Some("rides"))), WriteResult::Cleared);
+    assert_eq!(db.count("rides", vec![]), 0);
+    assert_eq!(db.next_auto_key(), Value::Int(1));
+    db.write(clear(None));
+    assert_eq!(db.next_auto_key(), Value::Int(1));
+}
+
+#[test]
+fn clear_of_one_table_keeps_the_others() {
+    let db = Db::new();
+    db.write(insert("users", user("ann")));
+    db.write(auto(ride("a", 1, 1, &[])));
+    db.write(clear(Some("users")));
+    assert_eq!(db.count("users", vec![]), 0);
+    assert_eq!(db.count("rides", vec![]), 1);
+    assert_eq!(db.next_auto_key(), Value::Int(2));
+    db.write(insert("users", user("bob")));
+    db.write(clear(None));
+    assert_eq!(db.count("users", vec![]) + db.count("rides", vec![]), 0);
+}
+
+#[test]
+fn update_set_add_remove() {
+    let db = Db::new();
+    db.write(auto(ride("a", 1, 1, &["x"])));
+    db.write(auto(ride("a", 2, 2, &[])));
+    let add = row(&[("users", "y".into())]);
+    let upd = update(Some(1.into()), None, Row::new(), add.clone(), Row::new());
+    assert_eq!(db.write(upd.clone()), WriteResult::Updated { matched: 1 });
+    // Adding again changes nothing but still matches.
+    assert_eq!(db.write(upd), WriteResult::Updated { matched: 1 });
+    assert_eq!(db.rows(get("rides", 1))[0]["users"], texts(&["x", "y"]));
+    let set = row(&[("source", 7.into()), ("users", texts(&["y", "z", "y"]))]);
+    db.write(update(Some(1.into()), None, set, Row::new(), Row::new()));
+    let rm = row(&[("users", "y".into())]);
+    db.write(update(Some(1.into()), None, Row::new(), Row::new(), rm));
+    let got = &db.rows(get("rides", 1))[0];
+    assert_eq!((&got["source"], &got["users"]), (&7.into(), &texts(&["z"])));
+    let all = Some(vec![Cond::new("timestamp", CmpOp::Ge, 1)]);
+    let upd = update(
+        None,
+        all,
+        row(&[("destination", 5.into())]),
+        add,
+        Row::new(),
+    );
+    assert_eq!(db.write(upd), WriteResult::Updated { matched: 2 });
+    assert_eq!(
+        db.count("rides", vec![Cond::new("destination", CmpOp::Eq, 5)]),
+        2
+    );
+    let missing = update(
+        Some(9.into()),
+        None,
+        row(&[("source", 1.into())]),
+        Row::new(),
+        Row::new(),
+    );
+    assert_eq!(db.write(missing), WriteResult::Updated { matched: 0 });
+}
+
+#[test]
+fn delete_by_key_and_where() {
+    let db = Db::new();
+    for ts in 1..=5 {
+        db.write(auto(ride("a", ts, ts % 2, &[])));
+    }
+    assert_eq!(
+        db.write(delete("rides", Some(1.into()), None)),
+        WriteResult::Deleted { count: 1 }
+    );
+    assert_eq!(
+        db.write(delete("rides", Some(1.into()), None)),
+        WriteResult::Deleted { count: 0 }
+    );
+    let odd = Some(vec![Cond::new("source", CmpOp::Eq, 1)]);
+    assert_eq!(
+        db.write(delete("rides", None, odd)),
+        WriteResult::Deleted { count: 2 }
+    );
+    assert_eq!(db.ride_keys(select(vec![])), vec![2, 4]);
+}
+
+#[test]
+fn failing_batch_changes_nothing() {
+    let db = Db::new();
+    db.write(insert("users", user("ann")));
+    db.write(auto(ride("ann", 1, 1, &[])));
+    let (seq, sum) = (db.store.applied_seq(), db.store.checksum().unwrap());
+    let batch = WriteOp::Batch {
+        ops: vec![
+            insert("users", user("bob")),
+            auto(ride("bob", 2, 2, &[])),
+            insert("users", user("ann")),
+            delete("rides", Some(1.into()), None),
+        ],
+    };
+    assert!(matches!(db.try_write(batch), Err(Error::Conflict(_))));
+    assert_eq!(db.store.applied_seq(), seq);
+    assert_eq!(db.store.checksum().unwrap(), sum);
+    assert!(db.rows(get("users", "bob")).is_empty());
+    assert!(db.store.replay(1000 + u128::from(seq + 1)).is_none());
+    // The failed batch's auto insert did not consume a key.
+    assert_eq!(db.next_auto_key(), Value::Int(2));
+}
+
+#[test]
+fn batch_ops_see_the_effects_of_earlier_ones() {
+    let db = Db::new();
+    db.write(auto(ride("old", 1, 1, &[])));
+    let batch = WriteOp::Batch {
+        ops: vec![
+            clear(None),
+            insert("users", user("ann")),
+            auto(ride("ann", 5, 1, &[])),
+            auto(ride("ann", 6, 1, &[])),
+            update(
+                Some(2.into()),
+                None,
+                Row::new(),
+                row(&[("users", "ann".into())]),
+                Row::new(),
+            ),
+            delete(
+                "rides",
+                None,
+                Some(vec![Cond::new("timestamp", CmpOp::Eq, 5)]),
+            ),
+            delete("users", Some("ann".into()), None),
+        ],
+    };
+    let want = WriteResult::Batch(vec![
+        WriteResult::Cleared,
+        inserted("ann"),
+        inserted(1),
+        inserted(2),
+        WriteResult::Updated { matched: 1 },
+        WriteResult::Deleted { count: 1 },
+        WriteResult::Deleted { count: 1 },
+    ]);
+    assert_eq!(db.write(batch), want);
+    assert_eq!(db.ride_keys(select(vec![])), vec![2]);
+    assert_eq!(db.rows(get("rides", 2))[0]["users"], texts(&["ann"]));
+    assert_eq!(db.count("users", vec![]), 0);
+    assert_eq!(db.store.applied_seq(), 2);
+}
+
+#[test]
+fn select_orders_stably_then_limits_then_projects() {
+    let db = Db::new();
+    for (ts, src) in [(3, 1), (1, 2), (3, 3), (2, 4), (3, 5)] {
+        db.write(auto(ride("a", ts, src, &[])));
+    }
+    let ordered = |desc, limit, columns| ReadOp::Select {
+        table: "rides".into(),
+        filter: vec![Cond::new("source", CmpOp::Ne, 4)],
+        columns,
+        order_by: Some(Order {
+            column: "timestamp".into(),
+            desc,
+        }),
+        limit,
+    };
+    assert_eq!(db.ride_keys(ordered(false, None, None)), vec![2, 1, 3, 5]);
+    assert_eq!(db.ride_keys(ordered(true, None, None)), vec![1, 3, 5, 2]);
+    assert_eq!(db.ride_keys(ordered(true, Some(2), None)), vec![1, 3]);
+    let cols = Some(vec!["ride_id".into(), "source".into()]);
+    let got = db.rows(ordered(true, Some(2), cols));
+    let want = vec![
+        row(&[("ride_id", 1.into()), ("source", 1.into())]),
+        row(&[("ride_id", 3.into()), ("source", 3.into())]),
+    ];
+    assert_eq!(got, want);
+    assert!(db.rows(ordered(false, Some(0), None)).is_empty());
+    let first_two = ReadOp::Select {
+        table: "rides".into(),
+        filter: vec![],
+        columns: None,
+        order_by: None,
+        limit: Some(2),
+    };
+    assert_eq!(db.ride_keys(first_two), vec![1, 2]);
+}
+
+#[test]
+fn conditions_of_every_operator_and_contains() {
+    let db = Db::new();
+    for ts in 1..=5 {
+        let users: &[&str] = if ts % 2 == 0 {
+            &["even"]
+        } else {
+            &["odd", "x"]
+        };
+        db.write(auto(ride(&format!("u{ts}"), ts, 0, users)));
+    }
+    let keys = |col: &str, op, v: Value| db.ride_keys(select(vec![Cond::new(col, op, v)]));
+    assert_eq!(keys("timestamp", CmpOp::Eq, 3.into()), vec![3]);
+    assert_eq!(keys("timestamp", CmpOp::Ne, 3.into()), vec![1, 2, 4, 5]);
+    assert_eq!(keys("timestamp", CmpOp::Lt, 3.into()), vec![1, 2]);
+    assert_eq!(keys("timestamp", CmpOp::Le, 3.into()), vec![1, 2, 3]);
+    assert_eq!(keys("timestamp", CmpOp::Gt, 3.into()), vec![4, 5]);
+    assert_eq!(keys("timestamp", CmpOp::Ge, 3.into()), vec![3, 4, 5]);
+    assert_eq!(keys("created_by", CmpOp::Gt, "u3".into()), vec![4, 5]);
+    assert_eq!(keys("users", CmpOp::Contains, "odd".into()), vec![1, 3, 5]);
+    assert_eq!(
+        keys("users", CmpOp::Contains, "nobody".into()),
+        Vec::<i64>::new()
+    );
+    assert_eq!(keys("users", CmpOp::Eq, texts(&["even"])), vec![2, 4]);
+    assert_eq!(keys("users", CmpOp::Ne, texts(&["even"])), vec![1, 3, 5]);
+    // A value of another type compares with nothing.
+    assert_eq!(keys("timestamp", CmpOp::Ne, "3".into()), Vec::<i64>::new());
+    let both = vec![
+        Cond::new("timestamp", CmpOp::Gt, 1),
+        Cond::new("users", CmpOp::Contains, "x"),
+    ];
+    assert_eq!(db.ride_keys(select(both.clone())), vec![3, 5]);
+    assert_eq!(db.count("rides", both), 2);
+    assert_eq!(db.count("rides", vec![]), 5);
+}
+
+#[test]
+fn unknown_tables_are_errors_not_panics() {
+    let db = Db::new();
+    assert!(matches!(
+        db.try_write(clear(Some("nope"))),
+        Err(Error::BadRequest(_))
+    ));
+    assert!(db.store.read(&get("nope", 1)).is_err());
+    assert!(db.store.read(&get("rides", Value::Null)).is_err());
+    assert_eq!(db.store.applied_seq(), 0);
+}
+
+#[test]
+fn replay_returns_the_recorded_reply() {
+    let db = Db::new();
+    db.store
+        .apply(1, 42, &insert("users", user("ann")))
+        .unwrap();
+    db.store
+        .apply(2, 43, &auto(ride("ann", 1, 1, &[])))
+        .unwrap();
+    let reply = db.store.replay(43).unwrap();
+    assert_eq!((reply.seq, reply.result), (2, inserted(1)));
+    assert_eq!(db.store.replay(42).unwrap().result, inserted("ann"));
+    assert!(db.store.replay(44).is_none());
+}
+
+#[test]
+fn seq_gaps_and_repeats_are_refused() {
+    let db = Db::new();
+    let op = insert("users", user("ann"));
+    assert!(matches!(db.store.apply(0, 1, &op), Err(Error::Storage(_))));
+    assert!(matches!(db.store.apply(2, 1, &op), Err(Error::Storage(_))));
+    db.store.apply(1, 1, &op).unwrap();
+    assert!(matches!(db.store.apply(1, 2, &op), Err(Error::Storage(_))));
+    assert!(matches!(db.store.apply(3, 2, &op), Err(Error::Storage(_))));
+    assert_eq!(db.store.applied_seq(), 1);
+}
+
+#[test]
+fn only_the_latest_request_ids_are_remembered() {
+    let db = Db::new();
+    let op = clear(Some("users"));
+    for seq in 1..=REMEMBERED_WRITES + 2 {
+        db.store.apply(seq, u128::from(seq), &op).unwrap();
+    }
+    assert!(db.store.replay(1).is_none());
+    assert!(db.store.replay(2).is_none());
+    assert_eq!(db.store.replay(3).unwrap().seq, 3);
+    let records = db.store.snapshot().unwrap().entries;
+    let count = |p: u8| records.iter().filter(|(k, _)| k[0] == p).count() as u64;
+    assert_eq!(
+        (count(b'r'), count(b'q')),
+        (REMEMBERED_WRITES, REMEMBERED_WRITES)
+    );
+}
+
+#[test]
+fn epoch_persists_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), schema()).unwrap();
+        assert_eq!(store.epoch(), 0);
+        store.set_epoch(7).unwrap();
+        store.apply(1, 1, &insert("users", user("ann"))).unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), schema()).unwrap();
+    assert_eq!((store.epoch(), store.applied_seq()), (7, 1));
+    assert_eq!(store.read(&get("users", "ann")).unwrap().count(), 1);
+}
+
+#[test]
+fn snapshot_round_trip() {
+    let src = Db::new();
+    src.store.set_epoch(3).unwrap();
+    src.write(insert("users", user("ann")));
+    for ts in 1..=4 {
+        src.write(auto(ride("ann", ts, 1, &["ann"])));
+    }
+    src.write(delete("rides", Some(4.into()), None));
+    let dst = Db::new();
+    for name in ["zed", "old"] {
+        dst.write(insert("users", user(name)));
+    }
+    dst.write(auto(ride("old", 9, 9, &[])));
+    let snap = src.store.snapshot().unwrap();
+    assert_eq!(snap.seq, 6);
+    dst.store.install(&snap).unwrap();
+    assert_eq!(dst.store.checksum().unwrap(), src.store.checksum().unwrap());
+    assert_eq!(dst.store.applied_seq(), 6);
+    assert_eq!(dst.store.epoch(), 3);
+    assert!(dst.rows(get("users", "zed")).is_empty());
+    assert_eq!(dst.store.replay(1006).unwrap().seq, 6);
+    assert_eq!(dst.store.snapshot().unwrap(), snap);
+    assert_eq!(dst.next_auto_key(), Value::Int(5));
+    assert_eq!(src.next_auto_key(), Value::Int(5));
+    assert_eq!(dst.store.checksum().unwrap(), src.store.checksum().unwrap());
+}
+
+#[test]
+fn install_refuses_foreign_snapshots() {
+    let db = Db::new();
+    db.write(insert("users", user("ann")));
+    let foreign = Snapshot {
+        seq: 1,
+        entries: vec![(b"xyz".to_vec(), vec![1])],
+    };
+    assert!(db.store.install(&foreign).is_err());
+    let lying = Snapshot {
+        seq: 5,
+        entries: vec![(b"ms".to_vec(), 4u64.to_be_bytes().to_vec())],
+    };
+    assert!(db.store.install(&lying).is_err());
+    assert_eq!(db.rows(get("users", "ann")).len(), 1);
+    db.store.install(&Snapshot::default()).unwrap();
+    assert_eq!(
+        (db.store.applied_seq(), db.store.checksum().unwrap()),
+        (0, Db::new().store.checksum().unwrap())
+    );
+}
+
+#[test]
+fn checksum_tells_rows_apart() {
+    let (a, b) = (Db::new(), Db::new());
+    assert_eq!(a.store.checksum().unwrap(), b.store.checksum().unwrap());
+    a.write(insert("users", user("ann")));
+    assert_ne!(a.store.checksum().unwrap(), b.store.checksum().unwrap());
+    b.write(insert("users", user("ann")));
+    assert_eq!(a.store.checksum().unwrap(), b.store.checksum().unwrap());
+    a.write(update(
+        None,
+        Some(vec![]),
+        row(&[("source", 1.into())]),
+        Row::new(),
+        Row::new(),
+    ));
+    assert_eq!(a.store.checksum().unwrap(), b.store.checksum().unwrap());
+}
+
+// ---- crash recovery: a child process writes, then aborts ----
+
+const CRASH_DIR: &str = "DBAAS_STORE_CRASH_DIR";
+const WRITES: u64 = 2000;
+
+/// The `i`th (from 0) of a deterministic mix of writes that all succeed.
+fn scripted(i: u64) -> WriteOp {
+    let n = i as i64;
+    match i % 4 {
+        0 => insert("users", user(&format!("u{i}"))),
+        1 => auto(ride(&format!("u{}", i - 1), n, n % 7, &[])),
+        2 => {
+            let add = row(&[("users", Value::from(format!("u{i}")))]);
+            update(Some((n / 4 + 1).into()), None, Row::new(), add, Row::new())
+        }
+        _ => WriteOp::Batch {
+            ops: vec![
+                insert("users", user(&format!("b{i}"))),
+                delete("users", Some(format!("u{}", i - 3).into()), None),
+                auto(ride("b", n, n % 5, &["b"])),
+                update(
+                    None,
+                    Some(vec![Cond::new("source", CmpOp::Eq, n % 7)]),
+                    row(&[("destination", n.into())]),
+                    Row::new(),
+                    Row::new(),
+                ),
+            ],
+        },
+    }
+}
+
+fn apply_scripted(store: &Store, count: u64) {
+    for i in 0..count {
+        store.apply(i + 1, u128::from(i + 1), &scripted(i)).unwrap();
+    }
+}
+
+/// In the child: apply the script to the store in `dir`, then crash.
+fn crash_writer(dir: &Path, flush: bool) -> ! {
+    let store = Store::open(dir, schema()).unwrap();
+    for i in 0..WRITES {
+        store.apply(i + 1, u128::from(i + 1), &scripted(i)).unwrap();
+        if (i + 1) % 250 == 0 {
+            println!("progress {}", i + 1);
+        }
+    }
+    if flush {
+        store.flush().unwrap();
+        println!("FLUSH DONE");
+    }
+    std::process::abort();
+}
+
+/// Runs test `name` again in a child that acts as the writer, and returns
+/// the store it left behind after its crash.
+fn crash_child(name: &str, flush: bool) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CRASH_DIR, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the child did not crash: {stdout}");
+    assert!(stdout.contains(&format!("progress {WRITES}")), "{stdout}");
+    assert_eq!(stdout.contains("FLUSH DONE"), flush, "{stdout}");
+    let store = Store::open(dir.path(), schema()).unwrap();
+    (dir, store)
+}
+
+/// The recovered store equals a fresh one given the first `applied_seq`
+/// writes: data, meta and request records alike.
+fn assert_consistent_prefix(store: &Store) -> u64 {
+    let k = store.applied_seq();
+    assert!(k <= WRITES);
+    let fresh = Store::temporary(schema()).unwrap();
+    apply_scripted(&fresh, k);
+    assert_eq!(store.checksum().unwrap(), fresh.checksum().unwrap());
+    assert_eq!(store.snapshot().unwrap(), fresh.snapshot().unwrap());
+    k
+}
+
+#[test]
+fn unflushed_crash_leaves_a_consistent_prefix() {
+    if let Some(dir) = std::env::var_os(CRASH_DIR) {
+        crash_writer(Path::new(&dir), false);
+    }
+    let (_dir, store) = crash_child("unflushed_crash_leaves_a_consistent_prefix", false);
+    let k = assert_consistent_prefix(&store);
+    eprintln!("recovered {k} of {WRITES} unflushed writes");
+}
+
+#[test]
+fn flushed_crash_loses_nothing() {
+    if let Some(dir) = std::env::var_os(CRASH_DIR) {
+        crash_writer(Path::new(&dir), true);
+    }
+    let (_dir, store) = crash_child("flushed_crash_loses_nothing", true);
+    assert_eq!(assert_consistent_prefix(&store), WRITES);
+}
