@@ -36,6 +36,10 @@ pub struct UpArgs {
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "DBAAS_BODY_LIMIT")]
     pub body_limit: Option<usize>,
+    /// Run over this RabbitMQ (`amqp://...`), with the workers as child
+    /// processes, instead of the in-process broker.
+    #[arg(long, env = "DBAAS_AMQP_URL")]
+    pub amqp: Option<String>,
 }
 
 /// The same settings, as a file holds them.
@@ -49,6 +53,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     slaves: Option<usize>,
     body_limit: Option<usize>,
+    amqp: Option<String>,
 }
 
 /// The settings of `dbaas up`, resolved.
@@ -61,6 +66,7 @@ pub struct UpConfig {
     pub data_dir: PathBuf,
     pub slaves: usize,
     pub body_limit: usize,
+    pub amqp: Option<String>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -101,6 +107,7 @@ impl UpArgs {
                 .body_limit
                 .or(file.body_limit)
                 .unwrap_or(DEFAULT_BODY_LIMIT),
+            amqp: self.amqp.clone().or(file.amqp),
         };
         if cfg.slaves == 0 {
             return Err(Error::bad("at least one slave is needed to serve reads"));

@@ -60,6 +60,7 @@ pub mod error;
 pub mod http;
 pub mod loadgen;
 pub mod model;
+pub mod node;
 pub mod rideshare;
 pub mod runtime;
 pub mod store;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use dbaas::config::UpArgs;
+use dbaas::node;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +24,16 @@ enum Command {
     /// Run the whole system in one process: gateway, users, rides,
     /// orchestrator, a master and slaves (in-process broker).
     Up(UpArgs),
+    /// One worker (master or slave) over RabbitMQ.
+    Worker(node::WorkerArgs),
+    /// The orchestrator's DB API over RabbitMQ, workers as child processes.
+    Orchestrator(node::OrchestratorArgs),
+    /// The RideShare users service.
+    Users(node::ServiceArgs),
+    /// The RideShare rides service.
+    Rides(node::ServiceArgs),
+    /// The gateway in front of the users and rides services.
+    Gateway(node::GatewayArgs),
     /// Drive load against a running system and report throughput and latency.
     Loadgen(dbaas::loadgen::LoadArgs),
 }
@@ -57,10 +68,18 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let system = actix::System::new;
     let result = match cli.command {
-        Command::Up(args) => args.resolve().and_then(|cfg| {
-            actix::System::new().block_on(dbaas::system::run_up(cfg, shutdown_signal()))
-        }),
+        Command::Up(args) => args
+            .resolve()
+            .and_then(|cfg| system().block_on(dbaas::system::run_up(cfg, shutdown_signal()))),
+        Command::Worker(args) => system().block_on(node::run_worker(args, shutdown_signal())),
+        Command::Orchestrator(args) => {
+            system().block_on(node::run_orchestrator(args, shutdown_signal()))
+        }
+        Command::Users(args) => system().block_on(node::run_service(true, args, shutdown_signal())),
+        Command::Rides(args) => system().block_on(node::run_service(false, args, shutdown_signal())),
+        Command::Gateway(args) => system().block_on(node::run_gateway(args, shutdown_signal())),
         Command::Loadgen(args) => dbaas::loadgen::run(args),
     };
     match result {

@@ -17,7 +17,8 @@ use crate::config::UpConfig;
 use crate::error::{Error, Result};
 use crate::http::{self, orchestrator::OrchestratorState};
 use crate::model::Schema;
-use crate::runtime::{self, InProcessRuntime, Role, WorkerRuntime, WorkerSpec};
+use crate::broker::amqp::AmqpBroker;
+use crate::runtime::{self, InProcessRuntime, ProcessRuntime, Role, WorkerRuntime, WorkerSpec};
 use crate::store::Store;
 
 /// How long starting workers may take before `up` gives up.
@@ -26,7 +27,7 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 /// A running cluster: workers and the orchestrator over one broker.
 pub struct Cluster {
     pub broker: Arc<dyn Broker>,
-    pub runtime: Arc<InProcessRuntime>,
+    pub runtime: Arc<dyn WorkerRuntime>,
     pub orchestrator: OrchestratorHandle,
     pub schema: Arc<Schema>,
     pub epoch: u64,
@@ -110,15 +111,26 @@ fn plan(found: &[Found], slaves: usize) -> (Vec<WorkerSpec>, u64) {
 }
 
 impl Cluster {
-    /// Starts the workers (re-using what `data_dir` holds) and the
-    /// orchestrator, and returns once every slave is caught up.
+    /// The embedded cluster: workers as in-process actors.
     pub async fn start(data_dir: &Path, slaves: usize, broker: Arc<dyn Broker>) -> Result<Cluster> {
+        let dir = workers_dir(data_dir)?;
         let schema = Arc::new(Schema::rideshare());
-        let dir = data_dir.join("workers");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
+        let runtime = Arc::new(InProcessRuntime::new(broker.clone(), schema, &dir));
+        Self::start_with(data_dir, slaves, broker, runtime).await
+    }
+
+    /// Starts the workers through `runtime` (re-using what `data_dir`
+    /// holds) and the orchestrator, and returns once every slave is caught
+    /// up.
+    pub async fn start_with(
+        data_dir: &Path,
+        slaves: usize,
+        broker: Arc<dyn Broker>,
+        runtime: Arc<dyn WorkerRuntime>,
+    ) -> Result<Cluster> {
+        let schema = Arc::new(Schema::rideshare());
+        let dir = workers_dir(data_dir)?;
         let (specs, epoch) = plan(&discover(&dir, &schema).await?, slaves);
-        let runtime = Arc::new(InProcessRuntime::new(broker.clone(), schema.clone(), &dir));
         for spec in &specs {
             runtime.start(*spec).await?;
         }
@@ -166,11 +178,40 @@ impl Cluster {
     }
 }
 
-fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
+/// The directory the workers' databases live in, created if need be.
+pub fn workers_dir(data_dir: &Path) -> Result<std::path::PathBuf> {
+    let dir = data_dir.join("workers");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// The broker and worker runtime `up` and `orchestrator` run on: RabbitMQ
+/// with child-process workers when a URL is given, else the embedded ones.
+pub async fn backends(
+    amqp: Option<&str>,
+    data_dir: &Path,
+) -> Result<(Arc<dyn Broker>, Arc<dyn WorkerRuntime>)> {
+    let dir = workers_dir(data_dir)?;
+    Ok(match amqp {
+        Some(url) => {
+            let broker: Arc<dyn Broker> = Arc::new(AmqpBroker::connect(url).await?);
+            let exe = std::env::current_exe().map_err(|e| Error::Storage(e.to_string()))?;
+            (broker, Arc::new(ProcessRuntime::new(&exe, url, &dir)))
+        }
+        None => {
+            let broker: Arc<dyn Broker> = Arc::new(InProcBroker::new());
+            let schema = Arc::new(Schema::rideshare());
+            let rt = Arc::new(InProcessRuntime::new(broker.clone(), schema, &dir));
+            (broker, rt)
+        }
+    })
+}
+
+pub(crate) fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).map_err(|e| Error::bad(format!("cannot listen on {addr}: {e}")))
 }
 
-fn url(l: &TcpListener) -> Result<String> {
+pub(crate) fn url(l: &TcpListener) -> Result<String> {
     let addr = l.local_addr().map_err(|e| Error::Storage(e.to_string()))?;
     Ok(format!("http://{addr}"))
 }
@@ -187,7 +228,8 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     .map(bind);
     let [orch_l, users_l, rides_l, gateway_l] = listeners;
     let (orch_l, users_l, rides_l, gateway_l) = (orch_l?, users_l?, rides_l?, gateway_l?);
-    let cluster = Cluster::start(&cfg.data_dir, cfg.slaves, Arc::new(InProcBroker::new())).await?;
+    let (broker, runtime) = backends(cfg.amqp.as_deref(), &cfg.data_dir).await?;
+    let cluster = Cluster::start_with(&cfg.data_dir, cfg.slaves, broker, runtime).await?;
     let (orch_url, users_url, rides_url, gateway_url) = (
         url(&orch_l)?,
         url(&users_l)?,

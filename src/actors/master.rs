@@ -5,12 +5,14 @@
 //! `writeQ` too, so a snapshot is taken exactly between two writes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures::StreamExt;
 
 use super::messages::{GetStatus, Shutdown, WorkerStatus};
-use super::reply_to;
+use super::orchestrator::RESUBSCRIBE;
+use super::{blocking, reply_to};
 use crate::broker::{self, Broker, Delivery, Message, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
 use crate::model::wire::{self, MasterRequest, Reply, Snapshot, SyncMessage, WriteRequest};
@@ -52,28 +54,44 @@ impl MasterWorker {
     }
 }
 
+impl MasterWorker {
+    /// Consumes `writeQ`; retried with backoff while the broker is away.
+    fn subscribe(&mut self, ctx: &mut Context<Self>, wait: Duration) {
+        let broker = self.broker.clone();
+        let subscribe = async move {
+            broker::declare_topology(broker.as_ref()).await?;
+            broker.consume(WRITE_Q, PREFETCH).await
+        };
+        ctx.wait(subscribe.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(consumer) => {
+                ctx.add_stream(consumer.ready_chunks(GROUP));
+            }
+            Err(e) => {
+                tracing::warn!(worker = act.id, error = %e, "cannot consume writeQ; retrying");
+                let next = (wait * 2).min(RESUBSCRIBE.1);
+                ctx.run_later(wait, move |act, ctx| act.subscribe(ctx, next));
+            }
+        }));
+    }
+}
+
 impl Actor for MasterWorker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(worker = self.id, epoch = self.epoch, "master starting");
-        let (broker, store, epoch) = (self.broker.clone(), self.store.clone(), self.epoch);
-        let subscribe = async move {
-            tokio::task::spawn_blocking(move || store.set_epoch(epoch))
-                .await
-                .map_err(|e| Error::Storage(e.to_string()))??;
-            broker::declare_topology(broker.as_ref()).await?;
-            broker.consume(WRITE_Q, PREFETCH).await
-        };
-        ctx.wait(subscribe.into_actor(self).map(|res, act, ctx| match res {
-            Ok(consumer) => {
-                ctx.add_stream(consumer.ready_chunks(GROUP));
-            }
-            Err(e) => {
-                tracing::error!(worker = act.id, error = %e, "master cannot start");
-                ctx.stop();
-            }
-        }));
+        let (store, epoch) = (self.store.clone(), self.epoch);
+        ctx.wait(
+            blocking(move || store.set_epoch(epoch))
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(()) => act.subscribe(ctx, RESUBSCRIBE.0),
+                    Err(e) => {
+                        tracing::error!(worker = act.id, error = %e, "cannot record the epoch");
+                        ctx.stop();
+                    }
+                }),
+        );
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -93,8 +111,8 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        tracing::warn!(worker = self.id, "writeQ consumer ended");
-        ctx.stop();
+        tracing::warn!(worker = self.id, "writeQ consumer ended; resubscribing");
+        self.subscribe(ctx, RESUBSCRIBE.0);
     }
 }
 

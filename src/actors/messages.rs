@@ -52,7 +52,7 @@ pub struct OrchestratorStats {
 pub struct GetStatus;
 
 /// What [`GetStatus`] answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WorkerStatus {
     pub id: u64,
     pub master: bool,

@@ -23,6 +23,9 @@ use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request is retried before the client gets a 503.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
+/// The first and longest wait between two attempts to consume again.
+pub(crate) const RESUBSCRIBE: (Duration, Duration) =
+    (Duration::from_millis(50), Duration::from_secs(2));
 
 struct Pending {
     tx: oneshot::Sender<Reply>,
@@ -102,6 +105,25 @@ impl Orchestrator {
         }
     }
 
+    /// Consumes `responseQ`; retried with backoff while the broker is away.
+    fn subscribe(&mut self, ctx: &mut Context<Self>, wait: Duration) {
+        let broker = self.broker.clone();
+        let subscribe = async move {
+            broker::declare_topology(broker.as_ref()).await?;
+            broker.consume(RESPONSE_Q, 1000).await
+        };
+        ctx.wait(subscribe.into_actor(self).map(move |res, _act, ctx| match res {
+            Ok(consumer) => {
+                ctx.add_stream(consumer.ready_chunks(256));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot consume responseQ; retrying");
+                let next = (wait * 2).min(RESUBSCRIBE.1);
+                ctx.run_later(wait, move |act, ctx| act.subscribe(ctx, next));
+            }
+        }));
+    }
+
     fn expire(&mut self) {
         let now = Instant::now();
         self.pending
@@ -113,20 +135,7 @@ impl Actor for Orchestrator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let broker = self.broker.clone();
-        let subscribe = async move {
-            broker::declare_topology(broker.as_ref()).await?;
-            broker.consume(RESPONSE_Q, 1000).await
-        };
-        ctx.wait(subscribe.into_actor(self).map(|res, _act, ctx| match res {
-            Ok(consumer) => {
-                ctx.add_stream(consumer.ready_chunks(256));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot consume responseQ; orchestrator stops");
-                ctx.stop();
-            }
-        }));
+        self.subscribe(ctx, RESUBSCRIBE.0);
         ctx.run_interval(Duration::from_secs(1), |act, _| act.expire());
     }
 }
@@ -143,8 +152,12 @@ impl StreamHandler<Vec<Delivery>> for Orchestrator {
         });
     }
 
-    fn finished(&mut self, _ctx: &mut Context<Self>) {
-        tracing::error!("responseQ consumer ended");
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // The broker went away: what waits for a reply will not get one on
+        // this consumer; fail it now so that it is retried at once.
+        tracing::warn!(in_flight = self.pending.len(), "responseQ consumer ended; resubscribing");
+        self.pending.clear();
+        self.subscribe(ctx, RESUBSCRIBE.0);
     }
 }
 

@@ -15,6 +15,7 @@ use actix::prelude::*;
 use futures::StreamExt;
 
 use super::messages::{GetStatus, Promote, Shutdown, WorkerStatus};
+use super::orchestrator::RESUBSCRIBE;
 use super::{blocking, reply_to, MasterWorker};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
@@ -40,12 +41,13 @@ pub struct SlaveWorker {
     /// Sync messages ahead of `applied`, by sequence number.
     pending: BTreeMap<u64, (SyncMessage, Delivery)>,
     parked: Vec<Parked>,
-    reads_started: bool,
     reads_served: u64,
-    /// The sync and read consumers.
-    streams: Vec<SpawnHandle>,
-    /// The consumer of the pending snapshot answer.
+    /// The consumers: the sync queue, `readQ`, a pending snapshot answer.
+    sync: Option<SpawnHandle>,
+    reads: Option<SpawnHandle>,
     snapshot: Option<SpawnHandle>,
+    /// Shutting down or promoted: consumers that end stay ended.
+    closing: bool,
 }
 
 struct Parked {
@@ -72,54 +74,67 @@ impl SlaveWorker {
             ready: false,
             pending: BTreeMap::new(),
             parked: Vec::new(),
-            reads_started: false,
             reads_served: 0,
-            streams: Vec::new(),
+            sync: None,
+            reads: None,
             snapshot: None,
+            closing: false,
         }
     }
 
-    /// Binds the sync queue, then asks for a snapshot.
-    fn subscribe(&mut self, ctx: &mut Context<Self>) {
-        let (broker, id, have_seq) = (self.broker.clone(), self.id, self.applied);
+    /// Binds and consumes the sync queue; the first time (not yet
+    /// ready), then asks for a snapshot. Retried while the broker is away.
+    fn subscribe_sync(&mut self, ctx: &mut Context<Self>, wait: Duration) {
+        let (broker, id) = (self.broker.clone(), self.id);
         let setup = async move {
             broker::declare_topology(broker.as_ref()).await?;
             let sync_q = broker::sync_queue(id);
             broker.declare_queue(&sync_q, QueueKind::Durable).await?;
             broker.bind(&sync_q, SYNC_X).await?;
-            let sync = broker.consume(&sync_q, SYNC_PREFETCH).await?;
-            let snap = request_snapshot(broker.as_ref(), id, have_seq).await?;
-            Ok::<_, Error>((sync, snap))
+            broker.consume(&sync_q, SYNC_PREFETCH).await
         };
-        ctx.wait(setup.into_actor(self).map(|res, act, ctx| match res {
-            Ok((sync, snap)) => {
-                let s = ctx.add_stream(sync.ready_chunks(512).map(SyncBatch));
-                act.streams.push(s);
-                act.snapshot = Some(ctx.add_stream(snap.map(SnapshotAnswer)));
+        ctx.wait(setup.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(sync) => {
+                act.sync = Some(ctx.add_stream(sync.ready_chunks(512).map(SyncBatch)));
+                if !act.ready {
+                    act.ask_snapshot(ctx, act.applied, RESUBSCRIBE.0);
+                }
             }
             Err(e) => {
-                tracing::error!(worker = act.id, error = %e, "slave cannot subscribe");
-                ctx.stop();
+                tracing::warn!(worker = act.id, error = %e, "cannot consume the sync queue; retrying");
+                let next = (wait * 2).min(RESUBSCRIBE.1);
+                ctx.run_later(wait, move |act, ctx| act.subscribe_sync(ctx, next));
             }
         }));
     }
 
-    fn start_reads(&mut self, ctx: &mut Context<Self>) {
+    /// Asks the master for the state past `have_seq`.
+    fn ask_snapshot(&mut self, ctx: &mut Context<Self>, have_seq: u64, wait: Duration) {
+        let (broker, id) = (self.broker.clone(), self.id);
+        let ask = async move { request_snapshot(broker.as_ref(), id, have_seq).await };
+        ctx.wait(ask.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(answers) => act.snapshot = Some(ctx.add_stream(answers.map(SnapshotAnswer))),
+            Err(e) => {
+                tracing::warn!(worker = act.id, error = %e, "snapshot request failed; retrying");
+                let next = (wait * 2).min(RESUBSCRIBE.1);
+                ctx.run_later(wait, move |act, ctx| act.ask_snapshot(ctx, have_seq, next));
+            }
+        }));
+    }
+
+    /// Consumes `readQ`; retried while the broker is away.
+    fn subscribe_reads(&mut self, ctx: &mut Context<Self>, wait: Duration) {
         let broker = self.broker.clone();
         let consume = async move { broker.consume(READ_Q, READ_PREFETCH).await };
-        ctx.wait(consume.into_actor(self).map(|res, act, ctx| match res {
+        ctx.wait(consume.into_actor(self).map(move |res, act, ctx| match res {
             Ok(reads) => {
-                let h = ctx.add_stream(reads.ready_chunks(64).map(ReadBatch));
-                act.streams.push(h);
-                tracing::info!(
-                    worker = act.id,
-                    seq = act.applied,
-                    "slave caught up; serving reads"
-                );
+                act.reads = Some(ctx.add_stream(reads.ready_chunks(64).map(ReadBatch)));
+                tracing::info!(worker = act.id, seq = act.applied, "slave caught up; serving reads");
             }
             Err(e) => {
-                tracing::error!(worker = act.id, error = %e, "cannot consume readQ");
-                ctx.stop();
+                tracing::warn!(worker = act.id, error = %e, "cannot consume readQ; retrying");
+                let next = (wait * 2).min(RESUBSCRIBE.1);
+                ctx.run_later(wait, move |act, ctx| act.subscribe_reads(ctx, next));
             }
         }));
     }
@@ -159,15 +174,7 @@ impl SlaveWorker {
         tracing::error!(worker = self.id, error = %e, "sync failed to apply; resyncing");
         self.applied = self.store.applied_seq();
         self.ready = false;
-        let (broker, id, have_seq) = (self.broker.clone(), self.id, u64::MAX);
-        let ask = async move { request_snapshot(broker.as_ref(), id, have_seq).await };
-        ctx.wait(ask.into_actor(self).map(|res, act, ctx| match res {
-            Ok(snap) => act.snapshot = Some(ctx.add_stream(snap.map(SnapshotAnswer))),
-            Err(e) => {
-                tracing::error!(worker = act.id, error = %e, "resync request failed");
-                ctx.stop();
-            }
-        }));
+        self.ask_snapshot(ctx, u64::MAX, RESUBSCRIBE.0);
     }
 
     fn serve_parked(&mut self, ctx: &mut Context<Self>) {
@@ -234,7 +241,8 @@ impl SlaveWorker {
 
     /// Stops consuming; what is held but not done goes back to the queues.
     fn unsubscribe(&mut self, ctx: &mut Context<Self>) {
-        for h in self.streams.drain(..).chain(self.snapshot.take()) {
+        self.closing = true;
+        for h in [self.sync.take(), self.reads.take(), self.snapshot.take()].into_iter().flatten() {
             ctx.cancel_future(h);
         }
         for p in self.parked.drain(..) {
@@ -264,7 +272,7 @@ impl Actor for SlaveWorker {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(worker = self.id, seq = self.applied, "slave starting");
-        self.subscribe(ctx);
+        self.subscribe_sync(ctx, RESUBSCRIBE.0);
         ctx.run_interval(Duration::from_millis(50), |act, _| act.expire_parked());
     }
 
@@ -303,8 +311,11 @@ impl StreamHandler<SyncBatch> for SlaveWorker {
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        tracing::warn!(worker = self.id, "sync consumer ended");
-        ctx.stop();
+        self.sync = None;
+        if !self.closing {
+            tracing::warn!(worker = self.id, "sync consumer ended; resubscribing");
+            self.subscribe_sync(ctx, RESUBSCRIBE.0);
+        }
     }
 }
 
@@ -338,16 +349,20 @@ impl StreamHandler<SnapshotAnswer> for SlaveWorker {
                 let acks = covered.into_values().map(|(_, d)| d.ack());
                 actix::spawn(futures::future::join_all(acks));
                 act.apply_pending(ctx);
-                if !act.reads_started {
-                    act.reads_started = true;
-                    act.start_reads(ctx);
+                if act.reads.is_none() {
+                    act.subscribe_reads(ctx, RESUBSCRIBE.0);
                 }
             }
             Err(e) => act.resync(ctx, e),
         }));
     }
 
-    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // Ended without an answer (the broker went away): ask again.
+        if self.snapshot.take().is_some() && !self.closing {
+            self.ask_snapshot(ctx, self.applied, RESUBSCRIBE.0);
+        }
+    }
 }
 
 impl StreamHandler<ReadBatch> for SlaveWorker {
@@ -375,8 +390,11 @@ impl StreamHandler<ReadBatch> for SlaveWorker {
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        tracing::warn!(worker = self.id, "readQ consumer ended");
-        ctx.stop();
+        self.reads = None;
+        if !self.closing {
+            tracing::warn!(worker = self.id, "readQ consumer ended; resubscribing");
+            self.subscribe_reads(ctx, RESUBSCRIBE.0);
+        }
     }
 }
 

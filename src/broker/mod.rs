@@ -14,6 +14,7 @@
 //! - `publish` returns once the broker has taken the message (a publisher
 //!   confirm on RabbitMQ).
 
+pub mod amqp;
 pub mod conformance;
 pub mod inproc;
 

@@ -50,11 +50,6 @@ impl InProcessRuntime {
         }
     }
 
-    /// Where worker `id` keeps its database.
-    pub fn worker_dir(data_dir: &Path, id: u64) -> PathBuf {
-        data_dir.join(format!("worker-{id}"))
-    }
-
     fn workers(&self) -> MutexGuard<'_, BTreeMap<u64, Running>> {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -84,7 +79,7 @@ impl WorkerRuntime for InProcessRuntime {
         if self.workers().contains_key(&spec.id) {
             return Err(Error::bad(format!("worker {} runs already", spec.id)));
         }
-        let dir = Self::worker_dir(&self.data_dir, spec.id);
+        let dir = super::worker_dir(&self.data_dir, spec.id);
         let schema = self.schema.clone();
         let store = blocking(move || Store::open(&dir, schema)).await?;
         let arbiter = Arbiter::new().handle();

@@ -4,8 +4,12 @@
 //! process id; in-process workers use their numeric id.
 
 mod inproc;
+mod process;
 
 pub use inproc::InProcessRuntime;
+pub use process::ProcessRuntime;
+
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
@@ -52,6 +56,11 @@ pub trait WorkerRuntime: Send + Sync + 'static {
     async fn status(&self, id: u64) -> Result<WorkerStatus>;
     /// The running workers, by id.
     fn list(&self) -> Vec<WorkerInfo>;
+}
+
+/// Where worker `id` keeps its database under a data directory.
+pub fn worker_dir(data_dir: &Path, id: u64) -> PathBuf {
+    data_dir.join(format!("worker-{id}"))
 }
 
 /// Stops every worker, slaves first, so the master settles last.

@@ -1,0 +1,309 @@
+//! The actor-level suite: the orchestrator, master and slaves as they run
+//! in `dbaas up`, without HTTP, over whichever broker a test file passes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dbaas::broker::{Broker, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
+use dbaas::model::wire::{self, MasterRequest, ReadRequest, Reply, SyncMessage, WriteRequest};
+use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp};
+use dbaas::runtime::{Role, WorkerSpec};
+use dbaas::store::Store;
+use dbaas::system::Cluster;
+use futures::StreamExt;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn cluster(dir: &tempfile::TempDir, slaves: usize, b: Arc<dyn Broker>) -> Cluster {
+    Cluster::start(dir.path(), slaves, b)
+        .await
+        .expect("cluster starts")
+}
+
+fn user(name: &str) -> WriteOp {
+    let row: Row = [
+        ("username".to_owned(), Value::from(name)),
+        ("password".to_owned(), Value::from("x".repeat(40))),
+    ]
+    .into();
+    WriteOp::Insert {
+        table: "users".into(),
+        row,
+    }
+}
+
+fn get_user(name: &str) -> ReadOp {
+    ReadOp::Get {
+        table: "users".into(),
+        key: Value::from(name),
+        columns: None,
+    }
+}
+
+fn count_users() -> ReadOp {
+    ReadOp::Count {
+        table: "users".into(),
+        filter: vec![],
+    }
+}
+
+async fn read(c: &Cluster, op: ReadOp) -> ReadResult {
+    c.orchestrator
+        .read(op, Consistency::Strong)
+        .await
+        .expect("read succeeds")
+        .result
+}
+
+/// Polls until `f` holds or the deadline passes.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The checksum and applied seq of every worker's store, after a stop.
+fn stores(dir: &tempfile::TempDir, ids: &[u64]) -> Vec<(u64, u64)> {
+    let schema = Arc::new(dbaas::model::Schema::rideshare());
+    ids.iter()
+        .map(|&id| {
+            let path = dbaas::runtime::worker_dir(&dir.path().join("workers"), id);
+            let s = Store::open(&path, schema.clone()).expect("store opens");
+            (s.applied_seq(), s.checksum().expect("checksum"))
+        })
+        .collect()
+}
+
+pub async fn a_write_is_seen_by_the_next_read(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b.clone()).await;
+    for i in 0..20 {
+        let name = format!("u{i}");
+        let w = c.orchestrator.write(user(&name)).await.unwrap();
+        assert_eq!(w.seq, i + 1);
+        let rows = read(&c, get_user(&name)).await.into_rows();
+        assert_eq!(rows.len(), 1, "read after write of {name}");
+    }
+    c.stop().await;
+}
+
+pub async fn reads_spread_round_robin_over_two_slaves(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 2, b.clone()).await;
+    c.orchestrator.write(user("a")).await.unwrap();
+    for _ in 0..100 {
+        read(&c, get_user("a")).await;
+    }
+    let mut served = Vec::new();
+    for w in c.runtime.list() {
+        if w.role == Role::Slave {
+            served.push(c.runtime.status(w.id).await.unwrap().reads_served);
+        }
+    }
+    assert_eq!(served.iter().sum::<u64>(), 100);
+    assert!(served.iter().all(|&n| n >= 45), "uneven: {served:?}");
+    c.stop().await;
+}
+
+pub async fn a_late_slave_catches_up_by_snapshot_and_sync_without_a_gap(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b.clone()).await;
+    for i in 0..300 {
+        c.orchestrator
+            .write(user(&format!("before{i}")))
+            .await
+            .unwrap();
+    }
+    // Writes keep coming while the new slave starts.
+    let orch = c.orchestrator.clone();
+    let writer = actix::spawn(async move {
+        for i in 0..300 {
+            orch.write(user(&format!("during{i}"))).await.unwrap();
+        }
+    });
+    c.runtime
+        .start(WorkerSpec {
+            id: 9,
+            role: Role::Slave,
+            epoch: c.epoch,
+        })
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    let rt = c.runtime.clone();
+    eventually("the late slave to apply all 600 writes", || {
+        let rt = rt.clone();
+        async move {
+            rt.status(9)
+                .await
+                .is_ok_and(|s| s.ready && s.applied_seq == 600)
+        }
+    })
+    .await;
+    c.stop().await;
+    let all = stores(&dir, &[1, 2, 9]);
+    assert!(all.iter().all(|s| *s == all[0]), "stores differ: {all:?}");
+    assert_eq!(all[0].0, 600);
+}
+
+pub async fn a_duplicate_sync_message_is_ignored(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b.clone()).await;
+    c.orchestrator.write(user("real")).await.unwrap();
+    // A second message with seq 1, as a redelivery after a master crash
+    // could bring (here with other content, to see it is not applied).
+    let dup = SyncMessage {
+        seq: 1,
+        epoch: c.epoch,
+        request_id: 77,
+        op: user("ghost"),
+    };
+    c.broker
+        .publish_fanout(SYNC_X, Message::new(wire::encode(&dup)))
+        .await
+        .unwrap();
+    c.orchestrator.write(user("next")).await.unwrap();
+    assert_eq!(read(&c, count_users()).await, ReadResult::Count(2));
+    assert!(read(&c, get_user("ghost")).await.into_rows().is_empty());
+    c.stop().await;
+    let all = stores(&dir, &[1, 2]);
+    assert_eq!(all[0], all[1]);
+}
+
+pub async fn a_read_for_a_sequence_number_not_yet_applied_waits_then_answers(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b.clone()).await;
+    let replies = "test.replies";
+    c.broker
+        .declare_queue(replies, QueueKind::Transient)
+        .await
+        .unwrap();
+    let mut answers = c.broker.consume(replies, 10).await.unwrap();
+    let ask = ReadRequest {
+        min_seq: 1,
+        op: get_user("later"),
+    };
+    c.broker
+        .publish(
+            READ_Q,
+            Message {
+                body: wire::encode(&ask),
+                correlation_id: Some(1),
+                reply_to: Some(replies.into()),
+            },
+        )
+        .await
+        .unwrap();
+    // Seq 1 is this write: the read above can only see it by waiting.
+    c.orchestrator.write(user("later")).await.unwrap();
+    let d = tokio::time::timeout(DEADLINE, answers.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let Reply::Read(Ok(reply)) = wire::decode(&d.message.body).unwrap() else {
+        panic!("not a read answer");
+    };
+    assert!(reply.seq >= 1);
+    assert_eq!(reply.result.into_rows().len(), 1);
+    d.ack().await.unwrap();
+    drop(answers);
+    c.stop().await;
+}
+
+pub async fn a_redelivered_write_is_applied_once(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b.clone()).await;
+    let replies = "test.write-replies";
+    c.broker
+        .declare_queue(replies, QueueKind::Transient)
+        .await
+        .unwrap();
+    let mut answers = c.broker.consume(replies, 10).await.unwrap();
+    let req = MasterRequest::Write(WriteRequest {
+        request_id: 4242,
+        epoch: c.epoch,
+        op: WriteOp::InsertAuto {
+            table: "rides".into(),
+            row: [
+                ("created_by".to_owned(), Value::from("a")),
+                ("timestamp".to_owned(), Value::Int(1)),
+                ("source".to_owned(), Value::Int(1)),
+                ("destination".to_owned(), Value::Int(2)),
+                ("users".to_owned(), Value::List(vec![])),
+            ]
+            .into(),
+        },
+    });
+    let mut seqs = Vec::new();
+    for _ in 0..2 {
+        let msg = Message {
+            body: wire::encode(&req),
+            correlation_id: Some(1),
+            reply_to: Some(replies.into()),
+        };
+        c.broker.publish(WRITE_Q, msg).await.unwrap();
+        let d = tokio::time::timeout(DEADLINE, answers.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let Reply::Write(Ok(w)) = wire::decode(&d.message.body).unwrap() else {
+            panic!("not a write answer");
+        };
+        seqs.push(w.seq);
+        d.ack().await.unwrap();
+    }
+    assert_eq!(seqs[0], seqs[1]);
+    let rides = ReadOp::Count {
+        table: "rides".into(),
+        filter: vec![],
+    };
+    assert_eq!(read(&c, rides).await, ReadResult::Count(1));
+    drop(answers);
+    c.stop().await;
+}
+
+pub async fn garbage_on_the_queues_is_dropped_and_work_goes_on(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b.clone()).await;
+    for body in [
+        vec![],
+        vec![0xff; 10],
+        vec![wire::VERSION, 1, 2, 3],
+        vec![9, 0],
+    ] {
+        for q in [READ_Q, WRITE_Q] {
+            c.broker
+                .publish(q, Message::new(body.clone()))
+                .await
+                .unwrap();
+        }
+        c.broker
+            .publish_fanout(SYNC_X, Message::new(body.clone()))
+            .await
+            .unwrap();
+    }
+    c.orchestrator.write(user("after")).await.unwrap();
+    assert_eq!(read(&c, get_user("after")).await.into_rows().len(), 1);
+    c.stop().await;
+}
+
+pub async fn restart_on_the_same_data_keeps_everything(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b.clone()).await;
+    for i in 0..50 {
+        c.orchestrator.write(user(&format!("k{i}"))).await.unwrap();
+    }
+    c.stop().await;
+    drop(c);
+    let c = cluster(&dir, 1, b.clone()).await;
+    assert_eq!(read(&c, count_users()).await, ReadResult::Count(50));
+    let w = c.orchestrator.write(user("after-restart")).await.unwrap();
+    assert_eq!(w.seq, 51);
+    c.stop().await;
+}
