@@ -13,12 +13,12 @@ use std::net::TcpListener;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::Server;
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::common::{self, Body};
-use super::service::{self, ServiceState, State};
+use super::service::{self, Answer, ServiceState, State};
 use crate::model::{CmpOp, Cond, Order, ReadOp, Row, Value, WriteOp, WriteResult};
 use crate::rideshare::{areas, timestamp};
 
@@ -127,63 +127,54 @@ fn new_ride_row(ride: NewRide, secs: i64) -> Row {
 }
 
 /// Whether a user exists: a point lookup by key.
-async fn user_exists(state: &State, username: &str) -> Result<bool, HttpResponse> {
+async fn user_exists(state: &State, username: &str) -> Answer<bool> {
     let op = ReadOp::Get {
         table: "users".into(),
         key: Value::from(username),
         columns: Some(vec!["username".into()]),
     };
-    match state.db.read(&op).await {
-        Ok(reply) => Ok(reply.result.count() > 0),
-        Err(e) => Err(service::db_error(&e)),
-    }
+    let reply = state.db.read(&op).await.map_err(service::db_error)?;
+    Ok(reply.result.count() > 0)
 }
 
 /// The ride with `id`, if it exists.
-async fn get_ride(state: &State, id: i64) -> Result<Option<Row>, HttpResponse> {
+async fn get_ride(state: &State, id: i64) -> Answer<Option<Row>> {
     let op = ReadOp::Get {
         table: TABLE.into(),
         key: Value::Int(id),
         columns: None,
     };
-    match state.db.read(&op).await {
-        Ok(reply) => Ok(reply.result.into_rows().into_iter().next()),
-        Err(e) => Err(service::db_error(&e)),
-    }
+    let reply = state.db.read(&op).await.map_err(service::db_error)?;
+    Ok(reply.result.into_rows().into_iter().next())
 }
 
-async fn create_ride(state: State, body: Body) -> HttpResponse {
-    let ride: NewRide = match common::parse_json(&body.0) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let secs = match check_ride(&ride) {
-        Ok(secs) => secs,
-        Err(msg) => return common::bad_request(msg),
-    };
-    match user_exists(&state, &ride.created_by).await {
-        Ok(true) => {}
-        Ok(false) => return common::bad_request("creator does not exist"),
-        Err(resp) => return resp,
+async fn create_ride(state: State, body: Body) -> Answer {
+    let ride: NewRide = service::parse(&body)?;
+    let secs = check_ride(&ride).map_err(service::bad)?;
+    if !user_exists(&state, &ride.created_by).await? {
+        return Err(service::bad("creator does not exist"));
     }
     let op = WriteOp::InsertAuto {
         table: TABLE.into(),
         row: new_ride_row(ride, secs),
     };
-    match state.db.write(&op).await {
-        Ok(reply) => match reply.result {
-            WriteResult::Inserted {
-                key: Value::Int(id),
-            } => HttpResponse::Created()
-                .insert_header((header::LOCATION, format!("/api/v1/rides/{id}")))
-                .json(serde_json::json!({})),
-            other => common::error_response(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                format!("unexpected insert result {other:?}"),
-            ),
-        },
-        Err(e) => service::db_error(&e),
+    let reply = state.db.write(&op).await.map_err(service::db_error)?;
+    match reply.result {
+        WriteResult::Inserted {
+            key: Value::Int(id),
+        } => Ok(HttpResponse::Created()
+            .insert_header((header::LOCATION, format!("/api/v1/rides/{id}")))
+            .json(serde_json::json!({}))),
+        other => Err(internal(format!("unexpected insert result {other:?}"))),
     }
+}
+
+/// A 500 for what the DBaaS answered but should not have.
+fn internal(msg: String) -> actix_web::Error {
+    service::refuse(common::error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        msg,
+    ))
 }
 
 /// The `source` and `destination` of a search: both present once, decimal
@@ -218,11 +209,8 @@ fn now_secs() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-async fn upcoming_rides(state: State, req: HttpRequest) -> HttpResponse {
-    let (source, destination) = match search_areas(req.query_string()) {
-        Ok(areas) => areas,
-        Err(msg) => return common::bad_request(msg),
-    };
+async fn upcoming_rides(state: State, req: HttpRequest) -> Answer {
+    let (source, destination) = search_areas(req.query_string()).map_err(service::bad)?;
     let op = ReadOp::Select {
         table: TABLE.into(),
         filter: vec![
@@ -241,15 +229,13 @@ async fn upcoming_rides(state: State, req: HttpRequest) -> HttpResponse {
         }),
         limit: None,
     };
-    let rows = match state.db.read(&op).await {
-        Ok(reply) => reply.result.into_rows(),
-        Err(e) => return service::db_error(&e),
-    };
+    let reply = state.db.read(&op).await.map_err(service::db_error)?;
+    let rows = reply.result.into_rows();
     let rides: Vec<Upcoming> = rows.iter().filter_map(upcoming).collect();
     if rides.is_empty() {
-        service::no_content()
+        Ok(service::no_content())
     } else {
-        common::ok_json(&rides)
+        Ok(common::ok_json(&rides))
     }
 }
 
@@ -285,54 +271,38 @@ fn details(row: &Row) -> Option<Details> {
 }
 
 /// The `{rideId}` of the path: an unsigned decimal integer fitting `i64`.
-fn ride_id(path: &str) -> Result<i64, HttpResponse> {
+fn ride_id(path: &str) -> Answer<i64> {
     service::parse_unsigned(path).ok_or_else(|| {
-        common::bad_request(format!(
+        service::bad(format!(
             "ride id {:?} is not an unsigned integer",
             path.chars().take(40).collect::<String>()
         ))
     })
 }
 
-async fn show_ride(state: State, path: web::Path<String>) -> HttpResponse {
-    let id = match ride_id(&path) {
-        Ok(id) => id,
-        Err(resp) => return resp,
-    };
-    match get_ride(&state, id).await {
-        Ok(Some(row)) => match details(&row) {
-            Some(d) => common::ok_json(&d),
-            None => common::error_response(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                format!("ride {id} is stored malformed"),
-            ),
+async fn show_ride(state: State, path: web::Path<String>) -> Answer {
+    let id = ride_id(&path)?;
+    match get_ride(&state, id).await? {
+        Some(row) => match details(&row) {
+            Some(d) => Ok(common::ok_json(&d)),
+            None => Err(internal(format!("ride {id} is stored malformed"))),
         },
-        Ok(None) => service::no_content(),
-        Err(resp) => resp,
+        None => Ok(service::no_content()),
     }
 }
 
-async fn join_ride(state: State, path: web::Path<String>, body: Body) -> HttpResponse {
-    let id = match ride_id(&path) {
-        Ok(id) => id,
-        Err(resp) => return resp,
-    };
-    let join: Join = match common::parse_json(&body.0) {
-        Ok(j) => j,
-        Err(resp) => return resp,
-    };
-    match user_exists(&state, &join.username).await {
-        Ok(true) => {}
-        Ok(false) => return common::bad_request("no such user"),
-        Err(resp) => return resp,
+/// Checks the body and the user first (400), then the ride (204).
+async fn join_ride(state: State, path: web::Path<String>, body: Body) -> Answer {
+    let id = ride_id(&path)?;
+    let join: Join = service::parse(&body)?;
+    if !user_exists(&state, &join.username).await? {
+        return Err(service::bad("no such user"));
     }
-    let creator = match get_ride(&state, id).await {
-        Ok(Some(row)) => text(&row, "created_by"),
-        Ok(None) => return service::no_content(),
-        Err(resp) => return resp,
+    let Some(ride) = get_ride(&state, id).await? else {
+        return Ok(service::no_content());
     };
-    if creator.as_deref() == Some(join.username.as_str()) {
-        return common::bad_request("the creator cannot join their own ride");
+    if text(&ride, "created_by").as_deref() == Some(join.username.as_str()) {
+        return Err(service::bad("the creator cannot join their own ride"));
     }
     let op = WriteOp::Update {
         table: TABLE.into(),
@@ -342,41 +312,34 @@ async fn join_ride(state: State, path: web::Path<String>, body: Body) -> HttpRes
         add: Row::from([("users".to_owned(), Value::from(join.username))]),
         remove: Row::new(),
     };
-    match state.db.write(&op).await {
-        Ok(reply) if reply.result == (WriteResult::Updated { matched: 0 }) => service::no_content(),
-        Ok(_) => service::empty_ok(),
-        Err(e) => service::db_error(&e),
+    let reply = state.db.write(&op).await.map_err(service::db_error)?;
+    match reply.result {
+        // Deleted since it was read.
+        WriteResult::Updated { matched: 0 } => Ok(service::no_content()),
+        _ => Ok(service::empty_ok()),
     }
 }
 
-async fn delete_ride(state: State, path: web::Path<String>) -> HttpResponse {
-    let id = match ride_id(&path) {
-        Ok(id) => id,
-        Err(resp) => return resp,
-    };
+async fn delete_ride(state: State, path: web::Path<String>) -> Answer {
     let op = WriteOp::Delete {
         table: TABLE.into(),
-        key: Some(Value::Int(id)),
+        key: Some(Value::Int(ride_id(&path)?)),
         filter: None,
     };
-    match state.db.write(&op).await {
-        Ok(reply) if reply.result == (WriteResult::Deleted { count: 0 }) => {
-            common::bad_request("no such ride")
-        }
-        Ok(_) => service::empty_ok(),
-        Err(e) => service::db_error(&e),
+    let reply = state.db.write(&op).await.map_err(service::db_error)?;
+    match reply.result {
+        WriteResult::Deleted { count: 0 } => Err(service::bad("no such ride")),
+        _ => Ok(service::empty_ok()),
     }
 }
 
-async fn count_rides(state: State) -> HttpResponse {
+async fn count_rides(state: State) -> Answer {
     let op = ReadOp::Count {
         table: TABLE.into(),
         filter: Vec::new(),
     };
-    match state.db.read(&op).await {
-        Ok(reply) => common::ok_json(&[reply.result.count()]),
-        Err(e) => service::db_error(&e),
-    }
+    let reply = state.db.read(&op).await.map_err(service::db_error)?;
+    Ok(common::ok_json(&[reply.result.count()]))
 }
 
 #[cfg(test)]

@@ -119,11 +119,9 @@ async fn reset_count(state: State) -> HttpResponse {
     empty_ok()
 }
 
-async fn clear(state: State) -> HttpResponse {
-    match state.db.clear().await {
-        Ok(()) => empty_ok(),
-        Err(e) => db_error(&e),
-    }
+async fn clear(state: State) -> Answer {
+    state.db.clear().await.map_err(db_error)?;
+    Ok(empty_ok())
 }
 
 /// 200 `{}`.
@@ -141,20 +139,36 @@ pub fn no_content() -> HttpResponse {
     HttpResponse::NoContent().finish()
 }
 
+/// What a handler answers: a response, or an early answer carried as an
+/// error so that `?` can end the handler with it.
+pub type Answer<T = HttpResponse> = actix_web::Result<T>;
+
+/// Ends a handler with a ready answer (usually an `{"error"}` body).
+pub fn refuse(resp: HttpResponse) -> actix_web::Error {
+    actix_web::error::InternalError::from_response("refused", resp).into()
+}
+
+/// 400 `{"error": msg}`, as an early answer.
+pub fn bad(msg: impl std::fmt::Display) -> actix_web::Error {
+    refuse(common::bad_request(msg))
+}
+
+/// Parses a JSON body strictly, or ends the handler with a 400.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &common::Body) -> Answer<T> {
+    common::parse_json(&body.0).map_err(refuse)
+}
+
 /// The answer to a DB error the handler has no more specific answer for.
 /// The DB refuses a request only for what the client sent (a key that
 /// exists, a value it will not store), so refusals are 400; an unavailable
 /// DBaaS is 503; anything else is the DBaaS's own failure.
-pub fn db_error(e: &Error) -> HttpResponse {
-    match e {
-        Error::BadRequest(_) | Error::Conflict(_) => common::bad_request(e),
-        Error::Unavailable(_) | Error::Fenced { .. } => {
-            common::error_response(StatusCode::SERVICE_UNAVAILABLE, e)
-        }
-        Error::Storage(_) | Error::BadMessage(_) => {
-            common::error_response(StatusCode::INTERNAL_SERVER_ERROR, e)
-        }
-    }
+pub fn db_error(e: Error) -> actix_web::Error {
+    let status = match e {
+        Error::BadRequest(_) | Error::Conflict(_) => StatusCode::BAD_REQUEST,
+        Error::Unavailable(_) | Error::Fenced { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Storage(_) | Error::BadMessage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    refuse(common::error_response(status, e))
 }
 
 /// An unsigned decimal number that fits `i64`: ASCII digits only, no sign,

@@ -8,11 +8,11 @@
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
-use actix_web::{web, HttpResponse};
+use actix_web::web;
 use serde::Deserialize;
 
 use super::common::{self, Body};
-use super::service::{self, ServiceState, State};
+use super::service::{self, Answer, ServiceState, State};
 use crate::error::Error;
 use crate::model::{CmpOp, Cond, Order, ReadOp, Row, Value, WriteOp, WriteResult};
 
@@ -59,16 +59,13 @@ fn is_password(p: &str) -> bool {
     p.len() == 40 && p.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-async fn add_user(state: State, body: Body) -> HttpResponse {
-    let user: NewUser = match common::parse_json(&body.0) {
-        Ok(u) => u,
-        Err(resp) => return resp,
-    };
+async fn add_user(state: State, body: Body) -> Answer {
+    let user: NewUser = service::parse(&body)?;
     if user.username.is_empty() {
-        return common::bad_request("username is empty");
+        return Err(service::bad("username is empty"));
     }
     if !is_password(&user.password) {
-        return common::bad_request("password must be exactly 40 hex digits");
+        return Err(service::bad("password must be exactly 40 hex digits"));
     }
     let row = Row::from([
         ("username".to_owned(), Value::from(user.username)),
@@ -79,13 +76,13 @@ async fn add_user(state: State, body: Body) -> HttpResponse {
         row,
     };
     match state.db.write(&op).await {
-        Ok(_) => service::created(),
-        Err(Error::Conflict(_)) => common::bad_request("username is taken"),
-        Err(e) => service::db_error(&e),
+        Ok(_) => Ok(service::created()),
+        Err(Error::Conflict(_)) => Err(service::bad("username is taken")),
+        Err(e) => Err(service::db_error(e)),
     }
 }
 
-async fn list_users(state: State) -> HttpResponse {
+async fn list_users(state: State) -> Answer {
     let op = ReadOp::Select {
         table: "users".into(),
         filter: Vec::new(),
@@ -96,18 +93,16 @@ async fn list_users(state: State) -> HttpResponse {
         }),
         limit: None,
     };
-    let rows = match state.db.read(&op).await {
-        Ok(reply) => reply.result.into_rows(),
-        Err(e) => return service::db_error(&e),
-    };
+    let rows = state.db.read(&op).await.map_err(service::db_error)?;
+    let rows = rows.result.into_rows();
     let names: Vec<&str> = rows
         .iter()
         .filter_map(|r| r.get("username").and_then(Value::as_text))
         .collect();
     if names.is_empty() {
-        service::no_content()
+        Ok(service::no_content())
     } else {
-        common::ok_json(&names)
+        Ok(common::ok_json(&names))
     }
 }
 
@@ -138,17 +133,16 @@ fn delete_user_op(username: &str) -> WriteOp {
     }
 }
 
-async fn remove_user(state: State, username: web::Path<String>) -> HttpResponse {
-    match state.db.write(&delete_user_op(&username)).await {
-        Ok(reply) => match reply.result {
-            WriteResult::Batch(results)
-                if matches!(results.first(), Some(WriteResult::Deleted { count: 0 })) =>
-            {
-                common::bad_request("no such user")
-            }
-            _ => service::empty_ok(),
-        },
-        Err(e) => service::db_error(&e),
+async fn remove_user(state: State, username: web::Path<String>) -> Answer {
+    let op = delete_user_op(&username);
+    let reply = state.db.write(&op).await.map_err(service::db_error)?;
+    match reply.result {
+        WriteResult::Batch(results)
+            if matches!(results.first(), Some(WriteResult::Deleted { count: 0 })) =>
+        {
+            Err(service::bad("no such user"))
+        }
+        _ => Ok(service::empty_ok()),
     }
 }
 
