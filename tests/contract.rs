@@ -1,0 +1,890 @@
+//! The RideShare HTTP contract (`RIDESHARE_API.md`), row by row and
+//! failure by failure, held against the real system: each test starts its
+//! own `dbaas up` (own ports, own data dir) and talks to it through the
+//! gateway, and to the services' own addresses for `_count` and `db/clear`.
+//!
+//! The same scripts also run against the services in-process over an
+//! in-memory orchestrator (`in_process::*`), which keeps them quick to
+//! iterate on and tells a service bug from a DBaaS one. Behaviours `up`
+//! cannot show (an upstream or the DBaaS being down) are tested in-process
+//! only, at the end.
+//!
+//! Every refusal is checked twice: the status with an `{"error"}` body,
+//! and that the data did not change.
+
+mod common;
+
+use common::api::{chunked_status, encode_segment, Api, BODY_LIMIT, FUTURE, PASSWORD, PAST};
+use common::inproc::{Servers, Stack};
+use common::{closed_port_url, Http, System, Urls};
+use serde_json::{json, Value as Json};
+
+/// Declares each script once, as a test against `dbaas up` and as one
+/// against the in-process stack.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod up {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let system = crate::System::start();
+                    super::$name(&system.urls).await;
+                }
+            )*
+        }
+        mod in_process {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let stack = crate::Stack::start(crate::BODY_LIMIT);
+                    super::$name(&stack.urls).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    users_are_added_and_listed_sorted,
+    adding_a_user_refuses_bad_input,
+    users_are_deleted,
+    deleting_a_user_deletes_their_rides_and_seats,
+    hostile_and_unicode_names_are_plain_data,
+    bodies_over_the_cap_are_413,
+    rides_are_created_and_shown,
+    creating_a_ride_refuses_bad_input,
+    ride_ids_increase_from_1_and_restart_after_clear,
+    a_new_user_can_create_a_ride_at_once,
+    upcoming_rides_are_listed_earliest_first,
+    searching_rides_refuses_bad_parameters,
+    showing_a_ride_refuses_bad_ids,
+    riders_join_in_order_once,
+    joining_refuses_bad_input_user_first,
+    rides_are_deleted,
+    rides_are_counted,
+    db_clear_empties_everything_on_either_service,
+    users_service_counts_its_requests,
+    rides_service_counts_its_requests,
+    unsupported_methods_are_405_with_empty_object,
+    unknown_routes_are_404,
+);
+
+/// A body that is not a valid new user, each for its own reason.
+const BAD_USER_BODIES: &[&str] = &[
+    "",
+    "not json",
+    "{",
+    "[]",
+    "null",
+    r#""newbie""#,
+    r#"{}"#,
+    r#"{"username":"newbie"}"#,
+    r#"{"password":"3d725109c7e7c0bfb9d709836735b56d943d263f"}"#,
+    r#"{"username":5,"password":"3d725109c7e7c0bfb9d709836735b56d943d263f"}"#,
+    r#"{"username":null,"password":"3d725109c7e7c0bfb9d709836735b56d943d263f"}"#,
+    r#"{"username":["a"],"password":"3d725109c7e7c0bfb9d709836735b56d943d263f"}"#,
+    r#"{"username":"newbie","password":1234}"#,
+    r#"{"username":"newbie","password":"3d725109c7e7c0bfb9d709836735b56d943d263f","admin":true}"#,
+    r#"{"username":"","password":"3d725109c7e7c0bfb9d709836735b56d943d263f"}"#,
+    r#"{"username":"newbie","password":""}"#,
+    r#"{"username":"newbie","password":"3d725109c7e7c0bfb9d709836735b56d943d263"}"#,
+    r#"{"username":"newbie","password":"3d725109c7e7c0bfb9d709836735b56d943d263f0"}"#,
+    r#"{"username":"newbie","password":"zd725109c7e7c0bfb9d709836735b56d943d263f"}"#,
+    r#"{"username":"newbie","password":"3d725109c7e7c0bfb9d709836735b56d943d263f "}"#,
+    r#"{"username":"newbie","password":"3d725109c7e7c0bfb9d709836735b56d943d263f"} trailing"#,
+];
+
+async fn users_are_added_and_listed_sorted(urls: &Urls) {
+    let api = Api::new(urls);
+    api.gw.get("/api/v1/users").await.assert_no_content();
+    for name in ["bob", "Ämil", "alice", "Zed", "alice2"] {
+        api.add_user(name).await;
+    }
+    // Code point order: upper case before lower case before non-ASCII.
+    assert_eq!(
+        api.user_list().await,
+        ["Zed", "alice", "alice2", "bob", "Ämil"]
+    );
+    // Lower, upper and mixed case passwords are all 40 hex digits.
+    for (name, password) in [
+        ("l", "abcdef0123abcdef0123abcdef0123abcdef0123"),
+        ("u", "ABCDEF0123ABCDEF0123ABCDEF0123ABCDEF0123"),
+    ] {
+        let body = json!({ "username": name, "password": password });
+        let r = api.gw.json("PUT", "/api/v1/users", body).await;
+        r.assert_json(201, json!({}));
+    }
+}
+
+async fn adding_a_user_refuses_bad_input(urls: &Urls) {
+    let api = Api::new(urls);
+    api.add_user("alice").await;
+    for body in BAD_USER_BODIES {
+        let r = api.gw.raw("PUT", "/api/v1/users", body).await;
+        r.assert_error(400);
+    }
+    // Taken, case-sensitively: "Alice" is another user.
+    let again = json!({ "username": "alice", "password": PASSWORD });
+    api.gw
+        .json("PUT", "/api/v1/users", again)
+        .await
+        .assert_error(400);
+    assert_eq!(api.user_list().await, ["alice"]);
+    api.add_user("Alice").await;
+    assert_eq!(api.user_list().await, ["Alice", "alice"]);
+}
+
+async fn users_are_deleted(urls: &Urls) {
+    let api = Api::new(urls);
+    api.add_user("alice").await;
+    api.add_user("bob").await;
+    let r = api.gw.delete("/api/v1/users/alice").await;
+    r.assert_json(200, json!({}));
+    assert_eq!(api.user_list().await, ["bob"]);
+    api.gw.delete("/api/v1/users/alice").await.assert_error(400);
+    api.gw
+        .delete("/api/v1/users/nobody")
+        .await
+        .assert_error(400);
+    api.gw.delete("/api/v1/users/Bob").await.assert_error(400);
+    assert_eq!(api.user_list().await, ["bob"]);
+    api.gw
+        .delete("/api/v1/users/bob")
+        .await
+        .assert_json(200, json!({}));
+    api.gw.get("/api/v1/users").await.assert_no_content();
+    // The name is free again.
+    api.add_user("alice").await;
+}
+
+async fn deleting_a_user_deletes_their_rides_and_seats(urls: &Urls) {
+    let api = Api::new(urls);
+    for name in ["alice", "bob", "carol"] {
+        api.add_user(name).await;
+    }
+    let a1 = api.add_ride("alice", FUTURE, 1, 2).await;
+    let a2 = api.add_ride("alice", PAST, 3, 4).await;
+    let b1 = api.add_ride("bob", FUTURE, 1, 2).await;
+    api.join(b1, "alice").await.assert_json(200, json!({}));
+    api.join(b1, "carol").await.assert_json(200, json!({}));
+    api.join(a1, "carol").await.assert_json(200, json!({}));
+
+    api.gw
+        .delete("/api/v1/users/alice")
+        .await
+        .assert_json(200, json!({}));
+    assert_eq!(api.user_list().await, ["bob", "carol"]);
+    assert_eq!(api.ride_count().await, 1);
+    for gone in [a1, a2] {
+        let r = api.gw.get(&format!("/api/v1/rides/{gone}")).await;
+        r.assert_no_content();
+    }
+    assert_eq!(api.ride(b1).await["users"], json!(["carol"]));
+    let r = api.gw.get("/api/v1/rides?source=1&destination=2").await;
+    assert_eq!(
+        r.json(),
+        json!([{"rideId": b1, "username": "bob", "timestamp": FUTURE}])
+    );
+}
+
+async fn hostile_and_unicode_names_are_plain_data(urls: &Urls) {
+    let api = Api::new(urls);
+    let names = [
+        "a'; DROP TABLE users;--",
+        "\"); DELETE FROM rides; --",
+        "Ünïcødé 用户 🚗",
+        "a/b",
+        "a%2Fb",
+        "?x=1&y#z",
+        " ",
+        "...",
+        "tab\there",
+        "nul\u{0}byte",
+        "{\"$ne\": null}",
+    ];
+    for name in names {
+        api.add_user(name).await;
+    }
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    assert_eq!(api.user_list().await, want);
+    // Each name works as a creator, a rider and a path segment.
+    let id = api.add_ride(names[0], FUTURE, 7, 8).await;
+    api.join(id, names[2]).await.assert_json(200, json!({}));
+    assert_eq!(api.ride(id).await["created_by"], json!(names[0]));
+    assert_eq!(api.ride(id).await["users"], json!([names[2]]));
+    for name in names {
+        let r = api
+            .gw
+            .delete(&format!("/api/v1/users/{}", encode_segment(name)))
+            .await;
+        r.assert_json(200, json!({}));
+    }
+    api.gw.get("/api/v1/users").await.assert_no_content();
+    assert_eq!(api.ride_count().await, 0);
+
+    // Very long strings under the cap: accepted, or a clear 400; never 500.
+    let long = "x".repeat(BODY_LIMIT - 200);
+    let body = json!({ "username": long, "password": PASSWORD });
+    let r = api.gw.json("PUT", "/api/v1/users", body).await;
+    match r.status {
+        201 => assert_eq!(api.user_list().await, std::slice::from_ref(&long)),
+        _ => {
+            r.assert_error(400);
+            api.gw.get("/api/v1/users").await.assert_no_content();
+        }
+    }
+    let body = json!({ "username": "p", "password": "a".repeat(BODY_LIMIT - 200) });
+    api.gw
+        .json("PUT", "/api/v1/users", body)
+        .await
+        .assert_error(400);
+    let ride = json!({"created_by": long, "timestamp": FUTURE, "source": 1, "destination": 2});
+    let r = api.post_ride(ride).await;
+    assert_ne!(r.status / 100, 5, "{}", r.text());
+}
+
+async fn bodies_over_the_cap_are_413(urls: &Urls) {
+    let api = Api::new(urls);
+    api.add_user("alice").await;
+    let id = api.add_ride("alice", FUTURE, 1, 2).await;
+    let padding = " ".repeat(BODY_LIMIT);
+    let user = format!(r#"{{"username":"big","password":"{PASSWORD}"}}{padding}"#);
+    let ride = format!(
+        r#"{{"created_by":"alice","timestamp":"{FUTURE}","source":1,"destination":2}}{padding}"#
+    );
+    let join = format!(r#"{{"username":"alice"}}{padding}"#);
+    for (service, path, body) in [
+        (&api.gw, "/api/v1/users".to_owned(), &user),
+        (&api.users, "/api/v1/users".to_owned(), &user),
+        (&api.gw, "/api/v1/rides".to_owned(), &ride),
+        (&api.rides, "/api/v1/rides".to_owned(), &ride),
+        (&api.gw, format!("/api/v1/rides/{id}"), &join),
+    ] {
+        let method = if path == "/api/v1/users" {
+            "PUT"
+        } else {
+            "POST"
+        };
+        service.raw(method, &path, body).await.assert_error(413);
+    }
+    // Without a Content-Length: the cap holds while the body streams in.
+    for base in [&urls.gateway, &urls.users] {
+        assert_eq!(
+            chunked_status(base, "PUT", "/api/v1/users", BODY_LIMIT + 1),
+            413
+        );
+    }
+    assert_eq!(
+        chunked_status(&urls.gateway, "POST", "/api/v1/rides", 4 * BODY_LIMIT),
+        413
+    );
+    assert_eq!(api.user_list().await, ["alice"]);
+    assert_eq!(api.ride_count().await, 1);
+    assert_eq!(api.ride(id).await["users"], json!([]));
+}
+
+async fn rides_are_created_and_shown(urls: &Urls) {
+    let api = Api::new(urls);
+    api.add_user("alice").await;
+    let at = "29-02-2096:07-08-23";
+    let r = api
+        .post_ride(json!({"created_by": "alice", "timestamp": at, "source": 1, "destination": 198}))
+        .await;
+    r.assert_json(201, json!({}));
+    assert_eq!(r.header("location"), Some("/api/v1/rides/1"));
+    let want = json!({
+        "rideId": 1, "created_by": "alice", "users": [], "timestamp": at,
+        "source": 1, "destination": 198
+    });
+    api.gw.get("/api/v1/rides/1").await.assert_json(200, want);
+    // A time in the past is accepted (it is simply never upcoming).
+    assert_eq!(api.add_ride("alice", PAST, 198, 1).await, 2);
+    assert_eq!(api.ride(2).await["timestamp"], json!(PAST));
+}
+
+async fn creating_a_ride_refuses_bad_input(urls: &Urls) {
+    let api = Api::new(urls);
+    api.add_user("alice").await;
+    api.add_ride("alice", FUTURE, 1, 2).await;
+    let ok =
+        r#"{"created_by":"alice","timestamp":"01-01-2099:00-00-00","source":1,"destination":2}"#;
+    let bad: Vec<String> = [
+        ("\"alice\"", "\"ghost\""),
+        ("\"alice\"", "\"\""),
+        ("\"alice\"", "\"a'; DROP TABLE rides;--\""),
+        ("\"alice\"", "null"),
+        ("\"alice\"", "5"),
+        ("\"01-01-2099:00-00-00\"", "\"31-02-2099:00-00-00\""),
+        ("\"01-01-2099:00-00-00\"", "\"29-02-2099:00-00-00\""),
+        ("\"01-01-2099:00-00-00\"", "\"01-01-2099:00-00-24\""),
+        ("\"01-01-2099:00-00-00\"", "\"01-01-2099:00-60-00\""),
+        ("\"01-01-2099:00-00-00\"", "\"01-01-2099:60-00-00\""),
+        ("\"01-01-2099:00-00-00\"", "\"2099-01-01 00:00:00\""),
+        ("\"01-01-2099:00-00-00\"", "\"1-1-2099:0-0-0\""),
+        ("\"01-01-2099:00-00-00\"", "\"01-01-2099:00-00-00 \""),
+        ("\"01-01-2099:00-00-00\"", "\"٠١-01-2099:00-00-00\""),
+        ("\"01-01-2099:00-00-00\"", "\"\""),
+        ("\"01-01-2099:00-00-00\"", "4102444800"),
+        ("\"source\":1", "\"source\":0"),
+        ("\"source\":1", "\"source\":199"),
+        ("\"source\":1", "\"source\":-1"),
+        ("\"source\":1", "\"source\":\"1\""),
+        ("\"source\":1", "\"source\":1.0"),
+        ("\"source\":1", "\"source\":1e0"),
+        ("\"source\":1", "\"source\":true"),
+        ("\"source\":1", "\"source\":null"),
+        ("\"source\":1", "\"source\":[1]"),
+        ("\"source\":1", "\"source\":99999999999999999999"),
+        ("\"source\":1", "\"source\":-99999999999999999999"),
+        ("\"source\":1", "\"source\":2"),
+        ("\"destination\":2", "\"destination\":199"),
+        ("\"destination\":2", "\"destination\":\"2\""),
+        ("\"destination\":2", "\"destination\":2.5"),
+        ("\"destination\":2", "\"destination\":1"),
+        (",\"destination\":2", ""),
+        ("\"source\":1,", ""),
+        ("\"created_by\":\"alice\",", ""),
+        ("\"timestamp\":\"01-01-2099:00-00-00\",", ""),
+        ("\"destination\":2", "\"destination\":2,\"users\":[]"),
+        ("\"destination\":2", "\"destination\":2,\"rideId\":7"),
+    ]
+    .iter()
+    .map(|(from, to)| {
+        assert!(ok.contains(from), "{from}");
+        ok.replacen(from, to, 1)
+    })
+    .chain(["", "{}", "[]", "not json", "{\"created_by\":"].map(String::from))
+    .collect();
+    for body in &bad {
+        let r = api.gw.raw("POST", "/api/v1/rides", body).await;
+        assert!(r.header("location").is_none(), "{body}");
+        r.assert_error(400);
+    }
+    assert_eq!(api.ride_count().await, 1);
+    assert_eq!(
+        api.add_ride("alice", FUTURE, 1, 2).await,
+        2,
+        "no id was used up"
+    );
+}
+
+async fn ride_ids_increase_from_1_and_restart_after_clear(urls: &Urls) {
+    let api = Api::new(urls);
+    api.add_user("alice").await;
+    for want in 1..=3 {
+        assert_eq!(api.add_ride("alice", FUTURE, 1, 2).await, want);
+    }
+    api.gw
+        .delete("/api/v1/rides/3")
+        .await
+        .assert_json(200, json!({}));
+    api.gw
+        .delete("/api/v1/rides/2")
+        .await
+        .assert_json(200, json!({}));
+    // Never reused after a delete.
+    assert_eq!(api.add_ride("alice", FUTURE, 1, 2).await, 4);
+    api.gw
+        .raw("POST", "/api/v1/db/clear", "")
+        .await
+        .assert_json(200, json!({}));
+    api.add_user("alice").await;
+    assert_eq!(api.add_ride("alice", FUTURE, 1, 2).await, 1);
+    assert_eq!(api.add_ride("alice", FUTURE, 1, 2).await, 2);
+}
+
+async fn a_new_user_can_create_a_ride_at_once(urls: &Urls) {
+    let api = Api::new(urls);
+    for i in 1..=50 {
+        let name = format!("user{i}");
+        api.add_user(&name).await;
+        assert_eq!(
+            api.add_ride(&name, FUTURE, 1 + i % 198, 198 - i % 197)
+                .await,
+            i
+        );
+    }
+    assert_eq!(api.ride_count().await, 50);
+}
+
+async fn upcoming_rides_are_listed_earliest_first(urls: &Urls) {
+    let api = Api::new(urls);
+    api.add_user("alice").await;
+    api.add_user("bob").await;
+    let late = api.add_ride("alice", "01-01-2099:00-00-12", 1, 2).await;
+    let early = api.add_ride("bob", "31-12-2098:59-59-23", 1, 2).await;
+    api.add_ride("alice", PAST, 1, 2).await;
+    let back = api.add_ride("alice", FUTURE, 2, 1).await;
+    api.add_ride("alice", FUTURE, 1, 3).await;
+
+    let want = json!([
+        {"rideId": early, "username": "bob", "timestamp": "31-12-2098:59-59-23"},
+        {"rideId": late, "username": "alice", "timestamp": "01-01-2099:00-00-12"},
+    ]);
+    for query in [
+        "source=1&destination=2",
+        "destination=2&source=1",
+        "source=1&destination=2&unknown=x&page=2",
+        "source=%31&destination=2",
+        "source=001&destination=02",
+    ] {
+        let r = api.gw.get(&format!("/api/v1/rides?{query}")).await;
+        r.assert_json(200, want.clone());
+    }
+    let r = api.gw.get("/api/v1/rides?source=2&destination=1").await;
+    r.assert_json(
+        200,
+        json!([{"rideId": back, "username": "alice", "timestamp": FUTURE}]),
+    );
+    api.gw
+        .get("/api/v1/rides?source=5&destination=6")
+        .await
+        .assert_no_content();
+    api.gw
+        .get("/api/v1/rides?source=3&destination=3")
+        .await
+        .assert_no_content();
+    // Only the past ride goes from 1 to 2 once the upcoming ones are gone.
+    api.gw
+        .delete(&format!("/api/v1/rides/{late}"))
+        .await
+        .assert_json(200, json!({}));
+    api.gw
+        .delete(&format!("/api/v1/rides/{early}"))
+        .await
+        .assert_json(200, json!({}));
+    api.gw
+        .get("/api/v1/rides?source=1&destination=2")
+        .await
+        .assert_no_content();
+}
+
+async fn searching_rides_refuses_bad_parameters(urls: &Urls) {
+    let api = Api::new(urls);
+    api.add_user("alice").await;
+    api.add_ride("alice", FUTURE, 1, 2).await;
+    for query in [
+        "",
+        "?",
+        "?source=1",
+        "?destination=2",
+        "?source=&destination=2",
+        "?source=1&destination=",
+        "?source=a&destination=2",
+        "?source=1.0&destination=2",
+        "?source=1e0&destination=2",
+        "?source=+1&destination=2",
+        "?source=%2B1&destination=2",
+        "?source=-1&destination=2",
+        "?source=0&destination=2",
+        "?source=199&destination=2",
+        "?source=1&destination=199",
+        "?source=99999999999999999999&destination=2",
+        "?source=%201&destination=2",
+        "?source=0x1&destination=2",
+        "?source=%D9%A1&destination=2",
+        "?source=true&destination=2",
+        "?SOURCE=1&DESTINATION=2",
+    ] {
+        let r = api.gw.get(&format!("/api/v1/rides{query}")).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
+        r.assert_error(400);
+    }
+}
+
+async fn showing_a_ride_refuses_bad_ids(urls: &Urls) {
+    let api = Api::new(urls);
+    for missing in ["999", "0", "9223372036854775807", "00001"] {
+        let r = api.gw.get(&format!("/api/v1/rides/{missing}")).await;
+        r.assert_no_content();
+    }
+    for bad in [
+        "abc",
+        "-1",
+        "%2B1",
+        "1.0",
+        "1e3",
+        "0x1",
+        "9223372036854775808",
+        "99999999999999999999",
+        "%201",
+        "%D9%A1",
+    ] {
+        let path = format!("/api/v1/rides/{bad}");
+        api.gw.get(&path).await.assert_error(400);
+        api.gw.delete(&path).await.assert_error(400);
+        let join = json!({"username": "alice"});
+        api.gw.json("POST", &path, join).await.assert_error(400);
+    }
+}
+
+async fn riders_join_in_order_once(urls: &Urls) {
+    let api = Api::new(urls);
+    for name in ["alice", "bob", "carol"] {
+        api.add_user(name).await;
+    }
+    let id = api.add_ride("alice", FUTURE, 1, 2).await;
+    api.join(id, "carol").await.assert_json(200, json!({}));
+    api.join(id, "bob").await.assert_json(200, json!({}));
+    // Joining twice is a no-op, still 200.
+    api.join(id, "carol").await.assert_json(200, json!({}));
+    let want = json!({
+        "rideId": id, "created_by": "alice", "users": ["carol", "bob"],
+        "timestamp": FUTURE, "source": 1, "destination": 2
+    });
+    api.gw
+        .get(&format!("/api/v1/rides/{id}"))
+        .await
+        .assert_json(200, want);
+}
+
+async fn joining_refuses_bad_input_user_first(urls: &Urls) {
+    let api = Api::new(urls);
+    api.add_user("alice").await;
+    api.add_user("bob").await;
+    let id = api.add_ride("alice", FUTURE, 1, 2).await;
+    let path = format!("/api/v1/rides/{id}");
+    // The creator joining their own ride; a user who does not exist.
+    api.join(id, "alice").await.assert_error(400);
+    api.join(id, "ghost").await.assert_error(400);
+    api.join(id, "").await.assert_error(400);
+    for body in [
+        "",
+        "not json",
+        "{}",
+        "[]",
+        r#"{"username":5}"#,
+        r#"{"username":null}"#,
+        r#"{"username":["bob"]}"#,
+        r#"{"user":"bob"}"#,
+        r#"{"username":"bob","extra":1}"#,
+    ] {
+        api.gw.raw("POST", &path, body).await.assert_error(400);
+    }
+    assert_eq!(api.ride(id).await["users"], json!([]));
+    // No such ride: 204, but only once the body and the user are good.
+    api.join(999, "bob").await.assert_no_content();
+    api.join(999, "ghost").await.assert_error(400);
+    api.gw
+        .raw("POST", "/api/v1/rides/999", "{}")
+        .await
+        .assert_error(400);
+    api.gw.get("/api/v1/rides/999").await.assert_no_content();
+}
+
+async fn rides_are_deleted(urls: &Urls) {
+    let api = Api::new(urls);
+    api.add_user("alice").await;
+    let keep = api.add_ride("alice", FUTURE, 1, 2).await;
+    let gone = api.add_ride("alice", FUTURE, 1, 2).await;
+    let path = format!("/api/v1/rides/{gone}");
+    api.gw.delete(&path).await.assert_json(200, json!({}));
+    api.gw.get(&path).await.assert_no_content();
+    api.gw.delete(&path).await.assert_error(400);
+    api.gw.delete("/api/v1/rides/999").await.assert_error(400);
+    assert_eq!(api.ride_count().await, 1);
+    assert_eq!(api.ride(keep).await["rideId"], json!(keep));
+    // Its creator is untouched.
+    assert_eq!(api.user_list().await, ["alice"]);
+}
+
+async fn rides_are_counted(urls: &Urls) {
+    let api = Api::new(urls);
+    api.gw
+        .get("/api/v1/rides/count")
+        .await
+        .assert_json(200, json!([0]));
+    api.add_user("alice").await;
+    let first = api.add_ride("alice", FUTURE, 1, 2).await;
+    api.add_ride("alice", PAST, 1, 2).await;
+    api.gw
+        .get("/api/v1/rides/count")
+        .await
+        .assert_json(200, json!([2]));
+    api.gw
+        .delete(&format!("/api/v1/rides/{first}"))
+        .await
+        .assert_json(200, json!({}));
+    assert_eq!(api.ride_count().await, 1);
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let r = api.gw.raw(method, "/api/v1/rides/count", "{}").await;
+        r.assert_json(405, json!({}));
+    }
+    assert_eq!(api.ride_count().await, 1);
+}
+
+async fn db_clear_empties_everything_on_either_service(urls: &Urls) {
+    let api = Api::new(urls);
+    for clear in [&api.gw, &api.users, &api.rides] {
+        api.add_user("alice").await;
+        let id = api.add_ride("alice", FUTURE, 1, 2).await;
+        api.add_user("bob").await;
+        api.join(id, "bob").await.assert_json(200, json!({}));
+        clear
+            .send("POST", "/api/v1/db/clear", None)
+            .await
+            .assert_json(200, json!({}));
+        api.gw.get("/api/v1/users").await.assert_no_content();
+        assert_eq!(api.ride_count().await, 0);
+        api.gw
+            .get("/api/v1/rides?source=1&destination=2")
+            .await
+            .assert_no_content();
+    }
+    // Clearing an empty database is fine too.
+    api.gw
+        .send("POST", "/api/v1/db/clear", None)
+        .await
+        .assert_json(200, json!({}));
+}
+
+async fn users_service_counts_its_requests(urls: &Urls) {
+    let api = Api::new(urls);
+    assert_eq!(Api::count(&api.users).await, 0);
+    let big = "x".repeat(BODY_LIMIT + 1);
+    let alice = r#"{"username":"alice","password":"3d725109c7e7c0bfb9d709836735b56d943d263f"}"#;
+    // Through the gateway, except the oversized body: the gateway itself
+    // refuses that one, so it is sent to the service directly.
+    let calls: Vec<(&Http, &str, &str, Option<&str>, u16)> = vec![
+        (&api.gw, "GET", "/api/v1/users", None, 204),
+        (&api.gw, "PUT", "/api/v1/users", Some(alice), 201),
+        (&api.gw, "PUT", "/api/v1/users", Some("not json"), 400),
+        (&api.gw, "DELETE", "/api/v1/users/nobody", None, 400),
+        (&api.gw, "PATCH", "/api/v1/users", None, 405),
+        (&api.gw, "GET", "/api/v1/users/alice", None, 405),
+        (&api.users, "PUT", "/api/v1/users", Some(&big), 413),
+        (&api.gw, "GET", "/api/v1/users/a/b", None, 404),
+        (&api.users, "GET", "/api/v1/users", None, 200),
+    ];
+    assert_counted(&api.users, &calls).await;
+    // Neither _count nor db/clear counts, nor do the rides service's routes.
+    assert_eq!(Api::count(&api.users).await, 9);
+    api.users
+        .send("POST", "/api/v1/db/clear", None)
+        .await
+        .assert_json(200, json!({}));
+    api.users
+        .send("PUT", "/api/v1/_count", None)
+        .await
+        .assert_json(405, json!({}));
+    api.gw
+        .get("/api/v1/rides/count")
+        .await
+        .assert_json(200, json!([0]));
+    assert_eq!(Api::count(&api.users).await, 9);
+    // Only DELETE resets.
+    api.users
+        .delete("/api/v1/_count")
+        .await
+        .assert_json(200, json!({}));
+    assert_eq!(Api::count(&api.users).await, 0);
+    api.users.get("/api/v1/users").await.assert_no_content();
+    assert_eq!(Api::count(&api.users).await, 1);
+}
+
+async fn rides_service_counts_its_requests(urls: &Urls) {
+    let api = Api::new(urls);
+    // Through the gateway, _count reaches the rides service.
+    assert_eq!(Api::count(&api.gw).await, 0);
+    api.add_user("alice").await;
+    let ride =
+        r#"{"created_by":"alice","timestamp":"01-01-2099:00-00-00","source":1,"destination":2}"#;
+    let big = "x".repeat(BODY_LIMIT + 1);
+    let calls: Vec<(&Http, &str, &str, Option<&str>, u16)> = vec![
+        (&api.gw, "POST", "/api/v1/rides", Some(ride), 201),
+        (&api.gw, "POST", "/api/v1/rides", Some("{}"), 400),
+        (&api.rides, "POST", "/api/v1/rides", Some(&big), 413),
+        (
+            &api.gw,
+            "GET",
+            "/api/v1/rides?source=1&destination=2",
+            None,
+            200,
+        ),
+        (&api.gw, "GET", "/api/v1/rides?source=1", None, 400),
+        (&api.gw, "GET", "/api/v1/rides/1", None, 200),
+        (&api.gw, "GET", "/api/v1/rides/2", None, 204),
+        (&api.gw, "GET", "/api/v1/rides/x", None, 400),
+        (
+            &api.gw,
+            "POST",
+            "/api/v1/rides/1",
+            Some(r#"{"username":"alice"}"#),
+            400,
+        ),
+        (&api.gw, "PUT", "/api/v1/rides/1", None, 405),
+        (&api.gw, "GET", "/api/v1/rides/count", None, 200),
+        (&api.gw, "DELETE", "/api/v1/rides/count", None, 405),
+        (&api.rides, "GET", "/api/v1/rides/1/x", None, 404),
+        (&api.gw, "DELETE", "/api/v1/rides/1", None, 200),
+    ];
+    assert_counted(&api.rides, &calls).await;
+    api.gw
+        .send("POST", "/api/v1/db/clear", None)
+        .await
+        .assert_json(200, json!({}));
+    api.add_user("bob").await;
+    assert_eq!(Api::count(&api.gw).await, 14);
+    assert_eq!(
+        Api::count(&api.users).await,
+        2,
+        "users counted its own two PUTs"
+    );
+    api.gw
+        .delete("/api/v1/_count")
+        .await
+        .assert_json(200, json!({}));
+    assert_eq!(Api::count(&api.rides).await, 0);
+}
+
+/// Makes each call, checks its status, and that `counter` counted it.
+async fn assert_counted(counter: &Http, calls: &[(&Http, &str, &str, Option<&str>, u16)]) {
+    let before = Api::count(counter).await;
+    for (i, (to, method, path, body, status)) in calls.iter().enumerate() {
+        let r = to
+            .send(method, path, body.map(|b| b.as_bytes().to_vec()))
+            .await;
+        assert_eq!(r.status, *status, "{method} {path}: {}", r.text());
+        let want = before + i as u64 + 1;
+        assert_eq!(Api::count(counter).await, want, "{method} {path}");
+    }
+}
+
+async fn unsupported_methods_are_405_with_empty_object(urls: &Urls) {
+    let api = Api::new(urls);
+    let routes: [(&Http, &str, &[&str]); 9] = [
+        (&api.gw, "/api/v1/users", &["POST", "DELETE", "PATCH"]),
+        (
+            &api.gw,
+            "/api/v1/users/alice",
+            &["GET", "PUT", "POST", "PATCH"],
+        ),
+        (&api.gw, "/api/v1/rides", &["PUT", "DELETE", "PATCH"]),
+        (&api.gw, "/api/v1/rides/1", &["PUT", "PATCH"]),
+        (&api.gw, "/api/v1/rides/count", &["POST", "PUT", "DELETE"]),
+        (&api.gw, "/api/v1/db/clear", &["GET", "PUT", "DELETE"]),
+        (&api.gw, "/api/v1/_count", &["POST", "PUT", "PATCH"]),
+        (&api.users, "/api/v1/db/clear", &["GET", "DELETE"]),
+        (&api.users, "/api/v1/_count", &["POST", "PUT"]),
+    ];
+    api.add_user("alice").await;
+    for (service, path, methods) in routes {
+        for method in methods {
+            let r = service.raw(method, path, "{}").await;
+            assert_eq!(r.status, 405, "{method} {path}: {}", r.text());
+            assert_eq!(r.json(), json!({}), "{method} {path}");
+        }
+    }
+    assert_eq!(api.user_list().await, ["alice"]);
+}
+
+async fn unknown_routes_are_404(urls: &Urls) {
+    let api = Api::new(urls);
+    for (service, path) in [
+        (&api.gw, "/"),
+        (&api.gw, "/api/v1/nothing"),
+        (&api.gw, "/api/v2/users"),
+        (&api.gw, "/api/v1/users/a/b"),
+        (&api.gw, "/api/v1/usersx"),
+        (&api.gw, "/api/v1/rides/1/x"),
+        (&api.gw, "/api/v1/ride"),
+        (&api.users, "/api/v1/rides"),
+        (&api.rides, "/api/v1/users"),
+    ] {
+        let r = service.get(path).await;
+        r.assert_error(404);
+    }
+}
+
+/// A system whose gateway points at ports where nothing listens.
+#[tokio::test]
+async fn gateway_answers_502_when_an_upstream_is_down() {
+    let (listener, url) = common::inproc::listener();
+    let (users, rides) = (closed_port_url(), closed_port_url());
+    let _servers = Servers::start(move || {
+        Ok(vec![dbaas::http::gateway::server(
+            listener, &users, &rides, BODY_LIMIT,
+        )?])
+    });
+    let gw = Http::new(&url);
+    gw.get("/api/v1/users").await.assert_error(502);
+    let body = json!({"username": "a", "password": PASSWORD});
+    gw.json("PUT", "/api/v1/users", body)
+        .await
+        .assert_error(502);
+    gw.get("/api/v1/rides/count").await.assert_error(502);
+    gw.get("/api/v1/_count").await.assert_error(502);
+    // The gateway itself is up.
+    assert_eq!(gw.get("/healthz").await.status, 200);
+}
+
+/// Services whose DBaaS is down answer 503, and still 400 for bad input.
+#[tokio::test]
+async fn services_answer_503_when_the_dbaas_is_down() {
+    let (lu, users_url) = common::inproc::listener();
+    let (lr, rides_url) = common::inproc::listener();
+    let db = closed_port_url();
+    let _servers = Servers::start(move || {
+        Ok(vec![
+            dbaas::http::users::server(lu, &db, BODY_LIMIT)?,
+            dbaas::http::rides::server(lr, &db, BODY_LIMIT)?,
+        ])
+    });
+    let (users, rides) = (Http::new(&users_url), Http::new(&rides_url));
+    let user = json!({"username": "a", "password": PASSWORD});
+    users
+        .json("PUT", "/api/v1/users", user)
+        .await
+        .assert_error(503);
+    users.get("/api/v1/users").await.assert_error(503);
+    users.delete("/api/v1/users/a").await.assert_error(503);
+    users
+        .send("POST", "/api/v1/db/clear", None)
+        .await
+        .assert_error(503);
+    users
+        .raw("PUT", "/api/v1/users", "{}")
+        .await
+        .assert_error(400);
+    let ride = json!({"created_by": "a", "timestamp": FUTURE, "source": 1, "destination": 2});
+    rides
+        .json("POST", "/api/v1/rides", ride)
+        .await
+        .assert_error(503);
+    rides.get("/api/v1/rides/1").await.assert_error(503);
+    rides.get("/api/v1/rides/count").await.assert_error(503);
+    rides
+        .get("/api/v1/rides?source=1&destination=2")
+        .await
+        .assert_error(503);
+    rides
+        .get("/api/v1/rides?source=0&destination=2")
+        .await
+        .assert_error(400);
+    // Counters need no DBaaS.
+    assert_eq!(Api::count(&users).await, 4);
+    assert_eq!(Api::count(&rides).await, 5);
+}
+
+/// The gateway forwards the query string, request headers and the
+/// upstream's headers unchanged.
+#[tokio::test]
+async fn gateway_forwards_requests_and_answers_unchanged() {
+    let stack = Stack::start(BODY_LIMIT);
+    let gw = Http::new(&stack.urls.gateway);
+    let body = json!({"username": "alice", "password": PASSWORD});
+    gw.json("PUT", "/api/v1/users", body)
+        .await
+        .assert_json(201, json!({}));
+    let ride = json!({"created_by": "alice", "timestamp": FUTURE, "source": 1, "destination": 2});
+    let r = gw.json("POST", "/api/v1/rides", ride).await;
+    assert_eq!(r.header("location"), Some("/api/v1/rides/1"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let direct: Json = Http::new(&stack.urls.rides)
+        .get("/api/v1/rides?source=1&destination=2")
+        .await
+        .json();
+    let through = gw.get("/api/v1/rides?source=1&destination=2").await.json();
+    assert_eq!(direct, through);
+}
