@@ -355,6 +355,7 @@ async fn creating_a_ride_refuses_bad_input(urls: &Urls) {
         ok.replacen(from, to, 1)
     })
     .chain(["", "{}", "[]", "not json", "{\"created_by\":"].map(String::from))
+    .chain([ok.replacen("\"source\":1", "\"source\":1,\"source\":3", 1)])
     .collect();
     for body in &bad {
         let r = api.gw.raw("POST", "/api/v1/rides", body).await;

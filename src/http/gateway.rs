@@ -93,7 +93,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Headers that belong to one connection, not to the message (RFC 9110
 /// 7.6.1), and the framing ones the next hop recomputes.
 fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 11] = [
+    const HOP: [&str; 12] = [
         "connection",
         "keep-alive",
         "proxy-authenticate",
@@ -106,6 +106,8 @@ fn is_hop_by_hop(name: &str) -> bool {
         // Recomputed: the body's length and the upstream's own authority.
         "content-length",
         "host",
+        // Already answered: the gateway has read the whole body.
+        "expect",
     ];
     HOP.contains(&name)
 }
@@ -188,6 +190,7 @@ mod tests {
             ("transfer-encoding", b"chunked"),
             ("host", b"gateway"),
             ("content-length", b"3"),
+            ("expect", b"100-continue"),
             ("content-type", b"application/json"),
             ("location", b"/api/v1/rides/1"),
             ("x-request-id", b"7"),
