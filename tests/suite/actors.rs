@@ -2,15 +2,16 @@
 //! in `dbaas up`, without HTTP, over whichever broker a test file passes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dbaas::broker::{Broker, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use dbaas::model::wire::{self, MasterRequest, ReadRequest, Reply, SyncMessage, WriteRequest};
 use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp};
 use dbaas::runtime::{Role, WorkerSpec};
-use dbaas::store::Store;
 use dbaas::system::Cluster;
 use futures::StreamExt;
+
+use super::{eventually, stores};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -53,31 +54,6 @@ async fn read(c: &Cluster, op: ReadOp) -> ReadResult {
         .await
         .expect("read succeeds")
         .result
-}
-
-/// Polls until `f` holds or the deadline passes.
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The checksum and applied seq of every worker's store, after a stop.
-fn stores(dir: &tempfile::TempDir, ids: &[u64]) -> Vec<(u64, u64)> {
-    let schema = Arc::new(dbaas::model::Schema::rideshare());
-    ids.iter()
-        .map(|&id| {
-            let path = dbaas::runtime::worker_dir(&dir.path().join("workers"), id);
-            let s = Store::open(&path, schema.clone()).expect("store opens");
-            (s.applied_seq(), s.checksum().expect("checksum"))
-        })
-        .collect()
 }
 
 pub async fn a_write_is_seen_by_the_next_read(b: Arc<dyn Broker>) {
@@ -137,7 +113,7 @@ pub async fn a_late_slave_catches_up_by_snapshot_and_sync_without_a_gap(b: Arc<d
         .unwrap();
     writer.await.unwrap();
     let rt = c.runtime.clone();
-    eventually("the late slave to apply all 600 writes", || {
+    eventually("the late slave to apply all 600 writes", DEADLINE, || {
         let rt = rt.clone();
         async move {
             rt.status(9)
@@ -147,7 +123,7 @@ pub async fn a_late_slave_catches_up_by_snapshot_and_sync_without_a_gap(b: Arc<d
     })
     .await;
     c.stop().await;
-    let all = stores(&dir, &[1, 2, 9]);
+    let all = stores(dir.path(), &[1, 2, 9]);
     assert!(all.iter().all(|s| *s == all[0]), "stores differ: {all:?}");
     assert_eq!(all[0].0, 600);
 }
@@ -172,7 +148,7 @@ pub async fn a_duplicate_sync_message_is_ignored(b: Arc<dyn Broker>) {
     assert_eq!(read(&c, count_users()).await, ReadResult::Count(2));
     assert!(read(&c, get_user("ghost")).await.into_rows().is_empty());
     c.stop().await;
-    let all = stores(&dir, &[1, 2]);
+    let all = stores(dir.path(), &[1, 2]);
     assert_eq!(all[0], all[1]);
 }
 

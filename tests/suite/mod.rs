@@ -3,10 +3,15 @@
 
 pub mod actors;
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dbaas::broker::amqp::AmqpBroker;
 use dbaas::broker::Broker;
+use dbaas::runtime::ProcessRuntime;
+use dbaas::store::Store;
+use dbaas::system::Cluster;
 
 /// The RabbitMQ the tests use (`scripts/services env`), or None when it is
 /// not configured; `DBAAS_REQUIRE_SERVICES=1` (set by `scripts/test`) makes
@@ -25,28 +30,85 @@ pub fn amqp_url() -> Option<String> {
     }
 }
 
-/// A virtual host of its own on the test RabbitMQ, so that tests running at
-/// once do not share queues; its URL.
-pub fn fresh_vhost(base_url: &str) -> String {
-    let vhost = format!("t{}", fastrand::u64(..));
+/// Runs `rabbitmqctl` on the test node (through `scripts/services ctl`).
+pub fn rabbitmqctl(args: &[&str]) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
-    for args in [
-        vec!["add_vhost", vhost.as_str()],
-        vec!["set_permissions", "-p", vhost.as_str(), "guest", ".*", ".*", ".*"],
-    ] {
-        let out = std::process::Command::new(format!("{root}/scripts/services"))
-            .arg("ctl")
-            .args(&args)
-            .output()
-            .expect("scripts/services runs");
-        assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let out = std::process::Command::new(format!("{root}/scripts/services"))
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("scripts/services runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A virtual host of its own on the test RabbitMQ, so that tests running at
+/// once do not share queues; its name and URL.
+pub fn fresh_vhost(base_url: &str) -> (String, String) {
+    let vhost = format!("t{}", fastrand::u64(..));
+    rabbitmqctl(&["add_vhost", &vhost]);
+    rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
     let base = base_url.rsplit_once('/').map_or(base_url, |(b, _)| b);
-    format!("{base}/{vhost}")
+    let url = format!("{base}/{vhost}");
+    (vhost, url)
 }
 
 /// A broker on a fresh virtual host of the test RabbitMQ.
 pub async fn amqp_broker() -> Option<Arc<dyn Broker>> {
-    let url = fresh_vhost(&amqp_url()?);
-    Some(Arc::new(AmqpBroker::connect(&url).await.expect("RabbitMQ is reachable")))
+    let (_, url) = fresh_vhost(&amqp_url()?);
+    Some(Arc::new(
+        AmqpBroker::connect(&url)
+            .await
+            .expect("RabbitMQ is reachable"),
+    ))
+}
+
+/// A cluster whose workers are real `dbaas worker` processes on a fresh
+/// virtual host; with that host's name.
+pub async fn process_cluster(dir: &Path, slaves: usize) -> Option<(Cluster, String)> {
+    let (vhost, url) = fresh_vhost(&amqp_url()?);
+    let broker: Arc<dyn Broker> = Arc::new(
+        AmqpBroker::connect(&url)
+            .await
+            .expect("RabbitMQ is reachable"),
+    );
+    let workers = dbaas::system::workers_dir(dir).unwrap();
+    let rt = Arc::new(ProcessRuntime::new(
+        Path::new(env!("CARGO_BIN_EXE_dbaas")),
+        &url,
+        &workers,
+    ));
+    let cluster = Cluster::start_with(dir, slaves, broker, rt)
+        .await
+        .expect("cluster starts");
+    Some((cluster, vhost))
+}
+
+/// Polls until `f` holds or the deadline passes.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every worker's (applied seq, checksum), read from its store after a stop.
+pub fn stores(dir: &Path, ids: &[u64]) -> Vec<(u64, u64)> {
+    let schema = Arc::new(dbaas::model::Schema::rideshare());
+    ids.iter()
+        .map(|&id| {
+            let path = dbaas::runtime::worker_dir(&dir.join("workers"), id);
+            let s = Store::open(&path, schema.clone()).expect("store opens");
+            (s.applied_seq(), s.checksum().expect("checksum"))
+        })
+        .collect()
 }
