@@ -78,7 +78,9 @@ fn main() -> ExitCode {
             system().block_on(node::run_orchestrator(args, shutdown_signal()))
         }
         Command::Users(args) => system().block_on(node::run_service(true, args, shutdown_signal())),
-        Command::Rides(args) => system().block_on(node::run_service(false, args, shutdown_signal())),
+        Command::Rides(args) => {
+            system().block_on(node::run_service(false, args, shutdown_signal()))
+        }
         Command::Gateway(args) => system().block_on(node::run_gateway(args, shutdown_signal())),
         Command::Loadgen(args) => dbaas::loadgen::run(args),
     };

@@ -51,7 +51,11 @@ pub struct WorkerArgs {
 /// Flags of `dbaas orchestrator`.
 #[derive(clap::Args, Debug)]
 pub struct OrchestratorArgs {
-    #[arg(long, env = "DBAAS_ORCHESTRATOR_ADDR", default_value = "127.0.0.1:8090")]
+    #[arg(
+        long,
+        env = "DBAAS_ORCHESTRATOR_ADDR",
+        default_value = "127.0.0.1:8090"
+    )]
     pub addr: SocketAddr,
     /// The RabbitMQ to use.
     #[arg(long, env = "DBAAS_AMQP_URL")]
@@ -71,7 +75,11 @@ pub struct ServiceArgs {
     #[arg(long, env = "DBAAS_SERVICE_ADDR")]
     pub addr: SocketAddr,
     /// The orchestrator's base URL.
-    #[arg(long, env = "DBAAS_ORCHESTRATOR_URL", default_value = "http://127.0.0.1:8090")]
+    #[arg(
+        long,
+        env = "DBAAS_ORCHESTRATOR_URL",
+        default_value = "http://127.0.0.1:8090"
+    )]
     pub orchestrator: String,
     #[arg(long, env = "DBAAS_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -161,7 +169,10 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) ->
 
 /// `dbaas orchestrator`: the DB API over RabbitMQ, with its workers as
 /// child processes.
-pub async fn run_orchestrator(args: OrchestratorArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run_orchestrator(
+    args: OrchestratorArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let listener = bind(args.addr)?;
     let (broker, runtime) = backends(Some(&args.amqp), &args.data_dir).await?;
     let cluster = Cluster::start_with(&args.data_dir, args.slaves, broker, runtime).await?;
@@ -178,7 +189,11 @@ pub async fn run_orchestrator(args: OrchestratorArgs, shutdown: impl Future<Outp
 }
 
 /// `dbaas users` / `dbaas rides`: one RideShare service.
-pub async fn run_service(users: bool, args: ServiceArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run_service(
+    users: bool,
+    args: ServiceArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let listener = bind(args.addr)?;
     let name = if users { "users" } else { "rides" };
     println!("listening: {name} {}", url(&listener)?);
@@ -196,7 +211,8 @@ pub async fn run_service(users: bool, args: ServiceArgs, shutdown: impl Future<O
 pub async fn run_gateway(args: GatewayArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
     let listener = bind(args.addr)?;
     println!("listening: gateway {}", url(&listener)?);
-    let server = http::gateway::server(listener, &args.users, &args.rides, args.body_limit).map_err(io)?;
+    let server =
+        http::gateway::server(listener, &args.users, &args.rides, args.body_limit).map_err(io)?;
     serve(server, shutdown).await;
     Ok(())
 }

@@ -11,13 +11,13 @@ use actix::prelude::*;
 
 use crate::actors::election::{choose_master, Candidate};
 use crate::actors::{blocking, Orchestrator, OrchestratorHandle};
+use crate::broker::amqp::AmqpBroker;
 use crate::broker::inproc::InProcBroker;
 use crate::broker::Broker;
 use crate::config::UpConfig;
 use crate::error::{Error, Result};
 use crate::http::{self, orchestrator::OrchestratorState};
 use crate::model::Schema;
-use crate::broker::amqp::AmqpBroker;
 use crate::runtime::{self, InProcessRuntime, ProcessRuntime, Role, WorkerRuntime, WorkerSpec};
 use crate::store::Store;
 

@@ -112,16 +112,20 @@ impl Orchestrator {
             broker::declare_topology(broker.as_ref()).await?;
             broker.consume(RESPONSE_Q, 1000).await
         };
-        ctx.wait(subscribe.into_actor(self).map(move |res, _act, ctx| match res {
-            Ok(consumer) => {
-                ctx.add_stream(consumer.ready_chunks(256));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot consume responseQ; retrying");
-                let next = (wait * 2).min(RESUBSCRIBE.1);
-                ctx.run_later(wait, move |act, ctx| act.subscribe(ctx, next));
-            }
-        }));
+        ctx.wait(
+            subscribe
+                .into_actor(self)
+                .map(move |res, _act, ctx| match res {
+                    Ok(consumer) => {
+                        ctx.add_stream(consumer.ready_chunks(256));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot consume responseQ; retrying");
+                        let next = (wait * 2).min(RESUBSCRIBE.1);
+                        ctx.run_later(wait, move |act, ctx| act.subscribe(ctx, next));
+                    }
+                }),
+        );
     }
 
     fn expire(&mut self) {
@@ -155,7 +159,10 @@ impl StreamHandler<Vec<Delivery>> for Orchestrator {
     fn finished(&mut self, ctx: &mut Context<Self>) {
         // The broker went away: what waits for a reply will not get one on
         // this consumer; fail it now so that it is retried at once.
-        tracing::warn!(in_flight = self.pending.len(), "responseQ consumer ended; resubscribing");
+        tracing::warn!(
+            in_flight = self.pending.len(),
+            "responseQ consumer ended; resubscribing"
+        );
         self.pending.clear();
         self.subscribe(ctx, RESUBSCRIBE.0);
     }

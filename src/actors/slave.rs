@@ -242,7 +242,10 @@ impl SlaveWorker {
     /// Stops consuming; what is held but not done goes back to the queues.
     fn unsubscribe(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
-        for h in [self.sync.take(), self.reads.take(), self.snapshot.take()].into_iter().flatten() {
+        for h in [self.sync.take(), self.reads.take(), self.snapshot.take()]
+            .into_iter()
+            .flatten()
+        {
             ctx.cancel_future(h);
         }
         for p in self.parked.drain(..) {

@@ -118,7 +118,9 @@ impl AmqpBroker {
 
     async fn open(&self) -> Result<Arc<Live>> {
         let props = ConnectionProperties::default().with_connection_name("dbaas".into());
-        let conn = Connection::connect(&self.url, props).await.map_err(unavailable)?;
+        let conn = Connection::connect(&self.url, props)
+            .await
+            .map_err(unavailable)?;
         let mut publish = Vec::with_capacity(PUBLISH_CHANNELS);
         for _ in 0..PUBLISH_CHANNELS {
             let ch = conn.create_channel().await.map_err(unavailable)?;
@@ -149,7 +151,8 @@ impl AmqpBroker {
 
     async fn send(&self, exchange: &str, key: &str, msg: Message, persistent: bool) -> Result<()> {
         let live = self.live().await?;
-        let mut props = BasicProperties::default().with_delivery_mode(if persistent { 2 } else { 1 });
+        let mut props =
+            BasicProperties::default().with_delivery_mode(if persistent { 2 } else { 1 });
         if let Some(id) = msg.correlation_id {
             props = props.with_correlation_id(id.to_string().into());
         }
@@ -158,7 +161,13 @@ impl AmqpBroker {
         }
         let confirm = live
             .channel()
-            .basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), &msg.body, props)
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                &msg.body,
+                props,
+            )
             .await
             .map_err(unavailable)?
             .await
@@ -183,7 +192,11 @@ struct LapinAcker(lapin::Acker);
 #[async_trait]
 impl Acker for LapinAcker {
     async fn ack(&self) -> Result<()> {
-        self.0.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(unavailable)
+        self.0
+            .ack(BasicAckOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
     }
 
     async fn nack(&self, requeue: bool) -> Result<()> {
@@ -198,7 +211,10 @@ impl Acker for LapinAcker {
 fn delivery(d: lapin::message::Delivery) -> Delivery {
     let props = &d.properties;
     let message = Message {
-        correlation_id: props.correlation_id().as_ref().and_then(|c| c.as_str().parse().ok()),
+        correlation_id: props
+            .correlation_id()
+            .as_ref()
+            .and_then(|c| c.as_str().parse().ok()),
         reply_to: props.reply_to().as_ref().map(|r| r.as_str().to_owned()),
         body: d.data,
     };
@@ -237,7 +253,9 @@ impl Broker for AmqpBroker {
             },
         };
         self.with_channel(|ch| async move {
-            ch.queue_declare(name.into(), opts, FieldTable::default()).await.map(|_| ())
+            ch.queue_declare(name.into(), opts, FieldTable::default())
+                .await
+                .map(|_| ())
         })
         .await
     }
@@ -248,8 +266,13 @@ impl Broker for AmqpBroker {
             ..ExchangeDeclareOptions::default()
         };
         self.with_channel(|ch| async move {
-            ch.exchange_declare(exchange.into(), ExchangeKind::Fanout, opts, FieldTable::default())
-                .await
+            ch.exchange_declare(
+                exchange.into(),
+                ExchangeKind::Fanout,
+                opts,
+                FieldTable::default(),
+            )
+            .await
         })
         .await
     }
@@ -270,7 +293,9 @@ impl Broker for AmqpBroker {
 
     async fn delete_queue(&self, name: &str) -> Result<()> {
         self.with_channel(|ch| async move {
-            ch.queue_delete(name.into(), QueueDeleteOptions::default()).await.map(|_| ())
+            ch.queue_delete(name.into(), QueueDeleteOptions::default())
+                .await
+                .map(|_| ())
         })
         .await
     }
@@ -291,19 +316,27 @@ impl Broker for AmqpBroker {
             .await
             .map_err(unavailable)?;
         let inner = channel
-            .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .map_err(unavailable)?;
         let guard = CloseOnDrop { channel, inner };
-        Ok(Box::pin(futures::stream::unfold(guard, |mut g| async move {
-            match g.inner.next().await? {
-                Ok(d) => Some((delivery(d), g)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "consumer ended");
-                    None
+        Ok(Box::pin(futures::stream::unfold(
+            guard,
+            |mut g| async move {
+                match g.inner.next().await? {
+                    Ok(d) => Some((delivery(d), g)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer ended");
+                        None
+                    }
                 }
-            }
-        })))
+            },
+        )))
     }
 }
 
@@ -313,7 +346,10 @@ mod tests {
 
     #[test]
     fn passwords_stay_out_of_logs() {
-        assert_eq!(redact("amqp://u:secret@h:5672/%2f"), "amqp://***@h:5672/%2f");
+        assert_eq!(
+            redact("amqp://u:secret@h:5672/%2f"),
+            "amqp://***@h:5672/%2f"
+        );
         assert_eq!(redact("amqp://h:5672"), "amqp://h:5672");
     }
 }
