@@ -52,12 +52,12 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Parses a JSON body strictly (the target type decides about unknown
-/// fields); the error answer is ready to return.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
+/// fields); the error is a 400 with what is wrong.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     if body.is_empty() {
-        return Err(bad_request("missing JSON body"));
+        return Err(Error::bad("missing JSON body"));
     }
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid body: {e}")))
+    serde_json::from_slice(body).map_err(|e| Error::bad(format!("invalid body: {e}")))
 }
 
 /// The body cap of an app (default [`DEFAULT_BODY_LIMIT`]), as app data.

@@ -96,7 +96,7 @@ pub fn server(
 async fn db_read(state: State, params: web::Query<ReadParams>, Body(body): Body) -> HttpResponse {
     let op: ReadOp = match common::parse_json(&body) {
         Ok(op) => op,
-        Err(resp) => return resp,
+        Err(e) => return common::from_error(&e),
     };
     if let Err(e) = validate_read(&state.schema, &op) {
         return common::from_error(&e);
@@ -110,7 +110,7 @@ async fn db_read(state: State, params: web::Query<ReadParams>, Body(body): Body)
 async fn db_write(state: State, Body(body): Body) -> HttpResponse {
     let op: WriteOp = match common::parse_json(&body) {
         Ok(op) => op,
-        Err(resp) => return resp,
+        Err(e) => return common::from_error(&e),
     };
     if let Err(e) = validate_write(&state.schema, &op) {
         return common::from_error(&e);

@@ -155,7 +155,7 @@ pub fn bad(msg: impl std::fmt::Display) -> actix_web::Error {
 
 /// Parses a JSON body strictly, or ends the handler with a 400.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &common::Body) -> Answer<T> {
-    common::parse_json(&body.0).map_err(refuse)
+    common::parse_json(&body.0).map_err(|e| refuse(common::from_error(&e)))
 }
 
 /// The answer to a DB error the handler has no more specific answer for.

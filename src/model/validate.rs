@@ -80,7 +80,8 @@ fn check_row(t: &TableSchema, row: &Row, auto: bool) -> Result<()> {
         check_value(t, name, ty, v)?;
     }
     for name in t.columns.keys() {
-        if !row.contains_key(name) && !(auto && *name == t.key) {
+        let assigned = auto && *name == t.key;
+        if !row.contains_key(name) && !assigned {
             return Err(Error::bad(format!(
                 "missing column {name:?} of table {:?}",
                 t.name

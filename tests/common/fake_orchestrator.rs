@@ -75,7 +75,7 @@ fn answer<T: serde::Serialize>(r: Result<T>) -> HttpResponse {
 async fn write(fake: web::Data<FakeDb>, body: Body) -> HttpResponse {
     let op: WriteOp = match common::parse_json(&body.0) {
         Ok(op) => op,
-        Err(resp) => return resp,
+        Err(e) => return common::from_error(&e),
     };
     answer(validate_write(&fake.schema, &op).and_then(|()| {
         let mut db = fake.db.lock().unwrap();
@@ -94,7 +94,7 @@ async fn write(fake: web::Data<FakeDb>, body: Body) -> HttpResponse {
 async fn read(fake: web::Data<FakeDb>, body: Body) -> HttpResponse {
     let op: ReadOp = match common::parse_json(&body.0) {
         Ok(op) => op,
-        Err(resp) => return resp,
+        Err(e) => return common::from_error(&e),
     };
     answer(validate_read(&fake.schema, &op).and_then(|()| {
         let db = fake.db.lock().unwrap();
