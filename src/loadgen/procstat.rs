@@ -1,0 +1,221 @@
+//! CPU time from `/proc` (Linux): of the load generator itself and, given
+//! its pid, of the server and each of its threads, so that a run shows how
+//! the shared cores were split. Elsewhere the figures are simply absent.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// Clock ticks per second of `/proc/*/stat` (`USER_HZ`, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// The name (`comm`) and user + system ticks of a `/proc/.../stat` file.
+fn parse_stat(text: &str) -> Option<(String, u64)> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    // After the name: field 3 (state) onwards; utime and stime are 14, 15.
+    let mut rest = text.get(close + 1..)?.split_whitespace().skip(11);
+    let utime: u64 = rest.next()?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
+    Some((comm, utime + stime))
+}
+
+fn read_stat(path: &str) -> Option<(String, u64)> {
+    parse_stat(&std::fs::read_to_string(path).ok()?)
+}
+
+struct ServerSample {
+    total: u64,
+    /// tid -> (name, ticks)
+    threads: HashMap<u32, (String, u64)>,
+}
+
+/// CPU counters at one moment.
+pub(super) struct Sample {
+    at: Instant,
+    own: Option<u64>,
+    server: Option<ServerSample>,
+}
+
+impl Sample {
+    pub(super) fn take(server: Option<u32>) -> Sample {
+        let server = server.and_then(|pid| {
+            let (_, total) = read_stat(&format!("/proc/{pid}/stat"))?;
+            let mut threads = HashMap::new();
+            if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+                for entry in dir.flatten() {
+                    let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                        continue;
+                    };
+                    if let Some(stat) = read_stat(&format!("/proc/{pid}/task/{tid}/stat")) {
+                        threads.insert(tid, stat);
+                    }
+                }
+            }
+            Some(ServerSample { total, threads })
+        });
+        Sample {
+            at: Instant::now(),
+            own: read_stat("/proc/self/stat").map(|(_, t)| t),
+            server,
+        }
+    }
+}
+
+/// The server's threads of one name.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThreadGroup {
+    pub name: String,
+    pub threads: usize,
+    /// CPU cores used by all of them together.
+    pub cores: f64,
+    /// By the busiest one alone (1.0: a thread that never rested).
+    pub busiest: f64,
+}
+
+/// CPU used over a window, in cores (1.0 = one core all the time).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CpuUsage {
+    pub window_s: f64,
+    pub loadgen_cores: Option<f64>,
+    pub server_cores: Option<f64>,
+    /// The load generator's part of the CPU both used.
+    pub loadgen_share: Option<f64>,
+    /// Busiest first.
+    pub server_threads: Vec<ThreadGroup>,
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The name of a thread without its number: `sled-io-3` is `sled-io-`.
+fn family(name: &str) -> &str {
+    name.trim_end_matches(|c: char| c.is_ascii_digit())
+}
+
+/// The CPU used between two samples.
+pub(super) fn usage(start: &Sample, end: &Sample) -> CpuUsage {
+    let secs = (end.at - start.at).as_secs_f64().max(1e-3);
+    let cores = |ticks: u64| round3(ticks as f64 / TICKS_PER_SEC / secs);
+    let own = start.own.zip(end.own).map(|(a, b)| b.saturating_sub(a));
+    let mut groups: Vec<ThreadGroup> = Vec::new();
+    let server = match (&start.server, &end.server) {
+        (Some(a), Some(b)) => {
+            let mut by_name: HashMap<&str, (usize, u64, u64)> = HashMap::new();
+            for (tid, (name, ticks)) in &b.threads {
+                let before = a.threads.get(tid).map_or(0, |(_, t)| *t);
+                let used = ticks.saturating_sub(before);
+                let g = by_name.entry(family(name)).or_default();
+                g.0 += 1;
+                g.1 += used;
+                g.2 = g.2.max(used);
+            }
+            let total = b.total.saturating_sub(a.total);
+            let seen: u64 = by_name.values().map(|g| g.1).sum();
+            groups = by_name
+                .into_iter()
+                .map(|(name, (threads, ticks, busiest))| ThreadGroup {
+                    name: name.to_owned(),
+                    threads,
+                    cores: cores(ticks),
+                    busiest: cores(busiest),
+                })
+                .collect();
+            // Threads that ended within the window count in the process's
+            // total only.
+            if total > seen {
+                groups.push(ThreadGroup {
+                    name: "(ended threads)".into(),
+                    threads: 0,
+                    cores: cores(total - seen),
+                    busiest: 0.0,
+                });
+            }
+            groups.sort_by(|x, y| y.cores.total_cmp(&x.cores).then(x.name.cmp(&y.name)));
+            Some(total)
+        }
+        _ => None,
+    };
+    let share = match (own, server) {
+        (Some(o), Some(s)) if o + s > 0 => Some(round3(o as f64 / (o + s) as f64)),
+        _ => None,
+    };
+    CpuUsage {
+        window_s: round3(secs),
+        loadgen_cores: own.map(cores),
+        server_cores: server.map(cores),
+        loadgen_share: share,
+        server_threads: groups,
+    }
+}
+
+impl fmt::Display for CpuUsage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |x: Option<f64>| x.map_or("?".to_owned(), |c| format!("{c:.2}"));
+        write!(
+            f,
+            "cpu         loadgen {} cores, server {} cores",
+            show(self.loadgen_cores),
+            show(self.server_cores)
+        )?;
+        if let Some(s) = self.loadgen_share {
+            write!(f, " (loadgen {:.0}% of both)", s * 100.0)?;
+        }
+        writeln!(f, " over {:.1} s", self.window_s)?;
+        let busy: Vec<String> = self
+            .server_threads
+            .iter()
+            .filter(|g| g.cores >= 0.01)
+            .map(|g| {
+                if g.threads == 0 {
+                    format!("{} {:.2}", g.name, g.cores)
+                } else if g.threads > 1 {
+                    format!(
+                        "{} x{} {:.2} (busiest {:.2})",
+                        g.name, g.threads, g.cores, g.busiest
+                    )
+                } else {
+                    format!("{} {:.2}", g.name, g.cores)
+                }
+            })
+            .collect();
+        if !busy.is_empty() {
+            writeln!(f, "server threads (cores): {}", busy.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse_even_with_odd_names() {
+        let line = "1234 (actix-rt|sys (x)) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0 100 1000 50";
+        assert_eq!(parse_stat(line), Some(("actix-rt|sys (x)".into(), 300)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn threads_group_by_name_without_number() {
+        assert_eq!(family("sled-io-12"), "sled-io-");
+        assert_eq!(family("actix-rt|system"), "actix-rt|system");
+    }
+
+    #[test]
+    fn own_process_is_readable_on_linux() {
+        if cfg!(target_os = "linux") {
+            let s = Sample::take(Some(std::process::id()));
+            assert!(s.own.is_some());
+            let server = s.server.as_ref().unwrap();
+            assert!(!server.threads.is_empty());
+            let u = usage(&s, &Sample::take(Some(std::process::id())));
+            assert!(u.server_cores.is_some());
+        }
+    }
+}
