@@ -27,7 +27,7 @@ use crate::store::Store;
 /// orchestrator is told to try again.
 const READ_WAIT: Duration = Duration::from_secs(2);
 /// Reads a slave may hold unacknowledged.
-const READ_PREFETCH: u16 = 128;
+const READ_PREFETCH: u16 = 32;
 const SYNC_PREFETCH: u16 = 4096;
 
 /// A replica over its own store.
