@@ -21,11 +21,14 @@
 //! - [`actors`]: the Orchestrator, MasterWorker and SlaveWorker actors and
 //!   what each crash does (see its module doc).
 //! - [`broker`]: the queues behind a small trait; [`broker::inproc`] is the
-//!   in-process twin used by `dbaas up` and the actor tests.
+//!   in-process twin used by `dbaas up` and the actor tests,
+//!   [`broker::amqp`] is RabbitMQ through lapin.
 //! - [`store`]: each worker's own sled database; every write is one atomic
 //!   sled batch holding its effect, its sequence number and its request id.
-//! - [`runtime`]: how workers are started and stopped (in-process actors).
-//! - [`system`]: `dbaas up` and the embedded [`system::Cluster`].
+//! - [`runtime`]: how workers are started and stopped (in-process actors,
+//!   or child processes running `dbaas worker`).
+//! - [`system`]: `dbaas up` and the [`system::Cluster`]; [`node`]: each
+//!   part as a process of its own.
 //!
 //! ## What the promises rest on
 //!
@@ -50,8 +53,11 @@
 //! ## Not promised (yet)
 //!
 //! The embedded broker keeps nothing across a restart of the process (the
-//! workers' databases do); master failover and worker respawn need the
-//! coordinator, which the embedded system does not run.
+//! workers' databases do). Master failover and worker respawn need a
+//! coordinator, which is not part of the system yet: a crashed master is
+//! replaced only by starting it again, and until then writes are retried and
+//! then answered 503. A snapshot travels as one message, so a database must
+//! fit the broker's message size limit for a slave to catch up.
 
 pub mod actors;
 pub mod broker;

@@ -33,6 +33,11 @@
 //!   record travels in every sync message) and applies the rest.
 //! - the orchestrator: in-flight requests fail back to clients; nothing
 //!   acknowledged is lost.
+//! - the broker: every consumer's stream ends; each actor subscribes again
+//!   with backoff (the broker client reconnects on the next call). What was
+//!   unacknowledged is redelivered (writes and syncs are persistent, reads
+//!   and replies are not: the orchestrator fails its waiting requests at
+//!   once and retries them within their deadline).
 //!
 //! Not promised: reads are not linearizable against writes in flight (a
 //! read sees every write acknowledged before it was received, maybe more).
