@@ -3,11 +3,11 @@
 //! own `dbaas up` (own ports, own data dir) and talks to it through the
 //! gateway, and to the services' own addresses for `_count` and `db/clear`.
 //!
-//! The same scripts also run against the services in-process over an
-//! in-memory orchestrator (`in_process::*`), which keeps them quick to
-//! iterate on and tells a service bug from a DBaaS one. Behaviours `up`
-//! cannot show (an upstream or the DBaaS being down) are tested in-process
-//! only, at the end.
+//! The same scripts also run in-process (`in_process::*`): the services
+//! and the real embedded DBaaS on threads of the test itself, with no
+//! child process, which keeps them quick to iterate on and to debug.
+//! Behaviours `up` cannot show (an upstream or the DBaaS being down) are
+//! tested in-process only, at the end.
 //!
 //! Every refusal is checked twice: the status with an `{"error"}` body,
 //! and that the data did not change.
@@ -803,7 +803,7 @@ async fn unknown_routes_are_404(urls: &Urls) {
 async fn gateway_answers_502_when_an_upstream_is_down() {
     let (listener, url) = common::inproc::listener();
     let (users, rides) = (closed_port_url(), closed_port_url());
-    let _servers = Servers::start(move || {
+    let _servers = Servers::start(move || async move {
         Ok(vec![dbaas::http::gateway::server(
             listener, &users, &rides, BODY_LIMIT,
         )?])
@@ -826,7 +826,7 @@ async fn services_answer_503_when_the_dbaas_is_down() {
     let (lu, users_url) = common::inproc::listener();
     let (lr, rides_url) = common::inproc::listener();
     let db = closed_port_url();
-    let _servers = Servers::start(move || {
+    let _servers = Servers::start(move || async move {
         Ok(vec![
             dbaas::http::users::server(lu, &db, BODY_LIMIT)?,
             dbaas::http::rides::server(lr, &db, BODY_LIMIT)?,

@@ -1,6 +1,6 @@
 //! Test helpers: the real system started as a child process (`dbaas up`),
-//! the same RideShare stack in-process over an in-memory orchestrator, and
-//! a small HTTP client that keeps whatever the server answered.
+//! the same RideShare stack in-process over the embedded DBaaS, and a small
+//! HTTP client that keeps whatever the server answered.
 //!
 //! Nothing here sleeps to synchronise: startup is awaited by reading the
 //! child's `ready` line under a deadline.
@@ -8,7 +8,6 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod api;
-pub mod fake_orchestrator;
 pub mod inproc;
 
 use std::io::{BufRead, BufReader};
