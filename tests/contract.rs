@@ -3,7 +3,8 @@
 //! own `dbaas up` (own ports, own data dir) and talks to it through the
 //! gateway, and to the services' own addresses for `_count` and `db/clear`.
 //!
-//! The same scripts also run in-process (`in_process::*`): the services
+//! The same scripts run against `dbaas up --amqp` on a real RabbitMQ
+//! (`up_amqp::*`, every worker a child process), and in-process (`in_process::*`): the services
 //! and the real embedded DBaaS on threads of the test itself, with no
 //! child process, which keeps them quick to iterate on and to debug.
 //! Behaviours `up` cannot show (an upstream or the DBaaS being down) are
@@ -13,6 +14,7 @@
 //! and that the data did not change.
 
 mod common;
+mod suite;
 
 use common::api::{chunked_status, encode_segment, Api, BODY_LIMIT, FUTURE, PASSWORD, PAST};
 use common::inproc::{Servers, Stack};
@@ -28,6 +30,17 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $name() {
                     let system = crate::System::start();
+                    super::$name(&system.urls).await;
+                }
+            )*
+        }
+        mod up_amqp {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(base) = crate::suite::amqp_url() else { return };
+                    let (_, url) = crate::suite::fresh_vhost(&base);
+                    let system = crate::System::start_with(&["--amqp", &url]);
                     super::$name(&system.urls).await;
                 }
             )*

@@ -87,6 +87,15 @@ impl ProcessRuntime {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
+        // A worker must not outlive its parent (killed or crashed): it
+        // would go on consuming queues nobody watches.
+        // SAFETY: prctl is async-signal-safe and touches no memory here.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
         cmd
     }
 }

@@ -39,6 +39,11 @@ pub struct System {
 impl System {
     /// Starts `dbaas up` and waits for its `ready` line.
     pub fn start() -> System {
+        Self::start_with(&[])
+    }
+
+    /// Starts `dbaas up` with more flags (e.g. `--amqp URL`).
+    pub fn start_with(extra: &[&str]) -> System {
         let dir = tempfile::tempdir().expect("a temp dir");
         let log = std::fs::File::create(dir.path().join("up.log")).expect("a log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_dbaas"))
@@ -48,6 +53,7 @@ impl System {
             .args(["--orchestrator-addr", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
