@@ -216,7 +216,7 @@ pub fn run(args: LoadArgs) -> Result<()> {
     Ok(())
 }
 
-/// The first few error messages, and how many errors there were in all.
+/// The first few distinct error messages.
 #[derive(Debug, Default)]
 pub(crate) struct ErrorLog {
     seen: AtomicUsize,
@@ -224,17 +224,19 @@ pub(crate) struct ErrorLog {
 }
 
 impl ErrorLog {
-    /// How many messages are kept.
+    /// How many distinct messages are kept.
     const KEEP: usize = 5;
+    /// How many errors are looked at for them (each costs a message).
+    const LOOK: usize = 200;
 
     /// Notes an error; `msg` is only called for the first few.
     pub(crate) fn note(&self, msg: impl FnOnce() -> String) {
-        if self.seen.fetch_add(1, Ordering::Relaxed) < Self::KEEP {
+        if self.seen.fetch_add(1, Ordering::Relaxed) < Self::LOOK {
             let msg = msg();
-            self.first
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(msg);
+            let mut first = self.first.lock().unwrap_or_else(|e| e.into_inner());
+            if first.len() < Self::KEEP && !first.contains(&msg) {
+                first.push(msg);
+            }
         }
     }
 
@@ -472,16 +474,16 @@ mod tests {
     }
 
     #[test]
-    fn only_the_first_errors_are_kept() {
+    fn only_the_first_distinct_errors_are_kept() {
         let log = ErrorLog::default();
         let mut made = 0;
-        for i in 0..20 {
+        for i in 0..1000 {
             log.note(|| {
                 made += 1;
-                format!("e{i}")
+                format!("e{}", i / 2)
             });
         }
-        assert_eq!(made, ErrorLog::KEEP);
+        assert_eq!(made, ErrorLog::LOOK);
         assert_eq!(log.messages(), vec!["e0", "e1", "e2", "e3", "e4"]);
     }
 }

@@ -37,6 +37,8 @@ struct ServerSample {
 pub(super) struct Sample {
     at: Instant,
     own: Option<u64>,
+    /// Busy ticks of every core of the machine.
+    machine: Option<u64>,
     server: Option<ServerSample>,
 }
 
@@ -60,6 +62,9 @@ impl Sample {
         Sample {
             at: Instant::now(),
             own: read_stat("/proc/self/stat").map(|(_, t)| t),
+            machine: std::fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|s| machine_busy(&s)),
             server,
         }
     }
@@ -76,6 +81,14 @@ pub struct ThreadGroup {
     pub busiest: f64,
 }
 
+/// One thread of the server.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThreadUse {
+    pub tid: u32,
+    pub name: String,
+    pub cores: f64,
+}
+
 /// CPU used over a window, in cores (1.0 = one core all the time).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CpuUsage {
@@ -84,12 +97,33 @@ pub struct CpuUsage {
     pub server_cores: Option<f64>,
     /// The load generator's part of the CPU both used.
     pub loadgen_share: Option<f64>,
+    /// Every process of the machine together.
+    pub machine_cores: Option<f64>,
+    /// Neither the load generator nor the server: others disturbing the run.
+    pub other_cores: Option<f64>,
     /// Busiest first.
     pub server_threads: Vec<ThreadGroup>,
+    /// The busiest single threads of the server (a thread near 1.0 is a
+    /// serial bottleneck).
+    pub busiest_threads: Vec<ThreadUse>,
 }
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// Busy ticks of all cores from `/proc/stat`: everything but idle and
+/// iowait.
+fn machine_busy(text: &str) -> Option<u64> {
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest
+    // time is already counted in user.
+    let all: u64 = ticks.iter().take(8).sum();
+    Some(all - ticks.get(3)? - ticks.get(4).copied().unwrap_or(0))
 }
 
 /// The name of a thread without its number: `sled-io-3` is `sled-io-`.
@@ -103,12 +137,18 @@ pub(super) fn usage(start: &Sample, end: &Sample) -> CpuUsage {
     let cores = |ticks: u64| round3(ticks as f64 / TICKS_PER_SEC / secs);
     let own = start.own.zip(end.own).map(|(a, b)| b.saturating_sub(a));
     let mut groups: Vec<ThreadGroup> = Vec::new();
+    let mut busiest: Vec<ThreadUse> = Vec::new();
     let server = match (&start.server, &end.server) {
         (Some(a), Some(b)) => {
             let mut by_name: HashMap<&str, (usize, u64, u64)> = HashMap::new();
             for (tid, (name, ticks)) in &b.threads {
                 let before = a.threads.get(tid).map_or(0, |(_, t)| *t);
                 let used = ticks.saturating_sub(before);
+                busiest.push(ThreadUse {
+                    tid: *tid,
+                    name: name.clone(),
+                    cores: cores(used),
+                });
                 let g = by_name.entry(family(name)).or_default();
                 g.0 += 1;
                 g.1 += used;
@@ -136,10 +176,17 @@ pub(super) fn usage(start: &Sample, end: &Sample) -> CpuUsage {
                 });
             }
             groups.sort_by(|x, y| y.cores.total_cmp(&x.cores).then(x.name.cmp(&y.name)));
+            busiest.sort_by(|x, y| y.cores.total_cmp(&x.cores).then(x.tid.cmp(&y.tid)));
+            busiest.truncate(6);
+            busiest.retain(|t| t.cores > 0.0);
             Some(total)
         }
         _ => None,
     };
+    let machine = start
+        .machine
+        .zip(end.machine)
+        .map(|(a, b)| b.saturating_sub(a));
     let share = match (own, server) {
         (Some(o), Some(s)) if o + s > 0 => Some(round3(o as f64 / (o + s) as f64)),
         _ => None,
@@ -149,7 +196,12 @@ pub(super) fn usage(start: &Sample, end: &Sample) -> CpuUsage {
         loadgen_cores: own.map(cores),
         server_cores: server.map(cores),
         loadgen_share: share,
+        machine_cores: machine.map(cores),
+        other_cores: machine
+            .zip(own)
+            .map(|(m, o)| cores(m.saturating_sub(o + server.unwrap_or(0)))),
         server_threads: groups,
+        busiest_threads: busiest,
     }
 }
 
@@ -164,6 +216,9 @@ impl fmt::Display for CpuUsage {
         )?;
         if let Some(s) = self.loadgen_share {
             write!(f, " (loadgen {:.0}% of both)", s * 100.0)?;
+        }
+        if let Some(o) = self.other_cores {
+            write!(f, ", other processes {o:.2} cores")?;
         }
         writeln!(f, " over {:.1} s", self.window_s)?;
         let busy: Vec<String> = self
@@ -186,6 +241,19 @@ impl fmt::Display for CpuUsage {
         if !busy.is_empty() {
             writeln!(f, "server threads (cores): {}", busy.join(", "))?;
         }
+        let top: Vec<String> = self
+            .busiest_threads
+            .iter()
+            .filter(|t| t.cores >= 0.01)
+            .map(|t| format!("{} {} {:.2}", t.tid, t.name, t.cores))
+            .collect();
+        if !top.is_empty() {
+            writeln!(
+                f,
+                "busiest server threads (tid name cores): {}",
+                top.join(", ")
+            )?;
+        }
         Ok(())
     }
 }
@@ -199,6 +267,13 @@ mod tests {
         let line = "1234 (actix-rt|sys (x)) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0 100 1000 50";
         assert_eq!(parse_stat(line), Some(("actix-rt|sys (x)".into(), 300)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn machine_time_is_busy_time() {
+        let stat = "cpu  100 5 30 1000 7 1 2 3 50 0\ncpu0 1 2 3 4\n";
+        assert_eq!(machine_busy(stat), Some(141));
+        assert_eq!(machine_busy("intr 1 2"), None);
     }
 
     #[test]

@@ -324,9 +324,11 @@ impl Report {
                 .collect();
             let _ = writeln!(w, "errors      {}", kinds.join(", "));
         }
-        for (i, e) in self.first_errors.iter().enumerate() {
-            let label = if i == 0 { "first errors" } else { "" };
-            let _ = writeln!(w, "{label:<12}{e}");
+        if !self.first_errors.is_empty() {
+            let _ = writeln!(w, "first errors");
+        }
+        for e in &self.first_errors {
+            let _ = writeln!(w, "  {e}");
         }
         if let Some(cpu) = &self.cpu {
             let _ = write!(w, "{cpu}");

@@ -199,6 +199,21 @@ fn request(method: Method, url: Url, body: Option<Body>) -> Request {
     req
 }
 
+/// An error with its causes: reqwest's own message leaves out why.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 fn snippet(body: &[u8]) -> String {
     let cut = &body[..body.len().min(200)];
     let text = String::from_utf8_lossy(cut);
@@ -221,7 +236,7 @@ async fn exchange<T>(
     let resp = match client.execute(req).await {
         Ok(resp) => resp,
         Err(e) => {
-            log.note(|| format!("{what}: {e}"));
+            log.note(|| format!("{what}: {}", causes(&e)));
             return Err(Failure::Transport);
         }
     };
@@ -230,7 +245,7 @@ async fn exchange<T>(
     let body = match resp.bytes().await {
         Ok(body) => body,
         Err(e) => {
-            log.note(|| format!("{what}: answer {status} cut: {e}"));
+            log.note(|| format!("{what}: answer {status} cut: {}", causes(&e)));
             return Err(Failure::Transport);
         }
     };
@@ -572,7 +587,7 @@ pub(super) async fn seed(client: &Client, target: &str, keys: u64) -> Result<()>
         let resp = client
             .execute(req)
             .await
-            .map_err(|e| Error::Unavailable(format!("seeding: {write} unreachable: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("seeding: {}", causes(&e))))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         let half = |replace| {
