@@ -512,7 +512,7 @@ fn install_refuses_foreign_snapshots() {
     db.write(insert("users", user("ann")));
     let foreign = Snapshot {
         seq: 1,
-        entries: vec![(b"xyz".to_vec(), vec![1])],
+        entries: vec![(b"zzz".to_vec(), vec![1])],
     };
     assert!(db.store.install(&foreign).is_err());
     let lying = Snapshot {

@@ -72,6 +72,10 @@ pub struct TableSchema {
     pub key: String,
     pub auto_key: bool,
     pub columns: BTreeMap<String, ColumnType>,
+    /// Secondary indexes, each an ordered list of scalar columns. A read
+    /// whose conditions fix a leading run of an index's columns by `=` (and
+    /// maybe bound the next one) scans that index instead of the table.
+    pub indexes: Vec<Vec<String>>,
 }
 
 impl TableSchema {
@@ -112,8 +116,30 @@ impl Schema {
                 key: key.to_owned(),
                 auto_key,
                 columns,
+                indexes: Vec::new(),
             },
         );
+        self
+    }
+
+    /// Adds a secondary index over scalar `columns` of `table`.
+    pub fn with_index(mut self, table: &str, columns: &[&str]) -> Self {
+        let t = self.tables.get_mut(table).expect("index of a known table");
+        for c in columns {
+            let ty = t.columns.get(*c).expect("index of a known column");
+            assert!(ty.element().is_none(), "list columns are not indexed");
+        }
+        t.indexes
+            .push(columns.iter().map(|c| c.to_string()).collect());
+        self
+    }
+
+    /// The same tables without their indexes (what a read must return is
+    /// the same either way; tests compare the two).
+    pub fn without_indexes(mut self) -> Self {
+        for t in self.tables.values_mut() {
+            t.indexes.clear();
+        }
         self
     }
 
@@ -143,5 +169,8 @@ impl Schema {
                     ("users", ColumnType::List(Scalar::Text)),
                 ],
             )
+            // Upcoming rides between two areas, and a creator's rides.
+            .with_index("rides", &["source", "destination", "timestamp"])
+            .with_index("rides", &["created_by"])
     }
 }

@@ -13,6 +13,10 @@ pub(super) const META: u8 = b'm';
 pub(super) const REQUEST: u8 = b'r';
 /// Request-id index: `q` + seq (8 bytes BE) -> id, to forget old records.
 pub(super) const REQUEST_SEQ: u8 = b'q';
+/// Secondary index entries (see `index.rs`).
+pub(super) const INDEX: u8 = b'x';
+/// The index definitions the index entries were built for.
+pub(super) const INDEX_DEFS: &[u8] = b"mi";
 
 pub(super) const APPLIED_SEQ: &[u8] = b"ms";
 pub(super) const EPOCH: &[u8] = b"me";
@@ -26,7 +30,10 @@ const TAG_TEXT: u8 = b't';
 /// Whether `key` is one the store itself could have written; guards
 /// `install` against foreign snapshots.
 pub(super) fn is_known(key: &[u8]) -> bool {
-    matches!(key.first(), Some(&(DATA | META | REQUEST | REQUEST_SEQ)))
+    matches!(
+        key.first(),
+        Some(&(DATA | META | REQUEST | REQUEST_SEQ | INDEX))
+    )
 }
 
 /// The prefix of every row of `table`.

@@ -34,6 +34,7 @@
 //!   so a redelivered write can be answered from [`Store::replay`].
 
 mod cond;
+mod index;
 mod keys;
 mod read;
 mod snapshot;
@@ -59,6 +60,10 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// sled's page cache per store (its default is 1 GiB, a lot for a worker
+/// of a small service; reads past it go to the OS page cache).
+const CACHE_BYTES: u64 = 128 << 20;
+
 struct Inner {
     db: sled::Db,
     schema: Arc<Schema>,
@@ -82,7 +87,13 @@ fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
 impl Store {
     /// Opens (or creates) the store in directory `path`.
     pub fn open(path: &std::path::Path, schema: Arc<Schema>) -> Result<Store> {
-        Self::from_db(sled::Config::new().path(path).open()?, schema)
+        Self::from_db(
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(CACHE_BYTES)
+                .open()?,
+            schema,
+        )
     }
 
     /// A store that lives in a temporary directory, removed on drop.
@@ -91,6 +102,7 @@ impl Store {
     }
 
     fn from_db(db: sled::Db, schema: Arc<Schema>) -> Result<Store> {
+        index::ensure(&db, &schema)?;
         let applied = read_meta(&db, keys::APPLIED_SEQ)?;
         let epoch = read_meta(&db, keys::EPOCH)?;
         Ok(Store {

@@ -2,12 +2,12 @@
 //! `select` and `count`.
 
 use crate::error::Result;
-use crate::model::{Cond, Order, ReadOp, ReadResult, Row, Schema};
+use crate::model::{Cond, Order, ReadOp, ReadResult, Row, Schema, TableSchema};
 
-use super::cond::{column, matches_all, total_cmp};
+use super::cond::{column, total_cmp};
 use super::keys::{decode_row, row_key, table_prefix};
 use super::tx::Tx;
-use super::write::table;
+use super::write::{rows_where, table};
 
 pub(super) fn read(tx: &Tx, schema: &Schema, op: &ReadOp) -> Result<ReadResult> {
     match op {
@@ -30,13 +30,11 @@ pub(super) fn read(tx: &Tx, schema: &Schema, op: &ReadOp) -> Result<ReadResult> 
             order_by,
             limit,
         } => {
-            let prefix = table_prefix(&table(schema, t)?.name);
-            let rows = select(tx, &prefix, filter, order_by.as_ref(), *limit)?;
+            let rows = select(tx, table(schema, t)?, filter, order_by.as_ref(), *limit)?;
             Ok(ReadResult::Rows(project(rows, columns.as_deref())))
         }
         ReadOp::Count { table: t, filter } => {
-            let prefix = table_prefix(&table(schema, t)?.name);
-            count(tx, &prefix, filter).map(ReadResult::Count)
+            count(tx, table(schema, t)?, filter).map(ReadResult::Count)
         }
     }
 }
@@ -45,7 +43,7 @@ pub(super) fn read(tx: &Tx, schema: &Schema, op: &ReadOp) -> Result<ReadResult> 
 /// order) stops as soon as it has `limit` rows.
 fn select(
     tx: &Tx,
-    prefix: &[u8],
+    t: &TableSchema,
     filter: &[Cond],
     order: Option<&Order>,
     limit: Option<u64>,
@@ -54,40 +52,45 @@ fn select(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let early = if order.is_none() { limit } else { usize::MAX };
+    // Stop early only where the scan order is the answer's order: key
+    // order, without an order asked for and without an index.
+    let in_key_order = order.is_none() && super::index::plan(t, filter).is_none();
+    let early = if in_key_order { limit } else { usize::MAX };
     let mut rows = Vec::new();
-    tx.scan(prefix, |_, v| {
-        let row = decode_row(v)?;
-        if matches_all(&row, filter) {
-            rows.push(row);
-        }
+    rows_where(tx, t, filter, |k, row| {
+        rows.push((k.to_vec(), row));
         Ok(rows.len() < early)
     })?;
     if let Some(o) = order {
-        // A stable sort keeps equal rows in key (scan) order, also when
-        // descending, since only the comparison is reversed.
-        rows.sort_by(|a, b| {
+        // Equal rows keep primary-key order, also when descending (only
+        // the comparison is reversed), whichever index found them.
+        rows.sort_by(|(ka, a), (kb, b)| {
             let ord = total_cmp(column(a, &o.column), column(b, &o.column));
-            if o.desc {
-                ord.reverse()
-            } else {
-                ord
-            }
+            let ord = if o.desc { ord.reverse() } else { ord };
+            ord.then_with(|| ka.cmp(kb))
         });
+    } else {
+        // Without an order, rows come in primary-key order.
+        rows.sort_by(|(ka, _), (kb, _)| ka.cmp(kb));
     }
     rows.truncate(limit);
-    Ok(rows)
+    Ok(rows.into_iter().map(|(_, row)| row).collect())
 }
 
-fn count(tx: &Tx, prefix: &[u8], filter: &[Cond]) -> Result<u64> {
+fn count(tx: &Tx, t: &TableSchema, filter: &[Cond]) -> Result<u64> {
     let mut n = 0u64;
-    tx.scan(prefix, |_, v| {
+    if filter.is_empty() {
         // Without conditions there is no need to decode the rows.
-        if filter.is_empty() || matches_all(&decode_row(v)?, filter) {
+        tx.scan(&table_prefix(&t.name), |_, _| {
             n += 1;
-        }
-        Ok(true)
-    })?;
+            Ok(true)
+        })?;
+    } else {
+        rows_where(tx, t, filter, |_, _| {
+            n += 1;
+            Ok(true)
+        })?;
+    }
     Ok(n)
 }
 

@@ -10,6 +10,18 @@ use std::ops::Bound;
 
 use crate::error::Result;
 
+/// The smallest key greater than every key starting with `prefix`.
+pub(super) fn successor(prefix: &[u8]) -> Bound<Vec<u8>> {
+    let mut k = prefix.to_vec();
+    while let Some(last) = k.pop() {
+        if last < u8::MAX {
+            k.push(last + 1);
+            return Bound::Excluded(k);
+        }
+    }
+    Bound::Unbounded
+}
+
 pub(super) struct Tx<'a> {
     tree: &'a sled::Tree,
     /// Pending changes: `Some` is an insert, `None` a removal.
@@ -53,11 +65,22 @@ impl<'a> Tx<'a> {
         prefix: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        let mut tree_it = self.tree.scan_prefix(prefix);
+        let hi = successor(prefix);
+        self.scan_range(prefix, hi.as_ref().map(Vec::as_slice), &mut f)
+    }
+
+    /// Calls `f` on every live entry from `lo` (included) to `hi`, in key
+    /// order, merging the overlay over the tree; stops when `f` says false.
+    pub(super) fn scan_range(
+        &self,
+        lo: &[u8],
+        hi: Bound<&[u8]>,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut tree_it = self.tree.range::<&[u8], _>((Bound::Included(lo), hi));
         let mut over_it = self
             .overlay
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
+            .range::<[u8], _>((Bound::Included(lo), hi))
             .peekable();
         let mut next_tree = tree_it.next().transpose()?;
         loop {

@@ -4,8 +4,36 @@ use crate::error::{Error, Result};
 use crate::model::{Cond, Row, Schema, TableSchema, Value, WriteOp, WriteResult};
 
 use super::cond::matches_all;
+use super::index;
 use super::keys::{self, counter_key, decode_row, decode_u64, encode_row, row_key, table_prefix};
 use super::tx::Tx;
+
+/// Calls `f` on every row of `t` matching `filter` (with its tree key), in
+/// the order of the index the filter can use, else in key order; stops
+/// when `f` says false.
+pub(super) fn rows_where(
+    tx: &Tx,
+    t: &TableSchema,
+    filter: &[Cond],
+    mut f: impl FnMut(&[u8], Row) -> Result<bool>,
+) -> Result<()> {
+    let mut check = |k: &[u8], v: &[u8]| {
+        let row = decode_row(v)?;
+        if matches_all(&row, filter) {
+            f(k, row)
+        } else {
+            Ok(true)
+        }
+    };
+    match index::plan(t, filter) {
+        Some(plan) => index::scan(tx, &plan, |row_key| match tx.get(row_key)? {
+            Some(v) => check(row_key, &v),
+            // An entry without its row cannot be written by this store.
+            None => Ok(true),
+        }),
+        None => tx.scan(&table_prefix(&t.name), check),
+    }
+}
 
 /// Which rows an update or delete targets.
 enum Target<'a> {
@@ -80,7 +108,7 @@ fn insert(tx: &mut Tx, t: &TableSchema, row: &Row) -> Result<WriteResult> {
             t.name
         )));
     }
-    tx.put(k, encode_row(row)?);
+    index::put_row(tx, t, k, None, row, encode_row(row)?);
     Ok(WriteResult::Inserted { key: key.clone() })
 }
 
@@ -111,7 +139,8 @@ fn insert_auto(tx: &mut Tx, t: &TableSchema, row: &Row) -> Result<WriteResult> {
     };
     let mut row = row.clone();
     row.insert(t.key.clone(), key.clone());
-    tx.put(k, encode_row(&row)?);
+    let bytes = encode_row(&row)?;
+    index::put_row(tx, t, k, None, &row, bytes);
     tx.put(ck, next.to_be_bytes().to_vec());
     Ok(WriteResult::Inserted { key })
 }
@@ -128,11 +157,8 @@ fn targeted(tx: &Tx, t: &TableSchema, target: &Target) -> Result<Vec<(Vec<u8>, R
         }
         Target::Where(conds) => {
             let mut found = Vec::new();
-            tx.scan(&table_prefix(&t.name), |k, v| {
-                let row = decode_row(v)?;
-                if matches_all(&row, conds) {
-                    found.push((k.to_vec(), row));
-                }
+            rows_where(tx, t, conds, |k, row| {
+                found.push((k.to_vec(), row));
                 Ok(true)
             })?;
             Ok(found)
@@ -148,7 +174,8 @@ fn update(tx: &mut Tx, t: &TableSchema, target: Target, c: &Changes) -> Result<W
         change(t, &mut row, c)?;
         // Unchanged rows still count as matched but cost no write.
         if row != old {
-            tx.put(k, encode_row(&row)?);
+            let bytes = encode_row(&row)?;
+            index::put_row(tx, t, k, Some(&old), &row, bytes);
         }
     }
     Ok(WriteResult::Updated { matched })
@@ -194,24 +221,29 @@ fn as_list_mut<'v>(slot: &'v mut Value, col: &str) -> Result<&'v mut Vec<Value>>
 fn delete(tx: &mut Tx, t: &TableSchema, target: Target) -> Result<WriteResult> {
     let rows = targeted(tx, t, &target)?;
     let count = rows.len() as u64;
-    for (k, _) in rows {
-        tx.remove(k);
+    for (k, row) in rows {
+        index::remove_row(tx, t, k, &row);
     }
     Ok(WriteResult::Deleted { count })
 }
 
 /// Removes the rows and the auto-key counters of one table or of all.
 fn clear(tx: &mut Tx, schema: &Schema, name: Option<&str>) -> Result<WriteResult> {
-    let (rows, counters) = match name {
+    let (rows, indexes, counters) = match name {
         Some(name) => {
             let t = table(schema, name)?;
-            (table_prefix(&t.name), counter_key(&t.name))
+            (
+                table_prefix(&t.name),
+                index::table_prefix(&t.name),
+                counter_key(&t.name),
+            )
         }
-        None => (vec![keys::DATA], keys::COUNTER.to_vec()),
+        None => (vec![keys::DATA], vec![keys::INDEX], keys::COUNTER.to_vec()),
     };
     // A single table's counter key is exact, but scanning it as a prefix
     // would also catch `users2` when clearing `users`; so look it up.
     let mut doomed = tx.keys(&rows)?;
+    doomed.extend(tx.keys(&indexes)?);
     match name {
         Some(_) => doomed.extend(tx.contains(&counters)?.then_some(counters)),
         None => doomed.extend(tx.keys(&counters)?),

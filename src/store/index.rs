@@ -1,0 +1,266 @@
+//! Secondary indexes: entries `x` + table + 0x00 + index number + the
+//! indexed values (an order-preserving, self-delimiting encoding) + the
+//! row's tree key, each holding the row's tree key. They are written in the
+//! same batch as the row, so they are exactly as durable and as atomic.
+//!
+//! A read plans over them ([`plan`]): the index whose leading columns are
+//! fixed by the most `=` conditions wins, and a range condition on the next
+//! column narrows the scan further. The conditions are checked again on
+//! every row found, so a plan only has to find a superset.
+
+use std::ops::Bound;
+
+use crate::error::Result;
+use crate::model::{CmpOp, Cond, Row, Schema, TableSchema, Value};
+
+use super::keys::{self, decode_row, INDEX, INDEX_DEFS};
+use super::tx::{successor, Tx};
+
+/// Every index entry of `table` starts with this.
+pub(super) fn table_prefix(table: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(table.len() + 2);
+    k.push(INDEX);
+    k.extend_from_slice(table.as_bytes());
+    k.push(0);
+    k
+}
+
+fn index_prefix(table: &str, n: usize) -> Vec<u8> {
+    let mut k = table_prefix(table);
+    // Tables have few indexes; the schema builder is the only source.
+    k.push(u8::try_from(n).unwrap_or(u8::MAX));
+    k
+}
+
+/// Appends `v` so that byte order is value order within a type and no
+/// encoding is a prefix of another (text is escaped and terminated).
+fn encode(out: &mut Vec<u8>, v: Option<&Value>) {
+    match v {
+        None | Some(Value::Null) | Some(Value::List(_)) => out.push(b'n'),
+        Some(Value::Bool(b)) => out.extend_from_slice(&[b'b', u8::from(*b)]),
+        Some(Value::Int(i)) => {
+            out.push(b'i');
+            out.extend_from_slice(&((*i as u64) ^ (1 << 63)).to_be_bytes());
+        }
+        Some(Value::Text(s)) => {
+            out.push(b't');
+            for &b in s.as_bytes() {
+                out.push(b);
+                if b == 0 {
+                    out.push(0xff);
+                }
+            }
+            out.extend_from_slice(&[0, 1]);
+        }
+    }
+}
+
+/// The index entries of `row` (stored under tree key `row_key`).
+fn entries(t: &TableSchema, row: &Row, row_key: &[u8]) -> Vec<Vec<u8>> {
+    t.indexes
+        .iter()
+        .enumerate()
+        .map(|(n, cols)| {
+            let mut k = index_prefix(&t.name, n);
+            for c in cols {
+                encode(&mut k, row.get(c));
+            }
+            k.extend_from_slice(row_key);
+            k
+        })
+        .collect()
+}
+
+/// Writes a row and keeps its index entries in step (`old`: what the row
+/// held before, if anything).
+pub(super) fn put_row(
+    tx: &mut Tx,
+    t: &TableSchema,
+    row_key: Vec<u8>,
+    old: Option<&Row>,
+    row: &Row,
+    bytes: Vec<u8>,
+) {
+    let fresh = entries(t, row, &row_key);
+    if let Some(old) = old {
+        for stale in entries(t, old, &row_key) {
+            if !fresh.contains(&stale) {
+                tx.remove(stale);
+            }
+        }
+    }
+    for e in fresh {
+        tx.put(e, row_key.clone());
+    }
+    tx.put(row_key, bytes);
+}
+
+/// Removes a row and its index entries.
+pub(super) fn remove_row(tx: &mut Tx, t: &TableSchema, row_key: Vec<u8>, old: &Row) {
+    for e in entries(t, old, &row_key) {
+        tx.remove(e);
+    }
+    tx.remove(row_key);
+}
+
+/// A range of one index to scan instead of the table.
+pub(super) struct Plan {
+    pub lo: Vec<u8>,
+    pub hi: Bound<Vec<u8>>,
+}
+
+/// The best index range for `filter`, if any index applies.
+pub(super) fn plan(t: &TableSchema, filter: &[Cond]) -> Option<Plan> {
+    let eq = |col: &str| {
+        filter
+            .iter()
+            .find(|c| c.column == col && c.op == CmpOp::Eq)
+            .map(|c| &c.value)
+    };
+    let mut best: Option<(usize, Plan)> = None;
+    for (n, cols) in t.indexes.iter().enumerate() {
+        let mut prefix = index_prefix(&t.name, n);
+        let fixed = cols
+            .iter()
+            .map_while(|c| eq(c))
+            .inspect(|v| encode(&mut prefix, Some(v)))
+            .count();
+        if fixed == 0 || best.as_ref().is_some_and(|(f, _)| *f >= fixed) {
+            continue;
+        }
+        let plan = match cols.get(fixed) {
+            Some(next) => narrow(&prefix, next, filter),
+            None => Plan {
+                hi: successor(&prefix),
+                lo: prefix,
+            },
+        };
+        best = Some((fixed, plan));
+    }
+    best.map(|(_, p)| p)
+}
+
+/// Bounds the scan under `prefix` by the range conditions on `col`.
+fn narrow(prefix: &[u8], col: &str, filter: &[Cond]) -> Plan {
+    let mut plan = Plan {
+        lo: prefix.to_vec(),
+        hi: successor(prefix),
+    };
+    for c in filter.iter().filter(|c| c.column == col) {
+        let mut at = prefix.to_vec();
+        encode(&mut at, Some(&c.value));
+        let after = successor(&at);
+        match c.op {
+            CmpOp::Gt => raise(&mut plan.lo, after),
+            CmpOp::Ge => raise(&mut plan.lo, Bound::Included(at)),
+            CmpOp::Lt => lower(&mut plan.hi, Bound::Excluded(at)),
+            CmpOp::Le => lower(&mut plan.hi, after),
+            _ => {}
+        }
+    }
+    plan
+}
+
+fn raise(lo: &mut Vec<u8>, to: Bound<Vec<u8>>) {
+    if let Bound::Included(k) | Bound::Excluded(k) = to {
+        if k > *lo {
+            *lo = k;
+        }
+    }
+}
+
+fn lower(hi: &mut Bound<Vec<u8>>, to: Bound<Vec<u8>>) {
+    let tighter = match (&*hi, &to) {
+        (Bound::Excluded(h), Bound::Excluded(k)) => k < h,
+        (Bound::Unbounded, _) => true,
+        _ => false,
+    };
+    if tighter {
+        *hi = to;
+    }
+}
+
+/// Calls `f` with the tree key of every row in the plan's range.
+pub(super) fn scan(tx: &Tx, plan: &Plan, mut f: impl FnMut(&[u8]) -> Result<bool>) -> Result<()> {
+    tx.scan_range(
+        &plan.lo,
+        plan.hi.as_ref().map(Vec::as_slice),
+        |_, row_key| f(row_key),
+    )
+}
+
+/// What the schema's indexes are, as stored beside their entries.
+fn definitions(schema: &Schema) -> Vec<u8> {
+    let mut defs = String::new();
+    for t in schema.tables() {
+        for cols in &t.indexes {
+            defs.push_str(&format!("{}({});", t.name, cols.join(",")));
+        }
+    }
+    defs.into_bytes()
+}
+
+/// Rebuilds every index entry when the schema's indexes differ from those
+/// the entries were built for (a store made before an index was added).
+pub(super) fn ensure(tree: &sled::Tree, schema: &Schema) -> Result<()> {
+    let defs = definitions(schema);
+    if tree.get(INDEX_DEFS)?.as_deref() == Some(defs.as_slice()) {
+        return Ok(());
+    }
+    let mut tx = Tx::new(tree);
+    for k in tx.keys(&[INDEX])? {
+        tx.remove(k);
+    }
+    for t in schema.tables() {
+        let mut rows = Vec::new();
+        tx.scan(&keys::table_prefix(&t.name), |k, v| {
+            rows.push((k.to_vec(), decode_row(v)?));
+            Ok(true)
+        })?;
+        for (row_key, row) in rows {
+            for e in entries(t, &row, &row_key) {
+                tx.put(e, row_key.clone());
+            }
+        }
+    }
+    tx.put(INDEX_DEFS.to_vec(), defs);
+    tree.apply_batch(tx.into_batch())?;
+    tree.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&mut out, Some(v));
+        out
+    }
+
+    #[test]
+    fn encodings_keep_order_and_are_prefix_free() {
+        let ints = [i64::MIN, -5, 0, 7, i64::MAX].map(Value::Int);
+        assert!(ints.windows(2).all(|w| enc(&w[0]) < enc(&w[1])));
+        let texts = ["", "\0", "a", "a\0", "a\0b", "ab", "b"].map(Value::from);
+        assert!(
+            texts.windows(2).all(|w| enc(&w[0]) < enc(&w[1])),
+            "{texts:?}"
+        );
+        for a in &texts {
+            for b in &texts {
+                if a != b {
+                    assert!(!enc(b).starts_with(&enc(a)), "{a:?} prefixes {b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn successor_bounds_every_extension() {
+        assert_eq!(successor(b"ab"), Bound::Excluded(b"ac".to_vec()));
+        assert_eq!(successor(&[1, 0xff]), Bound::Excluded(vec![2]));
+        assert_eq!(successor(&[0xff, 0xff]), Bound::Unbounded);
+    }
+}
