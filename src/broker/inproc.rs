@@ -86,7 +86,10 @@ impl InProcBroker {
         if requeue {
             q.ready.push_front((msg, true));
         }
-        dispatch(self, &mut st, queue);
+        let mut out = Outbox::new();
+        dispatch(self, &mut st, queue, &mut out);
+        drop(st);
+        deliver(out);
     }
 
     fn cancel(&self, queue: &str, consumer: u64) {
@@ -113,12 +116,27 @@ impl InProcBroker {
             }
             return;
         }
-        dispatch(self, &mut st, queue);
+        let mut out = Outbox::new();
+        dispatch(self, &mut st, queue, &mut out);
+        drop(st);
+        deliver(out);
+    }
+}
+
+/// Deliveries chosen under the lock, sent after it is released (sending
+/// wakes the consumer's thread, which should not wait for the lock).
+type Outbox = Vec<(mpsc::UnboundedSender<Delivery>, Delivery)>;
+
+/// Sends what `dispatch` chose. A consumer that went away meanwhile is
+/// cancelled by its own drop, which requeues what it held, these included.
+fn deliver(outbox: Outbox) {
+    for (tx, d) in outbox {
+        let _ = tx.send(d);
     }
 }
 
 /// Hands ready messages to consumers with room, round robin.
-fn dispatch(broker: &InProcBroker, st: &mut State, queue: &str) {
+fn dispatch(broker: &InProcBroker, st: &mut State, queue: &str, out: &mut Outbox) {
     let State {
         queues, next_tag, ..
     } = st;
@@ -143,14 +161,9 @@ fn dispatch(broker: &InProcBroker, st: &mut State, queue: &str) {
             tag,
         };
         let slot = &mut q.consumers[pick];
-        let delivery = Delivery::new(msg.clone(), redelivered, Box::new(acker));
-        if slot.tx.send(delivery).is_err() {
-            // The consumer is gone without cancelling: treat it as cancelled.
-            q.consumers.remove(pick);
-            q.ready.push_front((msg, redelivered));
-            continue;
-        }
         slot.held += 1;
+        let delivery = Delivery::new(msg.clone(), redelivered, Box::new(acker));
+        out.push((slot.tx.clone(), delivery));
         q.unacked.insert(tag, (slot.id, msg));
     }
 }
@@ -242,7 +255,10 @@ impl Broker for InProcBroker {
             .ok_or_else(|| no_queue(queue))?
             .ready
             .push_back((msg, false));
-        dispatch(self, &mut st, queue);
+        let mut out = Outbox::new();
+        dispatch(self, &mut st, queue, &mut out);
+        drop(st);
+        deliver(out);
         Ok(())
     }
 
@@ -253,12 +269,15 @@ impl Broker for InProcBroker {
             .get(exchange)
             .ok_or_else(|| Error::Unavailable(format!("no exchange {exchange:?}")))?
             .clone();
+        let mut out = Outbox::new();
         for queue in bound {
             if let Some(q) = st.queues.get_mut(&queue) {
                 q.ready.push_back((msg.clone(), false));
-                dispatch(self, &mut st, &queue);
+                dispatch(self, &mut st, &queue, &mut out);
             }
         }
+        drop(st);
+        deliver(out);
         Ok(())
     }
 
@@ -277,7 +296,10 @@ impl Broker for InProcBroker {
                 held: 0,
                 tx,
             });
-        dispatch(self, &mut st, queue);
+        let mut out = Outbox::new();
+        dispatch(self, &mut st, queue, &mut out);
+        drop(st);
+        deliver(out);
         let guard = CancelOnDrop {
             broker: self.clone(),
             queue: queue.to_owned(),

@@ -113,14 +113,25 @@ pub async fn a_late_slave_catches_up_by_snapshot_and_sync_without_a_gap(b: Arc<d
         .unwrap();
     writer.await.unwrap();
     let rt = c.runtime.clone();
-    eventually("the late slave to apply all 600 writes", DEADLINE, || {
-        let rt = rt.clone();
-        async move {
-            rt.status(9)
-                .await
-                .is_ok_and(|s| s.ready && s.applied_seq == 600)
-        }
-    })
+    eventually(
+        "every worker, the late slave too, to apply all 600 writes",
+        DEADLINE,
+        || {
+            let rt = rt.clone();
+            async move {
+                for id in [1, 2, 9] {
+                    if !rt
+                        .status(id)
+                        .await
+                        .is_ok_and(|s| s.ready && s.applied_seq == 600)
+                    {
+                        return false;
+                    }
+                }
+                true
+            }
+        },
+    )
     .await;
     c.stop().await;
     let all = stores(dir.path(), &[1, 2, 9]);
