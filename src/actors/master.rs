@@ -105,9 +105,26 @@ impl Actor for MasterWorker {
 impl StreamHandler<Vec<Delivery>> for MasterWorker {
     fn handle(&mut self, batch: Vec<Delivery>, ctx: &mut Context<Self>) {
         let (store, broker, epoch) = (self.store.clone(), self.broker.clone(), self.epoch);
-        // `wait`: one group at a time, so the order of writes is the order
-        // of `writeQ`.
-        ctx.wait(commit_group(store, broker, epoch, batch).into_actor(self));
+        let requests = decode_all(&batch);
+        // Applying waits (`wait`): one group at a time, in `writeQ` order.
+        // Syncing and replying does not: while the broker confirms one
+        // group's syncs, the next group is applied and flushed. Each group
+        // is still answered only after its own syncs are confirmed.
+        let apply = blocking(move || apply_all(&store, epoch, requests));
+        ctx.wait(apply.into_actor(self).map(move |applied, act, ctx| {
+            let finish = async move {
+                match applied {
+                    Ok(outcomes) => finish_group(broker.as_ref(), batch, outcomes).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "group commit failed; requeueing the group");
+                        for d in batch {
+                            let _ = d.nack(true).await;
+                        }
+                    }
+                }
+            };
+            ctx.spawn(finish.into_actor(act));
+        }));
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
@@ -116,9 +133,9 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
     }
 }
 
-/// Applies, flushes, syncs, replies, acknowledges: one group commit.
-async fn commit_group(store: Store, broker: Arc<dyn Broker>, epoch: u64, batch: Vec<Delivery>) {
-    let requests: Vec<Option<MasterRequest>> = batch
+/// The requests of a group; what does not decode is dropped later.
+fn decode_all(batch: &[Delivery]) -> Vec<Option<MasterRequest>> {
+    batch
         .iter()
         .map(|d| match wire::decode(&d.message.body) {
             Ok(r) => Some(r),
@@ -127,23 +144,7 @@ async fn commit_group(store: Store, broker: Arc<dyn Broker>, epoch: u64, batch: 
                 None
             }
         })
-        .collect();
-    let applied = tokio::task::spawn_blocking(move || apply_all(&store, epoch, requests)).await;
-    let outcomes = match applied {
-        Ok(Ok(outcomes)) => outcomes,
-        failed => {
-            let e = failed.map_or_else(
-                |j| j.to_string(),
-                |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
-            );
-            tracing::error!(error = %e, "group commit failed; requeueing the group");
-            for d in batch {
-                let _ = d.nack(true).await;
-            }
-            return;
-        }
-    };
-    finish_group(broker.as_ref(), batch, outcomes).await;
+        .collect()
 }
 
 /// The blocking part: every request in order, then one flush.

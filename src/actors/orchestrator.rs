@@ -67,13 +67,17 @@ impl Orchestrator {
             reply_to: Some(RESPONSE_Q.to_owned()),
         };
         async move {
-            broker.publish(queue, msg).await?;
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, rx).await {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(_)) | Err(_) => Err(Error::Unavailable(format!(
-                    "no reply from {queue} within {ATTEMPT_TIMEOUT:?}"
-                ))),
+            // The reply may come before the broker confirms the request (a
+            // worker answers what it got): either ends the wait, and only a
+            // refused publish is an error. Durability is the master's
+            // business: it answers after its flush and confirmed syncs.
+            let reply = tokio::time::timeout(ATTEMPT_TIMEOUT, rx);
+            tokio::pin!(reply);
+            tokio::select! {
+                r = &mut reply => return answer(r, queue),
+                published = broker.publish(queue, msg) => published?,
             }
+            answer(reply.await, queue)
         }
     }
 
@@ -207,6 +211,21 @@ impl Handler<DbWrite> for Orchestrator {
                 other => Err(unexpected(&other)),
             }
         })
+    }
+}
+
+type Waited = std::result::Result<
+    std::result::Result<Reply, oneshot::error::RecvError>,
+    tokio::time::error::Elapsed,
+>;
+
+/// The reply an attempt waited for, or why there is none.
+fn answer(r: Waited, queue: &str) -> Result<Reply> {
+    match r {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(_)) | Err(_) => Err(Error::Unavailable(format!(
+            "no reply from {queue} within {ATTEMPT_TIMEOUT:?}"
+        ))),
     }
 }
 
