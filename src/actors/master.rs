@@ -15,7 +15,9 @@ use super::orchestrator::RESUBSCRIBE;
 use super::{blocking, reply_to};
 use crate::broker::{self, Broker, Delivery, Message, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
-use crate::model::wire::{self, MasterRequest, Reply, Snapshot, SyncMessage, WriteRequest};
+use crate::model::wire::{
+    self, MasterRequest, Reply, Snapshot, SyncBatch, SyncMessage, WriteRequest,
+};
 use crate::model::{validate_write, WriteReply};
 use crate::store::Store;
 
@@ -106,15 +108,21 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
     fn handle(&mut self, batch: Vec<Delivery>, ctx: &mut Context<Self>) {
         let (store, broker, epoch) = (self.store.clone(), self.broker.clone(), self.epoch);
         let requests = decode_all(&batch);
+        let (size, started) = (batch.len(), std::time::Instant::now());
         // Applying waits (`wait`): one group at a time, in `writeQ` order.
         // Syncing and replying does not: while the broker confirms one
         // group's syncs, the next group is applied and flushed. Each group
         // is still answered only after its own syncs are confirmed.
         let apply = blocking(move || apply_all(&store, epoch, requests));
         ctx.wait(apply.into_actor(self).map(move |applied, act, ctx| {
+            let applied_in = started.elapsed();
             let finish = async move {
                 match applied {
-                    Ok(outcomes) => finish_group(broker.as_ref(), batch, outcomes).await,
+                    Ok(outcomes) => {
+                        finish_group(broker.as_ref(), batch, outcomes).await;
+                        let total = started.elapsed();
+                        tracing::debug!(size, ?applied_in, ?total, "group committed");
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "group commit failed; requeueing the group");
                         for d in batch {
@@ -214,41 +222,75 @@ fn apply_write(store: &Store, epoch: u64, w: WriteRequest) -> Result<Outcome> {
 
 /// Publishes the syncs (all confirmed), then replies and acknowledges.
 async fn finish_group(broker: &dyn Broker, batch: Vec<Delivery>, outcomes: Vec<Outcome>) {
-    let syncs = outcomes.iter().map(|o| match o {
-        Outcome::Applied(sync, _) => {
-            Some(broker.publish_fanout(SYNC_X, Message::new(wire::encode(sync))))
-        }
-        _ => None,
+    let (runs, run_of) = sync_runs(&outcomes);
+    let publish = runs.iter().map(|run| async move {
+        let msg = Message::new(wire::encode(run));
+        broker.publish_fanout(SYNC_X, msg).await.is_ok()
     });
-    let confirmed: Vec<bool> = futures::future::join_all(syncs.map(|p| async move {
-        match p {
-            Some(p) => p.await.is_ok(),
-            None => true,
+    let published: Vec<bool> = futures::future::join_all(publish).await;
+    let confirmed = run_of.iter().map(|run| run.is_none_or(|r| published[r]));
+    // Replies go out together: one at a time, each would wait for its own
+    // publisher confirm.
+    let settle = batch
+        .into_iter()
+        .zip(outcomes)
+        .zip(confirmed)
+        .map(|((d, outcome), synced)| settle(broker, d, outcome, synced));
+    futures::future::join_all(settle).await;
+}
+
+/// The group's applied writes as runs of consecutive sequence numbers (one
+/// sync message each), and which run each outcome went into.
+fn sync_runs(outcomes: &[Outcome]) -> (Vec<SyncBatch>, Vec<Option<usize>>) {
+    let mut applied: Vec<(usize, &SyncMessage)> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Outcome::Applied(sync, _) => Some((i, sync)),
+            _ => None,
+        })
+        .collect();
+    applied.sort_by_key(|(_, s)| s.seq);
+    let mut runs: Vec<SyncBatch> = Vec::new();
+    let mut run_of = vec![None; outcomes.len()];
+    for (i, sync) in applied {
+        let follows = runs
+            .last()
+            .and_then(|r| r.last())
+            .is_some_and(|last| last.seq + 1 == sync.seq);
+        if !follows {
+            runs.push(Vec::new());
         }
-    }))
-    .await;
-    for ((d, outcome), synced) in batch.into_iter().zip(outcomes).zip(confirmed) {
-        if !synced {
-            // Not acknowledged: requeued, and replayed (synced again) later.
-            let _ = d.nack(true).await;
-            continue;
+        if let Some(run) = runs.last_mut() {
+            run.push(sync.clone());
         }
-        let reply = match outcome {
-            Outcome::Applied(_, r) => Reply::Write(Ok(r)),
-            Outcome::Refused(e) => Reply::Write(Err(e)),
-            Outcome::Snapshot(s) => Reply::Snapshot(s),
-            Outcome::Garbage => {
-                let _ = d.nack(false).await;
-                continue;
-            }
-        };
-        if let Err(e) = reply_to(broker, &d, &reply).await {
-            tracing::warn!(error = %e, "reply failed; requeueing");
-            let _ = d.nack(true).await;
-            continue;
-        }
-        let _ = d.ack().await;
+        run_of[i] = Some(runs.len() - 1);
     }
+    (runs, run_of)
+}
+
+/// Replies to one request of a group and acknowledges it; or requeues it
+/// (its sync was not confirmed: it is replayed, and synced again, later).
+async fn settle(broker: &dyn Broker, d: Delivery, outcome: Outcome, synced: bool) {
+    if !synced {
+        let _ = d.nack(true).await;
+        return;
+    }
+    let reply = match outcome {
+        Outcome::Applied(_, r) => Reply::Write(Ok(r)),
+        Outcome::Refused(e) => Reply::Write(Err(e)),
+        Outcome::Snapshot(s) => Reply::Snapshot(s),
+        Outcome::Garbage => {
+            let _ = d.nack(false).await;
+            return;
+        }
+    };
+    if let Err(e) = reply_to(broker, &d, &reply).await {
+        tracing::warn!(error = %e, "reply failed; requeueing");
+        let _ = d.nack(true).await;
+        return;
+    }
+    let _ = d.ack().await;
 }
 
 impl Handler<GetStatus> for MasterWorker {

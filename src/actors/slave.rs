@@ -19,7 +19,7 @@ use super::orchestrator::RESUBSCRIBE;
 use super::{blocking, reply_to, MasterWorker};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
-use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, Snapshot, SyncMessage};
+use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, Snapshot, SyncBatch};
 use crate::model::ReadReply;
 use crate::store::Store;
 
@@ -39,7 +39,8 @@ pub struct SlaveWorker {
     /// Caught up: snapshot installed (or found current).
     ready: bool,
     /// Sync messages ahead of `applied`, by sequence number.
-    pending: BTreeMap<u64, (SyncMessage, Delivery)>,
+    /// Sync batches ahead of `applied`, by their first sequence number.
+    pending: BTreeMap<u64, (SyncBatch, Delivery)>,
     parked: Vec<Parked>,
     reads_served: u64,
     /// The consumers: the sync queue, `readQ`, a pending snapshot answer.
@@ -57,7 +58,7 @@ struct Parked {
 }
 
 /// A group of deliveries from this slave's sync queue.
-struct SyncBatch(Vec<Delivery>);
+struct SyncDeliveries(Vec<Delivery>);
 /// A group of deliveries from `readQ`.
 struct ReadBatch(Vec<Delivery>);
 /// The master's answer to a snapshot request.
@@ -95,7 +96,7 @@ impl SlaveWorker {
         };
         ctx.wait(setup.into_actor(self).map(move |res, act, ctx| match res {
             Ok(sync) => {
-                act.sync = Some(ctx.add_stream(sync.ready_chunks(512).map(SyncBatch)));
+                act.sync = Some(ctx.add_stream(sync.ready_chunks(512).map(SyncDeliveries)));
                 if !act.ready {
                     act.ask_snapshot(ctx, act.applied, RESUBSCRIBE.0);
                 }
@@ -139,20 +140,33 @@ impl SlaveWorker {
         }));
     }
 
-    /// Applies the run of pending syncs that follows `applied`.
+    /// Applies the run of pending sync batches that follows `applied`.
     fn apply_pending(&mut self, ctx: &mut Context<Self>) {
+        let mut next = self.applied + 1;
         let mut run = Vec::new();
-        while let Some((msg, d)) = self.pending.remove(&(self.applied + 1 + run.len() as u64)) {
-            run.push((msg, d));
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > next {
+                break; // a gap: wait for what fills it
+            }
+            let (batch, d) = entry.remove();
+            if last_seq(&batch) >= next {
+                next = last_seq(&batch) + 1;
+                run.push((batch, d));
+            } else {
+                actix::spawn(d.ack()); // wholly applied already
+            }
         }
         if run.is_empty() {
             return;
         }
-        let (msgs, deliveries): (Vec<_>, Vec<_>) = run.into_iter().unzip();
+        let (batches, deliveries): (Vec<_>, Vec<_>) = run.into_iter().unzip();
         let store = self.store.clone();
         let apply = blocking(move || {
-            for m in &msgs {
-                store.apply(m.seq, m.request_id, &m.op)?;
+            for m in batches.iter().flatten() {
+                // A batch may start below what a snapshot already holds.
+                if m.seq > store.applied_seq() {
+                    store.apply(m.seq, m.request_id, &m.op)?;
+                }
             }
             Ok(store.applied_seq())
         });
@@ -256,6 +270,11 @@ impl SlaveWorker {
     }
 }
 
+/// The last sequence number of a (non-empty, checked) sync batch.
+fn last_seq(batch: &SyncBatch) -> u64 {
+    batch.last().map_or(0, |m| m.seq)
+}
+
 /// Declares a private reply queue, consumes it, and asks for a snapshot.
 async fn request_snapshot(broker: &dyn Broker, id: u64, have_seq: u64) -> Result<broker::Consumer> {
     let reply_q = format!("snapshot.{id}.{}", fastrand::u64(..));
@@ -287,10 +306,10 @@ impl Actor for SlaveWorker {
     }
 }
 
-impl StreamHandler<SyncBatch> for SlaveWorker {
-    fn handle(&mut self, SyncBatch(batch): SyncBatch, ctx: &mut Context<Self>) {
+impl StreamHandler<SyncDeliveries> for SlaveWorker {
+    fn handle(&mut self, SyncDeliveries(batch): SyncDeliveries, ctx: &mut Context<Self>) {
         for d in batch {
-            let msg: SyncMessage = match wire::decode(&d.message.body) {
+            let batch = match wire::decode_sync(&d.message.body) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(worker = self.id, error = %e, "bad sync message dropped");
@@ -300,13 +319,12 @@ impl StreamHandler<SyncBatch> for SlaveWorker {
                     continue;
                 }
             };
-            if msg.seq <= self.applied || self.pending.contains_key(&msg.seq) {
-                actix::spawn(async move {
-                    let _ = d.ack().await;
-                });
+            let first = batch[0].seq;
+            if last_seq(&batch) <= self.applied || self.pending.contains_key(&first) {
+                actix::spawn(d.ack()); // a duplicate
                 continue;
             }
-            self.pending.insert(msg.seq, (msg, d));
+            self.pending.insert(first, (batch, d));
         }
         if self.ready {
             self.apply_pending(ctx);
@@ -347,10 +365,13 @@ impl StreamHandler<SnapshotAnswer> for SlaveWorker {
                 act.applied = seq;
                 act.ready = true;
                 // What the snapshot already holds is settled.
-                let ahead = act.pending.split_off(&(seq + 1));
-                let covered = std::mem::replace(&mut act.pending, ahead);
-                let acks = covered.into_values().map(|(_, d)| d.ack());
-                actix::spawn(futures::future::join_all(acks));
+                for (first, (batch, d)) in std::mem::take(&mut act.pending) {
+                    if last_seq(&batch) <= seq {
+                        actix::spawn(d.ack());
+                    } else {
+                        act.pending.insert(first, (batch, d));
+                    }
+                }
                 act.apply_pending(ctx);
                 if act.reads.is_none() {
                     act.subscribe_reads(ctx, RESUBSCRIBE.0);

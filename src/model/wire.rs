@@ -49,6 +49,22 @@ pub struct SyncMessage {
     pub op: WriteOp,
 }
 
+/// What one message on `syncQ` carries: writes with consecutive sequence
+/// numbers (a group commit's, so one publish and one confirm per group).
+pub type SyncBatch = Vec<SyncMessage>;
+
+/// Decodes a sync batch, refusing an empty or non-consecutive one.
+pub fn decode_sync(bytes: &[u8]) -> Result<SyncBatch> {
+    let batch: SyncBatch = decode(bytes)?;
+    let consecutive = batch
+        .windows(2)
+        .all(|w| w[0].seq.checked_add(1) == Some(w[1].seq));
+    if batch.is_empty() || !consecutive {
+        return Err(Error::BadMessage("sync batch not consecutive".into()));
+    }
+    Ok(batch)
+}
+
 /// A snapshot of a worker's whole database at sequence number `seq`: the
 /// raw entries of its store.
 #[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
@@ -122,5 +138,19 @@ mod tests {
         assert!(decode::<ReadRequest>(&bytes).is_err());
         assert!(decode::<ReadRequest>(&[]).is_err());
         assert!(decode::<ReadRequest>(&[VERSION, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn sync_batches_must_be_consecutive() {
+        let m = |seq| SyncMessage {
+            seq,
+            epoch: 1,
+            request_id: 0,
+            op: crate::model::WriteOp::Clear { table: None },
+        };
+        assert_eq!(decode_sync(&encode(&vec![m(3), m(4)])).unwrap().len(), 2);
+        for bad in [vec![], vec![m(3), m(5)], vec![m(4), m(3)], vec![m(3), m(3)]] {
+            assert!(decode_sync(&encode(&bad)).is_err(), "{bad:?}");
+        }
     }
 }

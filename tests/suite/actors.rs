@@ -152,7 +152,7 @@ pub async fn a_duplicate_sync_message_is_ignored(b: Arc<dyn Broker>) {
         op: user("ghost"),
     };
     c.broker
-        .publish_fanout(SYNC_X, Message::new(wire::encode(&dup)))
+        .publish_fanout(SYNC_X, Message::new(wire::encode(&vec![dup])))
         .await
         .unwrap();
     c.orchestrator.write(user("next")).await.unwrap();
