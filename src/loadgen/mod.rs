@@ -1,7 +1,7 @@
 //! `dbaas loadgen`: drives load against a running system and reports
 //! throughput and latency.
 //!
-//! Three workloads:
+//! Four workloads:
 //! - `read`: `db/read` point lookups (`get` on `users`) against the
 //!   orchestrator, over rows `lg-0` .. `lg-<keys-1>` seeded first through
 //!   `db/write` batches (idempotent: rows left by an earlier run are
@@ -10,7 +10,11 @@
 //!   reruns never collide; a 409 counts as an error);
 //! - `rideshare`: a mix of RideShare calls through the gateway, per virtual
 //!   user: add users (10%), create rides (20%), list upcoming rides (40%),
-//!   join rides (15%) and show ride details (15%).
+//!   join rides (15%) and show ride details (15%);
+//! - `amqp-echo`: no DBaaS at all, but the raw request/reply limit of the
+//!   RabbitMQ at `--amqp`: echo servers and clients doing over lapin what
+//!   the slaves and the orchestrator do for a read, minus the storage and
+//!   the HTTP (see [`echo`]).
 //!
 //! Each of `--concurrency` tasks keeps one request in flight at a time
 //! (closed loop) over one shared HTTP client. Every answer's status is
@@ -23,8 +27,10 @@
 //! and nothing is allocated per request beyond what reqwest needs (and the
 //! unique body of a `write` or `rideshare` request). With `--server-pid` the
 //! CPU time of both processes (and of each server thread) over the measured
-//! window is read from `/proc` and reported.
+//! window is read from `/proc` and reported, and with `--pid NAME=PID` that
+//! of other processes too (workers, the broker).
 
+mod echo;
 mod procstat;
 mod report;
 mod workload;
@@ -37,6 +43,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::{Error, Result};
+use procstat::NamedPid;
 use report::{Report, TaskStats};
 use workload::{Shared, Task};
 
@@ -54,6 +61,9 @@ pub enum Workload {
     Write,
     /// A RideShare mix through the gateway.
     Rideshare,
+    /// The raw AMQP request/reply limit: lapin echo servers and clients
+    /// over the RabbitMQ at --amqp (no DBaaS involved).
+    AmqpEcho,
 }
 
 impl Workload {
@@ -62,6 +72,7 @@ impl Workload {
             Workload::Read => "read",
             Workload::Write => "write",
             Workload::Rideshare => "rideshare",
+            Workload::AmqpEcho => "amqp-echo",
         }
     }
 }
@@ -111,6 +122,27 @@ pub struct LoadArgs {
     /// window, from /proc (Linux); meant for the server's pid.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// Also measure the CPU of this process over the measured window, shown
+    /// under NAME (a worker, the broker's VM); may be repeated.
+    #[arg(long = "pid", value_name = "NAME=PID")]
+    pub pids: Vec<NamedPid>,
+    /// `amqp-echo`: the RabbitMQ to measure (amqp://user:pass@host:port/vhost).
+    #[arg(long, value_name = "URL")]
+    pub amqp: Option<String>,
+    /// `amqp-echo`: echo servers, each on a thread and a connection of its
+    /// own (like the slaves of `dbaas up --slaves 2`).
+    #[arg(long, value_name = "N", default_value_t = echo::DEFAULT_SERVERS)]
+    pub echo_servers: usize,
+    /// `amqp-echo`: each echo server's prefetch (a slave's on readQ).
+    #[arg(long, value_name = "N", default_value_t = echo::SLAVE_PREFETCH)]
+    pub echo_prefetch: u16,
+    /// `amqp-echo`: bytes per request (and reply).
+    #[arg(long, value_name = "N", default_value_t = echo::DEFAULT_BYTES)]
+    pub echo_bytes: usize,
+    /// `amqp-echo`: persistent requests to a durable queue, as writes go to
+    /// writeQ (the default is transient, as reads go to readQ).
+    #[arg(long)]
+    pub echo_persistent: bool,
 }
 
 /// When the measurement ends.
@@ -135,6 +167,8 @@ struct Plan {
     timeout: Duration,
     json: bool,
     server_pid: Option<u32>,
+    pids: Vec<NamedPid>,
+    echo: Option<echo::EchoConfig>,
 }
 
 fn seconds(name: &str, secs: f64, allow_zero: bool) -> Result<Duration> {
@@ -148,18 +182,46 @@ fn seconds(name: &str, secs: f64, allow_zero: bool) -> Result<Duration> {
 
 impl Plan {
     fn new(args: LoadArgs) -> Result<Plan> {
-        let default = match args.workload {
-            Workload::Read | Workload::Write => DEFAULT_ORCHESTRATOR,
-            Workload::Rideshare => DEFAULT_GATEWAY,
+        let timeout = seconds("timeout", args.timeout, false)?;
+        let (target, echo) = if args.workload == Workload::AmqpEcho {
+            let Some(url) = args.amqp else {
+                return Err(Error::bad("amqp-echo needs --amqp URL"));
+            };
+            if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
+                return Err(Error::bad(format!(
+                    "--amqp {:?} is not an amqp:// URL",
+                    echo::redact(&url)
+                )));
+            }
+            if args.echo_servers == 0 || args.echo_prefetch == 0 {
+                return Err(Error::bad(
+                    "--echo-servers and --echo-prefetch must be at least 1",
+                ));
+            }
+            let config = echo::EchoConfig {
+                url: url.clone(),
+                servers: args.echo_servers,
+                prefetch: args.echo_prefetch,
+                bytes: args.echo_bytes,
+                persistent: args.echo_persistent,
+                timeout,
+            };
+            (echo::redact(&url), Some(config))
+        } else {
+            let default = match args.workload {
+                Workload::Rideshare => DEFAULT_GATEWAY,
+                _ => DEFAULT_ORCHESTRATOR,
+            };
+            let target = args
+                .target
+                .as_deref()
+                .unwrap_or(default)
+                .trim_end_matches('/')
+                .to_owned();
+            reqwest::Url::parse(&target)
+                .map_err(|e| Error::bad(format!("--target {target:?}: {e}")))?;
+            (target, None)
         };
-        let target = args
-            .target
-            .as_deref()
-            .unwrap_or(default)
-            .trim_end_matches('/')
-            .to_owned();
-        reqwest::Url::parse(&target)
-            .map_err(|e| Error::bad(format!("--target {target:?}: {e}")))?;
         if args.concurrency == 0 {
             return Err(Error::bad("--concurrency must be at least 1"));
         }
@@ -186,9 +248,11 @@ impl Plan {
             seed: !args.no_seed,
             eventual: args.eventual,
             threads: args.threads,
-            timeout: seconds("timeout", args.timeout, false)?,
+            timeout,
             json: args.json,
             server_pid: args.server_pid,
+            pids: args.pids,
+            echo,
         })
     }
 }
@@ -323,7 +387,29 @@ fn progress_bar(plan: &Plan) -> Option<ProgressBar> {
 async fn drive(plan: &Plan) -> Result<Report> {
     let client = client(plan)?;
     let bar = progress_bar(plan);
-    let shared = Shared::new(plan.workload, &plan.target, plan.keys, plan.eventual)?;
+    let mut echo = None;
+    let shared = match &plan.echo {
+        Some(cfg) => {
+            let rig = echo::start(cfg, &workload::run_prefix()).await?;
+            let shared = Shared::Echo(rig.client.clone());
+            echo = Some(rig);
+            shared
+        }
+        None => Shared::new(plan.workload, &plan.target, plan.keys, plan.eventual)?,
+    };
+    let result = run_tasks(plan, client, bar, &shared).await;
+    if let Some(mut rig) = echo {
+        rig.stop().await;
+    }
+    result
+}
+
+async fn run_tasks(
+    plan: &Plan,
+    client: reqwest::Client,
+    bar: Option<ProgressBar>,
+    shared: &Shared,
+) -> Result<Report> {
     let mut seeded = None;
     if plan.workload == Workload::Read && plan.seed {
         if let Some(bar) = &bar {
@@ -344,17 +430,18 @@ async fn drive(plan: &Plan) -> Result<Report> {
     let started = Instant::now();
     let tasks: Vec<_> = (0..plan.concurrency)
         .map(|i| {
-            let task = Task::new(&shared, client.clone(), i);
+            let task = Task::new(shared, client.clone(), i);
             tokio::spawn(virtual_user(task, ctl.clone()))
         })
         .collect();
 
     // CPU use over the measured window, sampled when it opens.
     let pid = plan.server_pid;
+    let pids = plan.pids.clone();
     let measure_from = ctl.measure_from;
     let cpu_start = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
-        procstat::Sample::take(pid)
+        procstat::Sample::take(pid, &pids)
     });
 
     let ticker = bar.clone().map(|bar| {
@@ -394,7 +481,7 @@ async fn drive(plan: &Plan) -> Result<Report> {
             Err(e) => return Err(Error::Storage(format!("a load task failed: {e}"))),
         }
     }
-    let cpu_end = procstat::Sample::take(pid);
+    let cpu_end = procstat::Sample::take(pid, &plan.pids);
     if let Some(t) = ticker {
         t.abort();
     }
@@ -406,7 +493,7 @@ async fn drive(plan: &Plan) -> Result<Report> {
     let cpu = cpu_start
         .await
         .ok()
-        .map(|start| procstat::usage(&start, &cpu_end));
+        .map(|start| procstat::usage(&start, &cpu_end, &plan.pids));
 
     Ok(Report::build(report::RunInfo {
         workload: plan.workload,
@@ -416,6 +503,7 @@ async fn drive(plan: &Plan) -> Result<Report> {
         op_names: shared.op_names(),
         measure_from: ctl.measure_from,
         seeded,
+        setup: plan.echo.as_ref().map(|e| e.describe()),
         tasks: all,
         first_errors: ctl.errors.messages(),
         cpu,
@@ -471,6 +559,43 @@ mod tests {
         assert!(plan(&["--keys", "0"]).is_err());
         assert!(plan(&["--target", "not a url"]).is_err());
         assert!(plan(&["--warmup", "0"]).is_ok());
+    }
+
+    #[test]
+    fn amqp_echo_needs_a_broker_url() {
+        assert!(plan(&["--workload", "amqp-echo"]).is_err());
+        assert!(plan(&["--workload", "amqp-echo", "--amqp", "http://h:1"]).is_err());
+        let p = plan(&[
+            "--workload",
+            "amqp-echo",
+            "--amqp",
+            "amqp://u:secret@h:5672/v",
+            "--echo-servers",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(p.target, "amqp://***@h:5672/v");
+        let e = p.echo.unwrap();
+        assert_eq!((e.servers, e.prefetch, e.bytes), (3, 32, 60));
+        assert!(!e.persistent);
+        assert_eq!(e.url, "amqp://u:secret@h:5672/v");
+        assert!(plan(&[
+            "--workload",
+            "amqp-echo",
+            "--amqp",
+            "amqp://h",
+            "--echo-prefetch",
+            "0"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn other_processes_are_named() {
+        let p = plan(&["--pid", "rabbitmq=12", "--pid", "slave-2=34"]).unwrap();
+        let names: Vec<_> = p.pids.iter().map(|p| (p.name.as_str(), p.pid)).collect();
+        assert_eq!(names, [("rabbitmq", 12), ("slave-2", 34)]);
+        assert!(plan(&["--pid", "12"]).is_err());
     }
 
     #[test]

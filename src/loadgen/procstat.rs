@@ -1,6 +1,8 @@
-//! CPU time from `/proc` (Linux): of the load generator itself and, given
-//! its pid, of the server and each of its threads, so that a run shows how
-//! the shared cores were split. Elsewhere the figures are simply absent.
+//! CPU time from `/proc` (Linux): of the load generator itself (each of its
+//! threads too), given its pid of the server and each of its threads, and of
+//! any other processes named on the command line (workers, the broker), so
+//! that a run shows how the shared cores were split. Elsewhere the figures
+//! are simply absent.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,45 +29,84 @@ fn read_stat(path: &str) -> Option<(String, u64)> {
     parse_stat(&std::fs::read_to_string(path).ok()?)
 }
 
-struct ServerSample {
+/// A process's CPU ticks, in all and per thread.
+struct ProcSample {
     total: u64,
     /// tid -> (name, ticks)
     threads: HashMap<u32, (String, u64)>,
 }
 
+impl ProcSample {
+    /// `dir` is `/proc/<pid>` or `/proc/self`.
+    fn take(dir: &str) -> Option<ProcSample> {
+        let (_, total) = read_stat(&format!("{dir}/stat"))?;
+        let mut threads = HashMap::new();
+        if let Ok(entries) = std::fs::read_dir(format!("{dir}/task")) {
+            for entry in entries.flatten() {
+                let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                    continue;
+                };
+                if let Some(stat) = read_stat(&format!("{dir}/task/{tid}/stat")) {
+                    threads.insert(tid, stat);
+                }
+            }
+        }
+        Some(ProcSample { total, threads })
+    }
+}
+
+/// A process to watch besides the server, by name (`--pid NAME=PID`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedPid {
+    pub name: String,
+    pub pid: u32,
+}
+
+impl std::str::FromStr for NamedPid {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, pid) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?} is not NAME=PID"))?;
+        let pid = pid
+            .trim()
+            .parse()
+            .map_err(|_| format!("{pid:?} is not a pid"))?;
+        if name.is_empty() {
+            return Err(format!("{s:?} has no name before the ="));
+        }
+        Ok(NamedPid {
+            name: name.to_owned(),
+            pid,
+        })
+    }
+}
+
 /// CPU counters at one moment.
 pub(super) struct Sample {
     at: Instant,
-    own: Option<u64>,
+    own: Option<ProcSample>,
     /// Busy ticks of every core of the machine.
     machine: Option<u64>,
-    server: Option<ServerSample>,
+    server: Option<ProcSample>,
+    /// Of each process of `--pid`, in order.
+    others: Vec<Option<ProcSample>>,
 }
 
 impl Sample {
-    pub(super) fn take(server: Option<u32>) -> Sample {
-        let server = server.and_then(|pid| {
-            let (_, total) = read_stat(&format!("/proc/{pid}/stat"))?;
-            let mut threads = HashMap::new();
-            if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-                for entry in dir.flatten() {
-                    let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-                        continue;
-                    };
-                    if let Some(stat) = read_stat(&format!("/proc/{pid}/task/{tid}/stat")) {
-                        threads.insert(tid, stat);
-                    }
-                }
-            }
-            Some(ServerSample { total, threads })
-        });
+    pub(super) fn take(server: Option<u32>, others: &[NamedPid]) -> Sample {
         Sample {
             at: Instant::now(),
-            own: read_stat("/proc/self/stat").map(|(_, t)| t),
+            own: ProcSample::take("/proc/self"),
             machine: std::fs::read_to_string("/proc/stat")
                 .ok()
                 .and_then(|s| machine_busy(&s)),
-            server,
+            server: server.and_then(|pid| ProcSample::take(&format!("/proc/{pid}"))),
+            others: others
+                .iter()
+                .map(|p| ProcSample::take(&format!("/proc/{}", p.pid)))
+                .collect(),
         }
     }
 }
@@ -89,17 +130,35 @@ pub struct ThreadUse {
     pub cores: f64,
 }
 
+/// Another process watched over the window (`--pid NAME=PID`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProcessUse {
+    pub name: String,
+    pub pid: u32,
+    /// `None` when it could not be read at both ends of the window (it
+    /// ended, or never was).
+    pub cores: Option<f64>,
+    /// Its threads by name, busiest first.
+    pub threads: Vec<ThreadGroup>,
+}
+
 /// CPU used over a window, in cores (1.0 = one core all the time).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CpuUsage {
     pub window_s: f64,
     pub loadgen_cores: Option<f64>,
+    /// The load generator's threads by name (with `amqp-echo`, its echo
+    /// servers run on threads of their own), busiest first.
+    pub loadgen_threads: Vec<ThreadGroup>,
     pub server_cores: Option<f64>,
     /// The load generator's part of the CPU both used.
     pub loadgen_share: Option<f64>,
     /// Every process of the machine together.
     pub machine_cores: Option<f64>,
-    /// Neither the load generator nor the server: others disturbing the run.
+    /// The processes of `--pid`, in order.
+    pub processes: Vec<ProcessUse>,
+    /// Neither the load generator, the server nor a process of `--pid`:
+    /// others disturbing the run.
     pub other_cores: Option<f64>,
     /// Busiest first.
     pub server_threads: Vec<ThreadGroup>,
@@ -126,63 +185,110 @@ fn machine_busy(text: &str) -> Option<u64> {
     Some(all - ticks.get(3)? - ticks.get(4).copied().unwrap_or(0))
 }
 
-/// The name of a thread without its number: `sled-io-3` is `sled-io-`.
+/// The name of a thread without its number: `sled-io-3` is `sled-io-`, and
+/// the Erlang VM's `2_scheduler` is `scheduler`.
 fn family(name: &str) -> &str {
-    name.trim_end_matches(|c: char| c.is_ascii_digit())
+    let digit = |c: char| c.is_ascii_digit();
+    let name = match name.trim_start_matches(digit).strip_prefix('_') {
+        Some(rest) if !rest.is_empty() && name.starts_with(digit) => rest,
+        _ => name,
+    };
+    name.trim_end_matches(digit)
 }
 
-/// The CPU used between two samples.
-pub(super) fn usage(start: &Sample, end: &Sample) -> CpuUsage {
+/// Per-thread use between two samples of one process: groups by name
+/// (busiest first) and single threads (busiest first).
+fn thread_use(
+    a: &ProcSample,
+    b: &ProcSample,
+    cores: impl Fn(u64) -> f64,
+) -> (Vec<ThreadGroup>, Vec<ThreadUse>) {
+    let mut by_name: HashMap<&str, (usize, u64, u64)> = HashMap::new();
+    let mut single = Vec::with_capacity(b.threads.len());
+    for (tid, (name, ticks)) in &b.threads {
+        let before = a.threads.get(tid).map_or(0, |(_, t)| *t);
+        let used = ticks.saturating_sub(before);
+        single.push(ThreadUse {
+            tid: *tid,
+            name: name.clone(),
+            cores: cores(used),
+        });
+        let g = by_name.entry(family(name)).or_default();
+        g.0 += 1;
+        g.1 += used;
+        g.2 = g.2.max(used);
+    }
+    let total = b.total.saturating_sub(a.total);
+    let seen: u64 = by_name.values().map(|g| g.1).sum();
+    let mut groups: Vec<ThreadGroup> = by_name
+        .into_iter()
+        .map(|(name, (threads, ticks, busiest))| ThreadGroup {
+            name: name.to_owned(),
+            threads,
+            cores: cores(ticks),
+            busiest: cores(busiest),
+        })
+        .collect();
+    // Threads that ended within the window count in the process's total
+    // only.
+    if total > seen {
+        groups.push(ThreadGroup {
+            name: "(ended threads)".into(),
+            threads: 0,
+            cores: cores(total - seen),
+            busiest: 0.0,
+        });
+    }
+    groups.sort_by(|x, y| y.cores.total_cmp(&x.cores).then(x.name.cmp(&y.name)));
+    single.sort_by(|x, y| y.cores.total_cmp(&x.cores).then(x.tid.cmp(&y.tid)));
+    (groups, single)
+}
+
+/// The CPU used between two samples; `names` are those of the `--pid`
+/// processes, in the order they were sampled.
+pub(super) fn usage(start: &Sample, end: &Sample, names: &[NamedPid]) -> CpuUsage {
     let secs = (end.at - start.at).as_secs_f64().max(1e-3);
     let cores = |ticks: u64| round3(ticks as f64 / TICKS_PER_SEC / secs);
-    let own = start.own.zip(end.own).map(|(a, b)| b.saturating_sub(a));
-    let mut groups: Vec<ThreadGroup> = Vec::new();
-    let mut busiest: Vec<ThreadUse> = Vec::new();
-    let server = match (&start.server, &end.server) {
-        (Some(a), Some(b)) => {
-            let mut by_name: HashMap<&str, (usize, u64, u64)> = HashMap::new();
-            for (tid, (name, ticks)) in &b.threads {
-                let before = a.threads.get(tid).map_or(0, |(_, t)| *t);
-                let used = ticks.saturating_sub(before);
-                busiest.push(ThreadUse {
-                    tid: *tid,
-                    name: name.clone(),
-                    cores: cores(used),
-                });
-                let g = by_name.entry(family(name)).or_default();
-                g.0 += 1;
-                g.1 += used;
-                g.2 = g.2.max(used);
-            }
-            let total = b.total.saturating_sub(a.total);
-            let seen: u64 = by_name.values().map(|g| g.1).sum();
-            groups = by_name
-                .into_iter()
-                .map(|(name, (threads, ticks, busiest))| ThreadGroup {
-                    name: name.to_owned(),
-                    threads,
-                    cores: cores(ticks),
-                    busiest: cores(busiest),
-                })
-                .collect();
-            // Threads that ended within the window count in the process's
-            // total only.
-            if total > seen {
-                groups.push(ThreadGroup {
-                    name: "(ended threads)".into(),
-                    threads: 0,
-                    cores: cores(total - seen),
-                    busiest: 0.0,
-                });
-            }
-            groups.sort_by(|x, y| y.cores.total_cmp(&x.cores).then(x.name.cmp(&y.name)));
-            busiest.sort_by(|x, y| y.cores.total_cmp(&x.cores).then(x.tid.cmp(&y.tid)));
-            busiest.truncate(6);
-            busiest.retain(|t| t.cores > 0.0);
-            Some(total)
-        }
+    let ticks = |a: &Option<ProcSample>, b: &Option<ProcSample>| match (a, b) {
+        (Some(a), Some(b)) => Some(b.total.saturating_sub(a.total)),
         _ => None,
     };
+    let own = ticks(&start.own, &end.own);
+    // Only the threads of the load generator and of `--pid` processes that
+    // did something: the Erlang VM alone has dozens of idle ones.
+    let active = |a: &Option<ProcSample>, b: &Option<ProcSample>| match (a, b) {
+        (Some(a), Some(b)) => {
+            let mut groups = thread_use(a, b, cores).0;
+            groups.retain(|g| g.cores > 0.0);
+            groups
+        }
+        _ => Vec::new(),
+    };
+    let loadgen_threads = active(&start.own, &end.own);
+    let (server, groups, mut busiest) = match (&start.server, &end.server) {
+        (Some(a), Some(b)) => {
+            let (groups, single) = thread_use(a, b, cores);
+            (Some(b.total.saturating_sub(a.total)), groups, single)
+        }
+        _ => (None, Vec::new(), Vec::new()),
+    };
+    busiest.truncate(6);
+    busiest.retain(|t| t.cores > 0.0);
+    let mut others_ticks = 0;
+    let processes = names
+        .iter()
+        .zip(start.others.iter().zip(&end.others))
+        .map(|(p, (a, b))| {
+            let used = ticks(a, b);
+            others_ticks += used.unwrap_or(0);
+            ProcessUse {
+                name: p.name.clone(),
+                pid: p.pid,
+                cores: used.map(cores),
+                threads: active(a, b),
+            }
+        })
+        .collect();
     let machine = start
         .machine
         .zip(end.machine)
@@ -194,26 +300,49 @@ pub(super) fn usage(start: &Sample, end: &Sample) -> CpuUsage {
     CpuUsage {
         window_s: round3(secs),
         loadgen_cores: own.map(cores),
+        loadgen_threads,
         server_cores: server.map(cores),
         loadgen_share: share,
         machine_cores: machine.map(cores),
+        processes,
         other_cores: machine
             .zip(own)
-            .map(|(m, o)| cores(m.saturating_sub(o + server.unwrap_or(0)))),
+            .map(|(m, o)| cores(m.saturating_sub(o + server.unwrap_or(0) + others_ticks))),
         server_threads: groups,
         busiest_threads: busiest,
     }
 }
 
+/// `name x3 0.42 (busiest 0.20)`, or `name 0.42` for one thread.
+fn group_text(g: &ThreadGroup) -> String {
+    if g.threads > 1 {
+        format!(
+            "{} x{} {:.2} (busiest {:.2})",
+            g.name, g.threads, g.cores, g.busiest
+        )
+    } else {
+        format!("{} {:.2}", g.name, g.cores)
+    }
+}
+
+/// The groups that used at least 0.01 cores, at most `max` of them.
+fn groups_text(groups: &[ThreadGroup], max: usize) -> String {
+    groups
+        .iter()
+        .filter(|g| g.cores >= 0.01)
+        .take(max)
+        .map(group_text)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl fmt::Display for CpuUsage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let show = |x: Option<f64>| x.map_or("?".to_owned(), |c| format!("{c:.2}"));
-        write!(
-            f,
-            "cpu         loadgen {} cores, server {} cores",
-            show(self.loadgen_cores),
-            show(self.server_cores)
-        )?;
+        write!(f, "cpu         loadgen {} cores", show(self.loadgen_cores))?;
+        if let Some(s) = self.server_cores {
+            write!(f, ", server {s:.2} cores")?;
+        }
         if let Some(s) = self.loadgen_share {
             write!(f, " (loadgen {:.0}% of both)", s * 100.0)?;
         }
@@ -221,25 +350,28 @@ impl fmt::Display for CpuUsage {
             write!(f, ", other processes {o:.2} cores")?;
         }
         writeln!(f, " over {:.1} s", self.window_s)?;
-        let busy: Vec<String> = self
-            .server_threads
-            .iter()
-            .filter(|g| g.cores >= 0.01)
-            .map(|g| {
-                if g.threads == 0 {
-                    format!("{} {:.2}", g.name, g.cores)
-                } else if g.threads > 1 {
-                    format!(
-                        "{} x{} {:.2} (busiest {:.2})",
-                        g.name, g.threads, g.cores, g.busiest
-                    )
-                } else {
-                    format!("{} {:.2}", g.name, g.cores)
-                }
-            })
-            .collect();
+        let own = groups_text(&self.loadgen_threads, 6);
+        if !own.is_empty() {
+            writeln!(f, "loadgen threads (cores): {own}")?;
+        }
+        let busy = groups_text(&self.server_threads, usize::MAX);
         if !busy.is_empty() {
-            writeln!(f, "server threads (cores): {}", busy.join(", "))?;
+            writeln!(f, "server threads (cores): {busy}")?;
+        }
+        for p in &self.processes {
+            let threads = groups_text(&p.threads, 4);
+            let threads = if threads.is_empty() {
+                String::new()
+            } else {
+                format!("; {threads}")
+            };
+            writeln!(
+                f,
+                "process {} (pid {}): {} cores{threads}",
+                p.name,
+                p.pid,
+                show(p.cores)
+            )?;
         }
         let top: Vec<String> = self
             .busiest_threads
@@ -280,17 +412,38 @@ mod tests {
     fn threads_group_by_name_without_number() {
         assert_eq!(family("sled-io-12"), "sled-io-");
         assert_eq!(family("actix-rt|system"), "actix-rt|system");
+        assert_eq!(family("2_scheduler"), "scheduler");
+        assert_eq!(family("10_dirty_io_sched"), "dirty_io_sched");
+        assert_eq!(family("1_"), "1_");
+        assert_eq!(family("42"), "");
+    }
+
+    #[test]
+    fn named_pids_parse() {
+        let p: NamedPid = "rabbitmq=123".parse().unwrap();
+        assert_eq!((p.name.as_str(), p.pid), ("rabbitmq", 123));
+        assert!("rabbitmq".parse::<NamedPid>().is_err());
+        assert!("=12".parse::<NamedPid>().is_err());
+        assert!("x=y".parse::<NamedPid>().is_err());
     }
 
     #[test]
     fn own_process_is_readable_on_linux() {
         if cfg!(target_os = "linux") {
-            let s = Sample::take(Some(std::process::id()));
+            let me = std::process::id();
+            let others = [NamedPid {
+                name: "me".into(),
+                pid: me,
+            }];
+            let s = Sample::take(Some(me), &others);
             assert!(s.own.is_some());
             let server = s.server.as_ref().unwrap();
             assert!(!server.threads.is_empty());
-            let u = usage(&s, &Sample::take(Some(std::process::id())));
+            let u = usage(&s, &Sample::take(Some(me), &others), &others);
             assert!(u.server_cores.is_some());
+            assert_eq!(u.processes.len(), 1);
+            assert!(u.processes[0].cores.is_some());
+            assert!(u.processes[0].threads.iter().all(|g| g.cores > 0.0));
         }
     }
 }

@@ -20,6 +20,8 @@ pub(crate) enum Failure {
     Status(u16),
     /// The right status with a wrong body or headers.
     Body(u16),
+    /// `amqp-echo`: a reply that is not the request's body.
+    Reply,
 }
 
 impl fmt::Display for Failure {
@@ -28,6 +30,7 @@ impl fmt::Display for Failure {
             Failure::Transport => f.write_str("transport"),
             Failure::Status(s) => write!(f, "status {s}"),
             Failure::Body(s) => write!(f, "bad answer {s}"),
+            Failure::Reply => f.write_str("wrong reply"),
         }
     }
 }
@@ -150,6 +153,9 @@ pub struct Report {
     pub threads: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seeded_rows: Option<u64>,
+    /// What was set up for the run (`amqp-echo`: its servers and queues).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup: Option<String>,
     /// From the end of the warmup to the end of the last measured request.
     pub duration_s: f64,
     /// Measured requests, failed ones included.
@@ -180,6 +186,7 @@ pub(super) struct RunInfo {
     pub op_names: &'static [&'static str],
     pub measure_from: Instant,
     pub seeded: Option<u64>,
+    pub setup: Option<String>,
     pub tasks: Vec<TaskStats>,
     pub first_errors: Vec<String>,
     pub cpu: Option<CpuUsage>,
@@ -250,6 +257,7 @@ impl Report {
             concurrency: run.concurrency,
             threads: run.threads,
             seeded_rows: run.seeded,
+            setup: run.setup,
             duration_s: round3(secs),
             requests,
             errors,
@@ -283,6 +291,9 @@ impl Report {
         );
         if let Some(n) = self.seeded_rows {
             let _ = writeln!(w, "seeded      {n} rows");
+        }
+        if let Some(s) = &self.setup {
+            let _ = writeln!(w, "setup       {s}");
         }
         let _ = writeln!(
             w,
@@ -364,6 +375,7 @@ mod tests {
             op_names: &["a", "b"],
             measure_from: from,
             seeded: None,
+            setup: None,
             tasks: vec![a, b],
             first_errors: vec!["boom".into()],
             cpu: None,

@@ -1,6 +1,7 @@
-//! The three workloads: what a virtual user sends next, and which answers
-//! count as success (the status codes of the contract, and a glance at the
-//! body where it is cheap).
+//! The workloads: what a virtual user sends next, and which answers count as
+//! success (the status codes of the contract, and a glance at the body where
+//! it is cheap). `amqp-echo` is set up in [`super::echo`]; its virtual users
+//! are here like the others'.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use reqwest::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use reqwest::{Body, Client, Method, Request, Url};
 
+use super::echo::{self, EchoClient};
 use super::report::Failure;
 use super::{ErrorLog, Workload};
 use crate::error::{Error, Result};
@@ -51,7 +53,7 @@ fn seeded_key(i: u64) -> String {
 }
 
 /// A per-run prefix that keeps the rows of a run apart from every other's.
-fn run_prefix() -> String {
+pub(super) fn run_prefix() -> String {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -67,6 +69,7 @@ pub(super) enum Shared {
     Read(Arc<ReadShared>),
     Write(Arc<WriteShared>),
     Rideshare(Arc<RideShared>),
+    Echo(Arc<EchoClient>),
 }
 
 pub(super) struct ReadShared {
@@ -93,8 +96,13 @@ fn get_body(out: &mut String, key: u64) {
 }
 
 impl Shared {
+    /// The shared state of an HTTP workload (`amqp-echo` comes from
+    /// [`echo::start`]).
     pub(super) fn new(workload: Workload, target: &str, keys: u64, eventual: bool) -> Result<Self> {
         Ok(match workload {
+            Workload::AmqpEcho => {
+                return Err(Error::bad("amqp-echo is set up by loadgen::echo::start"))
+            }
             Workload::Read => {
                 let query = if eventual {
                     "?consistency=eventual"
@@ -146,6 +154,7 @@ impl Shared {
             Shared::Read(_) => &["get"],
             Shared::Write(_) => &["insert"],
             Shared::Rideshare(_) => RIDESHARE_OPS,
+            Shared::Echo(_) => &["echo"],
         }
     }
 }
@@ -171,6 +180,7 @@ enum Kind {
     Read(Arc<ReadShared>),
     Write { shared: Arc<WriteShared>, n: u64 },
     Rideshare(Box<Rider>),
+    Echo { client: Arc<EchoClient>, n: u64 },
 }
 
 /// One virtual user.
@@ -296,6 +306,10 @@ impl Task {
                 rides: Vec::new(),
                 made: 0,
             })),
+            Shared::Echo(c) => Kind::Echo {
+                client: c.clone(),
+                n: 0,
+            },
         };
         Task {
             client,
@@ -307,7 +321,7 @@ impl Task {
 
     pub(super) fn op_count(&self) -> usize {
         match self.kind {
-            Kind::Read(_) | Kind::Write { .. } => 1,
+            Kind::Read(_) | Kind::Write { .. } | Kind::Echo { .. } => 1,
             Kind::Rideshare(_) => RIDESHARE_OPS.len(),
         }
     }
@@ -359,6 +373,11 @@ impl Task {
                 })
                 .await;
                 (0, outcome)
+            }
+            Kind::Echo { client, n } => {
+                let body = echo::body(client.bytes(), self.id, *n);
+                *n += 1;
+                (0, client.call(&body, log).await)
             }
             Kind::Rideshare(rider) => {
                 let op = rider.choose(&mut self.rng);
