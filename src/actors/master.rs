@@ -11,8 +11,8 @@ use actix::prelude::*;
 use futures::StreamExt;
 
 use super::messages::{GetStatus, Shutdown, WorkerStatus};
-use super::orchestrator::RESUBSCRIBE;
 use super::{blocking, reply_to};
+use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
 use crate::model::wire::{
@@ -70,7 +70,7 @@ impl MasterWorker {
             }
             Err(e) => {
                 tracing::warn!(worker = act.id, error = %e, "cannot consume writeQ; retrying");
-                let next = (wait * 2).min(RESUBSCRIBE.1);
+                let next = next_retry(wait);
                 ctx.run_later(wait, move |act, ctx| act.subscribe(ctx, next));
             }
         }));
@@ -87,7 +87,7 @@ impl Actor for MasterWorker {
             blocking(move || store.set_epoch(epoch))
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
-                    Ok(()) => act.subscribe(ctx, RESUBSCRIBE.0),
+                    Ok(()) => act.subscribe(ctx, FIRST_RETRY),
                     Err(e) => {
                         tracing::error!(worker = act.id, error = %e, "cannot record the epoch");
                         ctx.stop();
@@ -137,7 +137,7 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         tracing::warn!(worker = self.id, "writeQ consumer ended; resubscribing");
-        self.subscribe(ctx, RESUBSCRIBE.0);
+        self.subscribe(ctx, FIRST_RETRY);
     }
 }
 

@@ -56,9 +56,19 @@ pub use master::MasterWorker;
 pub use orchestrator::{Orchestrator, OrchestratorHandle};
 pub use slave::SlaveWorker;
 
+use std::time::Duration;
+
 use crate::broker::{Broker, Delivery, Message};
 use crate::error::{Error, Result};
 use crate::model::wire::{self, Reply};
+
+/// The first wait before subscribing again after the broker went away.
+pub(crate) const FIRST_RETRY: Duration = Duration::from_millis(50);
+
+/// The wait after `wait`: doubled, at most two seconds.
+pub(crate) fn next_retry(wait: Duration) -> Duration {
+    (wait * 2).min(Duration::from_secs(2))
+}
 
 /// Runs blocking storage work on the blocking pool.
 pub async fn blocking<T, F>(f: F) -> Result<T>

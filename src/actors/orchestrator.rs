@@ -14,6 +14,7 @@ use futures::StreamExt;
 use tokio::sync::oneshot;
 
 use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, SetEpoch, Shutdown};
+use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, READ_Q, RESPONSE_Q, WRITE_Q};
 use crate::error::{Error, Result};
 use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, WriteRequest};
@@ -23,9 +24,6 @@ use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request is retried before the client gets a 503.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
-/// The first and longest wait between two attempts to consume again.
-pub(crate) const RESUBSCRIBE: (Duration, Duration) =
-    (Duration::from_millis(50), Duration::from_secs(2));
 
 struct Pending {
     tx: oneshot::Sender<Reply>,
@@ -125,7 +123,7 @@ impl Orchestrator {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot consume responseQ; retrying");
-                        let next = (wait * 2).min(RESUBSCRIBE.1);
+                        let next = next_retry(wait);
                         ctx.run_later(wait, move |act, ctx| act.subscribe(ctx, next));
                     }
                 }),
@@ -143,7 +141,7 @@ impl Actor for Orchestrator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.subscribe(ctx, RESUBSCRIBE.0);
+        self.subscribe(ctx, FIRST_RETRY);
         ctx.run_interval(Duration::from_secs(1), |act, _| act.expire());
     }
 }
@@ -168,7 +166,7 @@ impl StreamHandler<Vec<Delivery>> for Orchestrator {
             "responseQ consumer ended; resubscribing"
         );
         self.pending.clear();
-        self.subscribe(ctx, RESUBSCRIBE.0);
+        self.subscribe(ctx, FIRST_RETRY);
     }
 }
 

@@ -15,8 +15,8 @@ use actix::prelude::*;
 use futures::StreamExt;
 
 use super::messages::{GetStatus, Promote, Shutdown, WorkerStatus};
-use super::orchestrator::RESUBSCRIBE;
 use super::{blocking, reply_to, MasterWorker};
+use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
 use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, Snapshot, SyncBatch};
@@ -98,12 +98,12 @@ impl SlaveWorker {
             Ok(sync) => {
                 act.sync = Some(ctx.add_stream(sync.ready_chunks(512).map(SyncDeliveries)));
                 if !act.ready {
-                    act.ask_snapshot(ctx, act.applied, RESUBSCRIBE.0);
+                    act.ask_snapshot(ctx, act.applied, FIRST_RETRY);
                 }
             }
             Err(e) => {
                 tracing::warn!(worker = act.id, error = %e, "cannot consume the sync queue; retrying");
-                let next = (wait * 2).min(RESUBSCRIBE.1);
+                let next = next_retry(wait);
                 ctx.run_later(wait, move |act, ctx| act.subscribe_sync(ctx, next));
             }
         }));
@@ -117,7 +117,7 @@ impl SlaveWorker {
             Ok(answers) => act.snapshot = Some(ctx.add_stream(answers.map(SnapshotAnswer))),
             Err(e) => {
                 tracing::warn!(worker = act.id, error = %e, "snapshot request failed; retrying");
-                let next = (wait * 2).min(RESUBSCRIBE.1);
+                let next = next_retry(wait);
                 ctx.run_later(wait, move |act, ctx| act.ask_snapshot(ctx, have_seq, next));
             }
         }));
@@ -134,7 +134,7 @@ impl SlaveWorker {
             }
             Err(e) => {
                 tracing::warn!(worker = act.id, error = %e, "cannot consume readQ; retrying");
-                let next = (wait * 2).min(RESUBSCRIBE.1);
+                let next = next_retry(wait);
                 ctx.run_later(wait, move |act, ctx| act.subscribe_reads(ctx, next));
             }
         }));
@@ -188,7 +188,7 @@ impl SlaveWorker {
         tracing::error!(worker = self.id, error = %e, "sync failed to apply; resyncing");
         self.applied = self.store.applied_seq();
         self.ready = false;
-        self.ask_snapshot(ctx, u64::MAX, RESUBSCRIBE.0);
+        self.ask_snapshot(ctx, u64::MAX, FIRST_RETRY);
     }
 
     fn serve_parked(&mut self, ctx: &mut Context<Self>) {
@@ -294,7 +294,7 @@ impl Actor for SlaveWorker {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(worker = self.id, seq = self.applied, "slave starting");
-        self.subscribe_sync(ctx, RESUBSCRIBE.0);
+        self.subscribe_sync(ctx, FIRST_RETRY);
         ctx.run_interval(Duration::from_millis(50), |act, _| act.expire_parked());
     }
 
@@ -335,7 +335,7 @@ impl StreamHandler<SyncDeliveries> for SlaveWorker {
         self.sync = None;
         if !self.closing {
             tracing::warn!(worker = self.id, "sync consumer ended; resubscribing");
-            self.subscribe_sync(ctx, RESUBSCRIBE.0);
+            self.subscribe_sync(ctx, FIRST_RETRY);
         }
     }
 }
@@ -374,7 +374,7 @@ impl StreamHandler<SnapshotAnswer> for SlaveWorker {
                 }
                 act.apply_pending(ctx);
                 if act.reads.is_none() {
-                    act.subscribe_reads(ctx, RESUBSCRIBE.0);
+                    act.subscribe_reads(ctx, FIRST_RETRY);
                 }
             }
             Err(e) => act.resync(ctx, e),
@@ -384,7 +384,7 @@ impl StreamHandler<SnapshotAnswer> for SlaveWorker {
     fn finished(&mut self, ctx: &mut Context<Self>) {
         // Ended without an answer (the broker went away): ask again.
         if self.snapshot.take().is_some() && !self.closing {
-            self.ask_snapshot(ctx, self.applied, RESUBSCRIBE.0);
+            self.ask_snapshot(ctx, self.applied, FIRST_RETRY);
         }
     }
 }
@@ -417,7 +417,7 @@ impl StreamHandler<ReadBatch> for SlaveWorker {
         self.reads = None;
         if !self.closing {
             tracing::warn!(worker = self.id, "readQ consumer ended; resubscribing");
-            self.subscribe_reads(ctx, RESUBSCRIBE.0);
+            self.subscribe_reads(ctx, FIRST_RETRY);
         }
     }
 }

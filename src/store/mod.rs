@@ -43,7 +43,7 @@ mod write;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
 use crate::model::{ReadOp, ReadResult, Schema, WriteOp, WriteReply, WriteResult};
@@ -160,11 +160,7 @@ impl Store {
         let result = write::apply_op(&mut tx, &self.inner.schema, op)?;
         record(&mut tx, seq, request_id, &result)?;
         let batch = tx.into_batch();
-        let _g = self
-            .inner
-            .gate
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _g = self.write_gate();
         self.inner.db.apply_batch(batch)?;
         self.inner.applied.store(seq, Ordering::Release);
         Ok(result)
@@ -195,6 +191,14 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         self.inner.db.flush()?;
         Ok(())
+    }
+
+    /// Keeps readers out while a batch is applied.
+    fn write_gate(&self) -> RwLockWriteGuard<'_, ()> {
+        self.inner
+            .gate
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn read_gate(&self) -> RwLockReadGuard<'_, ()> {

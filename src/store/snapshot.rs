@@ -1,7 +1,6 @@
 //! Whole-store transfer (snapshot, install) and the data checksum.
 
 use std::sync::atomic::Ordering;
-use std::sync::PoisonError;
 
 use crate::error::{Error, Result};
 use crate::model::wire::Snapshot;
@@ -42,11 +41,7 @@ impl Store {
         }
         batch.insert(keys::APPLIED_SEQ, snap.seq.to_be_bytes().to_vec());
         {
-            let _g = self
-                .inner
-                .gate
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _g = self.write_gate();
             self.inner.db.apply_batch(batch)?;
             self.inner.applied.store(snap.seq, Ordering::Release);
             self.inner.epoch.store(epoch, Ordering::Release);
