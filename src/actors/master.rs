@@ -19,7 +19,7 @@ use crate::model::wire::{
     self, MasterRequest, Reply, Snapshot, SyncBatch, SyncMessage, WriteRequest,
 };
 use crate::model::{validate_write, WriteReply};
-use crate::store::Store;
+use crate::store::{Store, WriteGroup};
 
 /// Most writes taken from `writeQ` into one group commit.
 const GROUP: usize = 256;
@@ -155,34 +155,36 @@ fn decode_all(batch: &[Delivery]) -> Vec<Option<MasterRequest>> {
         .collect()
 }
 
-/// The blocking part: every request in order, then one flush.
+/// The blocking part: every request in order, the writes between two
+/// snapshot requests as one sled batch, then one flush.
 fn apply_all(
     store: &Store,
     epoch: u64,
     requests: Vec<Option<MasterRequest>>,
 ) -> Result<Vec<Outcome>> {
     let mut outcomes = Vec::with_capacity(requests.len());
-    let mut dirty = false;
+    let mut group = store.group();
     for req in requests {
         let outcome = match req {
             None => Outcome::Garbage,
-            Some(MasterRequest::Write(w)) => {
-                let o = apply_write(store, epoch, w)?;
-                dirty |= matches!(o, Outcome::Applied(..));
-                o
-            }
+            Some(MasterRequest::Write(w)) => apply_write(&mut group, epoch, w)?,
             Some(MasterRequest::Snapshot { have_seq }) => {
+                // The snapshot lands between the writes before it and after.
+                group.commit()?;
                 store.flush()?;
-                Outcome::Snapshot(if have_seq == store.applied_seq() {
+                let snapshot = if have_seq == store.applied_seq() {
                     Ok(None)
                 } else {
                     store.snapshot().map(Some)
-                })
+                };
+                group = store.group();
+                Outcome::Snapshot(snapshot)
             }
         };
         outcomes.push(outcome);
     }
-    if dirty {
+    if !group.is_empty() {
+        group.commit()?;
         store.flush()?;
     }
     Ok(outcomes)
@@ -190,7 +192,7 @@ fn apply_all(
 
 /// One write: fenced, replayed, refused or applied. Only a storage failure
 /// is an error of the group.
-fn apply_write(store: &Store, epoch: u64, w: WriteRequest) -> Result<Outcome> {
+fn apply_write(group: &mut WriteGroup, epoch: u64, w: WriteRequest) -> Result<Outcome> {
     if w.epoch != epoch {
         return Ok(Outcome::Refused(Error::Fenced {
             got: w.epoch,
@@ -203,14 +205,14 @@ fn apply_write(store: &Store, epoch: u64, w: WriteRequest) -> Result<Outcome> {
         request_id: w.request_id,
         op: w.op,
     };
-    if let Some(reply) = store.replay(w.request_id) {
+    if let Some(reply) = group.replay(w.request_id) {
         return Ok(Outcome::Applied(sync(&reply, w), reply));
     }
-    if let Err(e) = validate_write(store.schema(), &w.op) {
+    if let Err(e) = validate_write(group.schema(), &w.op) {
         return Ok(Outcome::Refused(e));
     }
-    let seq = store.applied_seq() + 1;
-    match store.apply(seq, w.request_id, &w.op) {
+    let seq = group.next_seq();
+    match group.apply(seq, w.request_id, &w.op) {
         Ok(result) => {
             let reply = WriteReply { seq, result };
             Ok(Outcome::Applied(sync(&reply, w), reply))

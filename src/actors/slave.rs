@@ -29,6 +29,8 @@ const READ_WAIT: Duration = Duration::from_secs(2);
 /// Reads a slave may hold unacknowledged.
 const READ_PREFETCH: u16 = 32;
 const SYNC_PREFETCH: u16 = 4096;
+/// Most replicated writes applied as one sled batch.
+const APPLY_GROUP: u64 = 1024;
 
 /// A replica over its own store.
 pub struct SlaveWorker {
@@ -162,13 +164,19 @@ impl SlaveWorker {
         let (batches, deliveries): (Vec<_>, Vec<_>) = run.into_iter().unzip();
         let store = self.store.clone();
         let apply = blocking(move || {
+            let mut group = store.group();
             for m in batches.iter().flatten() {
                 // A batch may start below what a snapshot already holds.
-                if m.seq > store.applied_seq() {
-                    store.apply(m.seq, m.request_id, &m.op)?;
+                if m.seq < group.next_seq() {
+                    continue;
+                }
+                group.apply(m.seq, m.request_id, &m.op)?;
+                if group.len() >= APPLY_GROUP {
+                    group.commit()?;
+                    group = store.group();
                 }
             }
-            Ok(store.applied_seq())
+            group.commit()
         });
         ctx.wait(apply.into_actor(self).map(|res, act, ctx| {
             let acks = deliveries.into_iter().map(|d| d.ack());

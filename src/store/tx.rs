@@ -2,8 +2,10 @@
 //!
 //! A write (even a batch of many ops) only touches the overlay, so each op
 //! sees the effects of the ops before it, and a failing op leaves the tree
-//! untouched: the overlay is simply dropped. A successful write becomes one
-//! `sled::Batch`, which sled applies atomically (also across a crash).
+//! untouched. Several writes can share one overlay (a group): each runs
+//! between [`Tx::begin`] and [`Tx::commit`] or [`Tx::rollback`], and a
+//! rolled back write leaves the overlay as it found it. The overlay becomes
+//! one `sled::Batch`, which sled applies atomically (also across a crash).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -22,10 +24,15 @@ pub(super) fn successor(prefix: &[u8]) -> Bound<Vec<u8>> {
     Bound::Unbounded
 }
 
+/// A pending change: `Some` is an insert, `None` a removal.
+type Change = Option<Vec<u8>>;
+
 pub(super) struct Tx<'a> {
     tree: &'a sled::Tree,
-    /// Pending changes: `Some` is an insert, `None` a removal.
-    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: BTreeMap<Vec<u8>, Change>,
+    /// While a write runs: what its changes replaced in the overlay (the
+    /// outer `None`: the key was not in it), to undo them in reverse order.
+    undo: Vec<(Vec<u8>, Option<Change>)>,
 }
 
 impl<'a> Tx<'a> {
@@ -33,7 +40,38 @@ impl<'a> Tx<'a> {
         Tx {
             tree,
             overlay: BTreeMap::new(),
+            undo: Vec::new(),
         }
+    }
+
+    /// Starts a write: its changes can be undone until [`Tx::commit`].
+    pub(super) fn begin(&mut self) {
+        self.undo.clear();
+    }
+
+    /// Keeps the changes since [`Tx::begin`].
+    pub(super) fn commit(&mut self) {
+        self.undo.clear();
+    }
+
+    /// Undoes the changes since [`Tx::begin`].
+    pub(super) fn rollback(&mut self) {
+        while let Some((key, before)) = self.undo.pop() {
+            match before {
+                Some(v) => self.overlay.insert(key, v),
+                None => self.overlay.remove(&key),
+            };
+        }
+    }
+
+    /// Changes in the overlay (inserts and removals).
+    pub(super) fn len(&self) -> usize {
+        self.overlay.len()
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Change) {
+        let before = self.overlay.insert(key.clone(), value);
+        self.undo.push((key, before));
     }
 
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -51,11 +89,11 @@ impl<'a> Tx<'a> {
     }
 
     pub(super) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.overlay.insert(key, Some(value));
+        self.set(key, Some(value));
     }
 
     pub(super) fn remove(&mut self, key: Vec<u8>) {
-        self.overlay.insert(key, None);
+        self.set(key, None);
     }
 
     /// Calls `f` on every live entry whose key starts with `prefix`, in key
@@ -176,6 +214,26 @@ mod tests {
         db.apply_batch(tx.into_batch()).unwrap();
         assert!(!db.contains_key(b"a5").unwrap());
         assert_eq!(db.get(b"a0").unwrap().as_deref(), Some(&b"new0"[..]));
+    }
+
+    #[test]
+    fn rollback_restores_the_overlay_of_earlier_writes() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        db.insert(b"t", &b"tree"[..]).unwrap();
+        let mut tx = Tx::new(&db);
+        tx.begin();
+        tx.put(b"a".to_vec(), b"first".to_vec());
+        tx.commit();
+        tx.begin();
+        tx.put(b"a".to_vec(), b"second".to_vec());
+        tx.put(b"b".to_vec(), b"second".to_vec());
+        tx.remove(b"t".to_vec());
+        tx.put(b"b".to_vec(), b"again".to_vec());
+        tx.rollback();
+        assert_eq!(tx.get(b"a").unwrap().as_deref(), Some(&b"first"[..]));
+        assert_eq!(tx.get(b"b").unwrap(), None);
+        assert_eq!(tx.get(b"t").unwrap().as_deref(), Some(&b"tree"[..]));
+        assert_eq!(tx.len(), 1);
     }
 
     #[test]
