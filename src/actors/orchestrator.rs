@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::StreamExt;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, SetEpoch, Shutdown};
 use super::{next_retry, FIRST_RETRY};
@@ -36,11 +36,18 @@ pub struct Orchestrator {
     pending: HashMap<u64, Pending>,
     next_id: u64,
     stats: OrchestratorStats,
+    /// The last reply of each batch, to acknowledge with those before it,
+    /// in order (RabbitMQ closes a channel that acks a tag twice).
+    acks: mpsc::UnboundedSender<Delivery>,
+    acks_rx: Option<mpsc::UnboundedReceiver<Delivery>>,
 }
 
 impl Orchestrator {
     pub fn new(broker: Arc<dyn Broker>, epoch: u64) -> Self {
+        let (acks, acks_rx) = mpsc::unbounded_channel();
         Orchestrator {
+            acks,
+            acks_rx: Some(acks_rx),
             broker,
             pending: HashMap::new(),
             next_id: 0,
@@ -141,21 +148,30 @@ impl Actor for Orchestrator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(mut acks) = self.acks_rx.take() {
+            ctx.spawn(
+                async move {
+                    while let Some(d) = acks.recv().await {
+                        let _ = d.ack_through().await;
+                    }
+                }
+                .into_actor(self),
+            );
+        }
         self.subscribe(ctx, FIRST_RETRY);
         ctx.run_interval(Duration::from_secs(1), |act, _| act.expire());
     }
 }
 
 impl StreamHandler<Vec<Delivery>> for Orchestrator {
-    fn handle(&mut self, batch: Vec<Delivery>, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut batch: Vec<Delivery>, _ctx: &mut Context<Self>) {
         for d in &batch {
             self.on_reply(d);
         }
-        actix::spawn(async move {
-            for d in batch {
-                let _ = d.ack().await;
-            }
-        });
+        // Every reply is handled as it arrives: one ack settles them all.
+        if let Some(last) = batch.pop() {
+            let _ = self.acks.send(last);
+        }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {

@@ -199,6 +199,14 @@ impl Acker for LapinAcker {
             .map_err(unavailable)
     }
 
+    async fn ack_through(&self) -> Result<()> {
+        self.0
+            .ack(BasicAckOptions { multiple: true })
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     async fn nack(&self, requeue: bool) -> Result<()> {
         let opts = BasicNackOptions {
             requeue,

@@ -35,6 +35,7 @@ pub async fn run_all(b: &dyn Broker) {
     prefetch_bounds_unacked(b).await;
     unacked_redelivered_when_consumer_leaves(b).await;
     nack_requeues_or_drops(b).await;
+    ack_through_settles_the_earlier_ones(b).await;
     fanout_copies_to_every_bound_queue(b).await;
     reply_fields_travel(b).await;
 }
@@ -110,6 +111,37 @@ pub async fn nack_requeues_or_drops(b: &dyn Broker) {
     again.nack(false).await.unwrap();
     assert!(nothing_within(&mut c, Duration::from_millis(200)).await);
     drop(c);
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// `ack_through` settles a delivery and those before it, not those after.
+pub async fn ack_through_settles_the_earlier_ones(b: &dyn Broker) {
+    let q = unique("through");
+    b.declare_queue(&q, QueueKind::Durable).await.unwrap();
+    let mut c1 = b.consume(&q, 10).await.unwrap();
+    for i in 0..4 {
+        b.publish(&q, msg(i)).await.unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(next(&mut c1).await);
+    }
+    let after = got.pop().expect("four deliveries");
+    let through = got.pop().expect("three deliveries");
+    assert_eq!(through.message.body, vec![2]);
+    through.ack_through().await.unwrap();
+    drop(got); // settled by the ack above
+    drop(after); // not settled: comes back
+    drop(c1);
+    let mut c2 = b.consume(&q, 10).await.unwrap();
+    let again = next(&mut c2).await;
+    assert_eq!(
+        (again.message.body.clone(), again.redelivered),
+        (vec![3], true)
+    );
+    assert!(nothing_within(&mut c2, Duration::from_millis(200)).await);
+    again.ack().await.unwrap();
+    drop(c2);
     b.delete_queue(&q).await.unwrap();
 }
 

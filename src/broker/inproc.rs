@@ -92,6 +92,27 @@ impl InProcBroker {
         deliver(out);
     }
 
+    /// Acknowledges `tag` and every earlier tag its consumer holds.
+    fn settle_through(&self, queue: &str, tag: u64) {
+        let mut st = self.state();
+        let Some(q) = st.queues.get_mut(queue) else {
+            return;
+        };
+        let Some(&(consumer, _)) = q.unacked.get(&tag) else {
+            return;
+        };
+        let before = q.unacked.len();
+        q.unacked.retain(|t, (c, _)| *c != consumer || *t > tag);
+        let settled = before - q.unacked.len();
+        if let Some(slot) = q.consumers.iter_mut().find(|s| s.id == consumer) {
+            slot.held -= settled;
+        }
+        let mut out = Outbox::new();
+        dispatch(self, &mut st, queue, &mut out);
+        drop(st);
+        deliver(out);
+    }
+
     fn cancel(&self, queue: &str, consumer: u64) {
         let mut st = self.state();
         let Some(q) = st.queues.get_mut(queue) else {
@@ -178,6 +199,11 @@ struct InProcAcker {
 impl Acker for InProcAcker {
     async fn ack(&self) -> Result<()> {
         self.broker.settle(&self.queue, self.tag, false);
+        Ok(())
+    }
+
+    async fn ack_through(&self) -> Result<()> {
+        self.broker.settle_through(&self.queue, self.tag);
         Ok(())
     }
 

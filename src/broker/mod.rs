@@ -9,7 +9,8 @@
 //! - a delivery stays unacknowledged until `ack`; when its consumer goes
 //!   away (cancelled, connection lost, process killed) it is delivered again
 //!   with `redelivered` set, at the front of the queue;
-//! - `nack(requeue)` puts it back or drops it;
+//! - `nack(requeue)` puts it back or drops it; `ack_through` acknowledges a
+//!   delivery and every earlier unsettled one of its consumer at once;
 //! - a fanout exchange copies each message to every queue bound to it;
 //! - `publish` returns once the broker has taken the message (a publisher
 //!   confirm on RabbitMQ).
@@ -74,6 +75,9 @@ pub enum QueueKind {
 #[async_trait]
 pub trait Acker: Send + Sync {
     async fn ack(&self) -> Result<()>;
+    /// Acknowledges this delivery and every earlier unsettled delivery of
+    /// the same consumer (AMQP's `multiple`).
+    async fn ack_through(&self) -> Result<()>;
     async fn nack(&self, requeue: bool) -> Result<()>;
 }
 
@@ -105,6 +109,13 @@ impl Delivery {
 
     pub async fn ack(self) -> Result<()> {
         self.acker.ack().await
+    }
+
+    /// Acknowledges this delivery and every delivery its consumer received
+    /// before it that is not settled yet, in one step. Those earlier
+    /// deliveries must then not be settled again (dropping them is fine).
+    pub async fn ack_through(self) -> Result<()> {
+        self.acker.ack_through().await
     }
 
     pub async fn nack(self, requeue: bool) -> Result<()> {

@@ -18,8 +18,8 @@
 //! publishing channels in confirm mode, requests not persistent and carrying
 //! a correlation id and `reply_to`; every reply comes back on the one reply
 //! queue (consumed with the orchestrator's prefetch of 1000, in batches of up
-//! to 256), is matched to its caller by correlation id, and is acknowledged
-//! one by one from a task of its own. Each virtual user publishes a request
+//! to 256), is matched to its caller by correlation id, and each batch is
+//! acknowledged with one `multiple` ack from a task of its own. Each virtual user publishes a request
 //! and waits for its reply (and for the broker's confirm of the request only
 //! while the reply has not come, as the orchestrator does), then checks that
 //! the reply is its own body.
@@ -262,12 +262,19 @@ impl EchoClient {
     }
 }
 
-/// Hands each reply to its caller; acknowledges them from a task of its own,
-/// one by one, as the orchestrator does.
+/// Hands each reply to its caller; acknowledges each batch with one
+/// `multiple` ack of its last reply, in order, from a task of its own, as the
+/// orchestrator does.
 async fn dispatch(consumer: lapin::Consumer, waiting: Waiting) {
+    let (acks, mut to_ack) = tokio::sync::mpsc::unbounded_channel::<lapin::Acker>();
+    tokio::spawn(async move {
+        while let Some(a) = to_ack.recv().await {
+            let _ = a.ack(BasicAckOptions { multiple: true }).await;
+        }
+    });
     let mut batches = consumer.ready_chunks(REPLY_BATCH);
     while let Some(batch) = batches.next().await {
-        let mut ackers = Vec::with_capacity(batch.len());
+        let mut last = None;
         let mut ended = false;
         {
             let mut waiting = waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -284,14 +291,12 @@ async fn dispatch(consumer: lapin::Consumer, waiting: Waiting) {
                 if let Some(tx) = id.and_then(|id| waiting.remove(&id)) {
                     let _ = tx.send(d.data);
                 }
-                ackers.push(d.acker);
+                last = Some(d.acker);
             }
         }
-        tokio::spawn(async move {
-            for a in ackers {
-                let _ = a.ack(BasicAckOptions::default()).await;
-            }
-        });
+        if let Some(a) = last {
+            let _ = acks.send(a);
+        }
         if ended {
             break;
         }
