@@ -278,19 +278,27 @@ async fn settle(broker: &dyn Broker, d: Delivery, outcome: Outcome, synced: bool
         let _ = d.nack(true).await;
         return;
     }
-    let reply = match outcome {
-        Outcome::Applied(_, r) => Reply::Write(Ok(r)),
-        Outcome::Refused(e) => Reply::Write(Err(e)),
-        Outcome::Snapshot(s) => Reply::Snapshot(s),
+    let replies = match outcome {
+        Outcome::Applied(_, r) => vec![Reply::Write(Ok(r))],
+        Outcome::Refused(e) => vec![Reply::Write(Err(e))],
+        Outcome::Snapshot(Ok(Some(snap))) => snap
+            .into_parts()
+            .into_iter()
+            .map(|p| Reply::Snapshot(Ok(Some(p))))
+            .collect(),
+        Outcome::Snapshot(s) => vec![Reply::Snapshot(s.map(|_| None))],
         Outcome::Garbage => {
             let _ = d.nack(false).await;
             return;
         }
     };
-    if let Err(e) = reply_to(broker, &d, &reply).await {
-        tracing::warn!(error = %e, "reply failed; requeueing");
-        let _ = d.nack(true).await;
-        return;
+    // A snapshot's parts go one after the other: each can be megabytes.
+    for reply in &replies {
+        if let Err(e) = reply_to(broker, &d, reply).await {
+            tracing::warn!(error = %e, "reply failed; requeueing");
+            let _ = d.nack(true).await;
+            return;
+        }
     }
     let _ = d.ack().await;
 }

@@ -19,7 +19,9 @@ use super::{blocking, reply_to, MasterWorker};
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
-use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, Snapshot, SyncBatch};
+use crate::model::wire::{
+    self, MasterRequest, ReadRequest, Reply, SnapshotPart, SnapshotParts, SyncBatch,
+};
 use crate::model::{ReadOp, ReadReply};
 use crate::store::Store;
 
@@ -49,6 +51,8 @@ pub struct SlaveWorker {
     sync: Option<SpawnHandle>,
     reads: Option<SpawnHandle>,
     snapshot: Option<SpawnHandle>,
+    /// The parts of the snapshot received so far.
+    parts: SnapshotParts,
     /// Shutting down or promoted: consumers that end stay ended.
     closing: bool,
 }
@@ -81,6 +85,7 @@ impl SlaveWorker {
             sync: None,
             reads: None,
             snapshot: None,
+            parts: SnapshotParts::default(),
             closing: false,
         }
     }
@@ -113,6 +118,7 @@ impl SlaveWorker {
 
     /// Asks the master for the state past `have_seq`.
     fn ask_snapshot(&mut self, ctx: &mut Context<Self>, have_seq: u64, wait: Duration) {
+        self.parts = SnapshotParts::default();
         let (broker, id) = (self.broker.clone(), self.id);
         let ask = async move { request_snapshot(broker.as_ref(), id, have_seq).await };
         ctx.wait(ask.into_actor(self).map(move |res, act, ctx| match res {
@@ -362,7 +368,7 @@ impl StreamHandler<SyncDeliveries> for SlaveWorker {
 
 impl StreamHandler<SnapshotAnswer> for SlaveWorker {
     fn handle(&mut self, SnapshotAnswer(d): SnapshotAnswer, ctx: &mut Context<Self>) {
-        let answer: Result<Option<Snapshot>> = match wire::decode(&d.message.body) {
+        let answer: Result<Option<SnapshotPart>> = match wire::decode(&d.message.body) {
             Ok(Reply::Snapshot(s)) => s,
             Ok(_) => Err(Error::BadMessage("not a snapshot".into())),
             Err(e) => Err(e),
@@ -370,6 +376,16 @@ impl StreamHandler<SnapshotAnswer> for SlaveWorker {
         actix::spawn(async move {
             let _ = d.ack().await;
         });
+        let answer = match answer {
+            Ok(Some(part)) => match self.parts.add(part) {
+                Ok(None) => return, // more parts to come
+                Ok(whole) => Ok(whole),
+                Err(e) => Err(e),
+            },
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        self.parts = SnapshotParts::default();
         if let Some(h) = self.snapshot.take() {
             ctx.cancel_future(h);
         }
@@ -403,6 +419,7 @@ impl StreamHandler<SnapshotAnswer> for SlaveWorker {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         // Ended without an answer (the broker went away): ask again.
+        self.parts = SnapshotParts::default();
         if self.snapshot.take().is_some() && !self.closing {
             self.ask_snapshot(ctx, self.applied, FIRST_RETRY);
         }

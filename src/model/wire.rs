@@ -73,13 +73,106 @@ pub struct Snapshot {
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// Most bytes (keys and values) in one snapshot part.
+pub const SNAPSHOT_PART_BYTES: usize = 4 << 20;
+/// Most entries in one snapshot part.
+pub const SNAPSHOT_PART_ENTRIES: usize = 4096;
+
+/// One of the messages a snapshot travels in, so that a database of any
+/// size fits the broker's limit on a message.
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+pub struct SnapshotPart {
+    pub seq: u64,
+    /// This part's place, from 0, and how many parts there are.
+    pub part: u32,
+    pub parts: u32,
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Snapshot {
+    /// Splits the snapshot into parts of at most [`SNAPSHOT_PART_ENTRIES`]
+    /// entries and (but for a single larger entry) [`SNAPSHOT_PART_BYTES`].
+    pub fn into_parts(self) -> Vec<SnapshotPart> {
+        let mut chunks: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for e in self.entries {
+            let size = e.0.len() + e.1.len();
+            let full = chunks.last().is_some_and(|c| {
+                !c.is_empty()
+                    && (c.len() >= SNAPSHOT_PART_ENTRIES || bytes + size > SNAPSHOT_PART_BYTES)
+            });
+            if full {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            if let Some(c) = chunks.last_mut() {
+                c.push(e);
+            }
+        }
+        let parts = chunks.len() as u32;
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, entries)| SnapshotPart {
+                seq: self.seq,
+                part: i as u32,
+                parts,
+                entries,
+            })
+            .collect()
+    }
+}
+
+/// Collects the parts of a snapshot as they come (in any order, possibly
+/// twice, possibly of two snapshots when a request was answered again).
+#[derive(Debug, Default)]
+pub struct SnapshotParts {
+    /// By seq: how many parts, and those received.
+    partial: std::collections::BTreeMap<u64, (u32, std::collections::BTreeMap<u32, SnapshotPart>)>,
+}
+
+impl SnapshotParts {
+    /// Adds a part; the whole snapshot once its last part has come.
+    pub fn add(&mut self, part: SnapshotPart) -> Result<Option<Snapshot>> {
+        if part.part >= part.parts {
+            return Err(Error::BadMessage(format!(
+                "snapshot part {} of {}",
+                part.part, part.parts
+            )));
+        }
+        let (parts, got) = self
+            .partial
+            .entry(part.seq)
+            .or_insert_with(|| (part.parts, Default::default()));
+        if *parts != part.parts {
+            return Err(Error::BadMessage(format!(
+                "snapshot of seq {} in {} and in {} parts",
+                part.seq, parts, part.parts
+            )));
+        }
+        let (seq, n) = (part.seq, *parts);
+        got.insert(part.part, part);
+        if got.len() < n as usize {
+            return Ok(None);
+        }
+        let (_, got) = self.partial.remove(&seq).unwrap_or_default();
+        self.partial.clear();
+        Ok(Some(Snapshot {
+            seq,
+            entries: got.into_values().flat_map(|p| p.entries).collect(),
+        }))
+    }
+}
+
 /// Replies, on `responseQ` (or a slave's snapshot reply queue).
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub enum Reply {
     Write(Result<WriteReply>),
     Read(Result<ReadReply>),
-    /// `None`: the asker is already at the master's sequence number.
-    Snapshot(Result<Option<Snapshot>>),
+    /// `None`: the asker is already at the master's sequence number; else
+    /// one part of the snapshot (each part is a message of its own).
+    Snapshot(Result<Option<SnapshotPart>>),
 }
 
 fn config() -> impl bincode::config::Config {
@@ -138,6 +231,75 @@ mod tests {
         assert!(decode::<ReadRequest>(&bytes).is_err());
         assert!(decode::<ReadRequest>(&[]).is_err());
         assert!(decode::<ReadRequest>(&[VERSION, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    fn entry(i: usize, size: usize) -> (Vec<u8>, Vec<u8>) {
+        (format!("d{i:08}").into_bytes(), vec![7; size])
+    }
+
+    #[test]
+    fn snapshots_split_into_parts_and_come_back_whole() {
+        let snap = Snapshot {
+            seq: 9,
+            entries: (0..SNAPSHOT_PART_ENTRIES * 2 + 5)
+                .map(|i| entry(i, 10))
+                .chain((0..3).map(|i| entry(SNAPSHOT_PART_ENTRIES * 3 + i, SNAPSHOT_PART_BYTES)))
+                .collect(),
+        };
+        let mut parts = snap.clone().into_parts();
+        // Two full by count, the rest of the small ones, then one part for
+        // each entry of the part size.
+        assert_eq!(parts.len(), 6);
+        assert!(parts.iter().all(|p| p.parts == 6 && p.seq == 9));
+        assert!(parts
+            .iter()
+            .all(|p| wire_size(p) < SNAPSHOT_PART_BYTES + 1024 * 1024));
+        parts.reverse();
+        let mut got = SnapshotParts::default();
+        let first = parts[0].clone();
+        let mut whole = None;
+        for p in parts {
+            assert!(whole.is_none());
+            whole = got.add(p).unwrap();
+            if whole.is_none() {
+                // A duplicate changes nothing.
+                assert!(got.add(first.clone()).unwrap().is_none());
+            }
+        }
+        assert_eq!(whole, Some(snap));
+    }
+
+    fn wire_size(p: &SnapshotPart) -> usize {
+        encode(&Reply::Snapshot(Ok(Some(p.clone())))).len()
+    }
+
+    #[test]
+    fn an_empty_snapshot_is_one_part_and_bad_parts_are_refused() {
+        let parts = Snapshot::default().into_parts();
+        assert_eq!(parts.len(), 1);
+        let mut got = SnapshotParts::default();
+        assert_eq!(
+            got.add(parts[0].clone()).unwrap(),
+            Some(Snapshot::default())
+        );
+        let bad = SnapshotPart {
+            seq: 1,
+            part: 2,
+            parts: 2,
+            entries: Vec::new(),
+        };
+        assert!(got.add(bad.clone()).is_err());
+        let one = SnapshotPart {
+            part: 0,
+            ..bad.clone()
+        };
+        assert!(got.add(one).unwrap().is_none());
+        let other_count = SnapshotPart {
+            part: 0,
+            parts: 3,
+            ..bad
+        };
+        assert!(got.add(other_count).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use dbaas::runtime::{Role, WorkerSpec};
 use dbaas::system::Cluster;
 use futures::StreamExt;
 
-use super::{eventually, stores};
+use super::{eventually, store, stores};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -90,7 +90,14 @@ pub async fn reads_spread_round_robin_over_two_slaves(b: Arc<dyn Broker>) {
 pub async fn a_late_slave_catches_up_by_snapshot_and_sync_without_a_gap(b: Arc<dyn Broker>) {
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(&dir, 1, b.clone()).await;
-    for i in 0..300 {
+    // Enough rows that the snapshot travels in several parts.
+    for chunk in 0..6 {
+        let ops = (0..1000)
+            .map(|i| user(&format!("bulk{chunk}-{i}")))
+            .collect();
+        c.orchestrator.write(WriteOp::Batch { ops }).await.unwrap();
+    }
+    for i in 0..294 {
         c.orchestrator
             .write(user(&format!("before{i}")))
             .await
@@ -137,6 +144,11 @@ pub async fn a_late_slave_catches_up_by_snapshot_and_sync_without_a_gap(b: Arc<d
     let all = stores(dir.path(), &[1, 2, 9]);
     assert!(all.iter().all(|s| *s == all[0]), "stores differ: {all:?}");
     assert_eq!(all[0].0, 600);
+    let snapshot = store(dir.path(), 9).snapshot().unwrap();
+    assert!(
+        snapshot.into_parts().len() > 1,
+        "the snapshot fits one part"
+    );
 }
 
 pub async fn a_duplicate_sync_message_is_ignored(b: Arc<dyn Broker>) {

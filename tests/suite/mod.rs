@@ -101,13 +101,18 @@ where
     }
 }
 
+/// Worker `id`'s store, opened after a stop.
+pub fn store(dir: &Path, id: u64) -> Store {
+    let schema = Arc::new(dbaas::model::Schema::rideshare());
+    let path = dbaas::runtime::worker_dir(&dir.join("workers"), id);
+    Store::open(&path, schema).expect("store opens")
+}
+
 /// Every worker's (applied seq, checksum), read from its store after a stop.
 pub fn stores(dir: &Path, ids: &[u64]) -> Vec<(u64, u64)> {
-    let schema = Arc::new(dbaas::model::Schema::rideshare());
     ids.iter()
         .map(|&id| {
-            let path = dbaas::runtime::worker_dir(&dir.join("workers"), id);
-            let s = Store::open(&path, schema.clone()).expect("store opens");
+            let s = store(dir, id);
             (s.applied_seq(), s.checksum().expect("checksum"))
         })
         .collect()
