@@ -164,10 +164,17 @@ fn apply_all(
 ) -> Result<Vec<Outcome>> {
     let mut outcomes = Vec::with_capacity(requests.len());
     let mut group = store.group();
+    // Replayed writes count too: an earlier group may have applied them
+    // and then failed to flush.
+    let mut answered = false;
     for req in requests {
         let outcome = match req {
             None => Outcome::Garbage,
-            Some(MasterRequest::Write(w)) => apply_write(&mut group, epoch, w)?,
+            Some(MasterRequest::Write(w)) => {
+                let o = apply_write(&mut group, epoch, w)?;
+                answered |= matches!(o, Outcome::Applied(..));
+                o
+            }
             Some(MasterRequest::Snapshot { have_seq }) => {
                 // The snapshot lands between the writes before it and after.
                 group.commit()?;
@@ -183,8 +190,8 @@ fn apply_all(
         };
         outcomes.push(outcome);
     }
-    if !group.is_empty() {
-        group.commit()?;
+    group.commit()?;
+    if answered {
         store.flush()?;
     }
     Ok(outcomes)
@@ -256,10 +263,14 @@ fn sync_runs(outcomes: &[Outcome]) -> (Vec<SyncBatch>, Vec<Option<usize>>) {
     let mut runs: Vec<SyncBatch> = Vec::new();
     let mut run_of = vec![None; outcomes.len()];
     for (i, sync) in applied {
-        let follows = runs
-            .last()
-            .and_then(|r| r.last())
-            .is_some_and(|last| last.seq + 1 == sync.seq);
+        let last = runs.last().and_then(|r| r.last()).map(|m| m.seq);
+        if last == Some(sync.seq) {
+            // The same write twice in one group (a retry answered from the
+            // record): one sync message carries it once.
+            run_of[i] = Some(runs.len() - 1);
+            continue;
+        }
+        let follows = last.is_some_and(|l| l.checked_add(1) == Some(sync.seq));
         if !follows {
             runs.push(Vec::new());
         }
@@ -284,9 +295,9 @@ async fn settle(broker: &dyn Broker, d: Delivery, outcome: Outcome, synced: bool
         Outcome::Snapshot(Ok(Some(snap))) => snap
             .into_parts()
             .into_iter()
-            .map(|p| Reply::Snapshot(Ok(Some(p))))
+            .map(Reply::SnapshotPart)
             .collect(),
-        Outcome::Snapshot(s) => vec![Reply::Snapshot(s.map(|_| None))],
+        Outcome::Snapshot(s) => vec![Reply::Snapshot(s)],
         Outcome::Garbage => {
             let _ = d.nack(false).await;
             return;
@@ -323,5 +334,49 @@ impl Handler<Shutdown> for MasterWorker {
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         // Groups run under `wait`, so none is half done when this runs.
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::WriteResult;
+
+    fn applied(seq: u64) -> Outcome {
+        let sync = SyncMessage {
+            seq,
+            epoch: 1,
+            request_id: u128::from(seq),
+            op: crate::model::WriteOp::Clear { table: None },
+        };
+        let reply = WriteReply {
+            seq,
+            result: WriteResult::Cleared,
+        };
+        Outcome::Applied(sync, reply)
+    }
+
+    fn seqs(runs: &[SyncBatch]) -> Vec<Vec<u64>> {
+        runs.iter()
+            .map(|r| r.iter().map(|m| m.seq).collect())
+            .collect()
+    }
+
+    #[test]
+    fn sync_runs_are_consecutive_and_carry_each_write_once() {
+        let outcomes = vec![
+            applied(5),
+            applied(6),
+            applied(5), // a retry of the first, answered from the record
+            Outcome::Garbage,
+            applied(2), // a retry of a write of an earlier group
+            applied(7),
+        ];
+        let (runs, run_of) = sync_runs(&outcomes);
+        assert_eq!(seqs(&runs), vec![vec![2], vec![5, 6, 7]]);
+        assert_eq!(
+            run_of,
+            vec![Some(1), Some(1), Some(1), None, Some(0), Some(1)]
+        );
     }
 }

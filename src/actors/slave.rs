@@ -20,7 +20,7 @@ use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
 use crate::model::wire::{
-    self, MasterRequest, ReadRequest, Reply, SnapshotPart, SnapshotParts, SyncBatch,
+    self, MasterRequest, ReadRequest, Reply, Snapshot, SnapshotParts, SyncBatch,
 };
 use crate::model::{ReadOp, ReadReply};
 use crate::store::Store;
@@ -118,11 +118,17 @@ impl SlaveWorker {
 
     /// Asks the master for the state past `have_seq`.
     fn ask_snapshot(&mut self, ctx: &mut Context<Self>, have_seq: u64, wait: Duration) {
-        self.parts = SnapshotParts::default();
         let (broker, id) = (self.broker.clone(), self.id);
         let ask = async move { request_snapshot(broker.as_ref(), id, have_seq).await };
         ctx.wait(ask.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(answers) => act.snapshot = Some(ctx.add_stream(answers.map(SnapshotAnswer))),
+            Ok(answers) => {
+                // Only the latest request's answer may be installed.
+                if let Some(h) = act.snapshot.take() {
+                    ctx.cancel_future(h);
+                }
+                act.parts = SnapshotParts::default();
+                act.snapshot = Some(ctx.add_stream(answers.map(SnapshotAnswer)));
+            }
             Err(e) => {
                 tracing::warn!(worker = act.id, error = %e, "snapshot request failed; retrying");
                 let next = next_retry(wait);
@@ -346,11 +352,15 @@ impl StreamHandler<SyncDeliveries> for SlaveWorker {
                 }
             };
             let first = batch[0].seq;
-            if last_seq(&batch) <= self.applied || self.pending.contains_key(&first) {
+            let known = self.pending.get(&first).map_or(0, |(b, _)| last_seq(b));
+            if last_seq(&batch) <= self.applied.max(known) {
                 actix::spawn(d.ack()); // a duplicate
                 continue;
             }
-            self.pending.insert(first, (batch, d));
+            // A longer batch from the same seq replaces a shorter one.
+            if let Some((_, shorter)) = self.pending.insert(first, (batch, d)) {
+                actix::spawn(shorter.ack());
+            }
         }
         if self.ready {
             self.apply_pending(ctx);
@@ -368,7 +378,14 @@ impl StreamHandler<SyncDeliveries> for SlaveWorker {
 
 impl StreamHandler<SnapshotAnswer> for SlaveWorker {
     fn handle(&mut self, SnapshotAnswer(d): SnapshotAnswer, ctx: &mut Context<Self>) {
-        let answer: Result<Option<SnapshotPart>> = match wire::decode(&d.message.body) {
+        let answer: Result<Option<Snapshot>> = match wire::decode(&d.message.body) {
+            Ok(Reply::SnapshotPart(part)) => match self.parts.add(part) {
+                Ok(None) => {
+                    actix::spawn(d.ack());
+                    return; // more parts to come
+                }
+                whole => whole,
+            },
             Ok(Reply::Snapshot(s)) => s,
             Ok(_) => Err(Error::BadMessage("not a snapshot".into())),
             Err(e) => Err(e),
@@ -376,15 +393,6 @@ impl StreamHandler<SnapshotAnswer> for SlaveWorker {
         actix::spawn(async move {
             let _ = d.ack().await;
         });
-        let answer = match answer {
-            Ok(Some(part)) => match self.parts.add(part) {
-                Ok(None) => return, // more parts to come
-                Ok(whole) => Ok(whole),
-                Err(e) => Err(e),
-            },
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        };
         self.parts = SnapshotParts::default();
         if let Some(h) = self.snapshot.take() {
             ctx.cancel_future(h);

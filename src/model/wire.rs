@@ -170,9 +170,12 @@ impl SnapshotParts {
 pub enum Reply {
     Write(Result<WriteReply>),
     Read(Result<ReadReply>),
-    /// `None`: the asker is already at the master's sequence number; else
-    /// one part of the snapshot (each part is a message of its own).
-    Snapshot(Result<Option<SnapshotPart>>),
+    /// `None`: the asker is already at the master's sequence number. A
+    /// whole snapshot is what older masters sent; now it comes in parts.
+    Snapshot(Result<Option<Snapshot>>),
+    /// One part of a snapshot, a message of its own (a new variant, so that
+    /// older messages still decode).
+    SnapshotPart(SnapshotPart),
 }
 
 fn config() -> impl bincode::config::Config {
@@ -270,7 +273,7 @@ mod tests {
     }
 
     fn wire_size(p: &SnapshotPart) -> usize {
-        encode(&Reply::Snapshot(Ok(Some(p.clone())))).len()
+        encode(&Reply::SnapshotPart(p.clone())).len()
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl Store {
             store: self,
             _writer: guard,
             tx: Tx::new(&self.inner.db),
-            next: self.applied_seq() + 1,
+            next: self.applied_seq().saturating_add(1),
         }
     }
 
@@ -228,7 +228,7 @@ impl WriteGroup<'_> {
 
     /// Writes in the group so far.
     pub fn len(&self) -> u64 {
-        self.next - self.store.applied_seq() - 1
+        (self.next - 1).saturating_sub(self.store.applied_seq())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -245,13 +245,16 @@ impl WriteGroup<'_> {
                 self.next
             )));
         }
+        let after = seq
+            .checked_add(1)
+            .ok_or_else(|| Error::Storage("sequence numbers exhausted".into()))?;
         self.tx.begin();
         let result = write::apply_op(&mut self.tx, &self.store.inner.schema, op)
             .and_then(|result| record(&mut self.tx, seq, request_id, &result).map(|()| result));
         match result {
             Ok(result) => {
                 self.tx.commit();
-                self.next += 1;
+                self.next = after;
                 Ok(result)
             }
             Err(e) => {
@@ -268,7 +271,7 @@ impl WriteGroup<'_> {
 
     /// Writes the group to sled as one batch; returns the applied seq.
     pub fn commit(self) -> Result<u64> {
-        let last = self.next - 1;
+        let last = self.next.saturating_sub(1);
         if self.tx.len() > 0 {
             let batch = self.tx.into_batch();
             let _g = self.store.write_gate();

@@ -215,6 +215,41 @@ pub async fn a_read_for_a_sequence_number_not_yet_applied_waits_then_answers(b: 
     c.stop().await;
 }
 
+pub async fn a_write_retried_within_one_group_is_synced_once(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b.clone()).await;
+    c.orchestrator.write(user("first")).await.unwrap();
+    // With the master away, a write, another, and the first again (a
+    // retry) queue up; the master takes them as one group when it is back.
+    c.runtime.stop(1).await.unwrap();
+    for (request_id, name) in [(500, "a"), (501, "b"), (500, "a")] {
+        let req = MasterRequest::Write(WriteRequest {
+            request_id,
+            epoch: c.epoch,
+            op: user(name),
+        });
+        c.broker
+            .publish(WRITE_Q, Message::new(wire::encode(&req)))
+            .await
+            .unwrap();
+    }
+    c.runtime
+        .start(WorkerSpec {
+            id: 1,
+            role: Role::Master,
+            epoch: c.epoch,
+        })
+        .await
+        .unwrap();
+    // A strong read after the next write needs the slave past all of them.
+    c.orchestrator.write(user("last")).await.unwrap();
+    assert_eq!(read(&c, count_users()).await, ReadResult::Count(4));
+    c.stop().await;
+    let all = stores(dir.path(), &[1, 2]);
+    assert_eq!(all[0], all[1]);
+    assert_eq!(all[0].0, 4);
+}
+
 pub async fn a_redelivered_write_is_applied_once(b: Arc<dyn Broker>) {
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(&dir, 1, b.clone()).await;
