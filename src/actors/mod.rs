@@ -13,13 +13,15 @@
 //!   [`OrchestratorHandle`] retries retryable failures within a deadline.
 //! - **MasterWorker** consumes `writeQ` in groups: applies each write under
 //!   the next sequence number (atomically with the request id it answers),
-//!   flushes once, publishes every applied write to `syncQ` and waits for
-//!   the broker to take them, and only then replies and acknowledges. A
-//!   redelivered write (same request id) is answered from the record, not
-//!   applied again. A write of another epoch is fenced.
+//!   commits the group as one sled batch and flushes once, publishes the
+//!   group's writes to `syncQ` (one message per run of consecutive seqs)
+//!   and waits for the broker to take them, and only then replies and
+//!   acknowledges. A redelivered write (same request id) is answered from
+//!   the record, not applied again. A write of another epoch is fenced.
 //! - **SlaveWorker** binds its own queue to `syncQ`, asks the master for a
-//!   snapshot through `writeQ` (so it lands between two writes), installs
-//!   it, applies later syncs in sequence order (duplicates dropped, gaps
+//!   snapshot through `writeQ` (so it lands between two writes; it comes
+//!   back in parts of at most 4 MiB), installs it, applies later syncs in
+//!   sequence order, many as one sled batch (duplicates dropped, gaps
 //!   waited for), and consumes `readQ` only once caught up. A read waits up
 //!   to two seconds for the sequence number it needs, then is answered
 //!   "unavailable" so the orchestrator retries.
@@ -42,8 +44,10 @@
 //! Not promised: reads are not linearizable against writes in flight (a
 //! read sees every write acknowledged before it was received, maybe more).
 //!
-//! Blocking sled work runs on tokio's blocking pool ([`blocking`]), never
-//! on the actix threads.
+//! Sled work that may take long (writes, flushes, scans, snapshots) runs
+//! on tokio's blocking pool ([`blocking`]); a slave serves a batch of point
+//! lookups on its actor thread, where a cached `get` costs less than the
+//! hop to the pool and back.
 
 pub mod election;
 pub mod messages;
