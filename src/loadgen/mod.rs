@@ -14,7 +14,7 @@
 //! - `amqp-echo`: no DBaaS at all, but the raw request/reply limit of the
 //!   RabbitMQ at `--amqp`: echo servers and clients doing over lapin what
 //!   the slaves and the orchestrator do for a read, minus the storage and
-//!   the HTTP (see [`echo`]).
+//!   the HTTP (see `src/loadgen/echo.rs`).
 //!
 //! Each of `--concurrency` tasks keeps one request in flight at a time
 //! (closed loop) over one shared HTTP client. Every answer's status is
