@@ -119,17 +119,12 @@ struct PromoteParams {
 }
 
 async fn worker_status(state: WorkerState) -> HttpResponse {
-    match state.0.status(state.1).await {
-        Ok(s) => common::ok_json(&s),
-        Err(e) => common::from_error(&e),
-    }
+    common::reply(state.0.status(state.1).await)
 }
 
 async fn worker_promote(state: WorkerState, q: web::Query<PromoteParams>) -> HttpResponse {
-    match state.0.promote(state.1, q.epoch).await {
-        Ok(()) => common::ok_json(&serde_json::json!({})),
-        Err(e) => common::from_error(&e),
-    }
+    let promoted = state.0.promote(state.1, q.epoch).await;
+    common::reply(promoted.map(|()| serde_json::json!({})))
 }
 
 /// `dbaas worker`: one master or slave over RabbitMQ.

@@ -80,6 +80,8 @@ contract!(
     rides_service_counts_its_requests,
     unsupported_methods_are_405_with_empty_object,
     unknown_routes_are_404,
+    db_api_reads_writes_and_lists_workers,
+    db_api_refuses_bad_input_and_changes_nothing,
 );
 
 /// A body that is not a valid new user, each for its own reason.
@@ -809,6 +811,108 @@ async fn unknown_routes_are_404(urls: &Urls) {
         let r = service.get(path).await;
         r.assert_error(404);
     }
+}
+
+/// The DBaaS's own HTTP API on the orchestrator's address.
+async fn db_api_reads_writes_and_lists_workers(urls: &Urls) {
+    let db = Http::new(&urls.orchestrator);
+    let user = json!({"op": "insert", "table": "users",
+                      "row": {"username": "dana", "password": PASSWORD}});
+    let w = db.json("POST", "/api/v1/db/write", user).await;
+    assert_eq!(w.status, 200, "{}", w.text());
+    let seq = w.json()["seq"].as_u64().expect("a write answers its seq");
+    let get = json!({"op": "get", "table": "users", "key": "dana", "columns": ["username"]});
+    for query in ["", "?consistency=strong", "?consistency=eventual"] {
+        let r = db
+            .json("POST", &format!("/api/v1/db/read{query}"), get.clone())
+            .await;
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+        assert_eq!(r.json()["rows"], json!([{"username": "dana"}]), "{query}");
+    }
+    let strong = db.json("POST", "/api/v1/db/read", get).await.json();
+    assert!(strong["seq"].as_u64().is_some_and(|s| s >= seq), "{strong}");
+    // Every worker's pid, master included, ascending.
+    let pids = db.get("/api/v1/worker/list").await;
+    assert_eq!(pids.status, 200, "{}", pids.text());
+    let pids: Vec<u64> = serde_json::from_value(pids.json()).expect("a list of pids");
+    assert!(pids.len() >= 2, "master and slave: {pids:?}");
+    assert!(pids.windows(2).all(|w| w[0] < w[1]), "{pids:?}");
+    db.raw("POST", "/api/v1/db/clear", "")
+        .await
+        .assert_json(200, json!({}));
+    let count = json!({"op": "count", "table": "users"});
+    let r = db.json("POST", "/api/v1/db/read", count).await;
+    assert_eq!(r.json()["count"], json!(0), "{}", r.text());
+    for (method, path) in [
+        ("GET", "/api/v1/db/read"),
+        ("PUT", "/api/v1/db/write"),
+        ("GET", "/api/v1/db/clear"),
+        ("POST", "/api/v1/worker/list"),
+        ("POST", "/api/v1/workers"),
+        ("POST", "/metrics"),
+        ("POST", "/healthz"),
+    ] {
+        let r = db.raw(method, path, "{}").await;
+        r.assert_json(405, json!({}));
+    }
+    db.get("/api/v1/nothing").await.assert_error(404);
+}
+
+/// Bad requests to the DB API: 400 (413 over the cap) with `{"error"}`,
+/// and nothing reaches storage (promise 8 of DBAAS.md).
+async fn db_api_refuses_bad_input_and_changes_nothing(urls: &Urls) {
+    let db = Http::new(&urls.orchestrator);
+    let writes = [
+        "",
+        "not json",
+        "[]",
+        r#"{"op":"drop","table":"users"}"#,
+        r#"{"op":"insert","table":"nope","row":{"a":1}}"#,
+        r#"{"op":"insert","table":"users","row":{"username":"x"},"extra":1}"#,
+        r#"{"op":"insert","table":"users","row":{"username":5,"password":"p"}}"#,
+        r#"{"op":"insert","table":"users","row":{"username":"x","password":"p","1st":2}}"#,
+        r#"{"op":"insert","table":"users","row":{"username":"x","password":"p","naïve":2}}"#,
+        r#"{"op":"delete","table":"users"}"#,
+        r#"{"op":"update","table":"users","key":"x","set":{"username":"y"},"where":[]}"#,
+        r#"{"op":"clear","table":"users; drop"}"#,
+    ];
+    for body in writes {
+        let r = db.raw("POST", "/api/v1/db/write", body).await;
+        r.assert_error(400);
+    }
+    let reads = [
+        ("", "{"),
+        ("", r#"{"op":"get","table":"users"}"#),
+        (
+            "",
+            r#"{"op":"get","table":"users","key":"a","columns":["a b"]}"#,
+        ),
+        (
+            "",
+            r#"{"op":"select","table":"users","where":[{"column":"username","cmp":"like","value":"a"}]}"#,
+        ),
+        ("", r#"{"op":"count","table":"users","limit":"x"}"#),
+        ("?consistency=bogus", r#"{"op":"count","table":"users"}"#),
+        ("?other=1", r#"{"op":"count","table":"users"}"#),
+    ];
+    for (query, body) in reads {
+        let r = db
+            .raw("POST", &format!("/api/v1/db/read{query}"), body)
+            .await;
+        r.assert_error(400);
+    }
+    let long = format!(
+        r#"{{"op":"insert","table":"users","row":{{"username":"big","password":"{}"}}}}"#,
+        "x".repeat(BODY_LIMIT)
+    );
+    db.raw("POST", "/api/v1/db/write", &long)
+        .await
+        .assert_error(413);
+    // Nothing was written.
+    let count = json!({"op": "count", "table": "users"});
+    let r = db.json("POST", "/api/v1/db/read", count).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["count"], json!(0), "{}", r.text());
 }
 
 /// A system whose gateway points at ports where nothing listens.

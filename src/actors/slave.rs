@@ -42,7 +42,6 @@ pub struct SlaveWorker {
     applied: u64,
     /// Caught up: snapshot installed (or found current).
     ready: bool,
-    /// Sync messages ahead of `applied`, by sequence number.
     /// Sync batches ahead of `applied`, by their first sequence number.
     pending: BTreeMap<u64, (SyncBatch, Delivery)>,
     parked: Vec<Parked>,

@@ -38,6 +38,20 @@ pub async fn method_not_allowed() -> HttpResponse {
     HttpResponse::MethodNotAllowed().json(serde_json::json!({}))
 }
 
+/// A route that answers 405 `{}` to the methods it has no handler for.
+pub fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// The answer to a request the crate's [`Error`] may have failed: 200 with
+/// the JSON value, else the error's own status.
+pub fn reply<T: Serialize>(result: Result<T, Error>) -> HttpResponse {
+    match result {
+        Ok(v) => ok_json(&v),
+        Err(e) => from_error(&e),
+    }
+}
+
 /// 404 with an error body, for unknown routes.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     error_response(

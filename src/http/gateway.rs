@@ -82,12 +82,8 @@ pub fn server(
 /// Registers `/healthz` and forwards everything else; the app must carry
 /// [`Upstreams`] as `web::Data` (and may carry a `BodyLimit`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/healthz")
-            .route(web::get().to(common::healthz))
-            .default_service(web::to(common::method_not_allowed)),
-    )
-    .default_service(web::to(forward));
+    cfg.service(common::resource("/healthz").route(web::get().to(common::healthz)))
+        .default_service(web::to(forward));
 }
 
 /// Headers that belong to one connection, not to the message (RFC 9110

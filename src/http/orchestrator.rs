@@ -39,30 +39,14 @@ struct ReadParams {
 
 /// The routes, for the server and for tests.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/db/read")
-            .route(web::post().to(db_read))
-            .default_service(web::to(common::method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/v1/db/write")
-            .route(web::post().to(db_write))
-            .default_service(web::to(common::method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/v1/db/clear")
-            .route(web::post().to(db_clear))
-            .default_service(web::to(common::method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/v1/worker/list")
-            .route(web::get().to(worker_list))
-            .default_service(web::to(common::method_not_allowed)),
-    )
-    .service(web::resource("/api/v1/workers").route(web::get().to(workers)))
-    .service(web::resource("/api/v1/openapi.yaml").route(web::get().to(openapi)))
-    .service(web::resource("/metrics").route(web::get().to(metrics)))
-    .service(web::resource("/healthz").route(web::get().to(common::healthz)));
+    cfg.service(common::resource("/api/v1/db/read").route(web::post().to(db_read)))
+        .service(common::resource("/api/v1/db/write").route(web::post().to(db_write)))
+        .service(common::resource("/api/v1/db/clear").route(web::post().to(db_clear)))
+        .service(common::resource("/api/v1/worker/list").route(web::get().to(worker_list)))
+        .service(common::resource("/api/v1/workers").route(web::get().to(workers)))
+        .service(common::resource("/api/v1/openapi.yaml").route(web::get().to(openapi)))
+        .service(common::resource("/metrics").route(web::get().to(metrics)))
+        .service(common::resource("/healthz").route(web::get().to(common::healthz)));
 }
 
 /// The orchestrator's HTTP server on `listener`.
@@ -94,38 +78,26 @@ pub fn server(
 }
 
 async fn db_read(state: State, params: web::Query<ReadParams>, Body(body): Body) -> HttpResponse {
-    let op: ReadOp = match common::parse_json(&body) {
-        Ok(op) => op,
-        Err(e) => return common::from_error(&e),
+    let read = async {
+        let op: ReadOp = common::parse_json(&body)?;
+        validate_read(&state.schema, &op)?;
+        state.handle.read(op, params.consistency).await
     };
-    if let Err(e) = validate_read(&state.schema, &op) {
-        return common::from_error(&e);
-    }
-    match state.handle.read(op, params.consistency).await {
-        Ok(reply) => common::ok_json(&reply),
-        Err(e) => common::from_error(&e),
-    }
+    common::reply(read.await)
 }
 
 async fn db_write(state: State, Body(body): Body) -> HttpResponse {
-    let op: WriteOp = match common::parse_json(&body) {
-        Ok(op) => op,
-        Err(e) => return common::from_error(&e),
+    let write = async {
+        let op: WriteOp = common::parse_json(&body)?;
+        validate_write(&state.schema, &op)?;
+        state.handle.write(op).await
     };
-    if let Err(e) = validate_write(&state.schema, &op) {
-        return common::from_error(&e);
-    }
-    match state.handle.write(op).await {
-        Ok(reply) => common::ok_json(&reply),
-        Err(e) => common::from_error(&e),
-    }
+    common::reply(write.await)
 }
 
 async fn db_clear(state: State) -> HttpResponse {
-    match state.handle.write(WriteOp::Clear { table: None }).await {
-        Ok(_) => common::ok_json(&serde_json::json!({})),
-        Err(e) => common::from_error(&e),
-    }
+    let cleared = state.handle.write(WriteOp::Clear { table: None }).await;
+    common::reply(cleared.map(|_| serde_json::json!({})))
 }
 
 /// Every worker's pid, master included, ascending.

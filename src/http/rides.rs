@@ -39,25 +39,18 @@ pub fn server(
 /// Registers the service's routes; the app must carry a [`ServiceState`]
 /// as `web::Data` (and may carry a `BodyLimit`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let not_allowed = || web::to(common::method_not_allowed);
     cfg.service(
-        web::resource("/api/v1/rides")
+        common::resource("/api/v1/rides")
             .route(web::post().to(create_ride))
-            .route(web::get().to(upcoming_rides))
-            .default_service(not_allowed()),
+            .route(web::get().to(upcoming_rides)),
     )
     // Before `{rideId}`, which would otherwise take "count" as an id.
+    .service(common::resource("/api/v1/rides/count").route(web::get().to(count_rides)))
     .service(
-        web::resource("/api/v1/rides/count")
-            .route(web::get().to(count_rides))
-            .default_service(not_allowed()),
-    )
-    .service(
-        web::resource("/api/v1/rides/{rideId}")
+        common::resource("/api/v1/rides/{rideId}")
             .route(web::get().to(show_ride))
             .route(web::post().to(join_ride))
-            .route(web::delete().to(delete_ride))
-            .default_service(not_allowed()),
+            .route(web::delete().to(delete_ride)),
     );
     service::configure_common(cfg);
 }
@@ -137,12 +130,12 @@ async fn user_exists(state: &State, username: &str) -> Answer<bool> {
     Ok(reply.result.count() > 0)
 }
 
-/// The ride with `id`, if it exists.
-async fn get_ride(state: &State, id: i64) -> Answer<Option<Row>> {
+/// The ride with `id` (only `columns`, if given), if it exists.
+async fn get_ride(state: &State, id: i64, columns: Option<&[&str]>) -> Answer<Option<Row>> {
     let op = ReadOp::Get {
         table: TABLE.into(),
         key: Value::Int(id),
-        columns: None,
+        columns: columns.map(|c| c.iter().map(|&c| c.to_owned()).collect()),
     };
     let reply = state.db.read(&op).await.map_err(service::db_error)?;
     Ok(reply.result.into_rows().into_iter().next())
@@ -282,7 +275,7 @@ fn ride_id(path: &str) -> Answer<i64> {
 
 async fn show_ride(state: State, path: web::Path<String>) -> Answer {
     let id = ride_id(&path)?;
-    match get_ride(&state, id).await? {
+    match get_ride(&state, id, None).await? {
         Some(row) => match details(&row) {
             Some(d) => Ok(common::ok_json(&d)),
             None => Err(internal(format!("ride {id} is stored malformed"))),
@@ -295,10 +288,15 @@ async fn show_ride(state: State, path: web::Path<String>) -> Answer {
 async fn join_ride(state: State, path: web::Path<String>, body: Body) -> Answer {
     let id = ride_id(&path)?;
     let join: Join = service::parse(&body)?;
-    if !user_exists(&state, &join.username).await? {
+    // Both lookups at once; their answers still count in that order.
+    let (user, ride) = futures::join!(
+        user_exists(&state, &join.username),
+        get_ride(&state, id, Some(&["created_by"]))
+    );
+    if !user? {
         return Err(service::bad("no such user"));
     }
-    let Some(ride) = get_ride(&state, id).await? else {
+    let Some(ride) = ride? else {
         return Ok(service::no_content());
     };
     if text(&ride, "created_by").as_deref() == Some(join.username.as_str()) {

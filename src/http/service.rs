@@ -92,21 +92,12 @@ pub fn serve(
 /// routes: the part of `configure` both services have in common.
 pub fn configure_common(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/api/v1/_count")
+        common::resource("/api/v1/_count")
             .route(web::get().to(get_count))
-            .route(web::delete().to(reset_count))
-            .default_service(web::to(common::method_not_allowed)),
+            .route(web::delete().to(reset_count)),
     )
-    .service(
-        web::resource("/api/v1/db/clear")
-            .route(web::post().to(clear))
-            .default_service(web::to(common::method_not_allowed)),
-    )
-    .service(
-        web::resource("/healthz")
-            .route(web::get().to(common::healthz))
-            .default_service(web::to(common::method_not_allowed)),
-    )
+    .service(common::resource("/api/v1/db/clear").route(web::post().to(clear)))
+    .service(common::resource("/healthz").route(web::get().to(common::healthz)))
     .default_service(web::to(common::not_found));
 }
 

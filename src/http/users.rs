@@ -34,16 +34,11 @@ pub fn server(
 /// as `web::Data` (and may carry a `BodyLimit`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/api/v1/users")
+        common::resource("/api/v1/users")
             .route(web::put().to(add_user))
-            .route(web::get().to(list_users))
-            .default_service(web::to(common::method_not_allowed)),
+            .route(web::get().to(list_users)),
     )
-    .service(
-        web::resource("/api/v1/users/{username}")
-            .route(web::delete().to(remove_user))
-            .default_service(web::to(common::method_not_allowed)),
-    );
+    .service(common::resource("/api/v1/users/{username}").route(web::delete().to(remove_user)));
     service::configure_common(cfg);
 }
 

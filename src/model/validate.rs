@@ -256,6 +256,28 @@ mod tests {
     }
 
     #[test]
+    fn identifiers_follow_the_whitelist() {
+        let max = format!("a{}", "9".repeat(63));
+        for ok in ["a", "_", "Users", "ride_id", "_x1", max.as_str()] {
+            assert!(check_identifier("column", ok).is_ok(), "{ok:?}");
+        }
+        let long = format!("{max}x");
+        for bad in [
+            "",
+            "1st",
+            "a b",
+            "a-b",
+            "naïve",
+            "users;drop",
+            "a.b",
+            long.as_str(),
+        ] {
+            let e = check_identifier("column", bad).unwrap_err();
+            assert!(matches!(e, Error::BadRequest(_)), "{bad:?}: {e:?}");
+        }
+    }
+
+    #[test]
     fn good_requests_pass() {
         for ok in [
             r#"{"op":"insert","table":"users","row":{"username":"a","password":"b"}}"#,

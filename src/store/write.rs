@@ -54,7 +54,8 @@ pub(super) fn table<'s>(schema: &'s Schema, name: &str) -> Result<&'s TableSchem
         .ok_or_else(|| Error::bad(format!("unknown table {name:?}")))
 }
 
-/// Applies `op` to `tx`; on error the caller drops `tx`, writing nothing.
+/// Applies `op` to `tx`; on error the caller undoes what it changed in
+/// `tx` (or drops `tx`), so that nothing of it is written.
 pub(super) fn apply_op(tx: &mut Tx, schema: &Schema, op: &WriteOp) -> Result<WriteResult> {
     match op {
         WriteOp::Insert { table: t, row } => insert(tx, table(schema, t)?, row),
