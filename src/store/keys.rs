@@ -2,7 +2,7 @@
 //! encoding, and the (bincode) encodings of values kept in the tree.
 
 use crate::error::{Error, Result};
-use crate::model::{Row, Value, WriteReply};
+use crate::model::{Row, Value, WriteReply, WriteResult};
 
 /// Rows: `d` + table + 0x00 + encoded key. Table names are identifiers
 /// (never contain 0x00), so the 0x00 keeps `users` from prefixing `users2`.
@@ -119,8 +119,11 @@ pub(super) fn decode_row(bytes: &[u8]) -> Result<Row> {
     decode_exact(bytes, "row")
 }
 
-pub(super) fn encode_reply(reply: &WriteReply) -> Result<Vec<u8>> {
-    Ok(bincode::encode_to_vec(reply, config())?)
+/// The record of write `seq`: the bytes of `WriteReply { seq, result }`
+/// (bincode encodes a struct as its fields in order), without cloning the
+/// result into one.
+pub(super) fn encode_reply(seq: u64, result: &WriteResult) -> Result<Vec<u8>> {
+    Ok(bincode::encode_to_vec((seq, result), config())?)
 }
 
 pub(super) fn decode_reply(bytes: &[u8]) -> Result<WriteReply> {

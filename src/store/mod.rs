@@ -272,8 +272,10 @@ impl WriteGroup<'_> {
     /// Writes the group to sled as one batch; returns the applied seq.
     pub fn commit(self) -> Result<u64> {
         let last = self.next.saturating_sub(1);
-        if self.tx.len() > 0 {
-            let batch = self.tx.into_batch();
+        if last > self.store.applied_seq() {
+            let mut tx = self.tx;
+            tx.put(keys::APPLIED_SEQ.to_vec(), last.to_be_bytes().to_vec());
+            let batch = tx.into_batch();
             let _g = self.store.write_gate();
             self.store.inner.db.apply_batch(batch)?;
             self.store.inner.applied.store(last, Ordering::Release);
@@ -312,17 +314,13 @@ fn read_meta(db: &sled::Db, key: &[u8]) -> Result<u64> {
     }
 }
 
-/// Adds the bookkeeping of write `seq` to its batch: the applied seq, the
-/// request-id record and its index entry, and forgets the record of the
-/// write [`REMEMBERED_WRITES`] seqs ago so the records stay bounded.
+/// Adds the bookkeeping of write `seq` to its batch: the request-id record
+/// and its index entry, and forgets the record of the write
+/// [`REMEMBERED_WRITES`] seqs ago so the records stay bounded. (The group
+/// records the applied seq once, when it commits.)
 fn record(tx: &mut Tx, seq: u64, request_id: u128, result: &WriteResult) -> Result<()> {
-    let reply = WriteReply {
-        seq,
-        result: result.clone(),
-    };
-    tx.put(request_key(request_id), keys::encode_reply(&reply)?);
+    tx.put(request_key(request_id), keys::encode_reply(seq, result)?);
     tx.put(request_seq_key(seq), request_id.to_be_bytes().to_vec());
-    tx.put(keys::APPLIED_SEQ.to_vec(), seq.to_be_bytes().to_vec());
     match seq.checked_sub(REMEMBERED_WRITES) {
         Some(old) if old > 0 => forget(tx, old),
         _ => Ok(()),

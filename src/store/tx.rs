@@ -64,11 +64,6 @@ impl<'a> Tx<'a> {
         }
     }
 
-    /// Changes in the overlay (inserts and removals).
-    pub(super) fn len(&self) -> usize {
-        self.overlay.len()
-    }
-
     fn set(&mut self, key: Vec<u8>, value: Change) {
         let before = self.overlay.insert(key.clone(), value);
         self.undo.push((key, before));
@@ -233,7 +228,7 @@ mod tests {
         assert_eq!(tx.get(b"a").unwrap().as_deref(), Some(&b"first"[..]));
         assert_eq!(tx.get(b"b").unwrap(), None);
         assert_eq!(tx.get(b"t").unwrap().as_deref(), Some(&b"tree"[..]));
-        assert_eq!(tx.len(), 1);
+        assert_eq!(tx.overlay.len(), 1);
     }
 
     #[test]
