@@ -56,8 +56,7 @@
 //! workers' databases do). Master failover and worker respawn need a
 //! coordinator, which is not part of the system yet: a crashed master is
 //! replaced only by starting it again, and until then writes are retried and
-//! then answered 503. A snapshot travels as one message, so a database must
-//! fit the broker's message size limit for a slave to catch up.
+//! then answered 503.
 
 pub mod actors;
 pub mod broker;

@@ -110,11 +110,13 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
         let requests = decode_all(&batch);
         let (size, started) = (batch.len(), std::time::Instant::now());
         // Applying waits (`wait`): one group at a time, in `writeQ` order.
-        // Syncing and replying does not: while the broker confirms one
-        // group's syncs, the next group is applied and flushed. Each group
-        // is still answered only after its own syncs are confirmed.
+        // Syncing and replying runs on a task of its own, not in the actor
+        // (whose spawned futures stand still while it waits): while the
+        // broker confirms one group's syncs, the next group is applied and
+        // flushed. Each group is still answered only after its own syncs
+        // are confirmed.
         let apply = blocking(move || apply_all(&store, epoch, requests));
-        ctx.wait(apply.into_actor(self).map(move |applied, act, ctx| {
+        ctx.wait(apply.into_actor(self).map(move |applied, _act, _ctx| {
             let applied_in = started.elapsed();
             let finish = async move {
                 match applied {
@@ -131,7 +133,7 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
                     }
                 }
             };
-            ctx.spawn(finish.into_actor(act));
+            actix::spawn(finish);
         }));
     }
 
@@ -332,7 +334,9 @@ impl Handler<Shutdown> for MasterWorker {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        // Groups run under `wait`, so none is half done when this runs.
+        // Applying runs under `wait`, so no group is half applied when this
+        // runs; groups being answered finish on their own tasks, and what
+        // they have not acknowledged by the exit is delivered again.
         ctx.stop();
     }
 }

@@ -50,7 +50,9 @@ impl Orchestrator {
             acks_rx: Some(acks_rx),
             broker,
             pending: HashMap::new(),
-            next_id: 0,
+            // Not from 0: a reply left in the durable `responseQ` by an
+            // earlier run must not match a request of this one.
+            next_id: fastrand::u64(..u64::MAX / 2),
             stats: OrchestratorStats {
                 epoch,
                 ..OrchestratorStats::default()

@@ -52,6 +52,8 @@ pub struct SlaveWorker {
     snapshot: Option<SpawnHandle>,
     /// The parts of the snapshot received so far.
     parts: SnapshotParts,
+    /// A run of syncs is being applied (on the blocking pool).
+    applying: bool,
     /// Shutting down or promoted: consumers that end stay ended.
     closing: bool,
 }
@@ -85,6 +87,7 @@ impl SlaveWorker {
             reads: None,
             snapshot: None,
             parts: SnapshotParts::default(),
+            applying: false,
             closing: false,
         }
     }
@@ -153,8 +156,12 @@ impl SlaveWorker {
         }));
     }
 
-    /// Applies the run of pending sync batches that follows `applied`.
+    /// Applies the run of pending sync batches that follows `applied`, one
+    /// run at a time; reads go on being served meanwhile.
     fn apply_pending(&mut self, ctx: &mut Context<Self>) {
+        if self.applying {
+            return; // the run in progress applies what follows when done
+        }
         let mut next = self.applied + 1;
         let mut run = Vec::new();
         while let Some(entry) = self.pending.first_entry() {
@@ -189,13 +196,16 @@ impl SlaveWorker {
             }
             group.commit()
         });
-        ctx.wait(apply.into_actor(self).map(|res, act, ctx| {
+        self.applying = true;
+        ctx.spawn(apply.into_actor(self).map(|res, act, ctx| {
+            act.applying = false;
             let acks = deliveries.into_iter().map(|d| d.ack());
             actix::spawn(futures::future::join_all(acks));
             match res {
                 Ok(seq) => {
-                    act.applied = seq;
+                    act.applied = act.applied.max(seq);
                     act.serve_parked(ctx);
+                    act.apply_pending(ctx);
                 }
                 Err(e) => act.resync(ctx, e),
             }

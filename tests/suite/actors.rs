@@ -293,6 +293,14 @@ pub async fn a_redelivered_write_is_applied_once(b: Arc<dyn Broker>) {
         d.ack().await.unwrap();
     }
     assert_eq!(seqs[0], seqs[1]);
+    // The replies came to this test, not to the orchestrator, so its reads
+    // cannot ask for that seq: wait until the slave has it.
+    let (rt, seq) = (c.runtime.clone(), seqs[0]);
+    eventually("the slave to apply the write", DEADLINE, || {
+        let rt = rt.clone();
+        async move { rt.status(2).await.is_ok_and(|s| s.applied_seq >= seq) }
+    })
+    .await;
     let rides = ReadOp::Count {
         table: "rides".into(),
         filter: vec![],
