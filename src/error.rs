@@ -57,6 +57,13 @@ impl From<sled::Error> for Error {
     }
 }
 
+/// A local I/O failure (files, sockets of our own servers).
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
 impl From<bincode::error::DecodeError> for Error {
     fn from(e: bincode::error::DecodeError) -> Self {
         Error::BadMessage(e.to_string())

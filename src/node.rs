@@ -12,7 +12,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::Deserialize;
 
 use crate::broker::amqp::AmqpBroker;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::http::common::{self, DEFAULT_BODY_LIMIT};
 use crate::http::{self, orchestrator::OrchestratorState};
 use crate::model::Schema;
@@ -98,10 +98,6 @@ pub struct GatewayArgs {
     pub body_limit: usize,
 }
 
-fn io(e: std::io::Error) -> Error {
-    Error::Storage(e.to_string())
-}
-
 /// Serves until `shutdown`, then drains.
 async fn serve(server: actix_web::dev::Server, shutdown: impl Future<Output = ()>) {
     let handle = server.handle();
@@ -154,8 +150,7 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) ->
     })
     .workers(1)
     .disable_signals()
-    .listen(listener)
-    .map_err(io)?
+    .listen(listener)?
     .run();
     println!("listening: control {control}");
     serve(server, shutdown).await;
@@ -177,7 +172,7 @@ pub async fn run_orchestrator(
         runtime: cluster.runtime.clone(),
     };
     println!("listening: orchestrator {}", url(&listener)?);
-    let server = http::orchestrator::server(listener, state, args.body_limit, 2).map_err(io)?;
+    let server = http::orchestrator::server(listener, state, args.body_limit, 2)?;
     serve(server, shutdown).await;
     cluster.stop().await;
     Ok(())
@@ -196,8 +191,7 @@ pub async fn run_service(
         http::users::server(listener, &args.orchestrator, args.body_limit)
     } else {
         http::rides::server(listener, &args.orchestrator, args.body_limit)
-    }
-    .map_err(io)?;
+    }?;
     serve(server, shutdown).await;
     Ok(())
 }
@@ -206,8 +200,7 @@ pub async fn run_service(
 pub async fn run_gateway(args: GatewayArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
     let listener = bind(args.addr)?;
     println!("listening: gateway {}", url(&listener)?);
-    let server =
-        http::gateway::server(listener, &args.users, &args.rides, args.body_limit).map_err(io)?;
+    let server = http::gateway::server(listener, &args.users, &args.rides, args.body_limit)?;
     serve(server, shutdown).await;
     Ok(())
 }

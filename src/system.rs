@@ -43,7 +43,7 @@ struct Found {
 /// The workers an earlier run left under `dir`.
 async fn discover(dir: &Path, schema: &Arc<Schema>) -> Result<Vec<Found>> {
     let mut found = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::Storage(e.to_string()))?;
+    let entries = std::fs::read_dir(dir)?;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(id) = name
@@ -195,7 +195,7 @@ pub async fn backends(
     Ok(match amqp {
         Some(url) => {
             let broker: Arc<dyn Broker> = Arc::new(AmqpBroker::connect(url).await?);
-            let exe = std::env::current_exe().map_err(|e| Error::Storage(e.to_string()))?;
+            let exe = std::env::current_exe()?;
             (broker, Arc::new(ProcessRuntime::new(&exe, url, &dir)))
         }
         None => {
@@ -212,7 +212,7 @@ pub(crate) fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
 }
 
 pub(crate) fn url(l: &TcpListener) -> Result<String> {
-    let addr = l.local_addr().map_err(|e| Error::Storage(e.to_string()))?;
+    let addr = l.local_addr()?;
     Ok(format!("http://{addr}"))
 }
 
@@ -241,12 +241,11 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
         schema: cluster.schema.clone(),
         runtime: cluster.runtime.clone(),
     };
-    let io = |e: std::io::Error| Error::Storage(e.to_string());
     let servers = [
-        http::gateway::server(gateway_l, &users_url, &rides_url, cfg.body_limit).map_err(io)?,
-        http::users::server(users_l, &orch_url, cfg.body_limit).map_err(io)?,
-        http::rides::server(rides_l, &orch_url, cfg.body_limit).map_err(io)?,
-        http::orchestrator::server(orch_l, state, cfg.body_limit, 2).map_err(io)?,
+        http::gateway::server(gateway_l, &users_url, &rides_url, cfg.body_limit)?,
+        http::users::server(users_l, &orch_url, cfg.body_limit)?,
+        http::rides::server(rides_l, &orch_url, cfg.body_limit)?,
+        http::orchestrator::server(orch_l, state, cfg.body_limit, 2)?,
     ];
     let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
     for s in servers {

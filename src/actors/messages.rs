@@ -22,11 +22,6 @@ pub struct DbWrite {
     pub op: WriteOp,
 }
 
-/// Orchestrator: the epoch writes must carry from now on.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct SetEpoch(pub u64);
-
 /// Orchestrator: counters for metrics and the Scaler.
 #[derive(Message, Debug)]
 #[rtype(result = "OrchestratorStats")]

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, SetEpoch, Shutdown};
+use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, Shutdown};
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, READ_Q, RESPONSE_Q, WRITE_Q};
 use crate::error::{Error, Result};
@@ -25,15 +25,12 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request is retried before the client gets a 503.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
 
-struct Pending {
-    tx: oneshot::Sender<Reply>,
-    deadline: Instant,
-}
-
 /// Sends reads and writes over the broker and matches the replies.
 pub struct Orchestrator {
     broker: Arc<dyn Broker>,
-    pending: HashMap<u64, Pending>,
+    /// Who waits for each correlation id; an attempt that gives up drops
+    /// its receiver.
+    pending: HashMap<u64, oneshot::Sender<Reply>>,
     next_id: u64,
     stats: OrchestratorStats,
     /// The last reply of each batch, to acknowledge with those before it,
@@ -65,8 +62,7 @@ impl Orchestrator {
         self.next_id += 1;
         let id = self.next_id;
         let (tx, rx) = oneshot::channel();
-        let deadline = Instant::now() + ATTEMPT_TIMEOUT;
-        self.pending.insert(id, Pending { tx, deadline });
+        self.pending.insert(id, tx);
         let broker = self.broker.clone();
         let msg = Message {
             body,
@@ -111,8 +107,8 @@ impl Orchestrator {
             }
             _ => {}
         }
-        if let Some(p) = self.pending.remove(&id) {
-            let _ = p.tx.send(reply);
+        if let Some(tx) = self.pending.remove(&id) {
+            let _ = tx.send(reply);
         }
     }
 
@@ -140,9 +136,7 @@ impl Orchestrator {
     }
 
     fn expire(&mut self) {
-        let now = Instant::now();
-        self.pending
-            .retain(|_, p| p.deadline > now && !p.tx.is_closed());
+        self.pending.retain(|_, tx| !tx.is_closed());
     }
 }
 
@@ -247,14 +241,6 @@ fn answer(r: Waited, queue: &str) -> Result<Reply> {
 
 fn unexpected(reply: &Reply) -> Error {
     Error::Storage(format!("unexpected reply kind: {reply:?}"))
-}
-
-impl Handler<SetEpoch> for Orchestrator {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetEpoch, _ctx: &mut Context<Self>) {
-        self.stats.epoch = self.stats.epoch.max(msg.0);
-    }
 }
 
 impl Handler<GetStats> for Orchestrator {

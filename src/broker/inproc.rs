@@ -64,14 +64,6 @@ impl InProcBroker {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many messages a queue holds, ready and unacknowledged.
-    pub fn depth(&self, queue: &str) -> Option<(usize, usize)> {
-        let st = self.state();
-        st.queues
-            .get(queue)
-            .map(|q| (q.ready.len(), q.unacked.len()))
-    }
-
     fn settle(&self, queue: &str, tag: u64, requeue: bool) {
         let mut st = self.state();
         let Some(q) = st.queues.get_mut(queue) else {
