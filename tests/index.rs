@@ -172,9 +172,44 @@ fn clearing_drops_the_index_entries_too() {
         filter: vec![Cond::new("source", CmpOp::Eq, 1)],
     };
     assert_eq!(store.read(&q).unwrap().count(), 0);
-    let keys = store.snapshot().unwrap().entries;
-    assert!(
-        keys.iter().all(|(k, _)| k[0] != b'x'),
+    assert_eq!(
+        store.index_entries().unwrap(),
+        0,
         "index entries left behind"
     );
+}
+
+#[test]
+fn snapshots_leave_the_indexes_out_and_installing_rebuilds_them() {
+    let schema = Arc::new(Schema::rideshare());
+    let source = Store::temporary(schema.clone()).unwrap();
+    let mut rng = fastrand::Rng::with_seed(5);
+    for seq in 1..=80 {
+        source.apply(seq, seq as u128, &ride(&mut rng)).unwrap();
+    }
+    let snap = source.snapshot().unwrap();
+    assert!(
+        snap.entries.iter().all(|(k, _)| k[0] != b'x' && k != b"mi"),
+        "index entries in the snapshot"
+    );
+    // Over a store that holds other rows and their index entries.
+    let copy = Store::temporary(schema).unwrap();
+    for seq in 1..=30 {
+        copy.apply(seq, seq as u128, &ride(&mut rng)).unwrap();
+    }
+    copy.install(&snap).unwrap();
+    assert!(source.index_entries().unwrap() > 0);
+    assert_eq!(
+        copy.index_entries().unwrap(),
+        source.index_entries().unwrap()
+    );
+    assert_eq!(copy.snapshot().unwrap(), snap);
+    for _ in 0..100 {
+        let q = query(&mut rng);
+        assert_eq!(
+            copy.read(&q).unwrap(),
+            source.read(&q).unwrap(),
+            "read {q:?}"
+        );
+    }
 }

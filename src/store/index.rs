@@ -203,11 +203,24 @@ fn definitions(schema: &Schema) -> Vec<u8> {
 /// Rebuilds every index entry when the schema's indexes differ from those
 /// the entries were built for (a store made before an index was added).
 pub(super) fn ensure(tree: &sled::Tree, schema: &Schema) -> Result<()> {
-    let defs = definitions(schema);
-    if tree.get(INDEX_DEFS)?.as_deref() == Some(defs.as_slice()) {
+    if tree.get(INDEX_DEFS)?.as_deref() == Some(definitions(schema).as_slice()) {
         return Ok(());
     }
     let mut tx = Tx::new(tree);
+    rebuild(&mut tx, schema)?;
+    tree.apply_batch(tx.into_batch())?;
+    tree.flush()?;
+    Ok(())
+}
+
+/// Whether `key` belongs to the indexes (entries or their definitions).
+pub(super) fn is_index_key(key: &[u8]) -> bool {
+    key.first() == Some(&INDEX) || key == INDEX_DEFS
+}
+
+/// Replaces every index entry in `tx` by those of the rows `tx` holds, and
+/// records the definitions they follow.
+pub(super) fn rebuild(tx: &mut Tx, schema: &Schema) -> Result<()> {
     for k in tx.keys(&[INDEX])? {
         tx.remove(k);
     }
@@ -223,9 +236,7 @@ pub(super) fn ensure(tree: &sled::Tree, schema: &Schema) -> Result<()> {
             }
         }
     }
-    tx.put(INDEX_DEFS.to_vec(), defs);
-    tree.apply_batch(tx.into_batch())?;
-    tree.flush()?;
+    tx.put(INDEX_DEFS.to_vec(), definitions(schema));
     Ok(())
 }
 

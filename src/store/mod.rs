@@ -13,6 +13,8 @@
 //! | `mc` table                           | last auto key given (u64 BE)   |
 //! | `r` request id (u128 BE)             | bincode(`WriteReply`)          |
 //! | `q` seq (u64 BE)                     | request id (u128 BE)           |
+//! | `x` table 0x00 index no. values row key | the row's tree key       |
+//! | `mi`                                 | the index definitions followed |
 //!
 //! Row keys sort like their values within a type: an `Int` is tag `i` and
 //! the big-endian i64 with its sign bit flipped, a `Text` tag `t` and its
@@ -182,6 +184,17 @@ impl Store {
     pub fn read(&self, op: &ReadOp) -> Result<ReadResult> {
         let _r = self.read_gate();
         read::read(&Tx::new(&self.inner.db), &self.inner.schema, op)
+    }
+
+    /// How many index entries the store holds (for checks and metrics).
+    pub fn index_entries(&self) -> Result<u64> {
+        let _r = self.read_gate();
+        let mut n = 0;
+        for entry in self.inner.db.scan_prefix([keys::INDEX]) {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Makes every applied write durable.

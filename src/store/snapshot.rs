@@ -6,43 +6,46 @@ use crate::error::{Error, Result};
 use crate::model::wire::Snapshot;
 
 use super::keys::{self, decode_u64};
-use super::{lock, Store};
+use super::tx::Tx;
+use super::{index, lock, Store};
 
 impl Store {
-    /// All entries (data and meta) at `applied_seq()`. Holding the writer
-    /// lock keeps any apply out while the tree is copied.
+    /// All entries (data and meta) at `applied_seq()`, but the indexes:
+    /// the installing store builds its own from the rows. Holding the
+    /// writer lock keeps any apply out while the tree is copied.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let _w = lock(&self.inner.writer);
-        let entries = self
-            .inner
-            .db
-            .iter()
-            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<Vec<_>, sled::Error>>()?;
+        let mut entries = Vec::new();
+        for entry in self.inner.db.iter() {
+            let (k, v) = entry?;
+            if !index::is_index_key(&k) {
+                entries.push((k.to_vec(), v.to_vec()));
+            }
+        }
         Ok(Snapshot {
             seq: self.applied_seq(),
             entries,
         })
     }
 
-    /// Replaces the whole content with the snapshot's in one batch (which
-    /// removes every current key and inserts the snapshot's), then flushes.
-    /// The snapshot's epoch entry comes along with the rest.
+    /// Replaces the whole content with the snapshot's, and this store's
+    /// indexes of its rows, in one batch, then flushes. The snapshot's
+    /// epoch entry comes along with the rest.
     pub fn install(&self, snap: &Snapshot) -> Result<()> {
         let _w = lock(&self.inner.writer);
         let epoch = check(snap)?;
-        let mut batch = sled::Batch::default();
+        let mut tx = Tx::new(&self.inner.db);
         for key in self.inner.db.iter().keys() {
-            batch.remove(key?);
+            tx.remove(key?.to_vec());
         }
-        // sled batches are maps: an insert overrides the removal above.
         for (k, v) in &snap.entries {
-            batch.insert(k.as_slice(), v.as_slice());
+            tx.put(k.clone(), v.clone());
         }
-        batch.insert(keys::APPLIED_SEQ, snap.seq.to_be_bytes().to_vec());
+        tx.put(keys::APPLIED_SEQ.to_vec(), snap.seq.to_be_bytes().to_vec());
+        index::rebuild(&mut tx, self.schema())?;
         {
             let _g = self.write_gate();
-            self.inner.db.apply_batch(batch)?;
+            self.inner.db.apply_batch(tx.into_batch())?;
             self.inner.applied.store(snap.seq, Ordering::Release);
             self.inner.epoch.store(epoch, Ordering::Release);
         }

@@ -30,9 +30,10 @@ type Change = Option<Vec<u8>>;
 pub(super) struct Tx<'a> {
     tree: &'a sled::Tree,
     overlay: BTreeMap<Vec<u8>, Change>,
-    /// While a write runs: what its changes replaced in the overlay (the
-    /// outer `None`: the key was not in it), to undo them in reverse order.
-    undo: Vec<(Vec<u8>, Option<Change>)>,
+    /// While a write runs (`begin` to `commit`): what its changes replaced
+    /// in the overlay (the outer `None`: the key was not in it), to undo
+    /// them in reverse order. `None` outside a write: nothing is logged.
+    undo: Option<Vec<(Vec<u8>, Option<Change>)>>,
 }
 
 impl<'a> Tx<'a> {
@@ -40,23 +41,24 @@ impl<'a> Tx<'a> {
         Tx {
             tree,
             overlay: BTreeMap::new(),
-            undo: Vec::new(),
+            undo: None,
         }
     }
 
     /// Starts a write: its changes can be undone until [`Tx::commit`].
     pub(super) fn begin(&mut self) {
-        self.undo.clear();
+        self.undo = Some(Vec::new());
     }
 
     /// Keeps the changes since [`Tx::begin`].
     pub(super) fn commit(&mut self) {
-        self.undo.clear();
+        self.undo = None;
     }
 
     /// Undoes the changes since [`Tx::begin`].
     pub(super) fn rollback(&mut self) {
-        while let Some((key, before)) = self.undo.pop() {
+        let undo = self.undo.take().unwrap_or_default();
+        for (key, before) in undo.into_iter().rev() {
             match before {
                 Some(v) => self.overlay.insert(key, v),
                 None => self.overlay.remove(&key),
@@ -65,8 +67,15 @@ impl<'a> Tx<'a> {
     }
 
     fn set(&mut self, key: Vec<u8>, value: Change) {
-        let before = self.overlay.insert(key.clone(), value);
-        self.undo.push((key, before));
+        match &mut self.undo {
+            Some(undo) => {
+                let before = self.overlay.insert(key.clone(), value);
+                undo.push((key, before));
+            }
+            None => {
+                self.overlay.insert(key, value);
+            }
+        }
     }
 
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
