@@ -7,7 +7,7 @@ use crate::model::{Cond, Order, ReadOp, ReadResult, Row, Schema, TableSchema};
 use super::cond::{column, total_cmp};
 use super::keys::{decode_row, row_key, table_prefix};
 use super::tx::Tx;
-use super::write::{rows_where, table};
+use super::write::{rows_by, rows_where, table};
 
 pub(super) fn read(tx: &Tx, schema: &Schema, op: &ReadOp) -> Result<ReadResult> {
     match op {
@@ -53,11 +53,16 @@ fn select(
         return Ok(Vec::new());
     }
     // Stop early only where the scan order is the answer's order: key
-    // order, without an order asked for and without an index.
-    let in_key_order = order.is_none() && super::index::plan(t, filter).is_none();
-    let early = if in_key_order { limit } else { usize::MAX };
+    // order (no index), without an order asked for.
+    let plan = super::index::plan(t, filter);
+    let in_key_order = plan.is_none();
+    let early = if in_key_order && order.is_none() {
+        limit
+    } else {
+        usize::MAX
+    };
     let mut rows = Vec::new();
-    rows_where(tx, t, filter, |k, row| {
+    rows_by(tx, t, filter, plan.as_ref(), |k, row| {
         rows.push((k.to_vec(), row));
         Ok(rows.len() < early)
     })?;
@@ -69,7 +74,7 @@ fn select(
             let ord = if o.desc { ord.reverse() } else { ord };
             ord.then_with(|| ka.cmp(kb))
         });
-    } else {
+    } else if !in_key_order {
         // Without an order, rows come in primary-key order.
         rows.sort_by(|(ka, _), (kb, _)| ka.cmp(kb));
     }

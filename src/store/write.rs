@@ -15,6 +15,18 @@ pub(super) fn rows_where(
     tx: &Tx,
     t: &TableSchema,
     filter: &[Cond],
+    f: impl FnMut(&[u8], Row) -> Result<bool>,
+) -> Result<()> {
+    rows_by(tx, t, filter, index::plan(t, filter).as_ref(), f)
+}
+
+/// [`rows_where`] with the index plan already made (`None`: a key-order
+/// scan of the table).
+pub(super) fn rows_by(
+    tx: &Tx,
+    t: &TableSchema,
+    filter: &[Cond],
+    plan: Option<&index::Plan>,
     mut f: impl FnMut(&[u8], Row) -> Result<bool>,
 ) -> Result<()> {
     let mut check = |k: &[u8], v: &[u8]| {
@@ -25,8 +37,8 @@ pub(super) fn rows_where(
             Ok(true)
         }
     };
-    match index::plan(t, filter) {
-        Some(plan) => index::scan(tx, &plan, |row_key| match tx.get(row_key)? {
+    match plan {
+        Some(plan) => index::scan(tx, plan, |row_key| match tx.get(row_key)? {
             Some(v) => check(row_key, &v),
             // An entry without its row cannot be written by this store.
             None => Ok(true),
