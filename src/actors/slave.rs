@@ -217,6 +217,12 @@ impl SlaveWorker {
         tracing::error!(worker = self.id, error = %e, "sync failed to apply; resyncing");
         self.applied = self.store.applied_seq();
         self.ready = false;
+        // No reads from a store that diverged: what this slave holds goes
+        // back to `readQ` for the others, until the snapshot is installed.
+        if let Some(h) = self.reads.take() {
+            ctx.cancel_future(h);
+        }
+        self.requeue_parked();
         self.ask_snapshot(ctx, u64::MAX, FIRST_RETRY);
     }
 
@@ -290,6 +296,15 @@ impl SlaveWorker {
         }
     }
 
+    /// Puts the parked reads back on `readQ`.
+    fn requeue_parked(&mut self) {
+        for p in self.parked.drain(..) {
+            actix::spawn(async move {
+                let _ = p.delivery.nack(true).await;
+            });
+        }
+    }
+
     /// Stops consuming; what is held but not done goes back to the queues.
     fn unsubscribe(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
@@ -299,11 +314,7 @@ impl SlaveWorker {
         {
             ctx.cancel_future(h);
         }
-        for p in self.parked.drain(..) {
-            actix::spawn(async move {
-                let _ = p.delivery.nack(true).await;
-            });
-        }
+        self.requeue_parked();
     }
 }
 
