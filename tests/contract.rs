@@ -985,8 +985,8 @@ async fn services_answer_503_when_the_dbaas_is_down() {
     assert_eq!(Api::count(&rides).await, 5);
 }
 
-/// The gateway forwards the query string, request headers and the
-/// upstream's headers unchanged.
+/// Through the gateway, the rides service answers as it does directly:
+/// same query result, its `Location` and `Content-Type` headers unchanged.
 #[tokio::test]
 async fn gateway_forwards_requests_and_answers_unchanged() {
     let stack = Stack::start(BODY_LIMIT);
@@ -1005,4 +1005,64 @@ async fn gateway_forwards_requests_and_answers_unchanged() {
         .json();
     let through = gw.get("/api/v1/rides?source=1&destination=2").await.json();
     assert_eq!(direct, through);
+}
+
+/// What the echo upstream saw of a request, as JSON.
+async fn echo(req: actix_web::HttpRequest, body: actix_web::web::Bytes) -> actix_web::HttpResponse {
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+    actix_web::HttpResponse::Ok()
+        .insert_header(("x-upstream", "echo"))
+        .json(json!({
+            "method": req.method().as_str(),
+            "uri": req.uri().to_string(),
+            "trace": header("x-trace"),
+            "hop": header("x-hop"),
+            "body": String::from_utf8_lossy(&body),
+        }))
+}
+
+/// The gateway hands the upstream the method, path, query, end-to-end
+/// request headers and body as they came, and leaves out hop-by-hop ones.
+#[tokio::test]
+async fn gateway_forwards_request_headers_and_bodies_to_the_upstream() {
+    let (upstream, users) = common::inproc::listener();
+    let (listener, url) = common::inproc::listener();
+    let rides = closed_port_url();
+    let _servers = Servers::start(move || async move {
+        let echo = actix_web::HttpServer::new(|| {
+            actix_web::App::new().default_service(actix_web::web::to(echo))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(upstream)?
+        .run();
+        let gateway = dbaas::http::gateway::server(listener, &users, &rides, BODY_LIMIT)?;
+        Ok(vec![echo, gateway])
+    });
+    let resp = reqwest::Client::new()
+        .put(format!("{url}/api/v1/users/x?a=1&b=two"))
+        .header("x-trace", "abc")
+        .header("connection", "x-hop")
+        .header("x-hop", "1")
+        .body("hello")
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(resp.status(), 200);
+    let from_upstream = resp.headers().get("x-upstream").cloned();
+    assert_eq!(
+        from_upstream.as_ref().and_then(|v| v.to_str().ok()),
+        Some("echo")
+    );
+    let seen: Json = resp.json().await.expect("JSON");
+    assert_eq!(
+        seen,
+        json!({
+            "method": "PUT",
+            "uri": "/api/v1/users/x?a=1&b=two",
+            "trace": "abc",
+            "hop": null,
+            "body": "hello",
+        })
+    );
 }
