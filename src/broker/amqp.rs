@@ -9,10 +9,34 @@
 //!
 //! When the connection breaks, every call fails with
 //! [`Error::Unavailable`] and the next call reconnects (with backoff);
-//! consumers' streams end, and their actors subscribe again.
+//! consumers' streams end, and their actors subscribe again. A publishing
+//! channel the broker closes (it does over a publish to a missing exchange)
+//! is replaced alone.
+//!
+//! No call waits on the broker without bound. A publisher confirm is waited
+//! for [`CONFIRM_TIMEOUT`]; everything else (connecting, opening a channel,
+//! declaring, binding, deleting, sending a publish, consuming, setting the
+//! prefetch, settling a delivery) [`OP_TIMEOUT`]; then the call fails with
+//! [`Error::Unavailable`]. A publish that fails so may still reach the
+//! broker: its caller takes it as not confirmed and publishes it again,
+//! which is safe (consumers bear duplicates as they bear redeliveries). A
+//! timeout puts its connection in doubt, and the next call opens a new one
+//! and closes the old, as after a broken connection; unless the broker has
+//! said it blocks the connection (a memory or disk alarm): it will unblock
+//! it, and a new connection would be blocked at its first publish too.
+//! While it is blocked, publishes fail at once (lapin sends nothing then).
+//!
+//! lapin's tasks (the connection's internal calls, heartbeats, closing the
+//! channels of dropped consumers) run on a runtime of this module, one per
+//! process, rather than on the runtime of whichever task connected: an
+//! actix arbiter, which stops with its actors. So the connection does not
+//! die with a killed in-process worker, and a consumer dropped on a runtime
+//! that is stopping still has its channel closed, and its unacknowledged
+//! deliveries requeued, at once.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -22,7 +46,7 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use super::{Acker, Broker, Consumer, Delivery, Message, QueueKind, WRITE_Q};
@@ -32,25 +56,190 @@ use crate::error::{Error, Result};
 const PUBLISH_CHANNELS: usize = 4;
 /// The shortest and longest wait between two connection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+/// How long a call waits for the broker, for anything but a publisher
+/// confirm: ample for a broker under load, and short enough that the
+/// caller's retry comes well within its own deadlines.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a publish waits for its confirm. A persistent message's confirm
+/// waits for a disk write, and RabbitMQ withholds confirms without bound
+/// while a memory or disk alarm blocks publishers. Shorter than
+/// [`OP_TIMEOUT`]: a client's write waits on it, and a publish that fails
+/// is simply made again.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// The reply code of a normal close.
+const REPLY_SUCCESS: u16 = 200;
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
     Error::Unavailable(format!("broker: {e}"))
 }
 
+fn timed_out(what: &str, limit: Duration) -> Error {
+    Error::Unavailable(format!(
+        "broker: no answer to {what} within {}s",
+        limit.as_secs()
+    ))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The runtime lapin's tasks run on (see the module docs), started on first
+/// use and kept for the life of the process.
+fn io_runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("dbaas-amqp")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| unavailable(format!("no runtime for the connection: {e}")))
+}
+
+/// Connects to `url`, bounded; the connection's tasks run on the I/O
+/// runtime (lapin binds them to the runtime it connects from).
+async fn connect(url: &str) -> Result<Connection> {
+    let props = ConnectionProperties::default().with_connection_name("dbaas".into());
+    let url = url.to_owned();
+    let mut task = io_runtime()?.spawn(async move { Connection::connect(&url, props).await });
+    match tokio::time::timeout(OP_TIMEOUT, &mut task).await {
+        Ok(Ok(connected)) => connected.map_err(unavailable),
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => {
+            task.abort();
+            Err(timed_out("connecting", OP_TIMEOUT))
+        }
+    }
+}
+
+/// Whether the broker refused a declaration because the queue exists with
+/// other arguments (`PRECONDITION_FAILED`, which also closes the channel).
+fn inequivalent(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406)
+}
+
+/// A queue's declaration: its flags and arguments.
+fn queue_arguments(kind: QueueKind) -> (QueueDeclareOptions, FieldTable) {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    match kind {
+        QueueKind::Durable => (durable, FieldTable::default()),
+        QueueKind::Transient => (
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        ),
+        QueueKind::Capped(max) => {
+            let mut args = FieldTable::default();
+            args.insert("x-max-length".into(), AMQPValue::LongLongInt(max.into()));
+            args.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString("drop-head".into()),
+            );
+            (durable, args)
+        }
+    }
+}
+
+fn properties(msg: &Message, persistent: bool) -> BasicProperties {
+    let mut props = BasicProperties::default().with_delivery_mode(if persistent { 2 } else { 1 });
+    if let Some(id) = msg.correlation_id {
+        props = props.with_correlation_id(id.to_string().into());
+    }
+    if let Some(to) = &msg.reply_to {
+        props = props.with_reply_to(to.as_str().into());
+    }
+    props
+}
+
 struct Live {
     conn: Connection,
-    publish: Vec<Channel>,
+    /// Publishing channels in confirm mode, opened on first use and again
+    /// when the broker has closed one.
+    publish: [Mutex<Option<Channel>>; PUBLISH_CHANNELS],
     next: AtomicUsize,
+    /// A wait on this connection timed out while the broker had not said it
+    /// blocks it: it may be dead without lapin knowing yet.
+    in_doubt: AtomicBool,
 }
 
 impl Live {
-    fn usable(&self) -> bool {
-        self.conn.status().connected() && self.publish.iter().all(|c| c.status().connected())
+    fn new(conn: Connection) -> Self {
+        Live {
+            conn,
+            publish: Default::default(),
+            next: AtomicUsize::new(0),
+            in_doubt: AtomicBool::new(false),
+        }
     }
 
-    fn channel(&self) -> &Channel {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.publish.len();
-        &self.publish[i]
+    fn usable(&self) -> bool {
+        self.conn.status().connected() && !self.in_doubt.load(Ordering::Relaxed)
+    }
+
+    /// Waits at most `limit` for `op`, named `what` in the error.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        op: impl Future<Output = lapin::Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(limit, op).await {
+            Ok(done) => done.map_err(unavailable),
+            Err(_) => {
+                let blocked = self.conn.status().blocked();
+                if !blocked {
+                    self.in_doubt.store(true, Ordering::Relaxed);
+                }
+                tracing::warn!(what, blocked, "the broker did not answer in time");
+                Err(timed_out(what, limit))
+            }
+        }
+    }
+
+    async fn open_channel(&self) -> Result<Channel> {
+        self.bounded("opening a channel", OP_TIMEOUT, self.conn.create_channel())
+            .await
+    }
+
+    /// A publishing channel, round robin.
+    async fn publisher(&self) -> Result<Channel> {
+        let slot = &self.publish[self.next.fetch_add(1, Ordering::Relaxed) % PUBLISH_CHANNELS];
+        if let Some(ch) = lock(slot).as_ref().filter(|c| c.status().connected()) {
+            return Ok(ch.clone());
+        }
+        let ch = self.open_channel().await?;
+        let confirms = ch.confirm_select(ConfirmSelectOptions::default());
+        self.bounded("confirm.select", OP_TIMEOUT, confirms).await?;
+        // Two tasks may open one for the same slot at once; the channel
+        // left out closes when its last user drops it.
+        *lock(slot) = Some(ch.clone());
+        Ok(ch)
+    }
+
+    /// Closes a connection replaced while it is still up (it was in doubt),
+    /// in the background: its consumers' streams end, and their actors
+    /// subscribe again on the new one.
+    fn retire(self: Arc<Self>) {
+        if !self.conn.status().connected() {
+            return;
+        }
+        if let Ok(rt) = io_runtime() {
+            rt.spawn(async move {
+                let close = self.conn.close(REPLY_SUCCESS, "in doubt".into());
+                let _ = tokio::time::timeout(OP_TIMEOUT, close).await;
+            });
+        }
     }
 }
 
@@ -88,23 +277,29 @@ impl AmqpBroker {
     }
 
     fn current(&self) -> Option<Arc<Live>> {
-        let g = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        g.as_ref().filter(|l| l.usable()).cloned()
+        lock(&self.live).as_ref().filter(|l| l.usable()).cloned()
     }
 
     async fn live(&self) -> Result<Arc<Live>> {
         if let Some(l) = self.current() {
             return Ok(l);
         }
-        let mut backoff = self.connecting.lock().await;
+        // Another task may be connecting; its attempt is bounded, but a
+        // queue of them behind it would not be.
+        let mut backoff = tokio::time::timeout(OP_TIMEOUT, self.connecting.lock())
+            .await
+            .map_err(|_| timed_out("connecting (another task is)", OP_TIMEOUT))?;
         if let Some(l) = self.current() {
             return Ok(l); // another task reconnected meanwhile
         }
         tokio::time::sleep_until(backoff.next_try.into()).await;
-        match self.open().await {
-            Ok(l) => {
+        match connect(&self.url).await {
+            Ok(conn) => {
                 backoff.wait = BACKOFF.0;
-                *self.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(l.clone());
+                let l = Arc::new(Live::new(conn));
+                if let Some(old) = lock(&self.live).replace(l.clone()) {
+                    old.retire();
+                }
                 tracing::info!(url = %redact(&self.url), "connected to the broker");
                 Ok(l)
             }
@@ -116,63 +311,47 @@ impl AmqpBroker {
         }
     }
 
-    async fn open(&self) -> Result<Arc<Live>> {
-        let props = ConnectionProperties::default().with_connection_name("dbaas".into());
-        let conn = Connection::connect(&self.url, props)
-            .await
-            .map_err(unavailable)?;
-        let mut publish = Vec::with_capacity(PUBLISH_CHANNELS);
-        for _ in 0..PUBLISH_CHANNELS {
-            let ch = conn.create_channel().await.map_err(unavailable)?;
-            ch.confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(unavailable)?;
-            publish.push(ch);
-        }
-        Ok(Arc::new(Live {
-            conn,
-            publish,
-            next: AtomicUsize::new(0),
-        }))
-    }
-
-    /// A fresh channel for a declaration (a refused one closes its channel).
-    async fn with_channel<T, F, Fut>(&self, f: F) -> Result<T>
+    /// Runs `f` on a fresh channel (a refused declaration closes its
+    /// channel), bounded; the channel closes when dropped.
+    async fn with_channel<T, F, Fut>(&self, what: &str, f: F) -> Result<T>
     where
         F: FnOnce(Channel) -> Fut,
-        Fut: std::future::Future<Output = lapin::Result<T>>,
+        Fut: Future<Output = lapin::Result<T>>,
     {
         let live = self.live().await?;
-        let ch = live.conn.create_channel().await.map_err(unavailable)?;
-        let out = f(ch.clone()).await.map_err(unavailable);
-        let _ = ch.close(200, "done".into()).await;
-        out
+        let ch = live.open_channel().await?;
+        live.bounded(what, OP_TIMEOUT, f(ch)).await
+    }
+
+    /// Declares a queue; false when it exists with other arguments.
+    async fn declare(&self, name: &str, kind: QueueKind) -> Result<bool> {
+        let (opts, args) = queue_arguments(kind);
+        self.with_channel("queue.declare", |ch| async move {
+            match ch.queue_declare(name.into(), opts, args).await {
+                Ok(_) => Ok(true),
+                Err(e) if inequivalent(&e) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     async fn send(&self, exchange: &str, key: &str, msg: Message, persistent: bool) -> Result<()> {
         let live = self.live().await?;
-        let mut props =
-            BasicProperties::default().with_delivery_mode(if persistent { 2 } else { 1 });
-        if let Some(id) = msg.correlation_id {
-            props = props.with_correlation_id(id.to_string().into());
+        if live.conn.status().blocked() {
+            return Err(Error::Unavailable(
+                "broker: it blocks publishers (a resource alarm)".into(),
+            ));
         }
-        if let Some(to) = msg.reply_to {
-            props = props.with_reply_to(to.into());
-        }
-        let confirm = live
-            .channel()
-            .basic_publish(
-                exchange.into(),
-                key.into(),
-                BasicPublishOptions::default(),
-                &msg.body,
-                props,
-            )
-            .await
-            .map_err(unavailable)?
-            .await
-            .map_err(unavailable)?;
-        if confirm.is_nack() {
+        let ch = live.publisher().await?;
+        let props = properties(&msg, persistent);
+        let opts = BasicPublishOptions::default();
+        let sending = ch.basic_publish(exchange.into(), key.into(), opts, &msg.body, props);
+        let confirm = live.bounded("a publish", OP_TIMEOUT, sending).await?;
+        let confirmation = live
+            .bounded("a publisher confirm", CONFIRM_TIMEOUT, confirm)
+            .await?;
+        if confirmation.is_nack() {
             return Err(Error::Unavailable("broker refused the message".into()));
         }
         Ok(())
@@ -187,24 +366,33 @@ fn redact(url: &str) -> String {
     }
 }
 
-struct LapinAcker(lapin::Acker);
+struct LapinAcker {
+    acker: lapin::Acker,
+    /// The connection the delivery came on: a settlement that times out
+    /// puts it in doubt.
+    live: Arc<Live>,
+}
+
+impl LapinAcker {
+    async fn settle(
+        &self,
+        what: &str,
+        op: impl Future<Output = lapin::Result<bool>>,
+    ) -> Result<()> {
+        self.live.bounded(what, OP_TIMEOUT, op).await.map(|_| ())
+    }
+}
 
 #[async_trait]
 impl Acker for LapinAcker {
     async fn ack(&self) -> Result<()> {
-        self.0
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        let opts = BasicAckOptions::default();
+        self.settle("an ack", self.acker.ack(opts)).await
     }
 
     async fn ack_through(&self) -> Result<()> {
-        self.0
-            .ack(BasicAckOptions { multiple: true })
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        let opts = BasicAckOptions { multiple: true };
+        self.settle("an ack", self.acker.ack(opts)).await
     }
 
     async fn nack(&self, requeue: bool) -> Result<()> {
@@ -212,11 +400,11 @@ impl Acker for LapinAcker {
             requeue,
             multiple: false,
         };
-        self.0.nack(opts).await.map(|_| ()).map_err(unavailable)
+        self.settle("a nack", self.acker.nack(opts)).await
     }
 }
 
-fn delivery(d: lapin::message::Delivery) -> Delivery {
+fn delivery(d: lapin::message::Delivery, live: &Arc<Live>) -> Delivery {
     let props = &d.properties;
     let message = Message {
         correlation_id: props
@@ -226,46 +414,46 @@ fn delivery(d: lapin::message::Delivery) -> Delivery {
         reply_to: props.reply_to().as_ref().map(|r| r.as_str().to_owned()),
         body: d.data,
     };
-    Delivery::new(message, d.redelivered, Box::new(LapinAcker(d.acker)))
+    let acker = LapinAcker {
+        acker: d.acker,
+        live: live.clone(),
+    };
+    Delivery::new(message, d.redelivered, Box::new(acker))
 }
 
-/// Closes its consumer's channel when dropped, so the broker requeues what
-/// the consumer held.
-struct CloseOnDrop {
-    channel: Channel,
+/// A consumer and its channel, together the last handles of that channel:
+/// dropping them makes lapin cancel the consumer and close the channel, so
+/// that the broker requeues what the consumer held. lapin does that through
+/// the connection's task on the I/O runtime, whichever runtime drops them
+/// (one that is stopping would not run a close spawned on it, and the task
+/// would hold the channel open).
+struct Subscription {
+    _channel: Channel,
     inner: lapin::Consumer,
-}
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        let ch = self.channel.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = ch.close(200, "consumer dropped".into()).await;
-            });
-        }
-    }
+    live: Arc<Live>,
 }
 
 #[async_trait]
 impl Broker for AmqpBroker {
     async fn declare_queue(&self, name: &str, kind: QueueKind) -> Result<()> {
-        let opts = match kind {
-            QueueKind::Durable => QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            QueueKind::Transient => QueueDeclareOptions {
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-        };
-        self.with_channel(|ch| async move {
-            ch.queue_declare(name.into(), opts, FieldTable::default())
-                .await
-                .map(|_| ())
-        })
-        .await
+        if self.declare(name, kind).await? {
+            return Ok(());
+        }
+        if !matches!(kind, QueueKind::Capped(_)) {
+            return Err(Error::Unavailable(format!(
+                "broker: queue {name:?} exists with other arguments than {kind:?}"
+            )));
+        }
+        // See `QueueKind::Capped`: its caller accepts losing the content.
+        tracing::info!(queue = name, ?kind, "declaring a queue again with its cap");
+        self.delete_queue(name).await?;
+        if self.declare(name, kind).await? {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "broker: queue {name:?} was declared otherwise again meanwhile"
+            )))
+        }
     }
 
     async fn declare_fanout(&self, exchange: &str) -> Result<()> {
@@ -273,7 +461,7 @@ impl Broker for AmqpBroker {
             durable: true,
             ..ExchangeDeclareOptions::default()
         };
-        self.with_channel(|ch| async move {
+        self.with_channel("exchange.declare", |ch| async move {
             ch.exchange_declare(
                 exchange.into(),
                 ExchangeKind::Fanout,
@@ -286,7 +474,7 @@ impl Broker for AmqpBroker {
     }
 
     async fn bind(&self, queue: &str, exchange: &str) -> Result<()> {
-        self.with_channel(|ch| async move {
+        self.with_channel("queue.bind", |ch| async move {
             ch.queue_bind(
                 queue.into(),
                 exchange.into(),
@@ -300,7 +488,7 @@ impl Broker for AmqpBroker {
     }
 
     async fn delete_queue(&self, name: &str) -> Result<()> {
-        self.with_channel(|ch| async move {
+        self.with_channel("queue.delete", |ch| async move {
             ch.queue_delete(name.into(), QueueDeleteOptions::default())
                 .await
                 .map(|_| ())
@@ -318,26 +506,26 @@ impl Broker for AmqpBroker {
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer> {
         let live = self.live().await?;
-        let channel = live.conn.create_channel().await.map_err(unavailable)?;
-        channel
-            .basic_qos(prefetch.max(1), BasicQosOptions::default())
-            .await
-            .map_err(unavailable)?;
-        let inner = channel
-            .basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(unavailable)?;
-        let guard = CloseOnDrop { channel, inner };
+        let channel = live.open_channel().await?;
+        let qos = channel.basic_qos(prefetch.max(1), BasicQosOptions::default());
+        live.bounded("basic.qos", OP_TIMEOUT, qos).await?;
+        let consuming = channel.basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        );
+        let inner = live.bounded("basic.consume", OP_TIMEOUT, consuming).await?;
+        let sub = Subscription {
+            _channel: channel,
+            inner,
+            live,
+        };
         Ok(Box::pin(futures::stream::unfold(
-            guard,
-            |mut g| async move {
-                match g.inner.next().await? {
-                    Ok(d) => Some((delivery(d), g)),
+            sub,
+            |mut sub| async move {
+                match sub.inner.next().await? {
+                    Ok(d) => Some((delivery(d, &sub.live), sub)),
                     Err(e) => {
                         tracing::warn!(error = %e, "consumer ended");
                         None

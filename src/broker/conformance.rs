@@ -1,6 +1,8 @@
 //! The behaviour every broker implementation must share, as one suite of
 //! checks run against each (the in-process twin in unit tests, RabbitMQ in
 //! the integration tests). Each check uses its own uniquely named queues.
+//! The suite runs inside an actix system (`#[actix::test]`): one check
+//! drops a consumer with the arbiter it lives on.
 
 use std::time::Duration;
 
@@ -38,6 +40,29 @@ pub async fn run_all(b: &dyn Broker) {
     ack_through_settles_the_earlier_ones(b).await;
     fanout_copies_to_every_bound_queue(b).await;
     reply_fields_travel(b).await;
+    publish_to_a_missing_queue_is_dropped(b).await;
+    publish_to_a_missing_exchange_fails(b).await;
+    capped_queue_keeps_the_newest(b).await;
+    capped_queue_counts_ready_messages_only(b).await;
+    capped_declaration_replaces_another_kind(b).await;
+    consumer_dropped_with_its_arbiter_gives_back(b).await;
+    consumer_dropped_on_an_idle_runtime_gives_back(b).await;
+}
+
+/// Takes `n` deliveries, acknowledging each, and checks that no more come;
+/// their first body bytes.
+async fn take_exactly(c: &mut Consumer, n: usize) -> Vec<u8> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        let d = next(c).await;
+        got.push(d.message.body[0]);
+        d.ack().await.unwrap();
+    }
+    assert!(
+        nothing_within(c, Duration::from_millis(200)).await,
+        "no more than {got:?}"
+    );
+    got
 }
 
 /// Two consumers share a queue's messages alternately.
@@ -180,4 +205,152 @@ pub async fn reply_fields_travel(b: &dyn Broker) {
     d.ack().await.unwrap();
     drop(c);
     b.delete_queue(&q).await.unwrap();
+}
+
+/// A message published to a queue that does not exist is dropped without an
+/// error, and declaring the queue afterwards does not bring it.
+pub async fn publish_to_a_missing_queue_is_dropped(b: &dyn Broker) {
+    let q = unique("missing");
+    b.publish(&q, msg(1)).await.unwrap();
+    b.declare_queue(&q, QueueKind::Durable).await.unwrap();
+    let mut c = b.consume(&q, 5).await.unwrap();
+    assert!(nothing_within(&mut c, Duration::from_millis(200)).await);
+    drop(c);
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// Publishing to a fanout exchange that does not exist fails, and leaves
+/// publishing in order: the publishes after it all go through.
+pub async fn publish_to_a_missing_exchange_fails(b: &dyn Broker) {
+    let x = unique("nox");
+    assert!(b.publish_fanout(&x, msg(1)).await.is_err());
+    let q = unique("afternox");
+    b.declare_queue(&q, QueueKind::Transient).await.unwrap();
+    let mut c = b.consume(&q, 10).await.unwrap();
+    for i in 0..8 {
+        b.publish(&q, msg(i)).await.unwrap();
+    }
+    assert_eq!(take_exactly(&mut c, 8).await, (0..8).collect::<Vec<_>>());
+    drop(c);
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// A capped queue keeps the newest messages, in order, whether they come
+/// straight or through a fanout exchange it is bound to.
+pub async fn capped_queue_keeps_the_newest(b: &dyn Broker) {
+    let (q, via) = (unique("capped"), unique("cappedvia"));
+    let x = unique("cappedx");
+    b.declare_fanout(&x).await.unwrap();
+    for q in [&q, &via] {
+        b.declare_queue(q, QueueKind::Capped(3)).await.unwrap();
+    }
+    b.bind(&via, &x).await.unwrap();
+    for i in 0..5 {
+        b.publish(&q, msg(i)).await.unwrap();
+        b.publish_fanout(&x, msg(i)).await.unwrap();
+    }
+    for q in [&q, &via] {
+        let mut c = b.consume(q, 10).await.unwrap();
+        assert_eq!(take_exactly(&mut c, 3).await, vec![2, 3, 4]);
+        drop(c);
+        b.delete_queue(q).await.unwrap();
+    }
+}
+
+/// Deliveries not yet acknowledged do not count towards a queue's cap; one
+/// requeued onto a full queue goes to its head, and so is dropped first.
+pub async fn capped_queue_counts_ready_messages_only(b: &dyn Broker) {
+    let q = unique("cappedready");
+    b.declare_queue(&q, QueueKind::Capped(2)).await.unwrap();
+    let mut c = b.consume(&q, 1).await.unwrap();
+    b.publish(&q, msg(0)).await.unwrap();
+    let held = next(&mut c).await;
+    for i in 1..3 {
+        b.publish(&q, msg(i)).await.unwrap();
+    }
+    // Back to a queue already holding its cap. The same consumer takes
+    // what is left: with a prefetch of one, nothing comes to it before the
+    // broker has dealt with the requeue.
+    held.nack(true).await.unwrap();
+    assert_eq!(take_exactly(&mut c, 2).await, vec![1, 2]);
+    drop(c);
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// Declaring a capped queue over one of another kind replaces it (its
+/// content goes) and caps it; declaring it again with the same cap keeps it;
+/// declaring another kind over a capped queue fails.
+pub async fn capped_declaration_replaces_another_kind(b: &dyn Broker) {
+    let q = unique("recapped");
+    b.declare_queue(&q, QueueKind::Durable).await.unwrap();
+    b.publish(&q, msg(9)).await.unwrap();
+    b.declare_queue(&q, QueueKind::Capped(2)).await.unwrap();
+    for i in 0..3 {
+        b.publish(&q, msg(i)).await.unwrap();
+    }
+    b.declare_queue(&q, QueueKind::Capped(2)).await.unwrap();
+    assert!(b.declare_queue(&q, QueueKind::Durable).await.is_err());
+    let mut c = b.consume(&q, 10).await.unwrap();
+    assert_eq!(take_exactly(&mut c, 2).await, vec![1, 2]);
+    drop(c);
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// A consumer dropped with the arbiter it lived on (an in-process worker
+/// killed) gives back what it held.
+pub async fn consumer_dropped_with_its_arbiter_gives_back(b: &dyn Broker) {
+    let q = unique("arbiter");
+    b.declare_queue(&q, QueueKind::Durable).await.unwrap();
+    let mut c1 = b.consume(&q, 5).await.unwrap();
+    b.publish(&q, msg(4)).await.unwrap();
+    let held = next(&mut c1).await;
+    let arbiter = actix::Arbiter::new();
+    let (holding, held_there) = tokio::sync::oneshot::channel();
+    arbiter.spawn(async move {
+        let _kept = (c1, held);
+        let _ = holding.send(());
+        std::future::pending::<()>().await;
+    });
+    held_there.await.expect("the arbiter runs");
+    arbiter.stop();
+    given_back(b, &q, 4).await;
+}
+
+/// A consumer dropped inside a runtime that is never driven again (a worker
+/// stopping mid-way) gives back what it held: its close does not depend on
+/// that runtime.
+pub async fn consumer_dropped_on_an_idle_runtime_gives_back(b: &dyn Broker) {
+    let q = unique("idle");
+    b.declare_queue(&q, QueueKind::Durable).await.unwrap();
+    let mut c1 = b.consume(&q, 5).await.unwrap();
+    b.publish(&q, msg(5)).await.unwrap();
+    let held = next(&mut c1).await;
+    let (dropped, dropped_there) = tokio::sync::oneshot::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move { drop((c1, held)) });
+        let _ = dropped.send(());
+        // Kept, not driven, until the check is over.
+        let _ = released.recv();
+    });
+    dropped_there.await.expect("the thread runs");
+    given_back(b, &q, 5).await;
+    drop(release);
+}
+
+/// Another consumer of `q` gets `body` again, redelivered; then `q` goes.
+async fn given_back(b: &dyn Broker, q: &str, body: u8) {
+    let mut c2 = b.consume(q, 5).await.unwrap();
+    let again = next(&mut c2).await;
+    assert_eq!(
+        (again.message.body.clone(), again.redelivered),
+        (vec![body], true)
+    );
+    again.ack().await.unwrap();
+    drop(c2);
+    b.delete_queue(q).await.unwrap();
 }

@@ -1,6 +1,10 @@
 //! The in-process twin of RabbitMQ: queues, a fanout exchange, prefetch,
-//! round robin, acknowledgements and redelivery, all behind one mutex.
-//! Nothing survives the process; everything else behaves as the broker does.
+//! round robin, acknowledgements and redelivery, capped queues, all behind
+//! one mutex. Nothing survives the process; everything else behaves as the
+//! broker does, down to its quieter rules: a message published to a missing
+//! queue is dropped without an error, a requeued delivery goes back to the
+//! head of its queue (where a capped queue drops first), and a queue is not
+//! declared again with another kind unless the new one is capped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,6 +55,40 @@ impl Queue {
             unacked: HashMap::new(),
         }
     }
+
+    /// A message published to the queue.
+    fn enqueue(&mut self, msg: Message) {
+        self.ready.push_back((msg, false));
+        self.trim();
+    }
+
+    /// Deliveries given back, in their order, to the head of the queue.
+    fn requeue(&mut self, msgs: impl DoubleEndedIterator<Item = Message>) {
+        for msg in msgs.rev() {
+            self.ready.push_front((msg, true));
+        }
+        self.trim();
+    }
+
+    /// Drops the oldest ready messages over a capped queue's bound, as
+    /// RabbitMQ's `drop-head` does; unacknowledged ones do not count.
+    fn trim(&mut self) {
+        if let QueueKind::Capped(cap) = self.kind {
+            let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+            while self.ready.len() > cap {
+                self.ready.pop_front();
+            }
+        }
+    }
+}
+
+/// Removes a queue and its bindings. Its consumers' streams end (their
+/// senders go with it), as RabbitMQ cancels them.
+fn remove_queue(st: &mut State, name: &str) {
+    st.queues.remove(name);
+    for bound in st.exchanges.values_mut() {
+        bound.retain(|b| b != name);
+    }
 }
 
 impl InProcBroker {
@@ -76,7 +114,7 @@ impl InProcBroker {
             slot.held -= 1;
         }
         if requeue {
-            q.ready.push_front((msg, true));
+            q.requeue(std::iter::once(msg));
         }
         let mut out = Outbox::new();
         dispatch(self, &mut st, queue, &mut out);
@@ -110,23 +148,26 @@ impl InProcBroker {
         let Some(q) = st.queues.get_mut(queue) else {
             return;
         };
-        q.consumers.retain(|s| s.id != consumer);
-        let mut back: Vec<(u64, Message)> = q
+        // Not there: its queue was deleted (and maybe declared again, which
+        // its leaving must not touch).
+        let Some(at) = q.consumers.iter().position(|s| s.id == consumer) else {
+            return;
+        };
+        q.consumers.remove(at);
+        let mut tags: Vec<u64> = q
             .unacked
             .iter()
             .filter(|(_, (c, _))| *c == consumer)
-            .map(|(tag, (_, m))| (*tag, m.clone()))
+            .map(|(tag, _)| *tag)
             .collect();
-        back.sort_by_key(|(tag, _)| std::cmp::Reverse(*tag));
-        for (tag, msg) in back {
-            q.unacked.remove(&tag);
-            q.ready.push_front((msg, true));
-        }
+        tags.sort_unstable();
+        let back: Vec<Message> = tags
+            .iter()
+            .filter_map(|tag| q.unacked.remove(tag).map(|(_, m)| m))
+            .collect();
+        q.requeue(back.into_iter());
         if q.kind == QueueKind::Transient && q.consumers.is_empty() {
-            st.queues.remove(queue);
-            for bound in st.exchanges.values_mut() {
-                bound.retain(|b| b != queue);
-            }
+            remove_queue(&mut st, queue);
             return;
         }
         let mut out = Outbox::new();
@@ -224,13 +265,27 @@ fn no_queue(name: &str) -> Error {
     Error::Unavailable(format!("no queue {name:?}"))
 }
 
+fn no_exchange(name: &str) -> Error {
+    Error::Unavailable(format!("no exchange {name:?}"))
+}
+
 #[async_trait]
 impl Broker for InProcBroker {
     async fn declare_queue(&self, name: &str, kind: QueueKind) -> Result<()> {
-        self.state()
-            .queues
-            .entry(name.to_owned())
-            .or_insert_with(|| Queue::new(kind));
+        let mut st = self.state();
+        match st.queues.get(name).map(|q| q.kind) {
+            Some(had) if had == kind => return Ok(()),
+            // RabbitMQ refuses other arguments (PRECONDITION_FAILED); a
+            // capped queue replaces the old one instead (see `QueueKind`).
+            Some(had) if !matches!(kind, QueueKind::Capped(_)) => {
+                return Err(Error::Unavailable(format!(
+                    "queue {name:?} exists as {had:?}, not {kind:?}"
+                )));
+            }
+            Some(_) => remove_queue(&mut st, name),
+            None => {}
+        }
+        st.queues.insert(name.to_owned(), Queue::new(kind));
         Ok(())
     }
 
@@ -250,7 +305,7 @@ impl Broker for InProcBroker {
         let bound = st
             .exchanges
             .get_mut(exchange)
-            .ok_or_else(|| Error::Unavailable(format!("no exchange {exchange:?}")))?;
+            .ok_or_else(|| no_exchange(exchange))?;
         if !bound.iter().any(|b| b == queue) {
             bound.push(queue.to_owned());
         }
@@ -258,21 +313,18 @@ impl Broker for InProcBroker {
     }
 
     async fn delete_queue(&self, name: &str) -> Result<()> {
-        let mut st = self.state();
-        st.queues.remove(name);
-        for bound in st.exchanges.values_mut() {
-            bound.retain(|b| b != name);
-        }
+        remove_queue(&mut self.state(), name);
         Ok(())
     }
 
     async fn publish(&self, queue: &str, msg: Message) -> Result<()> {
         let mut st = self.state();
-        st.queues
-            .get_mut(queue)
-            .ok_or_else(|| no_queue(queue))?
-            .ready
-            .push_back((msg, false));
+        // No such queue: RabbitMQ's default exchange routes the message
+        // nowhere and confirms it, so it is gone, and that is no error.
+        let Some(q) = st.queues.get_mut(queue) else {
+            return Ok(());
+        };
+        q.enqueue(msg);
         let mut out = Outbox::new();
         dispatch(self, &mut st, queue, &mut out);
         drop(st);
@@ -285,12 +337,12 @@ impl Broker for InProcBroker {
         let bound = st
             .exchanges
             .get(exchange)
-            .ok_or_else(|| Error::Unavailable(format!("no exchange {exchange:?}")))?
+            .ok_or_else(|| no_exchange(exchange))?
             .clone();
         let mut out = Outbox::new();
         for queue in bound {
             if let Some(q) = st.queues.get_mut(&queue) {
-                q.ready.push_back((msg.clone(), false));
+                q.enqueue(msg.clone());
                 dispatch(self, &mut st, &queue, &mut out);
             }
         }
@@ -339,7 +391,7 @@ mod tests {
     use super::*;
     use crate::broker::conformance;
 
-    #[tokio::test]
+    #[actix::test]
     async fn keeps_the_broker_semantics() {
         conformance::run_all(&InProcBroker::new()).await;
     }

@@ -13,10 +13,22 @@
 //!   delivery and every earlier unsettled one of its consumer at once;
 //! - a fanout exchange copies each message to every queue bound to it;
 //! - `publish` returns once the broker has taken the message (a publisher
-//!   confirm on RabbitMQ).
+//!   confirm on RabbitMQ);
+//! - a message published to a queue that does not exist is dropped, and the
+//!   publish succeeds (RabbitMQ's default exchange routes it nowhere and
+//!   confirms it); declaring the queue later does not bring it back. A
+//!   publish to a fanout exchange that does not exist fails;
+//! - a [`QueueKind::Capped`] queue drops its oldest ready messages when it
+//!   overflows;
+//! - no call waits on the broker without bound: one that gets no answer in
+//!   time fails with [`Error::Unavailable`](crate::error::Error), and a
+//!   publish that fails so may still have reached the broker (callers
+//!   publish it again, so consumers must bear duplicates, as they must
+//!   bear redeliveries anyway).
 
 pub mod amqp;
 pub mod conformance;
+pub mod faults;
 pub mod inproc;
 
 use std::pin::Pin;
@@ -63,12 +75,29 @@ impl Message {
 }
 
 /// How a queue is declared.
+///
+/// Declaring a queue that exists with another kind fails (RabbitMQ answers
+/// `PRECONDITION_FAILED`), except for [`QueueKind::Capped`], which replaces
+/// it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueueKind {
     /// Survives broker restarts; messages are persistent.
     Durable,
     /// Removed when its last consumer goes away.
     Transient,
+    /// Durable, holding at most this many ready messages: when one more
+    /// arrives, the oldest ready ones are dropped (RabbitMQ's `x-max-length`
+    /// with the default `x-overflow: drop-head`). Deliveries not yet
+    /// acknowledged do not count, but one requeued onto a full queue goes to
+    /// its head and is dropped first. For a slave's own sync queue, bound to
+    /// the sync exchange: a dead slave's queue must not grow without bound.
+    ///
+    /// Declaring a capped queue over an existing queue of another kind or
+    /// cap deletes that queue, its content and its bindings, and declares it
+    /// afresh: the caller (a slave about to take a snapshot, which makes
+    /// what queued before redundant) accepts the loss, and binds after
+    /// declaring.
+    Capped(u32),
 }
 
 /// Settles one delivery.
@@ -130,7 +159,8 @@ pub type Consumer = Pin<Box<dyn Stream<Item = Delivery> + Send>>;
 /// A connection to a broker.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Declares a queue (idempotent).
+    /// Declares a queue (idempotent for the same kind; see [`QueueKind`]
+    /// for another).
     async fn declare_queue(&self, name: &str, kind: QueueKind) -> Result<()>;
     /// Declares a fanout exchange (idempotent).
     async fn declare_fanout(&self, exchange: &str) -> Result<()>;
@@ -138,7 +168,8 @@ pub trait Broker: Send + Sync + 'static {
     async fn bind(&self, queue: &str, exchange: &str) -> Result<()>;
     /// Deletes a queue and what it holds.
     async fn delete_queue(&self, name: &str) -> Result<()>;
-    /// Publishes to a queue; returns once the broker has it.
+    /// Publishes to a queue; returns once the broker has it (or has dropped
+    /// it, when there is no such queue).
     async fn publish(&self, queue: &str, msg: Message) -> Result<()>;
     /// Publishes to a fanout exchange; returns once the broker has it.
     async fn publish_fanout(&self, exchange: &str, msg: Message) -> Result<()>;
