@@ -20,6 +20,8 @@ use common::api::{chunked_status, encode_segment, Api, BODY_LIMIT, FUTURE, PASSW
 use common::inproc::{Servers, Stack};
 use common::{closed_port_url, Http, System, Urls};
 use serde_json::{json, Value as Json};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Declares each script once, as a test against `dbaas up` and as one
 /// against the in-process stack.
@@ -82,6 +84,8 @@ contract!(
     unknown_routes_are_404,
     db_api_reads_writes_and_lists_workers,
     db_api_refuses_bad_input_and_changes_nothing,
+    db_api_conditional_writes_answer_412_and_write_nothing,
+    no_ride_names_a_user_deleted_while_joining_or_creating,
 );
 
 /// A body that is not a valid new user, each for its own reason.
@@ -875,6 +879,9 @@ async fn db_api_refuses_bad_input_and_changes_nothing(urls: &Urls) {
         r#"{"op":"delete","table":"users"}"#,
         r#"{"op":"update","table":"users","key":"x","set":{"username":"y"},"where":[]}"#,
         r#"{"op":"clear","table":"users; drop"}"#,
+        r#"{"op":"require","table":"users","key":"x"}"#,
+        r#"{"op":"batch","ops":[{"op":"require","table":"users","key":5}]}"#,
+        r#"{"op":"batch","ops":[{"op":"require","table":"nope","key":"x"}]}"#,
     ];
     for body in writes {
         let r = db.raw("POST", "/api/v1/db/write", body).await;
@@ -913,6 +920,169 @@ async fn db_api_refuses_bad_input_and_changes_nothing(urls: &Urls) {
     let r = db.json("POST", "/api/v1/db/read", count).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["count"], json!(0), "{}", r.text());
+}
+
+/// A batch with preconditions (`require`) on the DB API: applied when they
+/// hold; 412 naming the failed one, and nothing written, when one does not.
+async fn db_api_conditional_writes_answer_412_and_write_nothing(urls: &Urls) {
+    let db = Http::new(&urls.orchestrator);
+    let dana = json!({"username": "dana", "password": PASSWORD});
+    let first = json!({"op": "batch", "ops": [
+        {"op": "require", "table": "users", "key": "dana", "exists": false},
+        {"op": "insert", "table": "users", "row": dana},
+        {"op": "require", "table": "users", "key": "dana"},
+    ]});
+    let w = db.json("POST", "/api/v1/db/write", first).await;
+    assert_eq!(w.status, 200, "{}", w.text());
+    assert_eq!(
+        w.json()["result"],
+        json!({"batch": ["checked", {"inserted": {"key": "dana"}}, "checked"]})
+    );
+    let ride = json!({"created_by": "ghost", "timestamp": 1, "source": 1,
+                      "destination": 2, "users": []});
+    let ghost = json!({"op": "batch", "ops": [
+        {"op": "insert", "table": "users",
+         "row": {"username": "ghost", "password": PASSWORD}},
+        {"op": "delete", "table": "users", "key": "ghost"},
+        {"op": "require", "table": "users", "key": "ghost", "exists": true},
+        {"op": "insert_auto", "table": "rides", "row": ride},
+    ]});
+    let r = db.json("POST", "/api/v1/db/write", ghost).await;
+    r.assert_error(412);
+    assert_eq!(
+        r.json()["error"],
+        json!(r#"precondition failed: users "ghost" does not exist"#)
+    );
+    // Nothing of the batch was written.
+    let count = json!({"op": "count", "table": "rides"});
+    let r = db.json("POST", "/api/v1/db/read", count).await;
+    assert_eq!(r.json()["count"], json!(0), "{}", r.text());
+    let get = json!({"op": "get", "table": "users", "key": "ghost"});
+    let r = db.json("POST", "/api/v1/db/read", get).await;
+    assert_eq!(r.json()["rows"], json!([]), "{}", r.text());
+    let users = json!({"op": "count", "table": "users"});
+    let r = db.json("POST", "/api/v1/db/read", users).await;
+    assert_eq!(r.json()["count"], json!(1), "{}", r.text());
+}
+
+/// Users who are never deleted in the race below, and create its rides.
+const KEEPERS: usize = 4;
+/// Users deleted in the race below while others join rides with them.
+const DOOMED: usize = 24;
+/// Rides created before the race.
+const RACE_RIDES: usize = 12;
+/// Concurrent racers, and the steps each takes.
+const RACERS: u64 = 6;
+const RACE_STEPS: usize = 40;
+
+/// Who and what the racers share.
+struct Race<'a> {
+    api: &'a Api,
+    names: Vec<String>,
+    /// The next of `names[KEEPERS..]` to delete.
+    next_doomed: AtomicUsize,
+    /// Every ride id that may exist: ids are never reused.
+    max_ride: i64,
+}
+
+/// Joins rides as random users and creates rides as users being deleted,
+/// while other racers (and this one) delete them: whatever the interleaving,
+/// no ride may name a user who does not exist afterwards. Creating and
+/// joining are conditional writes (`require` the user, then write), so a
+/// user deleted after the service's lookup fails the write with 400.
+async fn no_ride_names_a_user_deleted_while_joining_or_creating(urls: &Urls) {
+    let api = Api::new(urls);
+    let names: Vec<String> = (0..KEEPERS)
+        .map(|i| format!("keeper{i}"))
+        .chain((0..DOOMED).map(|i| format!("doomed{i}")))
+        .collect();
+    for name in &names {
+        api.add_user(name).await;
+    }
+    for i in 0..RACE_RIDES {
+        let by = &names[i % KEEPERS];
+        let area = 1 + i as i64;
+        api.add_ride(by, FUTURE, area, area + 1).await;
+    }
+    // At most one ride per step is created; more ids are simply missing.
+    let creatable = RACERS as usize * RACE_STEPS;
+    let race = Race {
+        api: &api,
+        names,
+        next_doomed: AtomicUsize::new(KEEPERS),
+        max_ride: (RACE_RIDES + creatable) as i64,
+    };
+    futures::future::join_all((0..RACERS).map(|seed| racer(&race, seed))).await;
+    // Whoever the racers did not get to goes now.
+    while delete_next_doomed(&race).await {}
+
+    let users: BTreeSet<String> = api.user_list().await.into_iter().collect();
+    let keepers: BTreeSet<String> = race.names[..KEEPERS].iter().cloned().collect();
+    assert_eq!(users, keepers);
+    let mut found = 0;
+    for id in 1..=race.max_ride {
+        let r = api.gw.get(&format!("/api/v1/rides/{id}")).await;
+        if r.status == 204 {
+            continue;
+        }
+        assert_eq!(r.status, 200, "ride {id}: {}", r.text());
+        let ride = r.json();
+        let named = std::iter::once(&ride["created_by"])
+            .chain(ride["users"].as_array().into_iter().flatten());
+        for name in named {
+            let name = name.as_str().unwrap_or_default();
+            assert!(users.contains(name), "ride {id} names {name:?}: {ride}");
+        }
+        found += 1;
+    }
+    assert!(
+        found >= RACE_RIDES as u64,
+        "the keepers' rides are all left"
+    );
+    assert_eq!(api.ride_count().await, found);
+}
+
+/// One racer: `RACE_STEPS` random steps, a deletion, a creation or a join,
+/// each answered as the contract says whatever the others did meanwhile.
+async fn racer(race: &Race<'_>, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for _ in 0..RACE_STEPS {
+        let name = &race.names[rng.usize(..race.names.len())];
+        match rng.u8(..10) {
+            0..=1 => {
+                delete_next_doomed(race).await;
+            }
+            2..=3 => {
+                let area = rng.i64(1..=197);
+                let ride = json!({"created_by": name, "timestamp": FUTURE,
+                                  "source": area, "destination": area + 1});
+                let r = race.api.post_ride(ride).await;
+                assert!(matches!(r.status, 201 | 400), "create: {}", r.text());
+            }
+            _ => {
+                let id = rng.i64(1..=race.max_ride);
+                let r = race.api.join(id, name).await;
+                assert!(
+                    matches!(r.status, 200 | 204 | 400),
+                    "join {id} as {name}: {} {}",
+                    r.status,
+                    r.text()
+                );
+            }
+        }
+    }
+}
+
+/// Deletes the next doomed user, if any is left (each is deleted once, so
+/// each deletion succeeds); answers whether there was one.
+async fn delete_next_doomed(race: &Race<'_>) -> bool {
+    let i = race.next_doomed.fetch_add(1, Ordering::Relaxed);
+    let Some(name) = race.names.get(i) else {
+        return false;
+    };
+    let r = race.api.gw.delete(&format!("/api/v1/users/{name}")).await;
+    r.assert_json(200, json!({}));
+    true
 }
 
 /// A system whose gateway points at ports where nothing listens.

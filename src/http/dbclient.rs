@@ -91,9 +91,16 @@ impl DbClient {
         let msg = serde_json::from_slice::<ErrorBody>(&bytes)
             .map(|b| b.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+        // The inverse of `Error::status` for what a client can act on.
         Err(match status {
             400 => Error::BadRequest(msg),
             409 => Error::Conflict(msg),
+            412 => Error::Precondition(msg),
+            // The services build DB requests from what their clients sent,
+            // often repeating it (a key and a row naming the same user), so
+            // a request under the services' cap can exceed the DBaaS's:
+            // too much client data, not a failure of the DBaaS.
+            413 => Error::BadRequest(format!("too large for the DBaaS: {msg}")),
             503 => Error::Unavailable(msg),
             _ => Error::Storage(format!("orchestrator answered {status}: {msg}")),
         })

@@ -6,8 +6,14 @@
 //! timestamp (Unix seconds), source, destination, users}. The service
 //! counts every request under `/api/v1/rides`.
 //!
-//! Known race, accepted: joining checks the user, then adds them, in two
-//! DB requests; a user deleted in between stays listed as a rider.
+//! No ride names a user who does not exist. Creating a ride and joining one
+//! are conditional writes: one batch `[require the user exists, the write]`,
+//! which the master checks and applies in one step, so a user deleted after
+//! the service's own lookup fails the write (400) instead of being named by
+//! it. Deleting a user removes their rides and seats in one batch too. The
+//! lookup before the write stays: the contract makes the creator check a
+//! point lookup, and it keeps the order of the answers (user 400 before
+//! ride 204) without a write.
 
 use std::net::TcpListener;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{self, Body};
 use super::service::{self, Answer, ServiceState, State};
+use crate::error::Error;
 use crate::model::{CmpOp, Cond, Order, ReadOp, Row, Value, WriteOp, WriteResult};
 use crate::rideshare::{areas, timestamp};
 
@@ -141,24 +148,63 @@ async fn get_ride(state: &State, id: i64, columns: Option<&[&str]>) -> Answer<Op
     Ok(reply.result.into_rows().into_iter().next())
 }
 
+/// The write of a new ride (`secs`: its timestamp): its insert, on
+/// condition that its creator exists when it is applied.
+fn create_ride_op(ride: NewRide, secs: i64) -> WriteOp {
+    let creator = require_user(ride.created_by.as_str());
+    WriteOp::Batch {
+        ops: vec![
+            creator,
+            WriteOp::InsertAuto {
+                table: TABLE.into(),
+                row: new_ride_row(ride, secs),
+            },
+        ],
+    }
+}
+
+/// The precondition that `username` exists, as the first op of a batch.
+fn require_user(username: impl Into<Value>) -> WriteOp {
+    WriteOp::Require {
+        table: "users".into(),
+        key: username.into(),
+        exists: true,
+    }
+}
+
+/// The id a ride's insert got, from the result of [`create_ride_op`].
+fn created_id(result: &WriteResult) -> Option<i64> {
+    let WriteResult::Batch(results) = result else {
+        return None;
+    };
+    match results.as_slice() {
+        [WriteResult::Checked, WriteResult::Inserted {
+            key: Value::Int(id),
+        }] => Some(*id),
+        _ => None,
+    }
+}
+
 async fn create_ride(state: State, body: Body) -> Answer {
     let ride: NewRide = service::parse(&body)?;
     let secs = check_ride(&ride).map_err(service::bad)?;
     if !user_exists(&state, &ride.created_by).await? {
         return Err(service::bad("creator does not exist"));
     }
-    let op = WriteOp::InsertAuto {
-        table: TABLE.into(),
-        row: new_ride_row(ride, secs),
+    let reply = match state.db.write(&create_ride_op(ride, secs)).await {
+        Ok(reply) => reply,
+        // Deleted since the lookup.
+        Err(Error::Precondition(_)) => return Err(service::bad("creator does not exist")),
+        Err(e) => return Err(service::db_error(e)),
     };
-    let reply = state.db.write(&op).await.map_err(service::db_error)?;
-    match reply.result {
-        WriteResult::Inserted {
-            key: Value::Int(id),
-        } => Ok(HttpResponse::Created()
+    match created_id(&reply.result) {
+        Some(id) => Ok(HttpResponse::Created()
             .insert_header((header::LOCATION, format!("/api/v1/rides/{id}")))
             .json(serde_json::json!({}))),
-        other => Err(internal(format!("unexpected insert result {other:?}"))),
+        None => Err(internal(format!(
+            "unexpected insert result {:?}",
+            reply.result
+        ))),
     }
 }
 
@@ -302,19 +348,38 @@ async fn join_ride(state: State, path: web::Path<String>, body: Body) -> Answer 
     if text(&ride, "created_by").as_deref() == Some(join.username.as_str()) {
         return Err(service::bad("the creator cannot join their own ride"));
     }
-    let op = WriteOp::Update {
-        table: TABLE.into(),
-        key: Some(Value::Int(id)),
-        filter: None,
-        set: Row::new(),
-        add: Row::from([("users".to_owned(), Value::from(join.username))]),
-        remove: Row::new(),
+    let reply = match state.db.write(&join_op(id, join.username)).await {
+        Ok(reply) => reply,
+        // Deleted since the lookup: the user check comes first, as above.
+        Err(Error::Precondition(_)) => return Err(service::bad("no such user")),
+        Err(e) => return Err(service::db_error(e)),
     };
-    let reply = state.db.write(&op).await.map_err(service::db_error)?;
     match reply.result {
         // Deleted since it was read.
-        WriteResult::Updated { matched: 0 } => Ok(service::no_content()),
+        WriteResult::Batch(results)
+            if matches!(results.last(), Some(WriteResult::Updated { matched: 0 })) =>
+        {
+            Ok(service::no_content())
+        }
         _ => Ok(service::empty_ok()),
+    }
+}
+
+/// The write of a join: adds `username` to the riders of ride `id`, on
+/// condition that the user exists when it is applied.
+fn join_op(id: i64, username: String) -> WriteOp {
+    WriteOp::Batch {
+        ops: vec![
+            require_user(username.as_str()),
+            WriteOp::Update {
+                table: TABLE.into(),
+                key: Some(Value::Int(id)),
+                filter: None,
+                set: Row::new(),
+                add: Row::from([("users".to_owned(), Value::from(username))]),
+                remove: Row::new(),
+            },
+        ],
     }
 }
 
@@ -395,6 +460,38 @@ mod tests {
             ride(1, 2, "2030-01-01"),
         ] {
             assert!(check_ride(&bad).is_err());
+        }
+    }
+
+    #[test]
+    fn creating_and_joining_are_valid_conditional_batches() {
+        use crate::model::{validate_write, Schema};
+        let schema = Schema::rideshare();
+        let new = ride(1, 2, "01-01-2030:00-00-00");
+        for op in [create_ride_op(new, 1), join_op(7, "a'; --".into())] {
+            validate_write(&schema, &op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
+            let WriteOp::Batch { ops } = op else {
+                panic!("not a batch: {op:?}")
+            };
+            assert!(
+                matches!(&ops[0], WriteOp::Require { table, exists: true, .. } if table == "users"),
+                "{ops:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_created_id_is_read_from_the_batch_result() {
+        let inserted = |key| WriteResult::Inserted { key };
+        let batch = |r| WriteResult::Batch(vec![WriteResult::Checked, r]);
+        assert_eq!(created_id(&batch(inserted(Value::Int(3)))), Some(3));
+        for other in [
+            batch(inserted(Value::from("3"))),
+            batch(WriteResult::Cleared),
+            inserted(Value::Int(3)),
+            WriteResult::Batch(Vec::new()),
+        ] {
+            assert_eq!(created_id(&other), None, "{other:?}");
         }
     }
 

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix_web::dev::{Server, Service};
-use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 use super::common::{self, BodyLimit};
@@ -149,17 +148,12 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &common::Body) -> Answer<T> {
     common::parse_json(&body.0).map_err(|e| refuse(common::from_error(&e)))
 }
 
-/// The answer to a DB error the handler has no more specific answer for.
-/// The DB refuses a request only for what the client sent (a key that
-/// exists, a value it will not store), so refusals are 400; an unavailable
-/// DBaaS is 503; anything else is the DBaaS's own failure.
+/// The answer to a DB error the handler has no more specific answer for:
+/// the error's own status, by the one table ([`Error::status`]). Where the
+/// RideShare contract wants another code for an error (a taken username is
+/// 400, not 409), the handler matches that error itself, before this.
 pub fn db_error(e: Error) -> actix_web::Error {
-    let status = match e {
-        Error::BadRequest(_) | Error::Conflict(_) => StatusCode::BAD_REQUEST,
-        Error::Unavailable(_) | Error::Fenced { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Storage(_) | Error::BadMessage(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    refuse(common::error_response(status, e))
+    refuse(common::from_error(&e))
 }
 
 /// An unsigned decimal number that fits `i64`: ASCII digits only, no sign,
@@ -196,6 +190,24 @@ mod tests {
             ("1١", None),
         ] {
             assert_eq!(parse_unsigned(s), n, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn db_errors_are_answered_by_the_one_table() {
+        let m = || "m".to_owned();
+        for e in [
+            Error::BadRequest(m()),
+            Error::Conflict(m()),
+            Error::Precondition(m()),
+            Error::Unavailable(m()),
+            Error::Fenced { got: 1, current: 2 },
+            Error::Storage(m()),
+            Error::BadMessage(m()),
+        ] {
+            let status = e.status();
+            let resp = db_error(e).error_response();
+            assert_eq!(resp.status().as_u16(), status);
         }
     }
 

@@ -2,6 +2,20 @@
 //!
 //! The same types are the JSON body of `db/write` and `db/read` and, encoded
 //! with bincode, the payload of the queue messages. See `docs/openapi.yaml`.
+//! Being bincode-encoded, the enums only ever grow at the end: a variant's
+//! index is its tag on the wire and in the masters' request records.
+//!
+//! # Conditional writes
+//!
+//! A batch may carry preconditions: `require` ops, each saying that a key
+//! exists in a table (or, with `"exists": false`, that it does not). The
+//! master checks each at its place in the batch, in the same step as the
+//! writes, on the batch's own view (the ops before it in the batch, and the
+//! writes applied before the batch, count). One that does not hold fails
+//! the whole batch: nothing of it is written, and the answer is
+//! [`Error::Precondition`](crate::error::Error::Precondition), HTTP 412. So
+//! a service can check and write in one step, e.g.
+//! `[require users/alice, insert_auto ride by alice]`.
 
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -97,6 +111,20 @@ pub enum WriteOp {
     },
     /// Several writes applied atomically, in order: all or none.
     Batch { ops: Vec<WriteOp> },
+    /// A precondition, only inside a batch: the row with `key` exists in
+    /// `table` (or, with `exists: false`, does not) at this point of the
+    /// batch. Writes nothing; if it does not hold, the batch fails.
+    Require {
+        table: String,
+        key: Value,
+        #[serde(default = "yes")]
+        exists: bool,
+    },
+}
+
+/// `require` checks that the key exists unless told otherwise.
+fn yes() -> bool {
+    true
 }
 
 /// A read.
@@ -135,11 +163,19 @@ pub enum ReadOp {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteResult {
-    Inserted { key: Value },
-    Updated { matched: u64 },
-    Deleted { count: u64 },
+    Inserted {
+        key: Value,
+    },
+    Updated {
+        matched: u64,
+    },
+    Deleted {
+        count: u64,
+    },
     Cleared,
     Batch(Vec<WriteResult>),
+    /// A `require` of a batch held.
+    Checked,
 }
 
 /// What a read found.

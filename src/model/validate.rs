@@ -190,21 +190,33 @@ pub fn validate_write(schema: &Schema, op: &WriteOp) -> Result<()> {
             Some(name) => table(schema, name).map(|_| ()),
             None => Ok(()),
         },
-        WriteOp::Batch { ops } => {
-            if ops.len() > MAX_BATCH {
-                return Err(Error::bad(format!(
-                    "a batch holds at most {MAX_BATCH} operations"
-                )));
-            }
-            for op in ops {
-                if matches!(op, WriteOp::Batch { .. }) {
-                    return Err(Error::bad("batches do not nest"));
-                }
-                validate_write(schema, op)?;
-            }
-            Ok(())
+        WriteOp::Batch { ops } => check_batch(schema, ops),
+        // Alone it would be a write that writes nothing and still takes a
+        // sequence number: a read is the way to ask.
+        WriteOp::Require { .. } => Err(Error::bad(
+            "require is a precondition of a batch: use it inside \"ops\"",
+        )),
+    }
+}
+
+fn check_batch(schema: &Schema, ops: &[WriteOp]) -> Result<()> {
+    if ops.len() > MAX_BATCH {
+        return Err(Error::bad(format!(
+            "a batch holds at most {MAX_BATCH} operations"
+        )));
+    }
+    for op in ops {
+        match op {
+            WriteOp::Batch { .. } => return Err(Error::bad("batches do not nest")),
+            WriteOp::Require {
+                table: name,
+                key,
+                exists: _,
+            } => check_key(table(schema, name)?, key)?,
+            _ => validate_write(schema, op)?,
         }
     }
+    Ok(())
 }
 
 /// Checks a read against the schema.
@@ -319,6 +331,7 @@ mod tests {
             r#"{"op":"delete","table":"users"}"#,
             r#"{"op":"batch","ops":[{"op":"batch","ops":[]}]}"#,
             r#"{"op":"frobnicate"}"#,
+            r#"{"op":"require","table":"users","key":"a"}"#,
         ] {
             assert!(write(bad).is_err(), "{bad}");
         }
@@ -331,5 +344,73 @@ mod tests {
         ] {
             assert!(read(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn require_is_checked_inside_batches() {
+        for ok in [
+            r#"{"op":"batch","ops":[{"op":"require","table":"users","key":"a"}]}"#,
+            r#"{"op":"batch","ops":[{"op":"require","table":"users","key":"a","exists":true},{"op":"insert_auto","table":"rides","row":{"created_by":"a","timestamp":1,"source":1,"destination":2,"users":[]}}]}"#,
+            r#"{"op":"batch","ops":[{"op":"require","table":"users","key":"a","exists":false},{"op":"insert","table":"users","row":{"username":"a","password":"b"}}]}"#,
+            r#"{"op":"batch","ops":[{"op":"insert","table":"users","row":{"username":"a","password":"b"}},{"op":"require","table":"rides","key":7}]}"#,
+        ] {
+            write(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let op: WriteOp =
+            serde_json::from_str(r#"{"op":"require","table":"users","key":"a"}"#).unwrap();
+        let defaulted = WriteOp::Require {
+            table: "users".into(),
+            key: "a".into(),
+            exists: true,
+        };
+        assert_eq!(op, defaulted, "exists defaults to true");
+        for (bad, why) in [
+            (r#"{"op":"require","table":"users","key":"a"}"#, "inside"),
+            (
+                r#"{"op":"require","table":"users","key":"a","exists":false}"#,
+                "inside",
+            ),
+            (
+                r#"{"op":"batch","ops":[{"op":"require","table":"nope","key":"a"}]}"#,
+                "unknown table",
+            ),
+            (
+                r#"{"op":"batch","ops":[{"op":"require","table":"users; drop","key":"a"}]}"#,
+                "bad table name",
+            ),
+            (
+                r#"{"op":"batch","ops":[{"op":"require","table":"users","key":1}]}"#,
+                "is text",
+            ),
+            (
+                r#"{"op":"batch","ops":[{"op":"require","table":"rides","key":"1"}]}"#,
+                "is int",
+            ),
+            (
+                r#"{"op":"batch","ops":[{"op":"require","table":"users"}]}"#,
+                "key",
+            ),
+            (
+                r#"{"op":"batch","ops":[{"op":"require","table":"users","key":"a","exists":"yes"}]}"#,
+                "invalid type",
+            ),
+            (
+                r#"{"op":"batch","ops":[{"op":"require","table":"users","key":"a","where":[]}]}"#,
+                "unknown field",
+            ),
+            (
+                r#"{"op":"batch","ops":[{"op":"batch","ops":[{"op":"require","table":"users","key":"a"}]}]}"#,
+                "nest",
+            ),
+        ] {
+            let e = write(bad).unwrap_err();
+            assert!(
+                matches!(&e, Error::BadRequest(m) if m.contains(why)),
+                "{bad}: {e:?}"
+            );
+        }
+        let many = vec![r#"{"op":"require","table":"users","key":"a"}"#; MAX_BATCH + 1];
+        let big = format!(r#"{{"op":"batch","ops":[{}]}}"#, many.join(","));
+        assert!(write(&big).is_err(), "MAX_BATCH holds for require too");
     }
 }

@@ -91,9 +91,44 @@ pub(super) fn apply_op(tx: &mut Tx, schema: &Schema, op: &WriteOp) -> Result<Wri
         WriteOp::Clear { table: t } => clear(tx, schema, t.as_deref()),
         WriteOp::Batch { ops } => ops
             .iter()
-            .map(|op| apply_op(tx, schema, op))
+            .map(|op| apply_in_batch(tx, schema, op))
             .collect::<Result<Vec<_>>>()
             .map(WriteResult::Batch),
+        // Validation refuses it too; alone it would use up a seq for nothing.
+        WriteOp::Require { .. } => Err(Error::bad("require is only allowed inside a batch")),
+    }
+}
+
+/// Applies one op of a batch: a `require` is checked here, on the batch's
+/// view so far; any other op is applied as on its own.
+fn apply_in_batch(tx: &mut Tx, schema: &Schema, op: &WriteOp) -> Result<WriteResult> {
+    match op {
+        WriteOp::Require {
+            table: t,
+            key,
+            exists,
+        } => require(tx, table(schema, t)?, key, *exists),
+        op => apply_op(tx, schema, op),
+    }
+}
+
+/// A precondition: the row with `key` exists in `t` (or, if not `exists`,
+/// does not). It reads the overlay, so it sees the batch's earlier ops and
+/// the group's earlier writes, exactly what the batch's writes see.
+fn require(tx: &Tx, t: &TableSchema, key: &Value, exists: bool) -> Result<WriteResult> {
+    let found = tx.contains(&row_key(&t.name, key)?)?;
+    match (found, exists) {
+        (true, true) | (false, false) => Ok(WriteResult::Checked),
+        (false, true) => Err(Error::Precondition(format!(
+            "precondition failed: {} {} does not exist",
+            t.name,
+            show(key)
+        ))),
+        (true, false) => Err(Error::Precondition(format!(
+            "precondition failed: {} {} exists",
+            t.name,
+            show(key)
+        ))),
     }
 }
 
