@@ -40,6 +40,10 @@ pub struct UpArgs {
     /// processes, instead of the in-process broker.
     #[arg(long, env = "DBAAS_AMQP_URL")]
     pub amqp: Option<String>,
+    /// Most messages a slave's sync queue keeps while the slave is away
+    /// (the oldest go first; the slave then catches up by snapshot).
+    #[arg(long, env = "DBAAS_SYNC_QUEUE_CAP")]
+    pub sync_queue_cap: Option<u32>,
 }
 
 /// The same settings, as a file holds them.
@@ -54,6 +58,7 @@ struct FileConfig {
     slaves: Option<usize>,
     body_limit: Option<usize>,
     amqp: Option<String>,
+    sync_queue_cap: Option<u32>,
 }
 
 /// The settings of `dbaas up`, resolved.
@@ -67,6 +72,7 @@ pub struct UpConfig {
     pub slaves: usize,
     pub body_limit: usize,
     pub amqp: Option<String>,
+    pub sync_queue_cap: u32,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -108,9 +114,16 @@ impl UpArgs {
                 .or(file.body_limit)
                 .unwrap_or(DEFAULT_BODY_LIMIT),
             amqp: self.amqp.clone().or(file.amqp),
+            sync_queue_cap: self
+                .sync_queue_cap
+                .or(file.sync_queue_cap)
+                .unwrap_or(crate::actors::SYNC_QUEUE_CAP),
         };
         if cfg.slaves == 0 {
             return Err(Error::bad("at least one slave is needed to serve reads"));
+        }
+        if cfg.sync_queue_cap == 0 {
+            return Err(Error::bad("a sync queue must hold at least one message"));
         }
         Ok(cfg)
     }

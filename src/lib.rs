@@ -33,22 +33,43 @@
 //! ## What the promises rest on
 //!
 //! - *Acknowledged writes are never lost*: the master replies only after
-//!   sled's flush and the broker's acceptance of the sync message
-//!   ([`actors::MasterWorker`]).
+//!   sled's flush and the broker's confirm of the sync message, and only
+//!   once the syncs of every earlier seq are confirmed too, so no
+//!   acknowledged write stands past a gap ([`actors::MasterWorker`]).
+//!   Every wait on the broker is bounded; a publish that fails or times
+//!   out is taken as not confirmed, and the write goes back to `writeQ`.
 //! - *Exactly once, one order*: one master consumes `writeQ` serially and
-//!   numbers writes; [`store::Store::apply`] refuses any sequence number but
-//!   the next; request ids are recorded with the write and travel in sync
-//!   messages, so a redelivered write is answered, not applied again.
+//!   numbers what it answers; [`store::Store::apply`] refuses any sequence
+//!   number but the next. Refusals take a seq too (writing nothing), so
+//!   every answer, refusals included, is recorded against its request id
+//!   on every replica, and a redelivered request gets its first answer.
+//! - *One cluster, one history*: every message carries its cluster's id
+//!   (made with its first data directory, kept in every store) and the
+//!   sender's epoch ([`model::wire::Stamp`]); a message of another
+//!   cluster, left on a reused broker, is dropped. A [`model::Lineage`]
+//!   says which epoch wrote which seqs: a deposed master's writes are
+//!   never applied, a replica that holds some resyncs, and epochs never go
+//!   down. A reply that matches no waiting request changes nothing.
 //! - *Reads see acknowledged writes*: the orchestrator stamps each read with
 //!   the highest sequence number it has acknowledged; a slave serves it only
-//!   at or past that number ([`actors::SlaveWorker`]).
+//!   at or past that number ([`actors::SlaveWorker`]). A slave that waits
+//!   for a write without progress (a lost sync, a capped queue that dropped
+//!   messages while it was away) takes a snapshot, so no wait is forever.
 //! - *Catch-up without a gap*: a slave binds its sync queue before asking
 //!   for a snapshot, and the snapshot request travels through `writeQ`, so
 //!   it is taken exactly between two writes.
+//! - *Nothing grows or loops without bound*: a slave's sync queue keeps at
+//!   most [`actors::SYNC_QUEUE_CAP`] messages (configurable) and is
+//!   deleted when the slave is stopped on purpose; a request whose reply
+//!   cannot be delivered is not retried by the worker (its asker asks
+//!   again, within its own deadline).
 //! - *Bad input never reaches storage*: [`model::validate_write`] and
 //!   [`model::validate_read`] check names against a whitelist pattern and
 //!   values against column types; the wire format is versioned and
 //!   undecodable messages are dropped with a log line.
+//! - *Conditional writes*: a batch may `require` that keys exist (or not);
+//!   the master checks them in the same step as the writes, so a ride
+//!   never names a user deleted meanwhile.
 //!
 //! ## Not promised (yet)
 //!

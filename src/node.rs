@@ -38,6 +38,13 @@ pub struct WorkerArgs {
     /// The epoch a master writes under.
     #[arg(long, default_value_t = 1, env = "DBAAS_EPOCH")]
     pub epoch: u64,
+    /// The cluster it belongs to (16 hex digits); its store must be of
+    /// that cluster, or new.
+    #[arg(long, env = "DBAAS_CLUSTER_ID", value_parser = parse_cluster)]
+    pub cluster: u64,
+    /// Most messages the sync queue of a slave keeps while it is away.
+    #[arg(long, env = "DBAAS_SYNC_QUEUE_CAP", default_value_t = crate::actors::SYNC_QUEUE_CAP)]
+    pub sync_queue_cap: u32,
     /// The RabbitMQ to use.
     #[arg(long, env = "DBAAS_AMQP_URL")]
     pub amqp: String,
@@ -67,6 +74,18 @@ pub struct OrchestratorArgs {
     pub slaves: usize,
     #[arg(long, env = "DBAAS_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
+    /// Most messages a slave's sync queue keeps while the slave is away.
+    #[arg(long, env = "DBAAS_SYNC_QUEUE_CAP", default_value_t = crate::actors::SYNC_QUEUE_CAP)]
+    pub sync_queue_cap: u32,
+}
+
+/// A cluster id: 16 hex digits, not all zero.
+fn parse_cluster(s: &str) -> std::result::Result<u64, String> {
+    match u64::from_str_radix(s, 16) {
+        Ok(0) => Err("cluster id 0 is reserved".into()),
+        Ok(id) if s.len() <= 16 => Ok(id),
+        _ => Err(format!("{s:?} is not a cluster id (hex digits)")),
+    }
 }
 
 /// Flags of `dbaas users` and `dbaas rides`.
@@ -127,7 +146,8 @@ async fn worker_promote(state: WorkerState, q: web::Query<PromoteParams>) -> Htt
 pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
     let broker = Arc::new(AmqpBroker::new(&args.amqp));
     let schema = Arc::new(Schema::rideshare());
-    let rt = Arc::new(InProcessRuntime::new(broker, schema, &args.data_dir));
+    let rt = InProcessRuntime::new(broker, schema, &args.data_dir);
+    let rt = Arc::new(rt.with_sync_cap(args.sync_queue_cap));
     let role = match args.role {
         RoleArg::Master => Role::Master,
         RoleArg::Slave => Role::Slave,
@@ -136,6 +156,7 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) ->
         id: args.id,
         role,
         epoch: args.epoch,
+        cluster: args.cluster,
     };
     rt.start(spec).await?;
     let listener = bind(args.control_addr)?;
@@ -164,7 +185,7 @@ pub async fn run_orchestrator(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let listener = bind(args.addr)?;
-    let (broker, runtime) = backends(Some(&args.amqp), &args.data_dir).await?;
+    let (broker, runtime) = backends(Some(&args.amqp), &args.data_dir, args.sync_queue_cap).await?;
     let cluster = Cluster::start_with(&args.data_dir, args.slaves, broker, runtime).await?;
     let state = OrchestratorState {
         handle: cluster.orchestrator.clone(),

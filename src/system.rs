@@ -30,6 +30,9 @@ pub struct Cluster {
     pub runtime: Arc<dyn WorkerRuntime>,
     pub orchestrator: OrchestratorHandle,
     pub schema: Arc<Schema>,
+    /// The cluster's identity: made with its first data directory, kept in
+    /// every worker's store, carried by every message.
+    pub cluster: u64,
     pub epoch: u64,
 }
 
@@ -38,6 +41,7 @@ struct Found {
     id: u64,
     applied_seq: u64,
     epoch: u64,
+    cluster: Option<u64>,
 }
 
 /// The workers an earlier run left under `dir`.
@@ -54,22 +58,40 @@ async fn discover(dir: &Path, schema: &Arc<Schema>) -> Result<Vec<Found>> {
             continue;
         };
         let (path, schema) = (entry.path(), schema.clone());
-        let (applied_seq, epoch) = blocking(move || {
+        let (applied_seq, epoch, cluster) = blocking(move || {
             let store = Store::open(&path, schema)?;
-            Ok((store.applied_seq(), store.epoch()))
+            Ok((store.applied_seq(), store.epoch(), store.cluster()))
         })
         .await?;
         found.push(Found {
             id,
             applied_seq,
             epoch,
+            cluster,
         });
     }
     Ok(found)
 }
 
+/// The cluster the workers found belong to, or a new one for a new data
+/// directory (or stores older than cluster identities). Stores of two
+/// clusters in one directory are refused: one would overwrite the other.
+fn cluster_id(found: &[Found]) -> Result<u64> {
+    let mut ids: Vec<u64> = found.iter().filter_map(|f| f.cluster).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match ids[..] {
+        [] => Ok(fastrand::u64(1..)),
+        [id] => Ok(id),
+        _ => Err(Error::Storage(format!(
+            "the data directory holds workers of {} clusters",
+            ids.len()
+        ))),
+    }
+}
+
 /// Which workers to start: the most advanced one found leads.
-fn plan(found: &[Found], slaves: usize) -> (Vec<WorkerSpec>, u64) {
+fn plan(found: &[Found], slaves: usize, cluster: u64) -> (Vec<WorkerSpec>, u64) {
     let epoch = found.iter().map(|f| f.epoch).max().unwrap_or(0) + 1;
     let candidates: Vec<Candidate> = found
         .iter()
@@ -84,6 +106,7 @@ fn plan(found: &[Found], slaves: usize) -> (Vec<WorkerSpec>, u64) {
         id: master,
         role: Role::Master,
         epoch,
+        cluster,
     }];
     let mut ids: Vec<u64> = found
         .iter()
@@ -106,6 +129,7 @@ fn plan(found: &[Found], slaves: usize) -> (Vec<WorkerSpec>, u64) {
         id,
         role: Role::Slave,
         epoch,
+        cluster,
     }));
     (specs, epoch)
 }
@@ -130,19 +154,23 @@ impl Cluster {
     ) -> Result<Cluster> {
         let schema = Arc::new(Schema::rideshare());
         let dir = workers_dir(data_dir)?;
-        let (specs, epoch) = plan(&discover(&dir, &schema).await?, slaves);
+        let found = discover(&dir, &schema).await?;
+        let id = cluster_id(&found)?;
+        let (specs, epoch) = plan(&found, slaves, id);
         for spec in &specs {
             runtime.start(*spec).await?;
         }
         let orch_broker = broker.clone();
         let addr = Orchestrator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            Orchestrator::new(orch_broker, epoch)
+            Orchestrator::new(orch_broker, id, epoch)
         });
+        tracing::info!(cluster = format!("{id:016x}"), epoch, "cluster starting");
         let cluster = Cluster {
             broker,
             runtime,
             orchestrator: OrchestratorHandle::new(addr),
             schema,
+            cluster: id,
             epoch,
         };
         cluster.wait_ready(START_DEADLINE).await?;
@@ -187,22 +215,25 @@ pub fn workers_dir(data_dir: &Path) -> Result<std::path::PathBuf> {
 
 /// The broker and worker runtime `up` and `orchestrator` run on: RabbitMQ
 /// with child-process workers when a URL is given, else the embedded ones.
+/// Each slave's sync queue is capped at `sync_cap` messages.
 pub async fn backends(
     amqp: Option<&str>,
     data_dir: &Path,
+    sync_cap: u32,
 ) -> Result<(Arc<dyn Broker>, Arc<dyn WorkerRuntime>)> {
     let dir = workers_dir(data_dir)?;
     Ok(match amqp {
         Some(url) => {
             let broker: Arc<dyn Broker> = Arc::new(AmqpBroker::connect(url).await?);
             let exe = std::env::current_exe()?;
-            (broker, Arc::new(ProcessRuntime::new(&exe, url, &dir)))
+            let rt = ProcessRuntime::new(&exe, url, &dir).with_sync_cap(sync_cap);
+            (broker, Arc::new(rt))
         }
         None => {
             let broker: Arc<dyn Broker> = Arc::new(InProcBroker::new());
             let schema = Arc::new(Schema::rideshare());
-            let rt = Arc::new(InProcessRuntime::new(broker.clone(), schema, &dir));
-            (broker, rt)
+            let rt = InProcessRuntime::new(broker.clone(), schema, &dir).with_sync_cap(sync_cap);
+            (broker, Arc::new(rt))
         }
     })
 }
@@ -228,7 +259,8 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     .map(bind);
     let [orch_l, users_l, rides_l, gateway_l] = listeners;
     let (orch_l, users_l, rides_l, gateway_l) = (orch_l?, users_l?, rides_l?, gateway_l?);
-    let (broker, runtime) = backends(cfg.amqp.as_deref(), &cfg.data_dir).await?;
+    let (broker, runtime) =
+        backends(cfg.amqp.as_deref(), &cfg.data_dir, cfg.sync_queue_cap).await?;
     let cluster = Cluster::start_with(&cfg.data_dir, cfg.slaves, broker, runtime).await?;
     let (orch_url, users_url, rides_url, gateway_url) = (
         url(&orch_l)?,
@@ -277,12 +309,35 @@ mod tests {
             id,
             applied_seq,
             epoch,
+            cluster: Some(7),
         }
     }
 
     #[test]
+    fn one_cluster_per_data_directory() {
+        assert_eq!(cluster_id(&[f(1, 0, 1), f(2, 0, 1)]).unwrap(), 7);
+        let fresh = cluster_id(&[]).unwrap();
+        assert_ne!(fresh, 0);
+        let old = Found {
+            cluster: None,
+            ..f(3, 0, 1)
+        };
+        assert_ne!(
+            cluster_id(&[old]).unwrap(),
+            0,
+            "stores of old versions join a new one"
+        );
+        let other = Found {
+            cluster: Some(8),
+            ..f(3, 0, 1)
+        };
+        assert!(cluster_id(&[f(1, 0, 1), other]).is_err());
+    }
+
+    #[test]
     fn fresh_start_makes_master_one_and_slaves_after() {
-        let (specs, epoch) = plan(&[], 2);
+        let (specs, epoch) = plan(&[], 2, 7);
+        assert!(specs.iter().all(|s| s.cluster == 7));
         assert_eq!(epoch, 1);
         let roles: Vec<_> = specs.iter().map(|s| (s.id, s.role)).collect();
         assert_eq!(
@@ -293,7 +348,7 @@ mod tests {
 
     #[test]
     fn restart_promotes_the_most_advanced_and_bumps_the_epoch() {
-        let (specs, epoch) = plan(&[f(1, 5, 3), f(2, 9, 2)], 1);
+        let (specs, epoch) = plan(&[f(1, 5, 3), f(2, 9, 2)], 1, 7);
         assert_eq!(epoch, 4);
         let roles: Vec<_> = specs.iter().map(|s| (s.id, s.role)).collect();
         assert_eq!(roles, [(2, Role::Master), (1, Role::Slave)]);

@@ -8,10 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dbaas::broker::{Message, RESPONSE_Q, WRITE_Q};
+use dbaas::model::wire::{self, MasterRequest, Stamp, WriteRequest};
 use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp, WriteResult};
 use dbaas::runtime::{Role, WorkerSpec};
 use dbaas::system::Cluster;
-use suite::{eventually, process_cluster, rabbitmqctl, stores};
+use suite::{
+    amqp_url, eventually, fresh_vhost, process_cluster, process_cluster_at, queue_depths,
+    rabbitmqctl, signal, store, stores,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -192,6 +197,7 @@ async fn a_master_killed_mid_stream_loses_no_acknowledged_write_and_applies_none
             id: m,
             role: Role::Master,
             epoch: c.epoch,
+            cluster: c.cluster,
         })
         .await
         .unwrap();
@@ -214,4 +220,199 @@ async fn a_master_killed_mid_stream_loses_no_acknowledged_write_and_applies_none
     c.stop().await;
     let all = stores(dir.path(), &ids);
     assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
+}
+
+fn user(name: &str) -> WriteOp {
+    let row: Row = [
+        ("username".to_owned(), Value::from(name)),
+        ("password".to_owned(), Value::from("x".repeat(40))),
+    ]
+    .into();
+    WriteOp::Insert {
+        table: "users".into(),
+        row,
+    }
+}
+
+fn count_users() -> ReadOp {
+    ReadOp::Count {
+        table: "users".into(),
+        filter: vec![],
+    }
+}
+
+fn pid(c: &Cluster, id: u64) -> u64 {
+    let list = c.runtime.list();
+    list.iter().find(|w| w.id == id).expect("running").pid
+}
+
+/// Writes `n` users named `<prefix><i>` from 8 writers; each acknowledged.
+async fn write_users(c: &Cluster, prefix: &str, n: u64) {
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (orch, prefix) = (c.orchestrator.clone(), prefix.to_owned());
+            actix::spawn(async move {
+                for i in (w..n).step_by(8) {
+                    orch.write(user(&format!("{prefix}{i}"))).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("every write acknowledged");
+    }
+}
+
+#[actix::test]
+async fn a_new_cluster_on_a_used_virtual_host_keeps_only_its_own_rows() {
+    let Some(base) = amqp_url() else { return };
+    let (vhost, url) = fresh_vhost(&base);
+    let old_dir = tempfile::tempdir().unwrap();
+    let old = process_cluster_at(old_dir.path(), 2, &url, None).await;
+    write_users(&old, "old", 100).await;
+    // Both slaves lag: what the master syncs now waits in their queues.
+    for id in slave_ids(&old) {
+        signal(pid(&old, id), libc::SIGSTOP);
+    }
+    write_users(&old, "old-lagging", 200).await;
+    // The orchestrator goes: replies to what is sent now stay in
+    // responseQ. Then the master stops taking writeQ: writes stay there.
+    old.orchestrator
+        .addr()
+        .do_send(dbaas::actors::messages::Shutdown);
+    let stamp = Stamp {
+        cluster: old.cluster,
+        epoch: old.epoch,
+    };
+    let broker = old.broker.clone();
+    let publish = |i: u128| {
+        let req = MasterRequest::Write(WriteRequest {
+            request_id: 70_000 + i,
+            epoch: stamp.epoch,
+            op: user(&format!("orphan{i}")),
+        });
+        let msg = Message {
+            body: wire::encode(stamp, &req),
+            correlation_id: Some(fastrand::u64(..)),
+            reply_to: Some(RESPONSE_Q.into()),
+        };
+        let broker = broker.clone();
+        async move { broker.publish(WRITE_Q, msg).await.unwrap() }
+    };
+    for i in 0..20 {
+        publish(i).await;
+    }
+    eventually("replies left in responseQ", DEADLINE, || async {
+        queue_depths(&vhost).get(RESPONSE_Q).copied().unwrap_or(0) >= 20
+    })
+    .await;
+    signal(pid(&old, master(&old)), libc::SIGSTOP);
+    for i in 20..40 {
+        publish(i).await;
+    }
+    for w in old.runtime.list() {
+        old.runtime.kill(w.id).await.unwrap();
+    }
+    let left = queue_depths(&vhost);
+    assert!(left["writeQ"] >= 20 && left["responseQ"] >= 20, "{left:?}");
+    assert!(left["sync.2"] >= 1 && left["sync.3"] >= 1, "{left:?}");
+    let old_id = old.cluster;
+    drop(old);
+
+    // A fresh data directory on the same virtual host: the same worker
+    // ids, epoch 1, seqs from 1 again.
+    let dir = tempfile::tempdir().unwrap();
+    let c = process_cluster_at(dir.path(), 2, &url, None).await;
+    assert_ne!(c.cluster, old_id);
+    write_users(&c, "new", 300).await;
+    let count = c
+        .orchestrator
+        .read(count_users(), Consistency::Strong)
+        .await
+        .expect("strong reads work");
+    assert_eq!(count.result, ReadResult::Count(300));
+    let w = c
+        .orchestrator
+        .write(user("last"))
+        .await
+        .expect("writes work");
+    assert_eq!(w.seq, 301);
+    all_applied(&c, 301).await;
+    c.stop().await;
+    let all = stores(dir.path(), &[1, 2, 3]);
+    assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
+    for id in [1, 2, 3] {
+        let rows = store(dir.path(), id).read(&count_users()).unwrap();
+        assert_eq!(rows, ReadResult::Count(301), "worker {id}");
+    }
+}
+
+#[actix::test]
+async fn a_dead_slaves_sync_queue_stays_within_its_cap_and_it_catches_up() {
+    const CAP: u64 = 100;
+    let Some(base) = amqp_url() else { return };
+    let (vhost, url) = fresh_vhost(&base);
+    let dir = tempfile::tempdir().unwrap();
+    let c = process_cluster_at(dir.path(), 2, &url, Some(CAP as u32)).await;
+    let dead = slave_ids(&c)[1];
+    c.runtime.kill(dead).await.unwrap();
+    // 50,000 rows, in batches of 10 from 16 writers.
+    let writers: Vec<_> = (0..16u64)
+        .map(|w| {
+            let orch = c.orchestrator.clone();
+            actix::spawn(async move {
+                for b in (w..5_000).step_by(16) {
+                    let ops = (0..10).map(|i| user(&format!("r{b}-{i}"))).collect();
+                    orch.write(WriteOp::Batch { ops }).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let queue = format!("sync.{dead}");
+    let mut deepest = 0;
+    for w in writers {
+        deepest = deepest.max(queue_depths(&vhost).get(&queue).copied().unwrap_or(0));
+        w.await.expect("every write acknowledged");
+    }
+    let depth = queue_depths(&vhost)[&queue];
+    assert!(
+        depth <= CAP && deepest <= CAP,
+        "{depth} and {deepest} over {CAP}"
+    );
+    // It comes back and catches up past what its queue dropped.
+    let spec = WorkerSpec {
+        id: dead,
+        role: Role::Slave,
+        epoch: c.epoch,
+        cluster: c.cluster,
+    };
+    c.runtime.start(spec).await.unwrap();
+    let last = c.orchestrator.write(user("after")).await.unwrap();
+    all_applied(&c, last.seq).await;
+    let count = c
+        .orchestrator
+        .read(count_users(), Consistency::Strong)
+        .await
+        .unwrap();
+    assert_eq!(count.result, ReadResult::Count(50_001));
+    let mut ids: Vec<u64> = c.runtime.list().iter().map(|w| w.id).collect();
+    ids.sort_unstable();
+    c.stop().await;
+    let all = stores(dir.path(), &ids);
+    assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
+}
+
+#[actix::test]
+async fn a_slave_stopped_on_purpose_takes_its_sync_queue_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, vhost)) = process_cluster(dir.path(), 2).await else {
+        return;
+    };
+    let gone = slave_ids(&c)[1];
+    c.runtime.stop(gone).await.unwrap();
+    c.orchestrator.write(user("a")).await.unwrap();
+    let queues = queue_depths(&vhost);
+    assert!(!queues.contains_key(&format!("sync.{gone}")), "{queues:?}");
+    assert!(queues.contains_key(&format!("sync.{}", slave_ids(&c)[0])));
+    c.stop().await;
 }

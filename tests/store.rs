@@ -332,6 +332,160 @@ fn batch_ops_see_the_effects_of_earlier_ones() {
     assert_eq!(db.store.applied_seq(), 2);
 }
 
+fn require(table: &str, key: impl Into<Value>, exists: bool) -> WriteOp {
+    WriteOp::Require {
+        table: table.into(),
+        key: key.into(),
+        exists,
+    }
+}
+
+fn batch(ops: Vec<WriteOp>) -> WriteOp {
+    WriteOp::Batch { ops }
+}
+
+/// The message of a failed precondition, or a panic naming what came.
+fn precondition(r: Result<WriteResult, Error>) -> String {
+    match r {
+        Err(Error::Precondition(m)) => m,
+        other => panic!("expected a failed precondition, got {other:?}"),
+    }
+}
+
+#[test]
+fn require_checks_that_a_key_exists_or_not() {
+    let db = Db::new();
+    db.write(insert("users", user("ann")));
+    db.write(auto(ride("ann", 1, 1, &[])));
+    let ok = batch(vec![
+        require("users", "ann", true),
+        require("users", "bob", false),
+        require("rides", 1, true),
+        require("rides", 2, false),
+        auto(ride("ann", 2, 1, &[])),
+    ]);
+    let want = WriteResult::Batch(vec![
+        WriteResult::Checked,
+        WriteResult::Checked,
+        WriteResult::Checked,
+        WriteResult::Checked,
+        inserted(2),
+    ]);
+    assert_eq!(db.write(ok), want);
+    assert_eq!(db.store.applied_seq(), 3);
+
+    let missing = batch(vec![
+        require("users", "bob", true),
+        auto(ride("bob", 3, 1, &[])),
+    ]);
+    let msg = precondition(db.try_write(missing));
+    assert_eq!(msg, r#"precondition failed: users "bob" does not exist"#);
+    let present = batch(vec![
+        require("rides", 2, false),
+        insert("users", user("bob")),
+    ]);
+    let msg = precondition(db.try_write(present));
+    assert_eq!(msg, "precondition failed: rides 2 exists");
+    // Keys of another table do not count.
+    let elsewhere = batch(vec![require("rides", 7, true)]);
+    precondition(db.try_write(elsewhere));
+}
+
+#[test]
+fn require_sees_the_earlier_ops_of_its_batch() {
+    let db = Db::new();
+    db.write(insert("users", user("ann")));
+    let after_insert = batch(vec![
+        insert("users", user("bob")),
+        require("users", "bob", true),
+        auto(ride("bob", 1, 1, &[])),
+    ]);
+    assert!(db.try_write(after_insert).is_ok());
+    let after_delete = batch(vec![
+        delete("users", Some("ann".into()), None),
+        require("users", "ann", false),
+        insert("users", user("ann")),
+        require("users", "ann", true),
+        delete("users", Some("ann".into()), None),
+        require("users", "ann", true),
+    ]);
+    let msg = precondition(db.try_write(after_delete));
+    assert!(msg.contains(r#"users "ann" does not exist"#), "{msg}");
+    // The failed batch's first delete did not happen either.
+    assert_eq!(db.rows(get("users", "ann")), vec![user("ann")]);
+}
+
+#[test]
+fn a_failed_precondition_writes_nothing_and_uses_no_seq() {
+    let db = Db::new();
+    db.write(insert("users", user("ann")));
+    db.write(auto(ride("ann", 1, 1, &[])));
+    let (seq, sum) = (db.store.applied_seq(), db.store.checksum().unwrap());
+    let doomed = batch(vec![
+        insert("users", user("bob")),
+        auto(ride("bob", 2, 2, &[])),
+        update(
+            Some(1.into()),
+            None,
+            Row::new(),
+            row(&[("users", "bob".into())]),
+            Row::new(),
+        ),
+        require("users", "ghost", true),
+        delete("rides", Some(1.into()), None),
+    ]);
+    precondition(db.try_write(doomed));
+    assert_eq!(db.store.applied_seq(), seq);
+    assert_eq!(db.store.checksum().unwrap(), sum);
+    assert!(db.store.replay(1000 + u128::from(seq + 1)).is_none());
+    assert!(db.rows(get("users", "bob")).is_empty());
+    assert_eq!(db.rows(get("rides", 1))[0]["users"], texts(&[]));
+    // Nor did its auto insert use up a key.
+    assert_eq!(db.next_auto_key(), Value::Int(2));
+}
+
+#[test]
+fn require_outside_a_batch_is_refused_and_writes_nothing() {
+    let db = Db::new();
+    db.write(insert("users", user("ann")));
+    let err = db.try_write(require("users", "ann", true)).unwrap_err();
+    assert!(matches!(err, Error::BadRequest(_)), "{err:?}");
+    assert_eq!(db.store.applied_seq(), 1);
+}
+
+#[test]
+fn require_in_a_group_sees_the_earlier_writes_of_the_group() {
+    let store = Store::temporary(schema()).unwrap();
+    let mut group = store.group();
+    group.apply(1, 1, &insert("users", user("ann"))).unwrap();
+    let join_ann = batch(vec![
+        require("users", "ann", true),
+        auto(ride("ann", 1, 1, &[])),
+    ]);
+    assert!(group.apply(2, 2, &join_ann).is_ok());
+    group
+        .apply(3, 3, &delete("users", Some("ann".into()), None))
+        .unwrap();
+    // Deleted by an earlier write of the same group, not yet committed.
+    let again = batch(vec![
+        require("users", "ann", true),
+        auto(ride("ann", 2, 1, &[])),
+    ]);
+    precondition(group.apply(4, 4, &again));
+    assert!(group.replay(4).is_none());
+    assert_eq!(group.next_seq(), 4, "the failed write used no seq");
+    let fresh = batch(vec![
+        require("users", "ann", false),
+        insert("users", user("ann")),
+    ]);
+    assert!(group.apply(4, 5, &fresh).is_ok());
+    assert_eq!(group.commit().unwrap(), 4);
+    assert_eq!(store.read(&get("rides", 1)).unwrap().count(), 1);
+    assert_eq!(store.read(&get("rides", 2)).unwrap().count(), 0);
+    assert_eq!(store.read(&get("users", "ann")).unwrap().count(), 1);
+    assert_eq!(store.replay(5).unwrap().seq, 4);
+}
+
 #[test]
 fn select_orders_stably_then_limits_then_projects() {
     let db = Db::new();
@@ -537,7 +691,7 @@ fn epoch_persists_across_reopen() {
     {
         let store = Store::open(dir.path(), schema()).unwrap();
         assert_eq!(store.epoch(), 0);
-        store.set_epoch(7).unwrap();
+        store.begin_epoch(7).unwrap();
         store.apply(1, 1, &insert("users", user("ann"))).unwrap();
         store.flush().unwrap();
     }
@@ -549,7 +703,7 @@ fn epoch_persists_across_reopen() {
 #[test]
 fn snapshot_round_trip() {
     let src = Db::new();
-    src.store.set_epoch(3).unwrap();
+    src.store.begin_epoch(3).unwrap();
     src.write(insert("users", user("ann")));
     for ts in 1..=4 {
         src.write(auto(ride("ann", ts, 1, &["ann"])));

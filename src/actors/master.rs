@@ -11,52 +11,64 @@ use actix::prelude::*;
 use futures::StreamExt;
 
 use super::messages::{GetStatus, Shutdown, WorkerStatus};
+use super::synced::SyncedPrefix;
 use super::{blocking, reply_to};
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
 use crate::model::wire::{
-    self, MasterRequest, Reply, Snapshot, SyncBatch, SyncMessage, WriteRequest,
+    self, Entry, MasterRequest, Reply, Snapshot, Stamp, SyncBatch, SyncMessage, WriteRequest,
 };
-use crate::model::{validate_write, WriteReply};
+use crate::model::{validate_write, Lineage, WriteReply};
 use crate::store::{Store, WriteGroup};
 
 /// Most writes taken from `writeQ` into one group commit.
 const GROUP: usize = 256;
 /// Unacknowledged writes the master may hold.
 const PREFETCH: u16 = 512;
+/// How long a group whose syncs are confirmed waits for an earlier one's
+/// (failed, and coming back from `writeQ`) before it goes back too.
+const PREFIX_WAIT: Duration = Duration::from_secs(2);
 
 /// The master worker over its own store.
 pub struct MasterWorker {
     id: u64,
     store: Store,
     broker: Arc<dyn Broker>,
-    epoch: u64,
+    /// The cluster and the epoch this master writes under.
+    stamp: Stamp,
+    /// The history this master continues (set once its epoch is begun);
+    /// every sync message carries it.
+    lineage: Lineage,
+    /// How far syncs are confirmed without a gap (set with the epoch).
+    synced: Arc<SyncedPrefix>,
 }
 
 /// What applying one request from `writeQ` came to.
 enum Outcome {
-    /// Applied now (or earlier: a redelivered request) as this write.
-    Applied(SyncMessage, WriteReply),
-    /// Refused; nothing changed.
-    Refused(Error),
+    /// Logged now (or earlier: a redelivered request) under a seq: applied
+    /// or refused, and replicated either way.
+    Logged(SyncMessage, Result<WriteReply>),
+    /// Sent under another epoch: the sender retries with the current one.
+    Fenced(Error),
     Snapshot(Result<Option<Snapshot>>),
-    /// Not a message of ours: dropped with a log line.
-    Garbage,
+    /// Not a message of this cluster, or not one at all: dropped with a
+    /// log line.
+    Dropped,
 }
 
 impl MasterWorker {
-    pub fn new(id: u64, store: Store, broker: Arc<dyn Broker>, epoch: u64) -> Self {
+    pub fn new(id: u64, store: Store, broker: Arc<dyn Broker>, stamp: Stamp) -> Self {
         MasterWorker {
             id,
             store,
             broker,
-            epoch,
+            stamp,
+            lineage: Lineage::default(),
+            synced: Arc::new(SyncedPrefix::new(0)),
         }
     }
-}
 
-impl MasterWorker {
     /// Consumes `writeQ`; retried with backoff while the broker is away.
     fn subscribe(&mut self, ctx: &mut Context<Self>, wait: Duration) {
         let broker = self.broker.clone();
@@ -81,19 +93,27 @@ impl Actor for MasterWorker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        tracing::info!(worker = self.id, epoch = self.epoch, "master starting");
-        let (store, epoch) = (self.store.clone(), self.epoch);
-        ctx.wait(
-            blocking(move || store.set_epoch(epoch))
-                .into_actor(self)
-                .map(|res, act, ctx| match res {
-                    Ok(()) => act.subscribe(ctx, FIRST_RETRY),
-                    Err(e) => {
-                        tracing::error!(worker = act.id, error = %e, "cannot record the epoch");
-                        ctx.stop();
-                    }
-                }),
+        tracing::info!(
+            worker = self.id,
+            epoch = self.stamp.epoch,
+            "master starting"
         );
+        let (store, epoch) = (self.store.clone(), self.stamp.epoch);
+        let begin = blocking(move || {
+            store.begin_epoch(epoch)?;
+            Ok((store.lineage(), store.applied_seq()))
+        });
+        ctx.wait(begin.into_actor(self).map(|res, act, ctx| match res {
+            Ok((lineage, applied)) => {
+                act.lineage = lineage;
+                act.synced = Arc::new(SyncedPrefix::new(applied));
+                act.subscribe(ctx, FIRST_RETRY);
+            }
+            Err(e) => {
+                tracing::error!(worker = act.id, error = %e, "cannot begin the epoch");
+                ctx.stop();
+            }
+        }));
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -106,32 +126,45 @@ impl Actor for MasterWorker {
 
 impl StreamHandler<Vec<Delivery>> for MasterWorker {
     fn handle(&mut self, batch: Vec<Delivery>, ctx: &mut Context<Self>) {
-        let (store, broker, epoch) = (self.store.clone(), self.broker.clone(), self.epoch);
-        let requests = decode_all(&batch);
+        let (store, broker, stamp, lineage, synced) = (
+            self.store.clone(),
+            self.broker.clone(),
+            self.stamp,
+            self.lineage.clone(),
+            self.synced.clone(),
+        );
+        let requests = decode_all(&batch, stamp);
         let (size, started) = (batch.len(), std::time::Instant::now());
         // Applying waits (`wait`): one group at a time, in `writeQ` order.
         // Syncing and replying runs on a task of its own, not in the actor
         // (whose spawned futures stand still while it waits): while the
         // broker confirms one group's syncs, the next group is applied and
-        // flushed. Each group is still answered only after its own syncs
-        // are confirmed.
-        let apply = blocking(move || apply_all(&store, epoch, requests));
+        // flushed. A group is answered only once its own syncs and every
+        // earlier seq's are confirmed, so no answer overtakes a sync.
+        let apply = blocking(move || apply_all(&store, stamp, requests));
         ctx.wait(apply.into_actor(self).map(move |applied, _act, _ctx| {
             let applied_in = started.elapsed();
             let finish = async move {
-                match applied {
+                let ok = match applied {
                     Ok(outcomes) => {
-                        finish_group(broker.as_ref(), batch, outcomes).await;
-                        let total = started.elapsed();
-                        tracing::debug!(size, ?applied_in, ?total, "group committed");
+                        let sender = Sender {
+                            stamp,
+                            lineage: &lineage,
+                            synced: &synced,
+                        };
+                        finish_group(broker.as_ref(), sender, batch, outcomes).await
                     }
                     Err(e) => {
+                        // Part of it may be committed (before a snapshot
+                        // request): it is answered again from the record.
                         tracing::error!(error = %e, "group commit failed; requeueing the group");
-                        for d in batch {
-                            let _ = d.nack(true).await;
-                        }
+                        let requeue = batch.into_iter().map(|d| d.nack(true));
+                        futures::future::join_all(requeue).await;
+                        false
                     }
-                }
+                };
+                let total = started.elapsed();
+                tracing::debug!(size, ?applied_in, ?total, ok, "group settled");
             };
             actix::spawn(finish);
         }));
@@ -143,45 +176,68 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
     }
 }
 
-/// The requests of a group; what does not decode is dropped later.
-fn decode_all(batch: &[Delivery]) -> Vec<Option<MasterRequest>> {
-    batch
+/// What a group's syncs are sent as, and where their confirmations go.
+struct Sender<'a> {
+    stamp: Stamp,
+    lineage: &'a Lineage,
+    synced: &'a SyncedPrefix,
+}
+
+/// The requests of a group; what does not decode, or comes from another
+/// cluster, is dropped later.
+fn decode_all(batch: &[Delivery], stamp: Stamp) -> Vec<Option<MasterRequest>> {
+    let mut foreign = 0;
+    let requests = batch
         .iter()
-        .map(|d| match wire::decode(&d.message.body) {
-            Ok(r) => Some(r),
+        .map(|d| match wire::decode::<MasterRequest>(&d.message.body) {
+            Ok((s, r)) if s.cluster == stamp.cluster => Some(r),
+            Ok(_) => {
+                foreign += 1;
+                None
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "bad message on writeQ dropped");
                 None
             }
         })
-        .collect()
+        .collect();
+    if foreign > 0 {
+        tracing::warn!(foreign, "messages of another cluster on writeQ dropped");
+    }
+    requests
 }
 
 /// The blocking part: every request in order, the writes between two
 /// snapshot requests as one sled batch, then one flush.
 fn apply_all(
     store: &Store,
-    epoch: u64,
+    stamp: Stamp,
     requests: Vec<Option<MasterRequest>>,
 ) -> Result<Vec<Outcome>> {
     let mut outcomes = Vec::with_capacity(requests.len());
     let mut group = store.group();
+    let lineage = store.lineage();
     // Replayed writes count too: an earlier group may have applied them
     // and then failed to flush.
     let mut answered = false;
     for req in requests {
         let outcome = match req {
-            None => Outcome::Garbage,
+            None => Outcome::Dropped,
             Some(MasterRequest::Write(w)) => {
-                let o = apply_write(&mut group, epoch, w)?;
-                answered |= matches!(o, Outcome::Applied(..));
+                let o = apply_write(&mut group, stamp.epoch, &lineage, w)?;
+                answered |= matches!(o, Outcome::Logged(..));
                 o
             }
-            Some(MasterRequest::Snapshot { have_seq }) => {
+            Some(MasterRequest::Snapshot {
+                have_seq,
+                have_epoch,
+            }) => {
                 // The snapshot lands between the writes before it and after.
                 group.commit()?;
                 store.flush()?;
-                let snapshot = if have_seq == store.applied_seq() {
+                let applied = store.applied_seq();
+                let current = have_seq == applied && lineage.owner(applied) == have_epoch;
+                let snapshot = if current {
                     Ok(None)
                 } else {
                     store.snapshot().map(Some)
@@ -199,72 +255,116 @@ fn apply_all(
     Ok(outcomes)
 }
 
-/// One write: fenced, replayed, refused or applied. Only a storage failure
-/// is an error of the group.
-fn apply_write(group: &mut WriteGroup, epoch: u64, w: WriteRequest) -> Result<Outcome> {
+/// One write: fenced, answered again, refused or applied. Refusals are
+/// logged under a seq like writes, so that the answer is the same from any
+/// replica later. Only a storage failure is an error of the group.
+fn apply_write(
+    group: &mut WriteGroup,
+    epoch: u64,
+    lineage: &Lineage,
+    w: WriteRequest,
+) -> Result<Outcome> {
     if w.epoch != epoch {
-        return Ok(Outcome::Refused(Error::Fenced {
+        return Ok(Outcome::Fenced(Error::Fenced {
             got: w.epoch,
             current: epoch,
         }));
     }
-    let sync = |reply: &WriteReply, w: WriteRequest| SyncMessage {
-        seq: reply.seq,
-        epoch,
-        request_id: w.request_id,
-        op: w.op,
+    let logged = |seq: u64, epoch: u64, entry: Entry, reply| {
+        let sync = SyncMessage {
+            seq,
+            epoch,
+            request_id: w.request_id,
+            entry,
+        };
+        Outcome::Logged(sync, reply)
     };
-    if let Some(reply) = group.replay(w.request_id) {
-        return Ok(Outcome::Applied(sync(&reply, w), reply));
-    }
-    if let Err(e) = validate_write(group.schema(), &w.op) {
-        return Ok(Outcome::Refused(e));
+    if let Some(rec) = group.answer(w.request_id) {
+        let entry = match &rec.answer {
+            Ok(_) => Entry::Write(w.op),
+            Err(e) => Entry::Refused(e.clone()),
+        };
+        let seq = rec.seq;
+        return Ok(logged(seq, lineage.owner(seq), entry, rec.into_reply()));
     }
     let seq = group.next_seq();
-    match group.apply(seq, w.request_id, &w.op) {
-        Ok(result) => {
-            let reply = WriteReply { seq, result };
-            Ok(Outcome::Applied(sync(&reply, w), reply))
-        }
+    let result = match validate_write(group.schema(), &w.op) {
+        Ok(()) => group.apply(seq, w.request_id, &w.op),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(result) => Ok(logged(
+            seq,
+            epoch,
+            Entry::Write(w.op),
+            Ok(WriteReply { seq, result }),
+        )),
         Err(e @ Error::Storage(_)) => Err(e),
-        Err(e) => Ok(Outcome::Refused(e)),
+        Err(e) => {
+            group.refuse(seq, w.request_id, &e)?;
+            Ok(logged(seq, epoch, Entry::Refused(e.clone()), Err(e)))
+        }
     }
 }
 
-/// Publishes the syncs (all confirmed), then replies and acknowledges.
-async fn finish_group(broker: &dyn Broker, batch: Vec<Delivery>, outcomes: Vec<Outcome>) {
+/// Publishes the group's syncs, waits (bounded) until every seq up to the
+/// group's last is confirmed, then replies and acknowledges; or, if a sync
+/// failed or an earlier one does not come, puts the group back on
+/// `writeQ`. Answers whether the group was answered.
+async fn finish_group(
+    broker: &dyn Broker,
+    sender: Sender<'_>,
+    batch: Vec<Delivery>,
+    outcomes: Vec<Outcome>,
+) -> bool {
     let (runs, run_of) = sync_runs(&outcomes);
-    let publish = runs.iter().map(|run| async move {
-        let msg = Message::new(wire::encode(run));
-        broker.publish_fanout(SYNC_X, msg).await.is_ok()
+    let last = runs.iter().flatten().map(|m| m.seq).max().unwrap_or(0);
+    let publish = runs.into_iter().map(|writes| async {
+        let span = (writes[0].seq, writes[writes.len() - 1].seq);
+        let batch = SyncBatch {
+            lineage: sender.lineage.clone(),
+            writes,
+        };
+        let msg = Message::new(wire::encode(sender.stamp, &batch));
+        let ok = broker.publish_fanout(SYNC_X, msg).await.is_ok();
+        if ok {
+            sender.synced.confirm(span.0, span.1);
+        }
+        ok
     });
     let published: Vec<bool> = futures::future::join_all(publish).await;
-    let confirmed = run_of.iter().map(|run| run.is_none_or(|r| published[r]));
+    // An earlier seq whose sync failed comes back from writeQ and is sent
+    // again, by another group: answering before would let a later write be
+    // acknowledged past the gap.
+    let synced = published.iter().all(|&ok| ok) && sender.synced.reaches(last, PREFIX_WAIT).await;
     // Replies go out together: one at a time, each would wait for its own
     // publisher confirm.
     let settle = batch
         .into_iter()
         .zip(outcomes)
-        .zip(confirmed)
-        .map(|((d, outcome), synced)| settle(broker, d, outcome, synced));
+        .zip(run_of)
+        .map(|((d, outcome), run)| {
+            settle(broker, sender.stamp, d, outcome, synced || run.is_none())
+        });
     futures::future::join_all(settle).await;
+    synced
 }
 
-/// The group's applied writes as runs of consecutive sequence numbers (one
+/// The group's logged answers as runs of consecutive sequence numbers (one
 /// sync message each), and which run each outcome went into.
-fn sync_runs(outcomes: &[Outcome]) -> (Vec<SyncBatch>, Vec<Option<usize>>) {
-    let mut applied: Vec<(usize, &SyncMessage)> = outcomes
+fn sync_runs(outcomes: &[Outcome]) -> (Vec<Vec<SyncMessage>>, Vec<Option<usize>>) {
+    let mut logged: Vec<(usize, &SyncMessage)> = outcomes
         .iter()
         .enumerate()
         .filter_map(|(i, o)| match o {
-            Outcome::Applied(sync, _) => Some((i, sync)),
+            Outcome::Logged(sync, _) => Some((i, sync)),
             _ => None,
         })
         .collect();
-    applied.sort_by_key(|(_, s)| s.seq);
-    let mut runs: Vec<SyncBatch> = Vec::new();
+    logged.sort_by_key(|(_, s)| s.seq);
+    let mut runs: Vec<Vec<SyncMessage>> = Vec::new();
     let mut run_of = vec![None; outcomes.len()];
-    for (i, sync) in applied {
+    for (i, sync) in logged {
         let last = runs.last().and_then(|r| r.last()).map(|m| m.seq);
         if last == Some(sync.seq) {
             // The same write twice in one group (a retry answered from the
@@ -285,32 +385,34 @@ fn sync_runs(outcomes: &[Outcome]) -> (Vec<SyncBatch>, Vec<Option<usize>>) {
 }
 
 /// Replies to one request of a group and acknowledges it; or requeues it
-/// (its sync was not confirmed: it is replayed, and synced again, later).
-async fn settle(broker: &dyn Broker, d: Delivery, outcome: Outcome, synced: bool) {
+/// (its sync, or an earlier one, was not confirmed: it is answered again
+/// from the record, and synced again, later). A reply that cannot be
+/// published is not retried here: the asker asks again (the orchestrator
+/// within its deadline, a slave for its snapshot), so nothing loops.
+async fn settle(broker: &dyn Broker, stamp: Stamp, d: Delivery, outcome: Outcome, synced: bool) {
     if !synced {
         let _ = d.nack(true).await;
         return;
     }
     let replies = match outcome {
-        Outcome::Applied(_, r) => vec![Reply::Write(Ok(r))],
-        Outcome::Refused(e) => vec![Reply::Write(Err(e))],
+        Outcome::Logged(_, r) => vec![Reply::Write(r)],
+        Outcome::Fenced(e) => vec![Reply::Write(Err(e))],
         Outcome::Snapshot(Ok(Some(snap))) => snap
             .into_parts()
             .into_iter()
             .map(Reply::SnapshotPart)
             .collect(),
         Outcome::Snapshot(s) => vec![Reply::Snapshot(s)],
-        Outcome::Garbage => {
-            let _ = d.nack(false).await;
+        Outcome::Dropped => {
+            let _ = d.ack().await;
             return;
         }
     };
     // A snapshot's parts go one after the other: each can be megabytes.
     for reply in &replies {
-        if let Err(e) = reply_to(broker, &d, reply).await {
-            tracing::warn!(error = %e, "reply failed; requeueing");
-            let _ = d.nack(true).await;
-            return;
+        if let Err(e) = reply_to(broker, stamp, &d, reply).await {
+            tracing::warn!(error = %e, "reply failed; the asker will ask again");
+            break;
         }
     }
     let _ = d.ack().await;
@@ -351,16 +453,16 @@ mod tests {
             seq,
             epoch: 1,
             request_id: u128::from(seq),
-            op: crate::model::WriteOp::Clear { table: None },
+            entry: Entry::Write(crate::model::WriteOp::Clear { table: None }),
         };
         let reply = WriteReply {
             seq,
             result: WriteResult::Cleared,
         };
-        Outcome::Applied(sync, reply)
+        Outcome::Logged(sync, Ok(reply))
     }
 
-    fn seqs(runs: &[SyncBatch]) -> Vec<Vec<u64>> {
+    fn seqs(runs: &[Vec<SyncMessage>]) -> Vec<Vec<u64>> {
         runs.iter()
             .map(|r| r.iter().map(|m| m.seq).collect())
             .collect()
@@ -372,7 +474,7 @@ mod tests {
             applied(5),
             applied(6),
             applied(5), // a retry of the first, answered from the record
-            Outcome::Garbage,
+            Outcome::Dropped,
             applied(2), // a retry of a write of an earlier group
             applied(7),
         ];

@@ -9,30 +9,41 @@
 //!
 //! - **Orchestrator** publishes a read with the highest sequence number it
 //!   has acknowledged (strong reads) and a write with a request id and the
-//!   current epoch, and matches replies from `responseQ` by correlation id.
+//!   current epoch, every message stamped with the cluster and epoch, and
+//!   matches replies from `responseQ` by correlation id: a reply of another
+//!   cluster, or one no request waits for, changes nothing.
 //!   [`OrchestratorHandle`] retries retryable failures within a deadline.
-//! - **MasterWorker** consumes `writeQ` in groups: applies each write under
-//!   the next sequence number (atomically with the request id it answers),
-//!   commits the group as one sled batch and flushes once, publishes the
-//!   group's writes to `syncQ` (one message per run of consecutive seqs)
-//!   and waits for the broker to take them, and only then replies and
-//!   acknowledges. A redelivered write (same request id) is answered from
-//!   the record, not applied again. A write of another epoch is fenced.
-//! - **SlaveWorker** binds its own queue to `syncQ`, asks the master for a
-//!   snapshot through `writeQ` (so it lands between two writes; it comes
-//!   back in parts of at most 4 MiB), installs it, applies later syncs in
-//!   sequence order, many as one sled batch (duplicates dropped, gaps
-//!   waited for), and consumes `readQ` only once caught up. A read waits up
-//!   to two seconds for the sequence number it needs, then is answered
-//!   "unavailable" so the orchestrator retries.
+//! - **MasterWorker** consumes `writeQ` in groups: answers each write under
+//!   the next sequence number (atomically with the request id it answers;
+//!   a refusal too, writing nothing), commits the group as one sled batch
+//!   and flushes once, publishes the group's answers to `syncQ` (one
+//!   message per run of consecutive seqs, with its lineage), waits for the
+//!   broker to take them and for every earlier seq's sync to be confirmed,
+//!   and only then replies and acknowledges. A redelivered request is
+//!   answered from the record, not applied again. A write of another epoch
+//!   is fenced; a message of another cluster is dropped.
+//! - **SlaveWorker** binds its own capped queue to `syncQ`, asks the master
+//!   for a snapshot through `writeQ` (so it lands between two writes; it
+//!   comes back in parts of at most 4 MiB), installs it, applies later
+//!   syncs in sequence order, many as one sled batch (duplicates, other
+//!   clusters' and deposed masters' writes dropped, gaps waited for, then
+//!   repaired by a snapshot), and consumes `readQ` only once caught up. A
+//!   read waits up to two seconds for the sequence number it needs, then
+//!   is answered "unavailable" so the orchestrator retries.
 //!
 //! What happens on each crash:
 //! - a slave: what it held unacknowledged (reads, syncs) is redelivered to
-//!   the other consumers or to its replacement; its sync queue keeps
-//!   filling until it returns.
+//!   the other consumers or to its replacement; its sync queue keeps the
+//!   newest [`SYNC_QUEUE_CAP`] messages until it returns, and it catches
+//!   up by snapshot. A slave stopped on purpose deletes its queue.
 //! - the master: unacknowledged writes stay in `writeQ`; the next master
-//!   answers those it had already applied from its request-id record (the
-//!   record travels in every sync message) and applies the rest.
+//!   answers those it had already answered (applied or refused) from its
+//!   record (the record travels in every sync message) and applies the
+//!   rest.
+//! - between a publish and its confirm: the write is not acknowledged; it
+//!   goes back to `writeQ` and its sync is published again (slaves drop
+//!   the duplicate). Later groups wait, bounded, for its seq before they
+//!   answer.
 //! - the orchestrator: in-flight requests fail back to clients; nothing
 //!   acknowledged is lost.
 //! - the broker: every consumer's stream ends; each actor subscribes again
@@ -40,6 +51,8 @@
 //!   unacknowledged is redelivered (writes and syncs are persistent, reads
 //!   and replies are not: the orchestrator fails its waiting requests at
 //!   once and retries them within their deadline).
+//! - a new cluster on a broker an old one used: the old cluster's syncs,
+//!   writes and replies are dropped by the stamp check.
 //!
 //! Not promised: reads are not linearizable against writes in flight (a
 //! read sees every write acknowledged before it was received, maybe more).
@@ -55,16 +68,17 @@ pub mod messages;
 mod master;
 mod orchestrator;
 mod slave;
+mod synced;
 
 pub use master::MasterWorker;
 pub use orchestrator::{Orchestrator, OrchestratorHandle};
-pub use slave::SlaveWorker;
+pub use slave::{SlaveWorker, GAP_WAIT, SYNC_QUEUE_CAP};
 
 use std::time::Duration;
 
 use crate::broker::{Broker, Delivery, Message};
 use crate::error::{Error, Result};
-use crate::model::wire::{self, Reply};
+use crate::model::wire::{self, Reply, Stamp};
 
 /// The first wait before subscribing again after the broker went away.
 pub(crate) const FIRST_RETRY: Duration = Duration::from_millis(50);
@@ -85,11 +99,17 @@ where
         .map_err(|e| Error::Storage(format!("storage task failed: {e}")))?
 }
 
-/// Publishes `reply` to where `request` asked, with its correlation id.
-pub async fn reply_to(broker: &dyn Broker, request: &Delivery, reply: &Reply) -> Result<()> {
+/// Publishes `reply`, stamped, to where `request` asked, with its
+/// correlation id.
+pub async fn reply_to(
+    broker: &dyn Broker,
+    stamp: Stamp,
+    request: &Delivery,
+    reply: &Reply,
+) -> Result<()> {
     let Some(queue) = request.message.reply_to.as_deref() else {
         return Ok(()); // nobody waits for it
     };
-    let msg = Message::reply(wire::encode(reply), request.message.correlation_id);
+    let msg = Message::reply(wire::encode(stamp, reply), request.message.correlation_id);
     broker.publish(queue, msg).await
 }

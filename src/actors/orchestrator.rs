@@ -3,6 +3,13 @@
 //! `writeQ` carrying a request id and the epoch; replies come back on
 //! `responseQ` and are matched by correlation id. [`OrchestratorHandle`]
 //! retries what may be retried within a deadline.
+//!
+//! Every message is stamped with the cluster and epoch. A reply of another
+//! cluster, or one that matches no pending request (left in the durable
+//! `responseQ` by an earlier run, or late after its attempt gave up),
+//! changes nothing. A write answered under an epoch older than the one the
+//! orchestrator follows came from a deposed master: it is retried, and the
+//! current master answers it (from its record, if it has the write).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,7 +24,7 @@ use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, Shutdown};
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, READ_Q, RESPONSE_Q, WRITE_Q};
 use crate::error::{Error, Result};
-use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, WriteRequest};
+use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, Stamp, WriteRequest};
 use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
 
 /// How long one attempt waits for its reply.
@@ -28,6 +35,7 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
 /// Sends reads and writes over the broker and matches the replies.
 pub struct Orchestrator {
     broker: Arc<dyn Broker>,
+    cluster: u64,
     /// Who waits for each correlation id; an attempt that gives up drops
     /// its receiver.
     pending: HashMap<u64, oneshot::Sender<Reply>>,
@@ -40,12 +48,14 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    pub fn new(broker: Arc<dyn Broker>, epoch: u64) -> Self {
+    /// The orchestrator of `cluster`, following `epoch`.
+    pub fn new(broker: Arc<dyn Broker>, cluster: u64, epoch: u64) -> Self {
         let (acks, acks_rx) = mpsc::unbounded_channel();
         Orchestrator {
             acks,
             acks_rx: Some(acks_rx),
             broker,
+            cluster,
             pending: HashMap::new(),
             // Not from 0: a reply left in the durable `responseQ` by an
             // earlier run must not match a request of this one.
@@ -54,6 +64,13 @@ impl Orchestrator {
                 epoch,
                 ..OrchestratorStats::default()
             },
+        }
+    }
+
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            cluster: self.cluster,
+            epoch: self.stats.epoch,
         }
     }
 
@@ -89,14 +106,32 @@ impl Orchestrator {
             tracing::warn!("reply without correlation id dropped");
             return;
         };
-        let reply: Reply = match wire::decode(&d.message.body) {
+        let (stamp, mut reply): (Stamp, Reply) = match wire::decode(&d.message.body) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable reply dropped");
                 return;
             }
         };
+        if stamp.cluster != self.cluster {
+            tracing::warn!(
+                cluster = stamp.cluster,
+                "a reply of another cluster dropped"
+            );
+            return;
+        }
+        // Only the answer to a request still waiting counts.
+        let Some(tx) = self.pending.remove(&id) else {
+            return;
+        };
+        let current = self.stats.epoch;
         match &reply {
+            Reply::Write(_) if stamp.epoch < current => {
+                reply = Reply::Write(Err(Error::Fenced {
+                    got: stamp.epoch,
+                    current,
+                }));
+            }
             Reply::Write(Ok(w)) => {
                 self.stats.last_acked_seq = self.stats.last_acked_seq.max(w.seq);
                 self.stats.writes += 1;
@@ -107,9 +142,7 @@ impl Orchestrator {
             }
             _ => {}
         }
-        if let Some(tx) = self.pending.remove(&id) {
-            let _ = tx.send(reply);
-        }
+        let _ = tx.send(reply);
     }
 
     /// Consumes `responseQ`; retried with backoff while the broker is away.
@@ -191,10 +224,13 @@ impl Handler<DbRead> for Orchestrator {
             Consistency::Strong => self.stats.last_acked_seq,
             Consistency::Eventual => 0,
         };
-        let body = wire::encode(&ReadRequest {
-            min_seq,
-            op: msg.op,
-        });
+        let body = wire::encode(
+            self.stamp(),
+            &ReadRequest {
+                min_seq,
+                op: msg.op,
+            },
+        );
         let reply = self.call(READ_Q, body);
         Box::pin(async move {
             match reply.await? {
@@ -214,7 +250,7 @@ impl Handler<DbWrite> for Orchestrator {
             epoch: self.stats.epoch,
             op: msg.op,
         });
-        let reply = self.call(WRITE_Q, wire::encode(&req));
+        let reply = self.call(WRITE_Q, wire::encode(self.stamp(), &req));
         Box::pin(async move {
             match reply.await? {
                 Reply::Write(r) => r,

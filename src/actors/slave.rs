@@ -6,6 +6,13 @@
 //! Sync messages apply strictly in sequence order; duplicates are dropped
 //! (promise 2). A read waits, bounded, until the slave has applied the
 //! sequence number it asks for (promise 3).
+//!
+//! What it will not apply: messages of another cluster (a reused broker),
+//! and writes its [`Lineage`] does not admit (a deposed master's). A sender
+//! with a newer lineage is followed; if this replica holds writes the new
+//! lineage does not, it resyncs by snapshot and serves no read meanwhile.
+//! A replica that waits for more than [`GAP_WAIT`] without progress (a sync
+//! lost, or dropped from its capped queue while it was away) resyncs too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,9 +27,9 @@ use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
 use crate::model::wire::{
-    self, MasterRequest, ReadRequest, Reply, Snapshot, SnapshotParts, SyncBatch,
+    self, Entry, MasterRequest, ReadRequest, Reply, Snapshot, SnapshotParts, Stamp, SyncMessage,
 };
-use crate::model::{ReadOp, ReadReply};
+use crate::model::{Follow, Lineage, ReadOp, ReadReply};
 use crate::store::Store;
 
 /// How long a read may wait for this slave to catch up before the
@@ -33,17 +40,29 @@ const READ_PREFETCH: u16 = 32;
 const SYNC_PREFETCH: u16 = 4096;
 /// Most replicated writes applied as one sled batch.
 const APPLY_GROUP: u64 = 1024;
+/// How long a slave waits without progress for a write it knows exists
+/// (a later one came, or a read asked for it) before it takes a snapshot.
+pub const GAP_WAIT: Duration = Duration::from_secs(3);
+/// Messages a slave's sync queue keeps while nobody consumes it (the
+/// oldest go first; the slave then finds a gap and takes a snapshot).
+pub const SYNC_QUEUE_CAP: u32 = 10_000;
 
 /// A replica over its own store.
 pub struct SlaveWorker {
     id: u64,
     store: Store,
     broker: Arc<dyn Broker>,
+    cluster: u64,
+    /// The history followed; written with the next run of syncs.
+    lineage: Lineage,
+    sync_cap: u32,
     applied: u64,
     /// Caught up: snapshot installed (or found current).
     ready: bool,
-    /// Sync batches ahead of `applied`, by their first sequence number.
-    pending: BTreeMap<u64, (SyncBatch, Delivery)>,
+    /// Admitted sync writes ahead of `applied`, by their first seq.
+    pending: BTreeMap<u64, (Vec<SyncMessage>, Delivery)>,
+    /// Since when a write known to exist has not come, with no progress.
+    behind_since: Option<Instant>,
     parked: Vec<Parked>,
     reads_served: u64,
     /// The consumers: the sync queue, `readQ`, a pending snapshot answer.
@@ -72,15 +91,21 @@ struct ReadBatch(Vec<Delivery>);
 struct SnapshotAnswer(Delivery);
 
 impl SlaveWorker {
-    pub fn new(id: u64, store: Store, broker: Arc<dyn Broker>) -> Self {
-        let applied = store.applied_seq();
+    /// A slave of `cluster` (which its store must have joined), whose sync
+    /// queue keeps at most `sync_cap` messages.
+    pub fn new(id: u64, store: Store, broker: Arc<dyn Broker>, sync_cap: u32) -> Self {
+        let (applied, lineage) = (store.applied_seq(), store.lineage());
         SlaveWorker {
             id,
+            cluster: store.cluster().unwrap_or(0),
             store,
             broker,
+            lineage,
+            sync_cap,
             applied,
             ready: false,
             pending: BTreeMap::new(),
+            behind_since: None,
             parked: Vec::new(),
             reads_served: 0,
             sync: None,
@@ -95,11 +120,13 @@ impl SlaveWorker {
     /// Binds and consumes the sync queue; the first time (not yet
     /// ready), then asks for a snapshot. Retried while the broker is away.
     fn subscribe_sync(&mut self, ctx: &mut Context<Self>, wait: Duration) {
-        let (broker, id) = (self.broker.clone(), self.id);
+        let (broker, id, cap) = (self.broker.clone(), self.id, self.sync_cap);
         let setup = async move {
             broker::declare_topology(broker.as_ref()).await?;
             let sync_q = broker::sync_queue(id);
-            broker.declare_queue(&sync_q, QueueKind::Durable).await?;
+            broker
+                .declare_queue(&sync_q, QueueKind::Capped(cap))
+                .await?;
             broker.bind(&sync_q, SYNC_X).await?;
             broker.consume(&sync_q, SYNC_PREFETCH).await
         };
@@ -118,10 +145,23 @@ impl SlaveWorker {
         }));
     }
 
+    /// The stamp of what this slave sends.
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            cluster: self.cluster,
+            epoch: self.lineage.epoch(),
+        }
+    }
+
     /// Asks the master for the state past `have_seq`.
     fn ask_snapshot(&mut self, ctx: &mut Context<Self>, have_seq: u64, wait: Duration) {
         let (broker, id) = (self.broker.clone(), self.id);
-        let ask = async move { request_snapshot(broker.as_ref(), id, have_seq).await };
+        let ask = MasterRequest::Snapshot {
+            have_seq,
+            have_epoch: self.lineage.owner(have_seq),
+        };
+        let body = wire::encode(self.stamp(), &ask);
+        let ask = async move { request_snapshot(broker.as_ref(), id, body).await };
         ctx.wait(ask.into_actor(self).map(move |res, act, ctx| match res {
             Ok(answers) => {
                 // Only the latest request's answer may be installed.
@@ -180,18 +220,23 @@ impl SlaveWorker {
             return;
         }
         let (batches, deliveries): (Vec<_>, Vec<_>) = run.into_iter().unzip();
-        let store = self.store.clone();
+        let (store, lineage) = (self.store.clone(), self.lineage.clone());
         let apply = blocking(move || {
             let mut group = store.group();
+            group.set_lineage(lineage.clone());
             for m in batches.iter().flatten() {
                 // A batch may start below what a snapshot already holds.
                 if m.seq < group.next_seq() {
                     continue;
                 }
-                group.apply(m.seq, m.request_id, &m.op)?;
+                match &m.entry {
+                    Entry::Write(op) => group.apply(m.seq, m.request_id, op).map(|_| ())?,
+                    Entry::Refused(e) => group.refuse(m.seq, m.request_id, e)?,
+                }
                 if group.len() >= APPLY_GROUP {
                     group.commit()?;
                     group = store.group();
+                    group.set_lineage(lineage.clone());
                 }
             }
             group.commit()
@@ -203,18 +248,22 @@ impl SlaveWorker {
             actix::spawn(futures::future::join_all(acks));
             match res {
                 Ok(seq) => {
+                    if seq > act.applied {
+                        act.behind_since = None;
+                    }
                     act.applied = act.applied.max(seq);
                     act.serve_parked(ctx);
                     act.apply_pending(ctx);
                 }
-                Err(e) => act.resync(ctx, e),
+                Err(e) => act.resync(ctx, &format!("a sync failed to apply: {e}")),
             }
         }));
     }
 
-    /// A sync failed to apply: this replica diverged; take a fresh snapshot.
-    fn resync(&mut self, ctx: &mut Context<Self>, e: Error) {
-        tracing::error!(worker = self.id, error = %e, "sync failed to apply; resyncing");
+    /// This replica diverged (a sync failed to apply, or it holds a
+    /// deposed master's writes): take a fresh snapshot, serving no reads.
+    fn resync(&mut self, ctx: &mut Context<Self>, why: &str) {
+        tracing::error!(worker = self.id, why, "replica diverged; resyncing");
         self.applied = self.store.applied_seq();
         self.ready = false;
         // No reads from a store that diverged: what this slave holds goes
@@ -224,6 +273,58 @@ impl SlaveWorker {
         }
         self.requeue_parked();
         self.ask_snapshot(ctx, u64::MAX, FIRST_RETRY);
+    }
+
+    /// Whether a write this slave knows exists has not come: a later one
+    /// is pending, or a read asks for more than is applied.
+    fn waits_for_more(&self) -> bool {
+        let next = self.applied + 1;
+        self.pending
+            .keys()
+            .next()
+            .is_some_and(|&first| first > next)
+            || self.parked.iter().any(|p| p.req.min_seq > self.applied)
+    }
+
+    /// Takes a snapshot when a wait for a write has lasted [`GAP_WAIT`]
+    /// without progress; it holds every write the master logged. Reads go
+    /// on meanwhile: what this replica holds is a consistent prefix.
+    fn watch_gaps(&mut self, ctx: &mut Context<Self>) {
+        let busy = !self.ready || self.applying || self.snapshot.is_some();
+        if busy || !self.waits_for_more() {
+            self.behind_since = None;
+            return;
+        }
+        let since = *self.behind_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= GAP_WAIT {
+            tracing::warn!(
+                worker = self.id,
+                applied = self.applied,
+                "no progress past a gap; taking a snapshot"
+            );
+            self.behind_since = None;
+            self.ask_snapshot(ctx, self.applied, FIRST_RETRY);
+        }
+    }
+
+    /// Drops what the lineage no longer admits from the pending syncs.
+    fn refilter_pending(&mut self) {
+        for (first, (batch, d)) in std::mem::take(&mut self.pending) {
+            let kept = admitted(&self.lineage, batch);
+            match kept.first().map(|m| m.seq) {
+                Some(f) => {
+                    self.pending.insert(f, (kept, d));
+                }
+                None => {
+                    tracing::debug!(
+                        worker = self.id,
+                        first,
+                        "pending syncs of a deposed master dropped"
+                    );
+                    actix::spawn(d.ack());
+                }
+            }
+        }
     }
 
     fn serve_parked(&mut self, ctx: &mut Context<Self>) {
@@ -240,7 +341,7 @@ impl SlaveWorker {
     /// Runs reads (point lookups here, scans on the blocking pool), then
     /// replies and acknowledges.
     fn serve(&mut self, ctx: &mut Context<Self>, reads: Vec<(ReadRequest, Delivery)>) {
-        let (store, broker) = (self.store.clone(), self.broker.clone());
+        let (store, broker, stamp) = (self.store.clone(), self.broker.clone(), self.stamp());
         let (reqs, deliveries): (Vec<_>, Vec<_>) = reads.into_iter().unzip();
         self.reads_served += reqs.len() as u64;
         // Point lookups take microseconds: done here, they save two thread
@@ -263,13 +364,13 @@ impl SlaveWorker {
                 Ok(r) => r,
                 Err(e) => deliveries.iter().map(|_| Err(e.clone())).collect(),
             };
+            // A reply that cannot be published is not retried: the
+            // orchestrator asks again within its deadline.
             let replies = deliveries.into_iter().zip(results).map(|(d, r)| {
                 let broker = broker.clone();
                 async move {
-                    match reply_to(broker.as_ref(), &d, &Reply::Read(r)).await {
-                        Ok(()) => d.ack().await,
-                        Err(_) => d.nack(true).await,
-                    }
+                    let _ = reply_to(broker.as_ref(), stamp, &d, &Reply::Read(r)).await;
+                    d.ack().await
                 }
             });
             futures::future::join_all(replies).await;
@@ -283,6 +384,7 @@ impl SlaveWorker {
             .into_iter()
             .partition(|p| p.deadline <= now);
         self.parked = waiting;
+        let stamp = self.stamp();
         for p in late {
             let broker = self.broker.clone();
             let err = Error::Unavailable(format!(
@@ -290,7 +392,7 @@ impl SlaveWorker {
                 self.id, self.applied, p.req.min_seq
             ));
             actix::spawn(async move {
-                let _ = reply_to(broker.as_ref(), &p.delivery, &Reply::Read(Err(err))).await;
+                let _ = reply_to(broker.as_ref(), stamp, &p.delivery, &Reply::Read(Err(err))).await;
                 let _ = p.delivery.ack().await;
             });
         }
@@ -322,18 +424,28 @@ fn reads_are_point_lookups(reqs: &[ReadRequest]) -> bool {
     reqs.iter().all(|r| matches!(r.op, ReadOp::Get { .. }))
 }
 
-/// The last sequence number of a (non-empty, checked) sync batch.
-fn last_seq(batch: &SyncBatch) -> u64 {
+/// The last sequence number of a (non-empty, checked) run of syncs.
+fn last_seq(batch: &[SyncMessage]) -> u64 {
     batch.last().map_or(0, |m| m.seq)
 }
 
-/// Declares a private reply queue, consumes it, and asks for a snapshot.
-async fn request_snapshot(broker: &dyn Broker, id: u64, have_seq: u64) -> Result<broker::Consumer> {
+/// The writes of a batch that `lineage` admits: the longest such prefix
+/// (past a write it refuses, the sender's history is not this one).
+fn admitted(lineage: &Lineage, writes: Vec<SyncMessage>) -> Vec<SyncMessage> {
+    writes
+        .into_iter()
+        .take_while(|m| lineage.admits(m.epoch, m.seq))
+        .collect()
+}
+
+/// Declares a private reply queue, consumes it, and sends `ask` (an
+/// encoded snapshot request) through `writeQ`.
+async fn request_snapshot(broker: &dyn Broker, id: u64, ask: Vec<u8>) -> Result<broker::Consumer> {
     let reply_q = format!("snapshot.{id}.{}", fastrand::u64(..));
     broker.declare_queue(&reply_q, QueueKind::Transient).await?;
     let answers = broker.consume(&reply_q, 1).await?;
     let ask = Message {
-        body: wire::encode(&MasterRequest::Snapshot { have_seq }),
+        body: ask,
         correlation_id: Some(id),
         reply_to: Some(reply_q),
     };
@@ -347,7 +459,10 @@ impl Actor for SlaveWorker {
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(worker = self.id, seq = self.applied, "slave starting");
         self.subscribe_sync(ctx, FIRST_RETRY);
-        ctx.run_interval(Duration::from_millis(50), |act, _| act.expire_parked());
+        ctx.run_interval(Duration::from_millis(50), |act, ctx| {
+            act.expire_parked();
+            act.watch_gaps(ctx);
+        });
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -360,29 +475,56 @@ impl Actor for SlaveWorker {
 
 impl StreamHandler<SyncDeliveries> for SlaveWorker {
     fn handle(&mut self, SyncDeliveries(batch): SyncDeliveries, ctx: &mut Context<Self>) {
+        let (mut foreign, mut stale, mut diverged) = (0, 0, false);
         for d in batch {
-            let batch = match wire::decode_sync(&d.message.body) {
+            let (stamp, batch) = match wire::decode_sync(&d.message.body) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(worker = self.id, error = %e, "bad sync message dropped");
-                    actix::spawn(async move {
-                        let _ = d.nack(false).await;
-                    });
+                    actix::spawn(d.ack());
                     continue;
                 }
             };
-            let first = batch[0].seq;
+            if stamp.cluster != self.cluster {
+                foreign += 1;
+                actix::spawn(d.ack());
+                continue;
+            }
+            match self.lineage.follow(&batch.lineage, self.applied) {
+                Follow::Kept => {}
+                Follow::Adopted => self.refilter_pending(),
+                Follow::Diverged => {
+                    self.refilter_pending();
+                    diverged = true;
+                }
+            }
+            let writes = admitted(&self.lineage, batch.writes);
+            let Some(first) = writes.first().map(|m| m.seq) else {
+                stale += 1;
+                actix::spawn(d.ack());
+                continue;
+            };
             let known = self.pending.get(&first).map_or(0, |(b, _)| last_seq(b));
-            if last_seq(&batch) <= self.applied.max(known) {
+            if last_seq(&writes) <= self.applied.max(known) {
                 actix::spawn(d.ack()); // a duplicate
                 continue;
             }
             // A longer batch from the same seq replaces a shorter one.
-            if let Some((_, shorter)) = self.pending.insert(first, (batch, d)) {
+            if let Some((_, shorter)) = self.pending.insert(first, (writes, d)) {
                 actix::spawn(shorter.ack());
             }
         }
-        if self.ready {
+        if foreign + stale > 0 {
+            tracing::warn!(
+                worker = self.id,
+                foreign,
+                stale,
+                "sync messages of another cluster or a deposed master dropped"
+            );
+        }
+        if diverged {
+            self.resync(ctx, "it holds writes the new master's history does not");
+        } else if self.ready {
             self.apply_pending(ctx);
         }
     }
@@ -399,20 +541,37 @@ impl StreamHandler<SyncDeliveries> for SlaveWorker {
 impl StreamHandler<SnapshotAnswer> for SlaveWorker {
     fn handle(&mut self, SnapshotAnswer(d): SnapshotAnswer, ctx: &mut Context<Self>) {
         let answer: Result<Option<Snapshot>> = match wire::decode(&d.message.body) {
-            Ok(Reply::SnapshotPart(part)) => match self.parts.add(part) {
+            Ok((s, _)) if s.cluster != self.cluster || s.epoch < self.lineage.epoch() => {
+                // A deposed master answered (it still consumes writeQ):
+                // its state is not the history's. Ask again, later.
+                tracing::warn!(
+                    worker = self.id,
+                    epoch = s.epoch,
+                    "snapshot of an older epoch refused"
+                );
+                actix::spawn(d.ack());
+                self.parts = SnapshotParts::default();
+                if let Some(h) = self.snapshot.take() {
+                    ctx.cancel_future(h);
+                }
+                let have = self.applied;
+                ctx.run_later(Duration::from_millis(100), move |act, ctx| {
+                    act.ask_snapshot(ctx, have, FIRST_RETRY)
+                });
+                return;
+            }
+            Ok((_, Reply::SnapshotPart(part))) => match self.parts.add(part) {
                 Ok(None) => {
                     actix::spawn(d.ack());
                     return; // more parts to come
                 }
                 whole => whole,
             },
-            Ok(Reply::Snapshot(s)) => s,
+            Ok((_, Reply::Snapshot(s))) => s,
             Ok(_) => Err(Error::BadMessage("not a snapshot".into())),
             Err(e) => Err(e),
         };
-        actix::spawn(async move {
-            let _ = d.ack().await;
-        });
+        actix::spawn(d.ack());
         self.parts = SnapshotParts::default();
         if let Some(h) = self.snapshot.take() {
             ctx.cancel_future(h);
@@ -422,12 +581,19 @@ impl StreamHandler<SnapshotAnswer> for SlaveWorker {
             if let Some(snap) = answer? {
                 store.install(&snap)?;
             }
-            Ok(store.applied_seq())
+            Ok((store.applied_seq(), store.lineage()))
         });
         ctx.wait(install.into_actor(self).map(|res, act, ctx| match res {
-            Ok(seq) => {
+            Ok((seq, lineage)) => {
                 act.applied = seq;
+                act.behind_since = None;
+                // A newer lineage heard meanwhile stays; the snapshot's
+                // writes are the master's, so they are in it.
+                if lineage.epoch() >= act.lineage.epoch() {
+                    act.lineage = lineage;
+                }
                 act.ready = true;
+                act.refilter_pending();
                 // What the snapshot already holds is settled.
                 for (first, (batch, d)) in std::mem::take(&mut act.pending) {
                     if last_seq(&batch) <= seq {
@@ -441,7 +607,7 @@ impl StreamHandler<SnapshotAnswer> for SlaveWorker {
                     act.subscribe_reads(ctx, FIRST_RETRY);
                 }
             }
-            Err(e) => act.resync(ctx, e),
+            Err(e) => act.resync(ctx, &format!("the snapshot did not install: {e}")),
         }));
     }
 
@@ -459,17 +625,19 @@ impl StreamHandler<ReadBatch> for SlaveWorker {
         let mut now = Vec::new();
         for d in batch {
             match wire::decode::<ReadRequest>(&d.message.body) {
-                Ok(req) if req.min_seq <= self.applied => now.push((req, d)),
-                Ok(req) => self.parked.push(Parked {
+                Ok((s, _)) if s.cluster != self.cluster => {
+                    tracing::warn!(worker = self.id, "a read of another cluster dropped");
+                    actix::spawn(d.ack());
+                }
+                Ok((_, req)) if req.min_seq <= self.applied => now.push((req, d)),
+                Ok((_, req)) => self.parked.push(Parked {
                     req,
                     delivery: d,
                     deadline: Instant::now() + READ_WAIT,
                 }),
                 Err(e) => {
                     tracing::warn!(worker = self.id, error = %e, "bad read message dropped");
-                    actix::spawn(async move {
-                        let _ = d.nack(false).await;
-                    });
+                    actix::spawn(d.ack());
                 }
             }
         }
@@ -504,9 +672,19 @@ impl Handler<GetStatus> for SlaveWorker {
 impl Handler<Shutdown> for SlaveWorker {
     type Result = ();
 
+    /// Stops consuming (what it held goes back), then deletes its sync
+    /// queue: a slave stopped on purpose must not leave a queue filling
+    /// behind it. If it comes back, it binds a new one and takes a
+    /// snapshot (one that says "you are current" if nothing was written).
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         self.unsubscribe(ctx);
-        ctx.stop();
+        let (broker, queue, id) = (self.broker.clone(), broker::sync_queue(self.id), self.id);
+        let delete = async move {
+            if let Err(e) = broker.delete_queue(&queue).await {
+                tracing::warn!(worker = id, error = %e, "cannot delete the sync queue");
+            }
+        };
+        ctx.wait(delete.into_actor(self).map(|(), _act, ctx| ctx.stop()));
     }
 }
 
@@ -527,7 +705,11 @@ impl Handler<Promote> for SlaveWorker {
             let _ = broker.delete_queue(&sync_q).await;
         });
         ctx.stop();
-        let master = MasterWorker::new(self.id, self.store.clone(), self.broker.clone(), msg.epoch);
+        let stamp = Stamp {
+            cluster: self.cluster,
+            epoch: msg.epoch,
+        };
+        let master = MasterWorker::new(self.id, self.store.clone(), self.broker.clone(), stamp);
         Ok(master.start())
     }
 }

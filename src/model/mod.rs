@@ -1,12 +1,14 @@
 //! The DB API's data model: values, rows, schemas, operations, the queue
 //! messages that carry them, and the validation that guards storage.
 
+mod lineage;
 mod ops;
 pub mod schema;
 mod validate;
 mod value;
 pub mod wire;
 
+pub use lineage::{Follow, Lineage};
 pub use ops::{
     CmpOp, Cond, Consistency, Order, ReadOp, ReadReply, ReadResult, WriteOp, WriteReply,
     WriteResult,

@@ -1,13 +1,31 @@
 //! The messages that travel over the queues, encoded with bincode behind a
-//! one-byte version tag so that a worker can refuse what it does not know.
+//! one-byte version tag (so that a worker can refuse what it does not know)
+//! and the sender's [`Stamp`]: its cluster and epoch.
+//!
+//! The stamp is what keeps a reused broker safe: a queue may still hold
+//! messages of a cluster that ran there before (same queue names, same
+//! worker ids, same sequence numbers). Every receiver drops a message of
+//! another cluster, and judges epochs against its [`Lineage`].
 
 use bincode::{Decode, Encode};
 
-use super::{ReadOp, ReadReply, WriteOp, WriteReply};
+use super::{Lineage, ReadOp, ReadReply, WriteOp, WriteReply};
 use crate::error::{Error, Result};
 
-/// The version tag every message starts with.
-pub const VERSION: u8 = 1;
+/// The version tag every message starts with. Version 1 messages carried
+/// no stamp: they are refused as undecodable.
+pub const VERSION: u8 = 2;
+
+/// Who sent a message: the cluster (created with its first data
+/// directory) and the epoch the sender follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    pub cluster: u64,
+    pub epoch: u64,
+}
+
+/// Bytes of the version tag and the stamp, before the body.
+const HEADER: usize = 1 + 16;
 
 /// A write as the orchestrator sends it on `writeQ`.
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
@@ -25,9 +43,11 @@ pub struct WriteRequest {
 pub enum MasterRequest {
     Write(WriteRequest),
     /// A slave asks for the state at the master's current sequence number;
-    /// `have_seq` lets the master answer "you are current" without data.
+    /// `have_seq` and the epoch that wrote it let the master answer "you
+    /// are current" without data when both match its own.
     Snapshot {
         have_seq: u64,
+        have_epoch: u64,
     },
 }
 
@@ -40,29 +60,54 @@ pub struct ReadRequest {
     pub op: ReadOp,
 }
 
-/// What the master publishes on `syncQ` for every applied write.
+/// What the master answered a write with, as it is logged and replicated:
+/// refusals take a sequence number too, so that every replica remembers
+/// them and a redelivered request gets its first answer from any master.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub enum Entry {
+    Write(WriteOp),
+    Refused(Error),
+}
+
+/// One logged answer, as the master publishes it on `syncQ`.
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct SyncMessage {
     pub seq: u64,
+    /// The epoch that wrote it (older than the sender's for a write
+    /// answered again from the record).
     pub epoch: u64,
     pub request_id: u128,
-    pub op: WriteOp,
+    pub entry: Entry,
 }
 
-/// What one message on `syncQ` carries: writes with consecutive sequence
-/// numbers (a group commit's, so one publish and one confirm per group).
-pub type SyncBatch = Vec<SyncMessage>;
+/// What one message on `syncQ` carries: logged answers with consecutive
+/// sequence numbers (a group commit's, so one publish and one confirm per
+/// group), and the sender's lineage, which judges them.
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+pub struct SyncBatch {
+    pub lineage: Lineage,
+    pub writes: Vec<SyncMessage>,
+}
+
+impl SyncBatch {
+    /// The first and last sequence numbers (of a checked, non-empty batch).
+    pub fn span(&self) -> (u64, u64) {
+        let seq = |m: Option<&SyncMessage>| m.map_or(0, |m| m.seq);
+        (seq(self.writes.first()), seq(self.writes.last()))
+    }
+}
 
 /// Decodes a sync batch, refusing an empty or non-consecutive one.
-pub fn decode_sync(bytes: &[u8]) -> Result<SyncBatch> {
-    let batch: SyncBatch = decode(bytes)?;
+pub fn decode_sync(bytes: &[u8]) -> Result<(Stamp, SyncBatch)> {
+    let (stamp, batch): (Stamp, SyncBatch) = decode(bytes)?;
     let consecutive = batch
+        .writes
         .windows(2)
         .all(|w| w[0].seq.checked_add(1) == Some(w[1].seq));
-    if batch.is_empty() || !consecutive {
+    if batch.writes.is_empty() || !consecutive {
         return Err(Error::BadMessage("sync batch not consecutive".into()));
     }
-    Ok(batch)
+    Ok((stamp, batch))
 }
 
 /// A snapshot of a worker's whole database at sequence number `seq`: the
@@ -182,30 +227,50 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard()
 }
 
-/// Encodes a message with its version tag.
-pub fn encode<T: Encode>(msg: &T) -> Vec<u8> {
-    let mut out = vec![VERSION];
+/// Encodes a message with its version tag and its sender's stamp.
+pub fn encode<T: Encode>(stamp: Stamp, msg: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(VERSION);
+    out.extend_from_slice(&stamp.cluster.to_be_bytes());
+    out.extend_from_slice(&stamp.epoch.to_be_bytes());
     // Encoding into a Vec cannot fail for these types.
     bincode::encode_into_std_write(msg, &mut out, config()).expect("encode into a Vec");
     out
 }
 
-/// Decodes a message, refusing unknown versions and trailing bytes.
-pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T> {
-    match bytes.split_first() {
-        Some((&VERSION, body)) => {
-            let (msg, used) = bincode::decode_from_slice(body, config())?;
-            if used != body.len() {
-                return Err(Error::BadMessage(format!(
-                    "{} trailing bytes",
-                    body.len() - used
-                )));
-            }
-            Ok(msg)
+/// The stamp of a message, without decoding its body.
+pub fn stamp(bytes: &[u8]) -> Result<Stamp> {
+    match bytes.first() {
+        Some(&VERSION) if bytes.len() >= HEADER => {
+            let u64_at = |i: usize| {
+                let mut b = [0; 8];
+                b.copy_from_slice(&bytes[i..i + 8]);
+                u64::from_be_bytes(b)
+            };
+            Ok(Stamp {
+                cluster: u64_at(1),
+                epoch: u64_at(9),
+            })
         }
-        Some((v, _)) => Err(Error::BadMessage(format!("unknown message version {v}"))),
+        Some(&VERSION) => Err(Error::BadMessage("message cut short".into())),
+        Some(v) => Err(Error::BadMessage(format!("unknown message version {v}"))),
         None => Err(Error::BadMessage("empty message".into())),
     }
+}
+
+/// Decodes a message and its stamp, refusing unknown versions and
+/// trailing bytes.
+pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<(Stamp, T)> {
+    let stamp = stamp(bytes)?;
+    let body = &bytes[HEADER..];
+    let (msg, used) = bincode::decode_from_slice(body, config())?;
+    if used != body.len() {
+        return Err(Error::BadMessage(format!(
+            "{} trailing bytes",
+            body.len() - used
+        )));
+    }
+    Ok((stamp, msg))
 }
 
 #[cfg(test)]
@@ -213,13 +278,18 @@ mod tests {
     use super::*;
     use crate::model::{ReadResult, Value};
 
+    const S: Stamp = Stamp {
+        cluster: 0xC1,
+        epoch: 3,
+    };
+
     #[test]
     fn round_trip_and_refusals() {
         let msg = Reply::Read(Ok(ReadReply {
             seq: 7,
             result: ReadResult::Count(3),
         }));
-        assert_eq!(decode::<Reply>(&encode(&msg)).unwrap(), msg);
+        assert_eq!(decode::<Reply>(&encode(S, &msg)).unwrap(), (S, msg));
         let req = ReadRequest {
             min_seq: 1,
             op: ReadOp::Get {
@@ -228,12 +298,20 @@ mod tests {
                 columns: None,
             },
         };
-        let mut bytes = encode(&req);
-        assert_eq!(decode::<ReadRequest>(&bytes).unwrap(), req);
+        let mut bytes = encode(S, &req);
+        assert_eq!(stamp(&bytes).unwrap(), S);
+        assert_eq!(decode::<ReadRequest>(&bytes).unwrap(), (S, req));
         bytes[0] = 9;
         assert!(decode::<ReadRequest>(&bytes).is_err());
+        assert!(stamp(&bytes).is_err());
         assert!(decode::<ReadRequest>(&[]).is_err());
-        assert!(decode::<ReadRequest>(&[VERSION, 0xff, 0xff, 0xff]).is_err());
+        assert!(decode::<ReadRequest>(&[VERSION, 1, 2]).is_err());
+        let mut garbage = vec![VERSION];
+        garbage.extend([0; 16]);
+        garbage.extend([0xff, 0xff, 0xff]);
+        assert!(decode::<ReadRequest>(&garbage).is_err());
+        // A message of version 1 (no stamp) is refused, never misread.
+        assert!(decode::<ReadRequest>(&[1, 0, 0, 0]).is_err());
     }
 
     fn entry(i: usize, size: usize) -> (Vec<u8>, Vec<u8>) {
@@ -273,7 +351,7 @@ mod tests {
     }
 
     fn wire_size(p: &SnapshotPart) -> usize {
-        encode(&Reply::SnapshotPart(p.clone())).len()
+        encode(S, &Reply::SnapshotPart(p.clone())).len()
     }
 
     #[test]
@@ -311,11 +389,19 @@ mod tests {
             seq,
             epoch: 1,
             request_id: 0,
-            op: crate::model::WriteOp::Clear { table: None },
+            entry: Entry::Write(crate::model::WriteOp::Clear { table: None }),
         };
-        assert_eq!(decode_sync(&encode(&vec![m(3), m(4)])).unwrap().len(), 2);
+        let batch = |writes| SyncBatch {
+            lineage: Lineage::default(),
+            writes,
+        };
+        let (s, got) = decode_sync(&encode(S, &batch(vec![m(3), m(4)]))).unwrap();
+        assert_eq!((s, got.span()), (S, (3, 4)));
         for bad in [vec![], vec![m(3), m(5)], vec![m(4), m(3)], vec![m(3), m(3)]] {
-            assert!(decode_sync(&encode(&bad)).is_err(), "{bad:?}");
+            assert!(
+                decode_sync(&encode(S, &batch(bad.clone()))).is_err(),
+                "{bad:?}"
+            );
         }
     }
 }

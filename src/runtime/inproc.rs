@@ -11,9 +11,10 @@ use async_trait::async_trait;
 
 use super::{Role, WorkerInfo, WorkerRuntime, WorkerSpec};
 use crate::actors::messages::{GetStatus, Promote, Shutdown, WorkerStatus};
-use crate::actors::{blocking, MasterWorker, SlaveWorker};
+use crate::actors::{blocking, MasterWorker, SlaveWorker, SYNC_QUEUE_CAP};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::model::wire::Stamp;
 use crate::model::Schema;
 use crate::store::Store;
 
@@ -37,6 +38,7 @@ pub struct InProcessRuntime {
     broker: Arc<dyn Broker>,
     schema: Arc<Schema>,
     data_dir: PathBuf,
+    sync_cap: u32,
     workers: Mutex<BTreeMap<u64, Running>>,
 }
 
@@ -46,8 +48,15 @@ impl InProcessRuntime {
             broker,
             schema,
             data_dir: data_dir.to_owned(),
+            sync_cap: SYNC_QUEUE_CAP,
             workers: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Caps each slave's sync queue at `messages` (see [`SYNC_QUEUE_CAP`]).
+    pub fn with_sync_cap(mut self, messages: u32) -> Self {
+        self.sync_cap = messages;
+        self
     }
 
     fn workers(&self) -> MutexGuard<'_, BTreeMap<u64, Running>> {
@@ -81,17 +90,26 @@ impl WorkerRuntime for InProcessRuntime {
         }
         let dir = super::worker_dir(&self.data_dir, spec.id);
         let schema = self.schema.clone();
-        let store = blocking(move || Store::open(&dir, schema)).await?;
+        let store = blocking(move || {
+            let store = Store::open_when_free(&dir, schema, STOP_TIMEOUT)?;
+            store.join_cluster(spec.cluster)?;
+            Ok(store)
+        })
+        .await?;
         let arbiter = Arbiter::new().handle();
-        let broker = self.broker.clone();
+        let (broker, cap) = (self.broker.clone(), self.sync_cap);
+        let stamp = Stamp {
+            cluster: spec.cluster,
+            epoch: spec.epoch,
+        };
         let addr = match spec.role {
             Role::Master => {
                 WorkerAddr::Master(MasterWorker::start_in_arbiter(&arbiter, move |_| {
-                    MasterWorker::new(spec.id, store, broker, spec.epoch)
+                    MasterWorker::new(spec.id, store, broker, stamp)
                 }))
             }
             Role::Slave => WorkerAddr::Slave(SlaveWorker::start_in_arbiter(&arbiter, move |_| {
-                SlaveWorker::new(spec.id, store, broker)
+                SlaveWorker::new(spec.id, store, broker, cap)
             })),
         };
         let info = WorkerInfo {
@@ -132,6 +150,14 @@ impl WorkerRuntime for InProcessRuntime {
     async fn kill(&self, id: u64) -> Result<()> {
         let w = self.take(id)?;
         w.arbiter.stop();
+        // Gone once its actor is: nothing it does after this counts.
+        let gone = match &w.addr {
+            WorkerAddr::Master(a) => stopped(|| a.connected(), STOP_TIMEOUT).await,
+            WorkerAddr::Slave(a) => stopped(|| a.connected(), STOP_TIMEOUT).await,
+        };
+        if !gone {
+            tracing::warn!(worker = id, "still running after a kill");
+        }
         Ok(())
     }
 

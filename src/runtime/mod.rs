@@ -31,6 +31,9 @@ pub struct WorkerSpec {
     pub role: Role,
     /// The epoch a master writes under.
     pub epoch: u64,
+    /// The cluster it belongs to; its store must be of that cluster (or
+    /// new, and then joins it).
+    pub cluster: u64,
 }
 
 /// A running worker.

@@ -32,6 +32,7 @@ pub struct ProcessRuntime {
     exe: PathBuf,
     amqp_url: String,
     data_dir: PathBuf,
+    sync_cap: u32,
     http: reqwest::Client,
     workers: Mutex<BTreeMap<u64, Running>>,
 }
@@ -48,9 +49,16 @@ impl ProcessRuntime {
             exe: exe.to_owned(),
             amqp_url: amqp_url.to_owned(),
             data_dir: data_dir.to_owned(),
+            sync_cap: crate::actors::SYNC_QUEUE_CAP,
             http: reqwest::Client::new(),
             workers: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Caps each slave's sync queue at `messages`.
+    pub fn with_sync_cap(mut self, messages: u32) -> Self {
+        self.sync_cap = messages;
+        self
     }
 
     fn workers(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Running>> {
@@ -80,6 +88,8 @@ impl ProcessRuntime {
             .args(["--id", &spec.id.to_string()])
             .args(["--role", role])
             .args(["--epoch", &spec.epoch.to_string()])
+            .args(["--cluster", &format!("{:016x}", spec.cluster)])
+            .args(["--sync-queue-cap", &self.sync_cap.to_string()])
             .args(["--amqp", &self.amqp_url])
             .arg("--data-dir")
             .arg(&self.data_dir)

@@ -1,15 +1,16 @@
 //! The byte layout of the store: key prefixes, order-preserving key
 //! encoding, and the (bincode) encodings of values kept in the tree.
 
+use super::Recorded;
 use crate::error::{Error, Result};
-use crate::model::{Row, Value, WriteReply, WriteResult};
+use crate::model::{Lineage, Row, Value, WriteResult};
 
 /// Rows: `d` + table + 0x00 + encoded key. Table names are identifiers
 /// (never contain 0x00), so the 0x00 keeps `users` from prefixing `users2`.
 pub(super) const DATA: u8 = b'd';
 /// Meta entries: applied seq, epoch, auto-key counters.
 pub(super) const META: u8 = b'm';
-/// Request-id records: `r` + id (16 bytes BE) -> bincode(WriteReply).
+/// Request-id records: `r` + id (16 bytes BE) -> bincode((seq, answer)).
 pub(super) const REQUEST: u8 = b'r';
 /// Request-id index: `q` + seq (8 bytes BE) -> id, to forget old records.
 pub(super) const REQUEST_SEQ: u8 = b'q';
@@ -20,6 +21,8 @@ pub(super) const INDEX_DEFS: &[u8] = b"mi";
 
 pub(super) const APPLIED_SEQ: &[u8] = b"ms";
 pub(super) const EPOCH: &[u8] = b"me";
+pub(super) const LINEAGE: &[u8] = b"ml";
+pub(super) const CLUSTER: &[u8] = b"mk";
 /// `mc` + table -> the last auto key handed out (u64 BE).
 pub(super) const COUNTER: &[u8] = b"mc";
 
@@ -119,15 +122,25 @@ pub(super) fn decode_row(bytes: &[u8]) -> Result<Row> {
     decode_exact(bytes, "row")
 }
 
-/// The record of write `seq`: the bytes of `WriteReply { seq, result }`
-/// (bincode encodes a struct as its fields in order), without cloning the
-/// result into one.
-pub(super) fn encode_reply(seq: u64, result: &WriteResult) -> Result<Vec<u8>> {
-    Ok(bincode::encode_to_vec((seq, result), config())?)
+/// The record of answer `seq`, without cloning the result.
+pub(super) fn encode_record(
+    seq: u64,
+    answer: std::result::Result<&WriteResult, &Error>,
+) -> Result<Vec<u8>> {
+    Ok(bincode::encode_to_vec((seq, answer), config())?)
 }
 
-pub(super) fn decode_reply(bytes: &[u8]) -> Result<WriteReply> {
-    decode_exact(bytes, "request record")
+pub(super) fn decode_record(bytes: &[u8]) -> Result<Recorded> {
+    let (seq, answer) = decode_exact(bytes, "request record")?;
+    Ok(Recorded { seq, answer })
+}
+
+pub(super) fn encode_lineage(lineage: &Lineage) -> Result<Vec<u8>> {
+    Ok(bincode::encode_to_vec(lineage, config())?)
+}
+
+pub(super) fn decode_lineage(bytes: &[u8]) -> Result<Lineage> {
+    decode_exact(bytes, "lineage")
 }
 
 fn decode_exact<T: bincode::Decode<()>>(bytes: &[u8], what: &str) -> Result<T> {

@@ -10,8 +10,10 @@
 //! | `d` table 0x00 tag key               | bincode(`Row`), key column too |
 //! | `ms`                                 | applied seq (u64 BE)           |
 //! | `me`                                 | epoch (u64 BE)                 |
+//! | `ml`                                 | bincode(`Lineage`): epochs and their bases |
+//! | `mk`                                 | cluster id (u64 BE)            |
 //! | `mc` table                           | last auto key given (u64 BE)   |
-//! | `r` request id (u128 BE)             | bincode(`WriteReply`)          |
+//! | `r` request id (u128 BE)             | bincode((seq, answer))         |
 //! | `q` seq (u64 BE)                     | request id (u128 BE)           |
 //! | `x` table 0x00 index no. values row key | the row's tree key       |
 //! | `mi`                                 | the index definitions followed |
@@ -33,8 +35,12 @@
 //! * Seqs are gapless: `apply` refuses any seq but `applied_seq() + 1`.
 //! * Reads never see half a write: they share a gate that a batch takes
 //!   exclusively while sled applies it (sled iterators alone could).
-//! * The request ids of the last [`REMEMBERED_WRITES`] writes are kept,
-//!   so a redelivered write can be answered from [`Store::replay`].
+//! * The answers to the last [`REMEMBERED_WRITES`] requests are kept
+//!   against their request ids, refusals too (a refusal takes a seq that
+//!   writes nothing), so a redelivered request gets its first answer from
+//!   [`Store::answer`], whichever replica became master.
+//! * A store belongs to one cluster ([`Store::join_cluster`]) and follows
+//!   one [`Lineage`]; its epoch never goes down.
 
 mod cond;
 mod index;
@@ -49,9 +55,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
-use crate::model::{ReadOp, ReadResult, Schema, WriteOp, WriteReply, WriteResult};
+use crate::model::{Lineage, ReadOp, ReadResult, Schema, WriteOp, WriteReply, WriteResult};
 
-use keys::{decode_reply, decode_u128, decode_u64, request_key, request_seq_key};
+use keys::{decode_record, decode_u128, decode_u64, request_key, request_seq_key};
 use tx::Tx;
 
 /// How many of the latest writes have their request id remembered.
@@ -72,7 +78,9 @@ struct Inner {
     schema: Arc<Schema>,
     /// Caches of the meta entries, so that reading them costs no lookup.
     applied: AtomicU64,
-    epoch: AtomicU64,
+    /// The cluster this store belongs to (0: none yet).
+    cluster: AtomicU64,
+    lineage: RwLock<Lineage>,
     /// Serializes everything that writes, so that checking the seq and
     /// writing are one step, and a snapshot sees no write in flight.
     writer: Mutex<()>,
@@ -90,13 +98,33 @@ fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
 impl Store {
     /// Opens (or creates) the store in directory `path`.
     pub fn open(path: &std::path::Path, schema: Arc<Schema>) -> Result<Store> {
-        Self::from_db(
-            sled::Config::new()
+        Self::open_when_free(path, schema, std::time::Duration::ZERO)
+    }
+
+    /// Opens the store in `path`, waiting up to `within` while another
+    /// holder in this process still has it open (a worker just killed
+    /// in-process lets go of it once its last task has ended).
+    pub fn open_when_free(
+        path: &std::path::Path,
+        schema: Arc<Schema>,
+        within: std::time::Duration,
+    ) -> Result<Store> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let opened = sled::Config::new()
                 .path(path)
                 .cache_capacity(CACHE_BYTES)
-                .open()?,
-            schema,
-        )
+                .open();
+            match opened {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return Self::from_db(other?, schema),
+            }
+        }
     }
 
     /// A store that lives in a temporary directory, removed on drop.
@@ -107,13 +135,15 @@ impl Store {
     fn from_db(db: sled::Db, schema: Arc<Schema>) -> Result<Store> {
         index::ensure(&db, &schema)?;
         let applied = read_meta(&db, keys::APPLIED_SEQ)?;
-        let epoch = read_meta(&db, keys::EPOCH)?;
+        let cluster = read_meta(&db, keys::CLUSTER)?;
+        let lineage = read_lineage(&db)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 schema,
                 applied: AtomicU64::new(applied),
-                epoch: AtomicU64::new(epoch),
+                cluster: AtomicU64::new(cluster),
+                lineage: RwLock::new(lineage),
                 writer: Mutex::new(()),
                 gate: RwLock::new(()),
             }),
@@ -129,25 +159,80 @@ impl Store {
         self.inner.applied.load(Ordering::Acquire)
     }
 
-    /// The epoch last set (0 for a new store).
+    /// The newest epoch this store follows (0 for a new store).
     pub fn epoch(&self) -> u64 {
-        self.inner.epoch.load(Ordering::Acquire)
+        self.lineage_ref().epoch()
     }
 
-    /// Records `epoch` durably (flushed): a master must not forget after a
-    /// crash that it was promoted.
-    pub fn set_epoch(&self, epoch: u64) -> Result<()> {
-        let _w = lock(&self.inner.writer);
+    /// The history of masters this store's writes come from.
+    pub fn lineage(&self) -> Lineage {
+        self.lineage_ref().clone()
+    }
+
+    fn lineage_ref(&self) -> RwLockReadGuard<'_, Lineage> {
         self.inner
-            .db
-            .insert(keys::EPOCH, epoch.to_be_bytes().to_vec())?;
+            .lineage
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cluster this store belongs to, once it has joined one.
+    pub fn cluster(&self) -> Option<u64> {
+        Some(self.inner.cluster.load(Ordering::Acquire)).filter(|&c| c != 0)
+    }
+
+    /// Makes this store a member of `cluster` (durably), or refuses if it
+    /// belongs to another: a worker must never mix two clusters' data.
+    pub fn join_cluster(&self, cluster: u64) -> Result<()> {
+        let _w = lock(&self.inner.writer);
+        match self.cluster() {
+            Some(c) if c == cluster => Ok(()),
+            Some(c) => Err(Error::Storage(format!(
+                "this store belongs to cluster {c:016x}, not {cluster:016x}"
+            ))),
+            None if cluster == 0 => Err(Error::bad("cluster id 0 is reserved")),
+            None => {
+                self.inner
+                    .db
+                    .insert(keys::CLUSTER, cluster.to_be_bytes().to_vec())?;
+                self.inner.db.flush()?;
+                self.inner.cluster.store(cluster, Ordering::Release);
+                Ok(())
+            }
+        }
+    }
+
+    /// Begins `epoch` as master after the writes applied so far, durably
+    /// (flushed): a master must not forget after a crash that it was
+    /// promoted. Beginning the current epoch again keeps its base; an
+    /// older epoch is refused (a store's epoch never goes down).
+    pub fn begin_epoch(&self, epoch: u64) -> Result<()> {
+        let _w = lock(&self.inner.writer);
+        let mut lineage = self.lineage();
+        if !lineage.begin(epoch, self.applied_seq()) {
+            return Err(Error::Fenced {
+                got: epoch,
+                current: lineage.epoch(),
+            });
+        }
+        let mut batch = sled::Batch::default();
+        put_lineage(&mut batch, &lineage)?;
+        self.inner.db.apply_batch(batch)?;
         self.inner.db.flush()?;
-        self.inner.epoch.store(epoch, Ordering::Release);
+        self.set_lineage_cache(lineage);
         Ok(())
     }
 
+    fn set_lineage_cache(&self, lineage: Lineage) {
+        *self
+            .inner
+            .lineage
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = lineage;
+    }
+
     /// Applies write `op` as sequence number `seq` atomically (one sled
-    /// batch: the effect, the new applied seq, and the request-id record).
+    /// batch: the effect, the new applied seq, and the request's answer).
     /// `seq` must be `applied_seq() + 1`. If the op fails, nothing at all is
     /// written and the applied seq is unchanged.
     pub fn apply(&self, seq: u64, request_id: u128, op: &WriteOp) -> Result<WriteResult> {
@@ -168,17 +253,24 @@ impl Store {
             _writer: guard,
             tx: Tx::new(&self.inner.db),
             next: self.applied_seq().saturating_add(1),
+            lineage: None,
         }
+    }
+
+    /// The answer logged for this request id (among the last
+    /// [`REMEMBERED_WRITES`] requests), refusals included.
+    pub fn answer(&self, request_id: u128) -> Option<Recorded> {
+        let found = self.inner.db.get(request_key(request_id));
+        recorded(
+            found.map(|v| v.map(|v| v.to_vec())).map_err(Error::from),
+            request_id,
+        )
     }
 
     /// If a write with this request id was applied (among the last
     /// [`REMEMBERED_WRITES`]), its seq and result.
     pub fn replay(&self, request_id: u128) -> Option<WriteReply> {
-        let found = self.inner.db.get(request_key(request_id));
-        replayed(
-            found.map(|v| v.map(|v| v.to_vec())).map_err(Error::from),
-            request_id,
-        )
+        self.answer(request_id)?.into_reply().ok()
     }
 
     pub fn read(&self, op: &ReadOp) -> Result<ReadResult> {
@@ -219,6 +311,22 @@ impl Store {
     }
 }
 
+/// An answer as the store logged it: the seq it took and what the master
+/// answered (a refusal writes nothing but still takes its seq).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded {
+    pub seq: u64,
+    pub answer: Result<WriteResult>,
+}
+
+impl Recorded {
+    /// The answer as a write reply, or the refusal.
+    pub fn into_reply(self) -> Result<WriteReply> {
+        let seq = self.seq;
+        self.answer.map(|result| WriteReply { seq, result })
+    }
+}
+
 /// Writes applied together, in sequence order, and committed as one sled
 /// batch ([`Store::group`]). Dropping it uncommitted writes nothing.
 pub struct WriteGroup<'s> {
@@ -227,6 +335,8 @@ pub struct WriteGroup<'s> {
     tx: Tx<'s>,
     /// The seq the next write must have.
     next: u64,
+    /// A lineage learned meanwhile, written with the group.
+    lineage: Option<Lineage>,
 }
 
 impl WriteGroup<'_> {
@@ -252,18 +362,10 @@ impl WriteGroup<'_> {
     /// top of the group's earlier writes. If it fails, the group is as it
     /// was before, and `seq` is still the next.
     pub fn apply(&mut self, seq: u64, request_id: u128, op: &WriteOp) -> Result<WriteResult> {
-        if seq != self.next {
-            return Err(Error::Storage(format!(
-                "write seq {seq} out of order: {} is next",
-                self.next
-            )));
-        }
-        let after = seq
-            .checked_add(1)
-            .ok_or_else(|| Error::Storage("sequence numbers exhausted".into()))?;
+        let after = self.check_seq(seq)?;
         self.tx.begin();
         let result = write::apply_op(&mut self.tx, &self.store.inner.schema, op)
-            .and_then(|result| record(&mut self.tx, seq, request_id, &result).map(|()| result));
+            .and_then(|result| record(&mut self.tx, seq, request_id, Ok(&result)).map(|()| result));
         match result {
             Ok(result) => {
                 self.tx.commit();
@@ -277,21 +379,60 @@ impl WriteGroup<'_> {
         }
     }
 
+    /// Logs `refusal` as the answer to `request_id` under `seq` (which must
+    /// be [`WriteGroup::next_seq`]): nothing else is written, but the seq
+    /// is taken, so the refusal replicates like a write.
+    pub fn refuse(&mut self, seq: u64, request_id: u128, refusal: &Error) -> Result<()> {
+        let after = self.check_seq(seq)?;
+        record(&mut self.tx, seq, request_id, Err(refusal))?;
+        self.next = after;
+        Ok(())
+    }
+
+    /// The seq after `seq`, if `seq` is the next.
+    fn check_seq(&self, seq: u64) -> Result<u64> {
+        if seq != self.next {
+            return Err(Error::Storage(format!(
+                "write seq {seq} out of order: {} is next",
+                self.next
+            )));
+        }
+        seq.checked_add(1)
+            .ok_or_else(|| Error::Storage("sequence numbers exhausted".into()))
+    }
+
+    /// Like [`Store::answer`], seeing the group's own writes too.
+    pub fn answer(&self, request_id: u128) -> Option<Recorded> {
+        recorded(self.tx.get(&request_key(request_id)), request_id)
+    }
+
     /// Like [`Store::replay`], seeing the group's own writes too.
     pub fn replay(&self, request_id: u128) -> Option<WriteReply> {
-        replayed(self.tx.get(&request_key(request_id)), request_id)
+        self.answer(request_id)?.into_reply().ok()
+    }
+
+    /// Records `lineage` (a replica learned an epoch) with the group.
+    pub fn set_lineage(&mut self, lineage: Lineage) {
+        self.lineage = Some(lineage);
     }
 
     /// Writes the group to sled as one batch; returns the applied seq.
     pub fn commit(self) -> Result<u64> {
         let last = self.next.saturating_sub(1);
-        if last > self.store.applied_seq() {
+        let lineage = self.lineage.filter(|l| *l != *self.store.lineage_ref());
+        if last > self.store.applied_seq() || lineage.is_some() {
             let mut tx = self.tx;
             tx.put(keys::APPLIED_SEQ.to_vec(), last.to_be_bytes().to_vec());
-            let batch = tx.into_batch();
+            let mut batch = tx.into_batch();
+            if let Some(l) = &lineage {
+                put_lineage(&mut batch, l)?;
+            }
             let _g = self.store.write_gate();
             self.store.inner.db.apply_batch(batch)?;
             self.store.inner.applied.store(last, Ordering::Release);
+            if let Some(l) = lineage {
+                self.store.set_lineage_cache(l);
+            }
         }
         Ok(self.store.applied_seq())
     }
@@ -306,12 +447,12 @@ impl fmt::Debug for Store {
     }
 }
 
-/// The reply recorded for `request_id`, from what looking it up gave.
+/// The answer recorded for `request_id`, from what looking it up gave.
 /// An unreadable record is logged and treated as absent: the caller then
 /// applies the write again, which beats refusing it forever.
-fn replayed(found: Result<Option<Vec<u8>>>, request_id: u128) -> Option<WriteReply> {
+fn recorded(found: Result<Option<Vec<u8>>>, request_id: u128) -> Option<Recorded> {
     let reply = found.and_then(|bytes| match bytes {
-        Some(bytes) => decode_reply(&bytes).map(Some),
+        Some(bytes) => decode_record(&bytes).map(Some),
         None => Ok(None),
     });
     reply.unwrap_or_else(|e| {
@@ -327,12 +468,38 @@ fn read_meta(db: &sled::Db, key: &[u8]) -> Result<u64> {
     }
 }
 
-/// Adds the bookkeeping of write `seq` to its batch: the request-id record
-/// and its index entry, and forgets the record of the write
+/// The lineage on disk; a store of an older version has only its epoch,
+/// which began (as far as it knows) at seq 0.
+fn read_lineage(db: &sled::Db) -> Result<Lineage> {
+    if let Some(bytes) = db.get(keys::LINEAGE)? {
+        return keys::decode_lineage(&bytes);
+    }
+    let mut lineage = Lineage::default();
+    let epoch = read_meta(db, keys::EPOCH)?;
+    if epoch > 0 {
+        lineage.begin(epoch, 0);
+    }
+    Ok(lineage)
+}
+
+/// Puts the lineage, and its newest epoch, into a batch.
+fn put_lineage(batch: &mut sled::Batch, lineage: &Lineage) -> Result<()> {
+    batch.insert(keys::LINEAGE, keys::encode_lineage(lineage)?);
+    batch.insert(keys::EPOCH, lineage.epoch().to_be_bytes().to_vec());
+    Ok(())
+}
+
+/// Adds the bookkeeping of answer `seq` to its batch: the request-id
+/// record and its index entry, and forgets the record of the answer
 /// [`REMEMBERED_WRITES`] seqs ago so the records stay bounded. (The group
 /// records the applied seq once, when it commits.)
-fn record(tx: &mut Tx, seq: u64, request_id: u128, result: &WriteResult) -> Result<()> {
-    tx.put(request_key(request_id), keys::encode_reply(seq, result)?);
+fn record(
+    tx: &mut Tx,
+    seq: u64,
+    request_id: u128,
+    answer: std::result::Result<&WriteResult, &Error>,
+) -> Result<()> {
+    tx.put(request_key(request_id), keys::encode_record(seq, answer)?);
     tx.put(request_seq_key(seq), request_id.to_be_bytes().to_vec());
     match seq.checked_sub(REMEMBERED_WRITES) {
         Some(old) if old > 0 => forget(tx, old),
@@ -349,8 +516,8 @@ fn forget(tx: &mut Tx, old_seq: u64) -> Result<()> {
     let record_key = request_key(decode_u128(&id)?);
     // The same id may have been applied again since; keep that record.
     if let Some(bytes) = tx.get(&record_key)? {
-        match decode_reply(&bytes) {
-            Ok(reply) if reply.seq != old_seq => {}
+        match decode_record(&bytes) {
+            Ok(rec) if rec.seq != old_seq => {}
             _ => tx.remove(record_key),
         }
     }

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::model::wire::Snapshot;
+use crate::model::Lineage;
 
 use super::keys::{self, decode_u64};
 use super::tx::Tx;
@@ -30,10 +31,18 @@ impl Store {
 
     /// Replaces the whole content with the snapshot's, and this store's
     /// indexes of its rows, in one batch, then flushes. The snapshot's
-    /// epoch entry comes along with the rest.
+    /// lineage comes along with the rest; a snapshot of another cluster is
+    /// refused.
     pub fn install(&self, snap: &Snapshot) -> Result<()> {
         let _w = lock(&self.inner.writer);
-        let epoch = check(snap)?;
+        let meta = check(snap)?;
+        if let (Some(mine), Some(theirs)) = (self.cluster(), meta.cluster) {
+            if mine != theirs {
+                return Err(Error::Storage(format!(
+                    "a snapshot of cluster {theirs:016x} offered to cluster {mine:016x}"
+                )));
+            }
+        }
         let mut tx = Tx::new(&self.inner.db);
         for key in self.inner.db.iter().keys() {
             tx.remove(key?.to_vec());
@@ -42,12 +51,18 @@ impl Store {
             tx.put(k.clone(), v.clone());
         }
         tx.put(keys::APPLIED_SEQ.to_vec(), snap.seq.to_be_bytes().to_vec());
+        if let Some(cluster) = self.cluster() {
+            tx.put(keys::CLUSTER.to_vec(), cluster.to_be_bytes().to_vec());
+        }
         index::rebuild(&mut tx, self.schema())?;
         {
             let _g = self.write_gate();
             self.inner.db.apply_batch(tx.into_batch())?;
             self.inner.applied.store(snap.seq, Ordering::Release);
-            self.inner.epoch.store(epoch, Ordering::Release);
+            if let Some(cluster) = meta.cluster {
+                self.inner.cluster.store(cluster, Ordering::Release);
+            }
+            self.set_lineage_cache(meta.lineage);
         }
         self.inner.db.flush()?;
         Ok(())
@@ -70,9 +85,19 @@ impl Store {
     }
 }
 
+/// What a snapshot says of its store.
+struct Meta {
+    cluster: Option<u64>,
+    lineage: Lineage,
+}
+
 /// Refuses snapshots the store could not have produced, and returns the
-/// epoch the snapshot carries.
-fn check(snap: &Snapshot) -> Result<u64> {
+/// cluster and lineage the snapshot carries.
+fn check(snap: &Snapshot) -> Result<Meta> {
+    let mut meta = Meta {
+        cluster: None,
+        lineage: Lineage::default(),
+    };
     let mut epoch = 0;
     for (k, v) in &snap.entries {
         if !keys::is_known(k) {
@@ -84,6 +109,12 @@ fn check(snap: &Snapshot) -> Result<u64> {
         if k == keys::EPOCH {
             epoch = decode_u64(v)?;
         }
+        if k == keys::LINEAGE {
+            meta.lineage = keys::decode_lineage(v)?;
+        }
+        if k == keys::CLUSTER {
+            meta.cluster = Some(decode_u64(v)?);
+        }
         if k == keys::APPLIED_SEQ && decode_u64(v)? != snap.seq {
             return Err(Error::Storage(format!(
                 "snapshot of seq {} holds applied seq {}",
@@ -92,7 +123,11 @@ fn check(snap: &Snapshot) -> Result<u64> {
             )));
         }
     }
-    Ok(epoch)
+    // A snapshot of an older version carries only its epoch.
+    if meta.lineage.epoch() == 0 && epoch > 0 {
+        meta.lineage.begin(epoch, 0);
+    }
+    Ok(meta)
 }
 
 /// 64-bit FNV-1a: a hash fixed by its definition (unlike std's hasher),

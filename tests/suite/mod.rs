@@ -71,21 +71,58 @@ pub async fn amqp_broker() -> Option<Arc<dyn Broker>> {
 /// virtual host; with that host's name.
 pub async fn process_cluster(dir: &Path, slaves: usize) -> Option<(Cluster, String)> {
     let (vhost, url) = fresh_vhost(&amqp_url()?);
+    let cluster = process_cluster_at(dir, slaves, &url, None).await;
+    Some((cluster, vhost))
+}
+
+/// A cluster of `dbaas worker` processes on the broker at `url` (a virtual
+/// host an earlier cluster may have used), each slave's sync queue capped
+/// at `sync_cap` messages if given.
+pub async fn process_cluster_at(
+    dir: &Path,
+    slaves: usize,
+    url: &str,
+    sync_cap: Option<u32>,
+) -> Cluster {
     let broker: Arc<dyn Broker> = Arc::new(
-        AmqpBroker::connect(&url)
+        AmqpBroker::connect(url)
             .await
             .expect("RabbitMQ is reachable"),
     );
     let workers = dbaas::system::workers_dir(dir).unwrap();
-    let rt = Arc::new(ProcessRuntime::new(
-        Path::new(env!("CARGO_BIN_EXE_dbaas")),
-        &url,
-        &workers,
-    ));
-    let cluster = Cluster::start_with(dir, slaves, broker, rt)
+    let mut rt = ProcessRuntime::new(Path::new(env!("CARGO_BIN_EXE_dbaas")), url, &workers);
+    if let Some(cap) = sync_cap {
+        rt = rt.with_sync_cap(cap);
+    }
+    Cluster::start_with(dir, slaves, broker, Arc::new(rt))
         .await
-        .expect("cluster starts");
-    Some((cluster, vhost))
+        .expect("cluster starts")
+}
+
+/// Messages in each queue of a virtual host, by name.
+pub fn queue_depths(vhost: &str) -> std::collections::BTreeMap<String, u64> {
+    rabbitmqctl(&[
+        "list_queues",
+        "-p",
+        vhost,
+        "--no-table-headers",
+        "-q",
+        "name",
+        "messages",
+    ])
+    .lines()
+    .filter_map(|l| {
+        let mut f = l.split_whitespace();
+        Some((f.next()?.to_owned(), f.next()?.parse().ok()?))
+    })
+    .collect()
+}
+
+/// Sends `signal` to process `pid` (SIGSTOP pauses it, SIGCONT resumes).
+pub fn signal(pid: u64, signal: i32) {
+    // SAFETY: kill(2) has no memory effects; a stale pid at worst fails.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
 }
 
 /// Polls until `f` holds or the deadline passes.
