@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -44,6 +45,19 @@ pub struct UpArgs {
     /// (the oldest go first; the slave then catches up by snapshot).
     #[arg(long, env = "DBAAS_SYNC_QUEUE_CAP")]
     pub sync_queue_cap: Option<u32>,
+    /// ZooKeeper (`host:port[,host:port...]`) to coordinate worker
+    /// processes with; needed with `--amqp`.
+    #[arg(long, env = "DBAAS_ZK")]
+    pub zk: Option<String>,
+    /// The cluster's root path in ZooKeeper (several clusters can share one).
+    #[arg(long, env = "DBAAS_ZK_ROOT")]
+    pub zk_root: Option<String>,
+    /// ZooKeeper session timeout in milliseconds: a worker nobody sees die
+    /// (hung, paused, cut off) is replaced about this long after it stopped
+    /// answering. Shorter fails over sooner, but a worker stalled that long
+    /// (a long GC-like pause, an overloaded machine) is failed over too.
+    #[arg(long, env = "DBAAS_SESSION_TIMEOUT_MS")]
+    pub session_timeout_ms: Option<u64>,
 }
 
 /// The same settings, as a file holds them.
@@ -59,6 +73,9 @@ struct FileConfig {
     body_limit: Option<usize>,
     amqp: Option<String>,
     sync_queue_cap: Option<u32>,
+    zk: Option<String>,
+    zk_root: Option<String>,
+    session_timeout_ms: Option<u64>,
 }
 
 /// The settings of `dbaas up`, resolved.
@@ -73,6 +90,25 @@ pub struct UpConfig {
     pub body_limit: usize,
     pub amqp: Option<String>,
     pub sync_queue_cap: u32,
+    pub zk: Option<String>,
+    pub zk_root: String,
+    pub session_timeout: Duration,
+}
+
+/// The default root of a cluster's nodes in ZooKeeper.
+pub const ZK_ROOT: &str = "/dbaas/default";
+/// The default ZooKeeper session timeout (see `--session-timeout-ms`).
+pub const SESSION_TIMEOUT: Duration = Duration::from_millis(600);
+
+impl UpConfig {
+    /// Where worker processes find ZooKeeper, if it is configured.
+    pub fn zk_target(&self) -> Option<crate::runtime::CoordTarget> {
+        self.zk.as_ref().map(|hosts| crate::runtime::CoordTarget {
+            hosts: hosts.clone(),
+            root: self.zk_root.clone(),
+            session_timeout: self.session_timeout,
+        })
+    }
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -118,6 +154,16 @@ impl UpArgs {
                 .sync_queue_cap
                 .or(file.sync_queue_cap)
                 .unwrap_or(crate::actors::SYNC_QUEUE_CAP),
+            zk: self.zk.clone().or(file.zk),
+            zk_root: self
+                .zk_root
+                .clone()
+                .or(file.zk_root)
+                .unwrap_or_else(|| ZK_ROOT.to_owned()),
+            session_timeout: self
+                .session_timeout_ms
+                .or(file.session_timeout_ms)
+                .map_or(SESSION_TIMEOUT, Duration::from_millis),
         };
         if cfg.slaves == 0 {
             return Err(Error::bad("at least one slave is needed to serve reads"));
@@ -125,7 +171,27 @@ impl UpArgs {
         if cfg.sync_queue_cap == 0 {
             return Err(Error::bad("a sync queue must hold at least one message"));
         }
+        check_root(&cfg.zk_root)?;
         Ok(cfg)
+    }
+}
+
+/// A ZooKeeper root: an absolute path of plain names.
+pub fn check_root(root: &str) -> Result<()> {
+    let parts: Vec<&str> = root.split('/').collect();
+    let ok = root.starts_with('/')
+        && parts.len() > 1
+        && parts[1..].iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad(format!(
+            "ZooKeeper root {root:?}: an absolute path like /dbaas/main"
+        )))
     }
 }
 

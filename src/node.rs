@@ -8,22 +8,44 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use actix::prelude::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use serde::Deserialize;
 
+use crate::actors::blocking;
+use crate::actors::messages::{GetStatus, Shutdown};
+use crate::actors::worker::{Worker, WorkerConfig};
 use crate::broker::amqp::AmqpBroker;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::http::common::{self, DEFAULT_BODY_LIMIT};
 use crate::http::{self, orchestrator::OrchestratorState};
 use crate::model::Schema;
-use crate::runtime::{InProcessRuntime, Role, WorkerRuntime, WorkerSpec};
-use crate::system::{backends, bind, url, Cluster};
+use crate::runtime::CoordTarget;
+use crate::store::Store;
+use crate::system::{backends, bind, url, Cluster, Coordination};
 
-/// The role a worker starts in.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum RoleArg {
-    Master,
-    Slave,
+/// Where a worker or the orchestrator finds ZooKeeper.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ZkArgs {
+    /// ZooKeeper, `host:port[,host:port...]`.
+    #[arg(long, env = "DBAAS_ZK")]
+    pub zk: String,
+    /// The cluster's root path there.
+    #[arg(long, env = "DBAAS_ZK_ROOT", default_value = crate::config::ZK_ROOT)]
+    pub zk_root: String,
+    /// The session timeout in milliseconds (see `dbaas up --help`).
+    #[arg(long, env = "DBAAS_SESSION_TIMEOUT_MS", default_value_t = 600)]
+    pub session_timeout_ms: u64,
+}
+
+impl ZkArgs {
+    fn target(&self) -> Result<CoordTarget> {
+        crate::config::check_root(&self.zk_root)?;
+        Ok(CoordTarget {
+            hosts: self.zk.clone(),
+            root: self.zk_root.clone(),
+            session_timeout: std::time::Duration::from_millis(self.session_timeout_ms),
+        })
+    }
 }
 
 /// Flags of `dbaas worker`.
@@ -32,12 +54,6 @@ pub struct WorkerArgs {
     /// The worker's numeric id (its database is `<data-dir>/worker-<id>`).
     #[arg(long, env = "DBAAS_WORKER_ID")]
     pub id: u64,
-    /// The role it starts in; a slave may be promoted later in place.
-    #[arg(long, value_enum, env = "DBAAS_WORKER_ROLE")]
-    pub role: RoleArg,
-    /// The epoch a master writes under.
-    #[arg(long, default_value_t = 1, env = "DBAAS_EPOCH")]
-    pub epoch: u64,
     /// The cluster it belongs to (16 hex digits); its store must be of
     /// that cluster, or new.
     #[arg(long, env = "DBAAS_CLUSTER_ID", value_parser = parse_cluster)]
@@ -48,9 +64,11 @@ pub struct WorkerArgs {
     /// The RabbitMQ to use.
     #[arg(long, env = "DBAAS_AMQP_URL")]
     pub amqp: String,
+    #[command(flatten)]
+    pub zk: ZkArgs,
     #[arg(long, env = "DBAAS_DATA_DIR", default_value = "data/workers")]
     pub data_dir: PathBuf,
-    /// Where the control listener (status, promote) listens.
+    /// Where the control listener (status) listens.
     #[arg(long, env = "DBAAS_CONTROL_ADDR", default_value = "127.0.0.1:0")]
     pub control_addr: SocketAddr,
 }
@@ -67,6 +85,8 @@ pub struct OrchestratorArgs {
     /// The RabbitMQ to use.
     #[arg(long, env = "DBAAS_AMQP_URL")]
     pub amqp: String,
+    #[command(flatten)]
+    pub zk: ZkArgs,
     /// Where the workers (child processes) keep their databases.
     #[arg(long, env = "DBAAS_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -126,47 +146,43 @@ async fn serve(server: actix_web::dev::Server, shutdown: impl Future<Output = ()
     handle.stop(true).await;
 }
 
-type WorkerState = web::Data<(Arc<InProcessRuntime>, u64)>;
-
-#[derive(Deserialize)]
-struct PromoteParams {
-    epoch: u64,
-}
+type WorkerState = web::Data<Addr<Worker>>;
 
 async fn worker_status(state: WorkerState) -> HttpResponse {
-    common::reply(state.0.status(state.1).await)
+    let status = state.send(GetStatus).await;
+    common::reply(status.map_err(|e| Error::Unavailable(e.to_string())))
 }
 
-async fn worker_promote(state: WorkerState, q: web::Query<PromoteParams>) -> HttpResponse {
-    let promoted = state.0.promote(state.1, q.epoch).await;
-    common::reply(promoted.map(|()| serde_json::json!({})))
-}
-
-/// `dbaas worker`: one master or slave over RabbitMQ.
+/// `dbaas worker`: one worker over RabbitMQ, coordinated by ZooKeeper; it
+/// starts as a slave and leads when elected.
 pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
     let broker = Arc::new(AmqpBroker::new(&args.amqp));
     let schema = Arc::new(Schema::rideshare());
-    let rt = InProcessRuntime::new(broker, schema, &args.data_dir);
-    let rt = Arc::new(rt.with_sync_cap(args.sync_queue_cap));
-    let role = match args.role {
-        RoleArg::Master => Role::Master,
-        RoleArg::Slave => Role::Slave,
-    };
-    let spec = WorkerSpec {
+    let dir = crate::runtime::worker_dir(&args.data_dir, args.id);
+    let cluster = args.cluster;
+    let store = blocking(move || {
+        let store = Store::open(&dir, schema)?;
+        store.join_cluster(cluster)?;
+        Ok(store)
+    })
+    .await?;
+    let target = args.zk.target()?;
+    let cfg = WorkerConfig {
         id: args.id,
-        role,
-        epoch: args.epoch,
-        cluster: args.cluster,
+        pid: u64::from(std::process::id()),
+        cluster,
+        sync_cap: args.sync_queue_cap,
+        session_timeout: target.session_timeout,
     };
-    rt.start(spec).await?;
+    let connect = Coordination::ZooKeeper(target).connector();
+    let worker = Worker::new(cfg, store, broker, connect).start();
     let listener = bind(args.control_addr)?;
     let control = url(&listener)?;
-    let state: WorkerState = web::Data::new((rt.clone(), args.id));
+    let state: WorkerState = web::Data::new(worker.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .route("/status", web::get().to(worker_status))
-            .route("/promote", web::post().to(worker_promote))
             .route("/healthz", web::get().to(common::healthz))
     })
     .workers(1)
@@ -175,23 +191,28 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) ->
     .run();
     println!("listening: control {control}");
     serve(server, shutdown).await;
-    rt.stop(args.id).await
+    let _ = worker.send(Shutdown).await;
+    Ok(())
 }
 
 /// `dbaas orchestrator`: the DB API over RabbitMQ, with its workers as
-/// child processes.
+/// child processes coordinated by ZooKeeper.
 pub async fn run_orchestrator(
     args: OrchestratorArgs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let listener = bind(args.addr)?;
-    let (broker, runtime) = backends(Some(&args.amqp), &args.data_dir, args.sync_queue_cap).await?;
-    let cluster = Cluster::start_with(&args.data_dir, args.slaves, broker, runtime).await?;
-    let state = OrchestratorState {
-        handle: cluster.orchestrator.clone(),
-        schema: cluster.schema.clone(),
-        runtime: cluster.runtime.clone(),
-    };
+    let target = args.zk.target()?;
+    let (broker, runtime, coordination) = backends(
+        Some(&args.amqp),
+        Some(&target),
+        &args.data_dir,
+        args.sync_queue_cap,
+    )
+    .await?;
+    let cluster =
+        Cluster::start_with(&args.data_dir, args.slaves, broker, runtime, coordination).await?;
+    let state = OrchestratorState::of(&cluster);
     println!("listening: orchestrator {}", url(&listener)?);
     let server = http::orchestrator::server(listener, state, args.body_limit, 2)?;
     serve(server, shutdown).await;

@@ -3,185 +3,242 @@
 
 use std::future::Future;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actors::election::{choose_master, Candidate};
-use crate::actors::{blocking, Orchestrator, OrchestratorHandle};
+use crate::actors::watcher::{ElectionWatcher, GetCluster, StopWatching};
+use crate::actors::worker::Connector;
+use crate::actors::{Orchestrator, OrchestratorHandle};
 use crate::broker::amqp::AmqpBroker;
 use crate::broker::inproc::InProcBroker;
 use crate::broker::Broker;
 use crate::config::UpConfig;
+use crate::coord::election::{CLUSTER, MASTER};
+use crate::coord::inproc::InProcServer;
+use crate::coord::zk::ZkCoordinator;
+use crate::coord::{CoordError, Coordinator, NodeKind};
 use crate::error::{Error, Result};
 use crate::http::{self, orchestrator::OrchestratorState};
 use crate::model::Schema;
-use crate::runtime::{self, InProcessRuntime, ProcessRuntime, Role, WorkerRuntime, WorkerSpec};
-use crate::store::Store;
+use crate::runtime::{
+    self, CoordTarget, InProcessRuntime, ProcessRuntime, WorkerRuntime, WorkerSpec,
+};
 
 /// How long starting workers may take before `up` gives up.
 const START_DEADLINE: Duration = Duration::from_secs(60);
+/// The session timeout of the in-process coordinator (its sessions end
+/// only when closed or expired on purpose; the lease is a part of this).
+pub const EMBEDDED_SESSION: Duration = Duration::from_secs(2);
+/// The file in the data directory that holds the cluster's identity.
+const IDENTITY_FILE: &str = "cluster-id";
 
-/// A running cluster: workers and the orchestrator over one broker.
+/// Where the coordinator is: in this process, or ZooKeeper.
+#[derive(Clone)]
+pub enum Coordination {
+    Embedded(InProcServer),
+    ZooKeeper(CoordTarget),
+}
+
+impl Coordination {
+    /// A fresh in-process coordinator.
+    pub fn embedded() -> Self {
+        Coordination::Embedded(InProcServer::new())
+    }
+
+    /// Opens sessions on this coordinator.
+    pub fn connector(&self) -> Connector {
+        match self.clone() {
+            Coordination::Embedded(server) => Arc::new(move || {
+                let session = server.connect("/dbaas");
+                Box::pin(async move { session.map(|s| Arc::new(s) as Arc<dyn Coordinator>) })
+            }),
+            Coordination::ZooKeeper(t) => Arc::new(move || {
+                let t = t.clone();
+                Box::pin(async move {
+                    let zk = ZkCoordinator::connect(&t.hosts, &t.root, t.session_timeout).await?;
+                    Ok(Arc::new(zk) as Arc<dyn Coordinator>)
+                })
+            }),
+        }
+    }
+
+    pub fn session_timeout(&self) -> Duration {
+        match self {
+            Coordination::Embedded(_) => EMBEDDED_SESSION,
+            Coordination::ZooKeeper(t) => t.session_timeout,
+        }
+    }
+}
+
+/// A running cluster: workers, the orchestrator and the election watcher
+/// over one broker and one coordinator.
 pub struct Cluster {
     pub broker: Arc<dyn Broker>,
     pub runtime: Arc<dyn WorkerRuntime>,
     pub orchestrator: OrchestratorHandle,
+    pub watcher: Addr<ElectionWatcher>,
+    pub coordination: Coordination,
     pub schema: Arc<Schema>,
     /// The cluster's identity: made with its first data directory, kept in
-    /// every worker's store, carried by every message.
+    /// its file there, in the coordinator and in every worker's store,
+    /// carried by every message.
     pub cluster: u64,
-    pub epoch: u64,
 }
 
-/// A worker found on disk from an earlier run.
-struct Found {
-    id: u64,
-    applied_seq: u64,
-    epoch: u64,
-    cluster: Option<u64>,
-}
-
-/// The workers an earlier run left under `dir`.
-async fn discover(dir: &Path, schema: &Arc<Schema>) -> Result<Vec<Found>> {
-    let mut found = Vec::new();
-    let entries = std::fs::read_dir(dir)?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(id) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("worker-"))
-            .and_then(|n| n.parse().ok())
-        else {
-            continue;
-        };
-        let (path, schema) = (entry.path(), schema.clone());
-        let (applied_seq, epoch, cluster) = blocking(move || {
-            let store = Store::open(&path, schema)?;
-            Ok((store.applied_seq(), store.epoch(), store.cluster()))
-        })
-        .await?;
-        found.push(Found {
-            id,
-            applied_seq,
-            epoch,
-            cluster,
-        });
-    }
-    Ok(found)
-}
-
-/// The cluster the workers found belong to, or a new one for a new data
-/// directory (or stores older than cluster identities). Stores of two
-/// clusters in one directory are refused: one would overwrite the other.
-fn cluster_id(found: &[Found]) -> Result<u64> {
-    let mut ids: Vec<u64> = found.iter().filter_map(|f| f.cluster).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    match ids[..] {
-        [] => Ok(fastrand::u64(1..)),
-        [id] => Ok(id),
-        _ => Err(Error::Storage(format!(
-            "the data directory holds workers of {} clusters",
-            ids.len()
-        ))),
-    }
-}
-
-/// Which workers to start: the most advanced one found leads.
-fn plan(found: &[Found], slaves: usize, cluster: u64) -> (Vec<WorkerSpec>, u64) {
-    let epoch = found.iter().map(|f| f.epoch).max().unwrap_or(0) + 1;
-    let candidates: Vec<Candidate> = found
-        .iter()
-        .map(|f| Candidate {
-            id: f.id,
-            pid: f.id,
-            applied_seq: f.applied_seq,
+/// The ids of the workers an earlier run left under `dir` (their
+/// directories' names: their stores are the workers' own business).
+fn worker_ids(dir: &Path) -> Result<Vec<u64>> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("worker-"))
+                .and_then(|n| n.parse().ok())
         })
         .collect();
-    let master = choose_master(&candidates).map_or(1, |c| c.id);
-    let mut specs = vec![WorkerSpec {
-        id: master,
-        role: Role::Master,
-        epoch,
-        cluster,
-    }];
-    let mut ids: Vec<u64> = found
-        .iter()
-        .map(|f| f.id)
-        .filter(|&id| id != master)
-        .collect();
     ids.sort_unstable();
-    let mut next = found
-        .iter()
-        .map(|f| f.id)
-        .chain([master])
-        .max()
-        .unwrap_or(1)
-        + 1;
-    while ids.len() < slaves {
+    Ok(ids)
+}
+
+/// `slaves + 1` worker ids: those found first, then new ones after.
+fn plan(found: &[u64], slaves: usize) -> Vec<u64> {
+    let mut ids = found.to_vec();
+    let mut next = found.iter().max().copied().unwrap_or(0) + 1;
+    while ids.len() < slaves + 1 {
         ids.push(next);
         next += 1;
     }
-    specs.extend(ids.into_iter().map(|id| WorkerSpec {
-        id,
-        role: Role::Slave,
-        epoch,
-        cluster,
-    }));
-    (specs, epoch)
+    ids
+}
+
+/// The cluster's identity: the data directory's (a new one for a new
+/// directory), which the coordinator's root must hold too. A root that
+/// holds another cluster's is refused, unless the directory is new: a new
+/// cluster then takes the root over (and its `/master` goes).
+async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result<u64> {
+    let file = data_dir.join(IDENTITY_FILE);
+    let ours = match std::fs::read_to_string(&file) {
+        Ok(text) => Some(parse_identity(text.trim())?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let theirs = coord.get(CLUSTER).await?;
+    let theirs = theirs.map(|n| String::from_utf8_lossy(&n.data).into_owned());
+    let id = match (ours, theirs) {
+        (Some(id), Some(t)) if parse_identity(&t).ok() == Some(id) => return Ok(id),
+        (Some(id), Some(t)) => {
+            return Err(Error::bad(format!(
+                "the coordinator's root belongs to cluster {t}, this data directory to {id:016x}"
+            )))
+        }
+        (Some(id), None) => id,
+        (None, _) => {
+            let id = fastrand::u64(1..);
+            std::fs::write(&file, format!("{id:016x}\n"))?;
+            match coord.delete(MASTER, None).await {
+                Ok(()) | Err(CoordError::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+            id
+        }
+    };
+    let text = format!("{id:016x}");
+    match coord
+        .create(CLUSTER, text.as_bytes(), NodeKind::Persistent)
+        .await
+    {
+        Err(CoordError::NodeExists) => {
+            coord.set(CLUSTER, text.as_bytes(), None).await?;
+        }
+        other => other?,
+    }
+    Ok(id)
+}
+
+fn parse_identity(text: &str) -> Result<u64> {
+    u64::from_str_radix(text, 16)
+        .ok()
+        .filter(|&id| id != 0)
+        .ok_or_else(|| Error::bad(format!("{text:?} is not a cluster identity")))
 }
 
 impl Cluster {
-    /// The embedded cluster: workers as in-process actors.
+    /// The embedded cluster: workers as in-process actors, coordinated
+    /// in-process.
     pub async fn start(data_dir: &Path, slaves: usize, broker: Arc<dyn Broker>) -> Result<Cluster> {
-        let dir = workers_dir(data_dir)?;
-        let schema = Arc::new(Schema::rideshare());
-        let runtime = Arc::new(InProcessRuntime::new(broker.clone(), schema, &dir));
-        Self::start_with(data_dir, slaves, broker, runtime).await
+        let coordination = Coordination::embedded();
+        let runtime = embedded_runtime(&broker, data_dir, &coordination, None)?;
+        Self::start_with(data_dir, slaves, broker, runtime, coordination).await
     }
 
-    /// Starts the workers through `runtime` (re-using what `data_dir`
-    /// holds) and the orchestrator, and returns once every slave is caught
-    /// up.
+    /// Starts the orchestrator, the election watcher and `slaves + 1`
+    /// workers through `runtime` (re-using what `data_dir` holds), and
+    /// returns once a master leads and every slave is caught up.
     pub async fn start_with(
         data_dir: &Path,
         slaves: usize,
         broker: Arc<dyn Broker>,
         runtime: Arc<dyn WorkerRuntime>,
+        coordination: Coordination,
     ) -> Result<Cluster> {
         let schema = Arc::new(Schema::rideshare());
         let dir = workers_dir(data_dir)?;
-        let found = discover(&dir, &schema).await?;
-        let id = cluster_id(&found)?;
-        let (specs, epoch) = plan(&found, slaves, id);
-        for spec in &specs {
-            runtime.start(*spec).await?;
-        }
+        let connect = coordination.connector();
+        let coord = connect().await?;
+        let id = identity(coord.as_ref(), data_dir).await?;
+        coord.close().await;
+        let ids = plan(&worker_ids(&dir)?, slaves);
         let orch_broker = broker.clone();
         let addr = Orchestrator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            Orchestrator::new(orch_broker, id, epoch)
+            Orchestrator::new(orch_broker, id, 0)
         });
-        tracing::info!(cluster = format!("{id:016x}"), epoch, "cluster starting");
+        let (rt, orch, expect) = (runtime.clone(), addr.clone(), ids.len());
+        let watcher = ElectionWatcher::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            ElectionWatcher::new(id, connect, rt, orch, expect)
+        });
+        tracing::info!(
+            cluster = format!("{id:016x}"),
+            workers = expect,
+            "cluster starting"
+        );
+        for wid in ids {
+            runtime
+                .start(WorkerSpec {
+                    id: wid,
+                    cluster: id,
+                })
+                .await?;
+        }
         let cluster = Cluster {
             broker,
             runtime,
             orchestrator: OrchestratorHandle::new(addr),
+            watcher,
+            coordination,
             schema,
             cluster: id,
-            epoch,
         };
         cluster.wait_ready(START_DEADLINE).await?;
         Ok(cluster)
     }
 
-    /// Waits until every worker reports ready.
+    /// The epoch the elected master leads.
+    pub async fn epoch(&self) -> u64 {
+        self.watcher.send(GetCluster).await.map_or(0, |v| v.epoch)
+    }
+
+    /// Waits until a master leads and every worker reports ready.
     pub async fn wait_ready(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
         loop {
-            let mut ready = true;
+            let view = self.watcher.send(GetCluster).await.ok();
+            let mut ready = view.as_ref().is_some_and(|v| {
+                v.master.is_some() && v.workers.iter().any(|w| Some(w.pid) == v.master)
+            });
             for w in self.runtime.list() {
                 ready &= self.runtime.status(w.id).await.is_ok_and(|s| s.ready);
             }
@@ -197,8 +254,10 @@ impl Cluster {
         }
     }
 
-    /// Stops the workers cleanly (slaves first) and the orchestrator.
+    /// Stops watching (no elections or replacements from now on), then
+    /// the workers cleanly (slaves first), then the orchestrator.
     pub async fn stop(&self) {
+        let _ = self.watcher.send(StopWatching).await;
         runtime::stop_all(self.runtime.as_ref()).await;
         self.orchestrator
             .addr()
@@ -207,35 +266,65 @@ impl Cluster {
 }
 
 /// The directory the workers' databases live in, created if need be.
-pub fn workers_dir(data_dir: &Path) -> Result<std::path::PathBuf> {
+pub fn workers_dir(data_dir: &Path) -> Result<PathBuf> {
     let dir = data_dir.join("workers");
     std::fs::create_dir_all(&dir).map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
     Ok(dir)
 }
 
-/// The broker and worker runtime `up` and `orchestrator` run on: RabbitMQ
-/// with child-process workers when a URL is given, else the embedded ones.
-/// Each slave's sync queue is capped at `sync_cap` messages.
+/// In-process workers on `broker`, coordinated by `coordination`.
+pub fn embedded_runtime(
+    broker: &Arc<dyn Broker>,
+    data_dir: &Path,
+    coordination: &Coordination,
+    sync_cap: Option<u32>,
+) -> Result<Arc<dyn WorkerRuntime>> {
+    let dir = workers_dir(data_dir)?;
+    let schema = Arc::new(Schema::rideshare());
+    let mut rt = InProcessRuntime::new(
+        broker.clone(),
+        schema,
+        &dir,
+        coordination.connector(),
+        coordination.session_timeout(),
+    );
+    if let Some(cap) = sync_cap {
+        rt = rt.with_sync_cap(cap);
+    }
+    Ok(Arc::new(rt))
+}
+
+/// The broker, worker runtime and coordinator `up` and `orchestrator` run
+/// on: RabbitMQ with child-process workers coordinated by ZooKeeper when
+/// both are given, else everything in this process. Each slave's sync
+/// queue is capped at `sync_cap` messages.
 pub async fn backends(
     amqp: Option<&str>,
+    zk: Option<&CoordTarget>,
     data_dir: &Path,
     sync_cap: u32,
-) -> Result<(Arc<dyn Broker>, Arc<dyn WorkerRuntime>)> {
+) -> Result<(Arc<dyn Broker>, Arc<dyn WorkerRuntime>, Coordination)> {
     let dir = workers_dir(data_dir)?;
-    Ok(match amqp {
-        Some(url) => {
+    match (amqp, zk) {
+        (Some(url), Some(zk)) => {
             let broker: Arc<dyn Broker> = Arc::new(AmqpBroker::connect(url).await?);
             let exe = std::env::current_exe()?;
-            let rt = ProcessRuntime::new(&exe, url, &dir).with_sync_cap(sync_cap);
-            (broker, Arc::new(rt))
+            let rt = ProcessRuntime::new(&exe, url, &dir, zk.clone()).with_sync_cap(sync_cap);
+            Ok((broker, Arc::new(rt), Coordination::ZooKeeper(zk.clone())))
         }
-        None => {
+        (Some(_), None) => Err(Error::bad(
+            "worker processes need a coordinator: give --zk HOST:PORT (or DBAAS_ZK) with --amqp",
+        )),
+        (None, Some(_)) => Err(Error::bad(
+            "a coordinator needs worker processes on a broker: give --amqp with --zk",
+        )),
+        (None, None) => {
             let broker: Arc<dyn Broker> = Arc::new(InProcBroker::new());
-            let schema = Arc::new(Schema::rideshare());
-            let rt = InProcessRuntime::new(broker.clone(), schema, &dir).with_sync_cap(sync_cap);
-            (broker, Arc::new(rt))
+            let coordination = Coordination::embedded();
+            let rt = embedded_runtime(&broker, data_dir, &coordination, Some(sync_cap))?;
+            Ok((broker, rt, coordination))
         }
-    })
+    }
 }
 
 pub(crate) fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
@@ -259,20 +348,23 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     .map(bind);
     let [orch_l, users_l, rides_l, gateway_l] = listeners;
     let (orch_l, users_l, rides_l, gateway_l) = (orch_l?, users_l?, rides_l?, gateway_l?);
-    let (broker, runtime) =
-        backends(cfg.amqp.as_deref(), &cfg.data_dir, cfg.sync_queue_cap).await?;
-    let cluster = Cluster::start_with(&cfg.data_dir, cfg.slaves, broker, runtime).await?;
+    let zk = cfg.zk_target();
+    let (broker, runtime, coordination) = backends(
+        cfg.amqp.as_deref(),
+        zk.as_ref(),
+        &cfg.data_dir,
+        cfg.sync_queue_cap,
+    )
+    .await?;
+    let cluster =
+        Cluster::start_with(&cfg.data_dir, cfg.slaves, broker, runtime, coordination).await?;
     let (orch_url, users_url, rides_url, gateway_url) = (
         url(&orch_l)?,
         url(&users_l)?,
         url(&rides_l)?,
         url(&gateway_l)?,
     );
-    let state = OrchestratorState {
-        handle: cluster.orchestrator.clone(),
-        schema: cluster.schema.clone(),
-        runtime: cluster.runtime.clone(),
-    };
+    let state = OrchestratorState::of(&cluster);
     let servers = [
         http::gateway::server(gateway_l, &users_url, &rides_url, cfg.body_limit)?,
         http::users::server(users_l, &orch_url, cfg.body_limit)?,
@@ -289,7 +381,7 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     println!("listening: orchestrator {orch_url}");
     println!("data: {}", cfg.data_dir.display());
     println!("ready");
-    tracing::info!(epoch = cluster.epoch, "system up");
+    tracing::info!(epoch = cluster.epoch().await, "system up");
     shutdown.await;
     tracing::info!("shutting down");
     for h in handles {
@@ -304,53 +396,30 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
 mod tests {
     use super::*;
 
-    fn f(id: u64, applied_seq: u64, epoch: u64) -> Found {
-        Found {
-            id,
-            applied_seq,
-            epoch,
-            cluster: Some(7),
-        }
+    #[test]
+    fn workers_found_are_kept_and_new_ones_follow() {
+        assert_eq!(plan(&[], 2), [1, 2, 3]);
+        assert_eq!(plan(&[2, 5], 2), [2, 5, 6]);
+        assert_eq!(plan(&[1, 2, 3, 4], 1), [1, 2, 3, 4]);
     }
 
-    #[test]
-    fn one_cluster_per_data_directory() {
-        assert_eq!(cluster_id(&[f(1, 0, 1), f(2, 0, 1)]).unwrap(), 7);
-        let fresh = cluster_id(&[]).unwrap();
-        assert_ne!(fresh, 0);
-        let old = Found {
-            cluster: None,
-            ..f(3, 0, 1)
-        };
-        assert_ne!(
-            cluster_id(&[old]).unwrap(),
-            0,
-            "stores of old versions join a new one"
-        );
-        let other = Found {
-            cluster: Some(8),
-            ..f(3, 0, 1)
-        };
-        assert!(cluster_id(&[f(1, 0, 1), other]).is_err());
-    }
-
-    #[test]
-    fn fresh_start_makes_master_one_and_slaves_after() {
-        let (specs, epoch) = plan(&[], 2, 7);
-        assert!(specs.iter().all(|s| s.cluster == 7));
-        assert_eq!(epoch, 1);
-        let roles: Vec<_> = specs.iter().map(|s| (s.id, s.role)).collect();
-        assert_eq!(
-            roles,
-            [(1, Role::Master), (2, Role::Slave), (3, Role::Slave)]
-        );
-    }
-
-    #[test]
-    fn restart_promotes_the_most_advanced_and_bumps_the_epoch() {
-        let (specs, epoch) = plan(&[f(1, 5, 3), f(2, 9, 2)], 1, 7);
-        assert_eq!(epoch, 4);
-        let roles: Vec<_> = specs.iter().map(|s| (s.id, s.role)).collect();
-        assert_eq!(roles, [(2, Role::Master), (1, Role::Slave)]);
+    #[actix::test]
+    async fn one_identity_per_data_directory_and_root() {
+        let server = InProcServer::new();
+        let coord = server.connect("/a").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let id = identity(&coord, dir.path()).await.unwrap();
+        assert_ne!(id, 0);
+        assert_eq!(identity(&coord, dir.path()).await.unwrap(), id);
+        // The same directory on a fresh root: the root takes it.
+        let other = server.connect("/b").unwrap();
+        assert_eq!(identity(&other, dir.path()).await.unwrap(), id);
+        // A new directory on a used root: a new cluster takes it over.
+        let fresh = tempfile::tempdir().unwrap();
+        let id2 = identity(&coord, fresh.path()).await.unwrap();
+        assert_ne!(id2, id);
+        // The first directory on that root now: refused.
+        assert!(identity(&coord, dir.path()).await.is_err());
+        assert!(parse_identity("0").is_err() && parse_identity("zz").is_err());
     }
 }

@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dbaas::actors::watcher::StopWatching;
 use dbaas::broker::{Message, RESPONSE_Q, WRITE_Q};
 use dbaas::model::wire::{self, MasterRequest, Stamp, WriteRequest};
 use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp, WriteResult};
-use dbaas::runtime::{Role, WorkerSpec};
+use dbaas::runtime::WorkerSpec;
 use dbaas::system::Cluster;
 use suite::{
-    amqp_url, eventually, fresh_vhost, process_cluster, process_cluster_at, queue_depths,
-    rabbitmqctl, signal, store, stores,
+    amqp_url, eventually, fresh_vhost, fresh_zk, master_id, process_cluster, process_cluster_at,
+    queue_depths, rabbitmqctl, roles, running, signal, store, stores, ZK_SESSION,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -42,37 +43,12 @@ fn count_rides() -> ReadOp {
     }
 }
 
-fn slave_ids(c: &Cluster) -> Vec<u64> {
-    let list = c.runtime.list();
-    list.iter()
-        .filter(|w| w.role == Role::Slave)
-        .map(|w| w.id)
-        .collect()
+async fn slave_ids(c: &Cluster) -> Vec<u64> {
+    roles(c).await.1
 }
 
-fn master(c: &Cluster) -> u64 {
-    let list = c.runtime.list();
-    list.iter()
-        .find(|w| w.role == Role::Master)
-        .expect("a master")
-        .id
-}
-
-/// Waits until every worker has applied `seq`.
 async fn all_applied(c: &Cluster, seq: u64) {
-    let rt = c.runtime.clone();
-    eventually("every worker to catch up", DEADLINE, || {
-        let rt = rt.clone();
-        async move {
-            for w in rt.list() {
-                if !rt.status(w.id).await.is_ok_and(|s| s.applied_seq >= seq) {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
+    suite::all_applied(c, seq, DEADLINE).await;
 }
 
 #[actix::test]
@@ -113,7 +89,7 @@ async fn reads_spread_round_robin_over_three_slave_processes() {
         assert_eq!(r.unwrap().result, ReadResult::Count(1));
     }
     let mut served = Vec::new();
-    for id in slave_ids(&c) {
+    for id in slave_ids(&c).await {
         served.push(c.runtime.status(id).await.unwrap().reads_served);
     }
     assert_eq!(served.len(), 3);
@@ -148,7 +124,7 @@ async fn a_slave_killed_while_holding_reads_loses_no_read() {
         async move { d.load(Ordering::Relaxed) > 300 }
     })
     .await;
-    let victim = slave_ids(&c)[0];
+    let victim = slave_ids(&c).await[0];
     c.runtime.kill(victim).await.unwrap();
     for r in readers {
         r.await.expect("every reader got every answer");
@@ -190,17 +166,9 @@ async fn a_master_killed_mid_stream_loses_no_acknowledged_write_and_applies_none
         async move { a.load(Ordering::Relaxed) > 200 }
     })
     .await;
-    let m = master(&c);
+    // No restart by hand: a slave is elected, and a replacement started.
+    let m = master_id(&c).await;
     c.runtime.kill(m).await.unwrap();
-    c.runtime
-        .start(WorkerSpec {
-            id: m,
-            role: Role::Master,
-            epoch: c.epoch,
-            cluster: c.cluster,
-        })
-        .await
-        .unwrap();
     let mut keys = Vec::new();
     for w in writers {
         keys.extend(w.await.expect("every write acknowledged"));
@@ -215,8 +183,8 @@ async fn a_master_killed_mid_stream_loses_no_acknowledged_write_and_applies_none
         .unwrap();
     assert_eq!(count.result, ReadResult::Count(800), "none applied twice");
     all_applied(&c, count.seq).await;
-    let mut ids: Vec<u64> = c.runtime.list().iter().map(|w| w.id).collect();
-    ids.sort_unstable();
+    assert_ne!(master_id(&c).await, m);
+    let ids = running(&c);
     c.stop().await;
     let all = stores(dir.path(), &ids);
     assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
@@ -267,11 +235,19 @@ async fn write_users(c: &Cluster, prefix: &str, n: u64) {
 async fn a_new_cluster_on_a_used_virtual_host_keeps_only_its_own_rows() {
     let Some(base) = amqp_url() else { return };
     let (vhost, url) = fresh_vhost(&base);
+    let Some(zk) = fresh_zk(ZK_SESSION) else {
+        return;
+    };
     let old_dir = tempfile::tempdir().unwrap();
-    let old = process_cluster_at(old_dir.path(), 2, &url, None).await;
+    let old = process_cluster_at(old_dir.path(), 2, &url, &zk, None).await;
     write_users(&old, "old", 100).await;
+    // Nothing is replaced or elected from now on: the old cluster just
+    // stops, in pieces.
+    old.watcher.send(StopWatching).await.unwrap();
     // Both slaves lag: what the master syncs now waits in their queues.
-    for id in slave_ids(&old) {
+    let (m, slaves) = roles(&old).await;
+    let m = m.expect("a master");
+    for id in slaves {
         signal(pid(&old, id), libc::SIGSTOP);
     }
     write_users(&old, "old-lagging", 200).await;
@@ -282,7 +258,7 @@ async fn a_new_cluster_on_a_used_virtual_host_keeps_only_its_own_rows() {
         .do_send(dbaas::actors::messages::Shutdown);
     let stamp = Stamp {
         cluster: old.cluster,
-        epoch: old.epoch,
+        epoch: old.epoch().await,
     };
     let broker = old.broker.clone();
     let publish = |i: u128| {
@@ -306,7 +282,7 @@ async fn a_new_cluster_on_a_used_virtual_host_keeps_only_its_own_rows() {
         queue_depths(&vhost).get(RESPONSE_Q).copied().unwrap_or(0) >= 20
     })
     .await;
-    signal(pid(&old, master(&old)), libc::SIGSTOP);
+    signal(pid(&old, m), libc::SIGSTOP);
     for i in 20..40 {
         publish(i).await;
     }
@@ -319,10 +295,10 @@ async fn a_new_cluster_on_a_used_virtual_host_keeps_only_its_own_rows() {
     let old_id = old.cluster;
     drop(old);
 
-    // A fresh data directory on the same virtual host: the same worker
-    // ids, epoch 1, seqs from 1 again.
+    // A fresh data directory on the same virtual host and ZooKeeper root:
+    // the same worker ids, seqs from 1 again.
     let dir = tempfile::tempdir().unwrap();
-    let c = process_cluster_at(dir.path(), 2, &url, None).await;
+    let c = process_cluster_at(dir.path(), 2, &url, &zk, None).await;
     assert_ne!(c.cluster, old_id);
     write_users(&c, "new", 300).await;
     let count = c
@@ -352,9 +328,15 @@ async fn a_dead_slaves_sync_queue_stays_within_its_cap_and_it_catches_up() {
     const CAP: u64 = 100;
     let Some(base) = amqp_url() else { return };
     let (vhost, url) = fresh_vhost(&base);
+    let Some(zk) = fresh_zk(ZK_SESSION) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let c = process_cluster_at(dir.path(), 2, &url, Some(CAP as u32)).await;
-    let dead = slave_ids(&c)[1];
+    let c = process_cluster_at(dir.path(), 2, &url, &zk, Some(CAP as u32)).await;
+    // Nobody declares the slave gone (no replacement deletes its queue):
+    // the queue is left to fill while it is away.
+    c.watcher.send(StopWatching).await.unwrap();
+    let dead = slave_ids(&c).await[1];
     c.runtime.kill(dead).await.unwrap();
     // 50,000 rows, in batches of 10 from 16 writers.
     let writers: Vec<_> = (0..16u64)
@@ -382,8 +364,6 @@ async fn a_dead_slaves_sync_queue_stays_within_its_cap_and_it_catches_up() {
     // It comes back and catches up past what its queue dropped.
     let spec = WorkerSpec {
         id: dead,
-        role: Role::Slave,
-        epoch: c.epoch,
         cluster: c.cluster,
     };
     c.runtime.start(spec).await.unwrap();
@@ -395,8 +375,7 @@ async fn a_dead_slaves_sync_queue_stays_within_its_cap_and_it_catches_up() {
         .await
         .unwrap();
     assert_eq!(count.result, ReadResult::Count(50_001));
-    let mut ids: Vec<u64> = c.runtime.list().iter().map(|w| w.id).collect();
-    ids.sort_unstable();
+    let ids = running(&c);
     c.stop().await;
     let all = stores(dir.path(), &ids);
     assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
@@ -408,11 +387,11 @@ async fn a_slave_stopped_on_purpose_takes_its_sync_queue_with_it() {
     let Some((c, vhost)) = process_cluster(dir.path(), 2).await else {
         return;
     };
-    let gone = slave_ids(&c)[1];
+    let gone = slave_ids(&c).await[1];
     c.runtime.stop(gone).await.unwrap();
     c.orchestrator.write(user("a")).await.unwrap();
     let queues = queue_depths(&vhost);
     assert!(!queues.contains_key(&format!("sync.{gone}")), "{queues:?}");
-    assert!(queues.contains_key(&format!("sync.{}", slave_ids(&c)[0])));
+    assert!(queues.contains_key(&format!("sync.{}", slave_ids(&c).await[0])));
     c.stop().await;
 }

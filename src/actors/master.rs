@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::StreamExt;
 
+use super::lease::Lease;
 use super::messages::{GetStatus, Shutdown, WorkerStatus};
 use super::synced::SyncedPrefix;
 use super::{blocking, reply_to};
@@ -17,7 +18,8 @@ use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
 use crate::model::wire::{
-    self, Entry, MasterRequest, Reply, Snapshot, Stamp, SyncBatch, SyncMessage, WriteRequest,
+    self, Entry, MasterRequest, Reply, Snapshot, Stamp, SyncBatch, SyncItem, SyncMessage,
+    WriteRequest,
 };
 use crate::model::{validate_write, Lineage, WriteReply};
 use crate::store::{Store, WriteGroup};
@@ -29,6 +31,9 @@ const PREFETCH: u16 = 512;
 /// How long a group whose syncs are confirmed waits for an earlier one's
 /// (failed, and coming back from `writeQ`) before it goes back too.
 const PREFIX_WAIT: Duration = Duration::from_secs(2);
+/// How often the master looks at its lease while idle (every group looks
+/// too, before it applies and before it answers).
+const LEASE_CHECK: Duration = Duration::from_millis(10);
 
 /// The master worker over its own store.
 pub struct MasterWorker {
@@ -42,6 +47,11 @@ pub struct MasterWorker {
     lineage: Lineage,
     /// How far syncs are confirmed without a gap (set with the epoch).
     synced: Arc<SyncedPrefix>,
+    /// Writes are taken only while it is valid (see [`Lease`]).
+    lease: Arc<Lease>,
+    /// The `writeQ` consumer, while there is one.
+    consumer: Option<SpawnHandle>,
+    subscribing: bool,
 }
 
 /// What applying one request from `writeQ` came to.
@@ -49,7 +59,7 @@ enum Outcome {
     /// Logged now (or earlier: a redelivered request) under a seq: applied
     /// or refused, and replicated either way.
     Logged(SyncMessage, Result<WriteReply>),
-    /// Sent under another epoch: the sender retries with the current one.
+    /// Sent under a newer epoch: this master is deposed; the sender retries.
     Fenced(Error),
     Snapshot(Result<Option<Snapshot>>),
     /// Not a message of this cluster, or not one at all: dropped with a
@@ -58,7 +68,15 @@ enum Outcome {
 }
 
 impl MasterWorker {
-    pub fn new(id: u64, store: Store, broker: Arc<dyn Broker>, stamp: Stamp) -> Self {
+    /// A master of `stamp`'s cluster and epoch, taking writes while
+    /// `lease` is valid.
+    pub fn new(
+        id: u64,
+        store: Store,
+        broker: Arc<dyn Broker>,
+        stamp: Stamp,
+        lease: Arc<Lease>,
+    ) -> Self {
         MasterWorker {
             id,
             store,
@@ -66,6 +84,9 @@ impl MasterWorker {
             stamp,
             lineage: Lineage::default(),
             synced: Arc::new(SyncedPrefix::new(0)),
+            lease,
+            consumer: None,
+            subscribing: false,
         }
     }
 
@@ -76,16 +97,38 @@ impl MasterWorker {
             broker::declare_topology(broker.as_ref()).await?;
             broker.consume(WRITE_Q, PREFETCH).await
         };
-        ctx.wait(subscribe.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(consumer) => {
-                ctx.add_stream(consumer.ready_chunks(GROUP));
-            }
-            Err(e) => {
-                tracing::warn!(worker = act.id, error = %e, "cannot consume writeQ; retrying");
-                let next = next_retry(wait);
-                ctx.run_later(wait, move |act, ctx| act.subscribe(ctx, next));
+        self.subscribing = true;
+        ctx.wait(subscribe.into_actor(self).map(move |res, act, ctx| {
+            act.subscribing = false;
+            match res {
+                Ok(consumer) => {
+                    act.consumer = Some(ctx.add_stream(consumer.ready_chunks(GROUP)));
+                }
+                Err(e) => {
+                    tracing::warn!(worker = act.id, error = %e, "cannot consume writeQ; retrying");
+                    let next = next_retry(wait);
+                    ctx.run_later(wait, move |act, ctx| act.subscribe(ctx, next));
+                }
             }
         }));
+    }
+
+    /// Follows the lease: no consumer while it is not valid (what the
+    /// consumer held goes back to `writeQ`), one again once it is.
+    fn follow_lease(&mut self, ctx: &mut Context<Self>) {
+        match (self.lease.valid(), self.consumer.is_some()) {
+            (false, true) => {
+                tracing::warn!(worker = self.id, "lease ran out; taking no writes");
+                if let Some(h) = self.consumer.take() {
+                    ctx.cancel_future(h);
+                }
+            }
+            (true, false) if !self.subscribing => {
+                tracing::info!(worker = self.id, "lease valid; taking writes");
+                self.subscribe(ctx, FIRST_RETRY);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -107,7 +150,8 @@ impl Actor for MasterWorker {
             Ok((lineage, applied)) => {
                 act.lineage = lineage;
                 act.synced = Arc::new(SyncedPrefix::new(applied));
-                act.subscribe(ctx, FIRST_RETRY);
+                act.follow_lease(ctx);
+                ctx.run_interval(LEASE_CHECK, |act, ctx| act.follow_lease(ctx));
             }
             Err(e) => {
                 tracing::error!(worker = act.id, error = %e, "cannot begin the epoch");
@@ -126,12 +170,20 @@ impl Actor for MasterWorker {
 
 impl StreamHandler<Vec<Delivery>> for MasterWorker {
     fn handle(&mut self, batch: Vec<Delivery>, ctx: &mut Context<Self>) {
-        let (store, broker, stamp, lineage, synced) = (
+        if !self.lease.valid() {
+            actix::spawn(futures::future::join_all(
+                batch.into_iter().map(|d| d.nack(true)),
+            ));
+            self.follow_lease(ctx);
+            return;
+        }
+        let (store, broker, stamp, lineage, synced, lease) = (
             self.store.clone(),
             self.broker.clone(),
             self.stamp,
             self.lineage.clone(),
             self.synced.clone(),
+            self.lease.clone(),
         );
         let requests = decode_all(&batch, stamp);
         let (size, started) = (batch.len(), std::time::Instant::now());
@@ -151,6 +203,7 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
                             stamp,
                             lineage: &lineage,
                             synced: &synced,
+                            lease: &lease,
                         };
                         finish_group(broker.as_ref(), sender, batch, outcomes).await
                     }
@@ -172,15 +225,18 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         tracing::warn!(worker = self.id, "writeQ consumer ended; resubscribing");
-        self.subscribe(ctx, FIRST_RETRY);
+        self.consumer = None;
+        self.follow_lease(ctx);
     }
 }
 
-/// What a group's syncs are sent as, and where their confirmations go.
+/// What a group's syncs are sent as, where their confirmations go, and
+/// the lease its answers need.
 struct Sender<'a> {
     stamp: Stamp,
     lineage: &'a Lineage,
     synced: &'a SyncedPrefix,
+    lease: &'a Lease,
 }
 
 /// The requests of a group; what does not decode, or comes from another
@@ -255,7 +311,7 @@ fn apply_all(
     Ok(outcomes)
 }
 
-/// One write: fenced, answered again, refused or applied. Refusals are
+/// One write: answered again, fenced, refused or applied. Refusals are
 /// logged under a seq like writes, so that the answer is the same from any
 /// replica later. Only a storage failure is an error of the group.
 fn apply_write(
@@ -264,12 +320,6 @@ fn apply_write(
     lineage: &Lineage,
     w: WriteRequest,
 ) -> Result<Outcome> {
-    if w.epoch != epoch {
-        return Ok(Outcome::Fenced(Error::Fenced {
-            got: w.epoch,
-            current: epoch,
-        }));
-    }
     let logged = |seq: u64, epoch: u64, entry: Entry, reply| {
         let sync = SyncMessage {
             seq,
@@ -286,6 +336,15 @@ fn apply_write(
         };
         let seq = rec.seq;
         return Ok(logged(seq, lineage.owner(seq), entry, rec.into_reply()));
+    }
+    // A request sent under a newer epoch: a newer master exists, and this
+    // one must take no new write. (One sent under an older epoch, before
+    // its sender heard of this master, is this master's to apply.)
+    if w.epoch > epoch {
+        return Ok(Outcome::Fenced(Error::Fenced {
+            got: w.epoch,
+            current: epoch,
+        }));
     }
     let seq = group.next_seq();
     let result = match validate_write(group.schema(), &w.op) {
@@ -320,12 +379,12 @@ async fn finish_group(
     let (runs, run_of) = sync_runs(&outcomes);
     let last = runs.iter().flatten().map(|m| m.seq).max().unwrap_or(0);
     let publish = runs.into_iter().map(|writes| async {
-        let span = (writes[0].seq, writes[writes.len() - 1].seq);
         let batch = SyncBatch {
             lineage: sender.lineage.clone(),
             writes,
         };
-        let msg = Message::new(wire::encode(sender.stamp, &batch));
+        let span = batch.span();
+        let msg = Message::new(wire::encode(sender.stamp, &SyncItem::Writes(batch)));
         let ok = broker.publish_fanout(SYNC_X, msg).await.is_ok();
         if ok {
             sender.synced.confirm(span.0, span.1);
@@ -336,7 +395,9 @@ async fn finish_group(
     // An earlier seq whose sync failed comes back from writeQ and is sent
     // again, by another group: answering before would let a later write be
     // acknowledged past the gap.
-    let synced = published.iter().all(|&ok| ok) && sender.synced.reaches(last, PREFIX_WAIT).await;
+    let synced = published.iter().all(|&ok| ok)
+        && sender.synced.reaches(last, PREFIX_WAIT).await
+        && sender.lease.valid();
     // Replies go out together: one at a time, each would wait for its own
     // publisher confirm.
     let settle = batch
@@ -422,12 +483,16 @@ impl Handler<GetStatus> for MasterWorker {
     type Result = MessageResult<GetStatus>;
 
     fn handle(&mut self, _: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        let applied_seq = self.store.applied_seq();
         MessageResult(WorkerStatus {
             id: self.id,
             master: true,
-            applied_seq: self.store.applied_seq(),
-            ready: true,
+            applied_seq,
+            // Ready to take writes: its lease is valid and it consumes.
+            ready: self.lease.valid() && self.consumer.is_some(),
             reads_served: 0,
+            epoch: self.stamp.epoch,
+            last_epoch: self.store.lineage().owner(applied_seq),
         })
     }
 }

@@ -22,6 +22,11 @@ pub struct DbWrite {
     pub op: WriteOp,
 }
 
+/// Orchestrator: a newer epoch leads (the election watcher saw it).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SetEpoch(pub u64);
+
 /// Orchestrator: counters for metrics and the Scaler.
 #[derive(Message, Debug)]
 #[rtype(result = "OrchestratorStats")]
@@ -52,10 +57,15 @@ pub struct WorkerStatus {
     pub id: u64,
     pub master: bool,
     pub applied_seq: u64,
-    /// A slave is ready once caught up; a master always is.
+    /// A slave is ready once caught up; a master while it takes writes
+    /// (its lease is valid).
     pub ready: bool,
     /// Reads this worker has answered.
     pub reads_served: u64,
+    /// The newest epoch it follows (a master: the one it leads).
+    pub epoch: u64,
+    /// The epoch that wrote its last applied write.
+    pub last_epoch: u64,
 }
 
 /// Worker: stop consuming, settle what is held, flush, and stop.
@@ -63,9 +73,8 @@ pub struct WorkerStatus {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// Slave: become the master with this epoch, in place, over the same store.
+/// Slave, elected: drain what the old master sent (up to a fence of its
+/// own on `syncQ`), stop serving reads, and answer the seq reached.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<actix::Addr<super::MasterWorker>>")]
-pub struct Promote {
-    pub epoch: u64,
-}
+#[rtype(result = "Result<u64>")]
+pub struct Drain;

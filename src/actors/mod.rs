@@ -62,8 +62,11 @@
 //! lookups on its actor thread, where a cached `get` costs less than the
 //! hop to the pool and back.
 
-pub mod election;
 pub mod messages;
+
+pub mod lease;
+pub mod watcher;
+pub mod worker;
 
 mod master;
 mod orchestrator;

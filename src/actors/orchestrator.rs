@@ -20,7 +20,7 @@ use actix::prelude::*;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, Shutdown};
+use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, SetEpoch, Shutdown};
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, READ_Q, RESPONSE_Q, WRITE_Q};
 use crate::error::{Error, Result};
@@ -29,8 +29,9 @@ use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
 
 /// How long one attempt waits for its reply.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a request is retried before the client gets a 503.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
+/// How long a request is retried before the client gets a 503, unless
+/// configured otherwise ([`OrchestratorHandle::with_deadline`]).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Sends reads and writes over the broker and matches the replies.
 pub struct Orchestrator {
@@ -119,6 +120,10 @@ impl Orchestrator {
                 "a reply of another cluster dropped"
             );
             return;
+        }
+        if stamp.epoch > self.stats.epoch && matches!(reply, Reply::Write(Ok(_))) {
+            // A master of a newer epoch answered: it leads now.
+            self.stats.epoch = stamp.epoch;
         }
         // Only the answer to a request still waiting counts.
         let Some(tx) = self.pending.remove(&id) else {
@@ -279,6 +284,14 @@ fn unexpected(reply: &Reply) -> Error {
     Error::Storage(format!("unexpected reply kind: {reply:?}"))
 }
 
+impl Handler<SetEpoch> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, SetEpoch(epoch): SetEpoch, _ctx: &mut Context<Self>) {
+        self.stats.epoch = self.stats.epoch.max(epoch);
+    }
+}
+
 impl Handler<GetStats> for Orchestrator {
     type Result = MessageResult<GetStats>;
 
@@ -304,11 +317,22 @@ impl Handler<Shutdown> for Orchestrator {
 #[derive(Clone)]
 pub struct OrchestratorHandle {
     addr: Addr<Orchestrator>,
+    deadline: Duration,
 }
 
 impl OrchestratorHandle {
     pub fn new(addr: Addr<Orchestrator>) -> Self {
-        OrchestratorHandle { addr }
+        OrchestratorHandle {
+            addr,
+            deadline: REQUEST_DEADLINE,
+        }
+    }
+
+    /// Retries each request until `deadline` (a failover under way, no
+    /// worker answering) before it fails with 503.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     pub fn addr(&self) -> &Addr<Orchestrator> {
@@ -316,7 +340,7 @@ impl OrchestratorHandle {
     }
 
     pub async fn read(&self, op: ReadOp, consistency: Consistency) -> Result<ReadReply> {
-        retry(|| {
+        retry(self.deadline, || {
             self.addr.send(DbRead {
                 op: op.clone(),
                 consistency,
@@ -327,7 +351,7 @@ impl OrchestratorHandle {
 
     pub async fn write(&self, op: WriteOp) -> Result<WriteReply> {
         let request_id = fastrand::u128(..);
-        retry(|| {
+        retry(self.deadline, || {
             self.addr.send(DbWrite {
                 request_id,
                 op: op.clone(),
@@ -345,12 +369,12 @@ fn mailbox(e: MailboxError) -> Error {
     Error::Unavailable(format!("orchestrator actor: {e}"))
 }
 
-async fn retry<T, F, Fut>(mut attempt: F) -> Result<T>
+async fn retry<T, F, Fut>(within: Duration, mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = std::result::Result<Result<T>, MailboxError>>,
 {
-    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let deadline = Instant::now() + within;
     let mut backoff = Duration::from_millis(5);
     loop {
         let result = attempt().await.map_err(mailbox).and_then(|r| r);

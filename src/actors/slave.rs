@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::StreamExt;
 
-use super::messages::{GetStatus, Promote, Shutdown, WorkerStatus};
-use super::{blocking, reply_to, MasterWorker};
+use super::messages::{Drain, GetStatus, Shutdown, WorkerStatus};
+use super::{blocking, reply_to};
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
 use crate::model::wire::{
-    self, Entry, MasterRequest, ReadRequest, Reply, Snapshot, SnapshotParts, Stamp, SyncMessage,
+    self, Entry, MasterRequest, ReadRequest, Reply, Snapshot, SnapshotParts, Stamp, SyncItem,
+    SyncMessage,
 };
 use crate::model::{Follow, Lineage, ReadOp, ReadReply};
 use crate::store::Store;
@@ -75,6 +76,15 @@ pub struct SlaveWorker {
     applying: bool,
     /// Shutting down or promoted: consumers that end stay ended.
     closing: bool,
+    /// Elected: draining what the old master sent before it leads.
+    draining: Option<Draining>,
+}
+
+/// A drain in progress: its fence, whether it came back, and who waits.
+struct Draining {
+    nonce: u64,
+    fenced: bool,
+    done: tokio::sync::oneshot::Sender<Result<u64>>,
 }
 
 struct Parked {
@@ -114,6 +124,7 @@ impl SlaveWorker {
             parts: SnapshotParts::default(),
             applying: false,
             closing: false,
+            draining: None,
         }
     }
 
@@ -254,6 +265,7 @@ impl SlaveWorker {
                     act.applied = act.applied.max(seq);
                     act.serve_parked(ctx);
                     act.apply_pending(ctx);
+                    act.check_drained(ctx);
                 }
                 Err(e) => act.resync(ctx, &format!("a sync failed to apply: {e}")),
             }
@@ -325,6 +337,45 @@ impl SlaveWorker {
                 }
             }
         }
+    }
+
+    /// Once the fence is back and nothing that follows `applied` is left
+    /// to apply, the drain is done: flush, and answer the applied seq.
+    /// What lies past a gap then is not in the history the new master
+    /// continues (its sync never came, so it was never acknowledged).
+    fn check_drained(&mut self, ctx: &mut Context<Self>) {
+        if !self.draining.as_ref().is_some_and(|d| d.fenced) || self.applying {
+            return;
+        }
+        let next = self.applied + 1;
+        if self
+            .pending
+            .keys()
+            .next()
+            .is_some_and(|&first| first <= next)
+        {
+            self.apply_pending(ctx); // even before a first snapshot
+            return;
+        }
+        let Some(drain) = self.draining.take() else {
+            return;
+        };
+        if let Some((first, _)) = self.pending.first_key_value() {
+            tracing::warn!(
+                worker = self.id,
+                applied = self.applied,
+                first,
+                "drained up to a gap"
+            );
+        }
+        let store = self.store.clone();
+        let flush = blocking(move || {
+            store.flush()?;
+            Ok(store.applied_seq())
+        });
+        ctx.spawn(flush.into_actor(self).map(|res, _act, _ctx| {
+            let _ = drain.done.send(res);
+        }));
     }
 
     fn serve_parked(&mut self, ctx: &mut Context<Self>) {
@@ -477,7 +528,7 @@ impl StreamHandler<SyncDeliveries> for SlaveWorker {
     fn handle(&mut self, SyncDeliveries(batch): SyncDeliveries, ctx: &mut Context<Self>) {
         let (mut foreign, mut stale, mut diverged) = (0, 0, false);
         for d in batch {
-            let (stamp, batch) = match wire::decode_sync(&d.message.body) {
+            let (stamp, item) = match wire::decode_sync(&d.message.body) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(worker = self.id, error = %e, "bad sync message dropped");
@@ -490,6 +541,16 @@ impl StreamHandler<SyncDeliveries> for SlaveWorker {
                 actix::spawn(d.ack());
                 continue;
             }
+            let batch = match item {
+                SyncItem::Writes(batch) => batch,
+                SyncItem::Fence { worker, nonce } => {
+                    if let Some(drain) = self.draining.as_mut() {
+                        drain.fenced |= worker == self.id && nonce == drain.nonce;
+                    }
+                    actix::spawn(d.ack());
+                    continue;
+                }
+            };
             match self.lineage.follow(&batch.lineage, self.applied) {
                 Follow::Kept => {}
                 Follow::Adopted => self.refilter_pending(),
@@ -527,6 +588,7 @@ impl StreamHandler<SyncDeliveries> for SlaveWorker {
         } else if self.ready {
             self.apply_pending(ctx);
         }
+        self.check_drained(ctx);
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
@@ -665,6 +727,8 @@ impl Handler<GetStatus> for SlaveWorker {
             applied_seq: self.applied,
             ready: self.ready,
             reads_served: self.reads_served,
+            epoch: self.lineage.epoch(),
+            last_epoch: self.lineage.owner(self.applied),
         })
     }
 }
@@ -688,28 +752,46 @@ impl Handler<Shutdown> for SlaveWorker {
     }
 }
 
-impl Handler<Promote> for SlaveWorker {
-    type Result = Result<Addr<MasterWorker>>;
+impl Handler<Drain> for SlaveWorker {
+    type Result = ResponseFuture<Result<u64>>;
 
-    fn handle(&mut self, msg: Promote, ctx: &mut Context<Self>) -> Self::Result {
-        tracing::info!(
-            worker = self.id,
-            epoch = msg.epoch,
-            seq = self.applied,
-            "promoted to master"
-        );
-        self.unsubscribe(ctx);
-        let broker = self.broker.clone();
-        let sync_q = broker::sync_queue(self.id);
-        actix::spawn(async move {
-            let _ = broker.delete_queue(&sync_q).await;
+    /// Elected: stops serving reads (what it holds goes back to `readQ`),
+    /// publishes a fence to `syncQ` and applies everything that comes
+    /// before it in its own queue, then answers the seq it reached. The
+    /// worker then stops it and leads on the same store.
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(h) = self.reads.take() {
+            ctx.cancel_future(h);
+        }
+        self.requeue_parked();
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let nonce = fastrand::u64(..);
+        self.draining = Some(Draining {
+            nonce,
+            fenced: false,
+            done,
         });
-        ctx.stop();
-        let stamp = Stamp {
-            cluster: self.cluster,
-            epoch: msg.epoch,
+        let fence = SyncItem::Fence {
+            worker: self.id,
+            nonce,
         };
-        let master = MasterWorker::new(self.id, self.store.clone(), self.broker.clone(), stamp);
-        Ok(master.start())
+        let msg = Message::new(wire::encode(self.stamp(), &fence));
+        let broker = self.broker.clone();
+        ctx.spawn(
+            async move { broker.publish_fanout(SYNC_X, msg).await }
+                .into_actor(self)
+                .map(|res, act, _ctx| {
+                    if let Err(e) = res {
+                        if let Some(drain) = act.draining.take() {
+                            let _ = drain.done.send(Err(e));
+                        }
+                    }
+                }),
+        );
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(Error::Unavailable("the slave stopped draining".into())))
+        })
     }
 }

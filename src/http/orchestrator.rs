@@ -1,6 +1,7 @@
 //! The orchestrator's HTTP API: `db/read`, `db/write`, `db/clear`, the
-//! worker list, health, metrics and the OpenAPI description of the DB API
-//! (`docs/openapi.yaml`, served at `/api/v1/openapi.yaml`).
+//! worker list, the crash APIs and the cluster view, health, metrics and
+//! the OpenAPI description of the DB API (`docs/openapi.yaml`, served at
+//! `/api/v1/openapi.yaml`).
 //!
 //! Every body is validated strictly against the schema here, before
 //! anything is sent to a worker.
@@ -13,7 +14,9 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::Deserialize;
 
 use super::common::{self, Body, BodyLimit};
+use crate::actors::watcher::{CrashMaster, CrashSlave, ElectionWatcher, GetCluster};
 use crate::actors::OrchestratorHandle;
+use crate::error::Error;
 use crate::model::{validate_read, validate_write, Consistency, ReadOp, Schema, WriteOp};
 use crate::runtime::WorkerRuntime;
 
@@ -26,6 +29,19 @@ pub struct OrchestratorState {
     pub handle: OrchestratorHandle,
     pub schema: Arc<Schema>,
     pub runtime: Arc<dyn WorkerRuntime>,
+    pub watcher: actix::Addr<ElectionWatcher>,
+}
+
+impl OrchestratorState {
+    /// What the handlers need of a running cluster.
+    pub fn of(cluster: &crate::system::Cluster) -> Self {
+        OrchestratorState {
+            handle: cluster.orchestrator.clone(),
+            schema: cluster.schema.clone(),
+            runtime: cluster.runtime.clone(),
+            watcher: cluster.watcher.clone(),
+        }
+    }
 }
 
 type State = web::Data<OrchestratorState>;
@@ -43,6 +59,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(common::resource("/api/v1/db/write").route(web::post().to(db_write)))
         .service(common::resource("/api/v1/db/clear").route(web::post().to(db_clear)))
         .service(common::resource("/api/v1/worker/list").route(web::get().to(worker_list)))
+        .service(common::resource("/api/v1/crash/master").route(web::post().to(crash_master)))
+        .service(common::resource("/api/v1/crash/slave").route(web::post().to(crash_slave)))
+        .service(common::resource("/api/v1/cluster").route(web::get().to(cluster)))
         .service(common::resource("/api/v1/workers").route(web::get().to(workers)))
         .service(common::resource("/api/v1/openapi.yaml").route(web::get().to(openapi)))
         .service(common::resource("/metrics").route(web::get().to(metrics)))
@@ -105,6 +124,33 @@ async fn worker_list(state: State) -> HttpResponse {
     let mut pids: Vec<u64> = state.runtime.list().iter().map(|w| w.pid).collect();
     pids.sort_unstable();
     common::ok_json(&pids)
+}
+
+/// Kills the master (SIGKILL to its process); answers `["<pid>"]`. The
+/// election starts at once.
+async fn crash_master(state: State) -> HttpResponse {
+    crashed(state.watcher.send(CrashMaster).await)
+}
+
+/// Kills the slave with the highest pid; answers `["<pid>"]`.
+async fn crash_slave(state: State) -> HttpResponse {
+    crashed(state.watcher.send(CrashSlave).await)
+}
+
+fn crashed(res: Result<crate::error::Result<u64>, actix::MailboxError>) -> HttpResponse {
+    let pid = res
+        .map_err(|e| Error::Unavailable(format!("election watcher: {e}")))
+        .and_then(|r| r);
+    common::reply(pid.map(|pid| [pid.to_string()]))
+}
+
+/// Every worker's pid, role, applied seq, lag and state, the master, the
+/// epoch and recent events.
+async fn cluster(state: State) -> HttpResponse {
+    match state.watcher.send(GetCluster).await {
+        Ok(view) => common::ok_json(&view),
+        Err(e) => common::from_error(&Error::Unavailable(format!("election watcher: {e}"))),
+    }
 }
 
 /// Every worker with its role and how far it got.

@@ -97,17 +97,33 @@ impl SyncBatch {
     }
 }
 
-/// Decodes a sync batch, refusing an empty or non-consecutive one.
-pub fn decode_sync(bytes: &[u8]) -> Result<(Stamp, SyncBatch)> {
-    let (stamp, batch): (Stamp, SyncBatch) = decode(bytes)?;
-    let consecutive = batch
-        .writes
-        .windows(2)
-        .all(|w| w[0].seq.checked_add(1) == Some(w[1].seq));
-    if batch.writes.is_empty() || !consecutive {
-        return Err(Error::BadMessage("sync batch not consecutive".into()));
+/// What travels on `syncQ`.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub enum SyncItem {
+    Writes(SyncBatch),
+    /// Published by a slave elected master, to its own queue among all:
+    /// once it comes back, everything the old master had published before
+    /// is in (the queue is first in, first out). Other slaves ignore it.
+    Fence {
+        worker: u64,
+        nonce: u64,
+    },
+}
+
+/// Decodes what came on a sync queue, refusing an empty or
+/// non-consecutive batch of writes.
+pub fn decode_sync(bytes: &[u8]) -> Result<(Stamp, SyncItem)> {
+    let (stamp, item): (Stamp, SyncItem) = decode(bytes)?;
+    if let SyncItem::Writes(batch) = &item {
+        let consecutive = batch
+            .writes
+            .windows(2)
+            .all(|w| w[0].seq.checked_add(1) == Some(w[1].seq));
+        if batch.writes.is_empty() || !consecutive {
+            return Err(Error::BadMessage("sync batch not consecutive".into()));
+        }
     }
-    Ok((stamp, batch))
+    Ok((stamp, item))
 }
 
 /// A snapshot of a worker's whole database at sequence number `seq`: the
@@ -391,17 +407,25 @@ mod tests {
             request_id: 0,
             entry: Entry::Write(crate::model::WriteOp::Clear { table: None }),
         };
-        let batch = |writes| SyncBatch {
-            lineage: Lineage::default(),
-            writes,
+        let batch = |writes| {
+            SyncItem::Writes(SyncBatch {
+                lineage: Lineage::default(),
+                writes,
+            })
         };
         let (s, got) = decode_sync(&encode(S, &batch(vec![m(3), m(4)]))).unwrap();
+        let SyncItem::Writes(got) = got else {
+            panic!("not writes")
+        };
         assert_eq!((s, got.span()), (S, (3, 4)));
         for bad in [vec![], vec![m(3), m(5)], vec![m(4), m(3)], vec![m(3), m(3)]] {
-            assert!(
-                decode_sync(&encode(S, &batch(bad.clone()))).is_err(),
-                "{bad:?}"
-            );
+            let bytes = encode(S, &batch(bad.clone()));
+            assert!(decode_sync(&bytes).is_err(), "{bad:?}");
         }
+        let fence = SyncItem::Fence {
+            worker: 2,
+            nonce: 9,
+        };
+        assert_eq!(decode_sync(&encode(S, &fence)).unwrap(), (S, fence));
     }
 }

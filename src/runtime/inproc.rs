@@ -1,5 +1,6 @@
 //! Workers as actors in this process, each on its own arbiter (thread) and
-//! over its own sled database under `<data dir>/worker-<id>`.
+//! over its own sled database under `<data dir>/worker-<id>`, each with a
+//! coordinator session of its own. A worker's pid is its id.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,28 +9,23 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 
-use super::{Role, WorkerInfo, WorkerRuntime, WorkerSpec};
-use crate::actors::messages::{GetStatus, Promote, Shutdown, WorkerStatus};
-use crate::actors::{blocking, MasterWorker, SlaveWorker, SYNC_QUEUE_CAP};
+use super::{Exit, WorkerInfo, WorkerRuntime, WorkerSpec, EXITS};
+use crate::actors::messages::{GetStatus, Shutdown, WorkerStatus};
+use crate::actors::worker::{Connector, Worker, WorkerConfig};
+use crate::actors::{blocking, SYNC_QUEUE_CAP};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::model::wire::Stamp;
 use crate::model::Schema;
 use crate::store::Store;
 
 /// How long a clean stop may take before the worker is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Clone)]
-enum WorkerAddr {
-    Master(Addr<MasterWorker>),
-    Slave(Addr<SlaveWorker>),
-}
-
 struct Running {
     info: WorkerInfo,
-    addr: WorkerAddr,
+    addr: Addr<Worker>,
     arbiter: ArbiterHandle,
 }
 
@@ -39,17 +35,32 @@ pub struct InProcessRuntime {
     schema: Arc<Schema>,
     data_dir: PathBuf,
     sync_cap: u32,
+    connect: Connector,
+    session_timeout: Duration,
     workers: Mutex<BTreeMap<u64, Running>>,
+    exits: broadcast::Sender<Exit>,
 }
 
 impl InProcessRuntime {
-    pub fn new(broker: Arc<dyn Broker>, schema: Arc<Schema>, data_dir: &Path) -> Self {
+    /// Workers on `broker`, keeping their stores under `data_dir`, each
+    /// opening a coordinator session with `connect` (whose sessions time
+    /// out after `session_timeout`).
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        schema: Arc<Schema>,
+        data_dir: &Path,
+        connect: Connector,
+        session_timeout: Duration,
+    ) -> Self {
         InProcessRuntime {
             broker,
             schema,
             data_dir: data_dir.to_owned(),
             sync_cap: SYNC_QUEUE_CAP,
+            connect,
+            session_timeout,
             workers: Mutex::new(BTreeMap::new()),
+            exits: broadcast::channel(EXITS).0,
         }
     }
 
@@ -68,12 +79,20 @@ impl InProcessRuntime {
             .remove(&id)
             .ok_or_else(|| Error::bad(format!("no worker {id}")))
     }
+
+    fn exited(&self, info: WorkerInfo, expected: bool) {
+        let _ = self.exits.send(Exit {
+            id: info.id,
+            pid: info.pid,
+            expected,
+        });
+    }
 }
 
 /// Waits until an actor has stopped, or the deadline passes.
-async fn stopped(connected: impl Fn() -> bool, within: Duration) -> bool {
+async fn stopped(addr: &Addr<Worker>, within: Duration) -> bool {
     let deadline = Instant::now() + within;
-    while connected() {
+    while addr.connected() {
         if Instant::now() > deadline {
             return false;
         }
@@ -97,25 +116,19 @@ impl WorkerRuntime for InProcessRuntime {
         })
         .await?;
         let arbiter = Arbiter::new().handle();
-        let (broker, cap) = (self.broker.clone(), self.sync_cap);
-        let stamp = Stamp {
+        let cfg = WorkerConfig {
+            id: spec.id,
+            pid: spec.id,
             cluster: spec.cluster,
-            epoch: spec.epoch,
+            sync_cap: self.sync_cap,
+            session_timeout: self.session_timeout,
         };
-        let addr = match spec.role {
-            Role::Master => {
-                WorkerAddr::Master(MasterWorker::start_in_arbiter(&arbiter, move |_| {
-                    MasterWorker::new(spec.id, store, broker, stamp)
-                }))
-            }
-            Role::Slave => WorkerAddr::Slave(SlaveWorker::start_in_arbiter(&arbiter, move |_| {
-                SlaveWorker::new(spec.id, store, broker, cap)
-            })),
-        };
+        let (broker, connect) = (self.broker.clone(), self.connect.clone());
+        let addr =
+            Worker::start_in_arbiter(&arbiter, move |_| Worker::new(cfg, store, broker, connect));
         let info = WorkerInfo {
             id: spec.id,
             pid: spec.id,
-            role: spec.role,
         };
         self.workers().insert(
             spec.id,
@@ -130,20 +143,12 @@ impl WorkerRuntime for InProcessRuntime {
 
     async fn stop(&self, id: u64) -> Result<()> {
         let w = self.take(id)?;
-        let done = match &w.addr {
-            WorkerAddr::Master(a) => {
-                let _ = a.send(Shutdown).await;
-                stopped(|| a.connected(), STOP_TIMEOUT).await
-            }
-            WorkerAddr::Slave(a) => {
-                let _ = a.send(Shutdown).await;
-                stopped(|| a.connected(), STOP_TIMEOUT).await
-            }
-        };
-        if !done {
+        let _ = w.addr.send(Shutdown).await;
+        if !stopped(&w.addr, STOP_TIMEOUT).await {
             tracing::warn!(worker = id, "did not stop in time; killed");
         }
         w.arbiter.stop();
+        self.exited(w.info, true);
         Ok(())
     }
 
@@ -151,30 +156,10 @@ impl WorkerRuntime for InProcessRuntime {
         let w = self.take(id)?;
         w.arbiter.stop();
         // Gone once its actor is: nothing it does after this counts.
-        let gone = match &w.addr {
-            WorkerAddr::Master(a) => stopped(|| a.connected(), STOP_TIMEOUT).await,
-            WorkerAddr::Slave(a) => stopped(|| a.connected(), STOP_TIMEOUT).await,
-        };
-        if !gone {
+        if !stopped(&w.addr, STOP_TIMEOUT).await {
             tracing::warn!(worker = id, "still running after a kill");
         }
-        Ok(())
-    }
-
-    async fn promote(&self, id: u64, epoch: u64) -> Result<()> {
-        let slave = match self.workers().get(&id).map(|w| w.addr.clone()) {
-            Some(WorkerAddr::Slave(a)) => a,
-            Some(WorkerAddr::Master(_)) => return Ok(()),
-            None => return Err(Error::bad(format!("no worker {id}"))),
-        };
-        let master = slave
-            .send(Promote { epoch })
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string()))??;
-        if let Some(w) = self.workers().get_mut(&id) {
-            w.addr = WorkerAddr::Master(master);
-            w.info.role = Role::Master;
-        }
+        self.exited(w.info, false);
         Ok(())
     }
 
@@ -184,14 +169,16 @@ impl WorkerRuntime for InProcessRuntime {
             .get(&id)
             .map(|w| w.addr.clone())
             .ok_or_else(|| Error::bad(format!("no worker {id}")))?;
-        let status = match addr {
-            WorkerAddr::Master(a) => a.send(GetStatus).await,
-            WorkerAddr::Slave(a) => a.send(GetStatus).await,
-        };
-        status.map_err(|e| Error::Unavailable(format!("worker {id}: {e}")))
+        addr.send(GetStatus)
+            .await
+            .map_err(|e| Error::Unavailable(format!("worker {id}: {e}")))
     }
 
     fn list(&self) -> Vec<WorkerInfo> {
         self.workers().values().map(|w| w.info).collect()
+    }
+
+    fn exits(&self) -> broadcast::Receiver<Exit> {
+        self.exits.subscribe()
     }
 }

@@ -7,7 +7,7 @@ mod inproc;
 mod process;
 
 pub use inproc::InProcessRuntime;
-pub use process::ProcessRuntime;
+pub use process::{CoordTarget, ProcessRuntime};
 
 use std::path::{Path, PathBuf};
 
@@ -16,21 +16,11 @@ use async_trait::async_trait;
 use crate::actors::messages::WorkerStatus;
 use crate::error::Result;
 
-/// What a worker starts as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Master,
-    Slave,
-}
-
-/// A worker to start.
+/// A worker to start. Every worker starts alike; the election (through
+/// the coordinator) decides which one leads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkerSpec {
     pub id: u64,
-    pub role: Role,
-    /// The epoch a master writes under.
-    pub epoch: u64,
     /// The cluster it belongs to; its store must be of that cluster (or
     /// new, and then joins it).
     pub cluster: u64,
@@ -41,7 +31,15 @@ pub struct WorkerSpec {
 pub struct WorkerInfo {
     pub id: u64,
     pub pid: u64,
-    pub role: Role,
+}
+
+/// A worker that exited: stopped on purpose (`expected`), or killed or
+/// crashed (a death the system saw, acted on at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub id: u64,
+    pub pid: u64,
+    pub expected: bool,
 }
 
 /// Starts, stops and lists workers.
@@ -51,15 +49,18 @@ pub trait WorkerRuntime: Send + Sync + 'static {
     async fn start(&self, spec: WorkerSpec) -> Result<WorkerInfo>;
     /// Stops a worker cleanly: it settles what it holds and flushes.
     async fn stop(&self, id: u64) -> Result<()>;
-    /// Kills a worker abruptly, as a crash would.
+    /// Kills a worker abruptly, as a crash would (SIGKILL).
     async fn kill(&self, id: u64) -> Result<()>;
-    /// Turns a slave into the master in place, with a new epoch.
-    async fn promote(&self, id: u64, epoch: u64) -> Result<()>;
     /// How far a worker got.
     async fn status(&self, id: u64) -> Result<WorkerStatus>;
     /// The running workers, by id.
     fn list(&self) -> Vec<WorkerInfo>;
+    /// Every exit from now on, as it is seen.
+    fn exits(&self) -> tokio::sync::broadcast::Receiver<Exit>;
 }
+
+/// How many exits a slow listener may fall behind by.
+pub(crate) const EXITS: usize = 256;
 
 /// Where worker `id` keeps its database under a data directory.
 pub fn worker_dir(data_dir: &Path, id: u64) -> PathBuf {
@@ -68,11 +69,15 @@ pub fn worker_dir(data_dir: &Path, id: u64) -> PathBuf {
 
 /// Stops every worker, slaves first, so the master settles last.
 pub async fn stop_all(rt: &dyn WorkerRuntime) {
-    let mut workers = rt.list();
-    workers.sort_by_key(|w| (w.role == Role::Master, w.id));
-    for w in workers {
-        if let Err(e) = rt.stop(w.id).await {
-            tracing::warn!(worker = w.id, error = %e, "stop failed");
+    let mut workers = Vec::new();
+    for w in rt.list() {
+        let master = rt.status(w.id).await.is_ok_and(|s| s.master);
+        workers.push((master, w.id));
+    }
+    workers.sort_unstable();
+    for (_, id) in workers {
+        if let Err(e) = rt.stop(id).await {
+            tracing::warn!(worker = id, error = %e, "stop failed");
         }
     }
 }

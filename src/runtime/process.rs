@@ -1,19 +1,21 @@
 //! Workers as local child processes: `dbaas worker ...` started from this
 //! binary, each with its own sled database under the data directory and a
-//! small control listener on loopback (status, promote). A worker's pid is
+//! small control listener on loopback (status). A worker's pid is
 //! its OS pid.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::{broadcast, watch};
 
-use super::{Role, WorkerInfo, WorkerRuntime, WorkerSpec};
+use super::{Exit, WorkerInfo, WorkerRuntime, WorkerSpec, EXITS};
 use crate::actors::messages::WorkerStatus;
 use crate::error::{Error, Result};
 
@@ -21,10 +23,23 @@ use crate::error::{Error, Result};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Where the workers find the coordinator.
+#[derive(Clone, Debug)]
+pub struct CoordTarget {
+    /// ZooKeeper's `host:port[,host:port...]`.
+    pub hosts: String,
+    /// The cluster's root path there.
+    pub root: String,
+    pub session_timeout: Duration,
+}
+
 struct Running {
     info: WorkerInfo,
-    child: Child,
     control: String,
+    /// Set before a stop on purpose, so its exit is expected.
+    stopping: Arc<AtomicBool>,
+    /// Becomes true once the process has exited (and was reaped).
+    exited: watch::Receiver<bool>,
 }
 
 /// Starts workers as child processes of this one.
@@ -32,9 +47,11 @@ pub struct ProcessRuntime {
     exe: PathBuf,
     amqp_url: String,
     data_dir: PathBuf,
+    coord: CoordTarget,
     sync_cap: u32,
     http: reqwest::Client,
-    workers: Mutex<BTreeMap<u64, Running>>,
+    workers: Arc<Mutex<BTreeMap<u64, Running>>>,
+    exits: broadcast::Sender<Exit>,
 }
 
 fn io(e: impl std::fmt::Display) -> Error {
@@ -42,16 +59,18 @@ fn io(e: impl std::fmt::Display) -> Error {
 }
 
 impl ProcessRuntime {
-    /// Workers of the binary `exe`, on the broker at `amqp_url`, keeping
-    /// their databases under `data_dir`.
-    pub fn new(exe: &Path, amqp_url: &str, data_dir: &Path) -> Self {
+    /// Workers of the binary `exe`, on the broker at `amqp_url` and the
+    /// coordinator `coord`, keeping their databases under `data_dir`.
+    pub fn new(exe: &Path, amqp_url: &str, data_dir: &Path, coord: CoordTarget) -> Self {
         ProcessRuntime {
             exe: exe.to_owned(),
             amqp_url: amqp_url.to_owned(),
             data_dir: data_dir.to_owned(),
+            coord,
             sync_cap: crate::actors::SYNC_QUEUE_CAP,
             http: reqwest::Client::new(),
-            workers: Mutex::new(BTreeMap::new()),
+            workers: Arc::default(),
+            exits: broadcast::channel(EXITS).0,
         }
     }
 
@@ -72,25 +91,19 @@ impl ProcessRuntime {
             .ok_or_else(|| Error::bad(format!("no worker {id}")))
     }
 
-    fn take(&self, id: u64) -> Result<Running> {
-        self.workers()
-            .remove(&id)
-            .ok_or_else(|| Error::bad(format!("no worker {id}")))
-    }
-
     fn command(&self, spec: WorkerSpec) -> Command {
-        let role = match spec.role {
-            Role::Master => "master",
-            Role::Slave => "slave",
-        };
         let mut cmd = Command::new(&self.exe);
         cmd.arg("worker")
             .args(["--id", &spec.id.to_string()])
-            .args(["--role", role])
-            .args(["--epoch", &spec.epoch.to_string()])
             .args(["--cluster", &format!("{:016x}", spec.cluster)])
             .args(["--sync-queue-cap", &self.sync_cap.to_string()])
             .args(["--amqp", &self.amqp_url])
+            .args(["--zk", &self.coord.hosts])
+            .args(["--zk-root", &self.coord.root])
+            .args([
+                "--session-timeout-ms",
+                &self.coord.session_timeout.as_millis().to_string(),
+            ])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--control-addr", "127.0.0.1:0"])
@@ -107,6 +120,60 @@ impl ProcessRuntime {
             });
         }
         cmd
+    }
+
+    /// Reaps the child when it exits, forgets it, and tells who listens.
+    fn reap(
+        &self,
+        mut child: Child,
+        info: WorkerInfo,
+        stopping: Arc<AtomicBool>,
+    ) -> watch::Receiver<bool> {
+        let (done, exited) = watch::channel(false);
+        let (workers, exits) = (self.workers.clone(), self.exits.clone());
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let expected = stopping.load(Ordering::Acquire);
+            tracing::info!(
+                worker = info.id,
+                pid = info.pid,
+                ?status,
+                expected,
+                "worker exited"
+            );
+            workers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&info.id);
+            let _ = exits.send(Exit {
+                id: info.id,
+                pid: info.pid,
+                expected,
+            });
+            let _ = done.send(true);
+        });
+        exited
+    }
+
+    /// Sends `signal` to worker `id` and waits (bounded) for it to exit.
+    async fn signal_and_wait(
+        &self,
+        id: u64,
+        signal: i32,
+        expected: bool,
+        within: Duration,
+    ) -> Result<bool> {
+        let (pid, mut exited) = {
+            let workers = self.workers();
+            let w = workers
+                .get(&id)
+                .ok_or_else(|| Error::bad(format!("no worker {id}")))?;
+            w.stopping.store(expected, Ordering::Release);
+            (w.info.pid, w.exited.clone())
+        };
+        send_signal(pid, signal);
+        let gone = tokio::time::timeout(within, exited.wait_for(|&e| e)).await;
+        Ok(matches!(gone, Ok(Ok(_))))
     }
 }
 
@@ -134,11 +201,12 @@ async fn control_url(child: &mut Child, id: u64) -> Result<String> {
     Ok(url)
 }
 
-/// Sends SIGTERM.
-fn terminate(pid: u32) {
-    // SAFETY: kill(2) has no memory effects; a stale pid at worst fails.
+fn send_signal(pid: u64, signal: i32) {
+    // SAFETY: kill(2) has no memory effects; a stale pid at worst fails
+    // (the child is reaped only by our own waiter, so its pid is not
+    // reused while it is listed).
     unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        libc::kill(pid as libc::pid_t, signal);
     }
 }
 
@@ -154,48 +222,48 @@ impl WorkerRuntime for ProcessRuntime {
         let info = WorkerInfo {
             id: spec.id,
             pid: u64::from(pid),
-            role: spec.role,
         };
+        let stopping = Arc::new(AtomicBool::new(false));
+        // Listed before its waiter runs, so an early exit finds it.
+        let (tx, exited) = watch::channel(false);
         self.workers().insert(
             spec.id,
             Running {
                 info,
-                child,
                 control,
+                stopping: stopping.clone(),
+                exited,
             },
         );
+        let reaped = self.reap(child, info, stopping);
+        if let Some(w) = self.workers().get_mut(&spec.id) {
+            w.exited = reaped;
+        }
+        drop(tx);
         Ok(info)
     }
 
     async fn stop(&self, id: u64) -> Result<()> {
-        let mut w = self.take(id)?;
-        terminate(w.info.pid as u32);
-        match tokio::time::timeout(STOP_TIMEOUT, w.child.wait()).await {
-            Ok(Ok(status)) if status.success() => Ok(()),
-            Ok(Ok(status)) => Err(io(format!("worker {id} exited with {status}"))),
-            Ok(Err(e)) => Err(io(e)),
-            Err(_) => {
-                let _ = w.child.kill().await;
-                Err(io(format!("worker {id} did not stop in time; killed")))
-            }
+        if self
+            .signal_and_wait(id, libc::SIGTERM, true, STOP_TIMEOUT)
+            .await?
+        {
+            return Ok(());
         }
+        self.signal_and_wait(id, libc::SIGKILL, true, STOP_TIMEOUT)
+            .await?;
+        Err(io(format!("worker {id} did not stop in time; killed")))
     }
 
     async fn kill(&self, id: u64) -> Result<()> {
-        let mut w = self.take(id)?;
-        w.child.kill().await.map_err(io)
-    }
-
-    async fn promote(&self, id: u64, epoch: u64) -> Result<()> {
-        let url = format!("{}/promote?epoch={epoch}", self.control(id)?);
-        let resp = self.http.post(url).send().await.map_err(io)?;
-        if !resp.status().is_success() {
-            return Err(io(format!("promote answered {}", resp.status())));
+        if self
+            .signal_and_wait(id, libc::SIGKILL, false, STOP_TIMEOUT)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(io(format!("worker {id} did not exit after SIGKILL")))
         }
-        if let Some(w) = self.workers().get_mut(&id) {
-            w.info.role = Role::Master;
-        }
-        Ok(())
     }
 
     async fn status(&self, id: u64) -> Result<WorkerStatus> {
@@ -205,9 +273,10 @@ impl WorkerRuntime for ProcessRuntime {
     }
 
     fn list(&self) -> Vec<WorkerInfo> {
-        let mut workers = self.workers();
-        // Forget workers that exited on their own.
-        workers.retain(|_, w| matches!(w.child.try_wait(), Ok(None)));
-        workers.values().map(|w| w.info).collect()
+        self.workers().values().map(|w| w.info).collect()
+    }
+
+    fn exits(&self) -> broadcast::Receiver<Exit> {
+        self.exits.subscribe()
     }
 }

@@ -133,11 +133,7 @@ impl Stack {
             let cluster = Cluster::start(&data_dir, 1, broker)
                 .await
                 .map_err(|e| io::Error::other(format!("the cluster does not start: {e}")))?;
-            let state = OrchestratorState {
-                handle: cluster.orchestrator.clone(),
-                schema: cluster.schema.clone(),
-                runtime: cluster.runtime.clone(),
-            };
+            let state = OrchestratorState::of(&cluster);
             let servers = vec![
                 orchestrator::server(lo, state, body_limit, 1)?,
                 users::server(lu, &u.orchestrator, body_limit)?,

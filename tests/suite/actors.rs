@@ -4,17 +4,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbaas::broker::faults::FaultyBroker;
 use dbaas::broker::{Broker, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use dbaas::model::wire::{
-    self, Entry, MasterRequest, ReadRequest, Reply, Stamp, SyncBatch, SyncMessage, WriteRequest,
+    self, Entry, MasterRequest, ReadRequest, Reply, Stamp, SyncBatch, SyncItem, SyncMessage,
+    WriteRequest,
 };
 use dbaas::model::{Consistency, Lineage, ReadOp, ReadResult, Row, Value, WriteOp};
-use dbaas::runtime::{Role, WorkerSpec};
+use dbaas::runtime::WorkerSpec;
 use dbaas::system::Cluster;
 use futures::StreamExt;
 
-use super::{eventually, store, stores};
+#[allow(unused_imports)]
+pub use super::failover::*;
+#[allow(unused_imports)]
+pub use super::holes::*;
+use super::{eventually, master_id, roles, running, store, stores};
 
 /// Calls `$each!` with every script of this suite, so that each broker's
 /// test file runs the same list. (Unused where the suite module is
@@ -39,49 +43,53 @@ macro_rules! every_script {
             a_lost_sync_is_repaired_by_a_snapshot,
             a_deposed_masters_syncs_are_not_applied,
             a_reply_that_matches_no_request_changes_nothing,
+            a_killed_master_is_replaced_by_election_and_no_acknowledged_write_is_lost,
+            crash_master_and_crash_slave_kill_and_workers_are_replaced,
+            a_master_whose_session_expired_is_deposed_and_takes_no_write,
+            a_master_cut_off_from_the_coordinator_pauses_and_carries_on,
+            a_killed_slave_is_replaced_and_the_replacement_catches_up,
         );
     };
 }
 #[allow(unused_imports)]
 pub(crate) use every_script;
 
-const DEADLINE: Duration = Duration::from_secs(20);
+pub(super) const DEADLINE: Duration = Duration::from_secs(20);
 
 /// What the cluster's own workers stamp their messages with.
-fn stamp(c: &Cluster) -> Stamp {
+pub(super) async fn stamp(c: &Cluster) -> Stamp {
     Stamp {
         cluster: c.cluster,
-        epoch: c.epoch,
+        epoch: c.epoch().await,
     }
 }
 
 /// Worker `id` of the cluster, as the runtime starts it.
-fn spec(c: &Cluster, id: u64, role: Role) -> WorkerSpec {
+pub(super) fn spec(c: &Cluster, id: u64) -> WorkerSpec {
     WorkerSpec {
         id,
-        role,
-        epoch: c.epoch,
         cluster: c.cluster,
     }
 }
 
 /// A write request as the orchestrator sends it.
-fn write_request(c: &Cluster, request_id: u128, op: WriteOp) -> Vec<u8> {
+pub(super) async fn write_request(c: &Cluster, request_id: u128, op: WriteOp) -> Vec<u8> {
+    let stamp = stamp(c).await;
     let req = MasterRequest::Write(WriteRequest {
         request_id,
-        epoch: c.epoch,
+        epoch: stamp.epoch,
         op,
     });
-    wire::encode(stamp(c), &req)
+    wire::encode(stamp, &req)
 }
 
-async fn cluster(dir: &tempfile::TempDir, slaves: usize, b: Arc<dyn Broker>) -> Cluster {
+pub(super) async fn cluster(dir: &tempfile::TempDir, slaves: usize, b: Arc<dyn Broker>) -> Cluster {
     Cluster::start(dir.path(), slaves, b)
         .await
         .expect("cluster starts")
 }
 
-fn user(name: &str) -> WriteOp {
+pub(super) fn user(name: &str) -> WriteOp {
     let row: Row = [
         ("username".to_owned(), Value::from(name)),
         ("password".to_owned(), Value::from("x".repeat(40))),
@@ -93,7 +101,7 @@ fn user(name: &str) -> WriteOp {
     }
 }
 
-fn get_user(name: &str) -> ReadOp {
+pub(super) fn get_user(name: &str) -> ReadOp {
     ReadOp::Get {
         table: "users".into(),
         key: Value::from(name),
@@ -101,14 +109,14 @@ fn get_user(name: &str) -> ReadOp {
     }
 }
 
-fn count_users() -> ReadOp {
+pub(super) fn count_users() -> ReadOp {
     ReadOp::Count {
         table: "users".into(),
         filter: vec![],
     }
 }
 
-async fn read(c: &Cluster, op: ReadOp) -> ReadResult {
+pub(super) async fn read(c: &Cluster, op: ReadOp) -> ReadResult {
     c.orchestrator
         .read(op, Consistency::Strong)
         .await
@@ -137,10 +145,8 @@ pub async fn reads_spread_round_robin_over_two_slaves(b: Arc<dyn Broker>) {
         read(&c, get_user("a")).await;
     }
     let mut served = Vec::new();
-    for w in c.runtime.list() {
-        if w.role == Role::Slave {
-            served.push(c.runtime.status(w.id).await.unwrap().reads_served);
-        }
+    for id in roles(&c).await.1 {
+        served.push(c.runtime.status(id).await.unwrap().reads_served);
     }
     assert_eq!(served.iter().sum::<u64>(), 100);
     assert!(served.iter().all(|&n| n >= 45), "uneven: {served:?}");
@@ -170,7 +176,7 @@ pub async fn a_late_slave_catches_up_by_snapshot_and_sync_without_a_gap(b: Arc<d
             orch.write(user(&format!("during{i}"))).await.unwrap();
         }
     });
-    c.runtime.start(spec(&c, 9, Role::Slave)).await.unwrap();
+    c.runtime.start(spec(&c, 9)).await.unwrap();
     writer.await.unwrap();
     let rt = c.runtime.clone();
     eventually(
@@ -210,7 +216,7 @@ pub async fn a_duplicate_sync_message_is_ignored(b: Arc<dyn Broker>) {
     c.orchestrator.write(user("real")).await.unwrap();
     // A second message with seq 1, as a redelivery after a master crash
     // could bring (here with other content, to see it is not applied).
-    let dup = sync_of(&c, 1, "ghost");
+    let dup = sync_of(&c, 1, "ghost").await;
     c.broker.publish_fanout(SYNC_X, dup).await.unwrap();
     c.orchestrator.write(user("next")).await.unwrap();
     assert_eq!(read(&c, count_users()).await, ReadResult::Count(2));
@@ -221,19 +227,20 @@ pub async fn a_duplicate_sync_message_is_ignored(b: Arc<dyn Broker>) {
 }
 
 /// A sync message of `c`'s master for one insert of `name` at `seq`.
-fn sync_of(c: &Cluster, seq: u64, name: &str) -> Message {
+async fn sync_of(c: &Cluster, seq: u64, name: &str) -> Message {
+    let stamp = stamp(c).await;
     let mut lineage = Lineage::default();
-    lineage.begin(c.epoch, 0);
+    lineage.begin(stamp.epoch, 0);
     let batch = SyncBatch {
         lineage,
         writes: vec![SyncMessage {
             seq,
-            epoch: c.epoch,
+            epoch: stamp.epoch,
             request_id: 77,
             entry: Entry::Write(user(name)),
         }],
     };
-    Message::new(wire::encode(stamp(c), &batch))
+    Message::new(wire::encode(stamp, &SyncItem::Writes(batch)))
 }
 
 pub async fn a_read_for_a_sequence_number_not_yet_applied_waits_then_answers(b: Arc<dyn Broker>) {
@@ -253,7 +260,7 @@ pub async fn a_read_for_a_sequence_number_not_yet_applied_waits_then_answers(b: 
         .publish(
             READ_Q,
             Message {
-                body: wire::encode(stamp(&c), &ask),
+                body: wire::encode(stamp(&c).await, &ask),
                 correlation_id: Some(1),
                 reply_to: Some(replies.into()),
             },
@@ -280,19 +287,28 @@ pub async fn a_write_retried_within_one_group_is_synced_once(b: Arc<dyn Broker>)
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(&dir, 1, b.clone()).await;
     c.orchestrator.write(user("first")).await.unwrap();
-    // With the master away, a write, another, and the first again (a
-    // retry) queue up; the master takes them as one group when it is back.
-    c.runtime.stop(1).await.unwrap();
+    // The master's lease runs out while it cannot reach the coordinator:
+    // it takes no writes. A write, another, and the first again (a
+    // retry) queue up; it takes them as one group when it is back.
+    let session = master_session(&c).await;
+    let server = embedded(&c);
+    server.disconnect(session);
+    let m = master_id(&c).await;
+    eventually("the master to stop taking writes", DEADLINE, || async {
+        !taking_writes(&c, m).await
+    })
+    .await;
     for (request_id, name) in [(500, "a"), (501, "b"), (500, "a")] {
-        let req = write_request(&c, request_id, user(name));
+        let req = write_request(&c, request_id, user(name)).await;
         c.broker.publish(WRITE_Q, Message::new(req)).await.unwrap();
     }
-    c.runtime.start(spec(&c, 1, Role::Master)).await.unwrap();
+    server.reconnect(session);
     // A strong read after the next write needs the slave past all of them.
     c.orchestrator.write(user("last")).await.unwrap();
     assert_eq!(read(&c, count_users()).await, ReadResult::Count(4));
+    let ids = running(&c);
     c.stop().await;
-    let all = stores(dir.path(), &[1, 2]);
+    let all = stores(dir.path(), &ids);
     assert_eq!(all[0], all[1]);
     assert_eq!(all[0].0, 4);
 }
@@ -320,7 +336,8 @@ pub async fn a_redelivered_write_is_applied_once(b: Arc<dyn Broker>) {
             ]
             .into(),
         },
-    );
+    )
+    .await;
     let mut seqs = Vec::new();
     for _ in 0..2 {
         let msg = Message {
@@ -397,375 +414,33 @@ pub async fn restart_on_the_same_data_keeps_everything(b: Arc<dyn Broker>) {
     c.stop().await;
 }
 
-/// A fault-injecting broker around `b`, and the same as a trait object.
-fn faulty(b: Arc<dyn Broker>) -> (FaultyBroker, Arc<dyn Broker>) {
-    let fb = FaultyBroker::new(b);
-    (fb.clone(), Arc::new(fb))
-}
-
-/// The request id of a write request on `writeQ`, if it is one.
-fn request_id(msg: &Message) -> Option<u128> {
-    match wire::decode::<MasterRequest>(&msg.body) {
-        Ok((_, MasterRequest::Write(w))) => Some(w.request_id),
-        _ => None,
+/// The in-process coordinator of an embedded cluster.
+pub(super) fn embedded(c: &Cluster) -> dbaas::coord::inproc::InProcServer {
+    match &c.coordination {
+        dbaas::system::Coordination::Embedded(server) => server.clone(),
+        dbaas::system::Coordination::ZooKeeper(_) => panic!("not an embedded cluster"),
     }
 }
 
-/// Consumes `queue` (declared here) for the answers a test asks for.
-async fn answers(c: &Cluster, queue: &str) -> dbaas::broker::Consumer {
-    c.broker
-        .declare_queue(queue, QueueKind::Transient)
+/// The coordinator session of the master (once one leads).
+pub(super) async fn master_session(c: &Cluster) -> u64 {
+    let m = master_id(c).await;
+    let view = c
+        .watcher
+        .send(dbaas::actors::watcher::GetCluster)
         .await
         .unwrap();
-    c.broker.consume(queue, 10).await.unwrap()
+    view.workers
+        .iter()
+        .find(|w| w.id == m && w.session != 0)
+        .map(|w| w.session)
+        .expect("the master reports its session")
 }
 
-/// The next write answer on `answers`.
-async fn next_write_answer(
-    answers: &mut dbaas::broker::Consumer,
-) -> dbaas::error::Result<dbaas::model::WriteReply> {
-    let d = tokio::time::timeout(DEADLINE, answers.next())
+/// Whether worker `id` leads and takes writes now (its lease is valid).
+pub(super) async fn taking_writes(c: &Cluster, id: u64) -> bool {
+    c.runtime
+        .status(id)
         .await
-        .expect("an answer in time")
-        .expect("the consumer lives");
-    let (_, Reply::Write(w)) = wire::decode(&d.message.body).unwrap() else {
-        panic!("not a write answer");
-    };
-    d.ack().await.unwrap();
-    w
-}
-
-/// Every worker of the cluster has applied at least `seq`.
-async fn all_applied(c: &Cluster, seq: u64) {
-    let rt = c.runtime.clone();
-    eventually("every worker to apply it", DEADLINE, || {
-        let rt = rt.clone();
-        async move {
-            for w in rt.list() {
-                if !rt.status(w.id).await.is_ok_and(|s| s.applied_seq >= seq) {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
-}
-
-pub async fn messages_of_an_earlier_cluster_on_the_same_broker_are_ignored(b: Arc<dyn Broker>) {
-    let old_dir = tempfile::tempdir().unwrap();
-    let old = cluster(&old_dir, 1, b.clone()).await;
-    for i in 0..20 {
-        old.orchestrator
-            .write(user(&format!("old{i}")))
-            .await
-            .unwrap();
-    }
-    // The slave dies; the syncs of seqs 21..50 stay in its queue.
-    old.runtime.kill(2).await.unwrap();
-    for i in 20..50 {
-        old.orchestrator
-            .write(user(&format!("old{i}")))
-            .await
-            .unwrap();
-    }
-    // The master dies too; writes nobody answers stay in writeQ, and a
-    // reply nobody took stays in responseQ.
-    old.runtime.kill(1).await.unwrap();
-    for i in 0..5 {
-        let req = write_request(&old, 9000 + i, user(&format!("unanswered{i}")));
-        let msg = Message {
-            body: req,
-            correlation_id: Some(fastrand::u64(..)),
-            reply_to: Some(dbaas::broker::RESPONSE_Q.into()),
-        };
-        b.publish(WRITE_Q, msg).await.unwrap();
-    }
-    let stale = Reply::Write(Ok(dbaas::model::WriteReply {
-        seq: 1_000,
-        result: dbaas::model::WriteResult::Cleared,
-    }));
-    let stale = Message::reply(wire::encode(stamp(&old), &stale), Some(fastrand::u64(..)));
-    b.publish(dbaas::broker::RESPONSE_Q, stale).await.unwrap();
-    old.orchestrator
-        .addr()
-        .do_send(dbaas::actors::messages::Shutdown);
-    let old_id = old.cluster;
-    drop(old);
-
-    // A new data directory: a new cluster, with the same worker ids and
-    // epoch, on the same broker.
-    let dir = tempfile::tempdir().unwrap();
-    let c = cluster(&dir, 1, b.clone()).await;
-    assert_ne!(c.cluster, old_id);
-    assert_eq!(c.epoch, 1);
-    for i in 0..60 {
-        let w = c
-            .orchestrator
-            .write(user(&format!("new{i}")))
-            .await
-            .unwrap();
-        assert_eq!(w.seq, i + 1);
-    }
-    assert_eq!(read(&c, count_users()).await, ReadResult::Count(60));
-    assert!(read(&c, get_user("old30")).await.into_rows().is_empty());
-    let stats = c.orchestrator.stats().await.unwrap();
-    assert_eq!(stats.last_acked_seq, 60, "a stale reply moved nothing");
-    c.stop().await;
-    let all = stores(dir.path(), &[1, 2]);
-    assert_eq!(all[0], all[1], "both workers hold the same rows");
-    assert_eq!(all[0].0, 60);
-    let slave = store(dir.path(), 2);
-    let rows = slave.read(&count_users()).unwrap();
-    assert_eq!(rows, ReadResult::Count(60));
-}
-
-pub async fn a_refused_write_is_never_applied_later(b: Arc<dyn Broker>) {
-    let dir = tempfile::tempdir().unwrap();
-    let (fb, b) = faulty(b);
-    let c = cluster(&dir, 1, b.clone()).await;
-    c.orchestrator.write(user("x")).await.unwrap();
-    let mut answers = answers(&c, "test.refusals").await;
-    // The master answers request 777 (a duplicate key: refused) but dies
-    // before its acknowledgement reaches the broker.
-    fb.on_settle(|q, m, _| !(q == WRITE_Q && request_id(m) == Some(777)));
-    let ask = Message {
-        body: write_request(&c, 777, user("x")),
-        correlation_id: Some(1),
-        reply_to: Some("test.refusals".into()),
-    };
-    c.broker.publish(WRITE_Q, ask.clone()).await.unwrap();
-    let first = next_write_answer(&mut answers).await;
-    assert!(
-        matches!(first, Err(dbaas::error::Error::Conflict(_))),
-        "{first:?}"
-    );
-    // The key is deleted in a later group; then the master dies.
-    c.orchestrator
-        .write(WriteOp::Delete {
-            table: "users".into(),
-            key: Some(Value::from("x")),
-            filter: None,
-        })
-        .await
-        .unwrap();
-    c.runtime.kill(1).await.unwrap();
-    fb.clear();
-    c.runtime.start(spec(&c, 1, Role::Master)).await.unwrap();
-    // The request comes back: it gets its first answer again.
-    let again = next_write_answer(&mut answers).await;
-    assert_eq!(again, first, "the redelivered request got its first answer");
-    assert!(read(&c, get_user("x")).await.into_rows().is_empty());
-    drop(answers);
-    c.stop().await;
-    let all = stores(dir.path(), &[1, 2]);
-    assert_eq!(all[0], all[1]);
-    // The refusal replicated: any replica would answer it the same.
-    let answer = store(dir.path(), 2).answer(777).expect("recorded");
-    assert!(matches!(
-        answer.answer,
-        Err(dbaas::error::Error::Conflict(_))
-    ));
-}
-
-pub async fn an_orphaned_snapshot_request_is_answered_once(b: Arc<dyn Broker>) {
-    let dir = tempfile::tempdir().unwrap();
-    let (fb, b) = faulty(b);
-    let c = cluster(&dir, 1, b.clone()).await;
-    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let s = sent.clone();
-    fb.after_publish(move |q, _, _| {
-        if q == "snapshot.gone" {
-            s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    });
-    // A slave asked for a snapshot and went away with its reply queue.
-    let ask = MasterRequest::Snapshot {
-        have_seq: 0,
-        have_epoch: 0,
-    };
-    let ask = Message {
-        body: wire::encode(stamp(&c), &ask),
-        correlation_id: Some(3),
-        reply_to: Some("snapshot.gone".into()),
-    };
-    c.broker.publish(WRITE_Q, ask).await.unwrap();
-    // Writes after it are taken in later groups: had the request gone back
-    // to writeQ, it would have been answered again by now.
-    for i in 0..5 {
-        c.orchestrator.write(user(&format!("u{i}"))).await.unwrap();
-    }
-    assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), 1);
-    c.stop().await;
-}
-
-/// Checks, as replies are published, that no write is acknowledged before
-/// the sync of every seq up to its own was confirmed. Violations are
-/// collected, not panicked on (the hook runs inside a worker).
-fn check_no_reply_overtakes_a_sync(fb: &FaultyBroker) -> Arc<std::sync::Mutex<Vec<String>>> {
-    let violations = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let confirmed = std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let v = violations.clone();
-    fb.after_publish(move |target, msg, ok| {
-        let mut confirmed = confirmed.lock().unwrap();
-        if target == SYNC_X && ok {
-            if let Ok((_, batch)) = wire::decode_sync(&msg.body) {
-                confirmed.extend(batch.writes.iter().map(|w| w.seq));
-            }
-        }
-        if let Ok((_, Reply::Write(Ok(w)))) = wire::decode::<Reply>(&msg.body) {
-            if let Some(missing) = (1..=w.seq).find(|s| !confirmed.contains(s)) {
-                v.lock().unwrap().push(format!(
-                    "seq {} acknowledged before {missing} synced",
-                    w.seq
-                ));
-            }
-        }
-    });
-    violations
-}
-
-pub async fn a_failed_sync_publish_lets_no_later_write_be_acknowledged_first(b: Arc<dyn Broker>) {
-    let dir = tempfile::tempdir().unwrap();
-    let (fb, b) = faulty(b);
-    let c = cluster(&dir, 1, b.clone()).await;
-    let violations = check_no_reply_overtakes_a_sync(&fb);
-    // Refuse a few syncs while many writers keep groups in flight.
-    let mut n = 0;
-    fb.on_publish(move |target, _| {
-        if target != SYNC_X {
-            return dbaas::broker::faults::Fault::Pass;
-        }
-        n += 1;
-        if [3, 4, 9, 15, 16, 17, 30].contains(&n) {
-            dbaas::broker::faults::Fault::Fail
-        } else {
-            dbaas::broker::faults::Fault::Pass
-        }
-    });
-    let writers: Vec<_> = (0..16)
-        .map(|w| {
-            let orch = c.orchestrator.clone();
-            actix::spawn(async move {
-                for i in 0..20 {
-                    orch.write(user(&format!("w{w}-{i}"))).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await.expect("every write acknowledged");
-    }
-    assert_eq!(read(&c, count_users()).await, ReadResult::Count(320));
-    let seq = c.orchestrator.stats().await.unwrap().last_acked_seq;
-    all_applied(&c, seq).await;
-    assert_eq!(*violations.lock().unwrap(), Vec::<String>::new());
-    c.stop().await;
-    let all = stores(dir.path(), &[1, 2]);
-    assert_eq!(all[0], all[1]);
-}
-
-pub async fn a_lost_sync_is_repaired_by_a_snapshot(b: Arc<dyn Broker>) {
-    let dir = tempfile::tempdir().unwrap();
-    let (fb, b) = faulty(b);
-    let c = cluster(&dir, 1, b.clone()).await;
-    // The broker confirms the second sync, then loses it: the slave sees
-    // seq 3 come after 1, and nothing fills the gap.
-    let mut n = 0;
-    fb.on_publish(move |target, _| {
-        n += u32::from(target == SYNC_X);
-        if target == SYNC_X && n == 2 {
-            dbaas::broker::faults::Fault::Lose
-        } else {
-            dbaas::broker::faults::Fault::Pass
-        }
-    });
-    for i in 0..10 {
-        c.orchestrator.write(user(&format!("u{i}"))).await.unwrap();
-    }
-    // Strong: the slave must get past the gap to answer.
-    assert_eq!(read(&c, count_users()).await, ReadResult::Count(10));
-    c.stop().await;
-    let all = stores(dir.path(), &[1, 2]);
-    assert_eq!(all[0], all[1]);
-}
-
-pub async fn a_deposed_masters_syncs_are_not_applied(b: Arc<dyn Broker>) {
-    let dir = tempfile::tempdir().unwrap();
-    let c = cluster(&dir, 1, b.clone()).await;
-    for i in 0..5 {
-        c.orchestrator.write(user(&format!("u{i}"))).await.unwrap();
-    }
-    c.stop().await;
-    drop(c);
-    // The restart begins epoch 2 after seq 5.
-    let c = cluster(&dir, 1, b.clone()).await;
-    assert_eq!(c.epoch, 2);
-    c.orchestrator.write(user("u5")).await.unwrap();
-    // Epoch 1's master, deposed, publishes seq 7: past epoch 2's base, so
-    // not in the history; and a message of another cluster.
-    let old = Stamp {
-        cluster: c.cluster,
-        epoch: 1,
-    };
-    let mut lineage = Lineage::default();
-    lineage.begin(1, 0);
-    let orphan = |seq, name: &str, stamp| {
-        let batch = SyncBatch {
-            lineage: lineage.clone(),
-            writes: vec![SyncMessage {
-                seq,
-                epoch: 1,
-                request_id: 5000 + u128::from(seq),
-                entry: Entry::Write(user(name)),
-            }],
-        };
-        Message::new(wire::encode(stamp, &batch))
-    };
-    let foreign = Stamp {
-        cluster: c.cluster ^ 1,
-        epoch: 9,
-    };
-    for msg in [orphan(7, "ghost", old), orphan(7, "alien", foreign)] {
-        c.broker.publish_fanout(SYNC_X, msg).await.unwrap();
-    }
-    let w = c.orchestrator.write(user("u6")).await.unwrap();
-    assert_eq!(w.seq, 7);
-    assert_eq!(read(&c, count_users()).await, ReadResult::Count(7));
-    for ghost in ["ghost", "alien"] {
-        assert!(read(&c, get_user(ghost)).await.into_rows().is_empty());
-    }
-    c.stop().await;
-    let all = stores(dir.path(), &[1, 2]);
-    assert_eq!(all[0], all[1]);
-    assert_eq!(store(dir.path(), 2).epoch(), 2);
-}
-
-pub async fn a_reply_that_matches_no_request_changes_nothing(b: Arc<dyn Broker>) {
-    let dir = tempfile::tempdir().unwrap();
-    let c = cluster(&dir, 1, b.clone()).await;
-    c.orchestrator.write(user("a")).await.unwrap();
-    let replies = [
-        Reply::Write(Ok(dbaas::model::WriteReply {
-            seq: 1_000_000,
-            result: dbaas::model::WriteResult::Cleared,
-        })),
-        Reply::Write(Err(dbaas::error::Error::Fenced {
-            got: 1,
-            current: 99,
-        })),
-    ];
-    for r in &replies {
-        let msg = Message::reply(wire::encode(stamp(&c), r), Some(fastrand::u64(..)));
-        c.broker
-            .publish(dbaas::broker::RESPONSE_Q, msg)
-            .await
-            .unwrap();
-    }
-    // This write's reply comes after them on responseQ.
-    let w = c.orchestrator.write(user("b")).await.unwrap();
-    let stats = c.orchestrator.stats().await.unwrap();
-    assert_eq!((stats.last_acked_seq, stats.epoch), (w.seq, c.epoch));
-    assert_eq!(read(&c, count_users()).await, ReadResult::Count(2));
-    c.stop().await;
+        .is_ok_and(|s| s.master && s.ready)
 }

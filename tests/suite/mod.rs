@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod actors;
+pub mod failover;
+pub mod holes;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use dbaas::broker::amqp::AmqpBroker;
 use dbaas::broker::Broker;
-use dbaas::runtime::ProcessRuntime;
+use dbaas::runtime::{CoordTarget, ProcessRuntime};
 use dbaas::store::Store;
-use dbaas::system::Cluster;
+use dbaas::system::{Cluster, Coordination};
 
 /// The RabbitMQ the tests use (`scripts/services env`), or None when it is
 /// not configured; `DBAAS_REQUIRE_SERVICES=1` (set by `scripts/test`) makes
@@ -29,6 +31,35 @@ pub fn amqp_url() -> Option<String> {
         }
     }
 }
+
+/// The ZooKeeper the tests use (`scripts/services env`), or None when it
+/// is not configured (a failure under `DBAAS_REQUIRE_SERVICES=1`).
+pub fn zk_hosts() -> Option<String> {
+    match std::env::var("DBAAS_TEST_ZK") {
+        Ok(hosts) if !hosts.is_empty() => Some(hosts),
+        _ => {
+            assert!(
+                std::env::var("DBAAS_REQUIRE_SERVICES").is_err(),
+                "DBAAS_TEST_ZK is not set but services are required"
+            );
+            eprintln!("skipped: DBAAS_TEST_ZK is not set (scripts/test sets it)");
+            None
+        }
+    }
+}
+
+/// A root of its own on the test ZooKeeper, so that tests running at once
+/// do not share nodes.
+pub fn fresh_zk(session_timeout: Duration) -> Option<CoordTarget> {
+    Some(CoordTarget {
+        hosts: zk_hosts()?,
+        root: format!("/t{}", fastrand::u64(..)),
+        session_timeout,
+    })
+}
+
+/// The session timeout the process tests give ZooKeeper.
+pub const ZK_SESSION: Duration = Duration::from_millis(600);
 
 /// Runs `rabbitmqctl` on the test node (through `scripts/services ctl`).
 pub fn rabbitmqctl(args: &[&str]) -> String {
@@ -68,20 +99,22 @@ pub async fn amqp_broker() -> Option<Arc<dyn Broker>> {
 }
 
 /// A cluster whose workers are real `dbaas worker` processes on a fresh
-/// virtual host; with that host's name.
+/// virtual host and a fresh ZooKeeper root; with that host's name.
 pub async fn process_cluster(dir: &Path, slaves: usize) -> Option<(Cluster, String)> {
     let (vhost, url) = fresh_vhost(&amqp_url()?);
-    let cluster = process_cluster_at(dir, slaves, &url, None).await;
+    let zk = fresh_zk(ZK_SESSION)?;
+    let cluster = process_cluster_at(dir, slaves, &url, &zk, None).await;
     Some((cluster, vhost))
 }
 
 /// A cluster of `dbaas worker` processes on the broker at `url` (a virtual
-/// host an earlier cluster may have used), each slave's sync queue capped
-/// at `sync_cap` messages if given.
+/// host an earlier cluster may have used) and ZooKeeper at `zk`, each
+/// slave's sync queue capped at `sync_cap` messages if given.
 pub async fn process_cluster_at(
     dir: &Path,
     slaves: usize,
     url: &str,
+    zk: &CoordTarget,
     sync_cap: Option<u32>,
 ) -> Cluster {
     let broker: Arc<dyn Broker> = Arc::new(
@@ -90,13 +123,65 @@ pub async fn process_cluster_at(
             .expect("RabbitMQ is reachable"),
     );
     let workers = dbaas::system::workers_dir(dir).unwrap();
-    let mut rt = ProcessRuntime::new(Path::new(env!("CARGO_BIN_EXE_dbaas")), url, &workers);
+    let exe = Path::new(env!("CARGO_BIN_EXE_dbaas"));
+    let mut rt = ProcessRuntime::new(exe, url, &workers, zk.clone());
     if let Some(cap) = sync_cap {
         rt = rt.with_sync_cap(cap);
     }
-    Cluster::start_with(dir, slaves, broker, Arc::new(rt))
+    let coordination = Coordination::ZooKeeper(zk.clone());
+    Cluster::start_with(dir, slaves, broker, Arc::new(rt), coordination)
         .await
         .expect("cluster starts")
+}
+
+/// The master's id and the slaves' ids, from the workers' own status.
+pub async fn roles(c: &Cluster) -> (Option<u64>, Vec<u64>) {
+    let (mut master, mut slaves) = (None, Vec::new());
+    for w in c.runtime.list() {
+        match c.runtime.status(w.id).await {
+            Ok(s) if s.master => master = Some(w.id),
+            Ok(_) => slaves.push(w.id),
+            Err(_) => {}
+        }
+    }
+    slaves.sort_unstable();
+    (master, slaves)
+}
+
+/// Waits until a master leads (one elected and taking writes).
+pub async fn master_id(c: &Cluster) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let (Some(m), _) = roles(c).await {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "no master was elected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The ids of the workers running now, ascending.
+pub fn running(c: &Cluster) -> Vec<u64> {
+    let mut ids: Vec<u64> = c.runtime.list().iter().map(|w| w.id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Waits until every running worker has applied at least `seq`.
+pub async fn all_applied(c: &Cluster, seq: u64, within: Duration) {
+    let rt = c.runtime.clone();
+    eventually("every worker to apply it", within, || {
+        let rt = rt.clone();
+        async move {
+            for w in rt.list() {
+                if !rt.status(w.id).await.is_ok_and(|s| s.applied_seq >= seq) {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
 }
 
 /// Messages in each queue of a virtual host, by name.

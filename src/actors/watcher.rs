@@ -1,0 +1,631 @@
+//! The ElectionWatcher: the orchestrator's eyes on the workers.
+//!
+//! It watches the children of `/workers` (each worker's ephemeral node)
+//! and `/master`. When the master is gone it elects the live worker with
+//! the newest history ([`choose_master`]), writes `/master` with the next
+//! epoch by a compare-and-set (two elections cannot both win, nor can an
+//! election and a master reclaiming its place after a coordinator outage),
+//! tells the Orchestrator, and asks the runtime for a replacement. When a
+//! slave is gone it asks for a replacement, unless that slave was stopped
+//! on purpose. Startup goes the same way: the workers start alike and
+//! report what their stores hold, and the one rule picks the master.
+//!
+//! Deaths come two ways. One the system sees itself (its own kill, a
+//! child's exit reaped by the runtime) is acted on at once: the dead
+//! worker's node is deleted (any session may) and the election runs
+//! without waiting for the session to expire; an exited process cannot
+//! write again. A death nobody saw (a hung, paused or cut-off worker)
+//! shows when its session expires and its node goes.
+//!
+//! Right after the watcher's own session reopens, a master's missing node
+//! is given [`GRACE`] to come back: after a coordinator outage every
+//! worker registers again, and the master reclaims its place. Outside that
+//! grace, a master whose session ended is replaced even if it registers
+//! again at once (it must have been unreachable: it is deposed).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use super::messages::SetEpoch;
+use super::worker::Connector;
+use super::{next_retry, Orchestrator, FIRST_RETRY};
+use crate::coord::election::{
+    self, choose_master, next_epoch, worker_path, Candidate, MasterRecord, ReportedRole,
+    WorkerReport, MASTER, WORKERS,
+};
+use crate::coord::{CoordError, Coordinator, NodeKind, WatchEvent};
+use crate::error::{Error, Result};
+use crate::runtime::{Exit, WorkerRuntime, WorkerSpec};
+
+/// How long a master's node may be missing right after the watcher's
+/// session (re)opened before that counts as a death.
+pub const GRACE: Duration = Duration::from_secs(2);
+/// Recent events kept for `GET /api/v1/cluster`.
+const EVENTS: usize = 64;
+/// How many times an election reads and writes `/master` again when it
+/// changed meanwhile.
+const ELECTION_TRIES: usize = 5;
+/// How long startup waits for every worker to register before electing
+/// among those that did.
+const STARTUP_WAIT: Duration = Duration::from_secs(15);
+
+/// An event worth showing: an election, a death, a respawn.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterEvent {
+    /// Unix milliseconds.
+    pub at: u64,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// One worker as the cluster view shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerView {
+    pub pid: u64,
+    pub id: u64,
+    pub role: ReportedRole,
+    pub applied: u64,
+    /// How far behind the master's applied seq.
+    pub lag: u64,
+    pub epoch: u64,
+    pub state: &'static str,
+    /// Its coordinator session.
+    pub session: u64,
+}
+
+/// What `GET /api/v1/cluster` answers.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterView {
+    pub cluster: String,
+    pub master: Option<u64>,
+    pub epoch: u64,
+    pub workers: Vec<WorkerView>,
+    pub events: Vec<ClusterEvent>,
+}
+
+/// Watches the workers, elects, and asks for replacements.
+pub struct ElectionWatcher {
+    cluster: u64,
+    connect: Connector,
+    coord: Option<Arc<dyn Coordinator>>,
+    runtime: Arc<dyn WorkerRuntime>,
+    orchestrator: Addr<Orchestrator>,
+    /// Registered workers and their reports, by pid.
+    view: BTreeMap<u64, WorkerReport>,
+    master: Option<(MasterRecord, i32)>,
+    /// Pids whose death was handled already (seen, then the node went).
+    buried: BTreeSet<u64>,
+    /// The highest worker id known: replacements get new ids (a new id,
+    /// a new store and queue; a dead worker's may be damaged).
+    last_id: u64,
+    events: VecDeque<ClusterEvent>,
+    /// No election for a missing master before this (see [`GRACE`]).
+    grace_until: Instant,
+    /// A session was opened before (the next one is a reconnection).
+    coord_seen: bool,
+    /// Workers to wait for before the first election.
+    expect: usize,
+    started_at: Instant,
+    electing: bool,
+    stopped: bool,
+}
+
+impl ElectionWatcher {
+    pub fn new(
+        cluster: u64,
+        connect: Connector,
+        runtime: Arc<dyn WorkerRuntime>,
+        orchestrator: Addr<Orchestrator>,
+        expect: usize,
+    ) -> Self {
+        ElectionWatcher {
+            cluster,
+            connect,
+            coord: None,
+            runtime,
+            orchestrator,
+            view: BTreeMap::new(),
+            master: None,
+            buried: BTreeSet::new(),
+            last_id: 0,
+            events: VecDeque::new(),
+            grace_until: Instant::now(),
+            coord_seen: false,
+            expect,
+            started_at: Instant::now(),
+            electing: false,
+            stopped: false,
+        }
+    }
+
+    fn event(&mut self, kind: &'static str, detail: String) {
+        tracing::info!(kind, "{detail}");
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.events.push_back(ClusterEvent { at, kind, detail });
+        while self.events.len() > EVENTS {
+            self.events.pop_front();
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>, wait: Duration) {
+        let connect = (self.connect)();
+        ctx.spawn(connect.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(coord) => {
+                if act.coord_seen {
+                    // Opened again: a coordinator outage may just have
+                    // ended, and the workers are registering again.
+                    act.grace_until = Instant::now() + GRACE;
+                }
+                act.coord_seen = true;
+                act.coord = Some(coord.clone());
+                let me = ctx.address();
+                actix::spawn(follow(coord.clone(), WORKERS, true, me.clone()));
+                actix::spawn(follow(coord, MASTER, false, me));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "election watcher: no coordinator session; retrying");
+                ctx.run_later(wait, move |act, ctx| act.connect(ctx, next_retry(wait)));
+            }
+        }));
+    }
+
+    /// Reads every registered worker's report.
+    fn refresh(&mut self, ctx: &mut Context<Self>) {
+        let Some(coord) = self.coord.clone() else {
+            return;
+        };
+        ctx.spawn(
+            read_view(coord)
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(view) => act.on_view(ctx, view),
+                    Err(e) => tracing::debug!(error = %e, "cannot read the workers"),
+                }),
+        );
+    }
+
+    fn on_view(&mut self, ctx: &mut Context<Self>, view: BTreeMap<u64, WorkerReport>) {
+        let gone: Vec<u64> = self
+            .view
+            .keys()
+            .filter(|pid| !view.contains_key(pid))
+            .copied()
+            .collect();
+        // The master back under a new session: it lost the old one.
+        let master = self.master.map(|(m, _)| m.pid);
+        let relapsed = master.filter(|pid| {
+            let (old, new) = (self.view.get(pid), view.get(pid));
+            old.zip(new)
+                .is_some_and(|(o, n)| o.session != 0 && n.session != 0 && o.session != n.session)
+        });
+        // A pid registered again (a reused pid, a worker back with a new
+        // session) may die again.
+        self.buried.retain(|pid| !view.contains_key(pid));
+        self.last_id = view.values().map(|r| r.id).fold(self.last_id, u64::max);
+        self.view = view;
+        for pid in gone {
+            self.on_gone(ctx, pid, false);
+        }
+        if let Some(pid) = relapsed {
+            self.event("death", format!("master pid {pid} lost its session"));
+            self.master_lost(ctx, pid, false);
+        }
+        self.check_master(ctx);
+    }
+
+    /// A worker's node went (`seen`: the runtime saw it exit).
+    fn on_gone(&mut self, ctx: &mut Context<Self>, pid: u64, seen: bool) {
+        if self.stopped || !self.buried.insert(pid) {
+            return;
+        }
+        self.view.remove(&pid);
+        let how = if seen { "exited" } else { "lost its session" };
+        self.event("death", format!("worker pid {pid} {how}"));
+        if seen {
+            if let Some(coord) = self.coord.clone() {
+                // Its session may live on for a while: its node goes now.
+                actix::spawn(async move {
+                    let _ = coord.delete(&worker_path(pid), None).await;
+                });
+            }
+        }
+        if self.master.is_some_and(|(m, _)| m.pid == pid) {
+            self.master_lost(ctx, pid, seen);
+        }
+        self.respawn(ctx);
+    }
+
+    /// The master is dead (`seen`) or lost its session: elect another,
+    /// even if it registers again (it was unreachable: it is deposed).
+    /// Right after a coordinator outage, it is given time to come back.
+    fn master_lost(&mut self, ctx: &mut Context<Self>, pid: u64, seen: bool) {
+        let wait = self.grace_until.saturating_duration_since(Instant::now());
+        if !seen && !wait.is_zero() {
+            ctx.run_later(wait, |act, ctx| act.check_master(ctx));
+            return;
+        }
+        self.elect(ctx, Some(pid));
+    }
+
+    /// Starts a replacement slave.
+    fn respawn(&mut self, ctx: &mut Context<Self>) {
+        let (rt, cluster) = (self.runtime.clone(), self.cluster);
+        let running = self.runtime.list().iter().map(|w| w.id).max().unwrap_or(0);
+        self.last_id = self.last_id.max(running) + 1;
+        let id = self.last_id;
+        let start = async move { rt.start(WorkerSpec { id, cluster }).await };
+        ctx.spawn(start.into_actor(self).map(move |res, act, _ctx| match res {
+            Ok(w) => act.event("respawn", format!("worker {id} started, pid {}", w.pid)),
+            Err(e) => act.event("respawn", format!("worker {id} did not start: {e}")),
+        }));
+    }
+
+    /// Elects when there is no live master: once every expected worker
+    /// has registered (or the startup wait is over).
+    fn check_master(&mut self, ctx: &mut Context<Self>) {
+        let live = self
+            .master
+            .is_some_and(|(m, _)| self.view.contains_key(&m.pid));
+        if live || self.view.is_empty() {
+            return;
+        }
+        let starting = self.view.len() < self.expect && self.started_at.elapsed() < STARTUP_WAIT;
+        if !starting {
+            self.elect(ctx, self.master.map(|(m, _)| m.pid));
+        }
+    }
+
+    /// Runs the election, never choosing `dead`.
+    fn elect(&mut self, ctx: &mut Context<Self>, dead: Option<u64>) {
+        let Some(coord) = self.coord.clone() else {
+            return;
+        };
+        if self.electing || self.stopped {
+            return;
+        }
+        self.electing = true;
+        ctx.spawn(
+            run_election(coord, dead)
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.electing = false;
+                    match res {
+                        Ok((record, true)) => {
+                            act.master = Some(record);
+                            let (m, _) = record;
+                            act.event(
+                                "election",
+                                format!("worker {} (pid {}) leads epoch {}", m.id, m.pid, m.epoch),
+                            );
+                            act.orchestrator.do_send(SetEpoch(m.epoch));
+                        }
+                        Ok((record, false)) => act.master = Some(record),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "election failed; trying again");
+                            ctx.run_later(FIRST_RETRY, |act, ctx| act.check_master(ctx));
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+/// Reads `/workers` and every report in it.
+async fn read_view(coord: Arc<dyn Coordinator>) -> Result<BTreeMap<u64, WorkerReport>> {
+    let mut view = BTreeMap::new();
+    for child in coord.children(WORKERS).await? {
+        let Some(node) = coord.get(&format!("{WORKERS}/{child}")).await? else {
+            continue; // gone meanwhile
+        };
+        match election::decode::<WorkerReport>(&node.data) {
+            Some(r) => {
+                view.insert(r.pid, r);
+            }
+            None => tracing::warn!(child, "unreadable worker report"),
+        }
+    }
+    Ok(view)
+}
+
+/// One election: reads the reports and `/master`, and writes `/master`
+/// naming the best live candidate but `dead` under the next epoch, by
+/// compare-and-set on what it read (tried again if `/master` changed
+/// meanwhile). If `/master` names a live worker other than `dead`, that one
+/// stays. Answers the record and whether this election wrote it.
+async fn run_election(
+    coord: Arc<dyn Coordinator>,
+    dead: Option<u64>,
+) -> Result<((MasterRecord, i32), bool)> {
+    for _ in 0..ELECTION_TRIES {
+        let reports: Vec<WorkerReport> = read_view(coord.clone())
+            .await?
+            .into_values()
+            .filter(|r| Some(r.pid) != dead)
+            .collect();
+        let current = coord.get(MASTER).await?;
+        let version = current.as_ref().map(|n| n.version);
+        let record = current
+            .as_ref()
+            .and_then(|n| election::decode::<MasterRecord>(&n.data));
+        if let (Some(m), Some(v)) = (record, version) {
+            if reports.iter().any(|r| r.pid == m.pid) {
+                return Ok(((m, v), false));
+            }
+        }
+        let candidates: Vec<Candidate> = reports.iter().map(Candidate::from).collect();
+        let Some(best) = choose_master(&candidates) else {
+            return Err(Error::Unavailable("no worker to elect".into()));
+        };
+        let elected = MasterRecord {
+            pid: best.pid,
+            id: best.id,
+            epoch: next_epoch(record.as_ref(), &reports),
+        };
+        let data = election::encode(&elected);
+        let written = match version {
+            Some(v) => coord.set(MASTER, &data, Some(v)).await,
+            None => coord
+                .create(MASTER, &data, NodeKind::Persistent)
+                .await
+                .map(|()| 0),
+        };
+        match written {
+            Ok(version) => return Ok(((elected, version), true)),
+            Err(CoordError::BadVersion | CoordError::NodeExists) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Unavailable(
+        "/master kept changing during the election".into(),
+    ))
+}
+
+/// A path changed (`children`: its children) or the session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Changed {
+    path: &'static str,
+    session_ended: bool,
+}
+
+async fn follow(
+    coord: Arc<dyn Coordinator>,
+    path: &'static str,
+    children: bool,
+    watcher: Addr<ElectionWatcher>,
+) {
+    let _ = coord.ensure(WORKERS).await;
+    loop {
+        let watched = if children {
+            coord.watch_children(path).await.map(|(_, w)| w)
+        } else {
+            coord.watch_data(path).await.map(|(_, w)| w)
+        };
+        match watched {
+            Ok(watch) => {
+                watcher.do_send(Changed {
+                    path,
+                    session_ended: false,
+                });
+                if watch.await == WatchEvent::SessionEnded {
+                    break;
+                }
+            }
+            Err(CoordError::SessionEnded) => break,
+            Err(_) => tokio::time::sleep(FIRST_RETRY).await,
+        }
+    }
+    watcher.do_send(Changed {
+        path,
+        session_ended: true,
+    });
+}
+
+impl Actor for ElectionWatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.connect(ctx, FIRST_RETRY);
+        let mut exits = self.runtime.exits();
+        let me = ctx.address();
+        actix::spawn(async move {
+            loop {
+                match exits.recv().await {
+                    Ok(exit) => me.do_send(Exited(exit)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        // Reports change without their node's children changing.
+        ctx.run_interval(Duration::from_millis(250), |act, ctx| act.refresh(ctx));
+    }
+}
+
+impl Handler<Changed> for ElectionWatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Changed, ctx: &mut Context<Self>) {
+        if msg.session_ended {
+            if self.coord.take().is_some() {
+                tracing::warn!("election watcher: session ended; opening another");
+                self.connect(ctx, FIRST_RETRY);
+            }
+            return;
+        }
+        if msg.path == MASTER {
+            self.read_master(ctx);
+        } else {
+            self.refresh(ctx);
+        }
+    }
+}
+
+impl ElectionWatcher {
+    fn read_master(&mut self, ctx: &mut Context<Self>) {
+        let Some(coord) = self.coord.clone() else {
+            return;
+        };
+        let read = async move { coord.get(MASTER).await };
+        ctx.spawn(read.into_actor(self).map(|res, act, ctx| {
+            let Ok(node) = res else { return };
+            let record = node
+                .and_then(|n| election::decode::<MasterRecord>(&n.data).map(|m| (m, n.version)));
+            if let Some((m, _)) = record {
+                act.orchestrator.do_send(SetEpoch(m.epoch));
+            }
+            act.master = record;
+            act.check_master(ctx);
+        }));
+    }
+}
+
+/// The runtime saw a worker exit.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Exited(Exit);
+
+impl Handler<Exited> for ElectionWatcher {
+    type Result = ();
+
+    /// A worker stopped on purpose is not replaced; if it led, the
+    /// election runs at once (a planned handover). A crash is a death.
+    fn handle(&mut self, Exited(exit): Exited, ctx: &mut Context<Self>) {
+        if !exit.expected {
+            self.on_gone(ctx, exit.pid, true);
+            return;
+        }
+        if self.stopped || !self.buried.insert(exit.pid) {
+            return;
+        }
+        self.view.remove(&exit.pid);
+        self.event(
+            "stop",
+            format!("worker pid {} stopped on purpose", exit.pid),
+        );
+        if self.master.is_some_and(|(m, _)| m.pid == exit.pid) {
+            self.elect(ctx, Some(exit.pid));
+        }
+    }
+}
+
+/// Kill the master (`POST /api/v1/crash/master`); answers its pid.
+#[derive(Message)]
+#[rtype(result = "Result<u64>")]
+pub struct CrashMaster;
+
+/// Kill the slave with the highest pid (`POST /api/v1/crash/slave`).
+#[derive(Message)]
+#[rtype(result = "Result<u64>")]
+pub struct CrashSlave;
+
+/// The cluster as the watcher sees it.
+#[derive(Message)]
+#[rtype(result = "ClusterView")]
+pub struct GetCluster;
+
+/// Stop watching (the cluster is shutting down): no more elections or
+/// replacements.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopWatching;
+
+impl ElectionWatcher {
+    /// Kills worker `pid` through the runtime, as a crash would, and acts
+    /// on the death at once.
+    fn crash(&mut self, ctx: &mut Context<Self>, pid: u64) -> ResponseActFuture<Self, Result<u64>> {
+        let rt = self.runtime.clone();
+        let id = rt.list().iter().find(|w| w.pid == pid).map(|w| w.id);
+        let kill = async move {
+            let id = id.ok_or_else(|| Error::Unavailable(format!("no worker with pid {pid}")))?;
+            rt.kill(id).await
+        };
+        let _ = ctx;
+        Box::pin(kill.into_actor(self).map(move |res, act, ctx| {
+            res?;
+            act.on_gone(ctx, pid, true);
+            Ok(pid)
+        }))
+    }
+}
+
+impl Handler<CrashMaster> for ElectionWatcher {
+    type Result = ResponseActFuture<Self, Result<u64>>;
+
+    fn handle(&mut self, _: CrashMaster, ctx: &mut Context<Self>) -> Self::Result {
+        match self.master.filter(|(m, _)| self.view.contains_key(&m.pid)) {
+            Some((m, _)) => self.crash(ctx, m.pid),
+            None => Box::pin(fut::ready(Err(Error::Unavailable("no master now".into())))),
+        }
+    }
+}
+
+impl Handler<CrashSlave> for ElectionWatcher {
+    type Result = ResponseActFuture<Self, Result<u64>>;
+
+    fn handle(&mut self, _: CrashSlave, ctx: &mut Context<Self>) -> Self::Result {
+        let master = self.master.map(|(m, _)| m.pid);
+        let slave = self
+            .runtime
+            .list()
+            .iter()
+            .map(|w| w.pid)
+            .filter(|&pid| Some(pid) != master)
+            .max();
+        match slave {
+            Some(pid) => self.crash(ctx, pid),
+            None => Box::pin(fut::ready(Err(Error::Unavailable("no slave now".into())))),
+        }
+    }
+}
+
+impl Handler<GetCluster> for ElectionWatcher {
+    type Result = MessageResult<GetCluster>;
+
+    fn handle(&mut self, _: GetCluster, _ctx: &mut Context<Self>) -> Self::Result {
+        let master = self.master.map(|(m, _)| m);
+        let head = master
+            .and_then(|m| self.view.get(&m.pid))
+            .map_or(0, |r| r.applied);
+        let workers = self
+            .view
+            .values()
+            .map(|r| WorkerView {
+                pid: r.pid,
+                id: r.id,
+                role: r.role,
+                applied: r.applied,
+                lag: head.saturating_sub(r.applied),
+                epoch: r.epoch,
+                state: match (r.role, r.ready) {
+                    (ReportedRole::Master, _) => "leading",
+                    (ReportedRole::Promoting, _) => "promoting",
+                    (ReportedRole::Slave, true) => "serving",
+                    (ReportedRole::Slave, false) => "catching up",
+                },
+                session: r.session,
+            })
+            .collect();
+        MessageResult(ClusterView {
+            cluster: format!("{:016x}", self.cluster),
+            master: master.map(|m| m.pid),
+            epoch: master.map_or(0, |m| m.epoch),
+            workers,
+            events: self.events.iter().cloned().collect(),
+        })
+    }
+}
+
+impl Handler<StopWatching> for ElectionWatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: StopWatching, _ctx: &mut Context<Self>) {
+        self.stopped = true;
+    }
+}

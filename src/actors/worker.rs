@@ -1,0 +1,493 @@
+//! The Worker: one per worker, whatever runs it (an arbiter of this
+//! process, a `dbaas worker` process, a container). It holds the worker's
+//! coordinator session and runs its role over its one store: a
+//! [`SlaveWorker`], or a [`MasterWorker`] once the election names it, in
+//! place, without a restart.
+//!
+//! - It registers an ephemeral `/workers/<pid>` and keeps its report there
+//!   fresh (role, applied seq, epochs, readiness).
+//! - It watches `/master`. Named there, a slave drains what the old master
+//!   sent (a fence of its own on `syncQ`, everything before it applied and
+//!   flushed) and then leads under the new epoch, continuing the sequence.
+//!   A master that sees another named stops taking writes at once and
+//!   follows as a slave (which takes a snapshot if it holds writes the new
+//!   history does not).
+//! - A master takes writes only under a [`Lease`] it extends by round trips
+//!   to the coordinator: cut off (or paused) long enough that its session
+//!   may expire, it stops before a successor can be elected. A session
+//!   that expired is replaced by a new one; a master that finds itself
+//!   still named claims `/master` again (a compare-and-set, so it cannot
+//!   race an election) before it takes writes: a coordinator outage ends
+//!   without a needless election.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::future::BoxFuture;
+
+use super::lease::{lease_span, Lease};
+use super::messages::{Drain, GetStatus, Shutdown, WorkerStatus};
+use super::{blocking, MasterWorker, SlaveWorker, FIRST_RETRY};
+use crate::broker::Broker;
+use crate::coord::election::{
+    self, role_change, worker_path, MasterRecord, ReportedRole, RoleChange, WorkerReport, MASTER,
+};
+use crate::coord::{CoordError, CoordResult, Coordinator, NodeKind, SessionState, WatchEvent};
+use crate::model::wire::Stamp;
+use crate::store::Store;
+
+/// Opens a new coordinator session.
+pub type Connector =
+    Arc<dyn Fn() -> BoxFuture<'static, CoordResult<Arc<dyn Coordinator>>> + Send + Sync>;
+
+/// How often a worker refreshes its report.
+const REPORT_EVERY: Duration = Duration::from_millis(100);
+/// How long a drain may take before the promotion is tried again.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who a worker is.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerConfig {
+    pub id: u64,
+    pub pid: u64,
+    pub cluster: u64,
+    /// Most messages its sync queue keeps while it is away.
+    pub sync_cap: u32,
+    /// The coordinator's session timeout: the lease is a part of it.
+    pub session_timeout: Duration,
+}
+
+enum Role {
+    Slave(Addr<SlaveWorker>),
+    Master(Addr<MasterWorker>, u64),
+    /// Between the two (draining, or stopping one to start the other).
+    Switching,
+}
+
+/// A worker: its session and its role.
+pub struct Worker {
+    cfg: WorkerConfig,
+    store: Store,
+    broker: Arc<dyn Broker>,
+    connect: Connector,
+    coord: Option<Arc<dyn Coordinator>>,
+    role: Role,
+    lease: Arc<Lease>,
+    /// The session in which this worker last held `/master` by a write or
+    /// an election: the lease is extended only in that session.
+    claimed: Option<u64>,
+    last_report: Option<WorkerReport>,
+    stopping: bool,
+}
+
+impl Worker {
+    /// A worker over `store`, which must have joined `cfg.cluster`.
+    pub fn new(
+        cfg: WorkerConfig,
+        store: Store,
+        broker: Arc<dyn Broker>,
+        connect: Connector,
+    ) -> Self {
+        Worker {
+            cfg,
+            store,
+            broker,
+            connect,
+            coord: None,
+            role: Role::Switching,
+            lease: Arc::new(Lease::new()),
+            claimed: None,
+            last_report: None,
+            stopping: false,
+        }
+    }
+
+    fn start_slave(&mut self) {
+        let slave = SlaveWorker::new(
+            self.cfg.id,
+            self.store.clone(),
+            self.broker.clone(),
+            self.cfg.sync_cap,
+        );
+        self.role = Role::Slave(slave.start());
+    }
+
+    /// Opens a session, registers, and follows `/master` and the session's
+    /// state; retried with backoff while the coordinator is away.
+    fn connect(&mut self, ctx: &mut Context<Self>, wait: Duration) {
+        let connect = (self.connect)();
+        ctx.spawn(connect.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(coord) if !act.stopping => {
+                tracing::info!(worker = act.cfg.id, session = coord.session_id(), "coordinator session open");
+                act.coord = Some(coord.clone());
+                act.last_report = None;
+                act.register(ctx, coord.clone(), FIRST_RETRY);
+                actix::spawn(follow_master(coord.clone(), ctx.address()));
+                actix::spawn(follow_state(coord, ctx.address()));
+            }
+            Ok(coord) => {
+                actix::spawn(async move { coord.close().await });
+            }
+            Err(e) => {
+                tracing::warn!(worker = act.cfg.id, error = %e, "no coordinator session; retrying");
+                ctx.run_later(wait, move |act, ctx| act.connect(ctx, super::next_retry(wait)));
+            }
+        }));
+    }
+
+    /// Creates `/workers/<pid>`, replacing a stale one (of an earlier
+    /// session of this pid, left while the coordinator restarted).
+    fn register(&mut self, ctx: &mut Context<Self>, coord: Arc<dyn Coordinator>, wait: Duration) {
+        let report = election::encode(&self.report(None));
+        let path = worker_path(self.cfg.pid);
+        let create = async move {
+            match coord.create(&path, &report, NodeKind::Ephemeral).await {
+                Err(CoordError::NodeExists) => {
+                    coord.delete(&path, None).await.or_else(ignore_no_node)?;
+                    coord.create(&path, &report, NodeKind::Ephemeral).await
+                }
+                other => other,
+            }
+        };
+        ctx.spawn(create.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(()) => tracing::info!(worker = act.cfg.id, pid = act.cfg.pid, "registered"),
+            Err(CoordError::SessionEnded) => {} // the state follower reconnects
+            Err(e) => {
+                tracing::warn!(worker = act.cfg.id, error = %e, "cannot register; retrying");
+                if let Some(coord) = act.coord.clone() {
+                    ctx.run_later(wait, move |act, ctx| {
+                        act.register(ctx, coord, super::next_retry(wait))
+                    });
+                }
+            }
+        }));
+    }
+
+    /// This worker's report, from its role's status (if known).
+    fn report(&self, status: Option<WorkerStatus>) -> WorkerReport {
+        let role = match self.role {
+            Role::Slave(_) => ReportedRole::Slave,
+            Role::Master(..) => ReportedRole::Master,
+            Role::Switching => ReportedRole::Promoting,
+        };
+        let applied = self.store.applied_seq();
+        let lineage = self.store.lineage();
+        WorkerReport {
+            id: self.cfg.id,
+            pid: self.cfg.pid,
+            role,
+            applied: status.map_or(applied, |s| s.applied_seq),
+            last_epoch: status.map_or(lineage.owner(applied), |s| s.last_epoch),
+            epoch: status.map_or(lineage.epoch(), |s| s.epoch),
+            ready: status.is_some_and(|s| s.ready),
+            session: self.coord.as_ref().map_or(0, |c| c.session_id()),
+        }
+    }
+
+    /// Refreshes `/workers/<pid>` when the report changed.
+    fn refresh_report(&mut self, ctx: &mut Context<Self>) {
+        let Some(coord) = self.coord.clone() else {
+            return;
+        };
+        let status = self.status();
+        ctx.spawn(status.into_actor(self).map(move |status, act, _ctx| {
+            let report = act.report(status);
+            if act.last_report == Some(report) {
+                return;
+            }
+            act.last_report = Some(report);
+            let path = worker_path(act.cfg.pid);
+            let data = election::encode(&report);
+            actix::spawn(async move {
+                if let Err(CoordError::NoNode) = coord.set(&path, &data, None).await {
+                    // Deleted by someone who thought this worker dead.
+                    let _ = coord.create(&path, &data, NodeKind::Ephemeral).await;
+                }
+            });
+        }));
+    }
+
+    fn status(&self) -> BoxFuture<'static, Option<WorkerStatus>> {
+        match &self.role {
+            Role::Slave(a) => {
+                let a = a.clone();
+                Box::pin(async move { a.send(GetStatus).await.ok() })
+            }
+            Role::Master(a, _) => {
+                let a = a.clone();
+                Box::pin(async move { a.send(GetStatus).await.ok() })
+            }
+            Role::Switching => Box::pin(async { None }),
+        }
+    }
+
+    /// The epoch this worker leads under, if it leads.
+    fn leading(&self) -> Option<u64> {
+        match self.role {
+            Role::Master(_, epoch) => Some(epoch),
+            _ => None,
+        }
+    }
+
+    /// Extends the master's lease by a round trip to the coordinator, if
+    /// `/master` still names it; claims `/master` first in a new session.
+    fn keep_lease(&mut self, ctx: &mut Context<Self>) {
+        let (Some(epoch), Some(coord)) = (self.leading(), self.coord.clone()) else {
+            return;
+        };
+        let (pid, session) = (self.cfg.pid, coord.session_id());
+        let claimed = self.claimed == Some(session);
+        let (lease, span) = (self.lease.clone(), lease_span(self.cfg.session_timeout));
+        let check = async move {
+            let start = Instant::now();
+            let node = coord.get(MASTER).await?;
+            let record = node
+                .as_ref()
+                .and_then(|n| election::decode::<MasterRecord>(&n.data));
+            let mine = record.is_some_and(|m| m.pid == pid && m.epoch == epoch);
+            if mine && !claimed {
+                // A compare-and-set: an election racing this one fails.
+                let n = node.as_ref().ok_or(CoordError::NoNode)?;
+                coord.set(MASTER, &n.data, Some(n.version)).await?;
+            }
+            if mine {
+                lease.extend(start, span);
+            }
+            Ok::<_, CoordError>((record, mine))
+        };
+        ctx.spawn(check.into_actor(self).map(move |res, act, ctx| match res {
+            Ok((_, true)) => act.claimed = Some(session),
+            Ok((record, false)) => act.on_master(ctx, record),
+            Err(e) => tracing::debug!(worker = act.cfg.id, error = %e, "lease not extended"),
+        }));
+    }
+
+    /// Acts on what `/master` says.
+    fn on_master(&mut self, ctx: &mut Context<Self>, record: Option<MasterRecord>) {
+        if matches!(self.role, Role::Switching) || self.stopping {
+            return; // decided again once the switch is done
+        }
+        match role_change(self.cfg.pid, self.leading(), record.as_ref()) {
+            RoleChange::Stay => {}
+            RoleChange::Lead { epoch } => self.lead(ctx, epoch),
+            RoleChange::Follow => self.follow(ctx),
+        }
+    }
+
+    /// Elected: a slave drains first; a master of an older epoch starts
+    /// again under the new one (nothing to drain).
+    fn lead(&mut self, ctx: &mut Context<Self>, epoch: u64) {
+        let role = std::mem::replace(&mut self.role, Role::Switching);
+        tracing::info!(worker = self.cfg.id, epoch, "elected master");
+        let drained: BoxFuture<'static, crate::error::Result<()>> = match role {
+            Role::Slave(slave) => Box::pin(async move {
+                let applied = tokio::time::timeout(DRAIN_TIMEOUT, slave.send(Drain))
+                    .await
+                    .map_err(|_| crate::error::Error::Unavailable("drain timed out".into()))?
+                    .map_err(|e| crate::error::Error::Unavailable(e.to_string()))??;
+                tracing::info!(applied, "drained what the old master sent");
+                let _ = slave.send(Shutdown).await;
+                Ok(())
+            }),
+            Role::Master(master, _) => Box::pin(async move {
+                let _ = master.send(Shutdown).await;
+                Ok(())
+            }),
+            Role::Switching => Box::pin(async { Ok(()) }),
+        };
+        let session = self.coord.as_ref().map(|c| c.session_id());
+        ctx.wait(drained.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(()) => {
+                let stamp = Stamp {
+                    cluster: act.cfg.cluster,
+                    epoch,
+                };
+                // Elected in this session: the next lease check extends.
+                act.claimed = session;
+                act.lease.revoke();
+                let master = MasterWorker::new(
+                    act.cfg.id,
+                    act.store.clone(),
+                    act.broker.clone(),
+                    stamp,
+                    act.lease.clone(),
+                );
+                act.role = Role::Master(master.start(), epoch);
+                act.keep_lease(ctx);
+                act.refresh_report(ctx);
+            }
+            Err(e) => {
+                tracing::error!(worker = act.cfg.id, error = %e, "promotion failed; following");
+                act.start_slave();
+                act.recheck_master(ctx);
+            }
+        }));
+    }
+
+    /// Someone else leads: no more writes here, at once; follow as slave.
+    fn follow(&mut self, ctx: &mut Context<Self>) {
+        self.lease.revoke();
+        self.claimed = None;
+        let Role::Master(master, epoch) = std::mem::replace(&mut self.role, Role::Switching) else {
+            return;
+        };
+        tracing::warn!(
+            worker = self.cfg.id,
+            epoch,
+            "deposed; following the new master"
+        );
+        let stop = async move {
+            let _ = master.send(Shutdown).await;
+        };
+        ctx.wait(stop.into_actor(self).map(|(), act, ctx| {
+            act.start_slave();
+            act.refresh_report(ctx);
+        }));
+    }
+
+    /// Reads `/master` again (after a switch that may have missed a change).
+    fn recheck_master(&mut self, ctx: &mut Context<Self>) {
+        let Some(coord) = self.coord.clone() else {
+            return;
+        };
+        let read = async move { coord.get(MASTER).await };
+        ctx.spawn(read.into_actor(self).map(|res, act, ctx| {
+            if let Ok(node) = res {
+                let record = node.and_then(|n| election::decode(&n.data));
+                act.on_master(ctx, record);
+            }
+        }));
+    }
+}
+
+fn ignore_no_node(e: CoordError) -> CoordResult<()> {
+    match e {
+        CoordError::NoNode => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// `/master` as it changes, until the session ends.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct MasterSeen(Option<MasterRecord>);
+
+/// The session's state changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SessionSeen(SessionState, u64);
+
+async fn follow_master(coord: Arc<dyn Coordinator>, worker: Addr<Worker>) {
+    loop {
+        match coord.watch_data(MASTER).await {
+            Ok((node, watch)) => {
+                let record = node.and_then(|n| election::decode(&n.data));
+                worker.do_send(MasterSeen(record));
+                if watch.await == WatchEvent::SessionEnded {
+                    return;
+                }
+            }
+            Err(CoordError::SessionEnded) => return,
+            Err(_) => tokio::time::sleep(FIRST_RETRY).await,
+        }
+    }
+}
+
+async fn follow_state(coord: Arc<dyn Coordinator>, worker: Addr<Worker>) {
+    let session = coord.session_id();
+    let mut states = coord.state();
+    loop {
+        let state = *states.borrow_and_update();
+        worker.do_send(SessionSeen(state, session));
+        if state.is_final() || states.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(worker = self.cfg.id, pid = self.cfg.pid, "worker starting");
+        self.start_slave();
+        self.connect(ctx, FIRST_RETRY);
+        ctx.run_interval(REPORT_EVERY, |act, ctx| act.refresh_report(ctx));
+        let every = (self.cfg.session_timeout / 6).max(Duration::from_millis(10));
+        ctx.run_interval(every, |act, ctx| act.keep_lease(ctx));
+    }
+}
+
+impl Handler<MasterSeen> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, MasterSeen(record): MasterSeen, ctx: &mut Context<Self>) {
+        self.on_master(ctx, record);
+    }
+}
+
+impl Handler<SessionSeen> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, SessionSeen(state, session): SessionSeen, ctx: &mut Context<Self>) {
+        let current = self.coord.as_ref().map(|c| c.session_id());
+        if current != Some(session) || !state.is_final() {
+            return;
+        }
+        // The lease has run out by now (it is shorter than the session);
+        // revoking says so at once. A new session follows.
+        tracing::warn!(worker = self.cfg.id, ?state, "coordinator session ended");
+        self.lease.revoke();
+        self.coord = None;
+        if !self.stopping {
+            self.connect(ctx, FIRST_RETRY);
+        }
+    }
+}
+
+impl Handler<GetStatus> for Worker {
+    type Result = ResponseFuture<WorkerStatus>;
+
+    fn handle(&mut self, _: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        let status = self.status();
+        let fallback = self.report(None);
+        Box::pin(async move {
+            status.await.unwrap_or(WorkerStatus {
+                id: fallback.id,
+                master: false,
+                applied_seq: fallback.applied,
+                ready: false,
+                reads_served: 0,
+                epoch: fallback.epoch,
+                last_epoch: fallback.last_epoch,
+            })
+        })
+    }
+}
+
+impl Handler<Shutdown> for Worker {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Stops the role (it settles what it holds and flushes), then closes
+    /// the session (its node goes at once), then the worker.
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        self.lease.revoke();
+        let role = std::mem::replace(&mut self.role, Role::Switching);
+        let coord = self.coord.take();
+        let store = self.store.clone();
+        let stop = async move {
+            match role {
+                Role::Slave(a) => a.send(Shutdown).await.unwrap_or(()),
+                Role::Master(a, _) => a.send(Shutdown).await.unwrap_or(()),
+                Role::Switching => {}
+            }
+            let _ = blocking(move || store.flush()).await;
+            if let Some(coord) = coord {
+                coord.close().await;
+            }
+        };
+        Box::pin(stop.into_actor(self).map(|(), _act, ctx| ctx.stop()))
+    }
+}

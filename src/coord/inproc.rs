@@ -1,0 +1,603 @@
+//! The in-process coordinator: ZooKeeper's semantics (see the module doc
+//! of [`crate::coord`]) over one tree behind one mutex, for the embedded
+//! default and for tests that must make sessions expire or disconnect on
+//! cue.
+//!
+//! An [`InProcServer`] stands for the ZooKeeper ensemble; each
+//! [`InProcServer::connect`] opens a session ([`InProcCoordinator`]) whose
+//! paths live under its root, as a chroot does. Every operation, and the
+//! watch it sets, is one step under the lock, so a watch set with a read
+//! misses nothing after the read.
+//!
+//! Nothing here loses contact on its own: the test hooks
+//! [`InProcServer::expire`], [`InProcServer::disconnect`] and
+//! [`InProcServer::reconnect`] stand for what a network and a session
+//! timeout would do. A disconnected session keeps its ephemerals; its
+//! calls fail at once with [`CoordError::Unavailable`] (ZooKeeper's client
+//! would queue them until it reconnects: failing fast is simpler and
+//! callers must retry either way), and its watches that fire meanwhile are
+//! held until it reconnects (ZooKeeper delivers them on reconnection too).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::sync::{oneshot, watch};
+
+use super::{
+    check_path, CoordError, CoordResult, Coordinator, NodeData, NodeKind, SessionState, Watch,
+    WatchEvent,
+};
+
+/// The shared coordinator: one tree and its sessions. Cheap to clone; the
+/// clones are the same server.
+#[derive(Clone, Default)]
+pub struct InProcServer {
+    tree: Arc<Mutex<Tree>>,
+}
+
+/// One session on an [`InProcServer`]. Dropping it closes the session.
+pub struct InProcCoordinator {
+    server: InProcServer,
+    id: u64,
+    root: String,
+    state: watch::Receiver<SessionState>,
+}
+
+struct Tree {
+    /// By full path.
+    nodes: BTreeMap<String, Node>,
+    sessions: HashMap<u64, Session>,
+    next_session: u64,
+    data_watches: HashMap<String, Vec<Armed>>,
+    child_watches: HashMap<String, Vec<Armed>>,
+}
+
+impl Default for Tree {
+    /// The server's root, `/`, is always there.
+    fn default() -> Self {
+        let root = Node {
+            data: Vec::new(),
+            version: 0,
+            owner: None,
+        };
+        Tree {
+            nodes: BTreeMap::from([("/".to_owned(), root)]),
+            sessions: HashMap::new(),
+            next_session: 0,
+            data_watches: HashMap::new(),
+            child_watches: HashMap::new(),
+        }
+    }
+}
+
+struct Node {
+    data: Vec<u8>,
+    version: i32,
+    /// The session an ephemeral node belongs to.
+    owner: Option<u64>,
+}
+
+/// A live session (ended ones are removed).
+struct Session {
+    state: watch::Sender<SessionState>,
+    /// Watches that fired while the session was disconnected.
+    held: Vec<oneshot::Sender<WatchEvent>>,
+}
+
+/// A watch waiting for its change.
+struct Armed {
+    session: u64,
+    fire: oneshot::Sender<WatchEvent>,
+}
+
+impl InProcServer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Opens a session whose paths live under `root` (created, with its
+    /// parents, if missing).
+    pub fn connect(&self, root: &str) -> CoordResult<InProcCoordinator> {
+        check_path(root)?;
+        let mut tree = self.lock();
+        tree.make_path(root)?;
+        let (id, state) = tree.open_session();
+        Ok(InProcCoordinator {
+            server: self.clone(),
+            id,
+            root: root.to_owned(),
+            state,
+        })
+    }
+
+    /// The live sessions and their states, by id.
+    pub fn sessions(&self) -> Vec<(u64, SessionState)> {
+        let tree = self.lock();
+        let mut all: Vec<_> = tree
+            .sessions
+            .iter()
+            .map(|(id, s)| (*id, *s.state.borrow()))
+            .collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all
+    }
+
+    /// Ends a session as ZooKeeper does when it stops hearing from it: its
+    /// ephemerals go, its watches resolve, its state is `Expired`. False
+    /// if it was not live.
+    pub fn expire(&self, session_id: u64) -> bool {
+        self.lock().end_session(session_id, SessionState::Expired)
+    }
+
+    /// Cuts a session off (see the module doc). False if it was not live.
+    pub fn disconnect(&self, session_id: u64) -> bool {
+        let mut tree = self.lock();
+        let Some(s) = tree.sessions.get_mut(&session_id) else {
+            return false;
+        };
+        s.state.send_replace(SessionState::Disconnected);
+        true
+    }
+
+    /// Brings a disconnected session back, and delivers the watches that
+    /// fired meanwhile. False if it was not live.
+    pub fn reconnect(&self, session_id: u64) -> bool {
+        let mut tree = self.lock();
+        let Some(s) = tree.sessions.get_mut(&session_id) else {
+            return false;
+        };
+        s.state.send_replace(SessionState::Connected);
+        for fire in s.held.drain(..) {
+            let _ = fire.send(WatchEvent::Changed);
+        }
+        true
+    }
+
+    /// The tree; a panic elsewhere while holding it leaves it consistent
+    /// (every step checks before it changes anything), so poisoning is
+    /// ignored.
+    fn lock(&self) -> MutexGuard<'_, Tree> {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Tree {
+    fn open_session(&mut self) -> (u64, watch::Receiver<SessionState>) {
+        self.next_session += 1;
+        let id = self.next_session;
+        let (state, rx) = watch::channel(SessionState::Connected);
+        let held = Vec::new();
+        self.sessions.insert(id, Session { state, held });
+        (id, rx)
+    }
+
+    /// Whether `session` may act now.
+    fn check_session(&self, session: u64) -> CoordResult<()> {
+        match self.sessions.get(&session).map(|s| *s.state.borrow()) {
+            Some(SessionState::Connected) => Ok(()),
+            Some(SessionState::Disconnected) => Err(CoordError::Unavailable(
+                "disconnected from the coordinator".into(),
+            )),
+            _ => Err(CoordError::SessionEnded),
+        }
+    }
+
+    fn end_session(&mut self, id: u64, end: SessionState) -> bool {
+        let Some(session) = self.sessions.remove(&id) else {
+            return false;
+        };
+        session.state.send_replace(end);
+        for fire in session.held {
+            let _ = fire.send(WatchEvent::SessionEnded);
+        }
+        for armed in [&mut self.data_watches, &mut self.child_watches] {
+            for list in armed.values_mut() {
+                for w in extract(list, |w| w.session == id) {
+                    let _ = w.fire.send(WatchEvent::SessionEnded);
+                }
+            }
+            armed.retain(|_, list| !list.is_empty());
+        }
+        let owned: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.owner == Some(id))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in owned {
+            self.remove(&path);
+        }
+        true
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.nodes.contains_key(path)
+    }
+
+    fn node(&self, path: &str) -> CoordResult<&Node> {
+        self.nodes.get(path).ok_or(CoordError::NoNode)
+    }
+
+    fn read(&self, path: &str) -> Option<NodeData> {
+        let node = self.nodes.get(path)?;
+        Some(NodeData {
+            data: node.data.clone(),
+            version: node.version,
+        })
+    }
+
+    /// The names of a node's children, sorted (the map is).
+    fn children(&self, path: &str) -> CoordResult<Vec<String>> {
+        if !self.exists(path) {
+            return Err(CoordError::NoNode);
+        }
+        let prefix = if path == "/" {
+            "/".to_owned()
+        } else {
+            format!("{path}/")
+        };
+        Ok(self
+            .nodes
+            .range(prefix.clone()..)
+            .map(|(p, _)| p)
+            .take_while(|p| p.starts_with(&prefix))
+            .filter_map(|p| p.get(prefix.len()..))
+            .filter(|name| !name.is_empty() && !name.contains('/'))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn create(&mut self, path: &str, data: &[u8], owner: Option<u64>) -> CoordResult<()> {
+        if self.exists(path) {
+            return Err(CoordError::NodeExists);
+        }
+        let parent = parent(path);
+        if !self.exists(parent) {
+            return Err(CoordError::NoNode);
+        }
+        if self.nodes.get(parent).is_some_and(|n| n.owner.is_some()) {
+            return Err(CoordError::Unavailable(
+                "ephemeral nodes cannot have children".into(),
+            ));
+        }
+        let node = Node {
+            data: data.to_vec(),
+            version: 0,
+            owner,
+        };
+        self.nodes.insert(path.to_owned(), node);
+        self.fire_data(path);
+        self.fire_children(parent);
+        Ok(())
+    }
+
+    /// Creates `path` and its missing parents, persistent.
+    fn make_path(&mut self, path: &str) -> CoordResult<()> {
+        let mut end = 0;
+        while end < path.len() {
+            end = path[end + 1..]
+                .find('/')
+                .map_or(path.len(), |i| end + 1 + i);
+            match self.create(&path[..end], &[], None) {
+                Ok(()) | Err(CoordError::NodeExists) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, path: &str, data: &[u8], version: Option<i32>) -> CoordResult<i32> {
+        let node = self.nodes.get_mut(path).ok_or(CoordError::NoNode)?;
+        if version.is_some_and(|v| v != node.version) {
+            return Err(CoordError::BadVersion);
+        }
+        node.data = data.to_vec();
+        node.version = node.version.wrapping_add(1);
+        let new = node.version;
+        self.fire_data(path);
+        Ok(new)
+    }
+
+    fn delete(&mut self, path: &str, version: Option<i32>) -> CoordResult<()> {
+        if path == "/" {
+            return Err(CoordError::Unavailable("the root cannot be deleted".into()));
+        }
+        let node = self.node(path)?;
+        if version.is_some_and(|v| v != node.version) {
+            return Err(CoordError::BadVersion);
+        }
+        if !self.children(path)?.is_empty() {
+            return Err(CoordError::NotEmpty);
+        }
+        self.remove(path);
+        Ok(())
+    }
+
+    /// Removes a node known to exist without children.
+    fn remove(&mut self, path: &str) {
+        self.nodes.remove(path);
+        self.fire_data(path);
+        self.fire_children(path);
+        self.fire_children(parent(path));
+    }
+
+    fn watch_data(&mut self, session: u64, path: &str) -> Watch {
+        arm(&mut self.data_watches, session, path)
+    }
+
+    fn watch_children(&mut self, session: u64, path: &str) -> Watch {
+        arm(&mut self.child_watches, session, path)
+    }
+
+    fn fire_data(&mut self, path: &str) {
+        let armed = self.data_watches.remove(path).unwrap_or_default();
+        self.fire(armed);
+    }
+
+    fn fire_children(&mut self, path: &str) {
+        let armed = self.child_watches.remove(path).unwrap_or_default();
+        self.fire(armed);
+    }
+
+    /// Fires watches, holding those of disconnected sessions.
+    fn fire(&mut self, armed: Vec<Armed>) {
+        for w in armed {
+            match self.sessions.get_mut(&w.session) {
+                Some(s) if *s.state.borrow() == SessionState::Disconnected => s.held.push(w.fire),
+                Some(_) => {
+                    let _ = w.fire.send(WatchEvent::Changed);
+                }
+                None => {
+                    let _ = w.fire.send(WatchEvent::SessionEnded);
+                }
+            }
+        }
+    }
+}
+
+/// Arms a watch on `path`, forgetting the ones on it nobody awaits.
+fn arm(watches: &mut HashMap<String, Vec<Armed>>, session: u64, path: &str) -> Watch {
+    let (fire, fired) = oneshot::channel();
+    let list = watches.entry(path.to_owned()).or_default();
+    list.retain(|w| !w.fire.is_closed());
+    list.push(Armed { session, fire });
+    Box::pin(async move { fired.await.unwrap_or(WatchEvent::SessionEnded) })
+}
+
+/// Removes and returns the elements that match.
+fn extract<T>(list: &mut Vec<T>, matches: impl Fn(&T) -> bool) -> Vec<T> {
+    let (out, keep) = std::mem::take(list).into_iter().partition(matches);
+    *list = keep;
+    out
+}
+
+/// The parent of a full path (`/` for a top-level node).
+fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+impl InProcCoordinator {
+    /// The full path of a session path, after checking it.
+    fn full(&self, path: &str) -> CoordResult<String> {
+        check_path(path)?;
+        Ok(match (self.root.as_str(), path) {
+            (_, "/") => self.root.clone(),
+            ("/", _) => path.to_owned(),
+            (root, _) => format!("{root}{path}"),
+        })
+    }
+
+    /// Runs one step on the tree, as this session, on `path` made full.
+    fn step<T>(
+        &self,
+        path: &str,
+        f: impl FnOnce(&mut Tree, &str) -> CoordResult<T>,
+    ) -> CoordResult<T> {
+        let mut tree = self.server.lock();
+        tree.check_session(self.id)?;
+        let full = self.full(path)?;
+        f(&mut tree, &full)
+    }
+}
+
+#[async_trait]
+impl Coordinator for InProcCoordinator {
+    fn session_id(&self) -> u64 {
+        self.id
+    }
+
+    fn state(&self) -> watch::Receiver<SessionState> {
+        self.state.clone()
+    }
+
+    async fn create(&self, path: &str, data: &[u8], kind: NodeKind) -> CoordResult<()> {
+        let owner = (kind == NodeKind::Ephemeral).then_some(self.id);
+        self.step(path, |t, p| t.create(p, data, owner))
+    }
+
+    async fn ensure(&self, path: &str) -> CoordResult<()> {
+        let root = &self.root;
+        self.step(path, |t, p| {
+            // Within the root only, as under ZooKeeper's chroot.
+            if t.exists(root) {
+                t.make_path(p)
+            } else {
+                Err(CoordError::NoNode)
+            }
+        })
+    }
+
+    async fn get(&self, path: &str) -> CoordResult<Option<NodeData>> {
+        self.step(path, |t, p| Ok(t.read(p)))
+    }
+
+    async fn set(&self, path: &str, data: &[u8], version: Option<i32>) -> CoordResult<i32> {
+        self.step(path, |t, p| t.set(p, data, version))
+    }
+
+    async fn delete(&self, path: &str, version: Option<i32>) -> CoordResult<()> {
+        self.step(path, |t, p| t.delete(p, version))
+    }
+
+    async fn children(&self, path: &str) -> CoordResult<Vec<String>> {
+        self.step(path, |t, p| t.children(p))
+    }
+
+    async fn watch_data(&self, path: &str) -> CoordResult<(Option<NodeData>, Watch)> {
+        self.step(path, |t, p| Ok((t.read(p), t.watch_data(self.id, p))))
+    }
+
+    async fn watch_children(&self, path: &str) -> CoordResult<(Vec<String>, Watch)> {
+        self.step(path, |t, p| {
+            let children = t.children(p)?;
+            Ok((children, t.watch_children(self.id, p)))
+        })
+    }
+
+    async fn close(&self) {
+        self.server
+            .lock()
+            .end_session(self.id, SessionState::Closed);
+    }
+}
+
+impl Drop for InProcCoordinator {
+    fn drop(&mut self) {
+        self.server
+            .lock()
+            .end_session(self.id, SessionState::Closed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures::FutureExt;
+
+    use super::*;
+    use crate::coord::conformance;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn fired(w: Watch) -> WatchEvent {
+        tokio::time::timeout(WAIT, w)
+            .await
+            .expect("the watch fires")
+    }
+
+    #[actix::test]
+    async fn keeps_the_coordinator_semantics() {
+        let server = InProcServer::new();
+        let open = move || {
+            let server = server.clone();
+            async move {
+                let c = server.connect("/dbaas/conformance").expect("a session");
+                Arc::new(c) as Arc<dyn Coordinator>
+            }
+            .boxed()
+        };
+        conformance::run_all(&open).await;
+    }
+
+    #[actix::test]
+    async fn expiry_ends_the_session_and_its_ephemerals() {
+        let server = InProcServer::new();
+        let (victim, other) = (server.connect("/r").unwrap(), server.connect("/r").unwrap());
+        victim.create("/e", b"", NodeKind::Ephemeral).await.unwrap();
+        let (_, victims_watch) = victim.watch_data("/x").await.unwrap();
+        let (_, gone) = other.watch_data("/e").await.unwrap();
+        assert!(server.expire(victim.session_id()));
+        assert_eq!(fired(gone).await, WatchEvent::Changed);
+        assert_eq!(other.get("/e").await.unwrap(), None);
+        assert_eq!(fired(victims_watch).await, WatchEvent::SessionEnded);
+        assert_eq!(*victim.state().borrow(), SessionState::Expired);
+        conformance::all_calls_say_ended(&victim, "/e").await;
+        victim.close().await;
+        assert_eq!(*victim.state().borrow(), SessionState::Expired);
+        assert_eq!(
+            server.sessions(),
+            [(other.session_id(), SessionState::Connected)]
+        );
+        assert!(!server.expire(victim.session_id()));
+    }
+
+    #[actix::test]
+    async fn a_disconnected_session_keeps_its_ephemerals_and_holds_its_watches() {
+        let server = InProcServer::new();
+        let (c, other) = (server.connect("/r").unwrap(), server.connect("/r").unwrap());
+        c.create("/e", b"", NodeKind::Ephemeral).await.unwrap();
+        let (_, mut w) = c.watch_data("/n").await.unwrap();
+        assert!(server.disconnect(c.session_id()));
+        assert_eq!(*c.state().borrow(), SessionState::Disconnected);
+        assert!(matches!(c.get("/e").await, Err(CoordError::Unavailable(_))));
+        other.create("/n", b"", NodeKind::Persistent).await.unwrap();
+        assert!((&mut w).now_or_never().is_none(), "held while disconnected");
+        assert!(other.get("/e").await.unwrap().is_some());
+        assert!(server.reconnect(c.session_id()));
+        assert_eq!(*c.state().borrow(), SessionState::Connected);
+        assert_eq!(fired(w).await, WatchEvent::Changed);
+        assert!(c.get("/e").await.unwrap().is_some());
+    }
+
+    #[actix::test]
+    async fn expiry_while_disconnected_ends_the_held_watches() {
+        let server = InProcServer::new();
+        let (c, other) = (server.connect("/r").unwrap(), server.connect("/r").unwrap());
+        let (_, w) = c.watch_data("/n").await.unwrap();
+        server.disconnect(c.session_id());
+        other.create("/n", b"", NodeKind::Persistent).await.unwrap();
+        server.expire(c.session_id());
+        assert_eq!(fired(w).await, WatchEvent::SessionEnded);
+        assert!(!server.reconnect(c.session_id()));
+        assert_eq!(*c.state().borrow(), SessionState::Expired);
+    }
+
+    #[actix::test]
+    async fn dropping_a_session_closes_it() {
+        let server = InProcServer::new();
+        let (c, other) = (server.connect("/r").unwrap(), server.connect("/r").unwrap());
+        c.create("/e", b"", NodeKind::Ephemeral).await.unwrap();
+        let state = c.state();
+        drop(c);
+        assert_eq!(*state.borrow(), SessionState::Closed);
+        assert_eq!(other.get("/e").await.unwrap(), None);
+        assert_eq!(server.sessions().len(), 1);
+    }
+
+    #[actix::test]
+    async fn roots_are_apart_and_nested_in_one_tree() {
+        let server = InProcServer::new();
+        let (a, b) = (server.connect("/a").unwrap(), server.connect("/b").unwrap());
+        let top = server.connect("/").unwrap();
+        a.create("/n", b"a", NodeKind::Persistent).await.unwrap();
+        assert_eq!(b.get("/n").await.unwrap(), None);
+        assert_eq!(
+            top.get("/a/n").await.unwrap().map(|n| n.data),
+            Some(b"a".to_vec())
+        );
+        assert_eq!(top.children("/").await.unwrap(), ["a", "b"]);
+        top.delete("/a/n", None).await.unwrap();
+        top.delete("/a", None).await.unwrap();
+        assert_eq!(a.ensure("/m").await, Err(CoordError::NoNode));
+    }
+
+    #[actix::test]
+    async fn bad_paths_are_refused() {
+        let server = InProcServer::new();
+        assert!(server.connect("relative").is_err());
+        let c = server.connect("/r").unwrap();
+        for bad in ["", "n", "/n/", "//n", "/n/../m", "/./n", "/n\0"] {
+            let made = c.create(bad, b"", NodeKind::Persistent).await;
+            assert!(matches!(made, Err(CoordError::Unavailable(_))), "{bad:?}");
+        }
+        c.create("/e", b"", NodeKind::Ephemeral).await.unwrap();
+        let under = c.create("/e/child", b"", NodeKind::Persistent).await;
+        assert!(matches!(under, Err(CoordError::Unavailable(_))));
+    }
+}
