@@ -3,8 +3,9 @@
 //! own `dbaas up` (own ports, own data dir) and talks to it through the
 //! gateway, and to the services' own addresses for `_count` and `db/clear`.
 //!
-//! The same scripts run against `dbaas up --amqp` on a real RabbitMQ
-//! (`up_amqp::*`, every worker a child process), and in-process (`in_process::*`): the services
+//! The same scripts run against `dbaas up --amqp --zk` on a real RabbitMQ
+//! and ZooKeeper (`up_amqp::*`, every worker a child process), and
+//! in-process (`in_process::*`): the services
 //! and the real embedded DBaaS on threads of the test itself, with no
 //! child process, which keeps them quick to iterate on and to debug.
 //! Behaviours `up` cannot show (an upstream or the DBaaS being down) are
@@ -41,8 +42,13 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $name() {
                     let Some(base) = crate::suite::amqp_url() else { return };
+                    let Some(zk) = crate::suite::fresh_zk(crate::suite::ZK_SESSION) else {
+                        return;
+                    };
                     let (_, url) = crate::suite::fresh_vhost(&base);
-                    let system = crate::System::start_with(&["--amqp", &url]);
+                    let system = crate::System::start_with(&[
+                        "--amqp", &url, "--zk", &zk.hosts, "--zk-root", &zk.root,
+                    ]);
                     super::$name(&system.urls).await;
                 }
             )*
@@ -86,6 +92,7 @@ contract!(
     db_api_refuses_bad_input_and_changes_nothing,
     db_api_conditional_writes_answer_412_and_write_nothing,
     no_ride_names_a_user_deleted_while_joining_or_creating,
+    crash_apis_kill_and_the_cluster_elects_and_replaces,
 );
 
 /// A body that is not a valid new user, each for its own reason.
@@ -1235,4 +1242,93 @@ async fn gateway_forwards_request_headers_and_bodies_to_the_upstream() {
             "body": "hello",
         })
     );
+}
+
+/// The cluster view, once `ok` holds for it (polled).
+async fn cluster_once(db: &Http, what: &str, ok: impl Fn(&Json) -> bool) -> Json {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = db.get("/api/v1/cluster").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let view = r.json();
+        if ok(&view) {
+            return view;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {view}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The pids of a `worker/list` answer.
+async fn worker_pids(db: &Http) -> Vec<u64> {
+    let r = db.get("/api/v1/worker/list").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_value(r.json()).expect("a list of pids")
+}
+
+/// The pid a crash call answers (`["<pid>"]`).
+async fn crash(db: &Http, what: &str) -> u64 {
+    let r = db.raw("POST", &format!("/api/v1/crash/{what}"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let pids: Vec<String> = serde_json::from_value(r.json()).expect(r#"["<pid>"]"#);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    pids[0].parse().expect("a pid")
+}
+
+async fn crash_apis_kill_and_the_cluster_elects_and_replaces(urls: &Urls) {
+    let api = Api::new(urls);
+    let db = Http::new(&urls.orchestrator);
+    api.add_user("before").await;
+    let settled = |view: &Json| {
+        let workers = view["workers"].as_array().map_or(0, Vec::len);
+        view["master"].is_u64() && workers == 2
+    };
+    let view = cluster_once(&db, "a master and a slave", settled).await;
+    let (master, epoch) = (
+        view["master"].as_u64().unwrap(),
+        view["epoch"].as_u64().unwrap(),
+    );
+    for w in view["workers"].as_array().unwrap() {
+        for field in ["pid", "id", "applied", "lag", "epoch"] {
+            assert!(w[field].is_u64(), "{field} in {w}");
+        }
+        assert!(w["role"].is_string() && w["state"].is_string(), "{w}");
+    }
+    // crash/slave kills the slave with the highest pid; a replacement
+    // takes its place in the list.
+    let pids = worker_pids(&db).await;
+    let slave = *pids.iter().filter(|&&p| p != master).max().unwrap();
+    assert_eq!(crash(&db, "slave").await, slave);
+    let replaced = |view: &Json| {
+        let ws = view["workers"].as_array().cloned().unwrap_or_default();
+        settled(view) && ws.iter().all(|w| w["pid"].as_u64() != Some(slave))
+    };
+    cluster_once(&db, "a replacement slave", replaced).await;
+    let pids = worker_pids(&db).await;
+    assert!(!pids.contains(&slave) && pids.contains(&master), "{pids:?}");
+    // crash/master kills the master; a slave is elected under a new epoch.
+    assert_eq!(crash(&db, "master").await, master);
+    let elected = |view: &Json| {
+        settled(view)
+            && view["master"].as_u64().is_some_and(|m| m != master)
+            && view["epoch"].as_u64().is_some_and(|e| e > epoch)
+    };
+    let view = cluster_once(&db, "a new master", elected).await;
+    assert!(
+        view["events"]
+            .as_array()
+            .is_some_and(|es| es.iter().any(|e| e["kind"] == "election")),
+        "{view}"
+    );
+    assert!(!worker_pids(&db).await.contains(&master));
+    // Nothing acknowledged was lost, and writes go on.
+    api.add_user("after").await;
+    assert_eq!(api.user_list().await, ["after", "before"]);
+    for (method, path) in [
+        ("GET", "/api/v1/crash/master"),
+        ("GET", "/api/v1/crash/slave"),
+        ("POST", "/api/v1/cluster"),
+    ] {
+        db.raw(method, path, "").await.assert_json(405, json!({}));
+    }
 }

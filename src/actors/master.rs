@@ -93,9 +93,12 @@ impl MasterWorker {
     /// Consumes `writeQ`; retried with backoff while the broker is away.
     fn subscribe(&mut self, ctx: &mut Context<Self>, wait: Duration) {
         let broker = self.broker.clone();
+        // Above any deposed master still holding a consumer (paused, cut
+        // off): the newest epoch gets the writes.
+        let priority = i32::try_from(self.stamp.epoch).unwrap_or(i32::MAX);
         let subscribe = async move {
             broker::declare_topology(broker.as_ref()).await?;
-            broker.consume(WRITE_Q, PREFETCH).await
+            broker.consume_ranked(WRITE_Q, PREFETCH, priority).await
         };
         self.subscribing = true;
         ctx.wait(subscribe.into_actor(self).map(move |res, act, ctx| {

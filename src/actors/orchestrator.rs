@@ -37,9 +37,9 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
 pub struct Orchestrator {
     broker: Arc<dyn Broker>,
     cluster: u64,
-    /// Who waits for each correlation id; an attempt that gives up drops
-    /// its receiver.
-    pending: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Who waits for each correlation id (and whether it is a write); an
+    /// attempt that gives up drops its receiver.
+    pending: HashMap<u64, (oneshot::Sender<Reply>, bool)>,
     next_id: u64,
     stats: OrchestratorStats,
     /// The last reply of each batch, to acknowledge with those before it,
@@ -80,7 +80,7 @@ impl Orchestrator {
         self.next_id += 1;
         let id = self.next_id;
         let (tx, rx) = oneshot::channel();
-        self.pending.insert(id, tx);
+        self.pending.insert(id, (tx, queue == WRITE_Q));
         let broker = self.broker.clone();
         let msg = Message {
             body,
@@ -126,7 +126,7 @@ impl Orchestrator {
             self.stats.epoch = stamp.epoch;
         }
         // Only the answer to a request still waiting counts.
-        let Some(tx) = self.pending.remove(&id) else {
+        let Some((tx, _)) = self.pending.remove(&id) else {
             return;
         };
         let current = self.stats.epoch;
@@ -174,7 +174,7 @@ impl Orchestrator {
     }
 
     fn expire(&mut self) {
-        self.pending.retain(|_, tx| !tx.is_closed());
+        self.pending.retain(|_, (tx, _)| !tx.is_closed());
     }
 }
 
@@ -287,8 +287,16 @@ fn unexpected(reply: &Reply) -> Error {
 impl Handler<SetEpoch> for Orchestrator {
     type Result = ();
 
+    /// A new master: writes waiting on the old one (which may be gone,
+    /// or deposed and paused with them) are sent again at once, under the
+    /// new epoch and the same request ids, rather than after their attempt
+    /// times out. The new master answers what the old one had applied
+    /// from its record.
     fn handle(&mut self, SetEpoch(epoch): SetEpoch, _ctx: &mut Context<Self>) {
-        self.stats.epoch = self.stats.epoch.max(epoch);
+        if epoch > self.stats.epoch {
+            self.stats.epoch = epoch;
+            self.pending.retain(|_, (_, write)| !*write);
+        }
     }
 }
 

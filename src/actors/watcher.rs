@@ -46,6 +46,9 @@ use crate::runtime::{Exit, WorkerRuntime, WorkerSpec};
 pub const GRACE: Duration = Duration::from_secs(2);
 /// Recent events kept for `GET /api/v1/cluster`.
 const EVENTS: usize = 64;
+/// How many times a replacement is tried, and how long apart.
+const RESPAWN_TRIES: u32 = 10;
+const RESPAWN_WAIT: Duration = Duration::from_secs(1);
 /// How many times an election reads and writes `/master` again when it
 /// changed meanwhile.
 const ELECTION_TRIES: usize = 5;
@@ -99,9 +102,14 @@ pub struct ElectionWatcher {
     master: Option<(MasterRecord, i32)>,
     /// Pids whose death was handled already (seen, then the node went).
     buried: BTreeSet<u64>,
-    /// The highest worker id known: replacements get new ids (a new id,
-    /// a new store and queue; a dead worker's may be damaged).
+    /// The highest worker id known (a replacement that cannot reuse the
+    /// dead worker's id gets the next).
     last_id: u64,
+    /// Worker ids by pid, of every worker seen.
+    ids: BTreeMap<u64, u64>,
+    /// The dead master's last (epoch of its last write, applied seq): a
+    /// worker that is not caught up is elected only if it holds as much.
+    floor: Option<(u64, u64)>,
     events: VecDeque<ClusterEvent>,
     /// No election for a missing master before this (see [`GRACE`]).
     grace_until: Instant,
@@ -132,6 +140,8 @@ impl ElectionWatcher {
             master: None,
             buried: BTreeSet::new(),
             last_id: 0,
+            ids: BTreeMap::new(),
+            floor: None,
             events: VecDeque::new(),
             grace_until: Instant::now(),
             coord_seen: false,
@@ -208,6 +218,7 @@ impl ElectionWatcher {
         // session) may die again.
         self.buried.retain(|pid| !view.contains_key(pid));
         self.last_id = view.values().map(|r| r.id).fold(self.last_id, u64::max);
+        self.ids.extend(view.values().map(|r| (r.pid, r.id)));
         self.view = view;
         for pid in gone {
             self.on_gone(ctx, pid, false);
@@ -224,7 +235,11 @@ impl ElectionWatcher {
         if self.stopped || !self.buried.insert(pid) {
             return;
         }
-        self.view.remove(&pid);
+        let report = self.view.remove(&pid);
+        let id = report.map(|r| r.id).or_else(|| self.ids.get(&pid).copied());
+        if self.master.is_some_and(|(m, _)| m.pid == pid) {
+            self.floor = report.map(|r| (r.last_epoch, r.applied)).or(self.floor);
+        }
         let how = if seen { "exited" } else { "lost its session" };
         self.event("death", format!("worker pid {pid} {how}"));
         if seen {
@@ -238,7 +253,7 @@ impl ElectionWatcher {
         if self.master.is_some_and(|(m, _)| m.pid == pid) {
             self.master_lost(ctx, pid, seen);
         }
-        self.respawn(ctx);
+        self.respawn(ctx, id);
     }
 
     /// The master is dead (`seen`) or lost its session: elect another,
@@ -253,16 +268,36 @@ impl ElectionWatcher {
         self.elect(ctx, Some(pid));
     }
 
-    /// Starts a replacement slave.
-    fn respawn(&mut self, ctx: &mut Context<Self>) {
+    /// Starts a replacement: the dead worker again, over its own store
+    /// (what it holds is not lost, and it catches up from there), or a
+    /// worker with a new id if that one runs.
+    fn respawn(&mut self, ctx: &mut Context<Self>, dead: Option<u64>) {
+        let running: Vec<u64> = self.runtime.list().iter().map(|w| w.id).collect();
+        let id = match dead.filter(|id| !running.contains(id)) {
+            Some(id) => id,
+            None => {
+                let max = running.iter().copied().max().unwrap_or(0);
+                self.last_id = self.last_id.max(max) + 1;
+                self.last_id
+            }
+        };
+        self.start_worker(ctx, id, RESPAWN_TRIES);
+    }
+
+    /// Starts worker `id`, trying again a few times if it does not start.
+    fn start_worker(&mut self, ctx: &mut Context<Self>, id: u64, tries: u32) {
         let (rt, cluster) = (self.runtime.clone(), self.cluster);
-        let running = self.runtime.list().iter().map(|w| w.id).max().unwrap_or(0);
-        self.last_id = self.last_id.max(running) + 1;
-        let id = self.last_id;
         let start = async move { rt.start(WorkerSpec { id, cluster }).await };
-        ctx.spawn(start.into_actor(self).map(move |res, act, _ctx| match res {
+        ctx.spawn(start.into_actor(self).map(move |res, act, ctx| match res {
             Ok(w) => act.event("respawn", format!("worker {id} started, pid {}", w.pid)),
-            Err(e) => act.event("respawn", format!("worker {id} did not start: {e}")),
+            Err(e) => {
+                act.event("respawn", format!("worker {id} did not start: {e}"));
+                if tries > 1 && !act.stopped {
+                    ctx.run_later(RESPAWN_WAIT, move |act, ctx| {
+                        act.start_worker(ctx, id, tries - 1)
+                    });
+                }
+            }
         }));
     }
 
@@ -290,14 +325,16 @@ impl ElectionWatcher {
             return;
         }
         self.electing = true;
+        let floor = self.floor;
         ctx.spawn(
-            run_election(coord, dead)
+            run_election(coord, dead, floor)
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     act.electing = false;
                     match res {
                         Ok((record, true)) => {
                             act.master = Some(record);
+                            act.floor = None;
                             let (m, _) = record;
                             act.event(
                                 "election",
@@ -341,6 +378,7 @@ async fn read_view(coord: Arc<dyn Coordinator>) -> Result<BTreeMap<u64, WorkerRe
 async fn run_election(
     coord: Arc<dyn Coordinator>,
     dead: Option<u64>,
+    floor: Option<(u64, u64)>,
 ) -> Result<((MasterRecord, i32), bool)> {
     for _ in 0..ELECTION_TRIES {
         let reports: Vec<WorkerReport> = read_view(coord.clone())
@@ -358,9 +396,11 @@ async fn run_election(
                 return Ok(((m, v), false));
             }
         }
-        let candidates: Vec<Candidate> = reports.iter().map(Candidate::from).collect();
+        let candidates = eligible(&reports, floor);
         let Some(best) = choose_master(&candidates) else {
-            return Err(Error::Unavailable("no worker to elect".into()));
+            return Err(Error::Unavailable(
+                "no worker holds every acknowledged write yet".into(),
+            ));
         };
         let elected = MasterRecord {
             pid: best.pid,
@@ -384,6 +424,27 @@ async fn run_election(
     Err(Error::Unavailable(
         "/master kept changing during the election".into(),
     ))
+}
+
+/// Who may lead: the workers that are caught up (a slave that drains its
+/// queue then holds every acknowledged write). If none is, those that hold
+/// at least what the dead master last reported (at startup, with no such
+/// report, any: each holds what its store holds). A fresh replacement
+/// still waiting for its first snapshot is never elected over the data.
+fn eligible(reports: &[WorkerReport], floor: Option<(u64, u64)>) -> Vec<Candidate> {
+    let ready: Vec<Candidate> = reports
+        .iter()
+        .filter(|r| r.ready)
+        .map(Candidate::from)
+        .collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    reports
+        .iter()
+        .filter(|r| floor.is_none_or(|f| (r.last_epoch, r.applied) >= f))
+        .map(Candidate::from)
+        .collect()
 }
 
 /// A path changed (`children`: its children) or the session ended.

@@ -504,16 +504,20 @@ impl Broker for AmqpBroker {
         self.send(exchange, "", msg, true).await
     }
 
-    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer> {
+    async fn consume_ranked(&self, queue: &str, prefetch: u16, priority: i32) -> Result<Consumer> {
         let live = self.live().await?;
         let channel = live.open_channel().await?;
         let qos = channel.basic_qos(prefetch.max(1), BasicQosOptions::default());
         live.bounded("basic.qos", OP_TIMEOUT, qos).await?;
+        let mut args = FieldTable::default();
+        if priority != 0 {
+            args.insert("x-priority".into(), AMQPValue::LongInt(priority));
+        }
         let consuming = channel.basic_consume(
             queue.into(),
             "".into(),
             BasicConsumeOptions::default(),
-            FieldTable::default(),
+            args,
         );
         let inner = live.bounded("basic.consume", OP_TIMEOUT, consuming).await?;
         let sub = Subscription {

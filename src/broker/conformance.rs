@@ -34,6 +34,7 @@ fn msg(i: u8) -> Message {
 /// Runs every check.
 pub async fn run_all(b: &dyn Broker) {
     round_robin_over_consumers(b).await;
+    higher_priority_consumers_first(b).await;
     prefetch_bounds_unacked(b).await;
     unacked_redelivered_when_consumer_leaves(b).await;
     nack_requeues_or_drops(b).await;
@@ -85,6 +86,29 @@ pub async fn round_robin_over_consumers(b: &dyn Broker) {
     }
     assert_eq!(got1.len(), 2);
     assert_eq!(got2.len(), 2);
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// Messages go to the consumer of the highest priority while it has
+/// room, and to a lower one only when it is full.
+pub async fn higher_priority_consumers_first(b: &dyn Broker) {
+    let q = unique("priority");
+    b.declare_queue(&q, QueueKind::Transient).await.unwrap();
+    let mut low = b.consume_ranked(&q, 10, 1).await.unwrap();
+    let mut high = b.consume_ranked(&q, 3, 5).await.unwrap();
+    for i in 0..3 {
+        b.publish(&q, msg(i)).await.unwrap();
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(next(&mut high).await);
+    }
+    assert!(nothing_within(&mut low, Duration::from_millis(200)).await);
+    // The high one is full: the next goes to the low one.
+    b.publish(&q, msg(3)).await.unwrap();
+    assert_eq!(next(&mut low).await.message.body, [3]);
+    drop(held);
+    drop((low, high));
     b.delete_queue(&q).await.unwrap();
 }
 

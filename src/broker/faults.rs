@@ -186,8 +186,8 @@ impl Broker for FaultyBroker {
         self.send(exchange, msg, true).await
     }
 
-    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer> {
-        let inner = self.inner.consume(queue, prefetch).await?;
+    async fn consume_ranked(&self, queue: &str, prefetch: u16, priority: i32) -> Result<Consumer> {
+        let inner = self.inner.consume_ranked(queue, prefetch, priority).await?;
         let (queue, rules) = (queue.to_owned(), self.rules.clone());
         Ok(Box::pin(inner.map(move |d| {
             let acker = FaultyAcker {

@@ -40,6 +40,7 @@ struct Queue {
 
 struct Slot {
     id: u64,
+    priority: i32,
     prefetch: usize,
     held: usize,
     tx: mpsc::UnboundedSender<Delivery>,
@@ -199,9 +200,19 @@ fn dispatch(broker: &InProcBroker, st: &mut State, queue: &str, out: &mut Outbox
     };
     while !q.ready.is_empty() && !q.consumers.is_empty() {
         let n = q.consumers.len();
+        let has_room = |s: &Slot| s.held < s.prefetch;
+        let Some(top) = q
+            .consumers
+            .iter()
+            .filter(|s| has_room(s))
+            .map(|s| s.priority)
+            .max()
+        else {
+            return;
+        };
         let Some(pick) = (0..n)
             .map(|i| (q.next + i) % n)
-            .find(|&i| q.consumers[i].held < q.consumers[i].prefetch)
+            .find(|&i| has_room(&q.consumers[i]) && q.consumers[i].priority == top)
         else {
             return;
         };
@@ -351,7 +362,7 @@ impl Broker for InProcBroker {
         Ok(())
     }
 
-    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer> {
+    async fn consume_ranked(&self, queue: &str, prefetch: u16, priority: i32) -> Result<Consumer> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = self.state();
         st.next_consumer += 1;
@@ -362,6 +373,7 @@ impl Broker for InProcBroker {
             .consumers
             .push(Slot {
                 id,
+                priority,
                 prefetch: usize::from(prefetch.max(1)),
                 held: 0,
                 tx,

@@ -5,7 +5,8 @@
 //!
 //! Semantics both keep (the RabbitMQ ones):
 //! - a queue delivers each message to one consumer, round robin over the
-//!   consumers that have room under their prefetch;
+//!   consumers that have room under their prefetch, those of the highest
+//!   priority first;
 //! - a delivery stays unacknowledged until `ack`; when its consumer goes
 //!   away (cancelled, connection lost, process killed) it is delivered again
 //!   with `redelivered` set, at the front of the queue;
@@ -174,7 +175,16 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes to a fanout exchange; returns once the broker has it.
     async fn publish_fanout(&self, exchange: &str, msg: Message) -> Result<()>;
     /// Starts a consumer with at most `prefetch` unacknowledged deliveries.
-    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer>;
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer> {
+        self.consume_ranked(queue, prefetch, 0).await
+    }
+    /// Starts a consumer of `priority`: a queue hands its messages to the
+    /// consumers of the highest priority that have room, round robin among
+    /// them, and to lower ones only while those are full (RabbitMQ's
+    /// `x-priority`). A newly elected master consumes `writeQ` above a
+    /// deposed one that still holds its consumer (paused, say), so writes
+    /// go to the new one.
+    async fn consume_ranked(&self, queue: &str, prefetch: u16, priority: i32) -> Result<Consumer>;
 }
 
 /// Declares the fixed topology: `readQ`, `writeQ`, `responseQ` and the

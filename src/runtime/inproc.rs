@@ -1,6 +1,7 @@
 //! Workers as actors in this process, each on its own arbiter (thread) and
 //! over its own sled database under `<data dir>/worker-<id>`, each with a
-//! coordinator session of its own. A worker's pid is its id.
+//! coordinator session of its own. A worker's pid is a number of its own,
+//! new at each start, as a process's would be.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ use crate::error::{Error, Result};
 use crate::model::Schema;
 use crate::store::Store;
 
+/// The first pid given to an in-process worker (apart from small ids).
+const FIRST_PID: u64 = 1001;
 /// How long a clean stop may take before the worker is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,6 +42,9 @@ pub struct InProcessRuntime {
     session_timeout: Duration,
     workers: Mutex<BTreeMap<u64, Running>>,
     exits: broadcast::Sender<Exit>,
+    /// The pid of the next worker started: each start its own, as a
+    /// process's would be.
+    next_pid: std::sync::atomic::AtomicU64,
 }
 
 impl InProcessRuntime {
@@ -61,6 +67,7 @@ impl InProcessRuntime {
             session_timeout,
             workers: Mutex::new(BTreeMap::new()),
             exits: broadcast::channel(EXITS).0,
+            next_pid: std::sync::atomic::AtomicU64::new(FIRST_PID),
         }
     }
 
@@ -116,9 +123,12 @@ impl WorkerRuntime for InProcessRuntime {
         })
         .await?;
         let arbiter = Arbiter::new().handle();
+        let pid = self
+            .next_pid
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cfg = WorkerConfig {
             id: spec.id,
-            pid: spec.id,
+            pid,
             cluster: spec.cluster,
             sync_cap: self.sync_cap,
             session_timeout: self.session_timeout,
@@ -126,10 +136,7 @@ impl WorkerRuntime for InProcessRuntime {
         let (broker, connect) = (self.broker.clone(), self.connect.clone());
         let addr =
             Worker::start_in_arbiter(&arbiter, move |_| Worker::new(cfg, store, broker, connect));
-        let info = WorkerInfo {
-            id: spec.id,
-            pid: spec.id,
-        };
+        let info = WorkerInfo { id: spec.id, pid };
         self.workers().insert(
             spec.id,
             Running {

@@ -116,8 +116,10 @@ impl Store {
                 .cache_capacity(CACHE_BYTES)
                 .open();
             match opened {
+                // sled reports a lock held elsewhere as an I/O error of
+                // its own, naming the lock.
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
+                    if e.to_string().contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(10));
