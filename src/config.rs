@@ -58,6 +58,10 @@ pub struct UpArgs {
     /// (a long GC-like pause, an overloaded machine) is failed over too.
     #[arg(long, env = "DBAAS_SESSION_TIMEOUT_MS")]
     pub session_timeout_ms: Option<u64>,
+    /// How long a request is retried (no master during a failover, no
+    /// worker answering) before it is answered 503, in milliseconds.
+    #[arg(long, env = "DBAAS_REQUEST_DEADLINE_MS")]
+    pub request_deadline_ms: Option<u64>,
 }
 
 /// The same settings, as a file holds them.
@@ -76,6 +80,7 @@ struct FileConfig {
     zk: Option<String>,
     zk_root: Option<String>,
     session_timeout_ms: Option<u64>,
+    request_deadline_ms: Option<u64>,
 }
 
 /// The settings of `dbaas up`, resolved.
@@ -93,6 +98,7 @@ pub struct UpConfig {
     pub zk: Option<String>,
     pub zk_root: String,
     pub session_timeout: Duration,
+    pub request_deadline: Duration,
 }
 
 /// The default root of a cluster's nodes in ZooKeeper.
@@ -164,6 +170,10 @@ impl UpArgs {
                 .session_timeout_ms
                 .or(file.session_timeout_ms)
                 .map_or(SESSION_TIMEOUT, Duration::from_millis),
+            request_deadline: self
+                .request_deadline_ms
+                .or(file.request_deadline_ms)
+                .map_or(crate::actors::REQUEST_DEADLINE, Duration::from_millis),
         };
         if cfg.slaves == 0 {
             return Err(Error::bad("at least one slave is needed to serve reads"));

@@ -27,6 +27,8 @@
 //!   sled batch holding its effect, its sequence number and its request id.
 //! - [`runtime`]: how workers are started and stopped (in-process actors,
 //!   or child processes running `dbaas worker`).
+//! - [`coord`]: the coordinator (ZooKeeper, or its in-process twin), and
+//!   the election rule.
 //! - [`system`]: `dbaas up` and the [`system::Cluster`]; [`node`]: each
 //!   part as a process of its own.
 //!
@@ -71,13 +73,25 @@
 //!   the master checks them in the same step as the writes, so a ride
 //!   never names a user deleted meanwhile.
 //!
-//! ## Not promised (yet)
+//! - *Failover is fast and safe*: workers register with the coordinator
+//!   ([`coord`]); the [`actors::watcher::ElectionWatcher`] elects the
+//!   caught-up worker with the newest history when the master dies (at once
+//!   for a death the system sees, at the session's expiry otherwise), with
+//!   a compare-and-set on `/master`, and starts a replacement. The elected
+//!   slave drains what the old master sent, up to a fence of its own, and
+//!   leads in place under a new epoch; a master takes writes only under a
+//!   lease shorter than its session ([`actors::lease`]), so a deposed one
+//!   stops before its successor starts.
 //!
-//! The embedded broker keeps nothing across a restart of the process (the
-//! workers' databases do). Master failover and worker respawn need a
-//! coordinator, which is not part of the system yet: a crashed master is
-//! replaced only by starting it again, and until then writes are retried and
-//! then answered 503.
+//! ## Not promised
+//!
+//! The embedded broker and coordinator keep nothing across a restart of
+//! the process (the workers' databases do). Reads are not linearizable
+//! against writes in flight. A slave that lagged more than its capped
+//! queue holds cannot be elected over a caught-up one; if only such
+//! slaves are left when the master dies, the master's own store is started
+//! again and elected. Two orchestrators of one cluster at once are not
+//! supported.
 
 pub mod actors;
 pub mod broker;

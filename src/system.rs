@@ -356,8 +356,9 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
         cfg.sync_queue_cap,
     )
     .await?;
-    let cluster =
+    let mut cluster =
         Cluster::start_with(&cfg.data_dir, cfg.slaves, broker, runtime, coordination).await?;
+    cluster.orchestrator = cluster.orchestrator.with_deadline(cfg.request_deadline);
     let (orch_url, users_url, rides_url, gateway_url) = (
         url(&orch_l)?,
         url(&users_l)?,

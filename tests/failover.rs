@@ -12,7 +12,10 @@ use std::time::Duration;
 use dbaas::actors::watcher::GetCluster;
 use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp};
 use dbaas::system::Cluster;
-use suite::{eventually, master_id, process_cluster, roles, running, signal, stores};
+use suite::{
+    amqp_url, eventually, fresh_vhost, fresh_zk, master_id, process_cluster, process_cluster_at,
+    roles, running, signal, stores,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -202,4 +205,129 @@ async fn a_slave_killed_under_reads_is_replaced_and_catches_up_without_a_gap() {
     }
     let acked = load.stop().await;
     check_all(c, &dir, acked).await;
+}
+
+/// Ready (not delivered) messages in `queue`: what a cap counts.
+fn ready(vhost: &str, queue: &str) -> u64 {
+    suite::rabbitmqctl(&[
+        "list_queues",
+        "-p",
+        vhost,
+        "--no-table-headers",
+        "-q",
+        "name",
+        "messages_ready",
+    ])
+    .lines()
+    .filter_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next()? == queue).then(|| f.next()?.parse().ok())?
+    })
+    .next()
+    .unwrap_or(0)
+}
+
+fn pid_of(c: &Cluster, id: u64) -> u64 {
+    c.runtime
+        .list()
+        .iter()
+        .find(|w| w.id == id)
+        .expect("running")
+        .pid
+}
+
+/// Promise 1 ("killing the master ... loses no acknowledged write") with
+/// the one slave briefly paused (well inside its session timeout) while
+/// writes go on: its capped sync queue drops the oldest confirmed syncs
+/// (drop-head). The master is killed as the slave resumes. The slave must
+/// not lead without the writes its queue dropped: it declines (a gap), and
+/// the dead master's own store, started again, is elected instead.
+#[actix::test]
+async fn a_slave_whose_capped_queue_dropped_acknowledged_syncs_does_not_lead_without_them() {
+    const CAP: u32 = 5;
+    let Some(base) = amqp_url() else { return };
+    let (vhost, url) = fresh_vhost(&base);
+    // Sessions long enough that the pause is no death.
+    let Some(zk) = fresh_zk(Duration::from_secs(60)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let c = process_cluster_at(dir.path(), 1, &url, &zk, Some(CAP)).await;
+    for i in 0..3 {
+        c.orchestrator.write(user(&format!("a{i}"))).await.unwrap();
+    }
+    suite::all_applied(&c, 3, DEADLINE).await;
+    let (m, slaves) = roles(&c).await;
+    let (m, s) = (m.expect("a master"), slaves[0]);
+    signal(pid_of(&c, s), libc::SIGSTOP);
+    // RabbitMQ pushes up to the slave's prefetch (4096) to the paused
+    // process; only what is left ready counts against the cap. Write until
+    // the queue holds its cap of ready messages, then as much again: the
+    // oldest ready syncs are dropped.
+    let queue = format!("sync.{s}");
+    let mut acked = 3;
+    let mut full_at = None;
+    while full_at.map_or(true, |f| acked < f + 2 * u64::from(CAP)) {
+        // Two writers one write at a time: about one sync message a write.
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let orch = c.orchestrator.clone();
+                let base = acked;
+                async move {
+                    for i in 0..250 {
+                        orch.write(user(&format!("b{base}-{w}-{i}"))).await.unwrap();
+                    }
+                }
+            })
+            .collect();
+        futures::future::join_all(writers).await;
+        acked += 500;
+        if full_at.is_none() && ready(&vhost, &queue) >= u64::from(CAP) {
+            full_at = Some(acked);
+        }
+    }
+    signal(pid_of(&c, s), libc::SIGCONT);
+    c.runtime.kill(m).await.unwrap();
+    eventually("a master to lead", DEADLINE, || async {
+        roles(&c).await.0.is_some()
+    })
+    .await;
+    // Every acknowledged write is still there. (Eventual: the strong read
+    // would wait for the orchestrator's last acknowledged seq.)
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let count = loop {
+        // Retried within the orchestrator's own deadline.
+        if let Ok(r) = c
+            .orchestrator
+            .read(count_users(), Consistency::Eventual)
+            .await
+        {
+            break r.result;
+        }
+        assert!(std::time::Instant::now() < deadline, "no read was served");
+    };
+    c.stop().await;
+    assert_eq!(count, ReadResult::Count(acked), "acknowledged writes lost");
+}
+
+/// The lease follows the session timeout ZooKeeper granted, which it
+/// clamps to its bounds (`maxSessionTimeout`): asked for more, the session
+/// is shorter, and so must the lease be.
+#[actix::test]
+async fn the_lease_follows_the_session_timeout_the_server_granted() {
+    use dbaas::coord::Coordinator;
+    let Some(zk) = fresh_zk(Duration::from_secs(200)) else {
+        return;
+    };
+    let coord = dbaas::coord::zk::ZkCoordinator::connect(&zk.hosts, &zk.root, zk.session_timeout)
+        .await
+        .expect("ZooKeeper is reachable");
+    let granted = coord.session_timeout();
+    assert!(granted < zk.session_timeout, "granted {granted:?}");
+    let lease = dbaas::actors::lease::lease_span(granted.min(zk.session_timeout));
+    assert!(
+        lease < granted,
+        "lease {lease:?} outlives the session {granted:?}"
+    );
+    coord.close().await;
 }

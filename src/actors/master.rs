@@ -381,6 +381,13 @@ async fn finish_group(
 ) -> bool {
     let (runs, run_of) = sync_runs(&outcomes);
     let last = runs.iter().flatten().map(|m| m.seq).max().unwrap_or(0);
+    if !runs.is_empty() && !sender.lease.valid() {
+        // A master whose lease ran out sends nothing more: its writes go
+        // back to writeQ for whoever leads.
+        let requeue = batch.into_iter().map(|d| d.nack(true));
+        futures::future::join_all(requeue).await;
+        return false;
+    }
     let publish = runs.into_iter().map(|writes| async {
         let batch = SyncBatch {
             lineage: sender.lineage.clone(),

@@ -5,6 +5,7 @@
 //! HTTP db/write ─> Orchestrator ─writeQ─> MasterWorker              │
 //!                       ^           MasterWorker ─syncQ (fanout)─> every SlaveWorker
 //!                       └──────────── responseQ <────────────────────┘
+//! ElectionWatcher ─/workers, /master (coordinator)─ every Worker (its role: a MasterWorker or a SlaveWorker)
 //! ```
 //!
 //! - **Orchestrator** publishes a read with the highest sequence number it
@@ -30,16 +31,33 @@
 //!   repaired by a snapshot), and consumes `readQ` only once caught up. A
 //!   read waits up to two seconds for the sequence number it needs, then
 //!   is answered "unavailable" so the orchestrator retries.
+//! - **Worker** ([`worker`]) holds a worker's coordinator session and runs
+//!   its role over its one store: registers `/workers/<pid>` with a report
+//!   kept fresh, follows `/master`, drains and leads when elected, follows
+//!   when deposed, and keeps the master's [`lease`].
+//! - **ElectionWatcher** ([`watcher`]) watches `/workers` and `/master`,
+//!   elects (compare-and-set on `/master`), starts replacements, tells the
+//!   Orchestrator each new epoch (which resends writes pending on the old
+//!   master at once), and serves the crash and cluster APIs.
 //!
 //! What happens on each crash:
 //! - a slave: what it held unacknowledged (reads, syncs) is redelivered to
 //!   the other consumers or to its replacement; its sync queue keeps the
 //!   newest [`SYNC_QUEUE_CAP`] messages until it returns, and it catches
 //!   up by snapshot. A slave stopped on purpose deletes its queue.
-//! - the master: unacknowledged writes stay in `writeQ`; the next master
-//!   answers those it had already answered (applied or refused) from its
-//!   record (the record travels in every sync message) and applies the
-//!   rest.
+//! - the master: the watcher elects a caught-up slave at once (a death it
+//!   sees) or when the master's session expires (a death nobody saw), and
+//!   starts the dead worker again over its own store as a slave. The new
+//!   master drains its sync queue up to its own fence (everything the old
+//!   master had confirmed is then applied), begins a new epoch after it,
+//!   and consumes `writeQ` above any deposed master (consumer priority).
+//!   Unacknowledged writes stay in `writeQ`; the new master answers those
+//!   the old one had answered (applied or refused) from its record (the
+//!   record travels in every sync message) and applies the rest.
+//! - a master paused or cut off: its lease runs out before its session can
+//!   expire, so it takes no write once a successor may be elected; back, it
+//!   finds itself deposed (or, after a coordinator outage, still named: it
+//!   claims `/master` again by compare-and-set) and follows.
 //! - between a publish and its confirm: the write is not acknowledged; it
 //!   goes back to `writeQ` and its sync is published again (slaves drop
 //!   the duplicate). Later groups wait, bounded, for its seq before they
@@ -74,7 +92,7 @@ mod slave;
 mod synced;
 
 pub use master::MasterWorker;
-pub use orchestrator::{Orchestrator, OrchestratorHandle};
+pub use orchestrator::{Orchestrator, OrchestratorHandle, REQUEST_DEADLINE};
 pub use slave::{SlaveWorker, GAP_WAIT, SYNC_QUEUE_CAP};
 
 use std::time::Duration;

@@ -287,15 +287,19 @@ impl SlaveWorker {
         self.ask_snapshot(ctx, u64::MAX, FIRST_RETRY);
     }
 
-    /// Whether a write this slave knows exists has not come: a later one
-    /// is pending, or a read asks for more than is applied.
-    fn waits_for_more(&self) -> bool {
+    /// Whether a later write came but one before it did not.
+    fn has_gap(&self) -> bool {
         let next = self.applied + 1;
         self.pending
             .keys()
             .next()
             .is_some_and(|&first| first > next)
-            || self.parked.iter().any(|p| p.req.min_seq > self.applied)
+    }
+
+    /// Whether a write this slave knows exists has not come: a later one
+    /// is pending, or a read asks for more than is applied.
+    fn waits_for_more(&self) -> bool {
+        self.has_gap() || self.parked.iter().any(|p| p.req.min_seq > self.applied)
     }
 
     /// Takes a snapshot when a wait for a write has lasted [`GAP_WAIT`]
@@ -340,9 +344,9 @@ impl SlaveWorker {
     }
 
     /// Once the fence is back and nothing that follows `applied` is left
-    /// to apply, the drain is done: flush, and answer the applied seq.
-    /// What lies past a gap then is not in the history the new master
-    /// continues (its sync never came, so it was never acknowledged).
+    /// to apply, the drain is done: flush, and answer the applied seq. A
+    /// gap left then fails the drain: this replica lacks writes the old
+    /// master may have acknowledged.
     fn check_drained(&mut self, ctx: &mut Context<Self>) {
         if !self.draining.as_ref().is_some_and(|d| d.fenced) || self.applying {
             return;
@@ -360,13 +364,17 @@ impl SlaveWorker {
         let Some(drain) = self.draining.take() else {
             return;
         };
-        if let Some((first, _)) = self.pending.first_key_value() {
-            tracing::warn!(
-                worker = self.id,
-                applied = self.applied,
-                first,
-                "drained up to a gap"
-            );
+        if let Some((&first, _)) = self.pending.first_key_value() {
+            // Writes past a gap came: the ones in it were confirmed to the
+            // old master (and may have been acknowledged) but are not
+            // here (dropped from a capped queue): this replica must not
+            // lead without them.
+            let e = Error::Unavailable(format!(
+                "a gap after seq {} (the next here is {first})",
+                self.applied
+            ));
+            let _ = drain.done.send(Err(e));
+            return;
         }
         let store = self.store.clone();
         let flush = blocking(move || {
@@ -725,7 +733,8 @@ impl Handler<GetStatus> for SlaveWorker {
             id: self.id,
             master: false,
             applied_seq: self.applied,
-            ready: self.ready,
+            // Not while a gap shows: it cannot stand for the history then.
+            ready: self.ready && !self.has_gap(),
             reads_served: self.reads_served,
             epoch: self.lineage.epoch(),
             last_epoch: self.lineage.owner(self.applied),

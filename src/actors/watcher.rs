@@ -207,13 +207,6 @@ impl ElectionWatcher {
             .filter(|pid| !view.contains_key(pid))
             .copied()
             .collect();
-        // The master back under a new session: it lost the old one.
-        let master = self.master.map(|(m, _)| m.pid);
-        let relapsed = master.filter(|pid| {
-            let (old, new) = (self.view.get(pid), view.get(pid));
-            old.zip(new)
-                .is_some_and(|(o, n)| o.session != 0 && n.session != 0 && o.session != n.session)
-        });
         // A pid registered again (a reused pid, a worker back with a new
         // session) may die again.
         self.buried.retain(|pid| !view.contains_key(pid));
@@ -222,10 +215,6 @@ impl ElectionWatcher {
         self.view = view;
         for pid in gone {
             self.on_gone(ctx, pid, false);
-        }
-        if let Some(pid) = relapsed {
-            self.event("death", format!("master pid {pid} lost its session"));
-            self.master_lost(ctx, pid, false);
         }
         self.check_master(ctx);
     }
@@ -256,9 +245,12 @@ impl ElectionWatcher {
         self.respawn(ctx, id);
     }
 
-    /// The master is dead (`seen`) or lost its session: elect another,
-    /// even if it registers again (it was unreachable: it is deposed).
-    /// Right after a coordinator outage, it is given time to come back.
+    /// The master is dead (`seen`) or lost its session: elect another.
+    /// The election writes `/master` only if it is still as the watcher
+    /// knew it when the master was lost: a master that came back and
+    /// claimed its place again (a compare-and-set of its own) meanwhile is
+    /// kept, and so is its lease. Right after a coordinator outage, it is
+    /// given time to come back.
     fn master_lost(&mut self, ctx: &mut Context<Self>, pid: u64, seen: bool) {
         let wait = self.grace_until.saturating_duration_since(Instant::now());
         if !seen && !wait.is_zero() {
@@ -304,10 +296,14 @@ impl ElectionWatcher {
     /// Elects when there is no live master: once every expected worker
     /// has registered (or the startup wait is over).
     fn check_master(&mut self, ctx: &mut Context<Self>) {
-        let live = self
-            .master
-            .is_some_and(|(m, _)| self.view.contains_key(&m.pid));
-        if live || self.view.is_empty() {
+        let master = self.master.and_then(|(m, _)| self.view.get(&m.pid));
+        if let Some(m) = master.filter(|m| m.role == ReportedRole::Declined) {
+            let pid = m.pid;
+            self.event("decline", format!("worker pid {pid} cannot lead"));
+            self.elect(ctx, Some(pid));
+            return;
+        }
+        if master.is_some() || self.view.is_empty() {
             return;
         }
         let starting = self.view.len() < self.expect && self.started_at.elapsed() < STARTUP_WAIT;
@@ -326,8 +322,9 @@ impl ElectionWatcher {
         }
         self.electing = true;
         let floor = self.floor;
+        let known = self.master.map(|(_, version)| version);
         ctx.spawn(
-            run_election(coord, dead, floor)
+            run_election(coord, dead, floor, known)
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     act.electing = false;
@@ -371,31 +368,35 @@ async fn read_view(coord: Arc<dyn Coordinator>) -> Result<BTreeMap<u64, WorkerRe
 }
 
 /// One election: reads the reports and `/master`, and writes `/master`
-/// naming the best live candidate but `dead` under the next epoch, by
-/// compare-and-set on what it read (tried again if `/master` changed
-/// meanwhile). If `/master` names a live worker other than `dead`, that one
-/// stays. Answers the record and whether this election wrote it.
+/// naming the best eligible worker but `dead` under the next epoch, by
+/// compare-and-set. If `/master` changed since the watcher last knew it
+/// (`known`) and names a registered worker, that one stays: it was elected
+/// meanwhile, or it is the master itself, back and claiming its place
+/// (its lease is valid: electing over it would make two masters). Answers
+/// the record and whether this election wrote it.
 async fn run_election(
     coord: Arc<dyn Coordinator>,
     dead: Option<u64>,
     floor: Option<(u64, u64)>,
+    known: Option<i32>,
 ) -> Result<((MasterRecord, i32), bool)> {
+    let mut known = known;
     for _ in 0..ELECTION_TRIES {
-        let reports: Vec<WorkerReport> = read_view(coord.clone())
-            .await?
-            .into_values()
-            .filter(|r| Some(r.pid) != dead)
-            .collect();
+        let view = read_view(coord.clone()).await?;
         let current = coord.get(MASTER).await?;
         let version = current.as_ref().map(|n| n.version);
         let record = current
             .as_ref()
             .and_then(|n| election::decode::<MasterRecord>(&n.data));
         if let (Some(m), Some(v)) = (record, version) {
-            if reports.iter().any(|r| r.pid == m.pid) {
+            let changed = known.is_some_and(|k| k != v);
+            let live = view.contains_key(&m.pid) && (changed || Some(m.pid) != dead);
+            if live {
                 return Ok(((m, v), false));
             }
         }
+        let reports: Vec<WorkerReport> =
+            view.into_values().filter(|r| Some(r.pid) != dead).collect();
         let candidates = eligible(&reports, floor);
         let Some(best) = choose_master(&candidates) else {
             return Err(Error::Unavailable(
@@ -417,7 +418,8 @@ async fn run_election(
         };
         match written {
             Ok(version) => return Ok(((elected, version), true)),
-            Err(CoordError::BadVersion | CoordError::NodeExists) => continue,
+            // Someone wrote it meanwhile: look again at what it says.
+            Err(CoordError::BadVersion | CoordError::NodeExists) => known = version,
             Err(e) => return Err(e.into()),
         }
     }
@@ -432,16 +434,16 @@ async fn run_election(
 /// report, any: each holds what its store holds). A fresh replacement
 /// still waiting for its first snapshot is never elected over the data.
 fn eligible(reports: &[WorkerReport], floor: Option<(u64, u64)>) -> Vec<Candidate> {
-    let ready: Vec<Candidate> = reports
-        .iter()
+    let willing = reports.iter().filter(|r| r.role != ReportedRole::Declined);
+    let ready: Vec<Candidate> = willing
+        .clone()
         .filter(|r| r.ready)
         .map(Candidate::from)
         .collect();
     if !ready.is_empty() {
         return ready;
     }
-    reports
-        .iter()
+    willing
         .filter(|r| floor.is_none_or(|f| (r.last_epoch, r.applied) >= f))
         .map(Candidate::from)
         .collect()
@@ -667,6 +669,7 @@ impl Handler<GetCluster> for ElectionWatcher {
                 state: match (r.role, r.ready) {
                     (ReportedRole::Master, _) => "leading",
                     (ReportedRole::Promoting, _) => "promoting",
+                    (ReportedRole::Declined, _) => "declined",
                     (ReportedRole::Slave, true) => "serving",
                     (ReportedRole::Slave, false) => "catching up",
                 },

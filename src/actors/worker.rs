@@ -79,6 +79,9 @@ pub struct Worker {
     claimed: Option<u64>,
     last_report: Option<WorkerReport>,
     stopping: bool,
+    /// The epoch it was elected for but could not lead: it waits, as a
+    /// slave, for the watcher to elect another.
+    declined: Option<u64>,
 }
 
 impl Worker {
@@ -100,6 +103,7 @@ impl Worker {
             claimed: None,
             last_report: None,
             stopping: false,
+            declined: None,
         }
     }
 
@@ -167,6 +171,7 @@ impl Worker {
     /// This worker's report, from its role's status (if known).
     fn report(&self, status: Option<WorkerStatus>) -> WorkerReport {
         let role = match self.role {
+            Role::Slave(_) if self.declined.is_some() => ReportedRole::Declined,
             Role::Slave(_) => ReportedRole::Slave,
             Role::Master(..) => ReportedRole::Master,
             Role::Switching => ReportedRole::Promoting,
@@ -238,7 +243,10 @@ impl Worker {
         };
         let (pid, session) = (self.cfg.pid, coord.session_id());
         let claimed = self.claimed == Some(session);
-        let (lease, span) = (self.lease.clone(), lease_span(self.cfg.session_timeout));
+        // The timeout the coordinator granted, which may be shorter than
+        // the one asked for.
+        let granted = coord.session_timeout().min(self.cfg.session_timeout);
+        let (lease, span) = (self.lease.clone(), lease_span(granted));
         let check = async move {
             let start = Instant::now();
             let node = coord.get(MASTER).await?;
@@ -268,8 +276,12 @@ impl Worker {
         if matches!(self.role, Role::Switching) || self.stopping {
             return; // decided again once the switch is done
         }
+        if record.is_none_or(|m| Some(m.epoch) != self.declined) {
+            self.declined = None;
+        }
         match role_change(self.cfg.pid, self.leading(), record.as_ref()) {
             RoleChange::Stay => {}
+            RoleChange::Lead { epoch } if self.declined == Some(epoch) => {}
             RoleChange::Lead { epoch } => self.lead(ctx, epoch),
             RoleChange::Follow => self.follow(ctx),
         }
@@ -297,32 +309,38 @@ impl Worker {
             Role::Switching => Box::pin(async { Ok(()) }),
         };
         let session = self.coord.as_ref().map(|c| c.session_id());
-        ctx.wait(drained.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(()) => {
-                let stamp = Stamp {
-                    cluster: act.cfg.cluster,
-                    epoch,
-                };
-                // Elected in this session: the next lease check extends.
-                act.claimed = session;
-                act.lease.revoke();
-                let master = MasterWorker::new(
-                    act.cfg.id,
-                    act.store.clone(),
-                    act.broker.clone(),
-                    stamp,
-                    act.lease.clone(),
-                );
-                act.role = Role::Master(master.start(), epoch);
-                act.keep_lease(ctx);
-                act.refresh_report(ctx);
-            }
-            Err(e) => {
-                tracing::error!(worker = act.cfg.id, error = %e, "promotion failed; following");
-                act.start_slave();
-                act.recheck_master(ctx);
-            }
-        }));
+        ctx.wait(
+            drained
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(()) => {
+                        let stamp = Stamp {
+                            cluster: act.cfg.cluster,
+                            epoch,
+                        };
+                        // Elected in this session: the next lease check extends.
+                        act.claimed = session;
+                        act.lease.revoke();
+                        let master = MasterWorker::new(
+                            act.cfg.id,
+                            act.store.clone(),
+                            act.broker.clone(),
+                            stamp,
+                            act.lease.clone(),
+                        );
+                        act.role = Role::Master(master.start(), epoch);
+                        act.keep_lease(ctx);
+                        act.refresh_report(ctx);
+                    }
+                    Err(e) => {
+                        // Declined: the watcher sees it and elects another.
+                        tracing::error!(worker = act.cfg.id, error = %e, "cannot lead; declining");
+                        act.declined = Some(epoch);
+                        act.start_slave();
+                        act.refresh_report(ctx);
+                    }
+                }),
+        );
     }
 
     /// Someone else leads: no more writes here, at once; follow as slave.
@@ -343,20 +361,6 @@ impl Worker {
         ctx.wait(stop.into_actor(self).map(|(), act, ctx| {
             act.start_slave();
             act.refresh_report(ctx);
-        }));
-    }
-
-    /// Reads `/master` again (after a switch that may have missed a change).
-    fn recheck_master(&mut self, ctx: &mut Context<Self>) {
-        let Some(coord) = self.coord.clone() else {
-            return;
-        };
-        let read = async move { coord.get(MASTER).await };
-        ctx.spawn(read.into_actor(self).map(|res, act, ctx| {
-            if let Ok(node) = res {
-                let record = node.and_then(|n| election::decode(&n.data));
-                act.on_master(ctx, record);
-            }
         }));
     }
 }

@@ -37,6 +37,9 @@ pub enum ReportedRole {
     /// Elected, draining what the old master sent before it takes writes.
     Promoting,
     Master,
+    /// Elected, but cannot lead (it lacks writes it should have): the
+    /// watcher elects another.
+    Declined,
 }
 
 /// What a worker's node holds: who it is and how far it got.

@@ -51,6 +51,15 @@ struct Tree {
     next_session: u64,
     data_watches: HashMap<String, Vec<Armed>>,
     child_watches: HashMap<String, Vec<Armed>>,
+    /// Sessions that expired while disconnected: their clients learn it
+    /// (state and watches) only when they reconnect, as ZooKeeper's do.
+    limbo: HashMap<u64, Limbo>,
+}
+
+/// What an expired session's client has not been told yet.
+struct Limbo {
+    state: watch::Sender<SessionState>,
+    fires: Vec<oneshot::Sender<WatchEvent>>,
 }
 
 impl Default for Tree {
@@ -67,6 +76,7 @@ impl Default for Tree {
             next_session: 0,
             data_watches: HashMap::new(),
             child_watches: HashMap::new(),
+            limbo: HashMap::new(),
         }
     }
 }
@@ -124,8 +134,9 @@ impl InProcServer {
     }
 
     /// Ends a session as ZooKeeper does when it stops hearing from it: its
-    /// ephemerals go, its watches resolve, its state is `Expired`. False
-    /// if it was not live.
+    /// ephemerals go, its watches resolve, its state is `Expired` (a
+    /// disconnected session's client learns that only when it reconnects).
+    /// False if it was not live.
     pub fn expire(&self, session_id: u64) -> bool {
         self.lock().end_session(session_id, SessionState::Expired)
     }
@@ -141,9 +152,17 @@ impl InProcServer {
     }
 
     /// Brings a disconnected session back, and delivers the watches that
-    /// fired meanwhile. False if it was not live.
+    /// fired meanwhile; a session that expired meanwhile learns it now.
+    /// False if it was neither.
     pub fn reconnect(&self, session_id: u64) -> bool {
         let mut tree = self.lock();
+        if let Some(limbo) = tree.limbo.remove(&session_id) {
+            limbo.state.send_replace(SessionState::Expired);
+            for fire in limbo.fires {
+                let _ = fire.send(WatchEvent::SessionEnded);
+            }
+            return true;
+        }
         let Some(s) = tree.sessions.get_mut(&session_id) else {
             return false;
         };
@@ -172,8 +191,14 @@ impl Tree {
         (id, rx)
     }
 
-    /// Whether `session` may act now.
+    /// Whether `session` may act now. One that expired while cut off
+    /// cannot reach the coordinator to hear it: it is still unreachable.
     fn check_session(&self, session: u64) -> CoordResult<()> {
+        if self.limbo.contains_key(&session) {
+            return Err(CoordError::Unavailable(
+                "disconnected from the coordinator".into(),
+            ));
+        }
         match self.sessions.get(&session).map(|s| *s.state.borrow()) {
             Some(SessionState::Connected) => Ok(()),
             Some(SessionState::Disconnected) => Err(CoordError::Unavailable(
@@ -187,17 +212,29 @@ impl Tree {
         let Some(session) = self.sessions.remove(&id) else {
             return false;
         };
-        session.state.send_replace(end);
-        for fire in session.held {
-            let _ = fire.send(WatchEvent::SessionEnded);
-        }
+        let mut fires = session.held;
         for armed in [&mut self.data_watches, &mut self.child_watches] {
             for list in armed.values_mut() {
-                for w in extract(list, |w| w.session == id) {
-                    let _ = w.fire.send(WatchEvent::SessionEnded);
-                }
+                fires.extend(
+                    extract(list, |w| w.session == id)
+                        .into_iter()
+                        .map(|w| w.fire),
+                );
             }
             armed.retain(|_, list| !list.is_empty());
+        }
+        let unaware = *session.state.borrow() == SessionState::Disconnected;
+        if unaware && end == SessionState::Expired {
+            let limbo = Limbo {
+                state: session.state,
+                fires,
+            };
+            self.limbo.insert(id, limbo);
+        } else {
+            session.state.send_replace(end);
+            for fire in fires {
+                let _ = fire.send(WatchEvent::SessionEnded);
+            }
         }
         let owned: Vec<String> = self
             .nodes
@@ -412,6 +449,12 @@ impl Coordinator for InProcCoordinator {
 
     fn state(&self) -> watch::Receiver<SessionState> {
         self.state.clone()
+    }
+
+    /// The twin expires sessions only when told to; callers' own timeout
+    /// stands (see [`crate::system::EMBEDDED_SESSION`]).
+    fn session_timeout(&self) -> std::time::Duration {
+        std::time::Duration::MAX
     }
 
     async fn create(&self, path: &str, data: &[u8], kind: NodeKind) -> CoordResult<()> {

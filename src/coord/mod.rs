@@ -124,6 +124,10 @@ pub trait Coordinator: Send + Sync + 'static {
     fn session_id(&self) -> u64;
     /// The session's state, as it changes.
     fn state(&self) -> watch::Receiver<SessionState>;
+    /// The session timeout the coordinator granted (it may differ from the
+    /// one asked for): it expires a session no sooner than this after the
+    /// last request it got from it.
+    fn session_timeout(&self) -> std::time::Duration;
     /// Creates a node whose parent exists.
     async fn create(&self, path: &str, data: &[u8], kind: NodeKind) -> CoordResult<()>;
     /// Creates a persistent node and any missing parents; an existing

@@ -57,6 +57,8 @@ pub struct ZkCoordinator {
     session_id: u64,
     state: Arc<watch::Sender<SessionState>>,
     call_timeout: Duration,
+    /// The session timeout the server granted.
+    granted: Duration,
 }
 
 impl ZkCoordinator {
@@ -101,6 +103,7 @@ impl ZkCoordinator {
         tokio::spawn(follow(states, state.clone()));
         ZkCoordinator {
             session_id: client.session_id().0 as u64,
+            granted: client.session_timeout(),
             client: Mutex::new(Some(client)),
             state,
             call_timeout,
@@ -231,6 +234,10 @@ impl Coordinator for ZkCoordinator {
 
     fn state(&self) -> watch::Receiver<SessionState> {
         self.state.subscribe()
+    }
+
+    fn session_timeout(&self) -> Duration {
+        self.granted
     }
 
     async fn create(&self, path: &str, data: &[u8], kind: NodeKind) -> CoordResult<()> {

@@ -2,16 +2,21 @@
 //! and replacements, with the in-process coordinator, over whichever
 //! broker a test file passes.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dbaas::actors::watcher::{CrashMaster, CrashSlave, GetCluster};
-use dbaas::broker::Broker;
+use dbaas::broker::faults::{Fault, FaultyBroker};
+use dbaas::broker::{Broker, Message, QueueKind, SYNC_X, WRITE_Q};
+use dbaas::model::wire::{self, MasterRequest, Reply, Stamp, WriteRequest};
 use dbaas::model::{ReadResult, WriteResult};
 use dbaas::system::Cluster;
+use futures::StreamExt;
 
 use super::actors::{
-    cluster, count_users, embedded, master_session, read, taking_writes, user, DEADLINE,
+    cluster, count_users, embedded, get_user, master_session, read, taking_writes, user, DEADLINE,
 };
 use super::{all_applied, eventually, master_id, roles, running, stores};
 
@@ -154,20 +159,176 @@ pub async fn a_master_whose_session_expired_is_deposed_and_takes_no_write(b: Arc
     let writers = Writers::start(&c, "d", 4);
     writers.wait_for(20).await;
     let (old, epoch) = (master_id(&c).await, c.epoch().await);
-    // The coordinator stops hearing from the master (its process lives
-    // on): its session expires, and another worker is elected.
-    embedded(&c).expire(master_session(&c).await);
+    // The master is cut off (it lives on): its lease runs out, then the
+    // coordinator expires its session, and another worker is elected.
+    let server = embedded(&c);
+    let session = master_session(&c).await;
+    server.disconnect(session);
+    eventually("the master to stop taking writes", DEADLINE, || async {
+        !taking_writes(&c, old).await
+    })
+    .await;
+    server.expire(session);
     eventually("another master", DEADLINE, || async {
         c.epoch().await > epoch && master_id(&c).await != old
     })
     .await;
-    assert!(
-        !taking_writes(&c, old).await,
-        "the deposed master takes writes"
-    );
+    writers.wait_for(20).await;
+    // Back in touch, it hears its session expired, finds another named and
+    // follows, taking no write.
+    server.reconnect(session);
+    eventually("the old master to follow", DEADLINE, || async {
+        c.runtime
+            .status(old)
+            .await
+            .is_ok_and(|s| !s.master && s.ready)
+    })
+    .await;
     writers.wait_for(20).await;
     let acked = writers.stop().await;
     check_all(c, &dir, acked).await;
+}
+
+/// The coordinator session of the election watcher: the live one no
+/// worker reports.
+async fn watcher_session(c: &Cluster) -> u64 {
+    let server = embedded(c);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let view = c.watcher.send(GetCluster).await.unwrap();
+        let workers: BTreeSet<u64> = view.workers.iter().map(|w| w.session).collect();
+        if !workers.contains(&0) && workers.len() == running(c).len() {
+            let others: Vec<u64> = server
+                .sessions()
+                .into_iter()
+                .map(|(id, _)| id)
+                .filter(|id| !workers.contains(id))
+                .collect();
+            if others.len() == 1 {
+                return others[0];
+            }
+        }
+        assert!(Instant::now() < deadline, "no watcher session found");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Promise 5, no two masters: the master's session expires while the
+/// watcher is cut off; the master opens a new session, finds itself still
+/// named and claims `/master` again, which extends its lease. Then it is
+/// cut off again and the watcher comes back. The watcher must not elect
+/// over it while its session lives (its lease may be valid); once the
+/// session expires, another is elected, and writes its sender stamped
+/// before the election are answered by the new master only, none lost.
+pub async fn a_master_that_claimed_its_place_again_is_not_elected_over_while_it_may_lead(
+    b: Arc<dyn Broker>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b.clone()).await;
+    c.orchestrator.write(user("before")).await.unwrap();
+    let server = embedded(&c);
+    let (old, epoch) = (master_id(&c).await, c.epoch().await);
+    let other = *roles(&c).await.1.first().expect("a slave");
+    let old_session = master_session(&c).await;
+    let watcher = watcher_session(&c).await;
+    server.disconnect(watcher);
+    let before: BTreeSet<u64> = server.sessions().into_iter().map(|(id, _)| id).collect();
+    assert!(server.expire(old_session));
+    let deadline = Instant::now() + DEADLINE;
+    let new_session = loop {
+        let new: Vec<u64> = server
+            .sessions()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !before.contains(id))
+            .collect();
+        if let Some(&s) = new.first() {
+            if taking_writes(&c, old).await {
+                break s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the master did not claim its place again"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // Cut off again; the watcher is back. While the master's session
+    // lives, nobody else leads, and once its lease runs out nobody takes
+    // writes: both are what keeps two masters apart.
+    server.disconnect(new_session);
+    server.reconnect(watcher);
+    eventually("the master's lease to run out", DEADLINE, || async {
+        !taking_writes(&c, old).await
+    })
+    .await;
+    assert!(
+        !taking_writes(&c, other).await,
+        "elected over a live session"
+    );
+    assert_eq!(c.epoch().await, epoch);
+    // Writes stamped with the old epoch, sent before anyone hears of an
+    // election; then the session expires and another is elected.
+    let replies = "test.two-masters";
+    b.declare_queue(replies, QueueKind::Transient)
+        .await
+        .unwrap();
+    let mut answers = b.consume(replies, 100).await.unwrap();
+    let old_stamp = Stamp {
+        cluster: c.cluster,
+        epoch,
+    };
+    const N: u64 = 20;
+    for i in 0..N {
+        let req = MasterRequest::Write(WriteRequest {
+            request_id: 90_000 + u128::from(i),
+            epoch,
+            op: user(&format!("straggler{i}")),
+        });
+        let msg = Message {
+            body: wire::encode(old_stamp, &req),
+            correlation_id: Some(i),
+            reply_to: Some(replies.into()),
+        };
+        b.publish(WRITE_Q, msg).await.unwrap();
+    }
+    server.expire(new_session);
+    let mut by_old = Vec::new();
+    for _ in 0..N {
+        let d = tokio::time::timeout(DEADLINE, answers.next())
+            .await
+            .expect("an answer in time")
+            .expect("the consumer lives");
+        let (stamp, reply): (Stamp, Reply) = wire::decode(&d.message.body).unwrap();
+        let id = d.message.correlation_id;
+        d.ack().await.unwrap();
+        assert!(matches!(reply, Reply::Write(Ok(_))), "{reply:?}");
+        if stamp.epoch == epoch {
+            by_old.push(id);
+        }
+    }
+    drop(answers);
+    assert_eq!(
+        by_old,
+        Vec::<Option<u64>>::new(),
+        "answered by the deposed master"
+    );
+    assert_eq!(master_id(&c).await, other);
+    server.reconnect(new_session);
+    let last = c.orchestrator.write(user("after")).await.unwrap();
+    all_applied(&c, last.seq, DEADLINE).await;
+    for i in 0..N {
+        let name = format!("straggler{i}");
+        assert_eq!(
+            read(&c, get_user(&name)).await.into_rows().len(),
+            1,
+            "{name}"
+        );
+    }
+    let ids = running(&c);
+    c.stop().await;
+    let all = stores(dir.path(), &ids);
+    assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
 }
 
 pub async fn a_master_cut_off_from_the_coordinator_pauses_and_carries_on(b: Arc<dyn Broker>) {
@@ -205,4 +366,98 @@ pub async fn a_killed_slave_is_replaced_and_the_replacement_catches_up(b: Arc<dy
     writers.wait_for(30).await;
     let acked = writers.stop().await;
     check_all(c, &dir, acked).await;
+}
+
+/// A storm of broker faults under a steady stream of writes and three
+/// master kills: sync publishes refused, writeQ acknowledgements swallowed
+/// (redelivered to the next master), every reply watched. Every
+/// acknowledged write must be there exactly once, on every worker alike,
+/// and no write may be acknowledged before the sync of every earlier seq
+/// was confirmed by the broker.
+pub async fn a_fault_storm_with_master_kills_loses_and_duplicates_nothing(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let fb = FaultyBroker::new(b);
+    let c = cluster(&dir, 2, Arc::new(fb.clone())).await;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut rng2 = fastrand::Rng::with_seed(11);
+    fb.on_publish(move |target, _| {
+        if target == SYNC_X && rng.u32(..100) < 5 {
+            Fault::Fail
+        } else {
+            Fault::Pass
+        }
+    });
+    fb.on_settle(move |q, _, how| {
+        !(q == WRITE_Q && how == dbaas::broker::faults::Settle::Ack && rng2.u32(..100) < 10)
+    });
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..6)
+        .map(|w| {
+            let (orch, acked, stop, names) = (
+                c.orchestrator.clone(),
+                acked.clone(),
+                stop.clone(),
+                names.clone(),
+            );
+            actix::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let name = format!("storm{w}-{i}");
+                    let r = orch.write(user(&name)).await.expect("acknowledged");
+                    assert!(
+                        matches!(r.result, WriteResult::Inserted { .. }),
+                        "{name}: {r:?}"
+                    );
+                    names.lock().unwrap().push(name);
+                    acked.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        let target = acked.load(Ordering::Relaxed) + 40;
+        eventually("writes to go on", DEADLINE, || async {
+            acked.load(Ordering::Relaxed) >= target
+        })
+        .await;
+        let (old, epoch) = (master_id(&c).await, c.epoch().await);
+        c.runtime.kill(old).await.unwrap();
+        eventually("a new master", DEADLINE, || async {
+            master_id(&c).await != old && c.epoch().await > epoch
+        })
+        .await;
+        eventually("three workers again", DEADLINE, || async {
+            let v = c.watcher.send(GetCluster).await.unwrap();
+            v.workers.len() == 3 && v.master.is_some() && running(&c).len() == 3
+        })
+        .await;
+    }
+    let target = acked.load(Ordering::Relaxed) + 40;
+    eventually("writes to go on", DEADLINE, || async {
+        acked.load(Ordering::Relaxed) >= target
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("a writer failed");
+    }
+    fb.clear();
+    let total = acked.load(Ordering::Relaxed);
+    assert_eq!(read(&c, count_users()).await, ReadResult::Count(total));
+    for name in names.lock().unwrap().iter().step_by(7) {
+        assert_eq!(
+            read(&c, get_user(name)).await.into_rows().len(),
+            1,
+            "{name}"
+        );
+    }
+    let seq = c.orchestrator.stats().await.unwrap().last_acked_seq;
+    all_applied(&c, seq, DEADLINE).await;
+    let ids = running(&c);
+    c.stop().await;
+    let all = stores(dir.path(), &ids);
+    assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
 }
