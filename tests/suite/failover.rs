@@ -447,7 +447,8 @@ pub async fn a_fault_storm_with_master_kills_loses_and_duplicates_nothing(b: Arc
     fb.clear();
     let total = acked.load(Ordering::Relaxed);
     assert_eq!(read(&c, count_users()).await, ReadResult::Count(total));
-    for name in names.lock().unwrap().iter().step_by(7) {
+    let sample: Vec<String> = names.lock().unwrap().iter().step_by(7).cloned().collect();
+    for name in &sample {
         assert_eq!(
             read(&c, get_user(name)).await.into_rows().len(),
             1,
