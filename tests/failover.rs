@@ -267,7 +267,7 @@ async fn a_slave_whose_capped_queue_dropped_acknowledged_syncs_does_not_lead_wit
     let queue = format!("sync.{s}");
     let mut acked = 3;
     let mut full_at = None;
-    while full_at.map_or(true, |f| acked < f + 2 * u64::from(CAP)) {
+    while full_at.is_none_or(|f| acked < f + 2 * u64::from(CAP)) {
         // Two writers one write at a time: about one sync message a write.
         let writers: Vec<_> = (0..2)
             .map(|w| {
