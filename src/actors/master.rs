@@ -15,7 +15,7 @@ use super::messages::{GetStatus, Shutdown, WorkerStatus};
 use super::synced::SyncedPrefix;
 use super::{blocking, reply_to};
 use super::{next_retry, FIRST_RETRY};
-use crate::broker::{self, Broker, Delivery, Message, SYNC_X, WRITE_Q};
+use crate::broker::{self, Broker, Delivery, Message, RESPONSE_Q, SYNC_X, WRITE_Q};
 use crate::error::{Error, Result};
 use crate::model::wire::{
     self, Entry, MasterRequest, Reply, Snapshot, Stamp, SyncBatch, SyncItem, SyncMessage,
@@ -106,6 +106,7 @@ impl MasterWorker {
             match res {
                 Ok(consumer) => {
                     act.consumer = Some(ctx.add_stream(consumer.ready_chunks(GROUP)));
+                    act.announce();
                 }
                 Err(e) => {
                     tracing::warn!(worker = act.id, error = %e, "cannot consume writeQ; retrying");
@@ -114,6 +115,17 @@ impl MasterWorker {
                 }
             }
         }));
+    }
+
+    /// Tells the orchestrator this master consumes `writeQ` now, so that
+    /// writes it sent before to a deposed master go again (best effort: its
+    /// first answer says the same).
+    fn announce(&self) {
+        let (broker, stamp) = (self.broker.clone(), self.stamp);
+        actix::spawn(async move {
+            let msg = Message::reply(wire::encode(stamp, &Reply::Leading), None);
+            let _ = broker.publish(RESPONSE_Q, msg).await;
+        });
     }
 
     /// Follows the lease: no consumer while it is not valid (what the

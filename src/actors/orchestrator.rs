@@ -42,6 +42,8 @@ pub struct Orchestrator {
     pending: HashMap<u64, (oneshot::Sender<Reply>, bool)>,
     next_id: u64,
     stats: OrchestratorStats,
+    /// The newest epoch whose master has answered a write.
+    answering: u64,
     /// The last reply of each batch, to acknowledge with those before it,
     /// in order (RabbitMQ closes a channel that acks a tag twice).
     acks: mpsc::UnboundedSender<Delivery>,
@@ -61,6 +63,7 @@ impl Orchestrator {
             // Not from 0: a reply left in the durable `responseQ` by an
             // earlier run must not match a request of this one.
             next_id: fastrand::u64(..u64::MAX / 2),
+            answering: 0,
             stats: OrchestratorStats {
                 epoch,
                 ..OrchestratorStats::default()
@@ -103,10 +106,6 @@ impl Orchestrator {
     }
 
     fn on_reply(&mut self, d: &Delivery) {
-        let Some(id) = d.message.correlation_id else {
-            tracing::warn!("reply without correlation id dropped");
-            return;
-        };
         let (stamp, mut reply): (Stamp, Reply) = match wire::decode(&d.message.body) {
             Ok(r) => r,
             Err(e) => {
@@ -121,10 +120,14 @@ impl Orchestrator {
             );
             return;
         }
-        if stamp.epoch > self.stats.epoch && matches!(reply, Reply::Write(Ok(_))) {
-            // A master of a newer epoch answered: it leads now.
-            self.stats.epoch = stamp.epoch;
+        if reply == Reply::Leading {
+            self.new_master(stamp.epoch);
+            return;
         }
+        let Some(id) = d.message.correlation_id else {
+            tracing::warn!("reply without correlation id dropped");
+            return;
+        };
         // Only the answer to a request still waiting counts.
         let Some((tx, _)) = self.pending.remove(&id) else {
             return;
@@ -140,10 +143,12 @@ impl Orchestrator {
             Reply::Write(Ok(w)) => {
                 self.stats.last_acked_seq = self.stats.last_acked_seq.max(w.seq);
                 self.stats.writes += 1;
+                self.new_master(stamp.epoch);
             }
             // The master moved on to a newer epoch: carry it from now on.
             Reply::Write(Err(Error::Fenced { current, .. })) => {
-                self.stats.epoch = self.stats.epoch.max(*current);
+                let current = *current;
+                self.advance_epoch(current);
             }
             _ => {}
         }
@@ -171,6 +176,30 @@ impl Orchestrator {
                     }
                 }),
         );
+    }
+
+    /// Follows a newer epoch, however it was heard of (the watcher, or a
+    /// reply of its master): the writes waiting on the old master (gone,
+    /// or deposed and paused with them) are sent again at once, under the
+    /// new epoch and their own request ids, rather than after their
+    /// attempt times out.
+    fn advance_epoch(&mut self, epoch: u64) {
+        if epoch > self.stats.epoch {
+            self.stats.epoch = epoch;
+            self.pending.retain(|_, (_, write)| !*write);
+        }
+    }
+
+    /// A master of `epoch` consumes `writeQ` (it said so, or answered a
+    /// write). The first time: writes sent before it did went to whoever
+    /// consumed then (a deposed master, perhaps paused with them): they
+    /// are sent again at once.
+    fn new_master(&mut self, epoch: u64) {
+        if epoch > self.answering {
+            self.answering = epoch;
+            self.stats.epoch = self.stats.epoch.max(epoch);
+            self.pending.retain(|_, (_, write)| !*write);
+        }
     }
 
     fn expire(&mut self) {
@@ -287,16 +316,10 @@ fn unexpected(reply: &Reply) -> Error {
 impl Handler<SetEpoch> for Orchestrator {
     type Result = ();
 
-    /// A new master: writes waiting on the old one (which may be gone,
-    /// or deposed and paused with them) are sent again at once, under the
-    /// new epoch and the same request ids, rather than after their attempt
-    /// times out. The new master answers what the old one had applied
-    /// from its record.
+    /// A new master (see [`Orchestrator::advance_epoch`]); it answers what
+    /// the old one had applied from its record.
     fn handle(&mut self, SetEpoch(epoch): SetEpoch, _ctx: &mut Context<Self>) {
-        if epoch > self.stats.epoch {
-            self.stats.epoch = epoch;
-            self.pending.retain(|_, (_, write)| !*write);
-        }
+        self.advance_epoch(epoch);
     }
 }
 

@@ -507,7 +507,7 @@ impl Actor for ElectionWatcher {
             }
         });
         // Reports change without their node's children changing.
-        ctx.run_interval(Duration::from_millis(250), |act, ctx| act.refresh(ctx));
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.refresh(ctx));
     }
 }
 

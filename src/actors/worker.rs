@@ -43,6 +43,10 @@ pub type Connector =
 
 /// How often a worker refreshes its report.
 const REPORT_EVERY: Duration = Duration::from_millis(100);
+/// How often a report that differs only in how far the worker got is
+/// written (each write is a ZooKeeper transaction, synced to its disk; an
+/// election reads what it needs afresh, and the elected slave drains).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a drain may take before the promotion is tried again.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -78,6 +82,8 @@ pub struct Worker {
     /// an election: the lease is extended only in that session.
     claimed: Option<u64>,
     last_report: Option<WorkerReport>,
+    /// When the report was last written.
+    reported_at: Instant,
     stopping: bool,
     /// The epoch it was elected for but could not lead: it waits, as a
     /// slave, for the watcher to elect another.
@@ -102,6 +108,7 @@ impl Worker {
             lease: Arc::new(Lease::new()),
             claimed: None,
             last_report: None,
+            reported_at: Instant::now(),
             stopping: false,
             declined: None,
         }
@@ -198,10 +205,19 @@ impl Worker {
         let status = self.status();
         ctx.spawn(status.into_actor(self).map(move |status, act, _ctx| {
             let report = act.report(status);
-            if act.last_report == Some(report) {
+            let progress_only = act.last_report.is_some_and(|last| {
+                WorkerReport {
+                    applied: report.applied,
+                    last_epoch: report.last_epoch,
+                    ..last
+                } == report
+            });
+            let due = act.reported_at.elapsed() >= PROGRESS_EVERY;
+            if act.last_report == Some(report) || (progress_only && !due) {
                 return;
             }
             act.last_report = Some(report);
+            act.reported_at = Instant::now();
             let path = worker_path(act.cfg.pid);
             let data = election::encode(&report);
             actix::spawn(async move {

@@ -237,6 +237,10 @@ pub enum Reply {
     /// One part of a snapshot, a message of its own (a new variant, so that
     /// older messages still decode).
     SnapshotPart(SnapshotPart),
+    /// A master (its epoch in the stamp) consumes `writeQ` now: writes
+    /// still waiting on an older one are sent again (on `responseQ`, with
+    /// no correlation id).
+    Leading,
 }
 
 fn config() -> impl bincode::config::Config {
