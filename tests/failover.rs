@@ -5,12 +5,14 @@
 
 mod suite;
 
+use suite::{count_users, user};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dbaas::actors::watcher::GetCluster;
-use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp};
+use dbaas::model::{Consistency, ReadResult};
 use dbaas::system::Cluster;
 use suite::{
     amqp_url, eventually, fresh_vhost, fresh_zk, master_id, process_cluster, process_cluster_at,
@@ -18,25 +20,6 @@ use suite::{
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn user(name: &str) -> WriteOp {
-    let row: Row = [
-        ("username".to_owned(), Value::from(name)),
-        ("password".to_owned(), Value::from("x".repeat(40))),
-    ]
-    .into();
-    WriteOp::Insert {
-        table: "users".into(),
-        row,
-    }
-}
-
-fn count_users() -> ReadOp {
-    ReadOp::Count {
-        table: "users".into(),
-        filter: vec![],
-    }
-}
 
 /// Writers that keep writing until stopped; every write acknowledged.
 struct Load {

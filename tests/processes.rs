@@ -4,6 +4,8 @@
 
 mod suite;
 
+use suite::{count_users, user};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,25 +190,6 @@ async fn a_master_killed_mid_stream_loses_no_acknowledged_write_and_applies_none
     c.stop().await;
     let all = stores(dir.path(), &ids);
     assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
-}
-
-fn user(name: &str) -> WriteOp {
-    let row: Row = [
-        ("username".to_owned(), Value::from(name)),
-        ("password".to_owned(), Value::from("x".repeat(40))),
-    ]
-    .into();
-    WriteOp::Insert {
-        table: "users".into(),
-        row,
-    }
-}
-
-fn count_users() -> ReadOp {
-    ReadOp::Count {
-        table: "users".into(),
-        filter: vec![],
-    }
 }
 
 fn pid(c: &Cluster, id: u64) -> u64 {

@@ -6,11 +6,13 @@
 
 mod suite;
 
+use suite::{count_users, user};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp};
+use dbaas::model::{Consistency, ReadResult};
 use suite::{eventually, master_id, process_cluster, running, stores};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -26,25 +28,6 @@ fn services(what: &str) {
         "services {what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn user(name: &str) -> WriteOp {
-    let row: Row = [
-        ("username".to_owned(), Value::from(name)),
-        ("password".to_owned(), Value::from("x".repeat(40))),
-    ]
-    .into();
-    WriteOp::Insert {
-        table: "users".into(),
-        row,
-    }
-}
-
-fn count_users() -> ReadOp {
-    ReadOp::Count {
-        table: "users".into(),
-        filter: vec![],
-    }
 }
 
 #[actix::test]

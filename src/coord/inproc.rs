@@ -589,16 +589,23 @@ mod tests {
     }
 
     #[actix::test]
-    async fn expiry_while_disconnected_ends_the_held_watches() {
+    async fn expiry_while_disconnected_is_heard_on_reconnecting() {
         let server = InProcServer::new();
         let (c, other) = (server.connect("/r").unwrap(), server.connect("/r").unwrap());
+        c.create("/e", b"", NodeKind::Ephemeral).await.unwrap();
         let (_, w) = c.watch_data("/n").await.unwrap();
         server.disconnect(c.session_id());
         other.create("/n", b"", NodeKind::Persistent).await.unwrap();
         server.expire(c.session_id());
+        // Gone for everyone else at once; the cut-off client hears nothing
+        // (it cannot reach the coordinator) until it reconnects.
+        assert_eq!(other.get("/e").await.unwrap(), None);
+        assert_eq!(*c.state().borrow(), SessionState::Disconnected);
+        assert!(matches!(c.get("/n").await, Err(CoordError::Unavailable(_))));
+        assert!(server.reconnect(c.session_id()));
         assert_eq!(fired(w).await, WatchEvent::SessionEnded);
-        assert!(!server.reconnect(c.session_id()));
         assert_eq!(*c.state().borrow(), SessionState::Expired);
+        assert!(!server.reconnect(c.session_id()));
     }
 
     #[actix::test]

@@ -9,7 +9,7 @@ use dbaas::model::wire::{
     self, Entry, MasterRequest, ReadRequest, Reply, Stamp, SyncBatch, SyncItem, SyncMessage,
     WriteRequest,
 };
-use dbaas::model::{Consistency, Lineage, ReadOp, ReadResult, Row, Value, WriteOp};
+use dbaas::model::{Consistency, Lineage, ReadOp, ReadResult, Value, WriteOp};
 use dbaas::runtime::WorkerSpec;
 use dbaas::system::Cluster;
 use futures::StreamExt;
@@ -18,6 +18,7 @@ use futures::StreamExt;
 pub use super::failover::*;
 #[allow(unused_imports)]
 pub use super::holes::*;
+pub use super::{count_users, user};
 use super::{eventually, master_id, roles, running, store, stores};
 
 /// Calls `$each!` with every script of this suite, so that each broker's
@@ -91,30 +92,11 @@ pub(super) async fn cluster(dir: &tempfile::TempDir, slaves: usize, b: Arc<dyn B
         .expect("cluster starts")
 }
 
-pub(super) fn user(name: &str) -> WriteOp {
-    let row: Row = [
-        ("username".to_owned(), Value::from(name)),
-        ("password".to_owned(), Value::from("x".repeat(40))),
-    ]
-    .into();
-    WriteOp::Insert {
-        table: "users".into(),
-        row,
-    }
-}
-
 pub(super) fn get_user(name: &str) -> ReadOp {
     ReadOp::Get {
         table: "users".into(),
         key: Value::from(name),
         columns: None,
-    }
-}
-
-pub(super) fn count_users() -> ReadOp {
-    ReadOp::Count {
-        table: "users".into(),
-        filter: vec![],
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use dbaas::broker::amqp::AmqpBroker;
 use dbaas::broker::Broker;
+use dbaas::model::{ReadOp, Row, Value, WriteOp};
 use dbaas::runtime::{CoordTarget, ProcessRuntime};
 use dbaas::store::Store;
 use dbaas::system::{Cluster, Coordination};
@@ -238,4 +239,25 @@ pub fn stores(dir: &Path, ids: &[u64]) -> Vec<(u64, u64)> {
             (s.applied_seq(), s.checksum().expect("checksum"))
         })
         .collect()
+}
+
+/// A new user `name`.
+pub fn user(name: &str) -> WriteOp {
+    let row: Row = [
+        ("username".to_owned(), Value::from(name)),
+        ("password".to_owned(), Value::from("x".repeat(40))),
+    ]
+    .into();
+    WriteOp::Insert {
+        table: "users".into(),
+        row,
+    }
+}
+
+/// How many users there are.
+pub fn count_users() -> ReadOp {
+    ReadOp::Count {
+        table: "users".into(),
+        filter: vec![],
+    }
 }
