@@ -44,6 +44,9 @@ const APPLY_GROUP: u64 = 1024;
 /// How long a slave waits without progress for a write it knows exists
 /// (a later one came, or a read asked for it) before it takes a snapshot.
 pub const GAP_WAIT: Duration = Duration::from_secs(3);
+/// How long a gap may last before the slave stops counting as caught up
+/// (and so as a candidate in an election).
+const GAP_UNREADY: Duration = Duration::from_millis(500);
 /// Messages a slave's sync queue keeps while nobody consumes it (the
 /// oldest go first; the slave then finds a gap and takes a snapshot).
 pub const SYNC_QUEUE_CAP: u32 = 10_000;
@@ -294,6 +297,14 @@ impl SlaveWorker {
             .keys()
             .next()
             .is_some_and(|&first| first > next)
+    }
+
+    /// Whether a gap has lasted past [`GAP_UNREADY`].
+    fn stuck_at_gap(&self) -> bool {
+        self.has_gap()
+            && self
+                .behind_since
+                .is_some_and(|t| t.elapsed() >= GAP_UNREADY)
     }
 
     /// Whether a write this slave knows exists has not come: a later one
@@ -733,8 +744,9 @@ impl Handler<GetStatus> for SlaveWorker {
             id: self.id,
             master: false,
             applied_seq: self.applied,
-            // Not while a gap shows: it cannot stand for the history then.
-            ready: self.ready && !self.has_gap(),
+            // Not while a gap lasts: it cannot stand for the history then.
+            // (Syncs of two groups may arrive out of order for a moment.)
+            ready: self.ready && !self.stuck_at_gap(),
             reads_served: self.reads_served,
             epoch: self.lineage.epoch(),
             last_epoch: self.lineage.owner(self.applied),

@@ -107,9 +107,9 @@ pub struct ElectionWatcher {
     last_id: u64,
     /// Worker ids by pid, of every worker seen.
     ids: BTreeMap<u64, u64>,
-    /// The dead master's last (epoch of its last write, applied seq): a
-    /// worker that is not caught up is elected only if it holds as much.
-    floor: Option<(u64, u64)>,
+    /// The dead master's id, until a successor is elected: if no worker is
+    /// caught up, only its own store (started again) may lead.
+    dead_master: Option<u64>,
     events: VecDeque<ClusterEvent>,
     /// No election for a missing master before this (see [`GRACE`]).
     grace_until: Instant,
@@ -141,7 +141,7 @@ impl ElectionWatcher {
             buried: BTreeSet::new(),
             last_id: 0,
             ids: BTreeMap::new(),
-            floor: None,
+            dead_master: None,
             events: VecDeque::new(),
             grace_until: Instant::now(),
             coord_seen: false,
@@ -213,6 +213,11 @@ impl ElectionWatcher {
         self.last_id = view.values().map(|r| r.id).fold(self.last_id, u64::max);
         self.ids.extend(view.values().map(|r| (r.pid, r.id)));
         self.view = view;
+        // A master that leads (takes writes) ends what a death left open.
+        let leads = self.master.and_then(|(m, _)| self.view.get(&m.pid));
+        if leads.is_some_and(|r| r.role == ReportedRole::Master && r.ready) {
+            self.dead_master = None;
+        }
         for pid in gone {
             self.on_gone(ctx, pid, false);
         }
@@ -227,7 +232,7 @@ impl ElectionWatcher {
         let report = self.view.remove(&pid);
         let id = report.map(|r| r.id).or_else(|| self.ids.get(&pid).copied());
         if self.master.is_some_and(|(m, _)| m.pid == pid) {
-            self.floor = report.map(|r| (r.last_epoch, r.applied)).or(self.floor);
+            self.dead_master = id.or(self.dead_master);
         }
         let how = if seen { "exited" } else { "lost its session" };
         self.event("death", format!("worker pid {pid} {how}"));
@@ -321,7 +326,7 @@ impl ElectionWatcher {
             return;
         }
         self.electing = true;
-        let floor = self.floor;
+        let floor = self.dead_master;
         let known = self.master.map(|(_, version)| version);
         ctx.spawn(
             run_election(coord, dead, floor, known)
@@ -331,7 +336,6 @@ impl ElectionWatcher {
                     match res {
                         Ok((record, true)) => {
                             act.master = Some(record);
-                            act.floor = None;
                             let (m, _) = record;
                             act.event(
                                 "election",
@@ -377,7 +381,7 @@ async fn read_view(coord: Arc<dyn Coordinator>) -> Result<BTreeMap<u64, WorkerRe
 async fn run_election(
     coord: Arc<dyn Coordinator>,
     dead: Option<u64>,
-    floor: Option<(u64, u64)>,
+    floor: Option<u64>,
     known: Option<i32>,
 ) -> Result<((MasterRecord, i32), bool)> {
     let mut known = known;
@@ -429,11 +433,15 @@ async fn run_election(
 }
 
 /// Who may lead: the workers that are caught up (a slave that drains its
-/// queue then holds every acknowledged write). If none is, those that hold
-/// at least what the dead master last reported (at startup, with no such
-/// report, any: each holds what its store holds). A fresh replacement
-/// still waiting for its first snapshot is never elected over the data.
-fn eligible(reports: &[WorkerReport], floor: Option<(u64, u64)>) -> Vec<Candidate> {
+/// queue then holds every acknowledged write). If none is, only the dead
+/// master itself, started again over its own store (it flushed every write
+/// before it acknowledged it); at startup, with no master lost, any (each
+/// holds what its store holds). A worker still waiting for its first
+/// snapshot is never elected over the data: what it reports may be ahead
+/// of its disk (a slave acknowledges syncs before sled flushes them, so a
+/// killed slave comes back with less than it said, and with it gone from
+/// its queue), and its queue may have dropped what it missed.
+fn eligible(reports: &[WorkerReport], dead_master: Option<u64>) -> Vec<Candidate> {
     let willing = reports.iter().filter(|r| r.role != ReportedRole::Declined);
     let ready: Vec<Candidate> = willing
         .clone()
@@ -444,7 +452,7 @@ fn eligible(reports: &[WorkerReport], floor: Option<(u64, u64)>) -> Vec<Candidat
         return ready;
     }
     willing
-        .filter(|r| floor.is_none_or(|f| (r.last_epoch, r.applied) >= f))
+        .filter(|r| dead_master.is_none_or(|id| r.id == id))
         .map(Candidate::from)
         .collect()
 }
@@ -691,5 +699,50 @@ impl Handler<StopWatching> for ElectionWatcher {
 
     fn handle(&mut self, _: StopWatching, _ctx: &mut Context<Self>) {
         self.stopped = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(id: u64, ready: bool, role: ReportedRole, applied: u64) -> WorkerReport {
+        WorkerReport {
+            id,
+            pid: 100 + id,
+            role,
+            applied,
+            last_epoch: 1,
+            epoch: 1,
+            ready,
+            session: id,
+        }
+    }
+
+    fn ids(c: Vec<Candidate>) -> Vec<u64> {
+        c.into_iter().map(|c| c.id).collect()
+    }
+
+    #[test]
+    fn only_caught_up_workers_or_the_dead_masters_own_store_may_lead() {
+        use ReportedRole::{Declined, Slave};
+        let ready = report(2, true, Slave, 5);
+        let behind = report(3, false, Slave, 9);
+        let back = report(1, false, Slave, 7);
+        let declined = report(4, true, Declined, 9);
+        let table: &[(Vec<WorkerReport>, Option<u64>, Vec<u64>)] = &[
+            (vec![ready, behind, back], Some(1), vec![2]),
+            (vec![ready, declined], None, vec![2]),
+            // Nobody caught up: only the dead master over its own store,
+            // however far the others say they got.
+            (vec![behind, back], Some(1), vec![1]),
+            (vec![behind], Some(1), vec![]),
+            // Startup: no master lost; each holds what its store holds.
+            (vec![behind, back], None, vec![3, 1]),
+            (vec![declined], None, vec![]),
+        ];
+        for (reports, dead, want) in table {
+            assert_eq!(ids(eligible(reports, *dead)), *want, "{reports:?} {dead:?}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use dbaas::actors::watcher::GetCluster;
 use dbaas::broker::faults::FaultyBroker;
 use dbaas::broker::{Broker, Message, QueueKind, SYNC_X, WRITE_Q};
 use dbaas::model::wire::{
@@ -15,7 +16,7 @@ use dbaas::system::Cluster;
 use futures::StreamExt;
 
 use super::actors::{cluster, count_users, get_user, read, stamp, user, write_request, DEADLINE};
-use super::{all_applied, master_id, running, store, stores};
+use super::{all_applied, eventually, master_id, running, store, stores};
 
 /// A fault-injecting broker around `b`, and the same as a trait object.
 fn faulty(b: Arc<dyn Broker>) -> (FaultyBroker, Arc<dyn Broker>) {
@@ -167,8 +168,18 @@ pub async fn a_refused_write_is_never_applied_later(b: Arc<dyn Broker>) {
         })
         .await
         .unwrap();
-    // The master dies: the slave is elected, and the request comes back
-    // to it. It gets its first answer again, from the replicated record.
+    // The master dies: the slave (once the watcher knows it caught up) is
+    // elected, and the request comes back to it. It gets its first answer
+    // again, from the replicated record.
+    eventually(
+        "the watcher to know the slave caught up",
+        DEADLINE,
+        || async {
+            let view = c.watcher.send(GetCluster).await.unwrap();
+            view.workers.iter().any(|w| w.state == "serving")
+        },
+    )
+    .await;
     let old = master_id(&c).await;
     c.runtime.kill(old).await.unwrap();
     fb.clear();
