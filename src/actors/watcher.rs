@@ -102,6 +102,8 @@ pub struct ElectionWatcher {
     master: Option<(MasterRecord, i32)>,
     /// Pids whose death was handled already (seen, then the node went).
     buried: BTreeSet<u64>,
+    /// Pids being stopped on purpose: their node going is no death.
+    leaving: BTreeSet<u64>,
     /// The highest worker id known (a replacement that cannot reuse the
     /// dead worker's id gets the next).
     last_id: u64,
@@ -139,6 +141,7 @@ impl ElectionWatcher {
             view: BTreeMap::new(),
             master: None,
             buried: BTreeSet::new(),
+            leaving: BTreeSet::new(),
             last_id: 0,
             ids: BTreeMap::new(),
             dead_master: None,
@@ -226,6 +229,10 @@ impl ElectionWatcher {
 
     /// A worker's node went (`seen`: the runtime saw it exit).
     fn on_gone(&mut self, ctx: &mut Context<Self>, pid: u64, seen: bool) {
+        if self.leaving.contains(&pid) {
+            self.view.remove(&pid); // stopped on purpose: its exit follows
+            return;
+        }
         if self.stopped || !self.buried.insert(pid) {
             return;
         }
@@ -567,19 +574,26 @@ impl Handler<Exited> for ElectionWatcher {
 
     /// A worker stopped on purpose is not replaced; if it led, the
     /// election runs at once (a planned handover). A crash is a death.
+    /// (It is announced before it goes, so that its node going is not
+    /// taken for a death; a handover waits until it has gone: it stopped
+    /// taking writes first.)
     fn handle(&mut self, Exited(exit): Exited, ctx: &mut Context<Self>) {
         if !exit.expected {
             self.on_gone(ctx, exit.pid, true);
             return;
         }
-        if self.stopped || !self.buried.insert(exit.pid) {
+        if self.stopped {
             return;
         }
+        if !exit.gone {
+            self.leaving.insert(exit.pid);
+            let detail = format!("worker pid {} stopping on purpose", exit.pid);
+            self.event("stop", detail);
+            return;
+        }
+        self.leaving.remove(&exit.pid);
+        self.buried.insert(exit.pid);
         self.view.remove(&exit.pid);
-        self.event(
-            "stop",
-            format!("worker pid {} stopped on purpose", exit.pid),
-        );
         if self.master.is_some_and(|(m, _)| m.pid == exit.pid) {
             self.elect(ctx, Some(exit.pid));
         }

@@ -87,11 +87,12 @@ impl InProcessRuntime {
             .ok_or_else(|| Error::bad(format!("no worker {id}")))
     }
 
-    fn exited(&self, info: WorkerInfo, expected: bool) {
+    fn exited(&self, info: WorkerInfo, expected: bool, gone: bool) {
         let _ = self.exits.send(Exit {
             id: info.id,
             pid: info.pid,
             expected,
+            gone,
         });
     }
 }
@@ -150,12 +151,13 @@ impl WorkerRuntime for InProcessRuntime {
 
     async fn stop(&self, id: u64) -> Result<()> {
         let w = self.take(id)?;
+        self.exited(w.info, true, false);
         let _ = w.addr.send(Shutdown).await;
         if !stopped(&w.addr, STOP_TIMEOUT).await {
             tracing::warn!(worker = id, "did not stop in time; killed");
         }
         w.arbiter.stop();
-        self.exited(w.info, true);
+        self.exited(w.info, true, true);
         Ok(())
     }
 
@@ -166,7 +168,7 @@ impl WorkerRuntime for InProcessRuntime {
         if !stopped(&w.addr, STOP_TIMEOUT).await {
             tracing::warn!(worker = id, "still running after a kill");
         }
-        self.exited(w.info, false);
+        self.exited(w.info, false, true);
         Ok(())
     }
 

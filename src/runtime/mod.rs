@@ -34,12 +34,16 @@ pub struct WorkerInfo {
 }
 
 /// A worker that exited: stopped on purpose (`expected`), or killed or
-/// crashed (a death the system saw, acted on at once).
+/// crashed (a death the system saw, acted on at once). A stop on purpose
+/// is announced first (`gone` false), before the worker lets go of its
+/// coordinator session, so that its node going is not taken for a death.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Exit {
     pub id: u64,
     pub pid: u64,
     pub expected: bool,
+    /// It has exited (false: it is being stopped on purpose).
+    pub gone: bool,
 }
 
 /// Starts, stops and lists workers.

@@ -149,6 +149,7 @@ impl ProcessRuntime {
                 id: info.id,
                 pid: info.pid,
                 expected,
+                gone: true,
             });
             let _ = done.send(true);
         });
@@ -244,6 +245,15 @@ impl WorkerRuntime for ProcessRuntime {
     }
 
     async fn stop(&self, id: u64) -> Result<()> {
+        let pid = self.workers().get(&id).map(|w| w.info.pid);
+        if let Some(pid) = pid {
+            let _ = self.exits.send(Exit {
+                id,
+                pid,
+                expected: true,
+                gone: false,
+            });
+        }
         if self
             .signal_and_wait(id, libc::SIGTERM, true, STOP_TIMEOUT)
             .await?
