@@ -95,10 +95,15 @@ fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How long [`Store::open`] waits for a store another holder still has open.
+pub const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Store {
-    /// Opens (or creates) the store in directory `path`.
+    /// Opens (or creates) the store in directory `path`, waiting up to
+    /// [`OPEN_WAIT`] while an earlier holder lets go of it (sled's
+    /// background flusher keeps a dropped database open for a moment).
     pub fn open(path: &std::path::Path, schema: Arc<Schema>) -> Result<Store> {
-        Self::open_when_free(path, schema, std::time::Duration::ZERO)
+        Self::open_when_free(path, schema, OPEN_WAIT)
     }
 
     /// Opens the store in `path`, waiting up to `within` while another
