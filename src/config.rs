@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::actors::scaler::ScalePolicy;
 use crate::error::{Error, Result};
 use crate::http::common::DEFAULT_BODY_LIMIT;
 
@@ -62,6 +63,72 @@ pub struct UpArgs {
     /// worker answering) before it is answered 503, in milliseconds.
     #[arg(long, env = "DBAAS_REQUEST_DEADLINE_MS")]
     pub request_deadline_ms: Option<u64>,
+    #[command(flatten)]
+    pub scale: ScaleArgs,
+}
+
+/// Flags of the Scaler (`dbaas up` and `dbaas orchestrator`).
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ScaleArgs {
+    /// Seconds of client reads counted before each scaling decision (the
+    /// first window starts at the first read).
+    #[arg(long, env = "DBAAS_SCALE_WINDOW")]
+    pub scale_window: Option<f64>,
+    /// Reads in a window that call for one more slave.
+    #[arg(long, env = "DBAAS_READS_PER_SLAVE")]
+    pub reads_per_slave: Option<u64>,
+    /// The fewest slaves the Scaler keeps.
+    #[arg(long, env = "DBAAS_MIN_SLAVES")]
+    pub min_slaves: Option<usize>,
+    /// The most slaves the Scaler keeps (default: no maximum, as the
+    /// original rule).
+    #[arg(long, env = "DBAAS_MAX_SLAVES")]
+    pub max_slaves: Option<usize>,
+    /// Keep the number of slaves as started (no Scaler).
+    #[arg(long, env = "DBAAS_NO_SCALER")]
+    pub no_scaler: bool,
+}
+
+/// The Scaler's settings from a file.
+#[derive(Debug, Default)]
+pub struct ScaleFile {
+    pub scale_window: Option<f64>,
+    pub reads_per_slave: Option<u64>,
+    pub min_slaves: Option<usize>,
+    pub max_slaves: Option<usize>,
+    pub no_scaler: Option<bool>,
+}
+
+impl ScaleArgs {
+    /// The policy, flags and environment over `file` over the defaults;
+    /// `None` when scaling is off.
+    pub fn resolve(&self, file: &ScaleFile) -> Result<Option<ScalePolicy>> {
+        if self.no_scaler || file.no_scaler == Some(true) {
+            return Ok(None);
+        }
+        let defaults = ScalePolicy::default();
+        let window = match self.scale_window.or(file.scale_window) {
+            None => defaults.window,
+            Some(secs) => Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|w| !w.is_zero())
+                .ok_or_else(|| Error::bad(format!("scale window {secs}: seconds above zero")))?,
+        };
+        let policy = ScalePolicy {
+            window,
+            reads_per_slave: self
+                .reads_per_slave
+                .or(file.reads_per_slave)
+                .unwrap_or(defaults.reads_per_slave),
+            min_slaves: self
+                .min_slaves
+                .or(file.min_slaves)
+                .unwrap_or(defaults.min_slaves),
+            max_slaves: self.max_slaves.or(file.max_slaves).or(defaults.max_slaves),
+        };
+        policy.check()?;
+        Ok(Some(policy))
+    }
 }
 
 /// The same settings, as a file holds them.
@@ -81,6 +148,11 @@ struct FileConfig {
     zk_root: Option<String>,
     session_timeout_ms: Option<u64>,
     request_deadline_ms: Option<u64>,
+    scale_window: Option<f64>,
+    reads_per_slave: Option<u64>,
+    min_slaves: Option<usize>,
+    max_slaves: Option<usize>,
+    no_scaler: Option<bool>,
 }
 
 /// The settings of `dbaas up`, resolved.
@@ -99,6 +171,8 @@ pub struct UpConfig {
     pub zk_root: String,
     pub session_timeout: Duration,
     pub request_deadline: Duration,
+    /// The Scaler's policy (`None`: the number of slaves stays).
+    pub scale: Option<ScalePolicy>,
 }
 
 /// The default root of a cluster's nodes in ZooKeeper.
@@ -174,6 +248,13 @@ impl UpArgs {
                 .request_deadline_ms
                 .or(file.request_deadline_ms)
                 .map_or(crate::actors::REQUEST_DEADLINE, Duration::from_millis),
+            scale: self.scale.resolve(&ScaleFile {
+                scale_window: file.scale_window,
+                reads_per_slave: file.reads_per_slave,
+                min_slaves: file.min_slaves,
+                max_slaves: file.max_slaves,
+                no_scaler: file.no_scaler,
+            })?,
         };
         if cfg.slaves == 0 {
             return Err(Error::bad("at least one slave is needed to serve reads"));
@@ -235,6 +316,49 @@ mod tests {
     fn example_config_parses() {
         let text = include_str!("../dbaas.example.toml");
         toml::from_str::<FileConfig>(text).unwrap();
+    }
+
+    #[test]
+    fn the_scaler_is_configured_in_layers_and_bad_policies_are_refused() {
+        let cfg = UpArgs::default().resolve().unwrap();
+        assert_eq!(cfg.scale, Some(ScalePolicy::default()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "scale_window = 10\nreads_per_slave = 5\n").unwrap();
+        let mut args = UpArgs {
+            config: Some(path),
+            ..UpArgs::default()
+        };
+        args.scale.reads_per_slave = Some(7);
+        let p = args.resolve().unwrap().scale.unwrap();
+        assert_eq!((p.window, p.reads_per_slave), (Duration::from_secs(10), 7));
+        args.scale.no_scaler = true;
+        assert_eq!(args.resolve().unwrap().scale, None);
+        for bad in [
+            ScaleArgs {
+                scale_window: Some(-1.0),
+                ..ScaleArgs::default()
+            },
+            ScaleArgs {
+                scale_window: Some(f64::NAN),
+                ..ScaleArgs::default()
+            },
+            ScaleArgs {
+                min_slaves: Some(4),
+                max_slaves: Some(2),
+                ..ScaleArgs::default()
+            },
+            ScaleArgs {
+                reads_per_slave: Some(0),
+                ..ScaleArgs::default()
+            },
+        ] {
+            let args = UpArgs {
+                scale: bad,
+                ..UpArgs::default()
+            };
+            assert!(args.resolve().is_err());
+        }
     }
 
     #[test]

@@ -97,6 +97,12 @@ pub struct OrchestratorArgs {
     /// Most messages a slave's sync queue keeps while the slave is away.
     #[arg(long, env = "DBAAS_SYNC_QUEUE_CAP", default_value_t = crate::actors::SYNC_QUEUE_CAP)]
     pub sync_queue_cap: u32,
+    /// How long a request is retried (a failover under way) before it is
+    /// answered 503, in milliseconds.
+    #[arg(long, env = "DBAAS_REQUEST_DEADLINE_MS", default_value_t = crate::actors::REQUEST_DEADLINE.as_millis() as u64)]
+    pub request_deadline_ms: u64,
+    #[command(flatten)]
+    pub scale: crate::config::ScaleArgs,
 }
 
 /// A cluster id: 16 hex digits, not all zero.
@@ -203,6 +209,7 @@ pub async fn run_orchestrator(
 ) -> Result<()> {
     let listener = bind(args.addr)?;
     let target = args.zk.target()?;
+    let scale = args.scale.resolve(&crate::config::ScaleFile::default())?;
     let (broker, runtime, coordination) = backends(
         Some(&args.amqp),
         Some(&target),
@@ -210,8 +217,13 @@ pub async fn run_orchestrator(
         args.sync_queue_cap,
     )
     .await?;
-    let cluster =
+    let mut cluster =
         Cluster::start_with(&args.data_dir, args.slaves, broker, runtime, coordination).await?;
+    let deadline = std::time::Duration::from_millis(args.request_deadline_ms);
+    cluster.orchestrator = cluster.orchestrator.with_deadline(deadline);
+    if let Some(policy) = scale {
+        cluster.start_scaler(policy);
+    }
     let state = OrchestratorState::of(&cluster);
     println!("listening: orchestrator {}", url(&listener)?);
     let server = http::orchestrator::server(listener, state, args.body_limit, 2)?;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::actors::scaler::{ScalePolicy, Scaler, StopScaling};
 use crate::actors::watcher::{ElectionWatcher, GetCluster, StopWatching};
 use crate::actors::worker::Connector;
 use crate::actors::{Orchestrator, OrchestratorHandle};
@@ -86,6 +87,8 @@ pub struct Cluster {
     /// its file there, in the coordinator and in every worker's store,
     /// carried by every message.
     pub cluster: u64,
+    /// Scales the slaves with the read load, once started.
+    pub scaler: Option<Addr<Scaler>>,
 }
 
 /// The ids of the workers an earlier run left under `dir` (their
@@ -221,6 +224,7 @@ impl Cluster {
             coordination,
             schema,
             cluster: id,
+            scaler: None,
         };
         cluster.wait_ready(START_DEADLINE).await?;
         Ok(cluster)
@@ -231,15 +235,23 @@ impl Cluster {
         self.watcher.send(GetCluster).await.map_or(0, |v| v.epoch)
     }
 
-    /// Waits until a master leads and every worker reports ready.
+    /// Waits until a master leads and every worker is ready, as the
+    /// workers say and as the watcher sees it (what an election goes by).
     pub async fn wait_ready(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
         loop {
             let view = self.watcher.send(GetCluster).await.ok();
+            let running = self.runtime.list();
             let mut ready = view.as_ref().is_some_and(|v| {
-                v.master.is_some() && v.workers.iter().any(|w| Some(w.pid) == v.master)
+                v.master.is_some()
+                    && v.workers.iter().any(|w| Some(w.pid) == v.master)
+                    && running.iter().all(|r| {
+                        v.workers
+                            .iter()
+                            .any(|w| w.pid == r.pid && matches!(w.state, "leading" | "serving"))
+                    })
             });
-            for w in self.runtime.list() {
+            for w in &running {
                 ready &= self.runtime.status(w.id).await.is_ok_and(|s| s.ready);
             }
             if ready {
@@ -254,9 +266,23 @@ impl Cluster {
         }
     }
 
-    /// Stops watching (no elections or replacements from now on), then
-    /// the workers cleanly (slaves first), then the orchestrator.
+    /// Starts the Scaler: from now on the number of slaves follows the
+    /// reads through this cluster's orchestrator handle.
+    pub fn start_scaler(&mut self, policy: ScalePolicy) {
+        let (id, reads) = (self.cluster, self.orchestrator.reads());
+        let (rt, watcher) = (self.runtime.clone(), self.watcher.clone());
+        let addr = Scaler::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            Scaler::new(id, policy, reads, rt, watcher)
+        });
+        self.scaler = Some(addr);
+    }
+
+    /// Stops scaling and watching (no elections or replacements from now
+    /// on), then the workers cleanly (slaves first), then the orchestrator.
     pub async fn stop(&self) {
+        if let Some(scaler) = &self.scaler {
+            let _ = scaler.send(StopScaling).await;
+        }
         let _ = self.watcher.send(StopWatching).await;
         runtime::stop_all(self.runtime.as_ref()).await;
         self.orchestrator
@@ -359,6 +385,9 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     let mut cluster =
         Cluster::start_with(&cfg.data_dir, cfg.slaves, broker, runtime, coordination).await?;
     cluster.orchestrator = cluster.orchestrator.with_deadline(cfg.request_deadline);
+    if let Some(policy) = cfg.scale {
+        cluster.start_scaler(policy);
+    }
     let (orch_url, users_url, rides_url, gateway_url) = (
         url(&orch_l)?,
         url(&users_l)?,

@@ -1294,6 +1294,13 @@ async fn crash_apis_kill_and_the_cluster_elects_and_replaces(urls: &Urls) {
         }
         assert!(w["role"].is_string() && w["state"].is_string(), "{w}");
     }
+    // The Scaler runs (by default) and shows its policy.
+    let policy = &view["scaler"]["policy"];
+    assert_eq!(
+        (&policy["window"], &policy["reads_per_slave"]),
+        (&json!(120.0), &json!(20)),
+        "{view}"
+    );
     // crash/slave kills the slave with the highest pid; a replacement
     // takes its place in the list.
     let pids = worker_pids(&db).await;

@@ -1,6 +1,7 @@
 //! Failover with real worker processes, RabbitMQ and ZooKeeper: the master
 //! SIGKILLed again and again under writes, a master paused until its
-//! session expires, a slave killed while reads go on. Each test has a
+//! session expires, a slave killed while reads go on, slaves started and
+//! stopped by the Scaler. Each test has a
 //! virtual host and a ZooKeeper root of its own.
 
 mod suite;
@@ -313,4 +314,27 @@ async fn the_lease_follows_the_session_timeout_the_server_granted() {
         "lease {lease:?} outlives the session {granted:?}"
     );
     coord.close().await;
+}
+
+/// The Scaler with worker processes: 45 reads in a 2 s window start two
+/// more `dbaas worker` processes, which catch up before they serve; the
+/// idle window after it stops them again on purpose (none replaced), and
+/// no read fails meanwhile.
+#[actix::test]
+async fn the_scaler_starts_and_stops_worker_processes_with_the_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _)) = process_cluster(dir.path(), 1).await else {
+        return;
+    };
+    suite::scaler::scales_every_window(c).await;
+}
+
+/// The same, decided on request: the highest pids go.
+#[actix::test]
+async fn the_scaler_stops_the_highest_pid_worker_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _)) = process_cluster(dir.path(), 1).await else {
+        return;
+    };
+    suite::scaler::scales_when_asked(c).await;
 }

@@ -39,6 +39,8 @@
 //!   elects (compare-and-set on `/master`), starts replacements, tells the
 //!   Orchestrator each new epoch (which resends writes pending on the old
 //!   master at once), and serves the crash and cluster APIs.
+//! - **Scaler** ([`scaler`]) counts client reads and, every window, starts
+//!   or stops slaves through the worker runtime to match the read load.
 //!
 //! What happens on each crash:
 //! - a slave: what it held unacknowledged (reads, syncs) is redelivered to
@@ -83,6 +85,7 @@
 pub mod messages;
 
 pub mod lease;
+pub mod scaler;
 pub mod watcher;
 pub mod worker;
 

@@ -21,6 +21,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, SetEpoch, Shutdown};
+use super::scaler::ReadCounter;
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, READ_Q, RESPONSE_Q, WRITE_Q};
 use crate::error::{Error, Result};
@@ -349,6 +350,7 @@ impl Handler<Shutdown> for Orchestrator {
 pub struct OrchestratorHandle {
     addr: Addr<Orchestrator>,
     deadline: Duration,
+    reads: ReadCounter,
 }
 
 impl OrchestratorHandle {
@@ -356,6 +358,7 @@ impl OrchestratorHandle {
         OrchestratorHandle {
             addr,
             deadline: REQUEST_DEADLINE,
+            reads: ReadCounter::default(),
         }
     }
 
@@ -370,7 +373,14 @@ impl OrchestratorHandle {
         &self.addr
     }
 
+    /// The count of reads through this handle and its clones (each
+    /// request once, however often it is retried), for the Scaler.
+    pub fn reads(&self) -> ReadCounter {
+        self.reads.clone()
+    }
+
     pub async fn read(&self, op: ReadOp, consistency: Consistency) -> Result<ReadReply> {
+        self.reads.add();
         retry(self.deadline, || {
             self.addr.send(DbRead {
                 op: op.clone(),

@@ -88,6 +88,9 @@ pub struct ClusterView {
     pub epoch: u64,
     pub workers: Vec<WorkerView>,
     pub events: Vec<ClusterEvent>,
+    /// The Scaler's policy and last decision, when it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<super::scaler::ScalerView>,
 }
 
 /// Watches the workers, elects, and asks for replacements.
@@ -279,13 +282,16 @@ impl ElectionWatcher {
         let running: Vec<u64> = self.runtime.list().iter().map(|w| w.id).collect();
         let id = match dead.filter(|id| !running.contains(id)) {
             Some(id) => id,
-            None => {
-                let max = running.iter().copied().max().unwrap_or(0);
-                self.last_id = self.last_id.max(max) + 1;
-                self.last_id
-            }
+            None => self.new_id(),
         };
         self.start_worker(ctx, id, RESPAWN_TRIES);
+    }
+
+    /// An id no worker has had: above every one known or running.
+    fn new_id(&mut self) -> u64 {
+        let running = self.runtime.list().iter().map(|w| w.id).max();
+        self.last_id = self.last_id.max(running.unwrap_or(0)) + 1;
+        self.last_id
     }
 
     /// Starts worker `id`, trying again a few times if it does not start.
@@ -704,7 +710,37 @@ impl Handler<GetCluster> for ElectionWatcher {
             epoch: master.map_or(0, |m| m.epoch),
             workers,
             events: self.events.iter().cloned().collect(),
+            scaler: None,
         })
+    }
+}
+
+/// An id for a new worker (the Scaler's), that no worker has had.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct ReserveId;
+
+impl Handler<ReserveId> for ElectionWatcher {
+    type Result = u64;
+
+    fn handle(&mut self, _: ReserveId, _ctx: &mut Context<Self>) -> u64 {
+        self.new_id()
+    }
+}
+
+/// An event of another part (the Scaler's decisions) for the cluster view.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Note {
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl Handler<Note> for ElectionWatcher {
+    type Result = ();
+
+    fn handle(&mut self, Note { kind, detail }: Note, _ctx: &mut Context<Self>) {
+        self.event(kind, detail);
     }
 }
 

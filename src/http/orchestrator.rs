@@ -14,6 +14,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::Deserialize;
 
 use super::common::{self, Body, BodyLimit};
+use crate::actors::scaler::{GetScaler, Scaler};
 use crate::actors::watcher::{CrashMaster, CrashSlave, ElectionWatcher, GetCluster};
 use crate::actors::OrchestratorHandle;
 use crate::error::Error;
@@ -30,6 +31,7 @@ pub struct OrchestratorState {
     pub schema: Arc<Schema>,
     pub runtime: Arc<dyn WorkerRuntime>,
     pub watcher: actix::Addr<ElectionWatcher>,
+    pub scaler: Option<actix::Addr<Scaler>>,
 }
 
 impl OrchestratorState {
@@ -40,6 +42,7 @@ impl OrchestratorState {
             schema: cluster.schema.clone(),
             runtime: cluster.runtime.clone(),
             watcher: cluster.watcher.clone(),
+            scaler: cluster.scaler.clone(),
         }
     }
 }
@@ -145,10 +148,15 @@ fn crashed(res: Result<crate::error::Result<u64>, actix::MailboxError>) -> HttpR
 }
 
 /// Every worker's pid, role, applied seq, lag and state, the master, the
-/// epoch and recent events.
+/// epoch, recent events and the Scaler's last decision.
 async fn cluster(state: State) -> HttpResponse {
     match state.watcher.send(GetCluster).await {
-        Ok(view) => common::ok_json(&view),
+        Ok(mut view) => {
+            if let Some(scaler) = &state.scaler {
+                view.scaler = scaler.send(GetScaler).await.ok();
+            }
+            common::ok_json(&view)
+        }
         Err(e) => common::from_error(&Error::Unavailable(format!("election watcher: {e}"))),
     }
 }

@@ -130,9 +130,11 @@ impl Stack {
         let u = urls.clone();
         let servers = Servers::start(move || async move {
             let broker = Arc::new(InProcBroker::new());
-            let cluster = Cluster::start(&data_dir, 1, broker)
+            let mut cluster = Cluster::start(&data_dir, 1, broker)
                 .await
                 .map_err(|e| io::Error::other(format!("the cluster does not start: {e}")))?;
+            // As `dbaas up` runs it.
+            cluster.start_scaler(dbaas::actors::scaler::ScalePolicy::default());
             let state = OrchestratorState::of(&cluster);
             let servers = vec![
                 orchestrator::server(lo, state, body_limit, 1)?,

@@ -18,6 +18,8 @@ use futures::StreamExt;
 pub use super::failover::*;
 #[allow(unused_imports)]
 pub use super::holes::*;
+#[allow(unused_imports)]
+pub use super::scaler::*;
 pub use super::{count_users, user};
 use super::{eventually, master_id, roles, running, store, stores};
 
@@ -51,6 +53,8 @@ macro_rules! every_script {
             a_killed_slave_is_replaced_and_the_replacement_catches_up,
             a_master_that_claimed_its_place_again_is_not_elected_over_while_it_may_lead,
             a_fault_storm_with_master_kills_loses_and_duplicates_nothing,
+            the_scaler_sets_the_slaves_from_the_reads_and_no_read_fails,
+            the_scaler_decides_at_the_end_of_each_window,
         );
     };
 }
@@ -87,6 +91,7 @@ pub(super) async fn write_request(c: &Cluster, request_id: u128, op: WriteOp) ->
 }
 
 pub(super) async fn cluster(dir: &tempfile::TempDir, slaves: usize, b: Arc<dyn Broker>) -> Cluster {
+    super::logs();
     Cluster::start(dir.path(), slaves, b)
         .await
         .expect("cluster starts")

@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod failover;
 pub mod holes;
+pub mod scaler;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -99,6 +100,14 @@ pub async fn amqp_broker() -> Option<Arc<dyn Broker>> {
     ))
 }
 
+/// Logs to the test's output (shown when it fails), as `RUST_LOG` says.
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// A cluster whose workers are real `dbaas worker` processes on a fresh
 /// virtual host and a fresh ZooKeeper root; with that host's name.
 pub async fn process_cluster(dir: &Path, slaves: usize) -> Option<(Cluster, String)> {
@@ -129,6 +138,7 @@ pub async fn process_cluster_at(
     if let Some(cap) = sync_cap {
         rt = rt.with_sync_cap(cap);
     }
+    logs();
     let coordination = Coordination::ZooKeeper(zk.clone());
     Cluster::start_with(dir, slaves, broker, Arc::new(rt), coordination)
         .await
