@@ -755,13 +755,14 @@ impl Handler<GetStatus> for SlaveWorker {
 }
 
 impl Handler<Shutdown> for SlaveWorker {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
     /// Stops consuming (what it held goes back), then deletes its sync
     /// queue: a slave stopped on purpose must not leave a queue filling
     /// behind it. If it comes back, it binds a new one and takes a
     /// snapshot (one that says "you are current" if nothing was written).
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+    /// Answers once the queue is gone (a process exits right after).
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         self.unsubscribe(ctx);
         let (broker, queue, id) = (self.broker.clone(), broker::sync_queue(self.id), self.id);
         let delete = async move {
@@ -769,7 +770,7 @@ impl Handler<Shutdown> for SlaveWorker {
                 tracing::warn!(worker = id, error = %e, "cannot delete the sync queue");
             }
         };
-        ctx.wait(delete.into_actor(self).map(|(), _act, ctx| ctx.stop()));
+        Box::pin(delete.into_actor(self).map(|(), _act, ctx| ctx.stop()))
     }
 }
 

@@ -491,7 +491,7 @@ impl Broker for AmqpBroker {
         self.with_channel("queue.delete", |ch| async move {
             ch.queue_delete(name.into(), QueueDeleteOptions::default())
                 .await
-                .map(|_| ())
+                .map(|messages| tracing::debug!(queue = name, messages, "queue deleted"))
         })
         .await
     }

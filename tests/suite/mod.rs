@@ -100,10 +100,14 @@ pub async fn amqp_broker() -> Option<Arc<dyn Broker>> {
     ))
 }
 
-/// Logs to the test's output (shown when it fails), as `RUST_LOG` says.
+/// Logs to the test's output (shown when it fails), as `RUST_LOG` says
+/// (`info` without it).
 pub fn logs() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_test_writer()
         .try_init();
 }
