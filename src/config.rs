@@ -63,9 +63,31 @@ pub struct UpArgs {
     /// worker answering) before it is answered 503, in milliseconds.
     #[arg(long, env = "DBAAS_REQUEST_DEADLINE_MS")]
     pub request_deadline_ms: Option<u64>,
+    /// What runs the workers over RabbitMQ: `process` (child processes,
+    /// the default) or `docker` (containers through the Docker engine).
+    #[arg(long, env = "DBAAS_RUNTIME")]
+    pub runtime: Option<RuntimeKind>,
+    /// The worker image with `--runtime docker` (built from this binary,
+    /// or by docker/build, when missing or stale).
+    #[arg(long, env = "DBAAS_IMAGE")]
+    pub image: Option<String>,
     #[command(flatten)]
     pub scale: ScaleArgs,
 }
+
+/// What runs the workers when they are not in this process.
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeKind {
+    /// Child processes of the orchestrator.
+    #[default]
+    Process,
+    /// Docker containers.
+    Docker,
+}
+
+/// The default worker image.
+pub const IMAGE: &str = "dbaas:latest";
 
 /// Flags of the Scaler (`dbaas up` and `dbaas orchestrator`).
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -148,6 +170,8 @@ struct FileConfig {
     zk_root: Option<String>,
     session_timeout_ms: Option<u64>,
     request_deadline_ms: Option<u64>,
+    runtime: Option<RuntimeKind>,
+    image: Option<String>,
     scale_window: Option<f64>,
     reads_per_slave: Option<u64>,
     min_slaves: Option<usize>,
@@ -173,6 +197,8 @@ pub struct UpConfig {
     pub request_deadline: Duration,
     /// The Scaler's policy (`None`: the number of slaves stays).
     pub scale: Option<ScalePolicy>,
+    pub runtime: RuntimeKind,
+    pub image: String,
 }
 
 /// The default root of a cluster's nodes in ZooKeeper.
@@ -248,6 +274,12 @@ impl UpArgs {
                 .request_deadline_ms
                 .or(file.request_deadline_ms)
                 .map_or(crate::actors::REQUEST_DEADLINE, Duration::from_millis),
+            runtime: self.runtime.or(file.runtime).unwrap_or_default(),
+            image: self
+                .image
+                .clone()
+                .or(file.image)
+                .unwrap_or_else(|| IMAGE.to_owned()),
             scale: self.scale.resolve(&ScaleFile {
                 scale_window: file.scale_window,
                 reads_per_slave: file.reads_per_slave,
@@ -263,6 +295,11 @@ impl UpArgs {
             return Err(Error::bad("a sync queue must hold at least one message"));
         }
         check_root(&cfg.zk_root)?;
+        if cfg.runtime == RuntimeKind::Docker && cfg.amqp.is_none() {
+            return Err(Error::bad(
+                "worker containers need RabbitMQ and ZooKeeper: give --amqp and --zk with --runtime docker",
+            ));
+        }
         Ok(cfg)
     }
 }

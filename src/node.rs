@@ -21,7 +21,7 @@ use crate::http::{self, orchestrator::OrchestratorState};
 use crate::model::Schema;
 use crate::runtime::CoordTarget;
 use crate::store::Store;
-use crate::system::{backends, bind, url, Cluster, Coordination};
+use crate::system::{backends, bind, url, Cluster, Coordination, Workers};
 
 /// Where a worker or the orchestrator finds ZooKeeper.
 #[derive(clap::Args, Debug, Clone)]
@@ -101,6 +101,12 @@ pub struct OrchestratorArgs {
     /// answered 503, in milliseconds.
     #[arg(long, env = "DBAAS_REQUEST_DEADLINE_MS", default_value_t = crate::actors::REQUEST_DEADLINE.as_millis() as u64)]
     pub request_deadline_ms: u64,
+    /// What runs the workers: `process` (child processes) or `docker`.
+    #[arg(long, env = "DBAAS_RUNTIME", default_value = "process")]
+    pub runtime: crate::config::RuntimeKind,
+    /// The worker image with `--runtime docker`.
+    #[arg(long, env = "DBAAS_IMAGE", default_value = crate::config::IMAGE)]
+    pub image: String,
     #[command(flatten)]
     pub scale: crate::config::ScaleArgs,
 }
@@ -215,6 +221,12 @@ pub async fn run_orchestrator(
         Some(&target),
         &args.data_dir,
         args.sync_queue_cap,
+        match args.runtime {
+            crate::config::RuntimeKind::Process => Workers::Processes,
+            crate::config::RuntimeKind::Docker => Workers::Containers {
+                image: args.image.clone(),
+            },
+        },
     )
     .await?;
     let mut cluster =

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::http::{self, orchestrator::OrchestratorState};
 use crate::model::Schema;
 use crate::runtime::{
-    self, CoordTarget, InProcessRuntime, ProcessRuntime, WorkerRuntime, WorkerSpec,
+    self, CoordTarget, DockerRuntime, InProcessRuntime, ProcessRuntime, WorkerRuntime, WorkerSpec,
 };
 
 /// How long starting workers may take before `up` gives up.
@@ -194,6 +194,9 @@ impl Cluster {
         let coord = connect().await?;
         let id = identity(coord.as_ref(), data_dir).await?;
         coord.close().await;
+        // Workers an earlier orchestrator left running (containers) are
+        // taken on, not started again.
+        let adopted: Vec<u64> = runtime.adopt(id).await?.iter().map(|w| w.id).collect();
         let ids = plan(&worker_ids(&dir)?, slaves);
         let orch_broker = broker.clone();
         let addr = Orchestrator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
@@ -208,7 +211,7 @@ impl Cluster {
             workers = expect,
             "cluster starting"
         );
-        for wid in ids {
+        for wid in ids.into_iter().filter(|w| !adopted.contains(w)) {
             runtime
                 .start(WorkerSpec {
                     id: wid,
@@ -320,23 +323,44 @@ pub fn embedded_runtime(
     Ok(Arc::new(rt))
 }
 
+/// Where the workers run when they are not in this process.
+#[derive(Clone, Debug)]
+pub enum Workers {
+    /// Child processes of this one.
+    Processes,
+    /// Docker containers from this image.
+    Containers { image: String },
+}
+
 /// The broker, worker runtime and coordinator `up` and `orchestrator` run
-/// on: RabbitMQ with child-process workers coordinated by ZooKeeper when
-/// both are given, else everything in this process. Each slave's sync
-/// queue is capped at `sync_cap` messages.
+/// on: RabbitMQ with worker processes or containers coordinated by
+/// ZooKeeper when both are given, else everything in this process. Each
+/// slave's sync queue is capped at `sync_cap` messages.
 pub async fn backends(
     amqp: Option<&str>,
     zk: Option<&CoordTarget>,
     data_dir: &Path,
     sync_cap: u32,
+    workers: Workers,
 ) -> Result<(Arc<dyn Broker>, Arc<dyn WorkerRuntime>, Coordination)> {
     let dir = workers_dir(data_dir)?;
     match (amqp, zk) {
         (Some(url), Some(zk)) => {
             let broker: Arc<dyn Broker> = Arc::new(AmqpBroker::connect(url).await?);
-            let exe = std::env::current_exe()?;
-            let rt = ProcessRuntime::new(&exe, url, &dir, zk.clone()).with_sync_cap(sync_cap);
-            Ok((broker, Arc::new(rt), Coordination::ZooKeeper(zk.clone())))
+            let rt: Arc<dyn WorkerRuntime> = match workers {
+                Workers::Processes => {
+                    let exe = std::env::current_exe()?;
+                    let rt = ProcessRuntime::new(&exe, url, &dir, zk.clone());
+                    Arc::new(rt.with_sync_cap(sync_cap))
+                }
+                Workers::Containers { image } => {
+                    let docker = runtime::docker::connect().await?;
+                    worker_image(&docker, &image).await?;
+                    let rt = DockerRuntime::new(docker, &image, url, &dir, zk.clone())?;
+                    Arc::new(rt.with_sync_cap(sync_cap))
+                }
+            };
+            Ok((broker, rt, Coordination::ZooKeeper(zk.clone())))
         }
         (Some(_), None) => Err(Error::bad(
             "worker processes need a coordinator: give --zk HOST:PORT (or DBAAS_ZK) with --amqp",
@@ -350,6 +374,33 @@ pub async fn backends(
             let rt = embedded_runtime(&broker, data_dir, &coordination, Some(sync_cap))?;
             Ok((broker, rt, coordination))
         }
+    }
+}
+
+/// Makes sure the worker image is there and holds this build: made from
+/// this binary when it is static, else by `docker/build` (which builds a
+/// static one) when run from the project's directory.
+async fn worker_image(docker: &bollard::Docker, image: &str) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    if runtime::docker::is_static(&exe)? {
+        return runtime::docker::ensure_image(docker, image, &exe).await;
+    }
+    let script = Path::new("docker/build");
+    if !script.exists() {
+        return Err(Error::bad(format!(
+            "{} is not a static binary and there is no docker/build here to make the image {image}; run docker/build in the project's directory",
+            exe.display()
+        )));
+    }
+    tracing::info!(image, "building the worker image with docker/build");
+    let status = tokio::process::Command::new(script)
+        .arg(image)
+        .status()
+        .await?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Unavailable(format!("docker/build failed: {status}")))
     }
 }
 
@@ -375,11 +426,18 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     let [orch_l, users_l, rides_l, gateway_l] = listeners;
     let (orch_l, users_l, rides_l, gateway_l) = (orch_l?, users_l?, rides_l?, gateway_l?);
     let zk = cfg.zk_target();
+    let workers = match cfg.runtime {
+        crate::config::RuntimeKind::Process => Workers::Processes,
+        crate::config::RuntimeKind::Docker => Workers::Containers {
+            image: cfg.image.clone(),
+        },
+    };
     let (broker, runtime, coordination) = backends(
         cfg.amqp.as_deref(),
         zk.as_ref(),
         &cfg.data_dir,
         cfg.sync_queue_cap,
+        workers,
     )
     .await?;
     let mut cluster =

@@ -309,7 +309,7 @@ async fn scale(
     } else if to < from {
         // The highest pids go; each settles what it holds first.
         for &(_, id) in slaves.iter().rev().take(from - to) {
-            if let Err(e) = runtime.stop(id).await {
+            if let Err(e) = runtime.retire(id).await {
                 tracing::warn!(worker = id, error = %e, "scaler: stop failed");
             }
             decision.stopped.push(id);

@@ -190,4 +190,8 @@ impl WorkerRuntime for InProcessRuntime {
     fn exits(&self) -> broadcast::Receiver<Exit> {
         self.exits.subscribe()
     }
+
+    fn workers_dir(&self) -> &Path {
+        &self.data_dir
+    }
 }

@@ -1,11 +1,14 @@
 //! The worker runtime seam: how workers are started and stopped. Three
 //! implementations share it: in-process actors (the embedded default, here),
-//! local child processes and Docker containers. A worker's "pid" is its
-//! process id; in-process workers use their numeric id.
+//! local child processes and Docker containers ([`docker`]). A worker's
+//! "pid" is its process id (a container's `State.Pid`); in-process workers
+//! use numbers of their own.
 
+pub mod docker;
 mod inproc;
 mod process;
 
+pub use docker::DockerRuntime;
 pub use inproc::InProcessRuntime;
 pub use process::{CoordTarget, ProcessRuntime};
 
@@ -61,6 +64,31 @@ pub trait WorkerRuntime: Send + Sync + 'static {
     fn list(&self) -> Vec<WorkerInfo>;
     /// Every exit from now on, as it is seen.
     fn exits(&self) -> tokio::sync::broadcast::Receiver<Exit>;
+    /// The directory the workers' databases are kept under.
+    fn workers_dir(&self) -> &Path;
+    /// Stops worker `id` on purpose for good (the Scaler's scale-down): it
+    /// settles what it holds, then its database goes, so that a restart of
+    /// the cluster does not bring it back.
+    async fn retire(&self, id: u64) -> Result<()> {
+        self.stop(id).await?;
+        let dir = worker_dir(self.workers_dir(), id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+    /// Takes on the workers of `cluster` an earlier run left running, and
+    /// answers them (only a runtime whose workers outlive it has any).
+    async fn adopt(&self, _cluster: u64) -> Result<Vec<WorkerInfo>> {
+        Ok(Vec::new())
+    }
+}
+
+/// The control URL in a worker's `listening: control <url>` line.
+pub(crate) fn control_line(line: &str) -> Option<String> {
+    line.trim()
+        .strip_prefix("listening: control ")
+        .map(|url| url.trim().to_owned())
 }
 
 /// How many exits a slow listener may fall behind by.

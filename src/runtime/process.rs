@@ -185,8 +185,8 @@ async fn control_url(child: &mut Child, id: u64) -> Result<String> {
     let mut lines = BufReader::new(stdout).lines();
     let find = async {
         while let Some(line) = lines.next_line().await.map_err(io)? {
-            if let Some(url) = line.strip_prefix("listening: control ") {
-                return Ok(url.trim().to_owned());
+            if let Some(url) = super::control_line(&line) {
+                return Ok(url);
             }
         }
         Err(io(format!("worker {id} exited before it listened")))
@@ -288,5 +288,9 @@ impl WorkerRuntime for ProcessRuntime {
 
     fn exits(&self) -> broadcast::Receiver<Exit> {
         self.exits.subscribe()
+    }
+
+    fn workers_dir(&self) -> &Path {
+        &self.data_dir
     }
 }

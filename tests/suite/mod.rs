@@ -275,3 +275,91 @@ pub fn count_users() -> ReadOp {
         filter: vec![],
     }
 }
+
+/// The worker image the Docker tests use, built from this build's own
+/// `dbaas` binary (static under `scripts/test`); None, or a failure under
+/// `DBAAS_REQUIRE_SERVICES=1`, when there is no Docker engine or the
+/// binary is not static.
+pub async fn docker_image() -> Option<(bollard::Docker, String)> {
+    const TAG: &str = "dbaas:test";
+    static BUILT: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
+    let required = std::env::var("DBAAS_REQUIRE_SERVICES").is_ok();
+    let skip = |why: String| {
+        assert!(!required, "{why}, but Docker tests are required");
+        eprintln!("skipped: {why}");
+        None
+    };
+    let exe = Path::new(env!("CARGO_BIN_EXE_dbaas"));
+    if !dbaas::runtime::docker::is_static(exe).unwrap_or(false) {
+        return skip(format!(
+            "{} is not static (scripts/test builds for the static target)",
+            exe.display()
+        ));
+    }
+    let docker = match dbaas::runtime::docker::connect().await {
+        Ok(d) => d,
+        Err(e) => return skip(format!("no Docker engine: {e}")),
+    };
+    let mut built = BUILT.lock().await;
+    if !*built {
+        dbaas::runtime::docker::ensure_image(&docker, TAG, exe)
+            .await
+            .expect("the worker image builds");
+        *built = true;
+    }
+    Some((docker, TAG.to_owned()))
+}
+
+/// A cluster whose workers are containers of the test image, on a fresh
+/// virtual host and ZooKeeper root; with its broker URL and coordinator.
+pub async fn docker_cluster(dir: &Path, slaves: usize) -> Option<(Cluster, String, CoordTarget)> {
+    let (docker, image) = docker_image().await?;
+    let (_, url) = fresh_vhost(&amqp_url()?);
+    let zk = fresh_zk(ZK_SESSION)?;
+    let c = docker_cluster_at(dir, slaves, docker, &image, &url, &zk).await;
+    Some((c, url, zk))
+}
+
+/// A cluster of worker containers on the broker at `url` and ZooKeeper
+/// at `zk`, adopting those of its cluster that run already.
+pub async fn docker_cluster_at(
+    dir: &Path,
+    slaves: usize,
+    docker: bollard::Docker,
+    image: &str,
+    url: &str,
+    zk: &CoordTarget,
+) -> Cluster {
+    logs();
+    let broker: Arc<dyn Broker> = Arc::new(
+        AmqpBroker::connect(url)
+            .await
+            .expect("RabbitMQ is reachable"),
+    );
+    let workers = dbaas::system::workers_dir(dir).unwrap();
+    let rt = dbaas::runtime::DockerRuntime::new(docker, image, url, &workers, zk.clone())
+        .expect("the Docker runtime");
+    let coordination = Coordination::ZooKeeper(zk.clone());
+    Cluster::start_with(dir, slaves, broker, Arc::new(rt), coordination)
+        .await
+        .expect("cluster starts")
+}
+
+/// The names of the containers of `cluster` the engine has, running or not.
+pub async fn containers_of(docker: &bollard::Docker, cluster: u64) -> Vec<String> {
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![format!("dbaas.cluster={cluster:016x}")],
+    )]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .expect("containers listed")
+        .into_iter()
+        .flat_map(|c| c.names.unwrap_or_default())
+        .collect()
+}

@@ -1,0 +1,617 @@
+//! Workers as Docker containers, through bollard: one container per
+//! worker, from an image `FROM scratch` that holds only the static `dbaas`
+//! binary ([`ensure_image`] builds it from this very binary when it is
+//! missing or stale; no registry is needed).
+//!
+//! Networking: every worker container shares the host's network and pid
+//! namespaces (`--network host --pid host`). The `--amqp` and `--zk`
+//! addresses the user gives, as seen from the host (127.0.0.1 included),
+//! then work unchanged inside the containers; each worker's control
+//! listener binds 127.0.0.1 on a port of its own, reachable from the
+//! orchestrator on the host; and a worker's pid, which it registers in the
+//! coordinator, is its container's `State.Pid`, the pid the crash APIs
+//! answer. Each worker keeps its store on a bind mount of the host's
+//! workers directory, at the same path inside.
+//!
+//! Every container carries labels (`dbaas.cluster`, `dbaas.role`,
+//! `dbaas.worker`) and a name of its cluster and id, so an orchestrator
+//! that starts again adopts the workers it finds running ([`adopt`]) and
+//! removes the containers of its cluster that exited.
+//!
+//! [`adopt`]: super::WorkerRuntime::adopt
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use tokio::sync::{broadcast, watch};
+
+use super::{CoordTarget, Exit, WorkerInfo, WorkerRuntime, WorkerSpec, EXITS};
+use crate::actors::messages::WorkerStatus;
+use crate::error::{Error, Result};
+
+/// How long a worker may take to come up, and to stop cleanly.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// The label that tells which binary an image holds.
+const BINARY_LABEL: &str = "dbaas.binary";
+/// Labels of every worker container.
+pub const CLUSTER_LABEL: &str = "dbaas.cluster";
+pub const ROLE_LABEL: &str = "dbaas.role";
+pub const WORKER_LABEL: &str = "dbaas.worker";
+/// The image's recipe (its `LABEL` line is added).
+const DOCKERFILE: &str = include_str!("../../docker/Dockerfile");
+
+fn docker_err(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(format!("docker: {e}"))
+}
+
+/// Connects to the local Docker engine (`DOCKER_HOST` or its socket),
+/// speaking the engine's API version.
+pub async fn connect() -> Result<Docker> {
+    let docker = Docker::connect_with_local_defaults().map_err(docker_err)?;
+    docker.negotiate_version().await.map_err(docker_err)
+}
+
+/// Whether the ELF file at `path` is statically linked (no program
+/// interpreter): only such a binary runs in an empty image.
+pub fn is_static(path: &Path) -> Result<bool> {
+    let bytes = std::fs::read(path)?;
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    // A little-endian ELF64 file.
+    if bytes.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return Err(Error::bad(format!(
+            "{} is not an ELF64 binary",
+            path.display()
+        )));
+    }
+    let (Some(phoff), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return Err(Error::bad(format!(
+            "{}: truncated ELF header",
+            path.display()
+        )));
+    };
+    const PT_INTERP: u32 = 3;
+    let phoff = usize::try_from(phoff).unwrap_or(usize::MAX);
+    for i in 0..usize::from(count) {
+        let at = phoff.saturating_add(i * usize::from(size));
+        match u32_at(at) {
+            Some(PT_INTERP) => return Ok(false),
+            Some(_) => {}
+            None => return Err(Error::bad(format!("{}: truncated ELF", path.display()))),
+        }
+    }
+    Ok(true)
+}
+
+/// What identifies a binary for the image label: its size and mtime.
+fn binary_id(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path)?;
+    let mtime = meta
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    Ok(format!("{}-{mtime}", meta.len()))
+}
+
+/// Makes sure image `tag` holds `binary` (a static `dbaas`): builds it
+/// `FROM scratch` when it is missing or holds another binary.
+pub async fn ensure_image(docker: &Docker, tag: &str, binary: &Path) -> Result<()> {
+    let id = binary_id(binary)?;
+    if let Ok(image) = docker.inspect_image(tag).await {
+        let label = image
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(BINARY_LABEL).cloned());
+        if label.as_deref() == Some(id.as_str()) {
+            return Ok(());
+        }
+    }
+    if !is_static(binary)? {
+        return Err(Error::bad(format!(
+            "{} is not a static binary, so it cannot run in an empty image; build one with docker/build",
+            binary.display()
+        )));
+    }
+    tracing::info!(tag, binary = %binary.display(), "building the worker image");
+    let dockerfile = format!("{DOCKERFILE}\nLABEL {BINARY_LABEL}=\"{id}\"\n");
+    let exe = std::fs::read(binary)?;
+    let mut tar = Vec::with_capacity(exe.len() + 4096);
+    tar_entry(&mut tar, "Dockerfile", 0o644, dockerfile.as_bytes())?;
+    tar_entry(&mut tar, "dbaas", 0o755, &exe)?;
+    tar.extend_from_slice(&[0; 1024]);
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .build();
+    let mut build = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
+    while let Some(step) = build.next().await {
+        let step = step.map_err(docker_err)?;
+        if let Some(e) = step.error_detail.and_then(|d| d.message) {
+            return Err(docker_err(format!("image build: {e}")));
+        }
+    }
+    Ok(())
+}
+
+/// One file of a tar archive (ustar).
+fn tar_entry(out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) -> Result<()> {
+    let mut h = [0u8; 512];
+    let field = |h: &mut [u8; 512], at: usize, len: usize, text: &str| {
+        let b = text.as_bytes();
+        h[at..at + b.len().min(len)].copy_from_slice(&b[..b.len().min(len)]);
+    };
+    if name.len() > 99 {
+        return Err(Error::bad(format!("tar name {name:?} too long")));
+    }
+    field(&mut h, 0, 100, name);
+    field(&mut h, 100, 8, &format!("{mode:07o}"));
+    field(&mut h, 108, 8, "0000000");
+    field(&mut h, 116, 8, "0000000");
+    field(&mut h, 124, 12, &format!("{:011o}", data.len()));
+    field(&mut h, 136, 12, "00000000000");
+    h[148..156].copy_from_slice(b"        ");
+    h[156] = b'0';
+    field(&mut h, 257, 6, "ustar");
+    field(&mut h, 263, 2, "00");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    field(&mut h, 148, 8, &format!("{sum:06o}\0 "));
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    Ok(())
+}
+
+struct Running {
+    info: WorkerInfo,
+    container: String,
+    control: String,
+    /// Set before a stop on purpose, so its exit is expected.
+    stopping: Arc<AtomicBool>,
+    /// Becomes true once the container has exited.
+    exited: watch::Receiver<bool>,
+}
+
+/// Starts workers as Docker containers.
+pub struct DockerRuntime {
+    docker: Docker,
+    image: String,
+    amqp_url: String,
+    data_dir: PathBuf,
+    coord: CoordTarget,
+    sync_cap: u32,
+    http: reqwest::Client,
+    workers: Arc<Mutex<BTreeMap<u64, Running>>>,
+    exits: broadcast::Sender<Exit>,
+}
+
+impl DockerRuntime {
+    /// Workers from `image` on the engine `docker`, on the broker at
+    /// `amqp_url` and the coordinator `coord`, keeping their databases
+    /// under `data_dir` (bound into each container at the same path).
+    pub fn new(
+        docker: Docker,
+        image: &str,
+        amqp_url: &str,
+        data_dir: &Path,
+        coord: CoordTarget,
+    ) -> Result<Self> {
+        let data_dir = std::fs::canonicalize(data_dir)?;
+        Ok(DockerRuntime {
+            docker,
+            image: image.to_owned(),
+            amqp_url: amqp_url.to_owned(),
+            data_dir,
+            coord,
+            sync_cap: crate::actors::SYNC_QUEUE_CAP,
+            http: reqwest::Client::new(),
+            workers: Arc::default(),
+            exits: broadcast::channel(EXITS).0,
+        })
+    }
+
+    /// Caps each slave's sync queue at `messages`.
+    pub fn with_sync_cap(mut self, messages: u32) -> Self {
+        self.sync_cap = messages;
+        self
+    }
+
+    fn workers(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Running>> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The container name of worker `id` of `cluster`.
+    pub fn container_name(cluster: u64, id: u64) -> String {
+        format!("dbaas-{cluster:016x}-worker-{id}")
+    }
+
+    fn create_body(&self, spec: WorkerSpec) -> ContainerCreateBody {
+        let dir = self.data_dir.display().to_string();
+        let cmd = [
+            "worker".to_owned(),
+            "--id".into(),
+            spec.id.to_string(),
+            "--cluster".into(),
+            format!("{:016x}", spec.cluster),
+            "--sync-queue-cap".into(),
+            self.sync_cap.to_string(),
+            "--amqp".into(),
+            self.amqp_url.clone(),
+            "--zk".into(),
+            self.coord.hosts.clone(),
+            "--zk-root".into(),
+            self.coord.root.clone(),
+            "--session-timeout-ms".into(),
+            self.coord.session_timeout.as_millis().to_string(),
+            "--data-dir".into(),
+            dir.clone(),
+            "--control-addr".into(),
+            "127.0.0.1:0".into(),
+        ];
+        let labels = HashMap::from([
+            (CLUSTER_LABEL.to_owned(), format!("{:016x}", spec.cluster)),
+            (ROLE_LABEL.to_owned(), "worker".to_owned()),
+            (WORKER_LABEL.to_owned(), spec.id.to_string()),
+        ]);
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(cmd.to_vec()),
+            labels: Some(labels),
+            // `RUST_LOG` passes on, so a worker logs as its orchestrator.
+            env: std::env::var("RUST_LOG")
+                .ok()
+                .map(|v| vec![format!("RUST_LOG={v}")]),
+            host_config: Some(HostConfig {
+                network_mode: Some("host".into()),
+                pid_mode: Some("host".into()),
+                binds: Some(vec![format!("{dir}:{dir}")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Reads the container's output until it says where its control
+    /// listener is; the rest is passed on as log lines.
+    async fn control_url(&self, container: &str, id: u64) -> Result<String> {
+        let options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut logs = self.docker.logs(container, Some(options));
+        let find = async {
+            let mut pending = String::new();
+            while let Some(chunk) = logs.next().await {
+                let chunk = chunk.map_err(docker_err)?;
+                pending.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                while let Some(end) = pending.find('\n') {
+                    let line: String = pending.drain(..=end).collect();
+                    if let Some(url) = super::control_line(&line) {
+                        return Ok(url);
+                    }
+                }
+            }
+            Err(docker_err(format!("worker {id} exited before it listened")))
+        };
+        let url = tokio::time::timeout(START_TIMEOUT, find)
+            .await
+            .map_err(|_| docker_err(format!("worker {id} did not start in time")))??;
+        tokio::spawn(async move {
+            while let Some(Ok(chunk)) = logs.next().await {
+                for line in String::from_utf8_lossy(&chunk.into_bytes()).lines() {
+                    tracing::debug!(worker = id, "{line}");
+                }
+            }
+        });
+        Ok(url)
+    }
+
+    /// Lists and remembers a running container, and waits for its exit.
+    fn track(&self, info: WorkerInfo, container: String, control: String) {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (done, exited) = watch::channel(false);
+        self.workers().insert(
+            info.id,
+            Running {
+                info,
+                container: container.clone(),
+                control,
+                stopping: stopping.clone(),
+                exited,
+            },
+        );
+        let (docker, workers, exits) = (
+            self.docker.clone(),
+            self.workers.clone(),
+            self.exits.clone(),
+        );
+        tokio::spawn(async move {
+            // The stream ends (or fails: a non-zero exit code is an error
+            // to bollard) once the container has stopped.
+            let mut wait = docker.wait_container(&container, None);
+            let status = wait.next().await;
+            let expected = stopping.load(Ordering::Acquire);
+            tracing::info!(
+                worker = info.id,
+                pid = info.pid,
+                ?status,
+                expected,
+                "worker exited"
+            );
+            let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+            let _ = docker.remove_container(&container, Some(remove)).await;
+            workers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&info.id);
+            let _ = exits.send(Exit {
+                id: info.id,
+                pid: info.pid,
+                expected,
+                gone: true,
+            });
+            let _ = done.send(true);
+        });
+    }
+
+    /// Asks the engine to signal worker `id`'s container (or stop it) and
+    /// waits, bounded, for its exit.
+    async fn end(&self, id: u64, expected: bool, kill: bool) -> Result<bool> {
+        let (container, mut exited) = {
+            let workers = self.workers();
+            let w = workers
+                .get(&id)
+                .ok_or_else(|| Error::bad(format!("no worker {id}")))?;
+            w.stopping.store(expected, Ordering::Release);
+            (w.container.clone(), w.exited.clone())
+        };
+        let asked = if kill {
+            let options = KillContainerOptionsBuilder::default()
+                .signal("SIGKILL")
+                .build();
+            self.docker.kill_container(&container, Some(options)).await
+        } else {
+            let secs = i32::try_from(STOP_TIMEOUT.as_secs()).unwrap_or(i32::MAX);
+            let options = StopContainerOptionsBuilder::default().t(secs).build();
+            self.docker.stop_container(&container, Some(options)).await
+        };
+        if let Err(e) = asked {
+            tracing::warn!(worker = id, error = %e, "docker did not signal the worker");
+        }
+        let within = STOP_TIMEOUT + Duration::from_secs(5);
+        let gone = tokio::time::timeout(within, exited.wait_for(|&e| e)).await;
+        Ok(matches!(gone, Ok(Ok(_))))
+    }
+
+    /// The containers of `cluster` the engine knows, running or not.
+    async fn containers(&self, cluster: u64) -> Result<Vec<bollard::models::ContainerSummary>> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{CLUSTER_LABEL}={cluster:016x}")],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(docker_err)
+    }
+}
+
+#[async_trait]
+impl WorkerRuntime for DockerRuntime {
+    async fn start(&self, spec: WorkerSpec) -> Result<WorkerInfo> {
+        if self.workers().contains_key(&spec.id) {
+            return Err(Error::bad(format!("worker {} runs already", spec.id)));
+        }
+        let name = Self::container_name(spec.cluster, spec.id);
+        // A container of that name left behind (exited) goes first.
+        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+        let _ = self.docker.remove_container(&name, Some(remove)).await;
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker
+            .create_container(Some(options), self.create_body(spec))
+            .await
+            .map_err(docker_err)?;
+        self.docker
+            .start_container(&name, None)
+            .await
+            .map_err(docker_err)?;
+        let control = match self.control_url(&name, spec.id).await {
+            Ok(url) => url,
+            Err(e) => {
+                let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+                let _ = self.docker.remove_container(&name, Some(remove)).await;
+                return Err(e);
+            }
+        };
+        let inspect = self
+            .docker
+            .inspect_container(&name, None)
+            .await
+            .map_err(docker_err)?;
+        let pid = inspect
+            .state
+            .and_then(|s| s.pid)
+            .and_then(|p| u64::try_from(p).ok())
+            .filter(|&p| p > 0)
+            .ok_or_else(|| docker_err(format!("worker {} has no pid", spec.id)))?;
+        let info = WorkerInfo { id: spec.id, pid };
+        self.track(info, name, control);
+        Ok(info)
+    }
+
+    async fn stop(&self, id: u64) -> Result<()> {
+        let pid = self.workers().get(&id).map(|w| w.info.pid);
+        if let Some(pid) = pid {
+            let _ = self.exits.send(Exit {
+                id,
+                pid,
+                expected: true,
+                gone: false,
+            });
+        }
+        if self.end(id, true, false).await? {
+            Ok(())
+        } else {
+            Err(docker_err(format!("worker {id} did not stop in time")))
+        }
+    }
+
+    async fn kill(&self, id: u64) -> Result<()> {
+        if self.end(id, false, true).await? {
+            Ok(())
+        } else {
+            Err(docker_err(format!(
+                "worker {id} did not exit after SIGKILL"
+            )))
+        }
+    }
+
+    async fn status(&self, id: u64) -> Result<WorkerStatus> {
+        let url = self
+            .workers()
+            .get(&id)
+            .map(|w| format!("{}/status", w.control))
+            .ok_or_else(|| Error::bad(format!("no worker {id}")))?;
+        let resp = self.http.get(url).send().await.map_err(docker_err)?;
+        resp.json().await.map_err(docker_err)
+    }
+
+    fn list(&self) -> Vec<WorkerInfo> {
+        self.workers().values().map(|w| w.info).collect()
+    }
+
+    fn exits(&self) -> broadcast::Receiver<Exit> {
+        self.exits.subscribe()
+    }
+
+    fn workers_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Adopts the running worker containers of `cluster` (an orchestrator
+    /// started again finds its workers), and removes those that exited.
+    async fn adopt(&self, cluster: u64) -> Result<Vec<WorkerInfo>> {
+        let mut adopted = Vec::new();
+        for c in self.containers(cluster).await? {
+            let Some(name) = c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_owned())
+            else {
+                continue;
+            };
+            let id = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(WORKER_LABEL))
+                .and_then(|v| v.parse::<u64>().ok());
+            let running = c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
+            let known = id.is_some_and(|id| self.workers().contains_key(&id));
+            let (Some(id), true, false) = (id, running, known) else {
+                if !known {
+                    tracing::info!(container = name, "removing a worker container that exited");
+                    let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+                    let _ = self.docker.remove_container(&name, Some(remove)).await;
+                }
+                continue;
+            };
+            let inspect = self
+                .docker
+                .inspect_container(&name, None)
+                .await
+                .map_err(docker_err)?;
+            let pid = inspect
+                .state
+                .and_then(|s| s.pid)
+                .and_then(|p| u64::try_from(p).ok());
+            let Some(pid) = pid.filter(|&p| p > 0) else {
+                continue;
+            };
+            let control = self.control_url(&name, id).await?;
+            let info = WorkerInfo { id, pid };
+            tracing::info!(
+                worker = id,
+                pid,
+                container = name,
+                "adopted a running worker"
+            );
+            self.track(info, name, control);
+            adopted.push(info);
+        }
+        Ok(adopted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_entries_have_valid_headers() {
+        let mut tar = Vec::new();
+        tar_entry(&mut tar, "Dockerfile", 0o644, b"FROM scratch\n").unwrap();
+        assert_eq!(tar.len(), 1024);
+        assert_eq!(&tar[257..262], b"ustar");
+        let sum: u32 = tar[..512]
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(b)
+                }
+            })
+            .sum();
+        let written = std::str::from_utf8(&tar[148..154]).unwrap();
+        assert_eq!(u32::from_str_radix(written, 8).unwrap(), sum);
+        assert_eq!(&tar[512..525], b"FROM scratch\n");
+        assert!(tar_entry(&mut tar, &"x".repeat(100), 0o644, b"").is_err());
+    }
+
+    #[test]
+    fn a_dynamic_binary_is_told_from_a_static_one() {
+        // This test binary is linked as the build says; /bin/sh never is.
+        if Path::new("/bin/sh").exists() {
+            let sh = std::fs::canonicalize("/bin/sh").unwrap();
+            assert!(!is_static(&sh).unwrap());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, b"not an elf").unwrap();
+        assert!(is_static(&junk).is_err());
+    }
+}
