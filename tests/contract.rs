@@ -53,6 +53,20 @@ macro_rules! contract {
                 }
             )*
         }
+        mod up_docker {
+            /// Every script in turn against one `dbaas up --runtime docker`
+            /// (workers in containers), the data and the request counts
+            /// cleared between them; then a clean stop leaves no container.
+            #[tokio::test]
+            async fn every_script_with_worker_containers() {
+                let Some(system) = crate::docker_system().await else { return };
+                $(
+                    crate::fresh_state(&system.urls).await;
+                    super::$name(&system.urls).await;
+                )*
+                crate::stop_docker_system(system).await;
+            }
+        }
         mod in_process {
             $(
                 #[tokio::test]
@@ -1296,9 +1310,8 @@ async fn crash_apis_kill_and_the_cluster_elects_and_replaces(urls: &Urls) {
     }
     // The Scaler runs (by default) and shows its policy.
     let policy = &view["scaler"]["policy"];
-    assert_eq!(
-        (&policy["window"], &policy["reads_per_slave"]),
-        (&json!(120.0), &json!(20)),
+    assert!(
+        policy["window"].as_f64().is_some_and(|w| w > 0.0) && policy["reads_per_slave"] == 20,
         "{view}"
     );
     // crash/slave kills the slave with the highest pid; a replacement
@@ -1338,4 +1351,55 @@ async fn crash_apis_kill_and_the_cluster_elects_and_replaces(urls: &Urls) {
     ] {
         db.raw(method, path, "").await.assert_json(405, json!({}));
     }
+}
+
+/// `dbaas up` over RabbitMQ and ZooKeeper with its workers in containers
+/// of the test image (decisions of the Scaler only far apart, so that the
+/// scripts see the two workers they start with).
+async fn docker_system() -> Option<System> {
+    let (_, image) = suite::docker_image().await?;
+    let base = suite::amqp_url()?;
+    let zk = suite::fresh_zk(suite::ZK_SESSION)?;
+    let (_, url) = suite::fresh_vhost(&base);
+    let system = System::start_with(&[
+        "--amqp",
+        &url,
+        "--zk",
+        &zk.hosts,
+        "--zk-root",
+        &zk.root,
+        "--runtime",
+        "docker",
+        "--image",
+        &image,
+        "--scale-window",
+        "100000",
+    ]);
+    Some(system)
+}
+
+/// Clears the data and the request counts, as a fresh system has them.
+async fn fresh_state(urls: &Urls) {
+    let db = Http::new(&urls.orchestrator);
+    let r = db.raw("POST", "/api/v1/db/clear", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for base in [&urls.users, &urls.rides] {
+        let r = Http::new(base).raw("DELETE", "/api/v1/_count", "").await;
+        assert!(r.status < 300, "{}", r.text());
+    }
+}
+
+/// Stops `dbaas up` with SIGTERM: it exits cleanly and leaves no worker
+/// container behind.
+async fn stop_docker_system(system: System) {
+    let (docker, _) = suite::docker_image().await.expect("the engine");
+    let id = std::fs::read_to_string(system.data_dir().join("cluster-id")).expect("its identity");
+    let cluster = u64::from_str_radix(id.trim(), 16).expect("a cluster id");
+    assert_eq!(suite::containers_of(&docker, cluster).await.len(), 2);
+    let status = system.stop(std::time::Duration::from_secs(60));
+    assert!(status.success(), "dbaas up exited with {status}");
+    assert_eq!(
+        suite::containers_of(&docker, cluster).await,
+        Vec::<String>::new()
+    );
 }

@@ -33,7 +33,10 @@ struct Load {
 
 impl Load {
     fn start(c: &Cluster, writers: u64) -> Load {
-        let (acked, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (acked, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
         let tasks = (0..writers)
             .map(|w| {
                 let (orch, acked, stop) = (c.orchestrator.clone(), acked.clone(), stop.clone());
@@ -72,16 +75,20 @@ impl Load {
 /// Waits for a new master (another pid, a later epoch) and `n` workers
 /// again, every one serving or leading.
 async fn failed_over(c: &Cluster, old: u64, epoch: u64, n: usize) {
-    eventually("a new master and a full set of workers", DEADLINE, || async {
-        let v = c.watcher.send(GetCluster).await.unwrap();
-        v.master.is_some_and(|m| m != old)
-            && v.epoch > epoch
-            && v.workers.len() == n
-            && c.runtime.list().len() == n
-            && v.workers
-                .iter()
-                .all(|w| w.state == "serving" || w.state == "leading")
-    })
+    eventually(
+        "a new master and a full set of workers",
+        DEADLINE,
+        || async {
+            let v = c.watcher.send(GetCluster).await.unwrap();
+            v.master.is_some_and(|m| m != old)
+                && v.epoch > epoch
+                && v.workers.len() == n
+                && c.runtime.list().len() == n
+                && v.workers
+                    .iter()
+                    .all(|w| w.state == "serving" || w.state == "leading")
+        },
+    )
     .await;
 }
 
@@ -135,7 +142,12 @@ async fn containers_killed_in_every_way_are_replaced_and_lose_no_write() {
     // `docker kill` of a slave's container: replaced, and it catches up.
     let view = c.watcher.send(GetCluster).await.unwrap();
     let master = view.master.unwrap();
-    let slave = c.runtime.list().into_iter().find(|w| w.pid != master).unwrap();
+    let slave = c
+        .runtime
+        .list()
+        .into_iter()
+        .find(|w| w.pid != master)
+        .unwrap();
     let kill = KillContainerOptionsBuilder::default()
         .signal("SIGKILL")
         .build();

@@ -115,6 +115,32 @@ impl System {
         }
     }
 
+    /// Where it keeps its data.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Stops it with SIGTERM and waits (polling, up to `within`) for its
+    /// exit status; kills it if it does not exit in time.
+    pub fn stop(mut self, within: Duration) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child, which is not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child's status") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`dbaas up` did not stop; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// What the child wrote on stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
@@ -122,7 +148,19 @@ impl System {
 }
 
 impl Drop for System {
+    /// SIGTERM first, so that it takes its workers down with it (worker
+    /// containers would outlive a SIGKILL); SIGKILL if it does not exit.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on our own child, which is not reaped yet.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
