@@ -26,7 +26,8 @@
 //! - [`store`]: each worker's own sled database; every write is one atomic
 //!   sled batch holding its effect, its sequence number and its request id.
 //! - [`runtime`]: how workers are started and stopped (in-process actors,
-//!   or child processes running `dbaas worker`).
+//!   child processes running `dbaas worker`, or Docker containers of an
+//!   image `FROM scratch` through bollard).
 //! - [`coord`]: the coordinator (ZooKeeper, or its in-process twin), and
 //!   the election rule.
 //! - [`system`]: `dbaas up` and the [`system::Cluster`]; [`node`]: each
@@ -82,6 +83,11 @@
 //!   leads in place under a new epoch; a master takes writes only under a
 //!   lease shorter than its session ([`actors::lease`]), so a deposed one
 //!   stops before its successor starts.
+//! - *Crashed slaves are replaced; scaled-down slaves are not*: a stop on
+//!   purpose is announced through the runtime before the worker lets go
+//!   of its session, so the watcher never takes it for a death; the
+//!   [`actors::scaler::Scaler`] follows the original rule by default
+//!   ([`actors::scaler::target_slaves`]), counting each client read once.
 //!
 //! ## Not promised
 //!
