@@ -287,6 +287,14 @@ impl Cluster {
             let _ = scaler.send(StopScaling).await;
         }
         let _ = self.watcher.send(StopWatching).await;
+        // A replacement being started goes too: wait until it runs.
+        let deadline = Instant::now() + START_DEADLINE;
+        while Instant::now() < deadline {
+            match self.watcher.send(GetCluster).await {
+                Ok(v) if v.starting > 0 => tokio::time::sleep(Duration::from_millis(10)).await,
+                _ => break,
+            }
+        }
         runtime::stop_all(self.runtime.as_ref()).await;
         self.orchestrator
             .addr()

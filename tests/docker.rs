@@ -236,3 +236,77 @@ async fn the_scaler_starts_and_stops_worker_containers_with_the_reads() {
     })
     .await;
 }
+
+#[actix::test]
+async fn a_master_elected_during_a_scale_down_of_containers_is_not_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _, _)) = docker_cluster(dir.path(), 3).await else {
+        return;
+    };
+    let (docker, _) = docker_image().await.unwrap();
+    let cluster = c.cluster;
+    suite::scaler::scale_down_racing_a_failover(c).await;
+    assert_eq!(containers_of(&docker, cluster).await, Vec::<String>::new());
+}
+
+#[actix::test]
+async fn a_stop_right_after_a_crash_leaves_no_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _, _)) = docker_cluster(dir.path(), 2).await else {
+        return;
+    };
+    let (docker, _) = docker_image().await.unwrap();
+    let cluster = c.cluster;
+    suite::scaler::stop_right_after_a_crash(c).await;
+    assert_eq!(containers_of(&docker, cluster).await, Vec::<String>::new());
+}
+
+/// The orchestrator goes, the master's container is killed while none
+/// runs, an orchestrator starts again: it adopts the others and starts
+/// the killed worker again over its store; the old master's session
+/// expiring later starts no extra worker.
+#[actix::test]
+async fn an_orchestrator_started_again_after_a_kill_meanwhile_starts_no_extra_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, url, zk)) = docker_cluster(dir.path(), 2).await else {
+        return;
+    };
+    let (docker, image) = docker_image().await.unwrap();
+    for i in 0..20 {
+        c.orchestrator.write(user(&format!("a{i}"))).await.unwrap();
+    }
+    let v = c.watcher.send(GetCluster).await.unwrap();
+    let m = v.master.unwrap();
+    let victim = *c.runtime.list().iter().find(|w| w.pid == m).unwrap();
+    let cluster = c.cluster;
+    c.watcher.send(StopWatching).await.unwrap();
+    c.orchestrator.addr().do_send(Shutdown);
+    drop(c);
+    let kill = KillContainerOptionsBuilder::default()
+        .signal("SIGKILL")
+        .build();
+    let name = DockerRuntime::container_name(cluster, victim.id);
+    docker.kill_container(&name, Some(kill)).await.unwrap();
+    let c = docker_cluster_at(dir.path(), 2, docker.clone(), &image, &url, &zk).await;
+    // The killed master's node goes once its session expires: a death,
+    // an election, but no replacement (its worker runs again already).
+    eventually("the old master's node to go", DEADLINE, || async {
+        let v = c.watcher.send(GetCluster).await.unwrap();
+        v.workers.iter().all(|w| w.pid != victim.pid)
+            && v.master.is_some_and(|m| m != victim.pid)
+            && v.starting == 0
+            && v.workers
+                .iter()
+                .all(|w| w.state == "serving" || w.state == "leading")
+    })
+    .await;
+    let v = c.watcher.send(GetCluster).await.unwrap();
+    assert_eq!(
+        (v.workers.len(), c.runtime.list().len()),
+        (3, 3),
+        "{:?}",
+        v.events
+    );
+    c.orchestrator.write(user("after")).await.unwrap();
+    check_and_stop(c, &dir, 21, &docker).await;
+}

@@ -274,14 +274,14 @@ async fn scale(
                 .any(|w| w.pid == *m && w.role == ReportedRole::Master)
         })
         .ok_or_else(|| Error::Unavailable("no master leads now".into()))?;
-    let mut slaves: Vec<(u64, u64)> = runtime
+    let listed: Vec<(u64, u64)> = runtime
         .list()
         .iter()
         .filter(|w| w.pid != master)
         .map(|w| (w.pid, w.id))
         .collect();
-    slaves.sort_unstable();
-    let from = slaves.len();
+    // Replacements the watcher is starting count too.
+    let from = listed.len() + view.starting;
     let per = policy.reads_per_slave;
     let mut decision = ScaleDecision {
         at: now_ms(),
@@ -307,8 +307,12 @@ async fn scale(
         }
         decision.reason = format!("{why}; started {:?}", decision.started);
     } else if to < from {
-        // The highest pids go; each settles what it holds first.
-        for &(_, id) in slaves.iter().rev().take(from - to) {
+        for _ in to..from {
+            // Looked at afresh before each stop: an election meanwhile
+            // may have made a slave the master, which is never stopped.
+            let Some(id) = surplus_slave(runtime.as_ref(), &watcher).await? else {
+                break;
+            };
             if let Err(e) = runtime.retire(id).await {
                 tracing::warn!(worker = id, error = %e, "scaler: stop failed");
             }
@@ -319,6 +323,32 @@ async fn scale(
         decision.reason = format!("{why}; no change");
     }
     Ok(decision)
+}
+
+/// The slave with the highest pid, as the cluster is now: not the master,
+/// and a slave by its own report. None while no master leads.
+async fn surplus_slave(
+    runtime: &dyn WorkerRuntime,
+    watcher: &Addr<ElectionWatcher>,
+) -> Result<Option<u64>> {
+    let view = watcher
+        .send(GetCluster)
+        .await
+        .map_err(|e| Error::Unavailable(format!("election watcher: {e}")))?;
+    let Some(master) = view.master else {
+        return Ok(None);
+    };
+    let slave = |pid: u64| {
+        view.workers
+            .iter()
+            .any(|w| w.pid == pid && w.role == ReportedRole::Slave)
+    };
+    Ok(runtime
+        .list()
+        .iter()
+        .filter(|w| w.pid != master && slave(w.pid))
+        .max_by_key(|w| w.pid)
+        .map(|w| w.id))
 }
 
 impl Actor for Scaler {

@@ -87,6 +87,8 @@ pub struct ClusterView {
     pub master: Option<u64>,
     pub epoch: u64,
     pub workers: Vec<WorkerView>,
+    /// Replacements being started, not yet running.
+    pub starting: usize,
     pub events: Vec<ClusterEvent>,
     /// The Scaler's policy and last decision, when it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,6 +127,8 @@ pub struct ElectionWatcher {
     started_at: Instant,
     electing: bool,
     stopped: bool,
+    /// Replacements being started (not yet in the runtime's list).
+    starting: usize,
 }
 
 impl ElectionWatcher {
@@ -155,6 +159,7 @@ impl ElectionWatcher {
             started_at: Instant::now(),
             electing: false,
             stopped: false,
+            starting: 0,
         }
     }
 
@@ -257,7 +262,7 @@ impl ElectionWatcher {
         if self.master.is_some_and(|(m, _)| m.pid == pid) {
             self.master_lost(ctx, pid, seen);
         }
-        self.respawn(ctx, id);
+        self.respawn(ctx, id, pid);
     }
 
     /// The master is dead (`seen`) or lost its session: elect another.
@@ -278,9 +283,17 @@ impl ElectionWatcher {
     /// Starts a replacement: the dead worker again, over its own store
     /// (what it holds is not lost, and it catches up from there), or a
     /// worker with a new id if that one runs.
-    fn respawn(&mut self, ctx: &mut Context<Self>, dead: Option<u64>) {
-        let running: Vec<u64> = self.runtime.list().iter().map(|w| w.id).collect();
-        let id = match dead.filter(|id| !running.contains(id)) {
+    /// If that worker runs again already, under another pid (started
+    /// again before its old session's node went, e.g. by an orchestrator
+    /// started again), nothing is started.
+    fn respawn(&mut self, ctx: &mut Context<Self>, dead: Option<u64>, dead_pid: u64) {
+        let running = self.runtime.list();
+        if let Some(id) = dead {
+            if running.iter().any(|w| w.id == id && w.pid != dead_pid) {
+                return;
+            }
+        }
+        let id = match dead.filter(|id| !running.iter().any(|w| w.id == *id)) {
             Some(id) => id,
             None => self.new_id(),
         };
@@ -298,9 +311,14 @@ impl ElectionWatcher {
     fn start_worker(&mut self, ctx: &mut Context<Self>, id: u64, tries: u32) {
         let (rt, cluster) = (self.runtime.clone(), self.cluster);
         let start = async move { rt.start(WorkerSpec { id, cluster }).await };
+        self.starting += 1;
         ctx.spawn(start.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(w) => act.event("respawn", format!("worker {id} started, pid {}", w.pid)),
+            Ok(w) => {
+                act.starting -= 1;
+                act.event("respawn", format!("worker {id} started, pid {}", w.pid));
+            }
             Err(e) => {
+                act.starting -= 1;
                 act.event("respawn", format!("worker {id} did not start: {e}"));
                 if tries > 1 && !act.stopped {
                     ctx.run_later(RESPAWN_WAIT, move |act, ctx| {
@@ -709,6 +727,7 @@ impl Handler<GetCluster> for ElectionWatcher {
             master: master.map(|m| m.pid),
             epoch: master.map_or(0, |m| m.epoch),
             workers,
+            starting: self.starting,
             events: self.events.iter().cloned().collect(),
             scaler: None,
         })

@@ -334,8 +334,10 @@ impl DockerRuntime {
         Ok(url)
     }
 
-    /// Lists and remembers a running container, and waits for its exit.
-    fn track(&self, info: WorkerInfo, container: String, control: String) {
+    /// Lists and remembers a running container (`container` names it,
+    /// `container_id` is the engine's id of this one), and waits for its
+    /// exit.
+    fn track(&self, info: WorkerInfo, container: String, container_id: String, control: String) {
         let stopping = Arc::new(AtomicBool::new(false));
         let (done, exited) = watch::channel(false);
         self.workers().insert(
@@ -356,7 +358,8 @@ impl DockerRuntime {
         tokio::spawn(async move {
             // The stream ends (or fails: a non-zero exit code is an error
             // to bollard) once the container has stopped.
-            let mut wait = docker.wait_container(&container, None);
+            // By id: a later container of the same name is not this one.
+            let mut wait = docker.wait_container(&container_id, None);
             let status = wait.next().await;
             let expected = stopping.load(Ordering::Acquire);
             tracing::info!(
@@ -367,7 +370,7 @@ impl DockerRuntime {
                 "worker exited"
             );
             let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-            let _ = docker.remove_container(&container, Some(remove)).await;
+            let _ = docker.remove_container(&container_id, Some(remove)).await;
             workers
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -439,7 +442,8 @@ impl WorkerRuntime for DockerRuntime {
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
         let _ = self.docker.remove_container(&name, Some(remove)).await;
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        self.docker
+        let created = self
+            .docker
             .create_container(Some(options), self.create_body(spec))
             .await
             .map_err(docker_err)?;
@@ -467,7 +471,7 @@ impl WorkerRuntime for DockerRuntime {
             .filter(|&p| p > 0)
             .ok_or_else(|| docker_err(format!("worker {} has no pid", spec.id)))?;
         let info = WorkerInfo { id: spec.id, pid };
-        self.track(info, name, control);
+        self.track(info, name, created.id, control);
         Ok(info)
     }
 
@@ -568,7 +572,8 @@ impl WorkerRuntime for DockerRuntime {
                 container = name,
                 "adopted a running worker"
             );
-            self.track(info, name, control);
+            let container_id = c.id.clone().unwrap_or_else(|| name.clone());
+            self.track(info, name, container_id, control);
             adopted.push(info);
         }
         Ok(adopted)

@@ -55,6 +55,10 @@ macro_rules! every_script {
             a_fault_storm_with_master_kills_loses_and_duplicates_nothing,
             the_scaler_sets_the_slaves_from_the_reads_and_no_read_fails,
             the_scaler_decides_at_the_end_of_each_window,
+            a_scale_decision_counts_the_replacement_being_started,
+            a_master_elected_during_a_scale_down_is_not_stopped,
+            reads_are_counted_once_through_a_slave_crash,
+            a_stop_right_after_a_crash_leaves_no_worker,
         );
     };
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dbaas::actors::scaler::{GetScaler, ScaleNow, ScalePolicy};
-use dbaas::actors::watcher::GetCluster;
+use dbaas::actors::watcher::{CrashMaster, CrashSlave, GetCluster};
 use dbaas::actors::OrchestratorHandle;
 use dbaas::broker::Broker;
 use dbaas::model::Consistency;
@@ -198,4 +198,218 @@ pub async fn scales_every_window(mut c: Cluster) {
         view.events
     );
     c.stop().await;
+}
+
+/// Writers that count acknowledged and failed writes.
+struct Writers {
+    acked: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(c: &Cluster, n: u64) -> Writers {
+        let (acked, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..n)
+            .map(|w| {
+                let (o, a, f, s) = (
+                    c.orchestrator.clone(),
+                    acked.clone(),
+                    failed.clone(),
+                    stop.clone(),
+                );
+                actix::spawn(async move {
+                    let mut i = 0;
+                    while !s.load(Ordering::Relaxed) {
+                        match o.write(user(&format!("w{w}-{i}"))).await {
+                            Ok(_) => a.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                eprintln!("write failed: {e}");
+                                f.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        Writers {
+            acked,
+            failed,
+            stop,
+            tasks,
+        }
+    }
+
+    async fn more(&self, n: u64) {
+        let t = self.acked.load(Ordering::Relaxed) + n;
+        eventually("more writes", DEADLINE, || async {
+            self.acked.load(Ordering::Relaxed) >= t
+        })
+        .await;
+    }
+
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        (
+            self.acked.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Waits until no replacement is being started, a master leads and every
+/// worker runs and serves or leads; answers (master pid, slave ids).
+async fn settled(c: &Cluster) -> (u64, Vec<u64>) {
+    eventually("the cluster to settle", DEADLINE, || async {
+        let v = c.watcher.send(GetCluster).await.unwrap();
+        v.starting == 0
+            && v.master.is_some()
+            && v.workers.len() == c.runtime.list().len()
+            && v.workers
+                .iter()
+                .all(|w| w.state == "serving" || w.state == "leading")
+    })
+    .await;
+    let v = c.watcher.send(GetCluster).await.unwrap();
+    let m = v.master.unwrap();
+    let mut slaves: Vec<u64> = c
+        .runtime
+        .list()
+        .iter()
+        .filter(|w| w.pid != m)
+        .map(|w| w.id)
+        .collect();
+    slaves.sort_unstable();
+    (m, slaves)
+}
+
+fn events(v: &dbaas::actors::watcher::ClusterView) -> String {
+    v.events
+        .iter()
+        .map(|e| format!("  {} {}\n", e.kind, e.detail))
+        .collect()
+}
+
+pub async fn a_scale_decision_counts_the_replacement_being_started(b: Arc<dyn Broker>) {
+    // Down: 3 slaves, one crashes, 1 asked at once: 1 runs at the end.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(&dir, 3, b.clone()).await;
+    c.start_scaler(policy(Duration::from_secs(3600)));
+    let scaler = c.scaler.clone().unwrap();
+    c.watcher.send(CrashSlave).await.unwrap().unwrap();
+    let d = scaler.send(ScaleNow).await.unwrap().unwrap();
+    assert_eq!((d.from, d.to), (3, 1));
+    let (_, slaves) = settled(&c).await;
+    let v = c.watcher.send(GetCluster).await.unwrap();
+    assert_eq!(slaves.len(), 1, "{slaves:?}\n{}", events(&v));
+    c.stop().await;
+    // Up: 1 slave, it crashes, 3 asked at once: 3 run at the end.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(&dir, 1, b).await;
+    c.start_scaler(policy(Duration::from_secs(3600)));
+    let scaler = c.scaler.clone().unwrap();
+    client_reads(&c, 45).await;
+    c.watcher.send(CrashSlave).await.unwrap().unwrap();
+    let d = scaler.send(ScaleNow).await.unwrap().unwrap();
+    assert_eq!((d.from, d.to), (1, 3));
+    let (_, slaves) = settled(&c).await;
+    let v = c.watcher.send(GetCluster).await.unwrap();
+    assert_eq!(slaves.len(), 3, "{slaves:?}\n{}", events(&v));
+    c.stop().await;
+}
+
+pub async fn a_master_elected_during_a_scale_down_is_not_stopped(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    scale_down_racing_a_failover(cluster(&dir, 3, b).await).await;
+}
+
+/// 3 slaves under reads and writes; a decision for 1 slave, and the master
+/// killed once its first stop is under way: the Scaler never stops the
+/// new master, nothing fails, nothing is lost.
+pub async fn scale_down_racing_a_failover(mut c: Cluster) {
+    c.start_scaler(policy(Duration::from_secs(3600)));
+    let scaler = c.scaler.clone().unwrap();
+    let writers = Writers::start(&c, 4);
+    let readers = Readers::start(&c, 2);
+    writers.more(50).await;
+    let decision = actix::spawn({
+        let s = scaler.clone();
+        async move { s.send(ScaleNow).await.unwrap() }
+    });
+    eventually("a stop under way", DEADLINE, || async {
+        let v = c.watcher.send(GetCluster).await.unwrap();
+        v.events.iter().any(|e| e.kind == "stop")
+    })
+    .await;
+    c.watcher.send(CrashMaster).await.unwrap().unwrap();
+    let d = decision
+        .await
+        .unwrap()
+        .expect("the decision is carried out");
+    writers.more(50).await;
+    let (master, _) = settled(&c).await;
+    let (acked, wfailed) = writers.stop().await;
+    let (_, rfailed) = readers.stop().await;
+    let v = c.watcher.send(GetCluster).await.unwrap();
+    let log = events(&v);
+    // Only the kill made an election after the first one.
+    let elections = v.events.iter().filter(|e| e.kind == "election").count();
+    assert_eq!(elections, 2, "{log}");
+    let master_id = v.workers.iter().find(|w| w.pid == master).map(|w| w.id);
+    assert!(!d.stopped.iter().any(|&id| Some(id) == master_id), "{log}");
+    let count = c
+        .orchestrator
+        .read(count_users(), Consistency::Strong)
+        .await
+        .unwrap();
+    assert_eq!(
+        count.result,
+        dbaas::model::ReadResult::Count(acked),
+        "{log}"
+    );
+    assert_eq!((wfailed, rfailed), (0, 0), "{log}");
+    c.stop().await;
+}
+
+pub async fn reads_are_counted_once_through_a_slave_crash(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(&dir, 2, b).await;
+    c.start_scaler(policy(Duration::from_secs(3600)));
+    let scaler = c.scaler.clone().unwrap();
+    let reads = actix::spawn({
+        let o = c.orchestrator.clone();
+        async move {
+            let all = (0..200).map(|_| {
+                let o = o.clone();
+                async move { o.read(count_users(), Consistency::Strong).await }
+            });
+            futures::future::join_all(all).await
+        }
+    });
+    c.watcher.send(CrashSlave).await.unwrap().unwrap();
+    let failed = reads.await.unwrap().iter().filter(|r| r.is_err()).count();
+    assert_eq!(failed, 0);
+    // Crash calls and retries are not counted.
+    assert_eq!(scaler.send(GetScaler).await.unwrap().reads, 200);
+    c.stop().await;
+}
+
+pub async fn a_stop_right_after_a_crash_leaves_no_worker(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    stop_right_after_a_crash(cluster(&dir, 2, b).await).await;
+}
+
+/// A slave crash, then at once a clean stop: the replacement under way
+/// does not outlive the cluster.
+pub async fn stop_right_after_a_crash(c: Cluster) {
+    c.watcher.send(CrashSlave).await.unwrap().unwrap();
+    c.stop().await;
+    let left: Vec<u64> = c.runtime.list().iter().map(|w| w.id).collect();
+    assert!(left.is_empty(), "workers running after the stop: {left:?}");
 }
