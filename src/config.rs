@@ -63,6 +63,11 @@ pub struct UpArgs {
     /// worker answering) before it is answered 503, in milliseconds.
     #[arg(long, env = "DBAAS_REQUEST_DEADLINE_MS")]
     pub request_deadline_ms: Option<u64>,
+    /// How long a worker whose session ended while its process runs on
+    /// (paused, hung, cut off) may take to come back before it is killed
+    /// and started again over its own store, in milliseconds.
+    #[arg(long, env = "DBAAS_HUNG_AFTER_MS")]
+    pub hung_after_ms: Option<u64>,
     /// What runs the workers over RabbitMQ: `process` (child processes,
     /// the default) or `docker` (containers through the Docker engine).
     #[arg(long, env = "DBAAS_RUNTIME")]
@@ -170,6 +175,7 @@ struct FileConfig {
     zk_root: Option<String>,
     session_timeout_ms: Option<u64>,
     request_deadline_ms: Option<u64>,
+    hung_after_ms: Option<u64>,
     runtime: Option<RuntimeKind>,
     image: Option<String>,
     scale_window: Option<f64>,
@@ -195,6 +201,7 @@ pub struct UpConfig {
     pub zk_root: String,
     pub session_timeout: Duration,
     pub request_deadline: Duration,
+    pub hung_after: Duration,
     /// The Scaler's policy (`None`: the number of slaves stays).
     pub scale: Option<ScalePolicy>,
     pub runtime: RuntimeKind,
@@ -274,6 +281,10 @@ impl UpArgs {
                 .request_deadline_ms
                 .or(file.request_deadline_ms)
                 .map_or(crate::actors::REQUEST_DEADLINE, Duration::from_millis),
+            hung_after: self
+                .hung_after_ms
+                .or(file.hung_after_ms)
+                .map_or(crate::actors::watcher::HUNG_AFTER, Duration::from_millis),
             runtime: self.runtime.or(file.runtime).unwrap_or_default(),
             image: self
                 .image

@@ -101,6 +101,11 @@ pub struct OrchestratorArgs {
     /// answered 503, in milliseconds.
     #[arg(long, env = "DBAAS_REQUEST_DEADLINE_MS", default_value_t = crate::actors::REQUEST_DEADLINE.as_millis() as u64)]
     pub request_deadline_ms: u64,
+    /// How long a worker whose session ended while its process runs on may
+    /// take to come back before it is killed and started again, in
+    /// milliseconds.
+    #[arg(long, env = "DBAAS_HUNG_AFTER_MS", default_value_t = crate::actors::watcher::HUNG_AFTER.as_millis() as u64)]
+    pub hung_after_ms: u64,
     /// What runs the workers: `process` (child processes) or `docker`.
     #[arg(long, env = "DBAAS_RUNTIME", default_value = "process")]
     pub runtime: crate::config::RuntimeKind,
@@ -233,6 +238,10 @@ pub async fn run_orchestrator(
         Cluster::start_with(&args.data_dir, args.slaves, broker, runtime, coordination).await?;
     let deadline = std::time::Duration::from_millis(args.request_deadline_ms);
     cluster.orchestrator = cluster.orchestrator.with_deadline(deadline);
+    let hung_after = std::time::Duration::from_millis(args.hung_after_ms);
+    cluster
+        .watcher
+        .do_send(crate::actors::watcher::SetHungAfter(hung_after));
     if let Some(policy) = scale {
         cluster.start_scaler(policy);
     }

@@ -451,6 +451,9 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     let mut cluster =
         Cluster::start_with(&cfg.data_dir, cfg.slaves, broker, runtime, coordination).await?;
     cluster.orchestrator = cluster.orchestrator.with_deadline(cfg.request_deadline);
+    cluster
+        .watcher
+        .do_send(crate::actors::watcher::SetHungAfter(cfg.hung_after));
     if let Some(policy) = cfg.scale {
         cluster.start_scaler(policy);
     }

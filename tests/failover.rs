@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbaas::actors::watcher::GetCluster;
+use dbaas::actors::watcher::{GetCluster, SetHungAfter};
 use dbaas::model::{Consistency, ReadResult};
 use dbaas::system::Cluster;
 use suite::{
@@ -132,10 +132,12 @@ async fn a_paused_master_is_deposed_and_loses_no_acknowledged_write() {
     load.more(40).await;
     let (old, epoch) = (master_id(&c).await, c.epoch().await);
     let pid = c.runtime.list().iter().find(|w| w.id == old).unwrap().pid;
+    // Not taken for hung while this test holds it paused.
+    c.watcher.send(SetHungAfter(DEADLINE * 5)).await.unwrap();
     // Paused: nobody sees it die; its session expires, another is elected
-    // (a replacement joins too: four workers while it sleeps).
+    // (no second worker for it: two registered, three processes).
     signal(pid, libc::SIGSTOP);
-    failed_over(&c, old, epoch, 3, 4).await;
+    failed_over(&c, old, epoch, 2, 3).await;
     load.more(40).await;
     // Back: it finds itself deposed and follows; what it still held is
     // redelivered to the new master or answered from the new history.
@@ -150,6 +152,44 @@ async fn a_paused_master_is_deposed_and_loses_no_acknowledged_write() {
     load.more(40).await;
     let (m, _) = roles(&c).await;
     assert_ne!(m, Some(old));
+    let acked = load.stop().await;
+    check_all(c, &dir, acked).await;
+}
+
+/// A master paused for good: another is elected at its session's expiry,
+/// and once it has not come back in time it is taken for hung, killed
+/// and started again over its own store (no second worker for it); it
+/// catches up as a slave and nothing acknowledged is lost.
+#[actix::test]
+async fn a_hung_master_is_killed_and_started_again_over_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _)) = process_cluster(dir.path(), 2).await else {
+        return;
+    };
+    c.watcher
+        .send(SetHungAfter(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let load = Load::start(&c, 4);
+    load.more(40).await;
+    let (old, epoch) = (master_id(&c).await, c.epoch().await);
+    let pid = c.runtime.list().iter().find(|w| w.id == old).unwrap().pid;
+    signal(pid, libc::SIGSTOP);
+    eventually("the hung worker started again", DEADLINE, || async {
+        let view = c.watcher.send(GetCluster).await.unwrap();
+        let again = c.runtime.list().iter().any(|w| w.id == old && w.pid != pid);
+        again
+            && view.epoch > epoch
+            && view.events.iter().any(|e| e.kind == "hung")
+            && view.workers.len() == 3
+            && running(&c).len() == 3
+            && view
+                .workers
+                .iter()
+                .all(|w| w.state == "serving" || w.state == "leading")
+    })
+    .await;
+    load.more(40).await;
     let acked = load.stop().await;
     check_all(c, &dir, acked).await;
 }
@@ -237,6 +277,8 @@ async fn a_slave_whose_capped_queue_dropped_acknowledged_syncs_does_not_lead_wit
     };
     let dir = tempfile::tempdir().unwrap();
     let c = process_cluster_at(dir.path(), 1, &url, &zk, Some(CAP)).await;
+    // The slave is paused for as long as the writes take: not hung.
+    c.watcher.send(SetHungAfter(DEADLINE * 5)).await.unwrap();
     for i in 0..3 {
         c.orchestrator.write(user(&format!("a{i}"))).await.unwrap();
     }

@@ -44,6 +44,11 @@ use crate::runtime::{Exit, WorkerRuntime, WorkerSpec};
 /// How long a master's node may be missing right after the watcher's
 /// session (re)opened before that counts as a death.
 pub const GRACE: Duration = Duration::from_secs(2);
+/// How long a worker whose session ended while its process still runs
+/// (paused, hung, cut off) may take to come back (register again, as a
+/// slave) before it is taken for hung: then the runtime kills it and
+/// starts it again over its own store.
+pub const HUNG_AFTER: Duration = Duration::from_secs(5);
 /// Recent events kept for `GET /api/v1/cluster`.
 const EVENTS: usize = 64;
 /// How many times a replacement is tried, and how long apart.
@@ -129,6 +134,10 @@ pub struct ElectionWatcher {
     stopped: bool,
     /// Replacements being started (not yet in the runtime's list).
     starting: usize,
+    /// Workers whose session ended while their process runs on, by pid
+    /// (their ids): given [`HUNG_AFTER`] to come back.
+    hung: BTreeMap<u64, u64>,
+    hung_after: Duration,
 }
 
 impl ElectionWatcher {
@@ -160,6 +169,8 @@ impl ElectionWatcher {
             electing: false,
             stopped: false,
             starting: 0,
+            hung: BTreeMap::new(),
+            hung_after: HUNG_AFTER,
         }
     }
 
@@ -221,6 +232,16 @@ impl ElectionWatcher {
         // A pid registered again (a reused pid, a worker back with a new
         // session) may die again.
         self.buried.retain(|pid| !view.contains_key(pid));
+        let back: Vec<u64> = self
+            .hung
+            .keys()
+            .filter(|pid| view.contains_key(pid))
+            .copied()
+            .collect();
+        for pid in back {
+            self.hung.remove(&pid);
+            self.event("back", format!("worker pid {pid} is back and follows"));
+        }
         self.last_id = view.values().map(|r| r.id).fold(self.last_id, u64::max);
         self.ids.extend(view.values().map(|r| (r.pid, r.id)));
         self.view = view;
@@ -262,7 +283,56 @@ impl ElectionWatcher {
         if self.master.is_some_and(|(m, _)| m.pid == pid) {
             self.master_lost(ctx, pid, seen);
         }
+        // Its session ended but its process runs on: no second worker for
+        // it; it comes back, or it is killed and started again.
+        let alive = id.filter(|&id| {
+            !seen
+                && self
+                    .runtime
+                    .list()
+                    .iter()
+                    .any(|w| w.id == id && w.pid == pid)
+        });
+        if let Some(id) = alive {
+            self.hung.insert(pid, id);
+            ctx.run_later(self.hung_after, move |act, ctx| act.check_hung(ctx, pid));
+            return;
+        }
         self.respawn(ctx, id, pid);
+    }
+
+    /// A worker whose session ended and that did not come back in time is
+    /// hung: killed through the runtime and started again over its store.
+    fn check_hung(&mut self, ctx: &mut Context<Self>, pid: u64) {
+        let Some(id) = self.hung.remove(&pid) else {
+            return; // back, or exited and replaced
+        };
+        if self.stopped {
+            return;
+        }
+        let listed = self
+            .runtime
+            .list()
+            .iter()
+            .any(|w| w.id == id && w.pid == pid);
+        if !listed {
+            self.respawn(ctx, Some(id), pid);
+            return;
+        }
+        self.event(
+            "hung",
+            format!("worker {id} (pid {pid}) did not come back; killing it"),
+        );
+        let rt = self.runtime.clone();
+        let kill = async move { rt.kill(id).await };
+        ctx.spawn(kill.into_actor(self).map(move |res, act, ctx| {
+            if let Err(e) = res {
+                tracing::warn!(worker = id, error = %e, "could not kill a hung worker");
+            }
+            if !act.stopped {
+                act.respawn(ctx, Some(id), pid);
+            }
+        }));
     }
 
     /// The master is dead (`seen`) or lost its session: elect another.
@@ -603,6 +673,13 @@ impl Handler<Exited> for ElectionWatcher {
     /// taking writes first.)
     fn handle(&mut self, Exited(exit): Exited, ctx: &mut Context<Self>) {
         if !exit.expected {
+            if let Some(id) = self.hung.remove(&exit.pid) {
+                // Its session had ended already; now its process did too.
+                if !self.stopped {
+                    self.respawn(ctx, Some(id), exit.pid);
+                }
+                return;
+            }
             self.on_gone(ctx, exit.pid, true);
             return;
         }
@@ -731,6 +808,20 @@ impl Handler<GetCluster> for ElectionWatcher {
             events: self.events.iter().cloned().collect(),
             scaler: None,
         })
+    }
+}
+
+/// How long a worker whose session ended may take to come back before
+/// it is taken for hung (see [`HUNG_AFTER`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetHungAfter(pub Duration);
+
+impl Handler<SetHungAfter> for ElectionWatcher {
+    type Result = ();
+
+    fn handle(&mut self, SetHungAfter(d): SetHungAfter, _ctx: &mut Context<Self>) {
+        self.hung_after = d;
     }
 }
 
