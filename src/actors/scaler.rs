@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use serde::Serialize;
 
-use super::watcher::{ElectionWatcher, GetCluster, Note, ReserveId};
+use super::watcher::{ElectionWatcher, GetCluster, Note, ReserveId, Retiring};
 use crate::coord::election::ReportedRole;
 use crate::error::{Error, Result};
 use crate::runtime::{WorkerRuntime, WorkerSpec};
@@ -310,9 +310,18 @@ async fn scale(
         for _ in to..from {
             // Looked at afresh before each stop: an election meanwhile
             // may have made a slave the master, which is never stopped.
-            let Some(id) = surplus_slave(runtime.as_ref(), &watcher).await? else {
+            let Some((id, pid)) = surplus_slave(runtime.as_ref(), &watcher).await? else {
                 break;
             };
+            // The watcher agrees (it is no master, no election runs) and
+            // from now on never elects it; else no more stops this time.
+            let agreed = watcher
+                .send(Retiring(pid))
+                .await
+                .map_err(|e| Error::Unavailable(format!("election watcher: {e}")))?;
+            if !agreed {
+                break;
+            }
             if let Err(e) = runtime.retire(id).await {
                 tracing::warn!(worker = id, error = %e, "scaler: stop failed");
             }
@@ -325,12 +334,13 @@ async fn scale(
     Ok(decision)
 }
 
-/// The slave with the highest pid, as the cluster is now: not the master,
-/// and a slave by its own report. None while no master leads.
+/// The slave with the highest pid (its id and pid), as the cluster is now:
+/// not the master, and a slave by its own report. None while no master
+/// leads.
 async fn surplus_slave(
     runtime: &dyn WorkerRuntime,
     watcher: &Addr<ElectionWatcher>,
-) -> Result<Option<u64>> {
+) -> Result<Option<(u64, u64)>> {
     let view = watcher
         .send(GetCluster)
         .await
@@ -348,7 +358,7 @@ async fn surplus_slave(
         .iter()
         .filter(|w| w.pid != master && slave(w.pid))
         .max_by_key(|w| w.pid)
-        .map(|w| w.id))
+        .map(|w| (w.id, w.pid)))
 }
 
 impl Actor for Scaler {

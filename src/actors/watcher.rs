@@ -430,7 +430,7 @@ impl ElectionWatcher {
         let floor = self.dead_master;
         let known = self.master.map(|(_, version)| version);
         ctx.spawn(
-            run_election(coord, dead, floor, known)
+            run_election(coord, dead, floor, known, self.leaving.clone())
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     act.electing = false;
@@ -484,6 +484,7 @@ async fn run_election(
     dead: Option<u64>,
     floor: Option<u64>,
     known: Option<i32>,
+    leaving: BTreeSet<u64>,
 ) -> Result<((MasterRecord, i32), bool)> {
     let mut known = known;
     for _ in 0..ELECTION_TRIES {
@@ -502,7 +503,13 @@ async fn run_election(
         }
         let reports: Vec<WorkerReport> =
             view.into_values().filter(|r| Some(r.pid) != dead).collect();
-        let candidates = eligible(&reports, floor);
+        // A worker being stopped on purpose is never elected.
+        let staying: Vec<WorkerReport> = reports
+            .iter()
+            .filter(|r| !leaving.contains(&r.pid))
+            .copied()
+            .collect();
+        let candidates = eligible(&staying, floor);
         let Some(best) = choose_master(&candidates) else {
             return Err(Error::Unavailable(
                 "no worker holds every acknowledged write yet".into(),
@@ -822,6 +829,26 @@ impl Handler<SetHungAfter> for ElectionWatcher {
 
     fn handle(&mut self, SetHungAfter(d): SetHungAfter, _ctx: &mut Context<Self>) {
         self.hung_after = d;
+    }
+}
+
+/// The Scaler would stop worker `pid`: answers true, and from then on
+/// never elects it, unless it leads or an election is under way (then
+/// false: it is not stopped now).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Retiring(pub u64);
+
+impl Handler<Retiring> for ElectionWatcher {
+    type Result = bool;
+
+    fn handle(&mut self, Retiring(pid): Retiring, _ctx: &mut Context<Self>) -> bool {
+        let leads = self.master.is_none_or(|(m, _)| m.pid == pid);
+        if self.electing || leads || self.stopped {
+            return false;
+        }
+        self.leaving.insert(pid);
+        true
     }
 }
 
