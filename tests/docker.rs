@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bollard::query_parameters::KillContainerOptionsBuilder;
 use dbaas::actors::messages::Shutdown;
-use dbaas::actors::watcher::{CrashMaster, CrashSlave, GetCluster, StopWatching};
+use dbaas::actors::watcher::{CrashMaster, CrashSlave, GetCluster, SetHungAfter, StopWatching};
 use dbaas::model::{Consistency, ReadResult};
 use dbaas::runtime::DockerRuntime;
 use dbaas::system::Cluster;
@@ -309,4 +309,42 @@ async fn an_orchestrator_started_again_after_a_kill_meanwhile_starts_no_extra_wo
     );
     c.orchestrator.write(user("after")).await.unwrap();
     check_and_stop(c, &dir, 21, &docker).await;
+}
+
+/// `docker pause` of the master under writes, for good: another master is
+/// elected at its session's expiry; taken for hung, the paused container
+/// is thawed, killed and started again over its store; nothing is lost.
+#[actix::test]
+async fn a_paused_master_container_is_replaced_and_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _, _)) = docker_cluster(dir.path(), 2).await else {
+        return;
+    };
+    let (docker, _) = docker_image().await.unwrap();
+    c.watcher
+        .send(SetHungAfter(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let load = Load::start(&c, 4);
+    load.more(30).await;
+    let view = c.watcher.send(GetCluster).await.unwrap();
+    let (old, epoch) = (view.master.unwrap(), view.epoch);
+    let id = c.runtime.list().iter().find(|w| w.pid == old).unwrap().id;
+    let name = DockerRuntime::container_name(c.cluster, id);
+    docker.pause_container(&name).await.unwrap();
+    eventually("the paused worker started again", DEADLINE, || async {
+        let v = c.watcher.send(GetCluster).await.unwrap();
+        v.epoch > epoch
+            && c.runtime.list().iter().any(|w| w.id == id && w.pid != old)
+            && v.events.iter().any(|e| e.kind == "hung")
+            && v.workers.len() == 3
+            && c.runtime.list().len() == 3
+            && v.workers
+                .iter()
+                .all(|w| w.state == "serving" || w.state == "leading")
+    })
+    .await;
+    load.more(30).await;
+    let acked = load.stop().await;
+    check_and_stop(c, &dir, acked, &docker).await;
 }

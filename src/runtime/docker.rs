@@ -396,6 +396,10 @@ impl DockerRuntime {
             w.stopping.store(expected, Ordering::Release);
             (w.container.clone(), w.exited.clone())
         };
+        // A paused container (`docker pause`) is thawed first: frozen, it
+        // could not act on a stop's SIGTERM (a deposed master's lease has
+        // run out by then).
+        let _ = self.docker.unpause_container(&container).await;
         let asked = if kill {
             let options = KillContainerOptionsBuilder::default()
                 .signal("SIGKILL")
