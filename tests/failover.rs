@@ -399,3 +399,74 @@ async fn the_scaler_stops_the_highest_pid_worker_processes() {
     };
     suite::scaler::scales_when_asked(c).await;
 }
+
+/// A clean stop while a slave is paused (not yet taken for hung): the stop
+/// neither waits for the paused worker's answer nor leaves it behind.
+#[actix::test]
+async fn a_clean_stop_while_a_worker_is_paused_stops_it_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _)) = process_cluster(dir.path(), 2).await else {
+        return;
+    };
+    c.watcher.send(SetHungAfter(DEADLINE * 5)).await.unwrap();
+    for i in 0..10 {
+        c.orchestrator.write(user(&format!("u{i}"))).await.unwrap();
+    }
+    let (_, slaves) = roles(&c).await;
+    let pid = pid_of(&c, slaves[0]);
+    signal(pid, libc::SIGSTOP);
+    eventually("its session to end", DEADLINE, || async {
+        let v = c.watcher.send(GetCluster).await.unwrap();
+        v.workers.iter().all(|w| w.pid != pid)
+    })
+    .await;
+    let stop = tokio::time::timeout(DEADLINE, c.stop()).await;
+    assert!(stop.is_ok(), "the stop did not end");
+    assert!(c.runtime.list().is_empty(), "{:?}", c.runtime.list());
+}
+
+/// Scaling down while a slave is hung stops the hung one first, so that
+/// a serving slave stays.
+#[actix::test]
+async fn a_scale_down_stops_a_hung_slave_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mut c, _)) = process_cluster(dir.path(), 2).await else {
+        return;
+    };
+    c.watcher.send(SetHungAfter(DEADLINE * 5)).await.unwrap();
+    c.start_scaler(suite::scaler::policy(Duration::from_secs(3600)));
+    let scaler = c.scaler.clone().unwrap();
+    for i in 0..5 {
+        c.orchestrator.write(user(&format!("u{i}"))).await.unwrap();
+    }
+    // The lowest pid slave hangs: the highest would have gone anyway.
+    let m = master_id(&c).await;
+    let hung = c
+        .runtime
+        .list()
+        .into_iter()
+        .filter(|w| w.id != m)
+        .min_by_key(|w| w.pid)
+        .unwrap();
+    signal(hung.pid, libc::SIGSTOP);
+    eventually("its session to end", DEADLINE, || async {
+        let v = c.watcher.send(GetCluster).await.unwrap();
+        v.workers.iter().all(|w| w.pid != hung.pid)
+    })
+    .await;
+    let readers = suite::scaler::Readers::start(&c, 2);
+    let down = scaler
+        .send(dbaas::actors::scaler::ScaleNow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (down.from, down.to, down.stopped.clone()),
+        (2, 1, vec![hung.id])
+    );
+    suite::scaler::slaves_ready(&c, 1).await;
+    let (served, failed) = readers.stop().await;
+    assert!(served > 0);
+    assert_eq!(failed, 0);
+    c.stop().await;
+}

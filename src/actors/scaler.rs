@@ -334,9 +334,10 @@ async fn scale(
     Ok(decision)
 }
 
-/// The slave with the highest pid (its id and pid), as the cluster is now:
-/// not the master, and a slave by its own report. None while no master
-/// leads.
+/// The slave to stop next (its id and pid), as the cluster is now: never
+/// the master; first a worker that runs but is not registered (hung, its
+/// session ended), else the registered slave with the highest pid. None
+/// while no master leads.
 async fn surplus_slave(
     runtime: &dyn WorkerRuntime,
     watcher: &Addr<ElectionWatcher>,
@@ -348,17 +349,17 @@ async fn surplus_slave(
     let Some(master) = view.master else {
         return Ok(None);
     };
-    let slave = |pid: u64| {
-        view.workers
-            .iter()
-            .any(|w| w.pid == pid && w.role == ReportedRole::Slave)
-    };
-    Ok(runtime
-        .list()
-        .iter()
-        .filter(|w| w.pid != master && slave(w.pid))
-        .max_by_key(|w| w.pid)
-        .map(|w| (w.id, w.pid)))
+    let role = |pid: u64| view.workers.iter().find(|w| w.pid == pid).map(|w| w.role);
+    let listed = runtime.list();
+    let candidates = listed.iter().filter(|w| w.pid != master);
+    let hung = candidates
+        .clone()
+        .filter(|w| role(w.pid).is_none())
+        .max_by_key(|w| w.pid);
+    let slave = candidates
+        .filter(|w| role(w.pid) == Some(ReportedRole::Slave))
+        .max_by_key(|w| w.pid);
+    Ok(hung.or(slave).map(|w| (w.id, w.pid)))
 }
 
 impl Actor for Scaler {

@@ -231,7 +231,7 @@ impl DockerRuntime {
             data_dir,
             coord,
             sync_cap: crate::actors::SYNC_QUEUE_CAP,
-            http: reqwest::Client::new(),
+            http: super::control_client(),
             workers: Arc::default(),
             exits: broadcast::channel(EXITS).0,
         })

@@ -84,6 +84,18 @@ pub trait WorkerRuntime: Send + Sync + 'static {
     }
 }
 
+/// How long a worker's control listener may take to answer (a paused or
+/// hung worker accepts the connection and never answers).
+pub(crate) const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The HTTP client of the workers' control listeners, every call bounded.
+pub(crate) fn control_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(CONTROL_TIMEOUT)
+        .build()
+        .unwrap_or_default()
+}
+
 /// The control URL in a worker's `listening: control <url>` line.
 pub(crate) fn control_line(line: &str) -> Option<String> {
     line.trim()

@@ -68,7 +68,7 @@ impl ProcessRuntime {
             data_dir: data_dir.to_owned(),
             coord,
             sync_cap: crate::actors::SYNC_QUEUE_CAP,
-            http: reqwest::Client::new(),
+            http: super::control_client(),
             workers: Arc::default(),
             exits: broadcast::channel(EXITS).0,
         }
@@ -173,6 +173,9 @@ impl ProcessRuntime {
             (w.info.pid, w.exited.clone())
         };
         send_signal(pid, signal);
+        // A paused process (SIGSTOP) acts on nothing but SIGKILL until it
+        // runs again: let it, so that a stop's SIGTERM is heard now.
+        send_signal(pid, libc::SIGCONT);
         let gone = tokio::time::timeout(within, exited.wait_for(|&e| e)).await;
         Ok(matches!(gone, Ok(Ok(_))))
     }
