@@ -226,12 +226,7 @@ pub async fn run_orchestrator(
         Some(&target),
         &args.data_dir,
         args.sync_queue_cap,
-        match args.runtime {
-            crate::config::RuntimeKind::Process => Workers::Processes,
-            crate::config::RuntimeKind::Docker => Workers::Containers {
-                image: args.image.clone(),
-            },
-        },
+        Workers::of(args.runtime, &args.image),
     )
     .await?;
     let mut cluster =

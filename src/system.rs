@@ -340,6 +340,18 @@ pub enum Workers {
     Containers { image: String },
 }
 
+impl Workers {
+    /// The workers of a runtime setting (`--runtime`, `--image`).
+    pub fn of(kind: crate::config::RuntimeKind, image: &str) -> Self {
+        match kind {
+            crate::config::RuntimeKind::Process => Workers::Processes,
+            crate::config::RuntimeKind::Docker => Workers::Containers {
+                image: image.to_owned(),
+            },
+        }
+    }
+}
+
 /// The broker, worker runtime and coordinator `up` and `orchestrator` run
 /// on: RabbitMQ with worker processes or containers coordinated by
 /// ZooKeeper when both are given, else everything in this process. Each
@@ -434,12 +446,7 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     let [orch_l, users_l, rides_l, gateway_l] = listeners;
     let (orch_l, users_l, rides_l, gateway_l) = (orch_l?, users_l?, rides_l?, gateway_l?);
     let zk = cfg.zk_target();
-    let workers = match cfg.runtime {
-        crate::config::RuntimeKind::Process => Workers::Processes,
-        crate::config::RuntimeKind::Docker => Workers::Containers {
-            image: cfg.image.clone(),
-        },
-    };
+    let workers = Workers::of(cfg.runtime, &cfg.image);
     let (broker, runtime, coordination) = backends(
         cfg.amqp.as_deref(),
         zk.as_ref(),

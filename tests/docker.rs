@@ -7,8 +7,6 @@
 
 mod suite;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::query_parameters::KillContainerOptionsBuilder;
@@ -19,57 +17,18 @@ use dbaas::runtime::DockerRuntime;
 use dbaas::system::Cluster;
 use suite::{
     containers_of, count_users, docker_cluster, docker_cluster_at, docker_image, eventually,
-    running, stores, user,
+    running, stores, user, Load,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Writers that keep writing until stopped; every write acknowledged.
-struct Load {
-    acked: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(c: &Cluster, writers: u64) -> Load {
-        let (acked, stop) = (
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let tasks = (0..writers)
-            .map(|w| {
-                let (orch, acked, stop) = (c.orchestrator.clone(), acked.clone(), stop.clone());
-                actix::spawn(async move {
-                    let mut i = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        orch.write(user(&format!("d{w}-{i}")))
-                            .await
-                            .expect("a write is acknowledged (retried through a failover)");
-                        acked.fetch_add(1, Ordering::Relaxed);
-                        i += 1;
-                    }
-                })
-            })
-            .collect();
-        Load { acked, stop, tasks }
-    }
-
-    async fn more(&self, n: u64) {
-        let target = self.acked.load(Ordering::Relaxed) + n;
-        eventually("more writes", DEADLINE, || async {
-            self.acked.load(Ordering::Relaxed) >= target
-        })
-        .await;
-    }
-
-    async fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.expect("a writer");
-        }
-        self.acked.load(Ordering::Relaxed)
-    }
+/// `docker kill` of worker `id`'s container, behind the runtime's back.
+async fn docker_kill(docker: &bollard::Docker, cluster: u64, id: u64) {
+    let name = DockerRuntime::container_name(cluster, id);
+    let kill = KillContainerOptionsBuilder::default()
+        .signal("SIGKILL")
+        .build();
+    docker.kill_container(&name, Some(kill)).await.unwrap();
 }
 
 /// Waits for a new master (another pid, a later epoch) and `n` workers
@@ -131,11 +90,7 @@ async fn containers_killed_in_every_way_are_replaced_and_lose_no_write() {
     let view = c.watcher.send(GetCluster).await.unwrap();
     let (old, epoch) = (view.master.unwrap(), view.epoch);
     let id = c.runtime.list().iter().find(|w| w.pid == old).unwrap().id;
-    let name = DockerRuntime::container_name(c.cluster, id);
-    let kill = KillContainerOptionsBuilder::default()
-        .signal("SIGKILL")
-        .build();
-    docker.kill_container(&name, Some(kill)).await.unwrap();
+    docker_kill(&docker, c.cluster, id).await;
     failed_over(&c, old, epoch, 3).await;
     load.more(30).await;
 
@@ -148,11 +103,7 @@ async fn containers_killed_in_every_way_are_replaced_and_lose_no_write() {
         .into_iter()
         .find(|w| w.pid != master)
         .unwrap();
-    let kill = KillContainerOptionsBuilder::default()
-        .signal("SIGKILL")
-        .build();
-    let name = DockerRuntime::container_name(c.cluster, slave.id);
-    docker.kill_container(&name, Some(kill)).await.unwrap();
+    docker_kill(&docker, c.cluster, slave.id).await;
     eventually("the slave's replacement", DEADLINE, || async {
         let v = c.watcher.send(GetCluster).await.unwrap();
         v.workers.len() == 3
@@ -282,11 +233,7 @@ async fn an_orchestrator_started_again_after_a_kill_meanwhile_starts_no_extra_wo
     c.watcher.send(StopWatching).await.unwrap();
     c.orchestrator.addr().do_send(Shutdown);
     drop(c);
-    let kill = KillContainerOptionsBuilder::default()
-        .signal("SIGKILL")
-        .build();
-    let name = DockerRuntime::container_name(cluster, victim.id);
-    docker.kill_container(&name, Some(kill)).await.unwrap();
+    docker_kill(&docker, cluster, victim.id).await;
     let c = docker_cluster_at(dir.path(), 2, docker.clone(), &image, &url, &zk).await;
     // The killed master's node goes once its session expires: a death,
     // an election, but no replacement (its worker runs again already).

@@ -6,9 +6,9 @@
 
 mod suite;
 
-use suite::{count_users, user};
+use suite::{count_users, user, Load};
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,56 +21,6 @@ use suite::{
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Writers that keep writing until stopped; every write acknowledged.
-struct Load {
-    acked: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<u64>>,
-}
-
-impl Load {
-    fn start(c: &Cluster, writers: u64) -> Load {
-        let acked = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..writers)
-            .map(|w| {
-                let (orch, acked, stop) = (c.orchestrator.clone(), acked.clone(), stop.clone());
-                actix::spawn(async move {
-                    let mut i = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        orch.write(user(&format!("w{w}-{i}")))
-                            .await
-                            .expect("every write acknowledged");
-                        acked.fetch_add(1, Ordering::Relaxed);
-                        i += 1;
-                    }
-                    i
-                })
-            })
-            .collect();
-        Load { acked, stop, tasks }
-    }
-
-    async fn more(&self, n: u64) {
-        let target = self.acked.load(Ordering::Relaxed) + n;
-        let acked = self.acked.clone();
-        eventually("writes to be acknowledged", DEADLINE, || {
-            let acked = acked.clone();
-            async move { acked.load(Ordering::Relaxed) >= target }
-        })
-        .await;
-    }
-
-    async fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut total = 0;
-        for t in self.tasks {
-            total += t.await.expect("a writer failed");
-        }
-        total
-    }
-}
 
 /// Waits until a master other than `old` leads under a newer epoch, `n`
 /// workers are registered again (the replacement among them) and

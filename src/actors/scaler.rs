@@ -247,7 +247,8 @@ impl Scaler {
     }
 }
 
-fn now_ms() -> u64 {
+/// Now, in Unix milliseconds (the cluster view's clock).
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

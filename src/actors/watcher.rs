@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::Serialize;
@@ -176,9 +176,7 @@ impl ElectionWatcher {
 
     fn event(&mut self, kind: &'static str, detail: String) {
         tracing::info!(kind, "{detail}");
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at = super::scaler::now_ms();
         self.events.push_back(ClusterEvent { at, kind, detail });
         while self.events.len() > EVENTS {
             self.events.pop_front();

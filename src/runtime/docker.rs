@@ -67,7 +67,12 @@ pub async fn connect() -> Result<Docker> {
 /// Whether the ELF file at `path` is statically linked (no program
 /// interpreter): only such a binary runs in an empty image.
 pub fn is_static(path: &Path) -> Result<bool> {
-    let bytes = std::fs::read(path)?;
+    // The ELF and program headers sit at the start of the file.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path)?, 64 * 1024),
+        &mut bytes,
+    )?;
     let u16_at = |o: usize| {
         bytes
             .get(o..o + 2)
@@ -254,27 +259,13 @@ impl DockerRuntime {
 
     fn create_body(&self, spec: WorkerSpec) -> ContainerCreateBody {
         let dir = self.data_dir.display().to_string();
-        let cmd = [
-            "worker".to_owned(),
-            "--id".into(),
-            spec.id.to_string(),
-            "--cluster".into(),
-            format!("{:016x}", spec.cluster),
-            "--sync-queue-cap".into(),
-            self.sync_cap.to_string(),
-            "--amqp".into(),
-            self.amqp_url.clone(),
-            "--zk".into(),
-            self.coord.hosts.clone(),
-            "--zk-root".into(),
-            self.coord.root.clone(),
-            "--session-timeout-ms".into(),
-            self.coord.session_timeout.as_millis().to_string(),
-            "--data-dir".into(),
-            dir.clone(),
-            "--control-addr".into(),
-            "127.0.0.1:0".into(),
-        ];
+        let cmd = super::worker_args(
+            spec,
+            self.sync_cap,
+            &self.amqp_url,
+            &self.coord,
+            &self.data_dir,
+        );
         let labels = HashMap::from([
             (CLUSTER_LABEL.to_owned(), format!("{:016x}", spec.cluster)),
             (ROLE_LABEL.to_owned(), "worker".to_owned()),
@@ -282,7 +273,7 @@ impl DockerRuntime {
         ]);
         ContainerCreateBody {
             image: Some(self.image.clone()),
-            cmd: Some(cmd.to_vec()),
+            cmd: Some(cmd),
             labels: Some(labels),
             // `RUST_LOG` passes on, so a worker logs as its orchestrator.
             env: std::env::var("RUST_LOG")
@@ -418,6 +409,20 @@ impl DockerRuntime {
         Ok(matches!(gone, Ok(Ok(_))))
     }
 
+    /// The pid of a container's process (`State.Pid`), if it runs.
+    async fn pid(&self, container: &str) -> Result<Option<u64>> {
+        let inspect = self
+            .docker
+            .inspect_container(container, None)
+            .await
+            .map_err(docker_err)?;
+        Ok(inspect
+            .state
+            .and_then(|s| s.pid)
+            .and_then(|p| u64::try_from(p).ok())
+            .filter(|&p| p > 0))
+    }
+
     /// The containers of `cluster` the engine knows, running or not.
     async fn containers(&self, cluster: u64) -> Result<Vec<bollard::models::ContainerSummary>> {
         let filters = HashMap::from([(
@@ -463,16 +468,9 @@ impl WorkerRuntime for DockerRuntime {
                 return Err(e);
             }
         };
-        let inspect = self
-            .docker
-            .inspect_container(&name, None)
-            .await
-            .map_err(docker_err)?;
-        let pid = inspect
-            .state
-            .and_then(|s| s.pid)
-            .and_then(|p| u64::try_from(p).ok())
-            .filter(|&p| p > 0)
+        let pid = self
+            .pid(&name)
+            .await?
             .ok_or_else(|| docker_err(format!("worker {} has no pid", spec.id)))?;
         let info = WorkerInfo { id: spec.id, pid };
         self.track(info, name, created.id, control);
@@ -507,13 +505,12 @@ impl WorkerRuntime for DockerRuntime {
     }
 
     async fn status(&self, id: u64) -> Result<WorkerStatus> {
-        let url = self
+        let control = self
             .workers()
             .get(&id)
-            .map(|w| format!("{}/status", w.control))
+            .map(|w| w.control.clone())
             .ok_or_else(|| Error::bad(format!("no worker {id}")))?;
-        let resp = self.http.get(url).send().await.map_err(docker_err)?;
-        resp.json().await.map_err(docker_err)
+        super::control_status(&self.http, &control).await
     }
 
     fn list(&self) -> Vec<WorkerInfo> {
@@ -556,16 +553,7 @@ impl WorkerRuntime for DockerRuntime {
                 }
                 continue;
             };
-            let inspect = self
-                .docker
-                .inspect_container(&name, None)
-                .await
-                .map_err(docker_err)?;
-            let pid = inspect
-                .state
-                .and_then(|s| s.pid)
-                .and_then(|p| u64::try_from(p).ok());
-            let Some(pid) = pid.filter(|&p| p > 0) else {
+            let Some(pid) = self.pid(&name).await? else {
                 continue;
             };
             let control = self.control_url(&name, id).await?;

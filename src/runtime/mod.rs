@@ -96,6 +96,51 @@ pub(crate) fn control_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// What a worker's control listener says of it (`GET <control>/status`).
+pub(crate) async fn control_status(http: &reqwest::Client, control: &str) -> Result<WorkerStatus> {
+    let unavailable =
+        |e: reqwest::Error| crate::error::Error::Unavailable(format!("worker control: {e}"));
+    let resp = http
+        .get(format!("{control}/status"))
+        .send()
+        .await
+        .map_err(unavailable)?;
+    resp.json().await.map_err(unavailable)
+}
+
+/// The arguments of `dbaas worker` for `spec`, whatever starts it.
+pub(crate) fn worker_args(
+    spec: WorkerSpec,
+    sync_cap: u32,
+    amqp_url: &str,
+    coord: &CoordTarget,
+    data_dir: &Path,
+) -> Vec<String> {
+    [
+        "worker",
+        "--id",
+        &spec.id.to_string(),
+        "--cluster",
+        &format!("{:016x}", spec.cluster),
+        "--sync-queue-cap",
+        &sync_cap.to_string(),
+        "--amqp",
+        amqp_url,
+        "--zk",
+        &coord.hosts,
+        "--zk-root",
+        &coord.root,
+        "--session-timeout-ms",
+        &coord.session_timeout.as_millis().to_string(),
+        "--data-dir",
+        &data_dir.display().to_string(),
+        "--control-addr",
+        "127.0.0.1:0",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// The control URL in a worker's `listening: control <url>` line.
 pub(crate) fn control_line(line: &str) -> Option<String> {
     line.trim()

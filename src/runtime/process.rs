@@ -93,20 +93,14 @@ impl ProcessRuntime {
 
     fn command(&self, spec: WorkerSpec) -> Command {
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("worker")
-            .args(["--id", &spec.id.to_string()])
-            .args(["--cluster", &format!("{:016x}", spec.cluster)])
-            .args(["--sync-queue-cap", &self.sync_cap.to_string()])
-            .args(["--amqp", &self.amqp_url])
-            .args(["--zk", &self.coord.hosts])
-            .args(["--zk-root", &self.coord.root])
-            .args([
-                "--session-timeout-ms",
-                &self.coord.session_timeout.as_millis().to_string(),
-            ])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--control-addr", "127.0.0.1:0"])
+        let args = super::worker_args(
+            spec,
+            self.sync_cap,
+            &self.amqp_url,
+            &self.coord,
+            &self.data_dir,
+        );
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
@@ -280,9 +274,7 @@ impl WorkerRuntime for ProcessRuntime {
     }
 
     async fn status(&self, id: u64) -> Result<WorkerStatus> {
-        let url = format!("{}/status", self.control(id)?);
-        let resp = self.http.get(url).send().await.map_err(io)?;
-        resp.json().await.map_err(io)
+        super::control_status(&self.http, &self.control(id)?).await
     }
 
     fn list(&self) -> Vec<WorkerInfo> {
