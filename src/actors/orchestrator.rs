@@ -187,8 +187,14 @@ impl Orchestrator {
     fn advance_epoch(&mut self, epoch: u64) {
         if epoch > self.stats.epoch {
             self.stats.epoch = epoch;
-            self.pending.retain(|_, (_, write)| !*write);
+            self.resend_writes();
         }
+    }
+
+    /// The writes waiting now fail over to their retry, which sends them
+    /// again at once (same request ids: answered once however often sent).
+    fn resend_writes(&mut self) {
+        self.pending.retain(|_, (_, write)| !*write);
     }
 
     /// A master of `epoch` consumes `writeQ` (it said so, or answered a
@@ -199,7 +205,7 @@ impl Orchestrator {
         if epoch > self.answering {
             self.answering = epoch;
             self.stats.epoch = self.stats.epoch.max(epoch);
-            self.pending.retain(|_, (_, write)| !*write);
+            self.resend_writes();
         }
     }
 

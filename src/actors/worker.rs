@@ -49,6 +49,11 @@ const REPORT_EVERY: Duration = Duration::from_millis(100);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a drain may take before the promotion is tried again.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times an elected worker tries to lead before it declines (a
+/// try may fail for a moment: its fence's publish refused), and how long
+/// apart.
+const LEAD_TRIES: u32 = 3;
+const LEAD_RETRY: Duration = Duration::from_millis(200);
 
 /// Who a worker is.
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +93,10 @@ pub struct Worker {
     /// The epoch it was elected for but could not lead: it waits, as a
     /// slave, for the watcher to elect another.
     declined: Option<u64>,
+    /// Tries to lead that failed in a row.
+    lead_failures: u32,
+    /// What `/master` said last.
+    seen_master: Option<MasterRecord>,
 }
 
 impl Worker {
@@ -111,6 +120,8 @@ impl Worker {
             reported_at: Instant::now(),
             stopping: false,
             declined: None,
+            lead_failures: 0,
+            seen_master: None,
         }
     }
 
@@ -289,6 +300,7 @@ impl Worker {
 
     /// Acts on what `/master` says.
     fn on_master(&mut self, ctx: &mut Context<Self>, record: Option<MasterRecord>) {
+        self.seen_master = record;
         if matches!(self.role, Role::Switching) || self.stopping {
             return; // decided again once the switch is done
         }
@@ -344,15 +356,26 @@ impl Worker {
                             stamp,
                             act.lease.clone(),
                         );
+                        act.lead_failures = 0;
                         act.role = Role::Master(master.start(), epoch);
                         act.keep_lease(ctx);
                         act.refresh_report(ctx);
                     }
                     Err(e) => {
-                        // Declined: the watcher sees it and elects another.
-                        tracing::error!(worker = act.cfg.id, error = %e, "cannot lead; declining");
-                        act.declined = Some(epoch);
                         act.start_slave();
+                        act.lead_failures += 1;
+                        if act.lead_failures < LEAD_TRIES {
+                            tracing::warn!(worker = act.cfg.id, error = %e, "cannot lead yet; trying again");
+                            ctx.run_later(LEAD_RETRY, |act, ctx| {
+                                let record = act.seen_master;
+                                act.on_master(ctx, record);
+                            });
+                        } else {
+                            // Declined: the watcher sees it and elects another.
+                            tracing::error!(worker = act.cfg.id, error = %e, "cannot lead; declining");
+                            act.declined = Some(epoch);
+                            act.lead_failures = 0;
+                        }
                         act.refresh_report(ctx);
                     }
                 }),

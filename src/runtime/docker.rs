@@ -447,15 +447,27 @@ impl WorkerRuntime for DockerRuntime {
             return Err(Error::bad(format!("worker {} runs already", spec.id)));
         }
         let name = Self::container_name(spec.cluster, spec.id);
-        // A container of that name left behind (exited) goes first.
-        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-        let _ = self.docker.remove_container(&name, Some(remove)).await;
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = self
-            .docker
-            .create_container(Some(options), self.create_body(spec))
-            .await
-            .map_err(docker_err)?;
+        // A container of that name left behind (exited) goes first; its
+        // removal may be under way already (the name stays taken until it
+        // is done): try again, bounded.
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        let created = loop {
+            let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+            let _ = self.docker.remove_container(&name, Some(remove)).await;
+            let options = CreateContainerOptionsBuilder::default().name(&name).build();
+            match self
+                .docker
+                .create_container(Some(options), self.create_body(spec))
+                .await
+            {
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other.map_err(docker_err)?,
+            }
+        };
         self.docker
             .start_container(&name, None)
             .await
