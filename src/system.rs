@@ -28,6 +28,8 @@ use crate::runtime::{
     self, CoordTarget, DockerRuntime, InProcessRuntime, ProcessRuntime, WorkerRuntime, WorkerSpec,
 };
 
+/// How many times a worker is tried at startup.
+const START_TRIES: u32 = 3;
 /// How long starting workers may take before `up` gives up.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 /// The session timeout of the in-process coordinator (its sessions end
@@ -212,12 +214,21 @@ impl Cluster {
             "cluster starting"
         );
         for wid in ids.into_iter().filter(|w| !adopted.contains(w)) {
-            runtime
-                .start(WorkerSpec {
-                    id: wid,
-                    cluster: id,
-                })
-                .await?;
+            let spec = WorkerSpec {
+                id: wid,
+                cluster: id,
+            };
+            // A start may fail for a moment (a store its killed process
+            // held, a container name being freed): tried again, bounded.
+            let mut tries = 0;
+            while let Err(e) = runtime.start(spec).await {
+                tries += 1;
+                if tries == START_TRIES {
+                    return Err(e);
+                }
+                tracing::warn!(worker = wid, error = %e, "worker did not start; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
         let cluster = Cluster {
             broker,

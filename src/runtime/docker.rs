@@ -299,7 +299,7 @@ impl DockerRuntime {
             .build();
         let mut logs = self.docker.logs(container, Some(options));
         let find = async {
-            let mut pending = String::new();
+            let (mut pending, mut last) = (String::new(), String::new());
             while let Some(chunk) = logs.next().await {
                 let chunk = chunk.map_err(docker_err)?;
                 pending.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
@@ -308,9 +308,13 @@ impl DockerRuntime {
                     if let Some(url) = super::control_line(&line) {
                         return Ok(url);
                     }
+                    last = line;
                 }
             }
-            Err(docker_err(format!("worker {id} exited before it listened")))
+            Err(docker_err(format!(
+                "worker {id} exited before it listened: {}",
+                last.trim()
+            )))
         };
         let url = tokio::time::timeout(START_TIMEOUT, find)
             .await
