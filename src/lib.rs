@@ -103,6 +103,7 @@ pub mod actors;
 pub mod broker;
 pub mod config;
 pub mod coord;
+pub mod core;
 pub mod error;
 pub mod http;
 pub mod loadgen;

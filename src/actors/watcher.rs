@@ -2,7 +2,7 @@
 //!
 //! It watches the children of `/workers` (each worker's ephemeral node)
 //! and `/master`. When the master is gone it elects the live worker with
-//! the newest history ([`choose_master`]), writes `/master` with the next
+//! the newest history ([`crate::core::election::ballot`]), writes `/master` with the next
 //! epoch by a compare-and-set (two elections cannot both win, nor can an
 //! election and a master reclaiming its place after a coordinator outage),
 //! tells the Orchestrator, and asks the runtime for a replacement. When a
@@ -34,10 +34,10 @@ use super::messages::SetEpoch;
 use super::worker::Connector;
 use super::{next_retry, Orchestrator, FIRST_RETRY};
 use crate::coord::election::{
-    self, choose_master, next_epoch, worker_path, Candidate, MasterRecord, ReportedRole,
-    WorkerReport, MASTER, WORKERS,
+    self, worker_path, MasterRecord, ReportedRole, WorkerReport, MASTER, WORKERS,
 };
 use crate::coord::{CoordError, Coordinator, NodeKind, WatchEvent};
+use crate::core::election::{ballot, Ballot, Succession};
 use crate::error::{Error, Result};
 use crate::runtime::{Exit, WorkerRuntime, WorkerSpec};
 
@@ -119,9 +119,9 @@ pub struct ElectionWatcher {
     last_id: u64,
     /// Worker ids by pid, of every worker seen.
     ids: BTreeMap<u64, u64>,
-    /// The dead master's id, until a successor is elected: if no worker is
-    /// caught up, only its own store (started again) may lead.
-    dead_master: Option<u64>,
+    /// The masters lost since one was last seen leading: if no worker is
+    /// caught up, only their own stores (started again) may lead.
+    succession: Succession,
     events: VecDeque<ClusterEvent>,
     /// No election for a missing master before this (see [`GRACE`]).
     grace_until: Instant,
@@ -160,7 +160,7 @@ impl ElectionWatcher {
             leaving: BTreeSet::new(),
             last_id: 0,
             ids: BTreeMap::new(),
-            dead_master: None,
+            succession: Succession::default(),
             events: VecDeque::new(),
             grace_until: Instant::now(),
             coord_seen: false,
@@ -246,7 +246,7 @@ impl ElectionWatcher {
         // A master that leads (takes writes) ends what a death left open.
         let leads = self.master.and_then(|(m, _)| self.view.get(&m.pid));
         if leads.is_some_and(|r| r.role == ReportedRole::Master && r.ready) {
-            self.dead_master = None;
+            self.succession.master_leads();
         }
         for pid in gone {
             self.on_gone(ctx, pid, false);
@@ -265,8 +265,8 @@ impl ElectionWatcher {
         }
         let report = self.view.remove(&pid);
         let id = report.map(|r| r.id).or_else(|| self.ids.get(&pid).copied());
-        if self.master.is_some_and(|(m, _)| m.pid == pid) {
-            self.dead_master = id.or(self.dead_master);
+        if let Some(id) = id.filter(|_| self.master.is_some_and(|(m, _)| m.pid == pid)) {
+            self.succession.master_lost(id);
         }
         let how = if seen { "exited" } else { "lost its session" };
         self.event("death", format!("worker pid {pid} {how}"));
@@ -425,10 +425,10 @@ impl ElectionWatcher {
             return;
         }
         self.electing = true;
-        let floor = self.dead_master;
+        let succession = self.succession.clone();
         let known = self.master.map(|(_, version)| version);
         ctx.spawn(
-            run_election(coord, dead, floor, known, self.leaving.clone())
+            run_election(coord, dead, succession, known, self.leaving.clone())
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     act.electing = false;
@@ -470,17 +470,15 @@ async fn read_view(coord: Arc<dyn Coordinator>) -> Result<BTreeMap<u64, WorkerRe
     Ok(view)
 }
 
-/// One election: reads the reports and `/master`, and writes `/master`
-/// naming the best eligible worker but `dead` under the next epoch, by
-/// compare-and-set. If `/master` changed since the watcher last knew it
-/// (`known`) and names a registered worker, that one stays: it was elected
-/// meanwhile, or it is the master itself, back and claiming its place
-/// (its lease is valid: electing over it would make two masters). Answers
-/// the record and whether this election wrote it.
+/// One election: reads the reports and `/master`, decides a [`ballot`],
+/// and writes `/master` by compare-and-set on the version it read. If
+/// `/master` changed since the watcher last knew it (`known`), what it
+/// names may stay (see [`ballot`]). Answers the record and whether this
+/// election wrote it.
 async fn run_election(
     coord: Arc<dyn Coordinator>,
     dead: Option<u64>,
-    floor: Option<u64>,
+    succession: Succession,
     known: Option<i32>,
     leaving: BTreeSet<u64>,
 ) -> Result<((MasterRecord, i32), bool)> {
@@ -492,31 +490,16 @@ async fn run_election(
         let record = current
             .as_ref()
             .and_then(|n| election::decode::<MasterRecord>(&n.data));
-        if let (Some(m), Some(v)) = (record, version) {
-            let changed = known.is_some_and(|k| k != v);
-            let live = view.contains_key(&m.pid) && (changed || Some(m.pid) != dead);
-            if live {
-                return Ok(((m, v), false));
+        let changed = known.is_some_and(|k| Some(k) != version);
+        let elected = match ballot(&view, record.as_ref(), changed, dead, &succession, &leaving) {
+            Ballot::Keep => {
+                let kept = record
+                    .zip(version)
+                    .ok_or_else(|| Error::Unavailable("/master went during the election".into()))?;
+                return Ok((kept, false));
             }
-        }
-        let reports: Vec<WorkerReport> =
-            view.into_values().filter(|r| Some(r.pid) != dead).collect();
-        // A worker being stopped on purpose is never elected.
-        let staying: Vec<WorkerReport> = reports
-            .iter()
-            .filter(|r| !leaving.contains(&r.pid))
-            .copied()
-            .collect();
-        let candidates = eligible(&staying, floor);
-        let Some(best) = choose_master(&candidates) else {
-            return Err(Error::Unavailable(
-                "no worker holds every acknowledged write yet".into(),
-            ));
-        };
-        let elected = MasterRecord {
-            pid: best.pid,
-            id: best.id,
-            epoch: next_epoch(record.as_ref(), &reports),
+            Ballot::Elect(elected) => elected,
+            Ballot::Wait(why) => return Err(Error::Unavailable(why)),
         };
         let data = election::encode(&elected);
         let written = match version {
@@ -536,31 +519,6 @@ async fn run_election(
     Err(Error::Unavailable(
         "/master kept changing during the election".into(),
     ))
-}
-
-/// Who may lead: the workers that are caught up (a slave that drains its
-/// queue then holds every acknowledged write). If none is, only the dead
-/// master itself, started again over its own store (it flushed every write
-/// before it acknowledged it); at startup, with no master lost, any (each
-/// holds what its store holds). A worker still waiting for its first
-/// snapshot is never elected over the data: what it reports may be ahead
-/// of its disk (a slave acknowledges syncs before sled flushes them, so a
-/// killed slave comes back with less than it said, and with it gone from
-/// its queue), and its queue may have dropped what it missed.
-fn eligible(reports: &[WorkerReport], dead_master: Option<u64>) -> Vec<Candidate> {
-    let willing = reports.iter().filter(|r| r.role != ReportedRole::Declined);
-    let ready: Vec<Candidate> = willing
-        .clone()
-        .filter(|r| r.ready)
-        .map(Candidate::from)
-        .collect();
-    if !ready.is_empty() {
-        return ready;
-    }
-    willing
-        .filter(|r| dead_master.is_none_or(|id| r.id == id))
-        .map(Candidate::from)
-        .collect()
 }
 
 /// A path changed (`children`: its children) or the session ended.
@@ -884,50 +842,5 @@ impl Handler<StopWatching> for ElectionWatcher {
 
     fn handle(&mut self, _: StopWatching, _ctx: &mut Context<Self>) {
         self.stopped = true;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report(id: u64, ready: bool, role: ReportedRole, applied: u64) -> WorkerReport {
-        WorkerReport {
-            id,
-            pid: 100 + id,
-            role,
-            applied,
-            last_epoch: 1,
-            epoch: 1,
-            ready,
-            session: id,
-        }
-    }
-
-    fn ids(c: Vec<Candidate>) -> Vec<u64> {
-        c.into_iter().map(|c| c.id).collect()
-    }
-
-    #[test]
-    fn only_caught_up_workers_or_the_dead_masters_own_store_may_lead() {
-        use ReportedRole::{Declined, Slave};
-        let ready = report(2, true, Slave, 5);
-        let behind = report(3, false, Slave, 9);
-        let back = report(1, false, Slave, 7);
-        let declined = report(4, true, Declined, 9);
-        let table: &[(Vec<WorkerReport>, Option<u64>, Vec<u64>)] = &[
-            (vec![ready, behind, back], Some(1), vec![2]),
-            (vec![ready, declined], None, vec![2]),
-            // Nobody caught up: only the dead master over its own store,
-            // however far the others say they got.
-            (vec![behind, back], Some(1), vec![1]),
-            (vec![behind], Some(1), vec![]),
-            // Startup: no master lost; each holds what its store holds.
-            (vec![behind, back], None, vec![3, 1]),
-            (vec![declined], None, vec![]),
-        ];
-        for (reports, dead, want) in table {
-            assert_eq!(ids(eligible(reports, *dead)), *want, "{reports:?} {dead:?}");
-        }
     }
 }

@@ -1,0 +1,16 @@
+//! The deterministic core: every decision the cluster takes, as pure
+//! functions and state machines.
+//!
+//! Nothing here does I/O, reads a clock or spawns a task: time comes in as
+//! an argument, and a decision comes out as data (effects) that the actors
+//! in [`crate::actors`] carry out. The same code runs in production and in
+//! the seeded simulator of the test suite (`tests/sim`), which drives it
+//! against simulated brokers, coordinators and processes on a virtual
+//! clock. No actix, tokio, lapin, sled or clap is used below this module.
+//!
+//! - [`election`]: who may lead and who leads after a master is lost.
+//! - [`scaler`]: how many slaves a window's reads call for, and how fast
+//!   to get there.
+
+pub mod election;
+pub mod scaler;

@@ -1,0 +1,77 @@
+//! The checker: what must hold at the end of every run, Jepsen-style,
+//! over the history the world kept.
+
+use super::world::{Role, World};
+
+/// Steps the world may take, once faults stop, to have a master leading,
+/// every write answered and every worker caught up.
+pub const SETTLE_WITHIN: u64 = 5_000;
+
+/// Runs the world without faults until it is quiet, then checks it.
+pub fn settle(w: &mut World) -> Result<(), String> {
+    let from = w.now;
+    while !quiet(w) {
+        if w.now - from > SETTLE_WITHIN {
+            return Err(format!(
+                "liveness: not settled {SETTLE_WITHIN} ms after the faults stopped \
+                 (leader: {:?}, writes waiting: {}, workers: {:?})",
+                w.leader().map(|l| l.id),
+                w.write_q.len(),
+                w.workers
+                    .values()
+                    .map(|x| (x.id, x.alive, x.role, x.ready, x.store.applied.len()))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        w.step();
+    }
+    check(w)
+}
+
+/// A master leads, every write is answered, every worker is alive, ready
+/// and as far as the master.
+fn quiet(w: &World) -> bool {
+    let Some(leader) = w.leader() else {
+        return false;
+    };
+    let head = leader.store.applied.len();
+    w.write_q.is_empty()
+        && w.in_hand.is_none()
+        && w.workers.values().all(|x| {
+            x.alive
+                && (x.id == leader.id
+                    || (x.role == Role::Slave && x.ready && x.store.applied.len() == head))
+        })
+}
+
+/// The promises, on the settled world.
+pub fn check(w: &World) -> Result<(), String> {
+    let leader = w.leader().ok_or("no leader")?;
+    let history = &leader.store.applied;
+    for (i, r) in history.iter().enumerate() {
+        if r.seq != i as u64 + 1 {
+            return Err(format!("one order: seq {} at position {}", r.seq, i + 1));
+        }
+    }
+    let mut writes: Vec<u64> = history.iter().map(|r| r.write).collect();
+    writes.sort_unstable();
+    if let Some(twice) = writes.windows(2).find(|p| p[0] == p[1]) {
+        return Err(format!("exactly once: write {} applied twice", twice[0]));
+    }
+    let lost: Vec<u64> = w
+        .acked
+        .iter()
+        .filter(|a| writes.binary_search(a).is_err())
+        .copied()
+        .collect();
+    if !lost.is_empty() {
+        return Err(format!("acknowledged writes lost: {lost:?}"));
+    }
+    for x in w.workers.values() {
+        let n = x.store.applied.len().min(history.len());
+        if x.store.applied[..n] != history[..n] {
+            return Err(format!("replicas disagree: worker {} and the master", x.id));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Random schedules: a seed sets up the cluster, then clients write while
+//! a nemesis kills masters, slaves, promotees and every slave at once at
+//! random moments; then the faults stop and the checker judges the run.
+
+use std::fmt;
+
+use dbaas::core::election::Succession;
+
+use super::check;
+use super::world::{Role, Setup, World};
+
+/// Steps of a run's faulty part.
+const FAULTY_STEPS: u64 = 600;
+
+/// A run that broke a promise: its seed, why, and what led there.
+#[derive(Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub why: String,
+    pub trace: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {} broke a promise: {}\nreplay: DBAAS_SIM_SEED={} cargo test --test sim replay\n{}",
+            self.seed, self.why, self.seed, self.trace
+        )
+    }
+}
+
+/// The world's trace, one event a line.
+pub fn trace(w: &World) -> String {
+    w.trace
+        .iter()
+        .map(|e| format!("{:>6} ms  {}\n", e.at, e.what))
+        .collect()
+}
+
+fn setup(rng: &mut fastrand::Rng) -> Setup {
+    Setup {
+        slaves: rng.usize(1..=3),
+        queue_cap: rng.usize(4..=128),
+        flush_chance: [0.0, 0.02, 0.2][rng.usize(0..3)],
+        refuse_chance: [0.0, 0.0, 0.05][rng.usize(0..3)],
+        gap_wait: rng.u64(5..=60),
+        respawn_after: (1, rng.u64(1..=80)),
+    }
+}
+
+/// One random schedule; answers the trace if every promise held.
+pub fn run(seed: u64, rule: Succession) -> Result<String, Failure> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut w = World::new(rng.u64(..), setup(&mut rng), rule);
+    let (write_chance, fault_chance) = (rng.f64() * 0.5, rng.f64() * 0.03);
+    for _ in 0..FAULTY_STEPS {
+        if rng.f64() < write_chance {
+            w.client_write();
+        }
+        if rng.f64() < fault_chance {
+            fault(&mut w, &mut rng);
+        }
+        w.step();
+    }
+    match check::settle(&mut w) {
+        Ok(()) => Ok(trace(&w)),
+        Err(why) => Err(Failure {
+            seed,
+            why,
+            trace: trace(&w),
+        }),
+    }
+}
+
+/// One fault, drawn at random.
+fn fault(w: &mut World, rng: &mut fastrand::Rng) {
+    let live: Vec<(u64, Role)> = w
+        .workers
+        .values()
+        .filter(|x| x.alive)
+        .map(|x| (x.id, x.role))
+        .collect();
+    if live.is_empty() {
+        return;
+    }
+    match rng.u8(0..4) {
+        0 => {
+            if let Some(m) = w.named().map(|m| m.id) {
+                w.kill(m);
+            }
+        }
+        1 => w.kill(live[rng.usize(0..live.len())].0),
+        2 => kill_slaves(w),
+        _ => {
+            let promoting = live
+                .iter()
+                .find(|(_, r)| matches!(r, Role::Promoting { .. }));
+            if let Some(&(id, _)) = promoting {
+                w.kill(id);
+            }
+        }
+    }
+}
+
+/// Kills every live worker that does not lead (promotees included).
+pub fn kill_slaves(w: &mut World) {
+    let slaves: Vec<u64> = w
+        .workers
+        .values()
+        .filter(|x| x.alive && !matches!(x.role, Role::Master { .. }))
+        .map(|x| x.id)
+        .collect();
+    for id in slaves {
+        w.kill(id);
+    }
+}

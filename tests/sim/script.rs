@@ -1,0 +1,112 @@
+//! Named scenarios as scripts, one command a line:
+//!
+//! ```text
+//! setup slaves=2 cap=64 flush=0.05 refuse=0 respawn=40
+//! write 30          clients write 30 times; run until all are answered
+//! crash master      kill the worker /master names (a death seen at once)
+//! kill slaves       kill every live worker that does not lead
+//! kill worker 3     kill worker 3
+//! until promoting   run until an elected worker drains
+//! until leading     run until a master leads
+//! step 100          run 100 ms
+//! settle            stop faults, run until quiet, check every promise
+//! ```
+
+use dbaas::core::election::Succession;
+
+use super::check;
+use super::nemesis::{kill_slaves, trace};
+use super::world::{Role, Setup, World};
+
+/// How long an `until` or a `write` may run.
+const WITHIN: u64 = 10_000;
+
+/// Runs `script`; an error names the broken promise or the stuck step,
+/// with the trace.
+pub fn run(script: &str, rule: Succession) -> Result<(), String> {
+    let mut w: Option<World> = None;
+    for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words[0] == "setup" {
+            w = Some(World::new(1, parse_setup(&words[1..])?, rule.clone()));
+            continue;
+        }
+        let world = w.get_or_insert_with(|| World::new(1, Setup::default(), rule.clone()));
+        world.log(format!("> {line}"));
+        command(world, &words).map_err(|e| format!("{line}: {e}\n{}", trace(world)))?;
+    }
+    Ok(())
+}
+
+fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
+    let arg = |i: usize| -> Result<u64, String> {
+        words
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| "a number is missing".to_string())
+    };
+    match words {
+        ["write", _] => {
+            let target = w.acked.len() as u64 + arg(1)?;
+            for _ in 0..arg(1)? {
+                w.client_write();
+            }
+            until(w, |w| w.acked.len() as u64 >= target)
+        }
+        ["crash", "master"] => {
+            let id = w.named().map(|m| m.id).ok_or("no master")?;
+            w.kill(id);
+            Ok(())
+        }
+        ["kill", "slaves"] => {
+            kill_slaves(w);
+            Ok(())
+        }
+        ["kill", "worker", _] => {
+            w.kill(arg(2)?);
+            Ok(())
+        }
+        ["until", "promoting"] => until(w, |w| {
+            w.workers
+                .values()
+                .any(|x| x.alive && matches!(x.role, Role::Promoting { .. }))
+        }),
+        ["until", "leading"] => until(w, |w| w.leader().is_some()),
+        ["step", _] => {
+            for _ in 0..arg(1)? {
+                w.step();
+            }
+            Ok(())
+        }
+        ["settle"] => check::settle(w),
+        _ => Err("unknown command".into()),
+    }
+}
+
+fn until(w: &mut World, done: impl Fn(&World) -> bool) -> Result<(), String> {
+    let from = w.now;
+    while !done(w) {
+        if w.now - from > WITHIN {
+            return Err(format!("not reached within {WITHIN} ms"));
+        }
+        w.step();
+    }
+    Ok(())
+}
+
+fn parse_setup(words: &[&str]) -> Result<Setup, String> {
+    let mut s = Setup::default();
+    for word in words {
+        let (k, v) = word.split_once('=').ok_or("setup takes key=value")?;
+        let bad = || format!("bad value for {k}");
+        match k {
+            "slaves" => s.slaves = v.parse().map_err(|_| bad())?,
+            "cap" => s.queue_cap = v.parse().map_err(|_| bad())?,
+            "flush" => s.flush_chance = v.parse().map_err(|_| bad())?,
+            "refuse" => s.refuse_chance = v.parse().map_err(|_| bad())?,
+            "respawn" => s.respawn_after = (1, v.parse().map_err(|_| bad())?),
+            _ => return Err(format!("unknown setting {k}")),
+        }
+    }
+    Ok(s)
+}
