@@ -78,3 +78,8 @@ pub struct Shutdown;
 #[derive(Message, Debug)]
 #[rtype(result = "Result<u64>")]
 pub struct Drain;
+
+/// Slave, after a drain that failed: forget the drain and serve again.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Resume;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::StreamExt;
 
-use super::messages::{Drain, GetStatus, Shutdown, WorkerStatus};
+use super::messages::{Drain, GetStatus, Resume, Shutdown, WorkerStatus};
 use super::{blocking, reply_to};
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
@@ -815,5 +815,18 @@ impl Handler<Drain> for SlaveWorker {
                 .await
                 .unwrap_or_else(|_| Err(Error::Unavailable("the slave stopped draining".into())))
         })
+    }
+}
+
+impl Handler<Resume> for SlaveWorker {
+    type Result = ();
+
+    /// The drain failed (or timed out): this replica goes on as a slave,
+    /// serving reads again once it is caught up.
+    fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
+        self.draining = None;
+        if self.ready && self.reads.is_none() && !self.closing {
+            self.subscribe_reads(ctx, FIRST_RETRY);
+        }
     }
 }

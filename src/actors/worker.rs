@@ -27,13 +27,13 @@ use actix::prelude::*;
 use futures::future::BoxFuture;
 
 use super::lease::{lease_span, Lease};
-use super::messages::{Drain, GetStatus, Shutdown, WorkerStatus};
+use super::messages::{Drain, GetStatus, Resume, Shutdown, WorkerStatus};
 use super::{blocking, MasterWorker, SlaveWorker, FIRST_RETRY};
 use crate::broker::Broker;
-use crate::coord::election::{
-    self, role_change, worker_path, MasterRecord, ReportedRole, RoleChange, WorkerReport, MASTER,
-};
+use crate::coord::election::{self, worker_path, MasterRecord, ReportedRole, WorkerReport, MASTER};
 use crate::coord::{CoordError, CoordResult, Coordinator, NodeKind, SessionState, WatchEvent};
+use crate::core::election::{role_change, RoleChange};
+use crate::error::Error;
 use crate::model::wire::Stamp;
 use crate::store::Store;
 
@@ -320,15 +320,23 @@ impl Worker {
     fn lead(&mut self, ctx: &mut Context<Self>, epoch: u64) {
         let role = std::mem::replace(&mut self.role, Role::Switching);
         tracing::info!(worker = self.cfg.id, epoch, "elected master");
-        let drained: BoxFuture<'static, crate::error::Result<()>> = match role {
+        // A slave that cannot drain stays the slave it was (consuming its
+        // sync queue as before): starting a second one would leave two
+        // consumers on one queue, the first swallowing the next fence.
+        let drained: BoxFuture<'static, Result<(), (Error, Option<Addr<SlaveWorker>>)>> = match role
+        {
             Role::Slave(slave) => Box::pin(async move {
-                let applied = tokio::time::timeout(DRAIN_TIMEOUT, slave.send(Drain))
-                    .await
-                    .map_err(|_| crate::error::Error::Unavailable("drain timed out".into()))?
-                    .map_err(|e| crate::error::Error::Unavailable(e.to_string()))??;
-                tracing::info!(applied, "drained what the old master sent");
-                let _ = slave.send(Shutdown).await;
-                Ok(())
+                match drain(&slave).await {
+                    Ok(applied) => {
+                        tracing::info!(applied, "drained what the old master sent");
+                        let _ = slave.send(Shutdown).await;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let _ = slave.send(Resume).await;
+                        Err((e, Some(slave)))
+                    }
+                }
             }),
             Role::Master(master, _) => Box::pin(async move {
                 let _ = master.send(Shutdown).await;
@@ -361,8 +369,11 @@ impl Worker {
                         act.keep_lease(ctx);
                         act.refresh_report(ctx);
                     }
-                    Err(e) => {
-                        act.start_slave();
+                    Err((e, slave)) => {
+                        match slave {
+                            Some(slave) => act.role = Role::Slave(slave),
+                            None => act.start_slave(),
+                        }
                         act.lead_failures += 1;
                         if act.lead_failures < LEAD_TRIES {
                             tracing::warn!(worker = act.cfg.id, error = %e, "cannot lead yet; trying again");
@@ -402,6 +413,14 @@ impl Worker {
             act.refresh_report(ctx);
         }));
     }
+}
+
+/// Asks an elected slave to drain, bounded by [`DRAIN_TIMEOUT`].
+async fn drain(slave: &Addr<SlaveWorker>) -> Result<u64, Error> {
+    tokio::time::timeout(DRAIN_TIMEOUT, slave.send(Drain))
+        .await
+        .map_err(|_| Error::Unavailable("drain timed out".into()))?
+        .map_err(|e| Error::Unavailable(e.to_string()))?
 }
 
 fn ignore_no_node(e: CoordError) -> CoordResult<()> {
