@@ -49,6 +49,9 @@ pub const GRACE: Duration = Duration::from_secs(2);
 /// slave) before it is taken for hung: then the runtime kills it and
 /// starts it again over its own store.
 pub const HUNG_AFTER: Duration = Duration::from_secs(5);
+/// Pids of workers gone that the watcher remembers (ids, deaths handled)
+/// before it forgets those neither registered nor running.
+const REMEMBERED: usize = 1024;
 /// Recent events kept for `GET /api/v1/cluster`.
 const EVENTS: usize = 64;
 /// How many times a replacement is tried, and how long apart.
@@ -242,6 +245,7 @@ impl ElectionWatcher {
         }
         self.last_id = view.values().map(|r| r.id).fold(self.last_id, u64::max);
         self.ids.extend(view.values().map(|r| (r.pid, r.id)));
+        self.forget_the_long_gone();
         self.view = view;
         // A master that leads (takes writes) ends what a death left open.
         let leads = self.master.and_then(|(m, _)| self.view.get(&m.pid));
@@ -252,6 +256,19 @@ impl ElectionWatcher {
             self.on_gone(ctx, pid, false);
         }
         self.check_master(ctx);
+    }
+
+    /// Bounds what the watcher remembers of pids: past [`REMEMBERED`]
+    /// of each, only those still registered or running stay (a worker
+    /// that respawns for weeks must not grow the watcher).
+    fn forget_the_long_gone(&mut self) {
+        if self.ids.len() <= REMEMBERED && self.buried.len() <= REMEMBERED {
+            return;
+        }
+        let running: BTreeSet<u64> = self.runtime.list().iter().map(|w| w.pid).collect();
+        let keep = |pid: &u64| self.view.contains_key(pid) || running.contains(pid);
+        self.ids.retain(|pid, _| keep(pid));
+        self.buried.retain(|pid| keep(pid));
     }
 
     /// A worker's node went (`seen`: the runtime saw it exit).
