@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::actors::scaler::ScalePolicy;
+use crate::core::scaler::{Limit, ScalePolicy};
 use crate::error::{Error, Result};
 use crate::http::common::DEFAULT_BODY_LIMIT;
+
+mod scale;
+pub use scale::{ScaleArgs, ScaleFile};
 
 /// Flags (and their environment variables) of `dbaas up`.
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -94,70 +97,6 @@ pub enum RuntimeKind {
 /// The default worker image.
 pub const IMAGE: &str = "dbaas:latest";
 
-/// Flags of the Scaler (`dbaas up` and `dbaas orchestrator`).
-#[derive(clap::Args, Debug, Default, Clone)]
-pub struct ScaleArgs {
-    /// Seconds of client reads counted before each scaling decision (the
-    /// first window starts at the first read).
-    #[arg(long, env = "DBAAS_SCALE_WINDOW")]
-    pub scale_window: Option<f64>,
-    /// Reads in a window that call for one more slave.
-    #[arg(long, env = "DBAAS_READS_PER_SLAVE")]
-    pub reads_per_slave: Option<u64>,
-    /// The fewest slaves the Scaler keeps.
-    #[arg(long, env = "DBAAS_MIN_SLAVES")]
-    pub min_slaves: Option<usize>,
-    /// The most slaves the Scaler keeps (default: no maximum, as the
-    /// original rule).
-    #[arg(long, env = "DBAAS_MAX_SLAVES")]
-    pub max_slaves: Option<usize>,
-    /// Keep the number of slaves as started (no Scaler).
-    #[arg(long, env = "DBAAS_NO_SCALER")]
-    pub no_scaler: bool,
-}
-
-/// The Scaler's settings from a file.
-#[derive(Debug, Default)]
-pub struct ScaleFile {
-    pub scale_window: Option<f64>,
-    pub reads_per_slave: Option<u64>,
-    pub min_slaves: Option<usize>,
-    pub max_slaves: Option<usize>,
-    pub no_scaler: Option<bool>,
-}
-
-impl ScaleArgs {
-    /// The policy, flags and environment over `file` over the defaults;
-    /// `None` when scaling is off.
-    pub fn resolve(&self, file: &ScaleFile) -> Result<Option<ScalePolicy>> {
-        if self.no_scaler || file.no_scaler == Some(true) {
-            return Ok(None);
-        }
-        let defaults = ScalePolicy::default();
-        let window = match self.scale_window.or(file.scale_window) {
-            None => defaults.window,
-            Some(secs) => Duration::try_from_secs_f64(secs)
-                .ok()
-                .filter(|w| !w.is_zero())
-                .ok_or_else(|| Error::bad(format!("scale window {secs}: seconds above zero")))?,
-        };
-        let policy = ScalePolicy {
-            window,
-            reads_per_slave: self
-                .reads_per_slave
-                .or(file.reads_per_slave)
-                .unwrap_or(defaults.reads_per_slave),
-            min_slaves: self
-                .min_slaves
-                .or(file.min_slaves)
-                .unwrap_or(defaults.min_slaves),
-            max_slaves: self.max_slaves.or(file.max_slaves).or(defaults.max_slaves),
-        };
-        policy.check()?;
-        Ok(Some(policy))
-    }
-}
-
 /// The same settings, as a file holds them.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -181,7 +120,8 @@ struct FileConfig {
     scale_window: Option<f64>,
     reads_per_slave: Option<u64>,
     min_slaves: Option<usize>,
-    max_slaves: Option<usize>,
+    max_slaves: Option<Limit>,
+    max_step: Option<Limit>,
     no_scaler: Option<bool>,
 }
 
@@ -296,6 +236,7 @@ impl UpArgs {
                 reads_per_slave: file.reads_per_slave,
                 min_slaves: file.min_slaves,
                 max_slaves: file.max_slaves,
+                max_step: file.max_step,
                 no_scaler: file.no_scaler,
             })?,
         };
@@ -372,40 +313,30 @@ mod tests {
         assert_eq!(cfg.scale, Some(ScalePolicy::default()));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "scale_window = 10\nreads_per_slave = 5\n").unwrap();
+        let text =
+            "scale_window = 10\nreads_per_slave = 5\nmax_slaves = \"unbounded\"\nmax_step = 2\n";
+        std::fs::write(&path, text).unwrap();
         let mut args = UpArgs {
-            config: Some(path),
+            config: Some(path.clone()),
             ..UpArgs::default()
         };
         args.scale.reads_per_slave = Some(7);
         let p = args.resolve().unwrap().scale.unwrap();
         assert_eq!((p.window, p.reads_per_slave), (Duration::from_secs(10), 7));
+        assert_eq!((p.max_slaves, p.max_step), (None, Some(2)));
         args.scale.no_scaler = true;
         assert_eq!(args.resolve().unwrap().scale, None);
         for bad in [
-            ScaleArgs {
-                scale_window: Some(-1.0),
-                ..ScaleArgs::default()
-            },
-            ScaleArgs {
-                scale_window: Some(f64::NAN),
-                ..ScaleArgs::default()
-            },
-            ScaleArgs {
-                min_slaves: Some(4),
-                max_slaves: Some(2),
-                ..ScaleArgs::default()
-            },
-            ScaleArgs {
-                reads_per_slave: Some(0),
-                ..ScaleArgs::default()
-            },
+            "max_step = 0\n",
+            "max_slaves = -3\n",
+            "max_slaves = \"lots\"\n",
         ] {
+            std::fs::write(&path, bad).unwrap();
             let args = UpArgs {
-                scale: bad,
+                config: Some(path.clone()),
                 ..UpArgs::default()
             };
-            assert!(args.resolve().is_err());
+            assert!(args.resolve().is_err(), "{bad}");
         }
     }
 

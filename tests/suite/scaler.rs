@@ -124,6 +124,7 @@ pub fn policy(window: Duration) -> ScalePolicy {
         reads_per_slave: 20,
         min_slaves: 1,
         max_slaves: Some(4),
+        max_step: Some(4),
     }
 }
 
@@ -201,11 +202,13 @@ pub async fn scales_every_window(mut c: Cluster) {
         .is_none());
     let readers = Readers::start(&c, 1);
     // 45 reads start the window (all within it): 3 slaves at its end.
+    // (A decision is now announced as it is made, "start 2", before its
+    // slaves run; "started [..]" follows once they do.)
     client_reads(&c, 45).await;
-    decided(&c, "45 reads", "3 slave(s); started").await;
+    decided(&c, "45 reads", "3 slave(s); start 2").await;
     // The next window has no client read: 1 slave again (maybe before
     // the two new ones serve: a window is short here).
-    decided(&c, "0 reads", "1 slave(s); stopped").await;
+    decided(&c, "0 reads", "1 slave(s); stop").await;
     slaves_ready(&c, 1).await;
     let (_, failed) = readers.stop().await;
     assert_eq!(failed, 0, "reads failed while slaves came and went");
