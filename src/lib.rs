@@ -29,7 +29,7 @@
 //!   child processes running `dbaas worker`, or Docker containers of an
 //!   image `FROM scratch` through bollard).
 //! - [`coord`]: the coordinator (ZooKeeper, or its in-process twin), and
-//!   the election rule.
+//!   the election's records; [`core`]: every decision, pure.
 //! - [`system`]: `dbaas up` and the [`system::Cluster`]; [`node`]: each
 //!   part as a process of its own.
 //!
@@ -86,8 +86,17 @@
 //! - *Crashed slaves are replaced; scaled-down slaves are not*: a stop on
 //!   purpose is announced through the runtime before the worker lets go
 //!   of its session, so the watcher never takes it for a death; the
-//!   [`actors::scaler::Scaler`] follows the original rule by default
-//!   ([`actors::scaler::target_slaves`]), counting each client read once.
+//!   [`actors::scaler::Scaler`] follows the original rule
+//!   ([`core::scaler::target_slaves`]) within a bounded maximum (16 by
+//!   default) and step (4 a decision), starting new slaves a few at a
+//!   time, counting each client read once.
+//! - *Every decision is deterministic*: the election rule and the
+//!   Scaler's decisions are pure functions and state machines in
+//!   [`core`] (no I/O, no clock); the actors carry out what they decide,
+//!   and the seeded simulator of the test suite checks them under faults.
+//!   If no caught-up slave is left when a master dies, the election waits
+//!   for the stores of every master lost since one last led (see
+//!   [`core::election::Succession`]).
 //!
 //! ## Not promised
 //!

@@ -323,8 +323,7 @@ impl Worker {
         // A slave that cannot drain stays the slave it was (consuming its
         // sync queue as before): starting a second one would leave two
         // consumers on one queue, the first swallowing the next fence.
-        let drained: BoxFuture<'static, Result<(), (Error, Option<Addr<SlaveWorker>>)>> = match role
-        {
+        let drained: BoxFuture<'static, Result<(), Undrained>> = match role {
             Role::Slave(slave) => Box::pin(async move {
                 match drain(&slave).await {
                     Ok(applied) => {
@@ -414,6 +413,9 @@ impl Worker {
         }));
     }
 }
+
+/// Why a drain failed, and the slave that stays (if it was one).
+type Undrained = (Error, Option<Addr<SlaveWorker>>);
 
 /// Asks an elected slave to drain, bounded by [`DRAIN_TIMEOUT`].
 async fn drain(slave: &Addr<SlaveWorker>) -> Result<u64, Error> {

@@ -307,7 +307,9 @@ impl World {
                 continue;
             }
             if self.rng.f64() < self.setup.flush_chance {
-                self.workers.get_mut(&id).map(|w| w.store.flush());
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.store.flush();
+                }
             }
             self.follow_master(id);
             let pid = self.workers[&id].pid;

@@ -114,7 +114,8 @@ fn only_caught_up_workers_or_every_lost_masters_store_may_lead() {
     let behind = report(3, false, Slave, 9);
     let back = report(1, false, Slave, 7);
     let declined = report(4, true, Declined, 9);
-    let table: &[(Vec<WorkerReport>, &[u64], Option<Vec<u64>>)] = &[
+    type Row<'a> = (Vec<WorkerReport>, &'a [u64], Option<Vec<u64>>);
+    let table: &[Row] = &[
         (vec![ready, behind, back], &[1], Some(vec![2])),
         (vec![ready, declined], &[], Some(vec![2])),
         // Nobody caught up: only the dead master over its own store,
