@@ -9,8 +9,14 @@
 //! clock. No actix, tokio, lapin, sled or clap is used below this module.
 //!
 //! - [`election`]: who may lead and who leads after a master is lost.
+//! - [`watcher`]: what becomes of each worker, when to elect, what to
+//!   start and kill (the ElectionWatcher's state machine).
 //! - [`scaler`]: how many slaves a window's reads call for, and how fast
 //!   to get there.
+//! - [`replica`]: what a slave applies, when it serves a read, when it
+//!   takes a snapshot, and how it drains when elected.
 
 pub mod election;
+pub mod replica;
 pub mod scaler;
+pub mod watcher;

@@ -17,6 +17,7 @@ mod check;
 mod nemesis;
 mod roles;
 mod script;
+mod watch;
 mod world;
 
 use dbaas::core::election::{Mutation, Succession};

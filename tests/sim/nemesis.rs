@@ -46,6 +46,9 @@ fn setup(rng: &mut fastrand::Rng) -> Setup {
         refuse_chance: [0.0, 0.0, 0.05][rng.usize(0..3)],
         gap_wait: rng.u64(5..=60),
         respawn_after: (1, rng.u64(1..=80)),
+        session_ms: rng.u64(10..=60),
+        watch_lag: rng.u64(0..=10),
+        hung_after: rng.u64(20..=300),
     }
 }
 
@@ -84,7 +87,11 @@ fn fault(w: &mut World, rng: &mut fastrand::Rng) {
     if live.is_empty() {
         return;
     }
-    match rng.u8(0..4) {
+    match rng.u8(0..6) {
+        4 => {
+            let (id, _) = live[rng.usize(0..live.len())];
+            w.pause(id, rng.u64(1..=200));
+        }
         0 => {
             if let Some(m) = w.named().map(|m| m.id) {
                 w.kill(m);

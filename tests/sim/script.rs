@@ -6,6 +6,8 @@
 //! crash master      kill the worker /master names (a death seen at once)
 //! kill slaves       kill every live worker that does not lead
 //! kill worker 3     kill worker 3
+//! pause master 500  pause the master 500 ms (SIGSTOP, then SIGCONT)
+//! pause worker 2 50 pause worker 2 50 ms
 //! until promoting   run until an elected worker drains
 //! until leading     run until a master leads
 //! step 100          run 100 ms
@@ -64,6 +66,15 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
         }
         ["kill", "worker", _] => {
             w.kill(arg(2)?);
+            Ok(())
+        }
+        ["pause", "master", _] => {
+            let id = w.named().map(|m| m.id).ok_or("no master")?;
+            w.pause(id, arg(2)?);
+            Ok(())
+        }
+        ["pause", "worker", _, _] => {
+            w.pause(arg(2)?, arg(3)?);
             Ok(())
         }
         ["until", "promoting"] => until(w, |w| {

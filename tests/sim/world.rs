@@ -4,8 +4,9 @@
 //! seeded random source decides every choice, so a seed replays a run
 //! exactly.
 //!
-//! The election decisions are the production ones
-//! ([`dbaas::core::election`]); the workers, the broker and the
+//! The ElectionWatcher is the production state machine
+//! ([`dbaas::core::watcher`], with the election rule of
+//! [`dbaas::core::election`]); the workers, the broker and the
 //! coordinator are models of what the drivers do:
 //! - a store has what was applied and what was flushed; a kill keeps only
 //!   the flushed part (sled's flusher runs now and then, the master
@@ -18,14 +19,17 @@
 //! - the master handles one write at a time: apply and flush, publish the
 //!   sync (which the broker may refuse), answer; a write stays in `writeQ`
 //!   until answered, and is answered from the record if it was applied;
-//! - the watcher sees the deaths it causes at once, starts the dead worker
-//!   again over its own store a little later, and elects by
-//!   [`ballot`] whenever no live worker is named in `/master`.
+//! - the coordinator holds `/master` and each live, unpaused worker's
+//!   registration; a paused worker's session ends after `session_ms`;
+//!   the watcher hears views and `/master` a little late, and what it
+//!   decides (elect by [`ballot`], start, kill, wake up later) is carried
+//!   out here, see `watch.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use dbaas::coord::election::{MasterRecord, ReportedRole, WorkerReport};
-use dbaas::core::election::{ballot, role_change, Ballot, RoleChange, Succession};
+use dbaas::core::election::{role_change, RoleChange, Succession};
+use dbaas::core::watcher::{Input, WatcherCore};
 
 /// One replicated write: its sequence number, the epoch that wrote it,
 /// and the client's request id.
@@ -85,16 +89,40 @@ pub struct Worker {
     /// Syncs taken from the queue past a gap, not acknowledged.
     pub held: BTreeMap<u64, Rec>,
     pub gap_since: Option<u64>,
-    /// When it is started again after a death.
-    respawn_at: Option<u64>,
+    /// Its node is in the coordinator (its session lives).
+    pub registered: bool,
+    /// A master's lease: granted when it leads in its session, gone with
+    /// the session; without it a master takes no write and is not ready.
+    pub leased: bool,
+    /// Paused (SIGSTOP) until then: it takes no turn.
+    pub paused_until: Option<u64>,
+    pub paused_at: u64,
 }
 
 impl Worker {
+    /// A worker that has never run, over an empty store.
+    pub fn new(id: u64) -> Worker {
+        Worker {
+            id,
+            pid: 0,
+            alive: false,
+            store: Store::default(),
+            role: Role::Slave,
+            ready: false,
+            held: BTreeMap::new(),
+            gap_since: None,
+            registered: false,
+            leased: false,
+            paused_until: None,
+            paused_at: 0,
+        }
+    }
+
     pub fn gapped(&self) -> bool {
         !self.held.is_empty()
     }
 
-    fn report(&self) -> WorkerReport {
+    pub fn report(&self) -> WorkerReport {
         let role = match self.role {
             Role::Slave => ReportedRole::Slave,
             Role::Promoting { .. } => ReportedRole::Promoting,
@@ -109,7 +137,10 @@ impl Worker {
             applied: self.store.applied.len() as u64,
             last_epoch,
             epoch: last_epoch,
-            ready: matches!(self.role, Role::Master { .. }) || (self.ready && !self.gapped()),
+            ready: match self.role {
+                Role::Master { .. } => self.leased,
+                _ => self.ready && !self.gapped(),
+            },
             session: self.pid,
         }
     }
@@ -134,8 +165,14 @@ pub struct Setup {
     pub refuse_chance: f64,
     /// Steps a slave waits at a gap before it takes a snapshot.
     pub gap_wait: u64,
-    /// Steps before a dead worker is started again.
+    /// How long a start takes.
     pub respawn_after: (u64, u64),
+    /// A paused worker's session ends after this long.
+    pub session_ms: u64,
+    /// How late the watcher hears of a change, at most.
+    pub watch_lag: u64,
+    /// How long a worker whose session ended may take to come back.
+    pub hung_after: u64,
 }
 
 impl Default for Setup {
@@ -147,6 +184,9 @@ impl Default for Setup {
             refuse_chance: 0.0,
             gap_wait: 30,
             respawn_after: (1, 40),
+            session_ms: 30,
+            watch_lag: 3,
+            hung_after: 100,
         }
     }
 }
@@ -169,8 +209,14 @@ pub struct World {
     pub in_hand: Option<InHand>,
     /// Fences on their way to the queues, and when they arrive.
     fences: Vec<(u64, u64)>,
+    /// `/master` and its version.
     pub master: Option<MasterRecord>,
-    pub succession: Succession,
+    pub version: i32,
+    pub watcher: WatcherCore,
+    /// Inputs on their way to the watcher, and when they arrive.
+    pub inbox: Vec<(u64, Input)>,
+    /// Starts under way: when they finish, the worker, the tries left.
+    pub starts: Vec<(u64, u64, u32)>,
     next_pid: u64,
     next_write: u64,
     /// Every write a client was told succeeded.
@@ -191,7 +237,10 @@ impl World {
             in_hand: None,
             fences: Vec::new(),
             master: None,
-            succession,
+            version: 0,
+            watcher: WatcherCore::new(0, 0).with_succession(succession),
+            inbox: Vec::new(),
+            starts: Vec::new(),
             next_pid: 100,
             next_write: 1,
             acked: BTreeSet::new(),
@@ -206,15 +255,13 @@ impl World {
                 Role::Slave
             };
             let worker = Worker {
-                id,
                 pid,
                 alive: true,
-                store: Store::default(),
                 role,
                 ready: true,
-                held: BTreeMap::new(),
-                gap_since: None,
-                respawn_at: None,
+                registered: true,
+                leased: id == 1,
+                ..Worker::new(id)
             };
             if id != 1 {
                 w.queues.insert(id, VecDeque::new());
@@ -226,10 +273,18 @@ impl World {
             id: 1,
             epoch: 1,
         });
+        w.watcher.set_hung_after(w.setup.hung_after);
+        let running = w.running();
+        let record = w.master.map(|m| (m, w.version));
+        let view = w.view();
+        for input in [Input::Connected, Input::Master(record), Input::View(view)] {
+            let effects = w.watcher.on(input, 0, &running);
+            w.carry_out(effects);
+        }
         w
     }
 
-    fn pid(&mut self) -> u64 {
+    pub(super) fn pid(&mut self) -> u64 {
         self.next_pid += 1;
         self.next_pid
     }
@@ -257,21 +312,30 @@ impl World {
             .filter(|w| matches!(w.role, Role::Master { .. }))
     }
 
-    /// Kills worker `id` as the runtime would (a death the watcher sees).
+    /// Kills worker `id` (SIGKILL): what sled had not flushed is lost,
+    /// what it held unacknowledged goes back to its queue. The runtime
+    /// sees the exit: the watcher hears it at once.
     pub fn kill(&mut self, id: u64) {
-        let (lo, hi) = self.setup.respawn_after;
-        let delay = self.rng.u64(lo..=hi);
-        let now = self.now;
-        let Some(w) = self.workers.get_mut(&id).filter(|w| w.alive) else {
+        let Some(pid) = self.die(id) else {
             return;
         };
+        let exit = Input::Exited {
+            id,
+            pid,
+            expected: false,
+            gone: true,
+        };
+        self.tell(exit, 0);
+    }
+
+    /// Worker `id` dies; answers its pid if it was alive.
+    pub(super) fn die(&mut self, id: u64) -> Option<u64> {
+        let w = self.workers.get_mut(&id).filter(|w| w.alive)?;
         w.alive = false;
+        w.registered = false;
+        w.paused_until = None;
         w.store.crash();
-        w.respawn_at = Some(now + delay);
-        let held: Vec<QMsg> = std::mem::take(&mut w.held)
-            .into_values()
-            .map(QMsg::Sync)
-            .collect();
+        let held: Vec<QMsg> = std::mem::take(&mut w.held).into_values().map(QMsg::Sync).collect();
         let (pid, role) = (w.pid, w.role);
         if let Some(q) = self.queues.get_mut(&id) {
             for m in held.into_iter().rev() {
@@ -282,10 +346,18 @@ impl World {
             self.in_hand = None;
         }
         self.log(format!("kill worker {id} (pid {pid}, {role:?})"));
-        if self.master.is_some_and(|m| m.pid == pid) {
-            self.succession.master_lost(id);
-            self.elect(Some(pid));
-        }
+        Some(pid)
+    }
+
+    /// Pauses worker `id` for `ms` (SIGSTOP, then SIGCONT).
+    pub fn pause(&mut self, id: u64, ms: u64) {
+        let now = self.now;
+        let Some(w) = self.workers.get_mut(&id).filter(|w| w.alive) else {
+            return;
+        };
+        w.paused_until = Some(now + ms);
+        w.paused_at = now;
+        self.log(format!("pause worker {id} for {ms} ms"));
     }
 
     /// One millisecond passes: every live part takes a turn.
@@ -299,11 +371,13 @@ impl World {
         for (_, fence) in due {
             self.publish(QMsg::Fence(fence));
         }
-        self.respawn();
-        self.watch();
+        self.sessions();
+        self.finish_starts();
+        self.deliver();
         let ids: Vec<u64> = self.workers.keys().copied().collect();
         for id in ids {
-            if !self.workers[&id].alive {
+            let w = &self.workers[&id];
+            if !w.alive || w.paused_until.is_some() {
                 continue;
             }
             if self.rng.f64() < self.setup.flush_chance {
@@ -315,73 +389,14 @@ impl World {
             let pid = self.workers[&id].pid;
             // A master takes writes only under its lease: while `/master`
             // names it for its epoch.
-            let leased = |e| self.master.is_some_and(|m| m.pid == pid && m.epoch == e);
+            let named = |e| self.master.is_some_and(|m| m.pid == pid && m.epoch == e);
+            let leased = self.workers[&id].leased;
             match self.workers[&id].role {
-                Role::Master { epoch } if leased(epoch) => self.lead(id, epoch),
+                Role::Master { epoch } if named(epoch) && leased => self.lead(id, epoch),
                 Role::Master { .. } => {}
                 Role::Promoting { epoch, fence } => self.drain(id, epoch, fence),
                 Role::Slave | Role::Declined { .. } => self.replicate(id),
             }
-        }
-    }
-
-    fn respawn(&mut self) {
-        let due: Vec<u64> = self
-            .workers
-            .values()
-            .filter(|w| !w.alive && w.respawn_at.is_some_and(|t| t <= self.now))
-            .map(|w| w.id)
-            .collect();
-        for id in due {
-            let pid = self.pid();
-            let w = self.workers.get_mut(&id).expect("listed");
-            w.alive = true;
-            w.pid = pid;
-            w.role = Role::Slave;
-            w.ready = false;
-            w.gap_since = None;
-            w.respawn_at = None;
-            self.queues.entry(id).or_default();
-            self.log(format!("worker {id} started again, pid {pid}"));
-        }
-    }
-
-    /// The watcher: a master that leads closes the succession; with no
-    /// live worker named (or the named one declined), it elects.
-    fn watch(&mut self) {
-        let named = self.named().map(|w| (w.pid, w.role));
-        match named {
-            Some((_, Role::Master { .. })) => self.succession.master_leads(),
-            Some((pid, Role::Declined { .. })) => self.elect(Some(pid)),
-            Some(_) => {}
-            None => self.elect(self.master.map(|m| m.pid)),
-        }
-    }
-
-    fn elect(&mut self, dead: Option<u64>) {
-        let view: BTreeMap<u64, WorkerReport> = self
-            .workers
-            .values()
-            .filter(|w| w.alive)
-            .map(|w| (w.pid, w.report()))
-            .collect();
-        let none = BTreeSet::new();
-        match ballot(
-            &view,
-            self.master.as_ref(),
-            false,
-            dead,
-            &self.succession,
-            &none,
-        ) {
-            Ballot::Elect(m) => {
-                self.master = Some(m);
-                self.log(format!(
-                    "elected worker {} (pid {}) for epoch {}",
-                    m.id, m.pid, m.epoch
-                ));
-            }
-            Ballot::Keep | Ballot::Wait(_) => {}
         }
     }
 
@@ -399,7 +414,23 @@ impl World {
                 return;
             }
         }
+        // A master back with a new session that `/master` still names
+        // claims its place again (a compare-and-set), and with it a lease.
+        if leading.is_some_and(|e| self.master.is_some_and(|m| m.pid == w.pid && m.epoch == e))
+            && w.registered
+            && !w.leased
+        {
+            self.workers.get_mut(&id).expect("listed").leased = true;
+            self.log(format!("worker {id} claims /master again"));
+            return;
+        }
+        let w = &self.workers[&id];
         match role_change(w.pid, leading, self.master.as_ref()) {
+            // A master of an older epoch leads again under the new one:
+            // nothing to drain (it consumes no sync queue).
+            RoleChange::Lead { epoch } if matches!(w.role, Role::Master { .. }) => {
+                self.set_role(id, Role::Master { epoch });
+            }
             RoleChange::Lead { epoch }
                 if !declined && !matches!(w.role, Role::Promoting { .. }) =>
             {
@@ -423,6 +454,7 @@ impl World {
         self.log(format!("worker {id} becomes {role:?}"));
         let w = self.workers.get_mut(&id).expect("listed");
         w.role = role;
+        w.leased = matches!(role, Role::Master { .. });
         if let Role::Master { .. } = role {
             // It consumes no sync queue now.
             self.queues.remove(&id);

@@ -1,0 +1,131 @@
+//! The watcher's round trips to the coordinator: reading the workers'
+//! reports, running one election, following a path's changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::ElectionWatcher;
+use crate::actors::FIRST_RETRY;
+use crate::coord::election::{self, MasterRecord, WorkerReport, MASTER, WORKERS};
+use crate::coord::{CoordError, Coordinator, NodeKind, WatchEvent};
+use crate::core::election::{ballot, Ballot, Succession};
+use crate::error::{Error, Result};
+
+/// How many times an election reads and writes `/master` again when it
+/// changed meanwhile.
+const ELECTION_TRIES: usize = 5;
+
+/// Reads `/workers` and every report in it.
+pub(super) async fn read_view(
+    coord: Arc<dyn Coordinator>,
+) -> Result<BTreeMap<u64, WorkerReport>> {
+    let mut view = BTreeMap::new();
+    for child in coord.children(WORKERS).await? {
+        let Some(node) = coord.get(&format!("{WORKERS}/{child}")).await? else {
+            continue; // gone meanwhile
+        };
+        match election::decode::<WorkerReport>(&node.data) {
+            Some(r) => {
+                view.insert(r.pid, r);
+            }
+            None => tracing::warn!(child, "unreadable worker report"),
+        }
+    }
+    Ok(view)
+}
+
+/// One election: reads the reports and `/master`, decides a [`ballot`],
+/// and writes `/master` by compare-and-set on the version it read. If
+/// `/master` changed since the watcher last knew it (`known`), what it
+/// names may stay (see [`ballot`]). Answers the record and whether this
+/// election wrote it.
+pub(super) async fn run_election(
+    coord: Arc<dyn Coordinator>,
+    dead: Option<u64>,
+    succession: Succession,
+    known: Option<i32>,
+    leaving: BTreeSet<u64>,
+) -> Result<((MasterRecord, i32), bool)> {
+    let mut known = known;
+    for _ in 0..ELECTION_TRIES {
+        let view = read_view(coord.clone()).await?;
+        let current = coord.get(MASTER).await?;
+        let version = current.as_ref().map(|n| n.version);
+        let record = current
+            .as_ref()
+            .and_then(|n| election::decode::<MasterRecord>(&n.data));
+        let changed = known.is_some_and(|k| Some(k) != version);
+        let elected = match ballot(&view, record.as_ref(), changed, dead, &succession, &leaving) {
+            Ballot::Keep => {
+                let kept = record.zip(version).ok_or_else(|| {
+                    Error::Unavailable("/master went during the election".into())
+                })?;
+                return Ok((kept, false));
+            }
+            Ballot::Elect(elected) => elected,
+            Ballot::Wait(why) => return Err(Error::Unavailable(why)),
+        };
+        let data = election::encode(&elected);
+        let written = match version {
+            Some(v) => coord.set(MASTER, &data, Some(v)).await,
+            None => coord
+                .create(MASTER, &data, NodeKind::Persistent)
+                .await
+                .map(|()| 0),
+        };
+        match written {
+            Ok(version) => return Ok(((elected, version), true)),
+            // Someone wrote it meanwhile: look again at what it says.
+            Err(CoordError::BadVersion | CoordError::NodeExists) => known = version,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Unavailable(
+        "/master kept changing during the election".into(),
+    ))
+}
+
+/// A path changed (`children`: its children) or the session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Changed {
+    pub path: &'static str,
+    pub session_ended: bool,
+}
+
+/// Tells the watcher each change of `path` (or of its children) until
+/// the session ends.
+pub(super) async fn follow(
+    coord: Arc<dyn Coordinator>,
+    path: &'static str,
+    children: bool,
+    watcher: Addr<ElectionWatcher>,
+) {
+    let _ = coord.ensure(WORKERS).await;
+    loop {
+        let watched = if children {
+            coord.watch_children(path).await.map(|(_, w)| w)
+        } else {
+            coord.watch_data(path).await.map(|(_, w)| w)
+        };
+        match watched {
+            Ok(watch) => {
+                watcher.do_send(Changed {
+                    path,
+                    session_ended: false,
+                });
+                if watch.await == WatchEvent::SessionEnded {
+                    break;
+                }
+            }
+            Err(CoordError::SessionEnded) => break,
+            Err(_) => tokio::time::sleep(FIRST_RETRY).await,
+        }
+    }
+    watcher.do_send(Changed {
+        path,
+        session_ended: true,
+    });
+}

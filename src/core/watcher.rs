@@ -1,0 +1,261 @@
+//! The ElectionWatcher's decisions: what becomes of each worker, when to
+//! elect, what to start and kill. A state machine: [`WatcherCore::on`]
+//! takes an [`Input`] (a view of the registered workers, what `/master`
+//! says, an exit the runtime saw, an election's outcome, a timer) with the
+//! time and the workers the runtime lists, and answers the [`Effect`]s to
+//! carry out; it reads no clock and does no I/O.
+//!
+//! Each worker (by pid) has one [`Fate`]: live, leaving (stopped on
+//! purpose: its node going is no death), hung (its session ended while
+//! its process runs on: it has [`HUNG_AFTER_MS`] to come back before it is
+//! killed and started again over its own store), or buried (its death was
+//! handled). A death seen by the runtime is acted on at once (its node is
+//! deleted, the election runs); a session that ends is the fallback, and
+//! right after the watcher's own session reopened, a master's missing
+//! node is given [`GRACE_MS`] to come back (after a coordinator outage
+//! every worker registers again, and the master claims its place).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::election::Succession;
+use crate::coord::election::{MasterRecord, ReportedRole, WorkerReport};
+
+/// How long a master's node may be missing right after the watcher's
+/// session (re)opened before that counts as a death.
+pub const GRACE_MS: u64 = 2_000;
+/// How long a worker whose session ended while its process runs on may
+/// take to come back before it is taken for hung.
+pub const HUNG_AFTER_MS: u64 = 5_000;
+/// How many times a replacement is tried, and how long apart.
+pub const RESPAWN_TRIES: u32 = 10;
+pub const RESPAWN_WAIT_MS: u64 = 1_000;
+/// How long startup waits for every worker to register before electing
+/// among those that did.
+pub const STARTUP_WAIT_MS: u64 = 15_000;
+/// How soon a failed election is tried again.
+pub const ELECTION_RETRY_MS: u64 = 50;
+/// Pids remembered before those neither registered nor running go.
+const REMEMBERED: usize = 1024;
+
+/// A worker process as the runtime lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Running {
+    pub id: u64,
+    pub pid: u64,
+}
+
+/// What became of a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    Live,
+    /// Being stopped on purpose: not replaced, never elected.
+    Leaving,
+    /// Its session ended while its process runs on; judged at `until`.
+    Hung { until: u64 },
+    /// Its death was handled.
+    Buried,
+}
+
+/// A timer the watcher sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    CheckMaster,
+    CheckHung { pid: u64 },
+}
+
+/// What happens to the watcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A coordinator session opened.
+    Connected,
+    /// The session ended (another is being opened).
+    Disconnected,
+    /// The registered workers' reports, by pid.
+    View(BTreeMap<u64, WorkerReport>),
+    /// What `/master` says, and its version.
+    Master(Option<(MasterRecord, i32)>),
+    /// The runtime saw worker `pid` exit, or begin to stop on purpose.
+    Exited {
+        id: u64,
+        pid: u64,
+        expected: bool,
+        gone: bool,
+    },
+    /// The crash API killed `pid`.
+    Crashed { pid: u64 },
+    /// An election's outcome: the record, and whether this one wrote it.
+    Elected(Result<((MasterRecord, i32), bool), String>),
+    Woke(Timer),
+    /// A start finished: the pid, or why not.
+    Started {
+        id: u64,
+        result: Result<u64, String>,
+        tries: u32,
+    },
+    /// A hung worker was killed (or the kill failed).
+    HungKilled { id: u64, pid: u64 },
+    /// The cluster is shutting down: no more elections or replacements.
+    Stop,
+}
+
+/// What the watcher's driver carries out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Run an election (read the reports and `/master` afresh, decide a
+    /// ballot with these, write by compare-and-set) and report back.
+    Elect {
+        dead: Option<u64>,
+        succession: Succession,
+        known: Option<i32>,
+        leaving: BTreeSet<u64>,
+    },
+    /// Delete a dead worker's node (its session may live on a while).
+    DeleteNode { pid: u64 },
+    /// Start worker `id` after a wait; report back with `tries` left.
+    Start { id: u64, tries: u32, after_ms: u64 },
+    /// Kill a hung worker through the runtime; report back.
+    Kill { id: u64, pid: u64 },
+    Wake { timer: Timer, after_ms: u64 },
+    /// Tell the orchestrator a newer epoch leads.
+    SetEpoch(u64),
+    /// An event for the cluster view and the log.
+    Event { kind: &'static str, detail: String },
+    /// Worth a warning in the log only.
+    Warn(String),
+}
+
+/// The watcher's state.
+#[derive(Clone, Debug)]
+pub struct WatcherCore {
+    view: BTreeMap<u64, WorkerReport>,
+    master: Option<(MasterRecord, i32)>,
+    /// Every worker known, by pid: its id and fate.
+    known: BTreeMap<u64, (u64, Fate)>,
+    succession: Succession,
+    last_id: u64,
+    grace_until: u64,
+    connected: bool,
+    coord_seen: bool,
+    expect: usize,
+    started_at: u64,
+    electing: bool,
+    stopped: bool,
+    starting: usize,
+    hung_after: u64,
+}
+
+mod transitions;
+
+impl WatcherCore {
+    /// A watcher started at `now`, waiting for `expect` workers before
+    /// its first election (or [`STARTUP_WAIT_MS`]).
+    pub fn new(expect: usize, now: u64) -> Self {
+        WatcherCore {
+            view: BTreeMap::new(),
+            master: None,
+            known: BTreeMap::new(),
+            succession: Succession::default(),
+            last_id: 0,
+            grace_until: now,
+            connected: false,
+            coord_seen: false,
+            expect,
+            started_at: now,
+            electing: false,
+            stopped: false,
+            starting: 0,
+            hung_after: HUNG_AFTER_MS,
+        }
+    }
+
+    /// With a planted bug in the election rule (tests of the checker).
+    pub fn with_succession(mut self, succession: Succession) -> Self {
+        self.succession = succession;
+        self
+    }
+
+    /// The cluster is shutting down.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    pub fn set_hung_after(&mut self, ms: u64) {
+        self.hung_after = ms;
+    }
+
+    /// The registered workers' reports, by pid.
+    pub fn view(&self) -> &BTreeMap<u64, WorkerReport> {
+        &self.view
+    }
+
+    /// What `/master` said last.
+    pub fn master(&self) -> Option<MasterRecord> {
+        self.master.map(|(m, _)| m)
+    }
+
+    /// The master, if it is registered.
+    pub fn live_master(&self) -> Option<MasterRecord> {
+        self.master().filter(|m| self.view.contains_key(&m.pid))
+    }
+
+    /// Replacements being started.
+    pub fn starting(&self) -> usize {
+        self.starting
+    }
+
+    /// What became of worker `pid`, if it is known.
+    pub fn fate(&self, pid: u64) -> Option<Fate> {
+        self.known.get(&pid).map(|&(_, f)| f)
+    }
+
+    /// The Scaler would stop `pid`: true, and from now on it is never
+    /// elected, unless it leads or an election is under way.
+    pub fn retiring(&mut self, pid: u64) -> bool {
+        let leads = self.master.is_none_or(|(m, _)| m.pid == pid);
+        if self.electing || leads || self.stopped {
+            return false;
+        }
+        let id = self.id_of(pid).unwrap_or(0);
+        self.known.insert(pid, (id, Fate::Leaving));
+        true
+    }
+
+    /// An id no worker has had: above every one known or running.
+    pub fn reserve_id(&mut self, running: &[Running]) -> u64 {
+        let top = running.iter().map(|w| w.id).max().unwrap_or(0);
+        self.last_id = self.last_id.max(top) + 1;
+        self.last_id
+    }
+
+    fn id_of(&self, pid: u64) -> Option<u64> {
+        self.view
+            .get(&pid)
+            .map(|r| r.id)
+            .or_else(|| self.known.get(&pid).map(|&(id, _)| id))
+    }
+
+    fn master_pid(&self) -> Option<u64> {
+        self.master.map(|(m, _)| m.pid)
+    }
+
+    fn leaving(&self) -> BTreeSet<u64> {
+        self.known
+            .iter()
+            .filter(|(_, (_, f))| *f == Fate::Leaving)
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
+    /// The master's report, if it is registered.
+    fn master_report(&self) -> Option<&WorkerReport> {
+        self.master_pid().and_then(|pid| self.view.get(&pid))
+    }
+
+    fn leads(&self) -> bool {
+        self.master_report()
+            .is_some_and(|r| r.role == ReportedRole::Master && r.ready)
+    }
+}
+
+#[cfg(test)]
+mod tests;

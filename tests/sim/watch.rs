@@ -1,0 +1,183 @@
+//! The watcher's world: the simulated coordinator (registrations and
+//! `/master`), the runtime (starts, kills, what runs), and the driver
+//! that feeds the production [`WatcherCore`] and carries out its
+//! effects, each a little late when a real driver would be.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dbaas::coord::election::{MasterRecord, WorkerReport};
+use dbaas::core::election::{ballot, Ballot, Succession};
+use dbaas::core::watcher::{Effect, Input, Running};
+
+use super::world::{Role, World};
+
+impl World {
+    /// What the runtime lists: every worker process alive (paused too).
+    pub fn running(&self) -> Vec<Running> {
+        self.workers
+            .values()
+            .filter(|w| w.alive)
+            .map(|w| Running { id: w.id, pid: w.pid })
+            .collect()
+    }
+
+    /// The registered workers' reports, by pid.
+    pub fn view(&self) -> BTreeMap<u64, WorkerReport> {
+        self.workers
+            .values()
+            .filter(|w| w.alive && w.registered)
+            .map(|w| (w.pid, w.report()))
+            .collect()
+    }
+
+    /// Sends the watcher `input`, arriving up to `lag` ms later.
+    pub(super) fn tell(&mut self, input: Input, lag: u64) {
+        let at = self.now + self.rng.u64(0..=lag);
+        self.inbox.push((at, input));
+    }
+
+    /// Delivers what is due to the watcher, and now and then a fresh
+    /// view (its watches fire, and it reads the reports every second).
+    pub(super) fn deliver(&mut self) {
+        let now = self.now;
+        if self.rng.u8(0..4) == 0 {
+            let view = self.view();
+            self.inbox.push((now, Input::View(view)));
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.inbox)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.inbox = later;
+        for (_, input) in due {
+            let running = self.running();
+            let effects = self.watcher.on(input, now, &running);
+            self.carry_out(effects);
+        }
+    }
+
+    pub(super) fn carry_out(&mut self, effects: Vec<Effect>) {
+        let lag = self.setup.watch_lag;
+        for effect in effects {
+            match effect {
+                Effect::Elect {
+                    dead,
+                    succession,
+                    known,
+                    leaving,
+                } => {
+                    let outcome = self.election(dead, &succession, known, &leaving);
+                    self.tell(Input::Elected(outcome), lag);
+                }
+                Effect::Start { id, tries, after_ms } => {
+                    let (lo, hi) = self.setup.respawn_after;
+                    let at = self.now + after_ms + self.rng.u64(lo..=hi);
+                    self.starts.push((at, id, tries));
+                }
+                Effect::Kill { id, pid } => {
+                    if self.workers.get(&id).is_some_and(|w| w.alive && w.pid == pid) {
+                        self.die(id);
+                    }
+                    self.tell(Input::HungKilled { id, pid }, lag);
+                }
+                Effect::Wake { timer, after_ms } => {
+                    let at = self.now + after_ms;
+                    self.inbox.push((at, Input::Woke(timer)));
+                }
+                Effect::Event { kind, detail } => self.log(format!("watcher {kind}: {detail}")),
+                Effect::DeleteNode { .. } | Effect::SetEpoch(_) | Effect::Warn(_) => {}
+            }
+        }
+    }
+
+    /// One election against the coordinator: a ballot on what it holds
+    /// now, written at once (one watcher: the compare-and-set holds).
+    fn election(
+        &mut self,
+        dead: Option<u64>,
+        succession: &Succession,
+        known: Option<i32>,
+        leaving: &BTreeSet<u64>,
+    ) -> Result<((MasterRecord, i32), bool), String> {
+        let view = self.view();
+        let changed = known.is_some_and(|k| k != self.version);
+        match ballot(&view, self.master.as_ref(), changed, dead, succession, leaving) {
+            Ballot::Keep => {
+                let m = self.master.ok_or("no master")?;
+                Ok(((m, self.version), false))
+            }
+            Ballot::Elect(m) => {
+                self.master = Some(m);
+                self.version += 1;
+                self.log(format!(
+                    "elected worker {} (pid {}) for epoch {}",
+                    m.id, m.pid, m.epoch
+                ));
+                let lag = self.setup.watch_lag;
+                self.tell(Input::Master(Some((m, self.version))), lag);
+                Ok(((m, self.version), true))
+            }
+            Ballot::Wait(why) => Err(why),
+        }
+    }
+
+    /// Starts that are done: the worker runs again over its own store,
+    /// registers, and begins as a slave that needs a snapshot.
+    pub(super) fn finish_starts(&mut self) {
+        let now = self.now;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.starts)
+            .into_iter()
+            .partition(|&(at, _, _)| at <= now);
+        self.starts = later;
+        for (_, id, tries) in due {
+            let runs = self.workers.get(&id).is_some_and(|w| w.alive);
+            let result = if runs {
+                Err(format!("worker {id} runs already"))
+            } else {
+                Ok(self.revive(id))
+            };
+            self.tell(Input::Started { id, result, tries }, 0);
+        }
+    }
+
+    fn revive(&mut self, id: u64) -> u64 {
+        let pid = self.pid();
+        let w = self.workers.entry(id).or_insert_with(|| super::world::Worker::new(id));
+        w.alive = true;
+        w.registered = true;
+        w.pid = pid;
+        w.role = Role::Slave;
+        w.ready = false;
+        w.gap_since = None;
+        self.queues.entry(id).or_default();
+        self.log(format!("worker {id} started, pid {pid}"));
+        pid
+    }
+
+    /// A paused worker's session ends after `session_ms`; one resumed
+    /// registers again (a new session).
+    pub(super) fn sessions(&mut self) {
+        let (now, session) = (self.now, self.setup.session_ms);
+        let mut events = Vec::new();
+        for w in self.workers.values_mut().filter(|w| w.alive) {
+            match w.paused_until {
+                Some(until) if until <= now => {
+                    w.paused_until = None;
+                    if !w.registered {
+                        w.registered = true;
+                        events.push(format!("worker {} resumed, registers again", w.id));
+                    }
+                }
+                Some(_) if w.registered && now >= w.paused_at + session => {
+                    // The lease is shorter than the session: gone first.
+                    w.registered = false;
+                    w.leased = false;
+                    events.push(format!("worker {}'s session expired", w.id));
+                }
+                _ => {}
+            }
+        }
+        for e in events {
+            self.log(e);
+        }
+    }
+}
