@@ -121,7 +121,10 @@ impl ElectionWatcher {
         self.runtime
             .list()
             .iter()
-            .map(|w| Running { id: w.id, pid: w.pid })
+            .map(|w| Running {
+                id: w.id,
+                pid: w.pid,
+            })
             .collect()
     }
 
@@ -158,7 +161,11 @@ impl ElectionWatcher {
                     });
                 }
             }
-            Effect::Start { id, tries, after_ms } => {
+            Effect::Start {
+                id,
+                tries,
+                after_ms,
+            } => {
                 let after = Duration::from_millis(after_ms);
                 ctx.run_later(after, move |act, ctx| act.start_worker(ctx, id, tries));
             }
@@ -186,7 +193,14 @@ impl ElectionWatcher {
     fn start_worker(&mut self, ctx: &mut Context<Self>, id: u64, tries: u32) {
         if self.core.stopped() {
             let result = Err("the watcher stopped".to_string());
-            self.step(ctx, Input::Started { id, result, tries: 1 });
+            self.step(
+                ctx,
+                Input::Started {
+                    id,
+                    result,
+                    tries: 1,
+                },
+            );
             return;
         }
         let (rt, cluster) = (self.runtime.clone(), self.cluster);

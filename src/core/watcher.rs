@@ -51,7 +51,9 @@ pub enum Fate {
     /// Being stopped on purpose: not replaced, never elected.
     Leaving,
     /// Its session ended while its process runs on; judged at `until`.
-    Hung { until: u64 },
+    Hung {
+        until: u64,
+    },
     /// Its death was handled.
     Buried,
 }
@@ -82,7 +84,9 @@ pub enum Input {
         gone: bool,
     },
     /// The crash API killed `pid`.
-    Crashed { pid: u64 },
+    Crashed {
+        pid: u64,
+    },
     /// An election's outcome: the record, and whether this one wrote it.
     Elected(Result<((MasterRecord, i32), bool), String>),
     Woke(Timer),
@@ -93,7 +97,10 @@ pub enum Input {
         tries: u32,
     },
     /// A hung worker was killed (or the kill failed).
-    HungKilled { id: u64, pid: u64 },
+    HungKilled {
+        id: u64,
+        pid: u64,
+    },
     /// The cluster is shutting down: no more elections or replacements.
     Stop,
 }
@@ -110,16 +117,31 @@ pub enum Effect {
         leaving: BTreeSet<u64>,
     },
     /// Delete a dead worker's node (its session may live on a while).
-    DeleteNode { pid: u64 },
+    DeleteNode {
+        pid: u64,
+    },
     /// Start worker `id` after a wait; report back with `tries` left.
-    Start { id: u64, tries: u32, after_ms: u64 },
+    Start {
+        id: u64,
+        tries: u32,
+        after_ms: u64,
+    },
     /// Kill a hung worker through the runtime; report back.
-    Kill { id: u64, pid: u64 },
-    Wake { timer: Timer, after_ms: u64 },
+    Kill {
+        id: u64,
+        pid: u64,
+    },
+    Wake {
+        timer: Timer,
+        after_ms: u64,
+    },
     /// Tell the orchestrator a newer epoch leads.
     SetEpoch(u64),
     /// An event for the cluster view and the log.
-    Event { kind: &'static str, detail: String },
+    Event {
+        kind: &'static str,
+        detail: String,
+    },
     /// Worth a warning in the log only.
     Warn(String),
 }

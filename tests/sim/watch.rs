@@ -17,7 +17,10 @@ impl World {
         self.workers
             .values()
             .filter(|w| w.alive)
-            .map(|w| Running { id: w.id, pid: w.pid })
+            .map(|w| Running {
+                id: w.id,
+                pid: w.pid,
+            })
             .collect()
     }
 
@@ -68,13 +71,21 @@ impl World {
                     let outcome = self.election(dead, &succession, known, &leaving);
                     self.tell(Input::Elected(outcome), lag);
                 }
-                Effect::Start { id, tries, after_ms } => {
+                Effect::Start {
+                    id,
+                    tries,
+                    after_ms,
+                } => {
                     let (lo, hi) = self.setup.respawn_after;
                     let at = self.now + after_ms + self.rng.u64(lo..=hi);
                     self.starts.push((at, id, tries));
                 }
                 Effect::Kill { id, pid } => {
-                    if self.workers.get(&id).is_some_and(|w| w.alive && w.pid == pid) {
+                    if self
+                        .workers
+                        .get(&id)
+                        .is_some_and(|w| w.alive && w.pid == pid)
+                    {
                         self.die(id);
                     }
                     self.tell(Input::HungKilled { id, pid }, lag);
@@ -100,7 +111,14 @@ impl World {
     ) -> Result<((MasterRecord, i32), bool), String> {
         let view = self.view();
         let changed = known.is_some_and(|k| k != self.version);
-        match ballot(&view, self.master.as_ref(), changed, dead, succession, leaving) {
+        match ballot(
+            &view,
+            self.master.as_ref(),
+            changed,
+            dead,
+            succession,
+            leaving,
+        ) {
             Ballot::Keep => {
                 let m = self.master.ok_or("no master")?;
                 Ok(((m, self.version), false))
@@ -141,7 +159,10 @@ impl World {
 
     fn revive(&mut self, id: u64) -> u64 {
         let pid = self.pid();
-        let w = self.workers.entry(id).or_insert_with(|| super::world::Worker::new(id));
+        let w = self
+            .workers
+            .entry(id)
+            .or_insert_with(|| super::world::Worker::new(id));
         w.alive = true;
         w.registered = true;
         w.pid = pid;

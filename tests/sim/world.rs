@@ -335,7 +335,10 @@ impl World {
         w.registered = false;
         w.paused_until = None;
         w.store.crash();
-        let held: Vec<QMsg> = std::mem::take(&mut w.held).into_values().map(QMsg::Sync).collect();
+        let held: Vec<QMsg> = std::mem::take(&mut w.held)
+            .into_values()
+            .map(QMsg::Sync)
+            .collect();
         let (pid, role) = (w.pid, w.role);
         if let Some(q) = self.queues.get_mut(&id) {
             for m in held.into_iter().rev() {

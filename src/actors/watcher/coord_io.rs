@@ -18,9 +18,7 @@ use crate::error::{Error, Result};
 const ELECTION_TRIES: usize = 5;
 
 /// Reads `/workers` and every report in it.
-pub(super) async fn read_view(
-    coord: Arc<dyn Coordinator>,
-) -> Result<BTreeMap<u64, WorkerReport>> {
+pub(super) async fn read_view(coord: Arc<dyn Coordinator>) -> Result<BTreeMap<u64, WorkerReport>> {
     let mut view = BTreeMap::new();
     for child in coord.children(WORKERS).await? {
         let Some(node) = coord.get(&format!("{WORKERS}/{child}")).await? else {
@@ -59,9 +57,9 @@ pub(super) async fn run_election(
         let changed = known.is_some_and(|k| Some(k) != version);
         let elected = match ballot(&view, record.as_ref(), changed, dead, &succession, &leaving) {
             Ballot::Keep => {
-                let kept = record.zip(version).ok_or_else(|| {
-                    Error::Unavailable("/master went during the election".into())
-                })?;
+                let kept = record
+                    .zip(version)
+                    .ok_or_else(|| Error::Unavailable("/master went during the election".into()))?;
                 return Ok((kept, false));
             }
             Ballot::Elect(elected) => elected,

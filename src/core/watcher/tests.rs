@@ -18,11 +18,18 @@ fn report(id: u64, role: ReportedRole, ready: bool) -> WorkerReport {
 }
 
 fn view(reports: &[WorkerReport]) -> Input {
-    Input::View(reports.iter().map(|r| (r.pid, *r)).collect::<BTreeMap<_, _>>())
+    Input::View(
+        reports
+            .iter()
+            .map(|r| (r.pid, *r))
+            .collect::<BTreeMap<_, _>>(),
+    )
 }
 
 fn running(ids: &[u64]) -> Vec<Running> {
-    ids.iter().map(|&id| Running { id, pid: 100 + id }).collect()
+    ids.iter()
+        .map(|&id| Running { id, pid: 100 + id })
+        .collect()
 }
 
 fn record(id: u64, epoch: u64) -> Option<(MasterRecord, i32)> {
@@ -43,7 +50,10 @@ fn steady() -> (WatcherCore, Vec<Running>) {
     w.on(Input::Connected, 0, &rt);
     w.on(Input::Master(record(1, 1)), 0, &rt);
     let fx = w.on(view(&steady_reports()), 0, &rt);
-    assert!(!fx.iter().any(|e| matches!(e, Effect::Elect { .. })), "{fx:?}");
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Elect { .. })),
+        "{fx:?}"
+    );
     (w, rt)
 }
 
@@ -123,11 +133,20 @@ fn a_worker_whose_session_ended_while_it_runs_is_given_time_then_killed() {
     let mut reports = steady_reports();
     reports.remove(2); // worker 3's node went; its process runs
     let fx = w.on(view(&reports), 10, &rt);
-    assert_eq!(w.fate(103), Some(Fate::Hung { until: 10 + HUNG_AFTER_MS }));
+    assert_eq!(
+        w.fate(103),
+        Some(Fate::Hung {
+            until: 10 + HUNG_AFTER_MS
+        })
+    );
     assert!(starts(&fx).is_empty(), "no second worker: {fx:?}");
     let fx = w.on(Input::Woke(Timer::CheckHung { pid: 103 }), 5_010, &rt);
     assert!(fx.contains(&Effect::Kill { id: 3, pid: 103 }), "{fx:?}");
-    let fx = w.on(Input::HungKilled { id: 3, pid: 103 }, 5_020, &running(&[1, 2]));
+    let fx = w.on(
+        Input::HungKilled { id: 3, pid: 103 },
+        5_020,
+        &running(&[1, 2]),
+    );
     assert_eq!(starts(&fx), vec![3]);
 }
 
@@ -138,7 +157,9 @@ fn a_hung_worker_that_comes_back_is_left_alone() {
     reports.remove(2);
     w.on(view(&reports), 10, &rt);
     let fx = w.on(view(&steady_reports()), 20, &rt);
-    assert!(fx.iter().any(|e| matches!(e, Effect::Event { kind: "back", .. })));
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::Event { kind: "back", .. })));
     let fx = w.on(Input::Woke(Timer::CheckHung { pid: 103 }), 5_010, &rt);
     assert!(fx.is_empty(), "{fx:?}");
 }
@@ -217,8 +238,10 @@ fn a_failed_start_is_tried_again_a_bounded_number_of_times() {
     let mut tries = RESPAWN_TRIES;
     let mut fx = w.on(Input::Crashed { pid: 103 }, 10, &running(&[1, 2]));
     let mut attempts = 0;
-    while let Some(Effect::Start { id, tries: t, .. }) =
-        fx.iter().find(|e| matches!(e, Effect::Start { .. })).cloned()
+    while let Some(Effect::Start { id, tries: t, .. }) = fx
+        .iter()
+        .find(|e| matches!(e, Effect::Start { .. }))
+        .cloned()
     {
         attempts += 1;
         tries = t;

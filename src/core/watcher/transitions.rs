@@ -75,7 +75,11 @@ impl WatcherCore {
         for r in view.values() {
             let fate = self.fate(r.pid);
             if let Some(Fate::Hung { .. }) = fate {
-                event(fx, "back", format!("worker pid {} is back and follows", r.pid));
+                event(
+                    fx,
+                    "back",
+                    format!("worker pid {} is back and follows", r.pid),
+                );
             }
             // A pid registered again (a reused pid, a worker back with a
             // new session) may die again; one leaving stays leaving.
