@@ -1,0 +1,120 @@
+//! The drain of an elected replica: it stops serving, publishes a fence of
+//! its own to `syncQ`, applies everything that came before the fence in
+//! its queue (first in, first out: then everything the old master had
+//! published is in), flushes, and reports the seq reached. It fails
+//! rather than end short: a gap left at the fence means writes the old
+//! master may have acknowledged are missing here, and a replica that
+//! diverged holds writes the history does not.
+
+use super::{Effect, ReplicaCore};
+
+/// A drain under way.
+#[derive(Debug)]
+pub(super) struct Drain {
+    nonce: u64,
+    phase: Phase,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Applying what comes; `fenced` once its own fence is back.
+    Waiting {
+        fenced: bool,
+    },
+    Flushing,
+    /// Reported; the replica serves again only once resumed.
+    Over,
+}
+
+impl Drain {
+    /// Whether the drain applies what comes (even before a first
+    /// snapshot).
+    pub(super) fn applies(&self) -> bool {
+        matches!(self.phase, Phase::Waiting { .. })
+    }
+}
+
+impl ReplicaCore {
+    pub(super) fn start_drain(&mut self, nonce: u64) {
+        self.requeue_parked();
+        self.drain = Some(Drain {
+            nonce,
+            phase: Phase::Waiting { fenced: false },
+        });
+        self.fx.push(Effect::PublishFence { nonce });
+    }
+
+    /// A fence came back through the sync queue (another replica's, or an
+    /// earlier drain's, changes nothing).
+    pub(super) fn fence_seen(&mut self, worker: u64, nonce: u64) {
+        let id = self.id;
+        if let Some(d) = self.drain.as_mut() {
+            if d.phase == (Phase::Waiting { fenced: false }) && worker == id && nonce == d.nonce {
+                d.phase = Phase::Waiting { fenced: true };
+            }
+        }
+    }
+
+    pub(super) fn fence_failed(&mut self, nonce: u64, error: String) {
+        if self.drain_in(nonce, |p| matches!(p, Phase::Waiting { .. })) {
+            self.end_drain(Err(format!("the fence was not published: {error}")));
+        }
+    }
+
+    pub(super) fn flushed(&mut self, nonce: u64, result: Result<u64, String>) {
+        if self.drain_in(nonce, |p| p == Phase::Flushing) {
+            self.end_drain(result);
+        }
+    }
+
+    fn drain_in(&self, nonce: u64, phase: impl Fn(Phase) -> bool) -> bool {
+        self.drain
+            .as_ref()
+            .is_some_and(|d| d.nonce == nonce && phase(d.phase))
+    }
+
+    fn end_drain(&mut self, result: Result<u64, String>) {
+        if let Some(d) = self.drain.as_mut() {
+            d.phase = Phase::Over;
+            let nonce = d.nonce;
+            self.fx.push(Effect::DrainDone { nonce, result });
+        }
+    }
+
+    /// Once the fence is back and nothing that follows the applied seq is
+    /// left to apply, the drain flushes (or fails).
+    pub(super) fn check_drain(&mut self) {
+        let Some(nonce) = self
+            .drain
+            .as_ref()
+            .filter(|d| d.phase == (Phase::Waiting { fenced: true }))
+            .map(|d| d.nonce)
+        else {
+            return;
+        };
+        if self.applying.is_some() || self.snapshot.replaces_store() {
+            return; // judged once the store settles
+        }
+        if self.diverged {
+            return self.end_drain(Err("this replica diverged; it awaits a snapshot".into()));
+        }
+        let next = self.applied.saturating_add(1);
+        match self.pending.keys().next().copied() {
+            Some(first) if first <= next => {} // a run starts once it may
+            Some(first) => {
+                // Writes past a gap came: the ones in it were confirmed to
+                // the old master (and may have been acknowledged) but are
+                // not here (dropped from a capped queue).
+                let applied = self.applied;
+                let why = format!("a gap after seq {applied} (the next here is {first})");
+                self.end_drain(Err(why));
+            }
+            None => {
+                if let Some(d) = self.drain.as_mut() {
+                    d.phase = Phase::Flushing;
+                }
+                self.fx.push(Effect::Flush { nonce });
+            }
+        }
+    }
+}
