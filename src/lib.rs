@@ -115,7 +115,6 @@ pub mod coord;
 pub mod core;
 pub mod error;
 pub mod http;
-pub mod loadgen;
 pub mod model;
 pub mod node;
 pub mod rideshare;

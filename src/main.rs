@@ -34,8 +34,6 @@ enum Command {
     Rides(node::ServiceArgs),
     /// The gateway in front of the users and rides services.
     Gateway(node::GatewayArgs),
-    /// Drive load against a running system and report throughput and latency.
-    Loadgen(dbaas::loadgen::LoadArgs),
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -82,7 +80,6 @@ fn main() -> ExitCode {
             system().block_on(node::run_service(false, args, shutdown_signal()))
         }
         Command::Gateway(args) => system().block_on(node::run_gateway(args, shutdown_signal())),
-        Command::Loadgen(args) => dbaas::loadgen::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

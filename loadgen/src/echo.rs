@@ -1,6 +1,6 @@
 //! `amqp-echo`: the raw AMQP request/reply limit of this machine, measured
 //! with the same client library and the same settings as the system's own
-//! RabbitMQ broker (`src/broker/amqp.rs`), so that `db/read` through the
+//! RabbitMQ broker (`src/broker/amqp.rs` of the `dbaas` crate), so that `db/read` through the
 //! orchestrator can be held against it.
 //!
 //! It declares a request queue and a reply queue of its own (not durable,
@@ -19,36 +19,41 @@
 //! a correlation id and `reply_to`; every reply comes back on the one reply
 //! queue (consumed with the orchestrator's prefetch of 1000, in batches of up
 //! to 256), is matched to its caller by correlation id, and each batch is
-//! acknowledged with one `multiple` ack from a task of its own. Each virtual user publishes a request
-//! and waits for its reply (and for the broker's confirm of the request only
-//! while the reply has not come, as the orchestrator does), then checks that
-//! the reply is its own body.
+//! acknowledged with one `multiple` ack from a task of its own. Each virtual
+//! user publishes a request and waits for its reply (and for the broker's
+//! confirm of the request only while the reply has not come, as the
+//! orchestrator does), then checks that the reply is its own body.
 //!
 //! With `--echo-persistent` the request queue is durable and the requests
 //! persistent, as `writeQ` and its messages are: the broker then confirms a
 //! request only once it has written it to disk. That is the raw limit a
 //! durable, acknowledged write has to live within (before the master's own
 //! work and the `syncQ` fanout).
+//!
+//! This module holds the setup, the settings and the publishing channels
+//! both sides use; the client side is in [`client`], the echo servers in
+//! [`server`].
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use tokio::sync::oneshot;
 
-use super::report::Failure;
-use super::ErrorLog;
 use crate::error::{Error, Result};
+use client::dispatch;
+use server::{start_server, Server};
+
+mod client;
+mod server;
+
+pub(crate) use client::EchoClient;
 
 /// Publishing channels per connection, as the broker keeps.
 const PUBLISH_CHANNELS: usize = 4;
@@ -61,7 +66,8 @@ const REQUEST_BATCH: usize = 64;
 /// How long the echo servers may take to connect and subscribe.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A slave's prefetch on `readQ` (`READ_PREFETCH` in `src/actors/slave.rs`).
+/// A slave's prefetch on `readQ` (`READ_PREFETCH` in the `dbaas` crate's
+/// `src/actors/slave.rs`).
 pub const SLAVE_PREFETCH: u16 = 32;
 /// As many echo servers as `dbaas up --slaves 2` has slaves.
 pub const DEFAULT_SERVERS: usize = 2;
@@ -70,7 +76,7 @@ pub const DEFAULT_BYTES: usize = 60;
 
 /// How to set up the echo.
 #[derive(Clone, Debug)]
-pub(super) struct EchoConfig {
+pub(crate) struct EchoConfig {
     pub url: String,
     pub servers: usize,
     pub prefetch: u16,
@@ -82,7 +88,7 @@ pub(super) struct EchoConfig {
 
 impl EchoConfig {
     /// One line on what was measured, for the report.
-    pub(super) fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{} echo servers (a thread and a connection each, prefetch {}, replies confirmed \
              before the ack), {}-byte {} requests, {PUBLISH_CHANNELS} confirm-mode publishing \
@@ -104,7 +110,7 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// The URL without its password, for the report.
-pub(super) fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
         _ => url.to_owned(),
@@ -113,7 +119,7 @@ pub(super) fn redact(url: &str) -> String {
 
 /// A request body of exactly `bytes` bytes (at least 24), unique per task
 /// and request so that a reply matched to the wrong caller shows.
-pub(super) fn body(bytes: usize, task: usize, n: u64) -> Vec<u8> {
+pub(crate) fn body(bytes: usize, task: usize, n: u64) -> Vec<u8> {
     let mut s = String::with_capacity(bytes.max(40));
     let _ = write!(s, "echo t{task} n{n} ");
     while s.len() < bytes {
@@ -170,267 +176,16 @@ impl Publisher {
     }
 }
 
-type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
-
-/// The client side: what the virtual users share.
-pub(super) struct EchoClient {
-    publisher: Publisher,
-    /// Delivery mode of the requests: 1 transient, 2 persistent.
-    mode: u8,
-    request_q: String,
-    reply_q: String,
-    waiting: Waiting,
-    next_id: AtomicU64,
-    timeout: Duration,
-    bytes: usize,
-}
-
-impl EchoClient {
-    pub(super) fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    fn forget(&self, id: u64) {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-    }
-
-    /// One request and its reply. As the orchestrator does, the wait ends
-    /// with the reply even if the broker's confirm of the request has not
-    /// come yet; a refused publish is an error.
-    pub(super) async fn call(&self, body: &[u8], log: &ErrorLog) -> Result<(), Failure> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
-        let props = BasicProperties::default()
-            .with_delivery_mode(self.mode)
-            .with_correlation_id(id.to_string().into())
-            .with_reply_to(self.reply_q.as_str().into());
-        let reply = tokio::time::timeout(self.timeout, rx);
-        tokio::pin!(reply);
-        tokio::select! {
-            r = &mut reply => return self.check(id, r, body, log),
-            published = self.publisher.send(&self.request_q, body, props) => {
-                if let Err(e) = published {
-                    self.forget(id);
-                    log.note(|| format!("publish: {e}"));
-                    return Err(Failure::Transport);
-                }
-            }
-        }
-        self.check(id, reply.await, body, log)
-    }
-
-    /// Whether the wait for request `id` ended with its own body.
-    fn check(
-        &self,
-        id: u64,
-        waited: std::result::Result<
-            std::result::Result<Vec<u8>, oneshot::error::RecvError>,
-            tokio::time::error::Elapsed,
-        >,
-        body: &[u8],
-        log: &ErrorLog,
-    ) -> Result<(), Failure> {
-        match waited {
-            Ok(Ok(reply)) if reply == body => Ok(()),
-            Ok(Ok(reply)) => {
-                log.note(|| {
-                    format!(
-                        "reply {:?} to request {:?}",
-                        String::from_utf8_lossy(&reply),
-                        String::from_utf8_lossy(body)
-                    )
-                });
-                Err(Failure::Reply)
-            }
-            Ok(Err(_)) => {
-                log.note(|| "the reply consumer ended (connection lost?)".to_owned());
-                Err(Failure::Transport)
-            }
-            Err(_) => {
-                self.forget(id);
-                log.note(|| format!("no reply within {:?}", self.timeout));
-                Err(Failure::Transport)
-            }
-        }
-    }
-}
-
-/// Hands each reply to its caller; acknowledges each batch with one
-/// `multiple` ack of its last reply, in order, from a task of its own, as the
-/// orchestrator does.
-async fn dispatch(consumer: lapin::Consumer, waiting: Waiting) {
-    let (acks, mut to_ack) = tokio::sync::mpsc::unbounded_channel::<lapin::Acker>();
-    tokio::spawn(async move {
-        while let Some(a) = to_ack.recv().await {
-            let _ = a.ack(BasicAckOptions { multiple: true }).await;
-        }
-    });
-    let mut batches = consumer.ready_chunks(REPLY_BATCH);
-    while let Some(batch) = batches.next().await {
-        let mut last = None;
-        let mut ended = false;
-        {
-            let mut waiting = waiting.lock().unwrap_or_else(|p| p.into_inner());
-            for d in batch {
-                let Ok(d) = d else {
-                    ended = true;
-                    break;
-                };
-                let id = d
-                    .properties
-                    .correlation_id()
-                    .as_ref()
-                    .and_then(|c| c.as_str().parse::<u64>().ok());
-                if let Some(tx) = id.and_then(|id| waiting.remove(&id)) {
-                    let _ = tx.send(d.data);
-                }
-                last = Some(d.acker);
-            }
-        }
-        if let Some(a) = last {
-            let _ = acks.send(a);
-        }
-        if ended {
-            break;
-        }
-    }
-    // Whoever still waits learns at once that no reply will come.
-    waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
-}
-
-/// Sends one request's body back where it asked, then settles the request.
-async fn echo_one(publisher: &Publisher, d: Delivery) {
-    let Some(to) = d.properties.reply_to().clone() else {
-        let _ = d.acker.ack(BasicAckOptions::default()).await;
-        return;
-    };
-    let mut props = BasicProperties::default().with_delivery_mode(1);
-    if let Some(id) = d.properties.correlation_id().clone() {
-        props = props.with_correlation_id(id);
-    }
-    match publisher.send(to.as_str(), &d.data, props).await {
-        Ok(()) => {
-            let _ = d.acker.ack(BasicAckOptions::default()).await;
-        }
-        Err(_) => {
-            let opts = BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            };
-            let _ = d.acker.nack(opts).await;
-        }
-    }
-}
-
-/// One echo server: its own thread, runtime and connection.
-struct Server {
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn start_server(
-    i: usize,
-    cfg: &EchoConfig,
-    request_q: &str,
-) -> Result<(Server, oneshot::Receiver<Result<()>>)> {
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (url, prefetch, queue) = (cfg.url.clone(), cfg.prefetch, request_q.to_owned());
-    let thread = std::thread::Builder::new()
-        .name(format!("echo-server-{i}"))
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(unavailable("echo server runtime", e)));
-                    return;
-                }
-            };
-            rt.block_on(serve(url, queue, prefetch, ready_tx, stop_rx));
-        })
-        .map_err(|e| Error::Storage(format!("cannot start an echo server thread: {e}")))?;
-    Ok((
-        Server {
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        },
-        ready_rx,
-    ))
-}
-
-async fn serve(
-    url: String,
-    queue: String,
-    prefetch: u16,
-    ready: oneshot::Sender<Result<()>>,
-    stop: oneshot::Receiver<()>,
-) {
-    let setup = async {
-        let props = ConnectionProperties::default()
-            .with_connection_name("dbaas-loadgen-echo-server".into());
-        let conn = Connection::connect(&url, props).await?;
-        let publisher = Arc::new(Publisher::open(&conn).await?);
-        let ch = conn.create_channel().await?;
-        ch.basic_qos(prefetch.max(1), BasicQosOptions::default())
-            .await?;
-        let consumer = ch
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        lapin::Result::Ok((conn, publisher, consumer))
-    };
-    let (conn, publisher, consumer) = match setup.await {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = ready.send(Err(unavailable("echo server", e)));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
-    let run = async {
-        let mut batches = consumer.ready_chunks(REQUEST_BATCH);
-        while let Some(batch) = batches.next().await {
-            let publisher = publisher.clone();
-            tokio::spawn(async move {
-                let echoes = batch
-                    .into_iter()
-                    .filter_map(|d| d.ok())
-                    .map(|d| echo_one(&publisher, d));
-                futures::future::join_all(echoes).await;
-            });
-        }
-    };
-    tokio::select! {
-        _ = run => {}
-        _ = stop => {}
-    }
-    let _ = conn.close(200, "done".into()).await;
-}
-
 /// The echo servers and the client, set up and running.
-pub(super) struct Echo {
-    pub client: Arc<EchoClient>,
+pub(crate) struct Echo {
+    pub(crate) client: Arc<EchoClient>,
     conn: Connection,
     servers: Vec<Server>,
     dispatcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Declares the queues, starts the echo servers and connects the client.
-pub(super) async fn start(cfg: &EchoConfig, prefix: &str) -> Result<Echo> {
+pub(crate) async fn start(cfg: &EchoConfig, prefix: &str) -> Result<Echo> {
     let request_q = format!("loadgen-echo-{prefix}-requests");
     let reply_q = format!("loadgen-echo-{prefix}-replies");
     let props =
@@ -517,7 +272,7 @@ pub(super) async fn start(cfg: &EchoConfig, prefix: &str) -> Result<Echo> {
 impl Echo {
     /// Closes the client's connection and stops the echo servers; the queues
     /// go with their consumers.
-    pub(super) async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let _ = self.conn.close(200, "done".into()).await;
         if let Some(d) = self.dispatcher.take() {
             d.abort();

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::procstat::CpuUsage;
-use super::Workload;
+use crate::args::Workload;
+use crate::procstat::CpuUsage;
 
 /// How a request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,17 +47,17 @@ struct OpStats {
 }
 
 /// What one virtual user saw.
-pub(super) struct TaskStats {
+pub(crate) struct TaskStats {
     ops: Vec<OpStats>,
     failures: Vec<(Failure, u64)>,
     warmup_requests: u64,
     warmup_errors: u64,
     /// When its last measured request ended.
-    pub(super) last_end: Option<Instant>,
+    pub(crate) last_end: Option<Instant>,
 }
 
 impl TaskStats {
-    pub(super) fn new(ops: usize) -> TaskStats {
+    pub(crate) fn new(ops: usize) -> TaskStats {
         TaskStats {
             ops: (0..ops)
                 .map(|_| OpStats {
@@ -74,7 +74,7 @@ impl TaskStats {
     }
 
     /// A measured request of operation `op` (failed ones too).
-    pub(super) fn record(&mut self, op: usize, took: Duration, outcome: Result<(), Failure>) {
+    pub(crate) fn record(&mut self, op: usize, took: Duration, outcome: Result<(), Failure>) {
         let s = &mut self.ops[op];
         s.requests += 1;
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
@@ -91,7 +91,7 @@ impl TaskStats {
         }
     }
 
-    pub(super) fn record_warmup(&mut self, outcome: Result<(), Failure>) {
+    pub(crate) fn record_warmup(&mut self, outcome: Result<(), Failure>) {
         self.warmup_requests += 1;
         if outcome.is_err() {
             self.warmup_errors += 1;
@@ -178,7 +178,7 @@ pub struct Report {
 }
 
 /// Everything a report is made of.
-pub(super) struct RunInfo {
+pub(crate) struct RunInfo {
     pub workload: Workload,
     pub target: String,
     pub concurrency: usize,
@@ -193,7 +193,7 @@ pub(super) struct RunInfo {
 }
 
 impl Report {
-    pub(super) fn build(run: RunInfo) -> Report {
+    pub(crate) fn build(run: RunInfo) -> Report {
         let mut ops: Vec<OpStats> = run
             .op_names
             .iter()
@@ -349,56 +349,4 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tasks_merge_into_one_report() {
-        let from = Instant::now();
-        let mut a = TaskStats::new(2);
-        let mut b = TaskStats::new(2);
-        for i in 0..100u64 {
-            a.record(0, Duration::from_micros(1000 + i), Ok(()));
-            b.record(1, Duration::from_micros(3000), Ok(()));
-        }
-        b.record(1, Duration::from_millis(50), Err(Failure::Status(500)));
-        a.record(0, Duration::from_millis(1), Err(Failure::Transport));
-        b.record(0, Duration::from_millis(1), Err(Failure::Status(500)));
-        a.record_warmup(Err(Failure::Transport));
-        a.last_end = Some(from + Duration::from_secs(2));
-        b.last_end = Some(from + Duration::from_secs(1));
-        let r = Report::build(RunInfo {
-            workload: Workload::Rideshare,
-            target: "http://x".into(),
-            concurrency: 2,
-            threads: 1,
-            op_names: &["a", "b"],
-            measure_from: from,
-            seeded: None,
-            setup: None,
-            tasks: vec![a, b],
-            first_errors: vec!["boom".into()],
-            cpu: None,
-        });
-        assert_eq!(r.requests, 203);
-        assert_eq!(r.errors, 3);
-        assert_eq!(r.duration_s, 2.0);
-        assert_eq!(r.throughput_rps, 101.5);
-        assert_eq!(r.ops.len(), 2);
-        assert_eq!(r.ops[0].requests, 102);
-        assert_eq!(r.ops[1].errors, 1);
-        assert_eq!(r.errors_by_kind["status 500"], 2);
-        assert_eq!(r.errors_by_kind["transport"], 1);
-        assert_eq!((r.warmup_requests, r.warmup_errors), (1, 1));
-        assert!(
-            (r.latency_ms.max - 50.0).abs() < 0.05,
-            "{}",
-            r.latency_ms.max
-        );
-        assert!(r.latency_ms.p50 >= 1.0 && r.latency_ms.p50 < 3.01);
-        let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
-        assert_eq!(json["requests"], 203);
-        assert_eq!(json["latency_ms"]["max"], r.latency_ms.max);
-        assert!(r.text().contains("throughput  101.5 req/s"));
-    }
-}
+mod tests;
