@@ -1,7 +1,8 @@
 //! Runs of admitted writes: when one may start, what it holds (everything
 //! consecutive after the applied seq), and what its end settles.
 
-use super::{Effect, InFlight, Level, ReplicaCore};
+use super::{Effect, InFlight, Level, ReplicaCore, Token};
+use crate::model::wire::SyncMessage;
 
 impl ReplicaCore {
     /// Whether a run may start: none is in flight, no snapshot is about to
@@ -22,25 +23,7 @@ impl ReplicaCore {
         if !self.may_apply() {
             return;
         }
-        let mut next = self.applied.saturating_add(1);
-        let (mut writes, mut tokens, mut settled) = (Vec::new(), Vec::new(), Vec::new());
-        while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() > next {
-                break; // a gap: wait for what fills it
-            }
-            let run = entry.remove();
-            if run.last() < next {
-                settled.push(run.token); // wholly applied already
-                continue;
-            }
-            let from = next;
-            next = run.last().saturating_add(1);
-            // Batches may overlap, and one may start below what a snapshot
-            // already holds.
-            writes.extend(run.writes.into_iter().filter(|m| m.seq >= from));
-            tokens.push(run.token);
-        }
-        self.ack(settled);
+        let (writes, tokens) = self.next_run();
         let Some(through) = writes.last().map(|m| m.seq) else {
             return;
         };
@@ -52,6 +35,31 @@ impl ReplicaCore {
         });
         let lineage = self.lineage.clone();
         self.fx.push(Effect::Apply { writes, lineage });
+    }
+
+    /// Takes the pending writes that follow the applied seq without a
+    /// gap, and their tokens; acks those wholly applied already.
+    fn next_run(&mut self) -> (Vec<SyncMessage>, Vec<Token>) {
+        let mut next = self.applied.saturating_add(1);
+        let (mut writes, mut tokens, mut settled) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > next {
+                break; // a gap: wait for what fills it
+            }
+            let run = entry.remove();
+            if run.last() < next {
+                settled.push(run.token);
+                continue;
+            }
+            let from = next;
+            next = run.last().saturating_add(1);
+            // Batches may overlap, and one may start below what a snapshot
+            // already holds.
+            writes.extend(run.writes.into_iter().filter(|m| m.seq >= from));
+            tokens.push(run.token);
+        }
+        self.ack(settled);
+        (writes, tokens)
     }
 
     /// The run in flight ended with the store at `seq`.

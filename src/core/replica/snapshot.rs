@@ -154,39 +154,53 @@ impl ReplicaCore {
     }
 
     pub(super) fn answer(&mut self, request: u64, answer: Delivered<Reply>) {
-        let (epoch, cluster, now) = (self.lineage.epoch(), self.cluster, self.now);
         let token = answer.token;
-        let Snap::Asked {
-            request: out,
-            have_seq,
-            parts,
-            ..
-        } = &mut self.snapshot
-        else {
+        let Some(have_seq) = self.asked_for(request) else {
             return self.stray(token);
         };
-        if *out != request {
-            return self.stray(token);
-        }
         let whole = match answer.item {
             Err(e) => Err(e),
-            Ok((stamp, _)) if refused(stamp, cluster, epoch) => {
-                let have_seq = *have_seq;
-                return self.refuse(token, stamp, now, have_seq);
+            Ok((stamp, _)) if refused(stamp, self.cluster, self.lineage.epoch()) => {
+                return self.refuse(token, stamp, have_seq);
             }
-            Ok((_, Reply::SnapshotPart(part))) => match parts.add(part) {
-                Ok(None) => return self.ack(vec![token]), // more parts to come
-                Ok(Some(s)) => Ok(Some(s)),
-                Err(e) => Err(e.to_string()),
+            Ok((_, reply)) => match self.assemble(reply) {
+                Some(whole) => whole,
+                None => return self.ack(vec![token]), // more parts to come
             },
-            Ok((_, Reply::Snapshot(s))) => s.map_err(|e| e.to_string()),
-            Ok(_) => Err("not a snapshot".to_string()),
         };
         self.ack(vec![token]);
         self.close_snapshot();
         match whole {
             Ok(snapshot) => self.snapshot = Snap::Held { request, snapshot },
             Err(e) => self.resync(&format!("the snapshot did not install: {e}")),
+        }
+    }
+
+    /// The `have_seq` of `request`, if it is the request out.
+    fn asked_for(&self, request: u64) -> Option<u64> {
+        match self.snapshot {
+            Snap::Asked {
+                request: out,
+                have_seq,
+                ..
+            } if out == request => Some(have_seq),
+            _ => None,
+        }
+    }
+
+    /// The whole answer `reply` completes, if it completes one.
+    fn assemble(&mut self, reply: Reply) -> Option<Result<Option<Snapshot>, String>> {
+        let Snap::Asked { parts, .. } = &mut self.snapshot else {
+            return Some(Err("no snapshot asked for".into()));
+        };
+        match reply {
+            Reply::SnapshotPart(part) => match parts.add(part) {
+                Ok(None) => None,
+                Ok(Some(s)) => Some(Ok(Some(s))),
+                Err(e) => Some(Err(e.to_string())),
+            },
+            Reply::Snapshot(s) => Some(s.map_err(|e| e.to_string())),
+            _ => Some(Err("not a snapshot".into())),
         }
     }
 
@@ -200,18 +214,15 @@ impl ReplicaCore {
 
     /// A deposed master answered (it still consumes `writeQ`): its state
     /// is not the history's. Ask again, later.
-    fn refuse(&mut self, token: Token, stamp: Stamp, now: u64, have_seq: u64) {
+    fn refuse(&mut self, token: Token, stamp: Stamp, have_seq: u64) {
         let e = stamp.epoch;
         self.log(
             Level::Warn,
             format!("snapshot of epoch {e} refused (another cluster's or older)"),
         );
         self.ack(vec![token]);
-        self.retry_at(
-            now.saturating_add(REFUSED_RETRY_MS),
-            have_seq,
-            FIRST_RETRY_MS,
-        );
+        let at = self.now.saturating_add(REFUSED_RETRY_MS);
+        self.retry_at(at, have_seq, FIRST_RETRY_MS);
     }
 
     /// Installs a whole answer once no run is in flight.
