@@ -393,6 +393,17 @@ async fn finish_group(
 ) -> bool {
     let (runs, run_of) = sync_runs(&outcomes);
     let last = runs.iter().flatten().map(|m| m.seq).max().unwrap_or(0);
+    // A snapshot holds every write up to its seq: it goes out only once
+    // their syncs are confirmed and the lease still holds (a deposed
+    // master's snapshot would hand a slave writes the history lacks).
+    let snapshot_seq = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Snapshot(Ok(Some(s))) => Some(s.seq),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
     if !runs.is_empty() && !sender.lease.valid() {
         // A master whose lease ran out sends nothing more: its writes go
         // back to writeQ for whoever leads.
@@ -418,7 +429,10 @@ async fn finish_group(
     // again, by another group: answering before would let a later write be
     // acknowledged past the gap.
     let synced = published.iter().all(|&ok| ok)
-        && sender.synced.reaches(last, PREFIX_WAIT).await
+        && sender
+            .synced
+            .reaches(last.max(snapshot_seq), PREFIX_WAIT)
+            .await
         && sender.lease.valid();
     // Replies go out together: one at a time, each would wait for its own
     // publisher confirm.
@@ -427,7 +441,8 @@ async fn finish_group(
         .zip(outcomes)
         .zip(run_of)
         .map(|((d, outcome), run)| {
-            settle(broker, sender.stamp, d, outcome, synced || run.is_none())
+            let answer = synced || (run.is_none() && !matches!(outcome, Outcome::Snapshot(_)));
+            settle(broker, sender.stamp, d, outcome, answer)
         });
     futures::future::join_all(settle).await;
     synced
