@@ -10,9 +10,9 @@
 //! flushed: a slave acknowledges syncs to the broker before sled flushes
 //! them, so killed mid-promotion it comes back with less than it reported,
 //! and those syncs are gone from its queue. [`Succession`] therefore
-//! remembers every master lost since one was last seen leading, and when
-//! nobody is caught up the election waits for all of their stores and
-//! picks the newest history among them.
+//! remembers the last master seen leading and every master lost since,
+//! and when nobody is caught up the election waits for all of their
+//! stores and picks the newest history among them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,8 +95,8 @@ pub enum Mutation {
 }
 
 /// The stores that may hold acknowledged writes nobody caught up holds:
-/// those of the masters lost since a master was last seen leading (by
-/// worker id: a store outlives its process, and a worker is started
+/// the last master seen leading's, and those of the masters lost since
+/// (by worker id: a store outlives its process, and a worker is started
 /// again over it under the same id).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Succession {
@@ -121,10 +121,13 @@ impl Succession {
         self.heirs.insert(id);
     }
 
-    /// A master leads (drained, flushed, takes writes): it holds every
-    /// acknowledged write, and what earlier deaths left open is closed.
-    pub fn master_leads(&mut self) {
+    /// Master `id` leads (drained, flushed, takes writes): its store holds
+    /// every acknowledged write, and stays an heir until another leads
+    /// (deposed alive, it may hold writes a promotee killed mid-drain
+    /// never got: a slave acknowledges syncs before sled flushes them).
+    pub fn master_leads(&mut self, id: u64) {
         self.heirs.clear();
+        self.heirs.insert(id);
     }
 
     /// The workers whose stores must be heard when nobody is caught up.

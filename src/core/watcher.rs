@@ -273,9 +273,11 @@ impl WatcherCore {
         self.master_pid().and_then(|pid| self.view.get(&pid))
     }
 
-    fn leads(&self) -> bool {
+    /// The master's id, if it leads (drained, takes writes).
+    fn leads(&self) -> Option<u64> {
         self.master_report()
-            .is_some_and(|r| r.role == ReportedRole::Master && r.ready)
+            .filter(|r| r.role == ReportedRole::Master && r.ready)
+            .map(|r| r.id)
     }
 }
 

@@ -226,7 +226,8 @@ fn a_master_that_declined_is_elected_over_and_one_election_runs_at_a_time() {
     let mut reports = steady_reports();
     reports[0].role = ReportedRole::Declined;
     let fx = w.on(view(&reports), 10, &rt);
-    assert_eq!(elections(&fx), vec![(Some(101), vec![])]);
+    // The last master seen leading stays an heir.
+    assert_eq!(elections(&fx), vec![(Some(101), vec![1])]);
     assert!(!w.retiring(103), "no retirement during an election");
     let fx = w.on(view(&reports), 20, &rt);
     assert!(elections(&fx).is_empty(), "{fx:?}");
@@ -254,4 +255,40 @@ fn a_failed_start_is_tried_again_a_bounded_number_of_times() {
     }
     assert_eq!((attempts, tries), (RESPAWN_TRIES, 1));
     assert_eq!(w.starting(), 0);
+}
+
+/// Found by the simulator (seed 834): the elected worker led, acknowledged
+/// a write and died before the watcher heard its election's outcome; the
+/// death did not count as a master's, and only the older master's store
+/// stood for the history.
+#[test]
+fn a_master_that_died_before_the_watcher_heard_of_its_election_joins_the_succession() {
+    let (mut w, _) = steady();
+    w.on(Input::Crashed { pid: 101 }, 10, &running(&[2, 3]));
+    // Worker 2 is elected, leads and dies; the exit comes first.
+    w.on(Input::Crashed { pid: 102 }, 12, &running(&[3]));
+    let fx = w.on(
+        Input::Elected(Ok((record(2, 2).unwrap(), true))),
+        13,
+        &running(&[3]),
+    );
+    assert_eq!(elections(&fx), vec![(Some(102), vec![1, 2])], "{fx:?}");
+}
+
+/// Found by the simulator (seed 2942): an election picks from a fresher
+/// read of `/workers` than the watcher's own view; the watcher took the
+/// new master, not in its view yet, for dead and elected over it while it
+/// led (a live master's lease runs on: two could take writes).
+#[test]
+fn a_master_elected_from_a_fresher_view_is_not_elected_over_while_alive() {
+    let (mut w, _) = steady();
+    let rt = running(&[2, 3, 4]);
+    w.on(Input::Crashed { pid: 101 }, 10, &rt);
+    let fx = w.on(Input::Elected(Ok((record(4, 2).unwrap(), true))), 11, &rt);
+    assert!(elections(&fx).is_empty(), "{fx:?}");
+    let fx = w.on(Input::Woke(Timer::CheckMaster), 12, &rt);
+    assert!(elections(&fx).is_empty(), "{fx:?}");
+    // A view without it: a death like any other.
+    let fx = w.on(view(&steady_reports()[1..]), 13, &running(&[2, 3]));
+    assert_eq!(elections(&fx), vec![(Some(104), vec![1, 4])], "{fx:?}");
 }

@@ -8,6 +8,20 @@ use super::{
 };
 use crate::coord::election::{MasterRecord, ReportedRole, WorkerReport};
 
+/// A stand-in report for a master named before the view shows it.
+fn provisional(m: MasterRecord) -> WorkerReport {
+    WorkerReport {
+        id: m.id,
+        pid: m.pid,
+        role: ReportedRole::Promoting,
+        applied: 0,
+        last_epoch: 0,
+        epoch: m.epoch,
+        ready: false,
+        session: 0,
+    }
+}
+
 /// The effects of one input, gathered.
 type Fx = Vec<Effect>;
 
@@ -35,7 +49,7 @@ impl WatcherCore {
                 if let Some((m, _)) = record {
                     fx.push(Effect::SetEpoch(m.epoch));
                 }
-                self.master = record;
+                self.learn_master(record);
                 self.check_master(now, &mut fx);
             }
             Input::Exited {
@@ -45,7 +59,7 @@ impl WatcherCore {
                 gone,
             } => self.on_exit(id, pid, expected, gone, now, running, &mut fx),
             Input::Crashed { pid } => self.on_gone(pid, true, now, running, &mut fx),
-            Input::Elected(res) => self.on_elected(res, &mut fx),
+            Input::Elected(res) => self.on_elected(res, now, &mut fx),
             Input::Woke(Timer::CheckMaster) => self.check_master(now, &mut fx),
             Input::Woke(Timer::CheckHung { pid }) => self.check_hung(pid, running, &mut fx),
             Input::Started { id, result, tries } => self.on_started(id, result, tries, &mut fx),
@@ -91,8 +105,8 @@ impl WatcherCore {
         self.view = view;
         // A master that leads (drained, takes writes) ends what a death
         // left open.
-        if self.leads() {
-            self.succession.master_leads();
+        if let Some(id) = self.leads() {
+            self.succession.master_leads(id);
         }
         for pid in gone {
             self.on_gone(pid, false, now, running, fx);
@@ -229,7 +243,25 @@ impl WatcherCore {
         if self.master_report().is_some() || self.view.is_empty() {
             return;
         }
-        let waiting = now.saturating_sub(self.started_at) < STARTUP_WAIT_MS;
+        // Named but not registered: elected over only once its death was
+        // handled (a master alive is never elected over: its lease runs).
+        let dead = self.master_pid().map(|pid| self.fate(pid));
+        if matches!(dead, Some(Some(Fate::Live | Fate::Leaving))) {
+            return;
+        }
+        // Right after the watcher's own reconnection, a master's missing
+        // node may just not be back yet.
+        let grace = self.grace_until.saturating_sub(now);
+        if grace > 0 && self.master.is_some() {
+            fx.push(Effect::Wake {
+                timer: Timer::CheckMaster,
+                after_ms: grace,
+            });
+            return;
+        }
+        // Only the first election waits for every worker to register.
+        let waiting =
+            self.master.is_none() && now.saturating_sub(self.started_at) < STARTUP_WAIT_MS;
         if !(self.view.len() < self.expect && waiting) {
             self.elect(self.master_pid(), fx);
         }
@@ -249,17 +281,24 @@ impl WatcherCore {
         });
     }
 
-    fn on_elected(&mut self, res: Result<((MasterRecord, i32), bool), String>, fx: &mut Fx) {
+    fn on_elected(
+        &mut self,
+        res: Result<((MasterRecord, i32), bool), String>,
+        now: u64,
+        fx: &mut Fx,
+    ) {
         self.electing = false;
         match res {
             Ok((record, wrote)) => {
-                self.master = Some(record);
+                self.learn_master(Some(record));
                 if wrote {
                     let (m, _) = record;
                     let detail = format!("worker {} (pid {}) leads epoch {}", m.id, m.pid, m.epoch);
                     event(fx, "election", detail);
                     fx.push(Effect::SetEpoch(m.epoch));
                 }
+                // Dead already (its exit came first): elect again.
+                self.check_master(now, fx);
             }
             Err(e) => {
                 fx.push(Effect::Warn(format!("election failed ({e}); trying again")));
@@ -309,6 +348,29 @@ impl WatcherCore {
         self.view.remove(&pid);
         if self.master_pid() == Some(pid) {
             self.elect(Some(pid), fx);
+        }
+    }
+
+    /// What `/master` says now. A master whose death was handled before
+    /// the watcher knew it led (its election's outcome, or the watch on
+    /// `/master`, came after its exit) may have led and acknowledged
+    /// writes meanwhile: its store joins the succession.
+    /// A master the watcher's view does not show yet (elected from a
+    /// fresher read) stands in it until a view without it: then it is a
+    /// death like any other, never taken for one before.
+    fn learn_master(&mut self, record: Option<(MasterRecord, i32)>) {
+        self.master = record;
+        let Some((m, _)) = record else {
+            return;
+        };
+        match self.fate(m.pid) {
+            Some(Fate::Buried | Fate::Hung { .. }) => self.succession.master_lost(m.id),
+            Some(Fate::Leaving) => {}
+            Some(Fate::Live) | None if !self.view.contains_key(&m.pid) => {
+                self.known.insert(m.pid, (m.id, Fate::Live));
+                self.view.insert(m.pid, provisional(m));
+            }
+            Some(Fate::Live) | None => {}
         }
     }
 
