@@ -6,12 +6,14 @@
 //!
 //! - It registers an ephemeral `/workers/<pid>` and keeps its report there
 //!   fresh (role, applied seq, epochs, readiness).
-//! - It watches `/master`. Named there, a slave drains what the old master
-//!   sent (a fence of its own on `syncQ`, everything before it applied and
-//!   flushed) and then leads under the new epoch, continuing the sequence.
-//!   A master that sees another named stops taking writes at once and
-//!   follows as a slave (which takes a snapshot if it holds writes the new
-//!   history does not).
+//! - It watches `/master` and feeds what it says to its [`RoleCore`],
+//!   which decides (see [`crate::core::role`]); this actor carries the
+//!   decisions out on the role's actors. Named there, a slave drains what
+//!   the old master sent (a fence of its own on `syncQ`, everything before
+//!   it applied and flushed) and then leads under the new epoch,
+//!   continuing the sequence. A master that sees another named stops
+//!   taking writes at once and follows as a slave (which takes a snapshot
+//!   if it holds writes the new history does not).
 //! - A master takes writes only under a [`Lease`] it extends by round trips
 //!   to the coordinator: cut off (or paused) long enough that its session
 //!   may expire, it stops before a successor can be elected. A session
@@ -30,9 +32,9 @@ use super::lease::{lease_span, Lease};
 use super::messages::{Drain, GetStatus, Resume, Shutdown, WorkerStatus};
 use super::{blocking, MasterWorker, SlaveWorker, FIRST_RETRY};
 use crate::broker::Broker;
-use crate::coord::election::{self, worker_path, MasterRecord, ReportedRole, WorkerReport, MASTER};
+use crate::coord::election::{self, worker_path, MasterRecord, WorkerReport, MASTER};
 use crate::coord::{CoordError, CoordResult, Coordinator, NodeKind, SessionState, WatchEvent};
-use crate::core::election::{role_change, RoleChange};
+use crate::core::role::{Effect as RoleEffect, Input as RoleInput, RoleCore};
 use crate::error::Error;
 use crate::model::wire::Stamp;
 use crate::store::Store;
@@ -49,11 +51,6 @@ const REPORT_EVERY: Duration = Duration::from_millis(100);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a drain may take before the promotion is tried again.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many times an elected worker tries to lead before it declines (a
-/// try may fail for a moment: its fence's publish refused), and how long
-/// apart.
-const LEAD_TRIES: u32 = 3;
-const LEAD_RETRY: Duration = Duration::from_millis(200);
 
 /// Who a worker is.
 #[derive(Clone, Copy, Debug)]
@@ -67,11 +64,12 @@ pub struct WorkerConfig {
     pub session_timeout: Duration,
 }
 
+/// The role's actor, if one runs (the decisions are the [`RoleCore`]'s).
 enum Role {
     Slave(Addr<SlaveWorker>),
-    Master(Addr<MasterWorker>, u64),
-    /// Between the two (draining, or stopping one to start the other).
-    Switching,
+    Master(Addr<MasterWorker>),
+    /// Between the two (one stopping, the other not yet started).
+    Idle,
 }
 
 /// A worker: its session and its role.
@@ -82,6 +80,7 @@ pub struct Worker {
     connect: Connector,
     coord: Option<Arc<dyn Coordinator>>,
     role: Role,
+    core: RoleCore,
     lease: Arc<Lease>,
     /// The session in which this worker last held `/master` by a write or
     /// an election: the lease is extended only in that session.
@@ -90,13 +89,6 @@ pub struct Worker {
     /// When the report was last written.
     reported_at: Instant,
     stopping: bool,
-    /// The epoch it was elected for but could not lead: it waits, as a
-    /// slave, for the watcher to elect another.
-    declined: Option<u64>,
-    /// Tries to lead that failed in a row.
-    lead_failures: u32,
-    /// What `/master` said last.
-    seen_master: Option<MasterRecord>,
 }
 
 impl Worker {
@@ -113,15 +105,13 @@ impl Worker {
             broker,
             connect,
             coord: None,
-            role: Role::Switching,
+            role: Role::Idle,
+            core: RoleCore::new(cfg.pid),
             lease: Arc::new(Lease::new()),
             claimed: None,
             last_report: None,
             reported_at: Instant::now(),
             stopping: false,
-            declined: None,
-            lead_failures: 0,
-            seen_master: None,
         }
     }
 
@@ -188,12 +178,7 @@ impl Worker {
 
     /// This worker's report, from its role's status (if known).
     fn report(&self, status: Option<WorkerStatus>) -> WorkerReport {
-        let role = match self.role {
-            Role::Slave(_) if self.declined.is_some() => ReportedRole::Declined,
-            Role::Slave(_) => ReportedRole::Slave,
-            Role::Master(..) => ReportedRole::Master,
-            Role::Switching => ReportedRole::Promoting,
-        };
+        let role = self.core.reported();
         let applied = self.store.applied_seq();
         let lineage = self.store.lineage();
         WorkerReport {
@@ -246,20 +231,17 @@ impl Worker {
                 let a = a.clone();
                 Box::pin(async move { a.send(GetStatus).await.ok() })
             }
-            Role::Master(a, _) => {
+            Role::Master(a) => {
                 let a = a.clone();
                 Box::pin(async move { a.send(GetStatus).await.ok() })
             }
-            Role::Switching => Box::pin(async { None }),
+            Role::Idle => Box::pin(async { None }),
         }
     }
 
     /// The epoch this worker leads under, if it leads.
     fn leading(&self) -> Option<u64> {
-        match self.role {
-            Role::Master(_, epoch) => Some(epoch),
-            _ => None,
-        }
+        self.core.leading()
     }
 
     /// Extends the master's lease by a round trip to the coordinator, if
@@ -293,129 +275,107 @@ impl Worker {
         };
         ctx.spawn(check.into_actor(self).map(move |res, act, ctx| match res {
             Ok((_, true)) => act.claimed = Some(session),
-            Ok((record, false)) => act.on_master(ctx, record),
+            Ok((record, false)) => act.step(ctx, RoleInput::NotMine(record)),
             Err(e) => tracing::debug!(worker = act.cfg.id, error = %e, "lease not extended"),
         }));
     }
 
-    /// Acts on what `/master` says.
-    fn on_master(&mut self, ctx: &mut Context<Self>, record: Option<MasterRecord>) {
-        self.seen_master = record;
-        if matches!(self.role, Role::Switching) || self.stopping {
-            return; // decided again once the switch is done
-        }
-        if record.is_none_or(|m| Some(m.epoch) != self.declined) {
-            self.declined = None;
-        }
-        match role_change(self.cfg.pid, self.leading(), record.as_ref()) {
-            RoleChange::Stay => {}
-            RoleChange::Lead { epoch } if self.declined == Some(epoch) => {}
-            RoleChange::Lead { epoch } => self.lead(ctx, epoch),
-            RoleChange::Follow => self.follow(ctx),
+    /// Feeds the role's state machine and carries out what it decides.
+    fn step(&mut self, ctx: &mut Context<Self>, input: RoleInput) {
+        for effect in self.core.on(input) {
+            self.carry_out(ctx, effect);
         }
     }
 
-    /// Elected: a slave drains first; a master of an older epoch starts
-    /// again under the new one (nothing to drain).
-    fn lead(&mut self, ctx: &mut Context<Self>, epoch: u64) {
-        let role = std::mem::replace(&mut self.role, Role::Switching);
-        tracing::info!(worker = self.cfg.id, epoch, "elected master");
-        // A slave that cannot drain stays the slave it was (consuming its
-        // sync queue as before): starting a second one would leave two
-        // consumers on one queue, the first swallowing the next fence.
-        let drained: BoxFuture<'static, Result<(), Undrained>> = match role {
-            Role::Slave(slave) => Box::pin(async move {
-                match drain(&slave).await {
-                    Ok(applied) => {
-                        tracing::info!(applied, "drained what the old master sent");
-                        let _ = slave.send(Shutdown).await;
-                        Ok(())
-                    }
-                    Err(e) => {
-                        let _ = slave.send(Resume).await;
-                        Err((e, Some(slave)))
-                    }
+    fn carry_out(&mut self, ctx: &mut Context<Self>, effect: RoleEffect) {
+        match effect {
+            RoleEffect::Drain => self.drain(ctx),
+            RoleEffect::Resume => {
+                if let Role::Slave(slave) = &self.role {
+                    slave.do_send(Resume);
                 }
-            }),
-            Role::Master(master, _) => Box::pin(async move {
-                let _ = master.send(Shutdown).await;
-                Ok(())
-            }),
-            Role::Switching => Box::pin(async { Ok(()) }),
-        };
-        let session = self.coord.as_ref().map(|c| c.session_id());
-        ctx.wait(
-            drained
-                .into_actor(self)
-                .map(move |res, act, ctx| match res {
-                    Ok(()) => {
-                        let stamp = Stamp {
-                            cluster: act.cfg.cluster,
-                            epoch,
-                        };
-                        // Elected in this session: the next lease check extends.
-                        act.claimed = session;
-                        act.lease.revoke();
-                        let master = MasterWorker::new(
-                            act.cfg.id,
-                            act.store.clone(),
-                            act.broker.clone(),
-                            stamp,
-                            act.lease.clone(),
-                        );
-                        act.lead_failures = 0;
-                        act.role = Role::Master(master.start(), epoch);
-                        act.keep_lease(ctx);
-                        act.refresh_report(ctx);
-                    }
-                    Err((e, slave)) => {
-                        match slave {
-                            Some(slave) => act.role = Role::Slave(slave),
-                            None => act.start_slave(),
-                        }
-                        act.lead_failures += 1;
-                        if act.lead_failures < LEAD_TRIES {
-                            tracing::warn!(worker = act.cfg.id, error = %e, "cannot lead yet; trying again");
-                            ctx.run_later(LEAD_RETRY, |act, ctx| {
-                                let record = act.seen_master;
-                                act.on_master(ctx, record);
-                            });
-                        } else {
-                            // Declined: the watcher sees it and elects another.
-                            tracing::error!(worker = act.cfg.id, error = %e, "cannot lead; declining");
-                            act.declined = Some(epoch);
-                            act.lead_failures = 0;
-                        }
-                        act.refresh_report(ctx);
-                    }
-                }),
-        );
+            }
+            RoleEffect::StopSlave | RoleEffect::StopMaster => self.stop_role(ctx),
+            RoleEffect::StartMaster { epoch } => self.start_master(ctx, epoch),
+            RoleEffect::StartSlave => self.start_slave(),
+            RoleEffect::RevokeLease => {
+                self.lease.revoke();
+                self.claimed = None;
+            }
+            RoleEffect::Wake { after_ms } => {
+                let after = Duration::from_millis(after_ms);
+                ctx.run_later(after, |act, ctx| act.step(ctx, RoleInput::Woke));
+            }
+            RoleEffect::Report => self.refresh_report(ctx),
+        }
     }
 
-    /// Someone else leads: no more writes here, at once; follow as slave.
-    fn follow(&mut self, ctx: &mut Context<Self>) {
-        self.lease.revoke();
-        self.claimed = None;
-        let Role::Master(master, epoch) = std::mem::replace(&mut self.role, Role::Switching) else {
+    /// Elected: the slave drains up to a fence of its own.
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        let Role::Slave(slave) = &self.role else {
+            ctx.notify(Step(RoleInput::Drained(true))); // nothing to drain
             return;
         };
-        tracing::warn!(
-            worker = self.cfg.id,
-            epoch,
-            "deposed; following the new master"
-        );
-        let stop = async move {
-            let _ = master.send(Shutdown).await;
-        };
-        ctx.wait(stop.into_actor(self).map(|(), act, ctx| {
-            act.start_slave();
-            act.refresh_report(ctx);
+        tracing::info!(worker = self.cfg.id, "elected master; draining");
+        let slave = slave.clone();
+        let drained = async move { drain(&slave).await };
+        ctx.spawn(drained.into_actor(self).map(|res, act, ctx| {
+            match &res {
+                Ok(applied) => tracing::info!(applied, "drained what the old master sent"),
+                Err(e) => tracing::warn!(worker = act.cfg.id, error = %e, "cannot lead yet"),
+            }
+            act.step(ctx, RoleInput::Drained(res.is_ok()));
         }));
+    }
+
+    /// Stops the role's actor (it settles what it holds), then tells the
+    /// state machine.
+    fn stop_role(&mut self, ctx: &mut Context<Self>) {
+        let stop: BoxFuture<'static, ()> = match std::mem::replace(&mut self.role, Role::Idle) {
+            Role::Slave(a) => Box::pin(async move { a.send(Shutdown).await.unwrap_or(()) }),
+            Role::Master(a) => Box::pin(async move { a.send(Shutdown).await.unwrap_or(()) }),
+            Role::Idle => Box::pin(async {}),
+        };
+        ctx.spawn(
+            stop.into_actor(self)
+                .map(|(), act, ctx| act.step(ctx, RoleInput::Stopped)),
+        );
+    }
+
+    /// Leads under `epoch`: elected in this session, so the next lease
+    /// check extends the lease.
+    fn start_master(&mut self, ctx: &mut Context<Self>, epoch: u64) {
+        tracing::info!(worker = self.cfg.id, epoch, "leading");
+        self.claimed = self.coord.as_ref().map(|c| c.session_id());
+        self.lease.revoke();
+        let stamp = Stamp {
+            cluster: self.cfg.cluster,
+            epoch,
+        };
+        let master = MasterWorker::new(
+            self.cfg.id,
+            self.store.clone(),
+            self.broker.clone(),
+            stamp,
+            self.lease.clone(),
+        );
+        self.role = Role::Master(master.start());
+        self.keep_lease(ctx);
     }
 }
 
-/// Why a drain failed, and the slave that stays (if it was one).
-type Undrained = (Error, Option<Addr<SlaveWorker>>);
+/// An input for the role's state machine, on the actor's next turn.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Step(RoleInput);
+
+impl Handler<Step> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, Step(input): Step, ctx: &mut Context<Self>) {
+        self.step(ctx, input);
+    }
+}
 
 /// Asks an elected slave to drain, bounded by [`DRAIN_TIMEOUT`].
 async fn drain(slave: &Addr<SlaveWorker>) -> Result<u64, Error> {
@@ -487,7 +447,7 @@ impl Handler<MasterSeen> for Worker {
     type Result = ();
 
     fn handle(&mut self, MasterSeen(record): MasterSeen, ctx: &mut Context<Self>) {
-        self.on_master(ctx, record);
+        self.step(ctx, RoleInput::Master(record));
     }
 }
 
@@ -537,15 +497,16 @@ impl Handler<Shutdown> for Worker {
     /// the session (its node goes at once), then the worker.
     fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
+        self.core.on(RoleInput::Shutdown);
         self.lease.revoke();
-        let role = std::mem::replace(&mut self.role, Role::Switching);
+        let role = std::mem::replace(&mut self.role, Role::Idle);
         let coord = self.coord.take();
         let store = self.store.clone();
         let stop = async move {
             match role {
                 Role::Slave(a) => a.send(Shutdown).await.unwrap_or(()),
-                Role::Master(a, _) => a.send(Shutdown).await.unwrap_or(()),
-                Role::Switching => {}
+                Role::Master(a) => a.send(Shutdown).await.unwrap_or(()),
+                Role::Idle => {}
             }
             let _ = blocking(move || store.flush()).await;
             if let Some(coord) = coord {

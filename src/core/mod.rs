@@ -9,6 +9,8 @@
 //! clock. No actix, tokio, lapin, sled or clap is used below this module.
 //!
 //! - [`election`]: who may lead and who leads after a master is lost.
+//! - [`role`]: a worker's role (follow, drain, lead, follow again) and
+//!   how it changes with `/master`.
 //! - [`watcher`]: what becomes of each worker, when to elect, what to
 //!   start and kill (the ElectionWatcher's state machine).
 //! - [`scaler`]: how many slaves a window's reads call for, and how fast
@@ -18,5 +20,6 @@
 
 pub mod election;
 pub mod replica;
+pub mod role;
 pub mod scaler;
 pub mod watcher;
