@@ -1,6 +1,8 @@
 //! The checker: what must hold at the end of every run, Jepsen-style,
 //! over the history the world kept.
 
+use dbaas::coord::election::ReportedRole;
+
 use super::world::{Role, World};
 
 /// Steps the world may take, once faults stop, to have a master leading,
@@ -40,7 +42,10 @@ fn quiet(w: &World) -> bool {
         && w.workers.values().all(|x| {
             x.alive
                 && (x.id == leader.id
-                    || (x.role == Role::Slave && x.ready && x.store.applied.len() == head))
+                    || (x.role == Role::Slave
+                        && x.core.reported() == ReportedRole::Slave
+                        && x.ready
+                        && x.store.applied.len() == head))
         })
 }
 

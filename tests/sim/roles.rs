@@ -2,7 +2,9 @@
 //! an elected slave drains to its fence, a slave replicates (and takes a
 //! snapshot when it must).
 
-use super::world::{QMsg, Rec, Role, World};
+use dbaas::core::role::Input as RoleInput;
+
+use super::world::{QMsg, Rec, World};
 
 /// Sync messages a worker takes from its queue in one turn.
 const PER_TURN: usize = 4;
@@ -31,6 +33,11 @@ impl World {
             self.in_hand = None;
             self.write_q.retain(|&w| w != h.rec.write);
             self.acked.insert(h.rec.write);
+            let r = h.rec;
+            self.log(format!(
+                "worker {id} acknowledged write {} at seq {} (epoch {})",
+                r.write, r.seq, r.epoch
+            ));
             return;
         }
         let Some(&write) = self.write_q.front() else {
@@ -69,9 +76,9 @@ impl World {
         }
     }
 
-    /// Elected: applies what came before its fence, then leads, flushed;
-    /// a gap at the fence (writes it lacks) makes it decline.
-    pub(super) fn drain(&mut self, id: u64, epoch: u64, fence: u64) {
+    /// Elected: applies what came before its fence, then flushes; a gap
+    /// at the fence (writes it lacks) fails the drain.
+    pub(super) fn drain(&mut self, id: u64, fence: u64) {
         for _ in 0..PER_TURN {
             let Some(msg) = self.queues.get_mut(&id).and_then(|q| q.pop_front()) else {
                 return;
@@ -80,12 +87,11 @@ impl World {
                 QMsg::Sync(rec) => self.apply_sync(id, rec),
                 QMsg::Fence(f) if f == fence => {
                     let w = self.workers.get_mut(&id).expect("listed");
-                    if w.gapped() {
-                        self.set_role(id, Role::Declined { epoch });
-                    } else {
+                    let ok = !w.gapped();
+                    if ok {
                         w.store.flush();
-                        self.set_role(id, Role::Master { epoch });
                     }
+                    self.role_step(id, RoleInput::Drained(ok));
                     return;
                 }
                 QMsg::Fence(_) => {}

@@ -5,6 +5,7 @@
 //! write 30          clients write 30 times; run until all are answered
 //! crash master      kill the worker /master names (a death seen at once)
 //! kill slaves       kill every live worker that does not lead
+//! kill promotee     kill the worker that drains to lead
 //! kill worker 3     kill worker 3
 //! pause master 500  pause the master 500 ms (SIGSTOP, then SIGCONT)
 //! pause worker 2 50 pause worker 2 50 ms
@@ -57,6 +58,16 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
         }
         ["crash", "master"] => {
             let id = w.named().map(|m| m.id).ok_or("no master")?;
+            w.kill(id);
+            Ok(())
+        }
+        ["kill", "promotee"] => {
+            let id = w
+                .workers
+                .values()
+                .find(|x| x.alive && matches!(x.role, Role::Promoting { .. }))
+                .map(|x| x.id)
+                .ok_or("no promotee")?;
             w.kill(id);
             Ok(())
         }

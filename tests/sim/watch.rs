@@ -126,9 +126,22 @@ impl World {
             Ballot::Elect(m) => {
                 self.master = Some(m);
                 self.version += 1;
+                let among: Vec<String> = view
+                    .values()
+                    .map(|r| {
+                        format!(
+                            "{}:{:?}/{}/{}@{}",
+                            r.id, r.role, r.ready, r.applied, r.last_epoch
+                        )
+                    })
+                    .collect();
                 self.log(format!(
-                    "elected worker {} (pid {}) for epoch {}",
-                    m.id, m.pid, m.epoch
+                    "elected worker {} (pid {}) for epoch {} (dead {dead:?}, heirs {:?}, among {})",
+                    m.id,
+                    m.pid,
+                    m.epoch,
+                    succession.heirs(),
+                    among.join(" ")
                 ));
                 let lag = self.setup.watch_lag;
                 self.tell(Input::Master(Some((m, self.version))), lag);
@@ -167,6 +180,7 @@ impl World {
         w.registered = true;
         w.pid = pid;
         w.role = Role::Slave;
+        w.core = dbaas::core::role::RoleCore::new(pid);
         w.ready = false;
         w.gap_since = None;
         self.queues.entry(id).or_default();

@@ -27,8 +27,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use dbaas::coord::election::{MasterRecord, ReportedRole, WorkerReport};
-use dbaas::core::election::{role_change, RoleChange, Succession};
+use dbaas::coord::election::{MasterRecord, WorkerReport};
+use dbaas::core::election::Succession;
+use dbaas::core::role::{Effect as RoleEffect, Input as RoleInput, Phase, RoleCore};
 use dbaas::core::watcher::{Input, WatcherCore};
 
 /// One replicated write: its sequence number, the epoch that wrote it,
@@ -68,12 +69,20 @@ impl Store {
     }
 }
 
+/// What a worker's role actors are doing (the decisions are the
+/// production [`RoleCore`]'s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Slave,
-    Promoting { epoch: u64, fence: u64 },
-    Master { epoch: u64 },
-    Declined { epoch: u64 },
+    Promoting {
+        epoch: u64,
+        fence: u64,
+    },
+    Master {
+        epoch: u64,
+    },
+    /// One role stopped, the next not yet started.
+    Idle,
 }
 
 /// A worker, alive or dead (its store stays).
@@ -84,6 +93,7 @@ pub struct Worker {
     pub alive: bool,
     pub store: Store,
     pub role: Role,
+    pub core: RoleCore,
     /// Caught up: a snapshot installed since it started.
     pub ready: bool,
     /// Syncs taken from the queue past a gap, not acknowledged.
@@ -108,6 +118,7 @@ impl Worker {
             alive: false,
             store: Store::default(),
             role: Role::Slave,
+            core: RoleCore::new(0),
             ready: false,
             held: BTreeMap::new(),
             gap_since: None,
@@ -123,12 +134,7 @@ impl Worker {
     }
 
     pub fn report(&self) -> WorkerReport {
-        let role = match self.role {
-            Role::Slave => ReportedRole::Slave,
-            Role::Promoting { .. } => ReportedRole::Promoting,
-            Role::Master { .. } => ReportedRole::Master,
-            Role::Declined { .. } => ReportedRole::Declined,
-        };
+        let role = self.core.reported();
         let last_epoch = self.store.applied.last().map_or(0, |r| r.epoch);
         WorkerReport {
             id: self.id,
@@ -209,6 +215,8 @@ pub struct World {
     pub in_hand: Option<InHand>,
     /// Fences on their way to the queues, and when they arrive.
     fences: Vec<(u64, u64)>,
+    /// Role timers: when, which worker, which process of it.
+    wakes: Vec<(u64, u64, u64)>,
     /// `/master` and its version.
     pub master: Option<MasterRecord>,
     pub version: i32,
@@ -236,9 +244,10 @@ impl World {
             write_q: VecDeque::new(),
             in_hand: None,
             fences: Vec::new(),
+            wakes: Vec::new(),
             master: None,
             version: 0,
-            watcher: WatcherCore::new(0, 0).with_succession(succession),
+            watcher: WatcherCore::new(setup.slaves + 1, 0).with_succession(succession),
             inbox: Vec::new(),
             starts: Vec::new(),
             next_pid: 100,
@@ -247,32 +256,20 @@ impl World {
             trace: Vec::new(),
             setup,
         };
+        // Every worker starts alike, as a slave; the watcher elects the
+        // first master once all have registered.
         for id in 1..=w.setup.slaves as u64 + 1 {
             let pid = w.pid();
-            let role = if id == 1 {
-                Role::Master { epoch: 1 }
-            } else {
-                Role::Slave
-            };
             let worker = Worker {
                 pid,
                 alive: true,
-                role,
-                ready: true,
                 registered: true,
-                leased: id == 1,
+                core: RoleCore::new(pid),
                 ..Worker::new(id)
             };
-            if id != 1 {
-                w.queues.insert(id, VecDeque::new());
-            }
+            w.queues.insert(id, VecDeque::new());
             w.workers.insert(id, worker);
         }
-        w.master = Some(MasterRecord {
-            pid: w.workers[&1].pid,
-            id: 1,
-            epoch: 1,
-        });
         w.watcher.set_hung_after(w.setup.hung_after);
         let running = w.running();
         let record = w.master.map(|m| (m, w.version));
@@ -376,6 +373,7 @@ impl World {
         }
         self.sessions();
         self.finish_starts();
+        self.wake_roles();
         self.deliver();
         let ids: Vec<u64> = self.workers.keys().copied().collect();
         for id in ids {
@@ -396,60 +394,87 @@ impl World {
             let leased = self.workers[&id].leased;
             match self.workers[&id].role {
                 Role::Master { epoch } if named(epoch) && leased => self.lead(id, epoch),
-                Role::Master { .. } => {}
-                Role::Promoting { epoch, fence } => self.drain(id, epoch, fence),
-                Role::Slave | Role::Declined { .. } => self.replicate(id),
+                Role::Master { .. } | Role::Idle => {}
+                Role::Promoting { fence, .. } => self.drain(id, fence),
+                Role::Slave => self.replicate(id),
             }
         }
     }
 
-    /// A worker acts on what `/master` says (the production rule).
+    /// A worker acts on what `/master` says, by the production rule.
     fn follow_master(&mut self, id: u64) {
         let w = &self.workers[&id];
-        let leading = match w.role {
-            Role::Master { epoch } => Some(epoch),
-            _ => None,
-        };
-        let declined = matches!(w.role, Role::Declined { epoch } if self.master.is_some_and(|m| m.epoch == epoch));
-        if let (Role::Declined { epoch }, Some(m)) = (w.role, self.master) {
-            if m.epoch != epoch {
-                self.set_role(id, Role::Slave); // another election since
-                return;
-            }
-        }
         // A master back with a new session that `/master` still names
         // claims its place again (a compare-and-set), and with it a lease.
-        if leading.is_some_and(|e| self.master.is_some_and(|m| m.pid == w.pid && m.epoch == e))
-            && w.registered
-            && !w.leased
-        {
+        let named = |e| self.master.is_some_and(|m| m.pid == w.pid && m.epoch == e);
+        if w.core.leading().is_some_and(named) && w.registered && !w.leased {
             self.workers.get_mut(&id).expect("listed").leased = true;
             self.log(format!("worker {id} claims /master again"));
-            return;
         }
-        let w = &self.workers[&id];
-        match role_change(w.pid, leading, self.master.as_ref()) {
-            // A master of an older epoch leads again under the new one:
-            // nothing to drain (it consumes no sync queue).
-            RoleChange::Lead { epoch } if matches!(w.role, Role::Master { .. }) => {
-                self.set_role(id, Role::Master { epoch });
+        let master = self.master;
+        self.role_step(id, RoleInput::Master(master));
+    }
+
+    /// Feeds worker `id`'s role machine and carries out its effects.
+    pub(super) fn role_step(&mut self, id: u64, input: RoleInput) {
+        let mut inputs = vec![input];
+        while let Some(input) = inputs.pop() {
+            let effects = self.workers.get_mut(&id).expect("listed").core.on(input);
+            for effect in effects {
+                if let Some(next) = self.role_effect(id, effect) {
+                    inputs.push(next);
+                }
             }
-            RoleChange::Lead { epoch }
-                if !declined && !matches!(w.role, Role::Promoting { .. }) =>
-            {
+        }
+    }
+
+    /// Carries out one effect; answers the input it leads to at once.
+    fn role_effect(&mut self, id: u64, effect: RoleEffect) -> Option<RoleInput> {
+        match effect {
+            RoleEffect::Drain => {
+                let Phase::Promoting { epoch } = self.workers[&id].core.phase() else {
+                    return None;
+                };
                 // The fence reaches the queues after a broker round trip.
                 let fence = self.rng.u64(..);
                 let at = self.now + self.rng.u64(1..=20);
                 self.fences.push((at, fence));
                 self.set_role(id, Role::Promoting { epoch, fence });
             }
-            RoleChange::Follow => {
-                // Deposed: what it holds past the new history goes, by a
-                // snapshot.
+            RoleEffect::Resume => self.set_role(id, Role::Slave),
+            RoleEffect::StopSlave | RoleEffect::StopMaster => {
+                self.set_role(id, Role::Idle);
+                return Some(RoleInput::Stopped);
+            }
+            RoleEffect::StartMaster { epoch } => self.set_role(id, Role::Master { epoch }),
+            RoleEffect::StartSlave => {
+                // A deposed master's store may hold writes past the new
+                // history: a snapshot first.
                 self.set_role(id, Role::Slave);
                 self.workers.get_mut(&id).expect("listed").ready = false;
             }
-            _ => {}
+            RoleEffect::RevokeLease => self.workers.get_mut(&id).expect("listed").leased = false,
+            RoleEffect::Wake { after_ms } => {
+                let pid = self.workers[&id].pid;
+                self.wakes.push((self.now + after_ms, id, pid));
+            }
+            RoleEffect::Report => {}
+        }
+        None
+    }
+
+    /// Role timers that are due.
+    fn wake_roles(&mut self) {
+        let now = self.now;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.wakes)
+            .into_iter()
+            .partition(|&(at, _, _)| at <= now);
+        self.wakes = later;
+        for (_, id, pid) in due {
+            let w = &self.workers[&id];
+            if w.alive && w.pid == pid {
+                self.role_step(id, RoleInput::Woke);
+            }
         }
     }
 
@@ -458,11 +483,15 @@ impl World {
         let w = self.workers.get_mut(&id).expect("listed");
         w.role = role;
         w.leased = matches!(role, Role::Master { .. });
-        if let Role::Master { .. } = role {
-            // It consumes no sync queue now.
-            self.queues.remove(&id);
-        } else if matches!(role, Role::Slave) {
-            self.queues.entry(id).or_default();
+        match role {
+            // A slave stopped after its drain deletes its sync queue.
+            Role::Idle if self.workers[&id].core.leading().is_none() => {
+                self.queues.remove(&id);
+            }
+            Role::Slave => {
+                self.queues.entry(id).or_default();
+            }
+            _ => {}
         }
     }
 }
