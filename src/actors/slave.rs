@@ -352,8 +352,12 @@ impl SlaveWorker {
             nonce,
         };
         let msg = Message::new(wire::encode(self.core.stamp(), &fence));
-        let broker = self.broker.clone();
-        let publish = async move { broker.publish_fanout(SYNC_X, msg).await };
+        // To its own queue only (behind every sync already in it): through
+        // the fanout, every promotion's fence would take a place in every
+        // capped queue, and enough of them could push out the last syncs
+        // a paused slave holds, leaving it no later seq to see its gap by.
+        let (broker, queue) = (self.broker.clone(), broker::sync_queue(self.id));
+        let publish = async move { broker.publish(&queue, msg).await };
         ctx.spawn(publish.into_actor(self).map(move |res, act, ctx| {
             if let Err(e) = res {
                 let error = e.to_string();

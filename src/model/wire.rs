@@ -101,9 +101,10 @@ impl SyncBatch {
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub enum SyncItem {
     Writes(SyncBatch),
-    /// Published by a slave elected master, to its own queue among all:
+    /// Published by a slave elected master, to its own sync queue only:
     /// once it comes back, everything the old master had published before
-    /// is in (the queue is first in, first out). Other slaves ignore it.
+    /// is in (the queue is first in, first out). Other slaves ignore one
+    /// that reaches them.
     Fence {
         worker: u64,
         nonce: u64,

@@ -133,8 +133,9 @@ pub enum Effect {
     Serve(Vec<Token>),
     /// Reply "unavailable" (with the reason) to these reads, acknowledge.
     Unavailable(Vec<(Token, String)>),
-    /// Publish a fence of this replica with `nonce` to `syncQ`; answer
-    /// [`Input::FenceFailed`] if it cannot be.
+    /// Publish a fence of this replica with `nonce` to its own sync queue
+    /// (behind every sync in it); answer [`Input::FenceFailed`] if it
+    /// cannot be.
     PublishFence {
         nonce: u64,
     },
