@@ -21,7 +21,7 @@ pub fn settle(w: &mut World) -> Result<(), String> {
                 w.write_q.len(),
                 w.workers
                     .values()
-                    .map(|x| (x.id, x.alive, x.role, x.ready, x.store.applied.len()))
+                    .map(|x| (x.id, x.alive, x.role, x.ready(w.now), x.store.applied.len()))
                     .collect::<Vec<_>>()
             ));
         }
@@ -44,7 +44,7 @@ fn quiet(w: &World) -> bool {
                 && (x.id == leader.id
                     || (x.role == Role::Slave
                         && x.core.reported() == ReportedRole::Slave
-                        && x.ready
+                        && x.ready(w.now)
                         && x.store.applied.len() == head))
         })
 }

@@ -44,7 +44,6 @@ fn setup(rng: &mut fastrand::Rng) -> Setup {
         queue_cap: rng.usize(4..=128),
         flush_chance: [0.0, 0.02, 0.2][rng.usize(0..3)],
         refuse_chance: [0.0, 0.0, 0.05][rng.usize(0..3)],
-        gap_wait: rng.u64(5..=60),
         respawn_after: (1, rng.u64(1..=80)),
         session_ms: rng.u64(10..=60),
         watch_lag: rng.u64(0..=10),

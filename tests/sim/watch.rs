@@ -29,7 +29,7 @@ impl World {
         self.workers
             .values()
             .filter(|w| w.alive && w.registered)
-            .map(|w| (w.pid, w.report()))
+            .map(|w| (w.pid, w.report(self.now)))
             .collect()
     }
 
@@ -181,10 +181,8 @@ impl World {
         w.pid = pid;
         w.role = Role::Slave;
         w.core = dbaas::core::role::RoleCore::new(pid);
-        w.ready = false;
-        w.gap_since = None;
-        self.queues.entry(id).or_default();
         self.log(format!("worker {id} started, pid {pid}"));
+        self.start_replica(id);
         pid
     }
 

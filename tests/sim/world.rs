@@ -29,8 +29,16 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use dbaas::coord::election::{MasterRecord, WorkerReport};
 use dbaas::core::election::Succession;
+use dbaas::core::replica::{Input as ReplicaInput, ReplicaCore};
 use dbaas::core::role::{Effect as RoleEffect, Input as RoleInput, Phase, RoleCore};
 use dbaas::core::watcher::{Input, WatcherCore};
+use dbaas::model::wire::SyncItem;
+use dbaas::model::Lineage;
+
+use super::queue::Queue;
+
+/// The cluster's identity on every message.
+pub const CLUSTER: u64 = 0xd8a5;
 
 /// One replicated write: its sequence number, the epoch that wrote it,
 /// and the client's request id.
@@ -41,27 +49,58 @@ pub struct Rec {
     pub write: u64,
 }
 
-/// What sits in a sync queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QMsg {
-    Sync(Rec),
-    Fence(u64),
+/// What a kill leaves of a store: a prefix of what it holds (the writes
+/// flushed), or, after an install not yet flushed, what it held before.
+#[derive(Clone, Debug)]
+enum Durable {
+    Prefix(usize, Lineage),
+    Whole(Vec<Rec>, Lineage),
 }
 
-/// A worker's own store.
-#[derive(Clone, Debug, Default)]
+/// A worker's own store: its writes and its lineage.
+#[derive(Clone, Debug)]
 pub struct Store {
     pub applied: Vec<Rec>,
-    durable: usize,
+    pub lineage: Lineage,
+    durable: Durable,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            applied: Vec::new(),
+            lineage: Lineage::default(),
+            durable: Durable::Prefix(0, Lineage::default()),
+        }
+    }
 }
 
 impl Store {
     pub fn flush(&mut self) {
-        self.durable = self.applied.len();
+        self.durable = Durable::Prefix(self.applied.len(), self.lineage.clone());
     }
 
     fn crash(&mut self) {
-        self.applied.truncate(self.durable);
+        match std::mem::replace(&mut self.durable, Durable::Prefix(0, Lineage::default())) {
+            Durable::Prefix(n, lineage) => {
+                self.applied.truncate(n);
+                self.lineage = lineage;
+            }
+            Durable::Whole(applied, lineage) => {
+                self.applied = applied;
+                self.lineage = lineage;
+            }
+        }
+        self.flush();
+    }
+
+    /// Replaces everything (a snapshot), not flushed yet.
+    pub fn install(&mut self, applied: Vec<Rec>, lineage: Lineage) {
+        if let Durable::Prefix(n, l) = &self.durable {
+            self.durable = Durable::Whole(self.applied[..*n].to_vec(), l.clone());
+        }
+        self.applied = applied;
+        self.lineage = lineage;
     }
 
     pub fn next(&self) -> u64 {
@@ -70,10 +109,11 @@ impl Store {
 }
 
 /// What a worker's role actors are doing (the decisions are the
-/// production [`RoleCore`]'s).
+/// production [`RoleCore`]'s and [`ReplicaCore`]'s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Slave,
+    /// Its replica drains up to the fence with this nonce.
     Promoting {
         epoch: u64,
         fence: u64,
@@ -86,7 +126,7 @@ pub enum Role {
 }
 
 /// A worker, alive or dead (its store stays).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Worker {
     pub id: u64,
     pub pid: u64,
@@ -94,11 +134,12 @@ pub struct Worker {
     pub store: Store,
     pub role: Role,
     pub core: RoleCore,
-    /// Caught up: a snapshot installed since it started.
-    pub ready: bool,
-    /// Syncs taken from the queue past a gap, not acknowledged.
-    pub held: BTreeMap<u64, Rec>,
-    pub gap_since: Option<u64>,
+    /// The slave's decisions, while it is a slave.
+    pub replica: Option<ReplicaCore>,
+    /// Its replica consumes its sync queue.
+    pub consuming: bool,
+    /// What finished for its replica since its last turn.
+    pub replica_inbox: Vec<ReplicaInput>,
     /// Its node is in the coordinator (its session lives).
     pub registered: bool,
     /// A master's lease: granted when it leads in its session, gone with
@@ -119,9 +160,9 @@ impl Worker {
             store: Store::default(),
             role: Role::Slave,
             core: RoleCore::new(0),
-            ready: false,
-            held: BTreeMap::new(),
-            gap_since: None,
+            replica: None,
+            consuming: false,
+            replica_inbox: Vec::new(),
             registered: false,
             leased: false,
             paused_until: None,
@@ -129,24 +170,31 @@ impl Worker {
         }
     }
 
-    pub fn gapped(&self) -> bool {
-        !self.held.is_empty()
+    /// Whether its replica is caught up.
+    pub fn ready(&self, now: u64) -> bool {
+        self.replica.as_ref().is_some_and(|r| r.status(now).ready)
     }
 
-    pub fn report(&self) -> WorkerReport {
-        let role = self.core.reported();
-        let last_epoch = self.store.applied.last().map_or(0, |r| r.epoch);
+    pub fn report(&self, now: u64) -> WorkerReport {
+        let (applied, last_epoch, epoch, ready) = match &self.replica {
+            Some(r) => {
+                let s = r.status(now);
+                (s.applied, s.last_epoch, s.epoch, s.ready)
+            }
+            None => {
+                let head = self.store.applied.len() as u64;
+                let l = &self.store.lineage;
+                (head, l.owner(head), l.epoch(), self.leased)
+            }
+        };
         WorkerReport {
             id: self.id,
             pid: self.pid,
-            role,
-            applied: self.store.applied.len() as u64,
+            role: self.core.reported(),
+            applied,
             last_epoch,
-            epoch: last_epoch,
-            ready: match self.role {
-                Role::Master { .. } => self.leased,
-                _ => self.ready && !self.gapped(),
-            },
+            epoch,
+            ready,
             session: self.pid,
         }
     }
@@ -169,8 +217,6 @@ pub struct Setup {
     pub flush_chance: f64,
     /// Chance that the broker refuses a sync publish.
     pub refuse_chance: f64,
-    /// Steps a slave waits at a gap before it takes a snapshot.
-    pub gap_wait: u64,
     /// How long a start takes.
     pub respawn_after: (u64, u64),
     /// A paused worker's session ends after this long.
@@ -188,7 +234,6 @@ impl Default for Setup {
             queue_cap: 64,
             flush_chance: 0.05,
             refuse_chance: 0.0,
-            gap_wait: 30,
             respawn_after: (1, 40),
             session_ms: 30,
             watch_lag: 3,
@@ -210,11 +255,18 @@ pub struct World {
     pub setup: Setup,
     pub now: u64,
     pub workers: BTreeMap<u64, Worker>,
-    pub queues: BTreeMap<u64, VecDeque<QMsg>>,
+    pub queues: BTreeMap<u64, Queue>,
     pub write_q: VecDeque<u64>,
     pub in_hand: Option<InHand>,
     /// Fences on their way to the queues, and when they arrive.
-    fences: Vec<(u64, u64)>,
+    /// (When, to whose queue only.)
+    pub fences: Vec<(u64, u64, SyncItem)>,
+    /// Snapshot requests waiting in `writeQ`: worker, pid, request, the
+    /// seq it has and the epoch of it.
+    pub snapshot_asks: Vec<(u64, u64, u64, u64, u64)>,
+    /// The lineage each snapshot answer carries (its store's).
+    pub snapshot_lineages: BTreeMap<(u64, u64), Lineage>,
+    pub answers: u64,
     /// Role timers: when, which worker, which process of it.
     wakes: Vec<(u64, u64, u64)>,
     /// `/master` and its version.
@@ -233,8 +285,8 @@ pub struct World {
 }
 
 impl World {
-    /// A cluster that has just started: worker 1 leads epoch 1, the
-    /// others are caught-up slaves.
+    /// A cluster that has just started: every worker a slave over an
+    /// empty store, the first election to come.
     pub fn new(seed: u64, setup: Setup, succession: Succession) -> World {
         let mut w = World {
             rng: fastrand::Rng::with_seed(seed),
@@ -244,6 +296,9 @@ impl World {
             write_q: VecDeque::new(),
             in_hand: None,
             fences: Vec::new(),
+            snapshot_asks: Vec::new(),
+            snapshot_lineages: BTreeMap::new(),
+            answers: 0,
             wakes: Vec::new(),
             master: None,
             version: 0,
@@ -267,8 +322,8 @@ impl World {
                 core: RoleCore::new(pid),
                 ..Worker::new(id)
             };
-            w.queues.insert(id, VecDeque::new());
             w.workers.insert(id, worker);
+            w.start_replica(id);
         }
         w.watcher.set_hung_after(w.setup.hung_after);
         let running = w.running();
@@ -332,15 +387,12 @@ impl World {
         w.registered = false;
         w.paused_until = None;
         w.store.crash();
-        let held: Vec<QMsg> = std::mem::take(&mut w.held)
-            .into_values()
-            .map(QMsg::Sync)
-            .collect();
+        w.replica = None;
+        w.consuming = false;
+        w.replica_inbox.clear();
         let (pid, role) = (w.pid, w.role);
         if let Some(q) = self.queues.get_mut(&id) {
-            for m in held.into_iter().rev() {
-                q.push_front(m);
-            }
+            q.consumer_died();
         }
         if self.in_hand.is_some_and(|h| h.worker == id) {
             self.in_hand = None;
@@ -366,10 +418,13 @@ impl World {
         let now = self.now;
         let (due, later) = std::mem::take(&mut self.fences)
             .into_iter()
-            .partition(|&(at, _)| at <= now);
+            .partition(|(at, _, _)| *at <= now);
         self.fences = later;
-        for (_, fence) in due {
-            self.publish(QMsg::Fence(fence));
+        let cap = self.setup.queue_cap;
+        for (_, id, fence) in due {
+            if let Some(q) = self.queues.get_mut(&id) {
+                q.push(fence, cap);
+            }
         }
         self.sessions();
         self.finish_starts();
@@ -382,9 +437,7 @@ impl World {
                 continue;
             }
             if self.rng.f64() < self.setup.flush_chance {
-                if let Some(w) = self.workers.get_mut(&id) {
-                    w.store.flush();
-                }
+                self.worker(id).store.flush();
             }
             self.follow_master(id);
             let pid = self.workers[&id].pid;
@@ -395,8 +448,7 @@ impl World {
             match self.workers[&id].role {
                 Role::Master { epoch } if named(epoch) && leased => self.lead(id, epoch),
                 Role::Master { .. } | Role::Idle => {}
-                Role::Promoting { fence, .. } => self.drain(id, fence),
-                Role::Slave => self.replicate(id),
+                Role::Promoting { .. } | Role::Slave => self.replicate(id),
             }
         }
     }
@@ -435,23 +487,35 @@ impl World {
                 let Phase::Promoting { epoch } = self.workers[&id].core.phase() else {
                     return None;
                 };
-                // The fence reaches the queues after a broker round trip.
                 let fence = self.rng.u64(..);
-                let at = self.now + self.rng.u64(1..=20);
-                self.fences.push((at, fence));
                 self.set_role(id, Role::Promoting { epoch, fence });
+                self.replica_step(id, ReplicaInput::Drain { nonce: fence });
             }
-            RoleEffect::Resume => self.set_role(id, Role::Slave),
-            RoleEffect::StopSlave | RoleEffect::StopMaster => {
+            RoleEffect::Resume => {
+                self.set_role(id, Role::Slave);
+                self.replica_step(id, ReplicaInput::Resume);
+            }
+            RoleEffect::StopSlave => {
+                // Drained: its sync queue goes with it.
+                self.replica_step(id, ReplicaInput::Shutdown);
+                self.worker(id).replica = None;
+                self.queues.remove(&id);
                 self.set_role(id, Role::Idle);
                 return Some(RoleInput::Stopped);
             }
-            RoleEffect::StartMaster { epoch } => self.set_role(id, Role::Master { epoch }),
+            RoleEffect::StopMaster => {
+                self.set_role(id, Role::Idle);
+                return Some(RoleInput::Stopped);
+            }
+            RoleEffect::StartMaster { epoch } => {
+                let w = self.worker(id);
+                let head = w.store.applied.len() as u64;
+                w.store.lineage.begin(epoch, head);
+                self.set_role(id, Role::Master { epoch });
+            }
             RoleEffect::StartSlave => {
-                // A deposed master's store may hold writes past the new
-                // history: a snapshot first.
                 self.set_role(id, Role::Slave);
-                self.workers.get_mut(&id).expect("listed").ready = false;
+                self.start_replica(id);
             }
             RoleEffect::RevokeLease => self.workers.get_mut(&id).expect("listed").leased = false,
             RoleEffect::Wake { after_ms } => {
@@ -483,15 +547,14 @@ impl World {
         let w = self.workers.get_mut(&id).expect("listed");
         w.role = role;
         w.leased = matches!(role, Role::Master { .. });
-        match role {
-            // A slave stopped after its drain deletes its sync queue.
-            Role::Idle if self.workers[&id].core.leading().is_none() => {
-                self.queues.remove(&id);
-            }
-            Role::Slave => {
-                self.queues.entry(id).or_default();
-            }
-            _ => {}
+    }
+}
+
+impl World {
+    /// A replica's drain ended: the role machine hears how.
+    pub(super) fn drain_done(&mut self, id: u64, nonce: u64, ok: bool) {
+        if matches!(self.workers[&id].role, Role::Promoting { fence, .. } if fence == nonce) {
+            self.role_step(id, RoleInput::Drained(ok));
         }
     }
 }

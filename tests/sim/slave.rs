@@ -1,0 +1,259 @@
+//! The simulated SlaveWorker: a driver around the production
+//! [`ReplicaCore`], as `actors::slave` is. It hands the core what its
+//! sync queue delivers, the snapshots the master answers and the time,
+//! and carries out what the core decides on the worker's store and
+//! queue. Applying a run and installing a snapshot finish on the
+//! worker's next turn (in production they run on a thread pool), so
+//! syncs may arrive meanwhile.
+
+use dbaas::core::replica::{Consumer, Delivered, Effect, Input, Level, ReplicaCore};
+use dbaas::model::wire::{Entry, Reply, Snapshot, Stamp, SyncItem, SyncMessage};
+use dbaas::model::WriteOp;
+
+use super::world::{Rec, World, CLUSTER};
+
+/// Sync messages a slave takes from its queue in one turn.
+const PER_TURN: usize = 4;
+/// Tokens of snapshot answers (apart from the queue's own).
+pub const ANSWER: u64 = 1 << 63;
+
+/// A replicated write as the master publishes it.
+pub fn sync_message(rec: Rec) -> SyncMessage {
+    SyncMessage {
+        seq: rec.seq,
+        epoch: rec.epoch,
+        request_id: u128::from(rec.write),
+        entry: Entry::Write(WriteOp::Clear { table: None }),
+    }
+}
+
+fn rec(m: &SyncMessage) -> Rec {
+    Rec {
+        seq: m.seq,
+        epoch: m.epoch,
+        write: u64::try_from(m.request_id).unwrap_or(u64::MAX),
+    }
+}
+
+/// A store's writes as snapshot entries.
+pub fn snapshot_of(recs: &[Rec]) -> Snapshot {
+    let entries = recs
+        .iter()
+        .map(|r| {
+            let mut v = r.epoch.to_be_bytes().to_vec();
+            v.extend(r.write.to_be_bytes());
+            (r.seq.to_be_bytes().to_vec(), v)
+        })
+        .collect();
+    Snapshot {
+        seq: recs.len() as u64,
+        entries,
+    }
+}
+
+fn recs_of(snap: &Snapshot) -> Vec<Rec> {
+    let n = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+    snap.entries
+        .iter()
+        .map(|(k, v)| Rec {
+            seq: n(k),
+            epoch: n(&v[..8]),
+            write: n(&v[8..]),
+        })
+        .collect()
+}
+
+impl World {
+    /// Starts worker `id`'s replica over its store.
+    pub(super) fn start_replica(&mut self, id: u64) {
+        let w = self.workers.get_mut(&id).expect("listed");
+        let applied = w.store.applied.len() as u64;
+        w.replica = Some(ReplicaCore::new(
+            id,
+            CLUSTER,
+            applied,
+            w.store.lineage.clone(),
+        ));
+        w.consuming = false;
+        w.replica_inbox.clear();
+        self.queues.entry(id).or_default();
+        self.replica_step(id, Input::Start);
+    }
+
+    /// A slave's turn: what finished since its last turn, what its queue
+    /// delivers, and the time.
+    pub(super) fn replicate(&mut self, id: u64) {
+        let inbox = std::mem::take(&mut self.workers.get_mut(&id).expect("listed").replica_inbox);
+        for input in inbox {
+            self.replica_step(id, input);
+        }
+        if self.workers[&id].consuming {
+            let taken = self
+                .queues
+                .get_mut(&id)
+                .map(|q| q.take(PER_TURN))
+                .unwrap_or_default();
+            if !taken.is_empty() {
+                let batch = taken
+                    .into_iter()
+                    .map(|(token, item)| Delivered {
+                        token,
+                        item: Ok((self.stamp_of(&item), item)),
+                    })
+                    .collect();
+                self.replica_step(id, Input::Syncs(batch));
+            }
+        }
+        self.replica_step(id, Input::Tick);
+    }
+
+    fn stamp_of(&self, item: &SyncItem) -> Stamp {
+        let epoch = match item {
+            SyncItem::Writes(b) => b.lineage.epoch(),
+            SyncItem::Fence { .. } => 0,
+        };
+        Stamp {
+            cluster: CLUSTER,
+            epoch,
+        }
+    }
+
+    /// Feeds worker `id`'s replica and carries out its effects.
+    pub(super) fn replica_step(&mut self, id: u64, input: Input) {
+        let now = self.now;
+        let Some(replica) = self.workers.get_mut(&id).and_then(|w| w.replica.as_mut()) else {
+            return;
+        };
+        let effects = replica.on(input, now);
+        for effect in effects {
+            self.replica_effect(id, effect);
+        }
+    }
+
+    fn replica_effect(&mut self, id: u64, effect: Effect) {
+        match effect {
+            Effect::Log(Level::Warn | Level::Error, what) => {
+                self.log(format!("worker {id}: {what}"))
+            }
+            Effect::Log(..) | Effect::Serve(_) | Effect::Unavailable(_) => {}
+            Effect::Consume(c) => {
+                if c == Consumer::Sync {
+                    self.worker(id).consuming = true;
+                }
+                self.later(id, Input::Consuming(c));
+            }
+            Effect::StopConsuming(Consumer::Sync) => self.worker(id).consuming = false,
+            Effect::StopConsuming(Consumer::Reads) => {}
+            Effect::Ack(tokens) => {
+                let tokens: Vec<u64> = tokens.into_iter().filter(|t| t & ANSWER == 0).collect();
+                self.queues.entry(id).or_default().ack(&tokens);
+            }
+            Effect::Requeue(tokens) => self.queues.entry(id).or_default().requeue(&tokens),
+            Effect::Apply { writes, lineage } => self.apply_run(id, &writes, lineage),
+            Effect::AskSnapshot {
+                request,
+                have_seq,
+                have_epoch,
+            } => {
+                let pid = self.workers[&id].pid;
+                self.snapshot_asks
+                    .push((id, pid, request, have_seq, have_epoch));
+            }
+            Effect::CloseSnapshot { request } => {
+                self.snapshot_asks
+                    .retain(|a| !(a.0 == id && a.2 == request));
+            }
+            Effect::Install { request, snapshot } => self.install(id, request, snapshot),
+            Effect::PublishFence { nonce } => {
+                let at = self.now + self.rng.u64(1..=20);
+                self.fences
+                    .push((at, id, SyncItem::Fence { worker: id, nonce }));
+            }
+            Effect::Flush { nonce } => {
+                let w = self.worker(id);
+                w.store.flush();
+                let seq = w.store.applied.len() as u64;
+                self.later(
+                    id,
+                    Input::Flushed {
+                        nonce,
+                        result: Ok(seq),
+                    },
+                );
+            }
+            Effect::DrainDone { nonce, result } => self.drain_done(id, nonce, result.is_ok()),
+        }
+    }
+
+    fn apply_run(&mut self, id: u64, writes: &[SyncMessage], lineage: dbaas::model::Lineage) {
+        let w = self.worker(id);
+        let mut error = None;
+        for m in writes {
+            if m.seq != w.store.next() {
+                error = Some(format!(
+                    "seq {} out of order: {} is next",
+                    m.seq,
+                    w.store.next()
+                ));
+                break;
+            }
+            w.store.applied.push(rec(m));
+        }
+        w.store.lineage = lineage;
+        let seq = w.store.applied.len() as u64;
+        self.later(id, Input::Applied { seq, error });
+    }
+
+    fn install(&mut self, id: u64, request: u64, snapshot: Option<Snapshot>) {
+        let lineage = self.snapshot_lineages.remove(&(id, request));
+        let w = self.worker(id);
+        if let (Some(snap), Some(lineage)) = (snapshot, lineage.clone()) {
+            w.store.install(recs_of(&snap), lineage);
+        } else if let Some(lineage) = lineage {
+            w.store.lineage = lineage;
+        }
+        let seq = w.store.applied.len() as u64;
+        let result = Ok((seq, w.store.lineage.clone()));
+        self.log(format!("worker {id} installed a snapshot at seq {seq}"));
+        self.later(id, Input::Installed { request, result });
+    }
+
+    /// The master answers the snapshot requests waiting in `writeQ`,
+    /// between two writes.
+    pub(super) fn answer_snapshots(&mut self, leader: u64, epoch: u64) {
+        let asks = std::mem::take(&mut self.snapshot_asks);
+        let store = self.workers[&leader].store.clone();
+        for (id, pid, request, have_seq, have_epoch) in asks {
+            let w = &self.workers[&id];
+            if !w.alive || w.pid != pid {
+                continue; // its reply queue went with it
+            }
+            let head = store.applied.len() as u64;
+            let current = have_seq == head && store.lineage.owner(head) == have_epoch;
+            let snapshot = (!current).then(|| snapshot_of(&store.applied));
+            self.snapshot_lineages
+                .insert((id, request), store.lineage.clone());
+            self.answers += 1;
+            let answer = Delivered {
+                token: ANSWER | self.answers,
+                item: Ok((
+                    Stamp {
+                        cluster: CLUSTER,
+                        epoch,
+                    },
+                    Reply::Snapshot(Ok(snapshot)),
+                )),
+            };
+            self.later(id, Input::SnapshotAnswer { request, answer });
+        }
+    }
+
+    /// An input for worker `id`'s replica on its next turn.
+    fn later(&mut self, id: u64, input: Input) {
+        self.worker(id).replica_inbox.push(input);
+    }
+
+    pub(super) fn worker(&mut self, id: u64) -> &mut super::world::Worker {
+        self.workers.get_mut(&id).expect("listed")
+    }
+}
