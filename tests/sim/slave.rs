@@ -14,6 +14,8 @@ use super::world::{Rec, World, CLUSTER};
 
 /// Sync messages a slave takes from its queue in one turn.
 const PER_TURN: usize = 4;
+/// How often the replica's timer ticks.
+const TICK_MS: u64 = 50;
 /// Tokens of snapshot answers (apart from the queue's own).
 pub const ANSWER: u64 = 1 << 63;
 
@@ -104,7 +106,10 @@ impl World {
                 self.replica_step(id, Input::Syncs(batch));
             }
         }
-        self.replica_step(id, Input::Tick);
+        // The driver's timer ticks every 50 ms, as in production.
+        if self.now % TICK_MS == 0 {
+            self.replica_step(id, Input::Tick);
+        }
     }
 
     fn stamp_of(&self, item: &SyncItem) -> Stamp {
