@@ -292,3 +292,20 @@ fn a_master_elected_from_a_fresher_view_is_not_elected_over_while_alive() {
     let fx = w.on(view(&steady_reports()[1..]), 13, &running(&[2, 3]));
     assert_eq!(elections(&fx), vec![(Some(104), vec![1, 4])], "{fx:?}");
 }
+
+/// Found by the simulator (seed 1472): the watch's read of `/master` that
+/// began before an election ended came back after it, and put the older
+/// master back in the watcher's mind; the newer one declined, and no
+/// election came again (the older one was registered and well).
+#[test]
+fn a_stale_read_of_master_does_not_undo_a_newer_election() {
+    let (mut w, rt) = steady();
+    w.on(Input::Elected(Ok((record(2, 3).unwrap(), true))), 10, &rt);
+    w.on(Input::Master(record(1, 2)), 11, &rt);
+    assert_eq!(w.master().map(|m| m.epoch), Some(3));
+    let mut reports = steady_reports();
+    reports[0].role = ReportedRole::Slave;
+    reports[1].role = ReportedRole::Declined;
+    let fx = w.on(view(&reports), 12, &rt);
+    assert_eq!(elections(&fx), vec![(Some(102), vec![1])], "{fx:?}");
+}

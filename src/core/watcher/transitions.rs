@@ -358,7 +358,14 @@ impl WatcherCore {
     /// A master the watcher's view does not show yet (elected from a
     /// fresher read) stands in it until a view without it: then it is a
     /// death like any other, never taken for one before.
+    /// A record of an older epoch than the one known is a stale read (a
+    /// watch's read that began before a later election ended): ignored.
     fn learn_master(&mut self, record: Option<(MasterRecord, i32)>) {
+        let older =
+            |(new, _): (MasterRecord, i32)| self.master.is_some_and(|(m, _)| new.epoch < m.epoch);
+        if record.is_some_and(older) {
+            return;
+        }
         self.master = record;
         let Some((m, _)) = record else {
             return;
