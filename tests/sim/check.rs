@@ -14,10 +14,19 @@ pub fn settle(w: &mut World) -> Result<(), String> {
     let from = w.now;
     while !quiet(w) {
         if w.now - from > SETTLE_WITHIN {
+            if std::env::var("DBAAS_SIM_DEBUG").is_ok() {
+                eprintln!("{:#?}", w.watcher);
+            }
             return Err(format!(
                 "liveness: not settled {SETTLE_WITHIN} ms after the faults stopped \
-                 (leader: {:?}, writes waiting: {}, workers: {:?})",
+                 (leader: {:?}, /master: {:?}, the watcher's view: {:?}, writes waiting: {}, workers: {:?})",
                 w.leader().map(|l| l.id),
+                w.master,
+                w.watcher
+                    .view()
+                    .values()
+                    .map(|r| (r.id, r.pid, r.role, r.ready))
+                    .collect::<Vec<_>>(),
                 w.write_q.len(),
                 w.workers
                     .values()
@@ -39,7 +48,7 @@ fn quiet(w: &World) -> bool {
     let head = leader.store.applied.len();
     w.write_q.is_empty()
         && w.in_hand.is_none()
-        && w.workers.values().all(|x| {
+        && w.workers.values().filter(|x| !x.retired).all(|x| {
             x.alive
                 && (x.id == leader.id
                     || (x.role == Role::Slave
@@ -72,7 +81,7 @@ pub fn check(w: &World) -> Result<(), String> {
     if !lost.is_empty() {
         return Err(format!("acknowledged writes lost: {lost:?}"));
     }
-    for x in w.workers.values() {
+    for x in w.workers.values().filter(|x| !x.retired) {
         let n = x.store.applied.len().min(history.len());
         if x.store.applied[..n] != history[..n] {
             return Err(format!("replicas disagree: worker {} and the master", x.id));

@@ -56,9 +56,16 @@ pub fn run(seed: u64, rule: Succession) -> Result<String, Failure> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut w = World::new(rng.u64(..), setup(&mut rng), rule);
     let (write_chance, fault_chance) = (rng.f64() * 0.5, rng.f64() * 0.03);
+    let read_chance = rng.f64() * 0.5;
+    if rng.bool() {
+        w.with_scaler(super::scale::policy());
+    }
     for _ in 0..FAULTY_STEPS {
         if rng.f64() < write_chance {
             w.client_write();
+        }
+        if rng.f64() < read_chance {
+            w.reads += rng.u64(1..=4);
         }
         if rng.f64() < fault_chance {
             fault(&mut w, &mut rng);
@@ -80,7 +87,7 @@ fn fault(w: &mut World, rng: &mut fastrand::Rng) {
     let live: Vec<(u64, Role)> = w
         .workers
         .values()
-        .filter(|x| x.alive)
+        .filter(|x| x.alive && !x.retired)
         .map(|x| (x.id, x.role))
         .collect();
     if live.is_empty() {

@@ -12,6 +12,9 @@
 //! until promoting   run until an elected worker drains
 //! until leading     run until a master leads
 //! step 100          run 100 ms
+//! scale on          the Scaler runs (a 300 ms window, 20 reads a slave,
+//!                   at most 4 slaves, 2 a decision)
+//! reads 200         clients read 200 times
 //! settle            stop faults, run until quiet, check every promise
 //! ```
 
@@ -98,6 +101,14 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
             for _ in 0..arg(1)? {
                 w.step();
             }
+            Ok(())
+        }
+        ["scale", "on"] => {
+            w.with_scaler(super::scale::policy());
+            Ok(())
+        }
+        ["reads", _] => {
+            w.reads += arg(1)?;
             Ok(())
         }
         ["settle"] => check::settle(w),

@@ -95,7 +95,8 @@ impl World {
                     self.inbox.push((at, Input::Woke(timer)));
                 }
                 Effect::Event { kind, detail } => self.log(format!("watcher {kind}: {detail}")),
-                Effect::DeleteNode { .. } | Effect::SetEpoch(_) | Effect::Warn(_) => {}
+                Effect::Warn(what) => self.log(format!("watcher: {what}")),
+                Effect::DeleteNode { .. } | Effect::SetEpoch(_) => {}
             }
         }
     }
@@ -170,7 +171,7 @@ impl World {
         }
     }
 
-    fn revive(&mut self, id: u64) -> u64 {
+    pub(super) fn revive(&mut self, id: u64) -> u64 {
         let pid = self.pid();
         let w = self
             .workers

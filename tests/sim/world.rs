@@ -148,6 +148,8 @@ pub struct Worker {
     /// Paused (SIGSTOP) until then: it takes no turn.
     pub paused_until: Option<u64>,
     pub paused_at: u64,
+    /// Stopped for good by the Scaler (its store went with it).
+    pub retired: bool,
 }
 
 impl Worker {
@@ -167,6 +169,7 @@ impl Worker {
             leased: false,
             paused_until: None,
             paused_at: 0,
+            retired: false,
         }
     }
 
@@ -277,6 +280,12 @@ pub struct World {
     pub inbox: Vec<(u64, Input)>,
     /// Starts under way: when they finish, the worker, the tries left.
     pub starts: Vec<(u64, u64, u32)>,
+    /// The Scaler, when a run has one; what it is owed; its starts.
+    pub scaler: Option<dbaas::core::scaler::ScalerCore>,
+    pub scaler_inbox: Vec<dbaas::core::scaler::Input>,
+    pub scaler_starts: Vec<(u64, u64)>,
+    /// Client reads so far (the Scaler counts them).
+    pub reads: u64,
     next_pid: u64,
     next_write: u64,
     /// Every write a client was told succeeded.
@@ -305,6 +314,10 @@ impl World {
             watcher: WatcherCore::new(setup.slaves + 1, 0).with_succession(succession),
             inbox: Vec::new(),
             starts: Vec::new(),
+            scaler: None,
+            scaler_inbox: Vec::new(),
+            scaler_starts: Vec::new(),
+            reads: 0,
             next_pid: 100,
             next_write: 1,
             acked: BTreeSet::new(),
@@ -428,6 +441,8 @@ impl World {
         }
         self.sessions();
         self.finish_starts();
+        self.scaler_deliver();
+        self.scale();
         self.wake_roles();
         self.deliver();
         let ids: Vec<u64> = self.workers.keys().copied().collect();
