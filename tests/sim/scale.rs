@@ -31,7 +31,7 @@ pub fn policy() -> ScalePolicy {
 impl World {
     /// The Scaler's turn.
     pub(super) fn scale(&mut self) {
-        if self.now % POLL_MS == 0 {
+        if self.now.is_multiple_of(POLL_MS) {
             let reads = self.reads;
             self.scaler_step(Input::Tick { reads });
         }

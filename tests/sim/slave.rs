@@ -107,7 +107,7 @@ impl World {
             }
         }
         // The driver's timer ticks every 50 ms, as in production.
-        if self.now % TICK_MS == 0 {
+        if self.now.is_multiple_of(TICK_MS) {
             self.replica_step(id, Input::Tick);
         }
     }
