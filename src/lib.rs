@@ -90,10 +90,11 @@
 //!   ([`core::scaler::target_slaves`]) within a bounded maximum (16 by
 //!   default) and step (4 a decision), starting new slaves a few at a
 //!   time, counting each client read once.
-//! - *Every decision is deterministic*: the election rule and the
-//!   Scaler's decisions are pure functions and state machines in
-//!   [`core`] (no I/O, no clock); the actors carry out what they decide,
-//!   and the seeded simulator of the test suite checks them under faults.
+//! - *Every decision is deterministic*: the election rule, the
+//!   ElectionWatcher, a worker's role, a slave's replica and the Scaler
+//!   are pure functions and state machines in [`core`] (no I/O, no
+//!   clock); the actors carry out what they decide, and the seeded
+//!   simulator of the test suite runs the same machines under faults.
 //!   If no caught-up slave is left when a master dies, the election waits
 //!   for the stores of every master lost since one last led (see
 //!   [`core::election::Succession`]).
