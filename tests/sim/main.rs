@@ -9,8 +9,8 @@
 //!   `DBAAS_SIM_SEED=<n> cargo test --test sim replay` runs that one
 //!   schedule again, exactly.
 //! - `DBAAS_SIM_SCHEDULES=<n>` sets how many random schedules the
-//!   `random_schedules` test runs (10,000 by default); `scripts/soak-sim`
-//!   runs millions.
+//!   `random_schedules` test runs (10,000 by default), `DBAAS_SIM_FROM`
+//!   the first seed (0); `scripts/soak-sim` runs millions.
 //! - Named scenarios are scripts (see [`script`]).
 
 mod check;
@@ -28,6 +28,14 @@ use dbaas::core::election::{Mutation, Succession};
 /// Schedules a test run explores unless told otherwise.
 const SCHEDULES: u64 = 10_000;
 
+/// The first seed the random schedules start from (`DBAAS_SIM_FROM`).
+fn first_seed() -> u64 {
+    std::env::var("DBAAS_SIM_FROM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn schedules() -> u64 {
     std::env::var("DBAAS_SIM_SCHEDULES")
         .ok()
@@ -44,7 +52,7 @@ fn first_failure(from: u64, n: u64, rule: &Succession) -> Option<nemesis::Failur
 fn random_schedules_keep_every_promise() {
     let n = schedules();
     let start = std::time::Instant::now();
-    if let Some(f) = first_failure(0, n, &Succession::default()) {
+    if let Some(f) = first_failure(first_seed(), n, &Succession::default()) {
         panic!("{f}");
     }
     let secs = start.elapsed().as_secs_f64();
