@@ -184,43 +184,18 @@ async fn a_slave_killed_under_reads_is_replaced_and_catches_up_without_a_gap() {
 
 /// Ready (not delivered) messages in `queue`: what a cap counts.
 fn ready(vhost: &str, queue: &str) -> u64 {
-    suite::rabbitmqctl(&[
-        "list_queues",
-        "-p",
-        vhost,
-        "--no-table-headers",
-        "-q",
-        "name",
-        "messages_ready",
-    ])
-    .lines()
-    .filter_map(|l| {
-        let mut f = l.split_whitespace();
-        (f.next()? == queue).then(|| f.next()?.parse().ok())?
-    })
-    .next()
-    .unwrap_or(0)
+    suite::queue_column(vhost, "messages_ready")
+        .get(queue)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Every sync queue of `vhost` and how many consumers it has.
 fn queue_consumers(vhost: &str) -> Vec<(String, u64)> {
-    suite::rabbitmqctl(&[
-        "list_queues",
-        "-p",
-        vhost,
-        "--no-table-headers",
-        "-q",
-        "name",
-        "consumers",
-    ])
-    .lines()
-    .filter_map(|l| {
-        let mut f = l.split_whitespace();
-        let name = f.next()?.to_string();
-        let n = f.next()?.parse().ok()?;
-        name.starts_with("sync.").then_some((name, n))
-    })
-    .collect()
+    suite::queue_column(vhost, "consumers")
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("sync."))
+        .collect()
 }
 
 /// The double failure: the master killed, then every slave (the elected

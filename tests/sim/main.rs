@@ -88,32 +88,24 @@ fn a_planted_bug_is_caught_and_its_seed_replays_it() {
     assert_eq!(again.trace, found.trace);
 }
 
+/// The double failure: the master killed, then every slave (the promotee
+/// among them) before the promotee has flushed what it drained.
+const DOUBLE_FAILURE: &str = "setup slaves=2 flush=0
+     write 30
+     crash master
+     until promoting
+     kill slaves
+     settle";
+
 #[test]
 fn scenario_a_promotee_killed_with_every_slave_loses_nothing() {
-    script::run(
-        "setup slaves=2 flush=0
-         write 30
-         crash master
-         until promoting
-         kill slaves
-         settle",
-        Succession::default(),
-    )
-    .unwrap();
+    script::run(DOUBLE_FAILURE, Succession::default()).unwrap();
 }
 
 #[test]
 fn scenario_a_promotee_killed_with_every_slave_lost_writes_under_the_old_rule() {
-    let err = script::run(
-        "setup slaves=2 flush=0
-         write 30
-         crash master
-         until promoting
-         kill slaves
-         settle",
-        Succession::mutated(Mutation::OnlyLastMaster),
-    )
-    .unwrap_err();
+    let rule = Succession::mutated(Mutation::OnlyLastMaster);
+    let err = script::run(DOUBLE_FAILURE, rule).unwrap_err();
     assert!(err.contains("acknowledged writes lost"), "{err}");
 }
 

@@ -202,6 +202,12 @@ pub async fn all_applied(c: &Cluster, seq: u64, within: Duration) {
 
 /// Messages in each queue of a virtual host, by name.
 pub fn queue_depths(vhost: &str) -> std::collections::BTreeMap<String, u64> {
+    queue_column(vhost, "messages")
+}
+
+/// One numeric column of `rabbitmqctl list_queues` (`messages_ready`,
+/// `consumers`, ...) for each queue of a virtual host, by name.
+pub fn queue_column(vhost: &str, column: &str) -> std::collections::BTreeMap<String, u64> {
     rabbitmqctl(&[
         "list_queues",
         "-p",
@@ -209,7 +215,7 @@ pub fn queue_depths(vhost: &str) -> std::collections::BTreeMap<String, u64> {
         "--no-table-headers",
         "-q",
         "name",
-        "messages",
+        column,
     ])
     .lines()
     .filter_map(|l| {
