@@ -42,6 +42,12 @@
 //! - **Scaler** ([`scaler`]) counts client reads and, every window, starts
 //!   or stops slaves through the worker runtime to match the read load.
 //!
+//! SlaveWorker, Worker, ElectionWatcher and Scaler decide nothing
+//! themselves: each drives a state machine of [`crate::core`]
+//! (`ReplicaCore`, `RoleCore`, `WatcherCore`, `ScalerCore`), feeding it
+//! what arrives and carrying out the effects it answers; the seeded
+//! simulator of the test suite drives the same machines.
+//!
 //! What happens on each crash:
 //! - a slave: what it held unacknowledged (reads, syncs) is redelivered to
 //!   the other consumers or to its replacement; its sync queue keeps the

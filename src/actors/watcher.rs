@@ -6,7 +6,7 @@
 //! children changing), hears every exit the runtime sees, and turns each
 //! into an input of the core; it carries out what the core decides: runs
 //! elections against the coordinator (a compare-and-set on `/master`,
-//! [`coord_io::run_election`]), deletes a dead worker's node, starts and
+//! `run_election`), deletes a dead worker's node, starts and
 //! kills workers through the runtime, sets timers, tells the Orchestrator
 //! each new epoch, and keeps the recent events for the cluster view. It
 //! also serves the crash APIs and the cluster view.
