@@ -219,3 +219,34 @@ fn scenario_a_scale_up_then_down_racing_failovers() {
     )
     .unwrap();
 }
+
+#[test]
+fn scenario_a_paused_master_is_deposed_and_follows_when_it_comes_back() {
+    script::run(
+        "setup slaves=2 session=30 hung=1000
+         write 20
+         pause master 200
+         write 20
+         step 300
+         write 20
+         settle
+         expect is back and follows",
+        Succession::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn scenario_a_hung_master_is_killed_and_started_again_over_its_store() {
+    script::run(
+        "setup slaves=2 session=30 hung=100
+         write 20
+         pause master 5000
+         write 20
+         step 300
+         settle
+         expect did not come back; killing it",
+        Succession::default(),
+    )
+    .unwrap();
+}

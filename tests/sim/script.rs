@@ -1,7 +1,7 @@
 //! Named scenarios as scripts, one command a line:
 //!
 //! ```text
-//! setup slaves=2 cap=64 flush=0.05 refuse=0 respawn=40
+//! setup slaves=2 cap=64 flush=0.05 refuse=0 respawn=40 session=30 hung=100
 //! write 30          clients write 30 times; run until all are answered
 //! crash master      kill the worker /master names (a death seen at once)
 //! kill slaves       kill every live worker that does not lead
@@ -16,6 +16,7 @@
 //!                   at most 4 slaves, 2 a decision)
 //! reads 200         clients read 200 times
 //! settle            stop faults, run until quiet, check every promise
+//! expect some words an event so far says these words
 //! ```
 
 use dbaas::core::election::Succession;
@@ -112,6 +113,12 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
             Ok(())
         }
         ["settle"] => check::settle(w),
+        ["expect", phrase @ ..] => {
+            let phrase = phrase.join(" ");
+            let seen = w.trace.iter().any(|e| e.what.contains(&phrase));
+            seen.then_some(())
+                .ok_or_else(|| format!("no event says {phrase:?}"))
+        }
         _ => Err("unknown command".into()),
     }
 }
@@ -138,6 +145,8 @@ fn parse_setup(words: &[&str]) -> Result<Setup, String> {
             "flush" => s.flush_chance = v.parse().map_err(|_| bad())?,
             "refuse" => s.refuse_chance = v.parse().map_err(|_| bad())?,
             "respawn" => s.respawn_after = (1, v.parse().map_err(|_| bad())?),
+            "session" => s.session_ms = v.parse().map_err(|_| bad())?,
+            "hung" => s.hung_after = v.parse().map_err(|_| bad())?,
             _ => return Err(format!("unknown setting {k}")),
         }
     }
