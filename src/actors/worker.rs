@@ -89,6 +89,8 @@ pub struct Worker {
     /// When the report was last written.
     reported_at: Instant,
     stopping: bool,
+    /// Drains asked for so far (the latest's answer alone counts).
+    drains: u64,
 }
 
 impl Worker {
@@ -112,6 +114,7 @@ impl Worker {
             last_report: None,
             reported_at: Instant::now(),
             stopping: false,
+            drains: 0,
         }
     }
 
@@ -311,15 +314,24 @@ impl Worker {
     }
 
     /// Elected: the slave drains up to a fence of its own.
+    /// Only the answer of the latest drain is heard: one given up (a
+    /// newer election named this worker again) ends with an error when its
+    /// slave resumes, and must not count against the drain that followed.
     fn drain(&mut self, ctx: &mut Context<Self>) {
+        self.drains += 1;
         let Role::Slave(slave) = &self.role else {
-            ctx.notify(Step(RoleInput::Drained(true))); // nothing to drain
+            // No slave to drain (cannot happen while following): a failed
+            // try, never a lead without a drain.
+            ctx.notify(Step(RoleInput::Drained(false)));
             return;
         };
         tracing::info!(worker = self.cfg.id, "elected master; draining");
-        let slave = slave.clone();
+        let (slave, this) = (slave.clone(), self.drains);
         let drained = async move { drain(&slave).await };
-        ctx.spawn(drained.into_actor(self).map(|res, act, ctx| {
+        ctx.spawn(drained.into_actor(self).map(move |res, act, ctx| {
+            if act.drains != this {
+                return;
+            }
             match &res {
                 Ok(applied) => tracing::info!(applied, "drained what the old master sent"),
                 Err(e) => tracing::warn!(worker = act.cfg.id, error = %e, "cannot lead yet"),
