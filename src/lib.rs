@@ -122,3 +122,14 @@ pub mod rideshare;
 pub mod runtime;
 pub mod store;
 pub mod system;
+
+/// Logs to stderr through `tracing`, at `info` unless `RUST_LOG` says
+/// otherwise: what every binary of the project does first.
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

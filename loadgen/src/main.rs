@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use dbaas_loadgen::LoadArgs;
 
@@ -22,12 +21,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    dbaas::init_logs();
     match dbaas_loadgen::run(cli.args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
