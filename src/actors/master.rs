@@ -62,6 +62,8 @@ enum Outcome {
     /// Sent under a newer epoch: this master is deposed; the sender retries.
     Fenced(Error),
     Snapshot(Result<Option<Snapshot>>),
+    /// How far the history reaches here (see [`MasterRequest::Head`]).
+    Head(u64),
     /// Not a message of this cluster, or not one at all: dropped with a
     /// log line.
     Dropped,
@@ -316,6 +318,7 @@ fn apply_all(
                 group = store.group();
                 Outcome::Snapshot(snapshot)
             }
+            Some(MasterRequest::Head) => Outcome::Head(group.next_seq().saturating_sub(1)),
         };
         outcomes.push(outcome);
     }
@@ -400,6 +403,7 @@ async fn finish_group(
         .iter()
         .filter_map(|o| match o {
             Outcome::Snapshot(Ok(Some(s))) => Some(s.seq),
+            Outcome::Head(seq) => Some(*seq),
             _ => None,
         })
         .max()
@@ -441,7 +445,8 @@ async fn finish_group(
         .zip(outcomes)
         .zip(run_of)
         .map(|((d, outcome), run)| {
-            let answer = synced || (run.is_none() && !matches!(outcome, Outcome::Snapshot(_)));
+            let answer = synced
+                || (run.is_none() && !matches!(outcome, Outcome::Snapshot(_) | Outcome::Head(_)));
             settle(broker, sender.stamp, d, outcome, answer)
         });
     futures::future::join_all(settle).await;
@@ -501,6 +506,7 @@ async fn settle(broker: &dyn Broker, stamp: Stamp, d: Delivery, outcome: Outcome
             .map(Reply::SnapshotPart)
             .collect(),
         Outcome::Snapshot(s) => vec![Reply::Snapshot(s)],
+        Outcome::Head(seq) => vec![Reply::Head(seq)],
         Outcome::Dropped => {
             let _ = d.ack().await;
             return;

@@ -111,11 +111,12 @@ use crate::error::{Error, Result};
 use crate::model::wire::{self, Reply, Stamp};
 
 /// The first wait before subscribing again after the broker went away.
-pub(crate) const FIRST_RETRY: Duration = Duration::from_millis(50);
+pub(crate) const FIRST_RETRY: Duration =
+    Duration::from_millis(crate::core::backoff::RECONNECT.first);
 
-/// The wait after `wait`: doubled, at most two seconds.
+/// The wait after `wait` ([`crate::core::backoff::RECONNECT`]).
 pub(crate) fn next_retry(wait: Duration) -> Duration {
-    (wait * 2).min(Duration::from_secs(2))
+    crate::core::backoff::RECONNECT.next_wait(wait)
 }
 
 /// Runs blocking storage work on the blocking pool.

@@ -8,6 +8,7 @@
 //! against simulated brokers, coordinators and processes on a virtual
 //! clock. No actix, tokio, lapin, sled or clap is used below this module.
 //!
+//! - [`backoff`]: the one retry rule (a doubling wait).
 //! - [`election`]: who may lead and who leads after a master is lost.
 //! - [`role`]: a worker's role (follow, drain, lead, follow again) and
 //!   how it changes with `/master`.
@@ -18,6 +19,7 @@
 //! - [`replica`]: what a slave applies, when it serves a read, when it
 //!   takes a snapshot, and how it drains when elected.
 
+pub mod backoff;
 pub mod election;
 pub mod replica;
 pub mod role;

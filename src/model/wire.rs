@@ -49,6 +49,11 @@ pub enum MasterRequest {
         have_seq: u64,
         have_epoch: u64,
     },
+    /// The orchestrator asks how far the history is acknowledged (a
+    /// ReadIndex): answered with [`Reply::Head`] once every write the
+    /// master applied before it is confirmed on `syncQ`, so a strong read
+    /// that waits for that seq sees every acknowledged write.
+    Head,
 }
 
 /// A read as the orchestrator sends it on `readQ`.
@@ -242,6 +247,9 @@ pub enum Reply {
     /// still waiting on an older one are sent again (on `responseQ`, with
     /// no correlation id).
     Leading,
+    /// The answer to [`MasterRequest::Head`]: every write acknowledged so
+    /// far has a seq at most this.
+    Head(u64),
 }
 
 fn config() -> impl bincode::config::Config {
