@@ -98,7 +98,6 @@ pub mod worker;
 mod master;
 mod orchestrator;
 mod slave;
-mod synced;
 
 pub use master::MasterWorker;
 pub use orchestrator::{Orchestrator, OrchestratorHandle, REQUEST_DEADLINE};

@@ -10,6 +10,8 @@
 //!
 //! - [`backoff`]: the one retry rule (a doubling wait).
 //! - [`election`]: who may lead and who leads after a master is lost.
+//! - [`pipeline`]: when the master may answer a group of writes
+//!   (every earlier seq's sync confirmed, the lease held).
 //! - [`role`]: a worker's role (follow, drain, lead, follow again) and
 //!   how it changes with `/master`.
 //! - [`watcher`]: what becomes of each worker, when to elect, what to
@@ -21,6 +23,7 @@
 
 pub mod backoff;
 pub mod election;
+pub mod pipeline;
 pub mod replica;
 pub mod role;
 pub mod scaler;

@@ -47,7 +47,8 @@ fn quiet(w: &World) -> bool {
     };
     let head = leader.store.applied.len();
     w.write_q.is_empty()
-        && w.in_hand.is_none()
+        && w.publishes.is_empty()
+        && w.leading.values().all(|l| l.groups.is_empty())
         && w.workers.values().filter(|x| !x.retired).all(|x| {
             x.alive
                 && (x.id == leader.id

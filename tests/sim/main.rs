@@ -165,7 +165,11 @@ fn seeds_that_once_failed_keep_every_promise() {
     // 1472 (with the Scaler running): a stale read of /master put an
     // older master back in the watcher's mind; the newer one declined and
     // no election came again.
-    for seed in [834, 2942, 8156, 5437, 1472] {
+    // 6955: two groups' sync publishes refused; each went back to writeQ
+    // whole, in an order that put the later writes first; the groups
+    // taken then filled the pipeline waiting past the gap, and the
+    // writes that would fill it never came in (see the scenario below).
+    for seed in [834, 2942, 8156, 5437, 1472, 6955] {
         if let Err(f) = nemesis::run(seed, Succession::default()) {
             panic!("{f}");
         }
@@ -249,4 +253,25 @@ fn scenario_a_hung_master_is_killed_and_started_again_over_its_store() {
         Succession::default(),
     )
     .unwrap();
+}
+
+/// Refused sync publishes under a steady stream of writes: every gap is
+/// filled by the group that made it, and every write is answered.
+const REFUSED_SYNCS: &str = "setup slaves=2 refuse=0.4 flush=0.05
+     write 120
+     settle";
+
+#[test]
+fn scenario_refused_syncs_are_sent_again_by_their_own_group() {
+    script::run(REFUSED_SYNCS, Succession::default()).unwrap();
+}
+
+#[test]
+fn scenario_refused_syncs_stalled_writes_under_the_old_rule() {
+    let old = REFUSED_SYNCS.replace("flush=0.05", "flush=0.05 mutate=requeue-on-failed-publish");
+    let err = script::run(&old, Succession::default()).unwrap_err();
+    assert!(
+        err.contains("not reached") || err.contains("liveness"),
+        "{err}"
+    );
 }

@@ -48,13 +48,27 @@ fn setup(rng: &mut fastrand::Rng) -> Setup {
         session_ms: rng.u64(10..=60),
         watch_lag: rng.u64(0..=10),
         hung_after: rng.u64(20..=300),
+        pipeline_mutation: None,
     }
 }
 
 /// One random schedule; answers the trace if every promise held.
 pub fn run(seed: u64, rule: Succession) -> Result<String, Failure> {
+    run_mutated(seed, rule, None)
+}
+
+/// [`run`], with a bug planted in the master's pipeline.
+pub fn run_mutated(
+    seed: u64,
+    rule: Succession,
+    pipeline: Option<dbaas::core::pipeline::Mutation>,
+) -> Result<String, Failure> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut w = World::new(rng.u64(..), setup(&mut rng), rule);
+    let setup = Setup {
+        pipeline_mutation: pipeline,
+        ..setup(&mut rng)
+    };
+    let mut w = World::new(rng.u64(..), setup, rule);
     let (write_chance, fault_chance) = (rng.f64() * 0.5, rng.f64() * 0.03);
     let read_chance = rng.f64() * 0.5;
     if rng.bool() {

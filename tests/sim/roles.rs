@@ -1,75 +1,267 @@
-//! The simulated master: one write at a time, applied and flushed, its
-//! sync published to every queue (the broker may refuse it), then
-//! answered; between writes it answers the snapshot requests waiting in
-//! `writeQ`.
+//! The simulated master: the production pipeline
+//! ([`dbaas::core::pipeline`]) around a model of the driver. Each turn it
+//! takes a group of writes from `writeQ` (holding them unacknowledged),
+//! applies and flushes them, and publishes their syncs as the pipeline's
+//! runs; a publish reaches every sync queue a little later (when the
+//! process runs: a paused master publishes when it resumes, even deposed),
+//! and its confirm may fail, with the message routed or not (the pipeline
+//! has it sent again). The pipeline says when a group is answered (its
+//! writes acknowledged) or goes back to the head of `writeQ`. Between groups the master answers the snapshot
+//! requests waiting, once every seq it holds is confirmed.
 
-use dbaas::model::wire::{SyncBatch, SyncItem};
+use std::collections::BTreeMap;
+
+use dbaas::core::pipeline::{sync_runs, Effect, GroupId, Pipeline};
+use dbaas::model::wire::{SyncBatch, SyncItem, SyncMessage};
 
 use super::slave::sync_message;
-use super::world::{InHand, Rec, World};
+use super::world::{Rec, World};
+
+/// Groups a master keeps in flight at most.
+const DEPTH: usize = 3;
+/// Writes taken into one group at most.
+const GROUP: usize = 6;
+
+/// One master (a worker leading at an epoch) and its pipeline.
+#[derive(Debug)]
+pub struct Leading {
+    pub worker: u64,
+    pub pid: u64,
+    pub epoch: u64,
+    pub pipeline: Pipeline,
+    /// The writes each group holds unacknowledged.
+    pub groups: BTreeMap<GroupId, Vec<u64>>,
+    /// Each group's sync messages, by run (a failed one goes again).
+    pub runs: BTreeMap<(GroupId, usize), SyncBatch>,
+}
+
+/// A sync on its way to the broker.
+#[derive(Clone, Debug)]
+pub struct Publish {
+    pub at: u64,
+    pub worker: u64,
+    pub pid: u64,
+    pub epoch: u64,
+    pub group: GroupId,
+    pub run: usize,
+    pub batch: SyncBatch,
+}
 
 impl World {
-    /// The master's turn. A refused publish puts the write back at the
-    /// end of `writeQ` (later ones go on): it is answered again from the
-    /// record, and its sync published again, when it comes back.
-    pub(super) fn lead(&mut self, id: u64, epoch: u64) {
-        if let Some(h) = self.in_hand.filter(|h| h.worker == id) {
-            if !h.published {
-                self.publish_in_hand(h);
-                return;
-            }
-            self.in_hand = None;
-            self.write_q.retain(|&w| w != h.rec.write);
-            self.acked.insert(h.rec.write);
-            let r = h.rec;
-            self.log(format!(
-                "worker {id} acknowledged write {} at seq {} (epoch {})",
-                r.write, r.seq, r.epoch
-            ));
-            return;
+    /// Worker `id` begins to lead at `epoch` over what its store holds.
+    /// The orchestrator hears of it and sends the writes still waiting on
+    /// another (deposed, perhaps paused with them) again, under their own
+    /// request ids.
+    pub(super) fn begin_leading(&mut self, id: u64, epoch: u64) {
+        self.end_leading(id);
+        let waiting: Vec<u64> = self
+            .leading
+            .values()
+            .flat_map(|l| l.groups.values().flatten().copied())
+            .collect();
+        if !waiting.is_empty() {
+            self.log(format!("the orchestrator sends writes {waiting:?} again"));
+            self.write_q.extend(waiting);
         }
-        self.answer_snapshots(id, epoch);
-        let Some(&write) = self.write_q.front() else {
-            return;
-        };
-        let w = self.worker(id);
-        let rec = match w.store.applied.iter().find(|r| r.write == write) {
-            Some(r) => *r,
-            None => {
-                let rec = Rec {
-                    seq: w.store.next(),
-                    epoch,
-                    write,
-                };
-                w.store.applied.push(rec);
-                w.store.flush();
-                rec
-            }
-        };
-        self.in_hand = Some(InHand {
+        let w = &self.workers[&id];
+        let leading = Leading {
             worker: id,
-            rec,
-            published: false,
-        });
+            pid: w.pid,
+            epoch,
+            pipeline: match self.setup.pipeline_mutation {
+                Some(m) => Pipeline::mutated(w.store.applied.len() as u64, m),
+                None => Pipeline::new(w.store.applied.len() as u64),
+            },
+            groups: BTreeMap::new(),
+            runs: BTreeMap::new(),
+        };
+        self.leading.insert(id, leading);
     }
 
-    fn publish_in_hand(&mut self, h: InHand) {
-        if self.rng.f64() < self.setup.refuse_chance {
-            self.log(format!("sync of seq {} refused", h.rec.seq));
-            self.in_hand = None;
-            self.write_q.retain(|&w| w != h.rec.write);
-            self.write_q.push_back(h.rec.write);
+    /// The master stops (or dies): what its groups hold goes back to
+    /// `writeQ`; publishes already sent still reach the broker.
+    pub(super) fn end_leading(&mut self, id: u64) {
+        let Some(mut l) = self.leading.remove(&id) else {
+            return;
+        };
+        let effects = l.pipeline.stop();
+        self.carry_pipeline(&mut l, effects);
+    }
+
+    /// The master's turn.
+    pub(super) fn lead(&mut self, id: u64, epoch: u64) {
+        let Some(mut l) = self.leading.remove(&id) else {
+            return;
+        };
+        if l.epoch != epoch {
+            self.leading.insert(id, l);
             return;
         }
-        let batch = SyncBatch {
-            lineage: self.workers[&h.worker].store.lineage.clone(),
-            writes: vec![sync_message(h.rec)],
-        };
-        self.publish(SyncItem::Writes(batch));
-        self.in_hand = Some(InHand {
-            published: true,
-            ..h
-        });
+        let effects = l.pipeline.tick(self.now, true);
+        self.carry_pipeline(&mut l, effects);
+        let head = self.workers[&id].store.applied.len() as u64;
+        if l.pipeline.synced() >= head {
+            self.answer_snapshots(id, epoch);
+        }
+        if l.pipeline.in_flight() < DEPTH && !self.write_q.is_empty() {
+            self.take_group(&mut l);
+        }
+        self.leading.insert(id, l);
+    }
+
+    /// Takes, applies and flushes a group; hands its runs to the broker.
+    fn take_group(&mut self, l: &mut Leading) {
+        let n = self.rng.usize(1..=GROUP).min(self.write_q.len());
+        let writes: Vec<u64> = self.write_q.drain(..n).collect();
+        let store = &mut self.workers.get_mut(&l.worker).expect("listed").store;
+        let mut recs = Vec::with_capacity(n);
+        for &write in &writes {
+            // A write applied before (its group went back) is answered
+            // again from the record, and its sync sent again.
+            let rec = match store.applied.iter().find(|r| r.write == write) {
+                Some(r) => *r,
+                None => {
+                    let rec = Rec {
+                        seq: store.next(),
+                        epoch: l.epoch,
+                        write,
+                    };
+                    store.applied.push(rec);
+                    rec
+                }
+            };
+            recs.push(rec);
+        }
+        store.flush();
+        let lineage = store.lineage.clone();
+        let seqs: Vec<Option<u64>> = recs.iter().map(|r| Some(r.seq)).collect();
+        let (runs, run_of) = sync_runs(&seqs);
+        let mut messages: Vec<Vec<SyncMessage>> = vec![Vec::new(); runs.len()];
+        for (rec, run) in recs.iter().zip(&run_of) {
+            if let Some(run) = run {
+                messages[*run].push(sync_message(*rec));
+            }
+        }
+        let (group, effects) = l.pipeline.applied(self.now, true, &runs, 0);
+        self.log(format!(
+            "worker {} applied group {group}: writes {writes:?} at {runs:?}",
+            l.worker
+        ));
+        l.groups.insert(group, writes);
+        for (run, mut writes) in messages.into_iter().enumerate() {
+            writes.sort_by_key(|m| m.seq);
+            writes.dedup_by_key(|m| m.seq);
+            let batch = SyncBatch {
+                lineage: lineage.clone(),
+                writes,
+            };
+            l.runs.insert((group, run), batch);
+        }
+        self.carry_pipeline(l, effects);
+    }
+
+    /// Publishes that are due, from processes that run: each reaches the
+    /// queues unless refused (a refused one may still have been routed:
+    /// a confirm that timed out), and its confirm goes to the pipeline of
+    /// the master that sent it, if that master still leads.
+    pub(super) fn deliver_publishes(&mut self) {
+        let now = self.now;
+        let mut due = Vec::new();
+        let mut later = Vec::new();
+        for p in std::mem::take(&mut self.publishes) {
+            let runs = self
+                .workers
+                .get(&p.worker)
+                .is_some_and(|w| w.alive && w.pid == p.pid && w.paused_until.is_none());
+            if !runs {
+                // A dead process sends nothing more; a paused one later.
+                if self.workers[&p.worker].alive && self.workers[&p.worker].pid == p.pid {
+                    later.push(p);
+                }
+                continue;
+            }
+            if p.at <= now {
+                due.push(p);
+            } else {
+                later.push(p);
+            }
+        }
+        self.publishes = later;
+        for p in due {
+            let refused = self.rng.f64() < self.setup.refuse_chance;
+            let routed = !refused || self.rng.bool();
+            let span = p.batch.span();
+            self.log(format!(
+                "worker {} publishes seqs {span:?} (epoch {}): {}",
+                p.worker,
+                p.epoch,
+                match (refused, routed) {
+                    (false, _) => "confirmed",
+                    (true, true) => "routed, but not confirmed",
+                    (true, false) => "refused",
+                }
+            ));
+            if routed {
+                self.publish(SyncItem::Writes(p.batch));
+            }
+            let Some(mut l) = self.leading.remove(&p.worker) else {
+                continue;
+            };
+            if (l.pid, l.epoch) == (p.pid, p.epoch) {
+                let leased = self.leased(p.worker, p.epoch);
+                let effects = l.pipeline.published(now, leased, p.group, p.run, !refused);
+                self.carry_pipeline(&mut l, effects);
+            }
+            self.leading.insert(p.worker, l);
+        }
+    }
+
+    /// Whether worker `id` holds the lease of `epoch` now.
+    fn leased(&self, id: u64, epoch: u64) -> bool {
+        let w = &self.workers[&id];
+        w.leased
+            && self
+                .master
+                .is_some_and(|m| m.pid == w.pid && m.epoch == epoch)
+    }
+
+    /// Carries out the pipeline's verdicts: acknowledge a group's writes,
+    /// or put them back at the head of `writeQ` (in their order).
+    fn carry_pipeline(&mut self, l: &mut Leading, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Publish { group, run } => {
+                    let Some(batch) = l.runs.get(&(group, run)).cloned() else {
+                        continue;
+                    };
+                    let at = self.now + self.rng.u64(0..=2);
+                    self.publishes.push(Publish {
+                        at,
+                        worker: l.worker,
+                        pid: l.pid,
+                        epoch: l.epoch,
+                        group,
+                        run,
+                        batch,
+                    });
+                }
+                Effect::Answer(g) => {
+                    l.runs.retain(|k, _| k.0 != g);
+                    for write in l.groups.remove(&g).unwrap_or_default() {
+                        self.acked.insert(write);
+                    }
+                    self.log(format!("worker {} answered group {g}", l.worker));
+                }
+                Effect::Requeue(g) => {
+                    l.runs.retain(|k, _| k.0 != g);
+                    let writes = l.groups.remove(&g).unwrap_or_default();
+                    for &write in writes.iter().rev() {
+                        self.write_q.push_front(write);
+                    }
+                    self.log(format!("worker {} requeued group {g}", l.worker));
+                }
+            }
+        }
     }
 
     /// Puts `item` on every sync queue (the fanout), each capped.

@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! setup slaves=2 cap=64 flush=0.05 refuse=0 respawn=40 session=30 hung=100
+//!                   (and `mutate=requeue-on-failed-publish`: the
+//!                   master's pipeline before failed publishes were sent
+//!                   again by their own group)
 //! write 30          clients write 30 times; run until all are answered
 //! crash master      kill the worker /master names (a death seen at once)
 //! kill slaves       kill every live worker that does not lead
@@ -20,6 +23,7 @@
 //! ```
 
 use dbaas::core::election::Succession;
+use dbaas::core::pipeline::Mutation;
 
 use super::check;
 use super::nemesis::{kill_slaves, trace};
@@ -147,6 +151,12 @@ fn parse_setup(words: &[&str]) -> Result<Setup, String> {
             "respawn" => s.respawn_after = (1, v.parse().map_err(|_| bad())?),
             "session" => s.session_ms = v.parse().map_err(|_| bad())?,
             "hung" => s.hung_after = v.parse().map_err(|_| bad())?,
+            "mutate" => {
+                s.pipeline_mutation = Some(match v {
+                    "requeue-on-failed-publish" => Mutation::RequeueOnFailedPublish,
+                    _ => return Err(bad()),
+                })
+            }
             _ => return Err(format!("unknown setting {k}")),
         }
     }

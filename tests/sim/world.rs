@@ -16,9 +16,12 @@
 //!   a consumer's death puts what it held back at the head of its queue;
 //! - a sync queue is durable, bound to the fanout while its worker is
 //!   away, and capped (the oldest go);
-//! - the master handles one write at a time: apply and flush, publish the
-//!   sync (which the broker may refuse), answer; a write stays in `writeQ`
-//!   until answered, and is answered from the record if it was applied;
+//! - the master runs the production pipeline ([`dbaas::core::pipeline`]):
+//!   groups of writes applied and flushed, their syncs published (the
+//!   broker may refuse one, or route it and fail its confirm), answered
+//!   only past every earlier seq; a write is held until answered, goes
+//!   back to `writeQ` otherwise, and is answered from the record if it
+//!   was applied (see `roles.rs`);
 //! - the coordinator holds `/master` and each live, unpaused worker's
 //!   registration; a paused worker's session ends after `session_ms`;
 //!   the watcher hears views and `/master` a little late, and what it
@@ -203,14 +206,6 @@ impl Worker {
     }
 }
 
-/// The master's one write in hand, and how far it got.
-#[derive(Clone, Copy, Debug)]
-pub struct InHand {
-    pub worker: u64,
-    pub rec: Rec,
-    pub published: bool,
-}
-
 /// How the world is set up and how hard the nemesis pushes.
 #[derive(Clone, Debug)]
 pub struct Setup {
@@ -228,6 +223,8 @@ pub struct Setup {
     pub watch_lag: u64,
     /// How long a worker whose session ended may take to come back.
     pub hung_after: u64,
+    /// A bug planted in the master's pipeline.
+    pub pipeline_mutation: Option<dbaas::core::pipeline::Mutation>,
 }
 
 impl Default for Setup {
@@ -241,6 +238,7 @@ impl Default for Setup {
             session_ms: 30,
             watch_lag: 3,
             hung_after: 100,
+            pipeline_mutation: None,
         }
     }
 }
@@ -260,7 +258,10 @@ pub struct World {
     pub workers: BTreeMap<u64, Worker>,
     pub queues: BTreeMap<u64, Queue>,
     pub write_q: VecDeque<u64>,
-    pub in_hand: Option<InHand>,
+    /// Each master's pipeline (a deposed one keeps its own until it
+    /// stops), and the syncs on their way to the broker.
+    pub leading: BTreeMap<u64, super::roles::Leading>,
+    pub publishes: Vec<super::roles::Publish>,
     /// Fences on their way to the queues, and when they arrive.
     /// (When, to whose queue only.)
     pub fences: Vec<(u64, u64, SyncItem)>,
@@ -303,7 +304,8 @@ impl World {
             workers: BTreeMap::new(),
             queues: BTreeMap::new(),
             write_q: VecDeque::new(),
-            in_hand: None,
+            leading: BTreeMap::new(),
+            publishes: Vec::new(),
             fences: Vec::new(),
             snapshot_asks: Vec::new(),
             snapshot_lineages: BTreeMap::new(),
@@ -407,9 +409,8 @@ impl World {
         if let Some(q) = self.queues.get_mut(&id) {
             q.consumer_died();
         }
-        if self.in_hand.is_some_and(|h| h.worker == id) {
-            self.in_hand = None;
-        }
+        // What its groups held goes back to writeQ with its consumer.
+        self.end_leading(id);
         self.log(format!("kill worker {id} (pid {pid}, {role:?})"));
         Some(pid)
     }
@@ -440,6 +441,7 @@ impl World {
             }
         }
         self.sessions();
+        self.deliver_publishes();
         self.finish_starts();
         self.scaler_deliver();
         self.scale();
@@ -519,6 +521,7 @@ impl World {
                 return Some(RoleInput::Stopped);
             }
             RoleEffect::StopMaster => {
+                self.end_leading(id);
                 self.set_role(id, Role::Idle);
                 return Some(RoleInput::Stopped);
             }
@@ -527,6 +530,7 @@ impl World {
                 let head = w.store.applied.len() as u64;
                 w.store.lineage.begin(epoch, head);
                 self.set_role(id, Role::Master { epoch });
+                self.begin_leading(id, epoch);
             }
             RoleEffect::StartSlave => {
                 self.set_role(id, Role::Slave);

@@ -10,12 +10,15 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::StreamExt;
 
+mod groups;
+
+use self::groups::{Groups, Step};
 use super::lease::Lease;
 use super::messages::{GetStatus, Shutdown, WorkerStatus};
-use super::synced::SyncedPrefix;
 use super::{blocking, reply_to};
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, RESPONSE_Q, SYNC_X, WRITE_Q};
+use crate::core::pipeline::sync_runs;
 use crate::error::{Error, Result};
 use crate::model::wire::{
     self, Entry, MasterRequest, Reply, Snapshot, Stamp, SyncBatch, SyncItem, SyncMessage,
@@ -28,9 +31,6 @@ use crate::store::{Store, WriteGroup};
 const GROUP: usize = 256;
 /// Unacknowledged writes the master may hold.
 const PREFETCH: u16 = 512;
-/// How long a group whose syncs are confirmed waits for an earlier one's
-/// (failed, and coming back from `writeQ`) before it goes back too.
-const PREFIX_WAIT: Duration = Duration::from_secs(2);
 /// How often the master looks at its lease while idle (every group looks
 /// too, before it applies and before it answers).
 const LEASE_CHECK: Duration = Duration::from_millis(10);
@@ -45,8 +45,8 @@ pub struct MasterWorker {
     /// The history this master continues (set once its epoch is begun);
     /// every sync message carries it.
     lineage: Lineage,
-    /// How far syncs are confirmed without a gap (set with the epoch).
-    synced: Arc<SyncedPrefix>,
+    /// When each group may be answered (set with the epoch).
+    groups: Arc<Groups>,
     /// Writes are taken only while it is valid (see [`Lease`]).
     lease: Arc<Lease>,
     /// The `writeQ` consumer, while there is one.
@@ -85,7 +85,7 @@ impl MasterWorker {
             broker,
             stamp,
             lineage: Lineage::default(),
-            synced: Arc::new(SyncedPrefix::new(0)),
+            groups: Arc::new(Groups::new(0, lease.clone())),
             lease,
             consumer: None,
             subscribing: false,
@@ -166,9 +166,12 @@ impl Actor for MasterWorker {
         ctx.wait(begin.into_actor(self).map(|res, act, ctx| match res {
             Ok((lineage, applied)) => {
                 act.lineage = lineage;
-                act.synced = Arc::new(SyncedPrefix::new(applied));
+                act.groups = Arc::new(Groups::new(applied, act.lease.clone()));
                 act.follow_lease(ctx);
-                ctx.run_interval(LEASE_CHECK, |act, ctx| act.follow_lease(ctx));
+                ctx.run_interval(LEASE_CHECK, |act, ctx| {
+                    act.groups.tick();
+                    act.follow_lease(ctx);
+                });
             }
             Err(e) => {
                 tracing::error!(worker = act.id, error = %e, "cannot begin the epoch");
@@ -178,6 +181,8 @@ impl Actor for MasterWorker {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // Groups still waiting go back to writeQ for whoever leads.
+        self.groups.stop();
         if let Err(e) = self.store.flush() {
             tracing::error!(worker = self.id, error = %e, "flush on stop failed");
         }
@@ -194,13 +199,12 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
             self.follow_lease(ctx);
             return;
         }
-        let (store, broker, stamp, lineage, synced, lease) = (
+        let (store, broker, stamp, lineage, groups) = (
             self.store.clone(),
             self.broker.clone(),
             self.stamp,
             self.lineage.clone(),
-            self.synced.clone(),
-            self.lease.clone(),
+            self.groups.clone(),
         );
         let requests = decode_all(&batch, stamp);
         let (size, started) = (batch.len(), std::time::Instant::now());
@@ -219,8 +223,7 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
                         let sender = Sender {
                             stamp,
                             lineage: &lineage,
-                            synced: &synced,
-                            lease: &lease,
+                            groups: &groups,
                         };
                         finish_group(broker.as_ref(), sender, batch, outcomes).await
                     }
@@ -247,13 +250,12 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
     }
 }
 
-/// What a group's syncs are sent as, where their confirmations go, and
-/// the lease its answers need.
+/// What a group's syncs are sent as, and the pipeline that decides when
+/// it is answered.
 struct Sender<'a> {
     stamp: Stamp,
     lineage: &'a Lineage,
-    synced: &'a SyncedPrefix,
-    lease: &'a Lease,
+    groups: &'a Groups,
 }
 
 /// The requests of a group; what does not decode, or comes from another
@@ -384,22 +386,29 @@ fn apply_write(
     }
 }
 
-/// Publishes the group's syncs, waits (bounded) until every seq up to the
-/// group's last is confirmed, then replies and acknowledges; or, if a sync
-/// failed or an earlier one does not come, puts the group back on
-/// `writeQ`. Answers whether the group was answered.
+/// Publishes the group's syncs and, as the pipeline decides (every seq up
+/// to the group's last confirmed, the lease held; see
+/// [`crate::core::pipeline`]), replies and acknowledges, or puts the group
+/// back on `writeQ`. Answers whether the group was answered.
 async fn finish_group(
     broker: &dyn Broker,
     sender: Sender<'_>,
     batch: Vec<Delivery>,
     outcomes: Vec<Outcome>,
 ) -> bool {
-    let (runs, run_of) = sync_runs(&outcomes);
-    let last = runs.iter().flatten().map(|m| m.seq).max().unwrap_or(0);
-    // A snapshot holds every write up to its seq: it goes out only once
-    // their syncs are confirmed and the lease still holds (a deposed
-    // master's snapshot would hand a slave writes the history lacks).
-    let snapshot_seq = outcomes
+    let seqs: Vec<Option<u64>> = outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Logged(sync, _) => Some(sync.seq),
+            _ => None,
+        })
+        .collect();
+    let (runs, run_of) = sync_runs(&seqs);
+    // A snapshot holds every write up to its seq, and a head promises
+    // them: either goes out only once their syncs are confirmed (a
+    // deposed master's snapshot would hand a slave writes the history
+    // lacks).
+    let needs = outcomes
         .iter()
         .filter_map(|o| match o {
             Outcome::Snapshot(Ok(Some(s))) => Some(s.seq),
@@ -408,36 +417,48 @@ async fn finish_group(
         })
         .max()
         .unwrap_or(0);
-    if !runs.is_empty() && !sender.lease.valid() {
-        // A master whose lease ran out sends nothing more: its writes go
-        // back to writeQ for whoever leads.
-        let requeue = batch.into_iter().map(|d| d.nack(true));
-        futures::future::join_all(requeue).await;
-        return false;
-    }
-    let publish = runs.into_iter().map(|writes| async {
-        let batch = SyncBatch {
-            lineage: sender.lineage.clone(),
-            writes,
-        };
-        let span = batch.span();
-        let msg = Message::new(wire::encode(sender.stamp, &SyncItem::Writes(batch)));
-        let ok = broker.publish_fanout(SYNC_X, msg).await.is_ok();
-        if ok {
-            sender.synced.confirm(span.0, span.1);
+    let (group, mut steps) = sender.groups.applied(&runs, needs);
+    let mut messages: Vec<Vec<SyncMessage>> = vec![Vec::new(); runs.len()];
+    for (outcome, run) in outcomes.iter().zip(&run_of) {
+        if let (Outcome::Logged(sync, _), Some(run)) = (outcome, run) {
+            messages[*run].push(sync.clone());
         }
-        ok
-    });
-    let published: Vec<bool> = futures::future::join_all(publish).await;
-    // An earlier seq whose sync failed comes back from writeQ and is sent
-    // again, by another group: answering before would let a later write be
-    // acknowledged past the gap.
-    let synced = published.iter().all(|&ok| ok)
-        && sender
-            .synced
-            .reaches(last.max(snapshot_seq), PREFIX_WAIT)
-            .await
-        && sender.lease.valid();
+    }
+    let messages: Vec<Message> = messages
+        .into_iter()
+        .map(|mut writes| {
+            writes.sort_by_key(|m| m.seq);
+            writes.dedup_by_key(|m| m.seq);
+            let batch = SyncBatch {
+                lineage: sender.lineage.clone(),
+                writes,
+            };
+            Message::new(wire::encode(sender.stamp, &SyncItem::Writes(batch)))
+        })
+        .collect();
+    // Publishes (and, when one fails, publishes again) as the pipeline
+    // says, until it answers or requeues the group.
+    let publish = |run: usize| {
+        let msg = messages.get(run).cloned();
+        async move {
+            let ok = match msg {
+                Some(msg) => broker.publish_fanout(SYNC_X, msg).await.is_ok(),
+                None => false,
+            };
+            sender.groups.published(group, run, ok);
+        }
+    };
+    let mut out = futures::stream::FuturesUnordered::new();
+    let synced = loop {
+        tokio::select! {
+            step = steps.recv() => match step {
+                Some(Step::Publish(run)) => out.push(publish(run)),
+                Some(Step::Answer) => break true,
+                Some(Step::Requeue) | None => break false,
+            },
+            Some(()) = out.next(), if !out.is_empty() => {}
+        }
+    };
     // Replies go out together: one at a time, each would wait for its own
     // publisher confirm.
     let settle = batch
@@ -451,40 +472,6 @@ async fn finish_group(
         });
     futures::future::join_all(settle).await;
     synced
-}
-
-/// The group's logged answers as runs of consecutive sequence numbers (one
-/// sync message each), and which run each outcome went into.
-fn sync_runs(outcomes: &[Outcome]) -> (Vec<Vec<SyncMessage>>, Vec<Option<usize>>) {
-    let mut logged: Vec<(usize, &SyncMessage)> = outcomes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| match o {
-            Outcome::Logged(sync, _) => Some((i, sync)),
-            _ => None,
-        })
-        .collect();
-    logged.sort_by_key(|(_, s)| s.seq);
-    let mut runs: Vec<Vec<SyncMessage>> = Vec::new();
-    let mut run_of = vec![None; outcomes.len()];
-    for (i, sync) in logged {
-        let last = runs.last().and_then(|r| r.last()).map(|m| m.seq);
-        if last == Some(sync.seq) {
-            // The same write twice in one group (a retry answered from the
-            // record): one sync message carries it once.
-            run_of[i] = Some(runs.len() - 1);
-            continue;
-        }
-        let follows = last.is_some_and(|l| l.checked_add(1) == Some(sync.seq));
-        if !follows {
-            runs.push(Vec::new());
-        }
-        if let Some(run) = runs.last_mut() {
-            run.push(sync.clone());
-        }
-        run_of[i] = Some(runs.len() - 1);
-    }
-    (runs, run_of)
 }
 
 /// Replies to one request of a group and acknowledges it; or requeues it
@@ -548,49 +535,5 @@ impl Handler<Shutdown> for MasterWorker {
         // runs; groups being answered finish on their own tasks, and what
         // they have not acknowledged by the exit is delivered again.
         ctx.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::WriteResult;
-
-    fn applied(seq: u64) -> Outcome {
-        let sync = SyncMessage {
-            seq,
-            epoch: 1,
-            request_id: u128::from(seq),
-            entry: Entry::Write(crate::model::WriteOp::Clear { table: None }),
-        };
-        let reply = WriteReply {
-            seq,
-            result: WriteResult::Cleared,
-        };
-        Outcome::Logged(sync, Ok(reply))
-    }
-
-    fn seqs(runs: &[Vec<SyncMessage>]) -> Vec<Vec<u64>> {
-        runs.iter()
-            .map(|r| r.iter().map(|m| m.seq).collect())
-            .collect()
-    }
-
-    #[test]
-    fn sync_runs_are_consecutive_and_carry_each_write_once() {
-        let outcomes = vec![
-            applied(5),
-            applied(6),
-            applied(5), // a retry of the first, answered from the record
-            Outcome::Dropped,
-            applied(2), // a retry of a write of an earlier group
-            applied(7),
-        ];
-        let (runs, run_of) = sync_runs(&outcomes);
-        assert_eq!(seqs(&runs), vec![vec![2], vec![5, 6, 7]]);
-        assert_eq!(
-            run_of,
-            vec![Some(1), Some(1), Some(1), None, Some(0), Some(1)]
-        );
     }
 }
