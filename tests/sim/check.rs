@@ -61,6 +61,9 @@ fn quiet(w: &World) -> bool {
 
 /// The promises, on the settled world.
 pub fn check(w: &World) -> Result<(), String> {
+    if let Some(why) = w.broken.first() {
+        return Err(why.clone());
+    }
     let leader = w.leader().ok_or("no leader")?;
     let history = &leader.store.applied;
     for (i, r) in history.iter().enumerate() {

@@ -14,6 +14,7 @@
 //! - Named scenarios are scripts (see [`script`]).
 
 mod check;
+mod faults;
 mod nemesis;
 mod queue;
 mod roles;
@@ -274,4 +275,40 @@ fn scenario_refused_syncs_stalled_writes_under_the_old_rule() {
         err.contains("not reached") || err.contains("liveness"),
         "{err}"
     );
+}
+
+#[test]
+fn scenario_the_broker_restarts_under_writes_and_a_failover() {
+    script::run(
+        "setup slaves=2 refuse=0.1
+         write 30
+         step 3
+         restart broker
+         write 30
+         crash master
+         step 2
+         restart broker
+         write 30
+         settle",
+        Succession::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn scenario_the_coordinator_away_with_a_master_paused_past_its_session() {
+    script::run(
+        "setup slaves=2 session=30
+         write 20
+         pause master 60
+         step 40
+         coordinator away 200
+         write 20
+         step 300
+         crash master
+         write 20
+         settle",
+        Succession::default(),
+    )
+    .unwrap();
 }

@@ -107,7 +107,9 @@ fn fault(w: &mut World, rng: &mut fastrand::Rng) {
     if live.is_empty() {
         return;
     }
-    match rng.u8(0..6) {
+    match rng.u8(0..8) {
+        6 => w.broker_restart(),
+        7 => w.coordinator_outage(rng.u64(1..=300)),
         4 => {
             let (id, _) = live[rng.usize(0..live.len())];
             w.pause(id, rng.u64(1..=200));

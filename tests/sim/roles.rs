@@ -217,7 +217,7 @@ impl World {
     }
 
     /// Whether worker `id` holds the lease of `epoch` now.
-    fn leased(&self, id: u64, epoch: u64) -> bool {
+    pub(super) fn leased(&self, id: u64, epoch: u64) -> bool {
         let w = &self.workers[&id];
         w.leased
             && self
@@ -227,7 +227,7 @@ impl World {
 
     /// Carries out the pipeline's verdicts: acknowledge a group's writes,
     /// or put them back at the head of `writeQ` (in their order).
-    fn carry_pipeline(&mut self, l: &mut Leading, effects: Vec<Effect>) {
+    pub(super) fn carry_pipeline(&mut self, l: &mut Leading, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
                 Effect::Publish { group, run } => {
@@ -247,6 +247,13 @@ impl World {
                 }
                 Effect::Answer(g) => {
                     l.runs.retain(|k, _| k.0 != g);
+                    let first = *self.answered_in.entry(l.epoch).or_insert(l.worker);
+                    if first != l.worker {
+                        self.broken.push(format!(
+                            "one master an epoch: workers {first} and {} both acknowledged writes in epoch {}",
+                            l.worker, l.epoch
+                        ));
+                    }
                     for write in l.groups.remove(&g).unwrap_or_default() {
                         self.acked.insert(write);
                     }

@@ -12,6 +12,8 @@
 //! kill worker 3     kill worker 3
 //! pause master 500  pause the master 500 ms (SIGSTOP, then SIGCONT)
 //! pause worker 2 50 pause worker 2 50 ms
+//! restart broker    every consumer's channel dies, publishes under way fail
+//! coordinator away 200  no lease, no session expiry, no watcher for 200 ms
 //! until promoting   run until an elected worker drains
 //! until leading     run until a master leads
 //! step 100          run 100 ms
@@ -85,6 +87,14 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
         }
         ["kill", "worker", _] => {
             w.kill(arg(2)?);
+            Ok(())
+        }
+        ["restart", "broker"] => {
+            w.broker_restart();
+            Ok(())
+        }
+        ["coordinator", "away", _] => {
+            w.coordinator_outage(arg(2)?);
             Ok(())
         }
         ["pause", "master", _] => {

@@ -188,20 +188,23 @@ impl World {
     }
 
     /// A paused worker's session ends after `session_ms`; one resumed
-    /// registers again (a new session).
-    pub(super) fn sessions(&mut self) {
+    /// registers again (a new session). While the coordinator is `away`
+    /// no session expires, and one that did is not made again (the
+    /// worker, resumed, stays out of turn until the coordinator is back).
+
+    pub(super) fn sessions(&mut self, away: bool) {
         let (now, session) = (self.now, self.setup.session_ms);
         let mut events = Vec::new();
         for w in self.workers.values_mut().filter(|w| w.alive) {
             match w.paused_until {
-                Some(until) if until <= now => {
+                Some(until) if until <= now && !(away && !w.registered) => {
                     w.paused_until = None;
                     if !w.registered {
                         w.registered = true;
                         events.push(format!("worker {} resumed, registers again", w.id));
                     }
                 }
-                Some(_) if w.registered && now >= w.paused_at + session => {
+                Some(_) if !away && w.registered && now >= w.paused_at + session => {
                     // The lease is shorter than the session: gone first.
                     w.registered = false;
                     w.leased = false;

@@ -277,6 +277,8 @@ pub struct World {
     pub master: Option<MasterRecord>,
     pub version: i32,
     pub watcher: WatcherCore,
+    /// The coordinator is away until then.
+    pub coord_down_until: Option<u64>,
     /// Inputs on their way to the watcher, and when they arrive.
     pub inbox: Vec<(u64, Input)>,
     /// Starts under way: when they finish, the worker, the tries left.
@@ -291,6 +293,11 @@ pub struct World {
     next_write: u64,
     /// Every write a client was told succeeded.
     pub acked: BTreeSet<u64>,
+    /// Which worker's writes were acknowledged in each epoch (one at
+    /// most: promise 5).
+    pub answered_in: BTreeMap<u64, u64>,
+    /// Promises broken as they happened (checked at the end).
+    pub broken: Vec<String>,
     pub trace: Vec<Event>,
 }
 
@@ -313,6 +320,7 @@ impl World {
             wakes: Vec::new(),
             master: None,
             version: 0,
+            coord_down_until: None,
             watcher: WatcherCore::new(setup.slaves + 1, 0).with_succession(succession),
             inbox: Vec::new(),
             starts: Vec::new(),
@@ -323,6 +331,8 @@ impl World {
             next_pid: 100,
             next_write: 1,
             acked: BTreeSet::new(),
+            answered_in: BTreeMap::new(),
+            broken: Vec::new(),
             trace: Vec::new(),
             setup,
         };
@@ -440,13 +450,16 @@ impl World {
                 q.push(fence, cap);
             }
         }
-        self.sessions();
+        let away = self.coordinator_away();
+        self.sessions(away);
         self.deliver_publishes();
         self.finish_starts();
         self.scaler_deliver();
         self.scale();
         self.wake_roles();
-        self.deliver();
+        if !away {
+            self.deliver();
+        }
         let ids: Vec<u64> = self.workers.keys().copied().collect();
         for id in ids {
             let w = &self.workers[&id];
@@ -476,7 +489,8 @@ impl World {
         // A master back with a new session that `/master` still names
         // claims its place again (a compare-and-set), and with it a lease.
         let named = |e| self.master.is_some_and(|m| m.pid == w.pid && m.epoch == e);
-        if w.core.leading().is_some_and(named) && w.registered && !w.leased {
+        let up = self.coord_down_until.is_none();
+        if up && w.core.leading().is_some_and(named) && w.registered && !w.leased {
             self.workers.get_mut(&id).expect("listed").leased = true;
             self.log(format!("worker {id} claims /master again"));
         }
