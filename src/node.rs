@@ -11,16 +11,14 @@ use std::sync::Arc;
 use actix::prelude::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
-use crate::actors::blocking;
 use crate::actors::messages::{GetStatus, Shutdown};
-use crate::actors::worker::{Worker, WorkerConfig};
+use crate::actors::worker::{StoreAt, Worker, WorkerConfig};
 use crate::broker::amqp::AmqpBroker;
 use crate::error::{Error, Result};
 use crate::http::common::{self, DEFAULT_BODY_LIMIT};
 use crate::http::{self, orchestrator::OrchestratorState};
 use crate::model::Schema;
 use crate::runtime::CoordTarget;
-use crate::store::Store;
 use crate::system::{backends, bind, url, Cluster, Coordination, Workers};
 
 /// Where a worker or the orchestrator finds ZooKeeper.
@@ -175,24 +173,21 @@ async fn worker_status(state: WorkerState) -> HttpResponse {
 pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
     let broker = Arc::new(AmqpBroker::new(&args.amqp));
     let schema = Arc::new(Schema::rideshare());
-    let dir = crate::runtime::worker_dir(&args.data_dir, args.id);
-    let cluster = args.cluster;
-    let store = blocking(move || {
-        let store = Store::open(&dir, schema)?;
-        store.join_cluster(cluster)?;
-        Ok(store)
-    })
-    .await?;
+    let at = StoreAt {
+        dir: crate::runtime::worker_dir(&args.data_dir, args.id),
+        schema,
+        wait: None,
+    };
     let target = args.zk.target()?;
     let cfg = WorkerConfig {
         id: args.id,
         pid: u64::from(std::process::id()),
-        cluster,
+        cluster: args.cluster,
         sync_cap: args.sync_queue_cap,
         session_timeout: target.session_timeout,
     };
     let connect = Coordination::ZooKeeper(target).connector();
-    let worker = Worker::new(cfg, store, broker, connect).start();
+    let worker = Worker::open(cfg, at, broker, connect).await?.start();
     let listener = bind(args.control_addr)?;
     let control = url(&listener)?;
     let state: WorkerState = web::Data::new(worker.clone());

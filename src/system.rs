@@ -206,7 +206,7 @@ impl Cluster {
         });
         let (rt, orch, expect) = (runtime.clone(), addr.clone(), ids.len());
         let watcher = ElectionWatcher::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            ElectionWatcher::new(id, connect, rt, orch, expect)
+            ElectionWatcher::new(id, connect, rt, orch.recipient(), expect)
         });
         tracing::info!(
             cluster = format!("{id:016x}"),
@@ -313,6 +313,20 @@ impl Cluster {
     }
 }
 
+/// (Made here: the HTTP API knows nothing of the cluster that assembles it.)
+impl OrchestratorState {
+    /// What the handlers need of a running cluster.
+    pub fn of(cluster: &Cluster) -> Self {
+        OrchestratorState {
+            handle: cluster.orchestrator.clone(),
+            schema: cluster.schema.clone(),
+            runtime: cluster.runtime.clone(),
+            watcher: cluster.watcher.clone(),
+            scaler: cluster.scaler.clone(),
+        }
+    }
+}
+
 /// The directory the workers' databases live in, created if need be.
 pub fn workers_dir(data_dir: &Path) -> Result<PathBuf> {
     let dir = data_dir.join("workers");
@@ -329,13 +343,13 @@ pub fn embedded_runtime(
 ) -> Result<Arc<dyn WorkerRuntime>> {
     let dir = workers_dir(data_dir)?;
     let schema = Arc::new(Schema::rideshare());
-    let mut rt = InProcessRuntime::new(
-        broker.clone(),
+    let launch = crate::actors::worker::launcher(
         schema,
-        &dir,
+        broker.clone(),
         coordination.connector(),
         coordination.session_timeout(),
     );
+    let mut rt = InProcessRuntime::new(&dir, launch);
     if let Some(cap) = sync_cap {
         rt = rt.with_sync_cap(cap);
     }
@@ -508,6 +522,9 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     tracing::info!("stopped cleanly");
     Ok(())
 }
+
+#[cfg(test)]
+mod scaler_tests;
 
 #[cfg(test)]
 mod tests {

@@ -54,9 +54,6 @@ const TICK: Duration = Duration::from_millis(50);
 /// How long a slave waits without progress for a write it knows exists
 /// (a later one came, or a read asked for it) before it takes a snapshot.
 pub const GAP_WAIT: Duration = Duration::from_millis(GAP_WAIT_MS);
-/// Messages a slave's sync queue keeps while nobody consumes it (the
-/// oldest go first; the slave then finds a gap and takes a snapshot).
-pub const SYNC_QUEUE_CAP: u32 = 10_000;
 
 /// A replica over its own store.
 pub struct SlaveWorker {

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::messages::SetEpoch;
 use super::worker::Connector;
-use super::{next_retry, Orchestrator, FIRST_RETRY};
+use super::{next_retry, now_ms, FIRST_RETRY};
 use crate::coord::election::{self, worker_path, MasterRecord, ReportedRole, MASTER, WORKERS};
 use crate::coord::Coordinator;
 use crate::core::watcher::{self as wcore, Effect, Input, Running, WatcherCore};
@@ -77,7 +77,7 @@ pub struct ClusterView {
     pub events: Vec<ClusterEvent>,
     /// The Scaler's policy and last decision, when it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scaler: Option<super::scaler::ScalerView>,
+    pub scaler: Option<crate::core::scaler::ScalerView>,
 }
 
 /// Watches the workers, elects, and asks for replacements.
@@ -86,7 +86,8 @@ pub struct ElectionWatcher {
     connect: Connector,
     coord: Option<Arc<dyn Coordinator>>,
     runtime: Arc<dyn WorkerRuntime>,
-    orchestrator: Addr<Orchestrator>,
+    /// Where a newer epoch is told (the Orchestrator).
+    orchestrator: Recipient<SetEpoch>,
     core: WatcherCore,
     events: VecDeque<ClusterEvent>,
     /// The core's clock counts from here.
@@ -98,7 +99,7 @@ impl ElectionWatcher {
         cluster: u64,
         connect: Connector,
         runtime: Arc<dyn WorkerRuntime>,
-        orchestrator: Addr<Orchestrator>,
+        orchestrator: Recipient<SetEpoch>,
         expect: usize,
     ) -> Self {
         ElectionWatcher {
@@ -182,7 +183,7 @@ impl ElectionWatcher {
 
     fn event(&mut self, kind: &'static str, detail: String) {
         tracing::info!(kind, "{detail}");
-        let at = super::scaler::now_ms();
+        let at = now_ms();
         self.events.push_back(ClusterEvent { at, kind, detail });
         while self.events.len() > EVENTS {
             self.events.pop_front();

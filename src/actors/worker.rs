@@ -39,6 +39,10 @@ use crate::error::Error;
 use crate::model::wire::Stamp;
 use crate::store::Store;
 
+mod start;
+
+pub use start::{launcher, StoreAt};
+
 /// Opens a new coordinator session.
 pub type Connector =
     Arc<dyn Fn() -> BoxFuture<'static, CoordResult<Arc<dyn Coordinator>>> + Send + Sync>;

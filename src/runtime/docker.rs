@@ -38,8 +38,8 @@ use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 
 use super::{CoordTarget, Exit, WorkerInfo, WorkerRuntime, WorkerSpec, EXITS};
-use crate::actors::messages::WorkerStatus;
 use crate::error::{Error, Result};
+use crate::model::WorkerStatus;
 
 /// How long a worker may take to come up, and to stop cleanly.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -235,7 +235,7 @@ impl DockerRuntime {
             amqp_url: amqp_url.to_owned(),
             data_dir,
             coord,
-            sync_cap: crate::actors::SYNC_QUEUE_CAP,
+            sync_cap: crate::broker::SYNC_QUEUE_CAP,
             http: super::control_client(),
             workers: Arc::default(),
             exits: broadcast::channel(EXITS).0,
