@@ -50,12 +50,13 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use super::{Acker, Broker, Consumer, Delivery, Message, QueueKind, WRITE_Q};
+use crate::core::backoff::{Backoff, RECONNECT};
 use crate::error::{Error, Result};
 
 /// Publishing channels per connection.
 const PUBLISH_CHANNELS: usize = 4;
-/// The shortest and longest wait between two connection attempts.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+/// The waits between two connection attempts.
+const BACKOFF: Backoff = RECONNECT;
 /// How long a call waits for the broker, for anything but a publisher
 /// confirm: ample for a broker under load, and short enough that the
 /// caller's retry comes well within its own deadlines.
@@ -247,10 +248,11 @@ impl Live {
 pub struct AmqpBroker {
     url: String,
     live: Mutex<Option<Arc<Live>>>,
-    connecting: tokio::sync::Mutex<Backoff>,
+    connecting: tokio::sync::Mutex<Attempts>,
 }
 
-struct Backoff {
+/// When the next connection attempt may be made, and the wait after it.
+struct Attempts {
     next_try: Instant,
     wait: Duration,
 }
@@ -262,9 +264,9 @@ impl AmqpBroker {
         AmqpBroker {
             url: url.to_owned(),
             live: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(Backoff {
+            connecting: tokio::sync::Mutex::new(Attempts {
                 next_try: Instant::now(),
-                wait: BACKOFF.0,
+                wait: BACKOFF.first_wait(),
             }),
         }
     }
@@ -295,7 +297,7 @@ impl AmqpBroker {
         tokio::time::sleep_until(backoff.next_try.into()).await;
         match connect(&self.url).await {
             Ok(conn) => {
-                backoff.wait = BACKOFF.0;
+                backoff.wait = BACKOFF.first_wait();
                 let l = Arc::new(Live::new(conn));
                 if let Some(old) = lock(&self.live).replace(l.clone()) {
                     old.retire();
@@ -305,7 +307,7 @@ impl AmqpBroker {
             }
             Err(e) => {
                 backoff.next_try = Instant::now() + backoff.wait;
-                backoff.wait = (backoff.wait * 2).min(BACKOFF.1);
+                backoff.wait = BACKOFF.next_wait(backoff.wait);
                 Err(e)
             }
         }
