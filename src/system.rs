@@ -458,6 +458,62 @@ pub(crate) fn url(l: &TcpListener) -> Result<String> {
     Ok(format!("http://{addr}"))
 }
 
+/// What a cluster is started with, whichever command starts it.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// RabbitMQ, with `zk`; neither: everything in this process.
+    pub amqp: Option<String>,
+    pub zk: Option<CoordTarget>,
+    pub data_dir: PathBuf,
+    pub slaves: usize,
+    pub sync_queue_cap: u32,
+    pub workers: Workers,
+    pub request_deadline: Duration,
+    pub hung_after: Duration,
+    /// The Scaler's policy, if one runs.
+    pub scale: Option<ScalePolicy>,
+}
+
+impl ClusterConfig {
+    /// The cluster of `dbaas up`.
+    pub fn of_up(cfg: &UpConfig) -> Self {
+        ClusterConfig {
+            amqp: cfg.amqp.clone(),
+            zk: cfg.zk_target(),
+            data_dir: cfg.data_dir.clone(),
+            slaves: cfg.slaves,
+            sync_queue_cap: cfg.sync_queue_cap,
+            workers: Workers::of(cfg.runtime, &cfg.image),
+            request_deadline: cfg.request_deadline,
+            hung_after: cfg.hung_after,
+            scale: cfg.scale,
+        }
+    }
+}
+
+/// Starts the cluster `cfg` says: its backends, its workers, its deadlines
+/// and its Scaler. `dbaas up` and `dbaas orchestrator` start theirs here.
+pub async fn start_cluster(cfg: ClusterConfig) -> Result<Cluster> {
+    let (broker, runtime, coordination) = backends(
+        cfg.amqp.as_deref(),
+        cfg.zk.as_ref(),
+        &cfg.data_dir,
+        cfg.sync_queue_cap,
+        cfg.workers,
+    )
+    .await?;
+    let mut cluster =
+        Cluster::start_with(&cfg.data_dir, cfg.slaves, broker, runtime, coordination).await?;
+    cluster.orchestrator = cluster.orchestrator.with_deadline(cfg.request_deadline);
+    cluster
+        .watcher
+        .do_send(crate::actors::watcher::SetHungAfter(cfg.hung_after));
+    if let Some(policy) = cfg.scale {
+        cluster.start_scaler(policy);
+    }
+    Ok(cluster)
+}
+
 /// `dbaas up`: the whole system in this process until `shutdown` resolves,
 /// then a clean stop (servers drain, workers flush).
 pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -470,25 +526,7 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     .map(bind);
     let [orch_l, users_l, rides_l, gateway_l] = listeners;
     let (orch_l, users_l, rides_l, gateway_l) = (orch_l?, users_l?, rides_l?, gateway_l?);
-    let zk = cfg.zk_target();
-    let workers = Workers::of(cfg.runtime, &cfg.image);
-    let (broker, runtime, coordination) = backends(
-        cfg.amqp.as_deref(),
-        zk.as_ref(),
-        &cfg.data_dir,
-        cfg.sync_queue_cap,
-        workers,
-    )
-    .await?;
-    let mut cluster =
-        Cluster::start_with(&cfg.data_dir, cfg.slaves, broker, runtime, coordination).await?;
-    cluster.orchestrator = cluster.orchestrator.with_deadline(cfg.request_deadline);
-    cluster
-        .watcher
-        .do_send(crate::actors::watcher::SetHungAfter(cfg.hung_after));
-    if let Some(policy) = cfg.scale {
-        cluster.start_scaler(policy);
-    }
+    let cluster = start_cluster(ClusterConfig::of_up(&cfg)).await?;
     let (orch_url, users_url, rides_url, gateway_url) = (
         url(&orch_l)?,
         url(&users_l)?,
