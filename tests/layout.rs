@@ -2,7 +2,8 @@
 //! when
 //!
 //! - the top-level modules of `src/` import each other in a circle (a
-//!   `crate::X` path in module `A` is an edge `A -> X`);
+//!   `crate::X` path in module `A` is an edge `A -> X`), or import a
+//!   module that is not in a layer below their own (see [`LAYERS`]);
 //! - the submodules of `src/actors` import each other in a circle;
 //! - anything under `src/core` (the pure state machines) names a runtime,
 //!   a broker, a store, a command line parser, a clock or a thread (by
@@ -22,6 +23,26 @@ use std::path::{Path, PathBuf};
 
 /// The modules every other may use, which use none but each other.
 const LEAVES: &[&str] = &["error", "model"];
+
+/// The top-level modules from the bottom up: a module imports only
+/// modules of layers below its own. `config` resolves the defaults of the
+/// parts it configures, so it sits above them; `system` assembles them
+/// and `node` runs each as a process of its own.
+const LAYERS: &[&[&str]] = &[
+    &["error"],
+    &["model", "rideshare"],
+    // The coordinator's seam and its records; each worker's store.
+    &["coord", "store"],
+    // The state machines: pure.
+    &["core"],
+    &["broker"],
+    &["runtime"],
+    &["actors"],
+    &["http"],
+    &["config"],
+    &["system"],
+    &["node"],
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<_> = fs::read_dir(dir)
@@ -299,6 +320,26 @@ fn top_level_modules_import_no_circle() {
     let graph = top_graph();
     let found = cycles(&graph);
     assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
+fn top_level_modules_import_only_layers_below_their_own() {
+    let layer = |m: &str| LAYERS.iter().position(|l| l.contains(&m));
+    let mut wrong = Vec::new();
+    for (from, edges) in top_graph() {
+        let Some(own) = layer(&from) else {
+            wrong.push(format!("{from}: in no layer (add it to LAYERS)"));
+            continue;
+        };
+        for (to, at) in edges {
+            match layer(&to) {
+                Some(l) if l < own => {}
+                Some(_) => wrong.push(format!("{from} -> {to} ({at}): not a layer below")),
+                None => wrong.push(format!("{to}: in no layer (add it to LAYERS)")),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]
