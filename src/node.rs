@@ -11,17 +11,15 @@ use std::sync::Arc;
 use actix::prelude::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
-use crate::actors::blocking;
 use crate::actors::messages::{GetStatus, Shutdown};
-use crate::actors::worker::{Worker, WorkerConfig};
+use crate::actors::worker::{StoreAt, Worker, WorkerConfig};
 use crate::broker::amqp::AmqpBroker;
 use crate::error::{Error, Result};
 use crate::http::common::{self, DEFAULT_BODY_LIMIT};
 use crate::http::{self, orchestrator::OrchestratorState};
 use crate::model::Schema;
 use crate::runtime::CoordTarget;
-use crate::store::Store;
-use crate::system::{backends, bind, url, Cluster, Coordination, Workers};
+use crate::system::{bind, start_cluster, url, ClusterConfig, Coordination, Workers};
 
 /// Where a worker or the orchestrator finds ZooKeeper.
 #[derive(clap::Args, Debug, Clone)]
@@ -175,24 +173,21 @@ async fn worker_status(state: WorkerState) -> HttpResponse {
 pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
     let broker = Arc::new(AmqpBroker::new(&args.amqp));
     let schema = Arc::new(Schema::rideshare());
-    let dir = crate::runtime::worker_dir(&args.data_dir, args.id);
-    let cluster = args.cluster;
-    let store = blocking(move || {
-        let store = Store::open(&dir, schema)?;
-        store.join_cluster(cluster)?;
-        Ok(store)
-    })
-    .await?;
+    let at = StoreAt {
+        dir: crate::runtime::worker_dir(&args.data_dir, args.id),
+        schema,
+        wait: None,
+    };
     let target = args.zk.target()?;
     let cfg = WorkerConfig {
         id: args.id,
         pid: u64::from(std::process::id()),
-        cluster,
+        cluster: args.cluster,
         sync_cap: args.sync_queue_cap,
         session_timeout: target.session_timeout,
     };
     let connect = Coordination::ZooKeeper(target).connector();
-    let worker = Worker::new(cfg, store, broker, connect).start();
+    let worker = Worker::open(cfg, at, broker, connect).await?.start();
     let listener = bind(args.control_addr)?;
     let control = url(&listener)?;
     let state: WorkerState = web::Data::new(worker.clone());
@@ -221,25 +216,18 @@ pub async fn run_orchestrator(
     let listener = bind(args.addr)?;
     let target = args.zk.target()?;
     let scale = args.scale.resolve(&crate::config::ScaleFile::default())?;
-    let (broker, runtime, coordination) = backends(
-        Some(&args.amqp),
-        Some(&target),
-        &args.data_dir,
-        args.sync_queue_cap,
-        Workers::of(args.runtime, &args.image),
-    )
+    let cluster = start_cluster(ClusterConfig {
+        amqp: Some(args.amqp),
+        zk: Some(target),
+        data_dir: args.data_dir,
+        slaves: args.slaves,
+        sync_queue_cap: args.sync_queue_cap,
+        workers: Workers::of(args.runtime, &args.image),
+        request_deadline: std::time::Duration::from_millis(args.request_deadline_ms),
+        hung_after: std::time::Duration::from_millis(args.hung_after_ms),
+        scale,
+    })
     .await?;
-    let mut cluster =
-        Cluster::start_with(&args.data_dir, args.slaves, broker, runtime, coordination).await?;
-    let deadline = std::time::Duration::from_millis(args.request_deadline_ms);
-    cluster.orchestrator = cluster.orchestrator.with_deadline(deadline);
-    let hung_after = std::time::Duration::from_millis(args.hung_after_ms);
-    cluster
-        .watcher
-        .do_send(crate::actors::watcher::SetHungAfter(hung_after));
-    if let Some(policy) = scale {
-        cluster.start_scaler(policy);
-    }
     let state = OrchestratorState::of(&cluster);
     println!("listening: orchestrator {}", url(&listener)?);
     let server = http::orchestrator::server(listener, state, args.body_limit, 2)?;

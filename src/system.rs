@@ -1,9 +1,27 @@
 //! Assembling the whole system: the embedded cluster (broker, workers,
 //! orchestrator) and `dbaas up` (the cluster plus every HTTP listener).
+//!
+//! - [`Cluster`] (here): starting the workers, the orchestrator and the
+//!   election watcher over one broker and one coordinator, and stopping
+//!   them;
+//! - `backends`: what the cluster runs on (broker, worker runtime,
+//!   coordinator);
+//! - `identity`: the cluster's identity, kept in its data directory;
+//! - `up`: [`start_cluster`], the one way `dbaas up` and
+//!   `dbaas orchestrator` start theirs, and [`run_up`].
 
-use std::future::Future;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+mod backends;
+mod identity;
+mod up;
+
+pub use backends::{
+    backends, embedded_runtime, workers_dir, Coordination, Workers, EMBEDDED_SESSION,
+};
+use identity::identity;
+pub(crate) use up::{bind, url};
+pub use up::{run_up, start_cluster, ClusterConfig};
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,70 +29,16 @@ use actix::prelude::*;
 
 use crate::actors::scaler::{ScalePolicy, Scaler, StopScaling};
 use crate::actors::watcher::{ElectionWatcher, GetCluster, StopWatching};
-use crate::actors::worker::Connector;
 use crate::actors::{Orchestrator, OrchestratorHandle};
-use crate::broker::amqp::AmqpBroker;
-use crate::broker::inproc::InProcBroker;
 use crate::broker::Broker;
-use crate::config::UpConfig;
-use crate::coord::election::{CLUSTER, MASTER};
-use crate::coord::inproc::InProcServer;
-use crate::coord::zk::ZkCoordinator;
-use crate::coord::{CoordError, Coordinator, NodeKind};
 use crate::error::{Error, Result};
-use crate::http::{self, orchestrator::OrchestratorState};
 use crate::model::Schema;
-use crate::runtime::{
-    self, CoordTarget, DockerRuntime, InProcessRuntime, ProcessRuntime, WorkerRuntime, WorkerSpec,
-};
+use crate::runtime::{self, WorkerRuntime, WorkerSpec};
 
 /// How many times a worker is tried at startup.
 const START_TRIES: u32 = 3;
 /// How long starting workers may take before `up` gives up.
 const START_DEADLINE: Duration = Duration::from_secs(60);
-/// The session timeout of the in-process coordinator (its sessions end
-/// only when closed or expired on purpose; the lease is a part of this).
-pub const EMBEDDED_SESSION: Duration = Duration::from_secs(2);
-/// The file in the data directory that holds the cluster's identity.
-const IDENTITY_FILE: &str = "cluster-id";
-
-/// Where the coordinator is: in this process, or ZooKeeper.
-#[derive(Clone)]
-pub enum Coordination {
-    Embedded(InProcServer),
-    ZooKeeper(CoordTarget),
-}
-
-impl Coordination {
-    /// A fresh in-process coordinator.
-    pub fn embedded() -> Self {
-        Coordination::Embedded(InProcServer::new())
-    }
-
-    /// Opens sessions on this coordinator.
-    pub fn connector(&self) -> Connector {
-        match self.clone() {
-            Coordination::Embedded(server) => Arc::new(move || {
-                let session = server.connect("/dbaas");
-                Box::pin(async move { session.map(|s| Arc::new(s) as Arc<dyn Coordinator>) })
-            }),
-            Coordination::ZooKeeper(t) => Arc::new(move || {
-                let t = t.clone();
-                Box::pin(async move {
-                    let zk = ZkCoordinator::connect(&t.hosts, &t.root, t.session_timeout).await?;
-                    Ok(Arc::new(zk) as Arc<dyn Coordinator>)
-                })
-            }),
-        }
-    }
-
-    pub fn session_timeout(&self) -> Duration {
-        match self {
-            Coordination::Embedded(_) => EMBEDDED_SESSION,
-            Coordination::ZooKeeper(t) => t.session_timeout,
-        }
-    }
-}
 
 /// A running cluster: workers, the orchestrator and the election watcher
 /// over one broker and one coordinator.
@@ -120,57 +84,6 @@ fn plan(found: &[u64], slaves: usize) -> Vec<u64> {
     ids
 }
 
-/// The cluster's identity: the data directory's (a new one for a new
-/// directory), which the coordinator's root must hold too. A root that
-/// holds another cluster's is refused, unless the directory is new: a new
-/// cluster then takes the root over (and its `/master` goes).
-async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result<u64> {
-    let file = data_dir.join(IDENTITY_FILE);
-    let ours = match std::fs::read_to_string(&file) {
-        Ok(text) => Some(parse_identity(text.trim())?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e.into()),
-    };
-    let theirs = coord.get(CLUSTER).await?;
-    let theirs = theirs.map(|n| String::from_utf8_lossy(&n.data).into_owned());
-    let id = match (ours, theirs) {
-        (Some(id), Some(t)) if parse_identity(&t).ok() == Some(id) => return Ok(id),
-        (Some(id), Some(t)) => {
-            return Err(Error::bad(format!(
-                "the coordinator's root belongs to cluster {t}, this data directory to {id:016x}"
-            )))
-        }
-        (Some(id), None) => id,
-        (None, _) => {
-            let id = fastrand::u64(1..);
-            std::fs::write(&file, format!("{id:016x}\n"))?;
-            match coord.delete(MASTER, None).await {
-                Ok(()) | Err(CoordError::NoNode) => {}
-                Err(e) => return Err(e.into()),
-            }
-            id
-        }
-    };
-    let text = format!("{id:016x}");
-    match coord
-        .create(CLUSTER, text.as_bytes(), NodeKind::Persistent)
-        .await
-    {
-        Err(CoordError::NodeExists) => {
-            coord.set(CLUSTER, text.as_bytes(), None).await?;
-        }
-        other => other?,
-    }
-    Ok(id)
-}
-
-fn parse_identity(text: &str) -> Result<u64> {
-    u64::from_str_radix(text, 16)
-        .ok()
-        .filter(|&id| id != 0)
-        .ok_or_else(|| Error::bad(format!("{text:?} is not a cluster identity")))
-}
-
 impl Cluster {
     /// The embedded cluster: workers as in-process actors, coordinated
     /// in-process.
@@ -206,7 +119,7 @@ impl Cluster {
         });
         let (rt, orch, expect) = (runtime.clone(), addr.clone(), ids.len());
         let watcher = ElectionWatcher::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            ElectionWatcher::new(id, connect, rt, orch, expect)
+            ElectionWatcher::new(id, connect, rt, orch.recipient(), expect)
         });
         tracing::info!(
             cluster = format!("{id:016x}"),
@@ -313,201 +226,8 @@ impl Cluster {
     }
 }
 
-/// The directory the workers' databases live in, created if need be.
-pub fn workers_dir(data_dir: &Path) -> Result<PathBuf> {
-    let dir = data_dir.join("workers");
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
-    Ok(dir)
-}
-
-/// In-process workers on `broker`, coordinated by `coordination`.
-pub fn embedded_runtime(
-    broker: &Arc<dyn Broker>,
-    data_dir: &Path,
-    coordination: &Coordination,
-    sync_cap: Option<u32>,
-) -> Result<Arc<dyn WorkerRuntime>> {
-    let dir = workers_dir(data_dir)?;
-    let schema = Arc::new(Schema::rideshare());
-    let mut rt = InProcessRuntime::new(
-        broker.clone(),
-        schema,
-        &dir,
-        coordination.connector(),
-        coordination.session_timeout(),
-    );
-    if let Some(cap) = sync_cap {
-        rt = rt.with_sync_cap(cap);
-    }
-    Ok(Arc::new(rt))
-}
-
-/// Where the workers run when they are not in this process.
-#[derive(Clone, Debug)]
-pub enum Workers {
-    /// Child processes of this one.
-    Processes,
-    /// Docker containers from this image.
-    Containers { image: String },
-}
-
-impl Workers {
-    /// The workers of a runtime setting (`--runtime`, `--image`).
-    pub fn of(kind: crate::config::RuntimeKind, image: &str) -> Self {
-        match kind {
-            crate::config::RuntimeKind::Process => Workers::Processes,
-            crate::config::RuntimeKind::Docker => Workers::Containers {
-                image: image.to_owned(),
-            },
-        }
-    }
-}
-
-/// The broker, worker runtime and coordinator `up` and `orchestrator` run
-/// on: RabbitMQ with worker processes or containers coordinated by
-/// ZooKeeper when both are given, else everything in this process. Each
-/// slave's sync queue is capped at `sync_cap` messages.
-pub async fn backends(
-    amqp: Option<&str>,
-    zk: Option<&CoordTarget>,
-    data_dir: &Path,
-    sync_cap: u32,
-    workers: Workers,
-) -> Result<(Arc<dyn Broker>, Arc<dyn WorkerRuntime>, Coordination)> {
-    let dir = workers_dir(data_dir)?;
-    match (amqp, zk) {
-        (Some(url), Some(zk)) => {
-            let broker: Arc<dyn Broker> = Arc::new(AmqpBroker::connect(url).await?);
-            let rt: Arc<dyn WorkerRuntime> = match workers {
-                Workers::Processes => {
-                    let exe = std::env::current_exe()?;
-                    let rt = ProcessRuntime::new(&exe, url, &dir, zk.clone());
-                    Arc::new(rt.with_sync_cap(sync_cap))
-                }
-                Workers::Containers { image } => {
-                    let docker = runtime::docker::connect().await?;
-                    worker_image(&docker, &image).await?;
-                    let rt = DockerRuntime::new(docker, &image, url, &dir, zk.clone())?;
-                    Arc::new(rt.with_sync_cap(sync_cap))
-                }
-            };
-            Ok((broker, rt, Coordination::ZooKeeper(zk.clone())))
-        }
-        (Some(_), None) => Err(Error::bad(
-            "worker processes need a coordinator: give --zk HOST:PORT (or DBAAS_ZK) with --amqp",
-        )),
-        (None, Some(_)) => Err(Error::bad(
-            "a coordinator needs worker processes on a broker: give --amqp with --zk",
-        )),
-        (None, None) => {
-            let broker: Arc<dyn Broker> = Arc::new(InProcBroker::new());
-            let coordination = Coordination::embedded();
-            let rt = embedded_runtime(&broker, data_dir, &coordination, Some(sync_cap))?;
-            Ok((broker, rt, coordination))
-        }
-    }
-}
-
-/// Makes sure the worker image is there and holds this build: made from
-/// this binary when it is static, else by `docker/build` (which builds a
-/// static one) when run from the project's directory.
-async fn worker_image(docker: &bollard::Docker, image: &str) -> Result<()> {
-    let exe = std::env::current_exe()?;
-    if runtime::docker::is_static(&exe)? {
-        return runtime::docker::ensure_image(docker, image, &exe).await;
-    }
-    let script = Path::new("docker/build");
-    if !script.exists() {
-        return Err(Error::bad(format!(
-            "{} is not a static binary and there is no docker/build here to make the image {image}; run docker/build in the project's directory",
-            exe.display()
-        )));
-    }
-    tracing::info!(image, "building the worker image with docker/build");
-    let status = tokio::process::Command::new(script)
-        .arg(image)
-        .status()
-        .await?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::Unavailable(format!("docker/build failed: {status}")))
-    }
-}
-
-pub(crate) fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).map_err(|e| Error::bad(format!("cannot listen on {addr}: {e}")))
-}
-
-pub(crate) fn url(l: &TcpListener) -> Result<String> {
-    let addr = l.local_addr()?;
-    Ok(format!("http://{addr}"))
-}
-
-/// `dbaas up`: the whole system in this process until `shutdown` resolves,
-/// then a clean stop (servers drain, workers flush).
-pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let listeners = [
-        cfg.orchestrator_addr,
-        cfg.users_addr,
-        cfg.rides_addr,
-        cfg.gateway_addr,
-    ]
-    .map(bind);
-    let [orch_l, users_l, rides_l, gateway_l] = listeners;
-    let (orch_l, users_l, rides_l, gateway_l) = (orch_l?, users_l?, rides_l?, gateway_l?);
-    let zk = cfg.zk_target();
-    let workers = Workers::of(cfg.runtime, &cfg.image);
-    let (broker, runtime, coordination) = backends(
-        cfg.amqp.as_deref(),
-        zk.as_ref(),
-        &cfg.data_dir,
-        cfg.sync_queue_cap,
-        workers,
-    )
-    .await?;
-    let mut cluster =
-        Cluster::start_with(&cfg.data_dir, cfg.slaves, broker, runtime, coordination).await?;
-    cluster.orchestrator = cluster.orchestrator.with_deadline(cfg.request_deadline);
-    cluster
-        .watcher
-        .do_send(crate::actors::watcher::SetHungAfter(cfg.hung_after));
-    if let Some(policy) = cfg.scale {
-        cluster.start_scaler(policy);
-    }
-    let (orch_url, users_url, rides_url, gateway_url) = (
-        url(&orch_l)?,
-        url(&users_l)?,
-        url(&rides_l)?,
-        url(&gateway_l)?,
-    );
-    let state = OrchestratorState::of(&cluster);
-    let servers = [
-        http::gateway::server(gateway_l, &users_url, &rides_url, cfg.body_limit)?,
-        http::users::server(users_l, &orch_url, cfg.body_limit)?,
-        http::rides::server(rides_l, &orch_url, cfg.body_limit)?,
-        http::orchestrator::server(orch_l, state, cfg.body_limit, 2)?,
-    ];
-    let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
-    for s in servers {
-        actix::spawn(s);
-    }
-    println!("listening: gateway {gateway_url}");
-    println!("listening: users {users_url}");
-    println!("listening: rides {rides_url}");
-    println!("listening: orchestrator {orch_url}");
-    println!("data: {}", cfg.data_dir.display());
-    println!("ready");
-    tracing::info!(epoch = cluster.epoch().await, "system up");
-    shutdown.await;
-    tracing::info!("shutting down");
-    for h in handles {
-        h.stop(true).await;
-    }
-    cluster.stop().await;
-    tracing::info!("stopped cleanly");
-    Ok(())
-}
+#[cfg(test)]
+mod scaler_tests;
 
 #[cfg(test)]
 mod tests {
@@ -518,25 +238,5 @@ mod tests {
         assert_eq!(plan(&[], 2), [1, 2, 3]);
         assert_eq!(plan(&[2, 5], 2), [2, 5, 6]);
         assert_eq!(plan(&[1, 2, 3, 4], 1), [1, 2, 3, 4]);
-    }
-
-    #[actix::test]
-    async fn one_identity_per_data_directory_and_root() {
-        let server = InProcServer::new();
-        let coord = server.connect("/a").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let id = identity(&coord, dir.path()).await.unwrap();
-        assert_ne!(id, 0);
-        assert_eq!(identity(&coord, dir.path()).await.unwrap(), id);
-        // The same directory on a fresh root: the root takes it.
-        let other = server.connect("/b").unwrap();
-        assert_eq!(identity(&other, dir.path()).await.unwrap(), id);
-        // A new directory on a used root: a new cluster takes it over.
-        let fresh = tempfile::tempdir().unwrap();
-        let id2 = identity(&coord, fresh.path()).await.unwrap();
-        assert_ne!(id2, id);
-        // The first directory on that root now: refused.
-        assert!(identity(&coord, dir.path()).await.is_err());
-        assert!(parse_identity("0").is_err() && parse_identity("zz").is_err());
     }
 }

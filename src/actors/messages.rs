@@ -3,6 +3,7 @@
 use actix::Message;
 
 use crate::error::Result;
+pub use crate::model::WorkerStatus;
 use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
 
 /// Orchestrator: run a read on a slave through `readQ`.
@@ -50,23 +51,6 @@ pub struct OrchestratorStats {
 #[derive(Message, Debug)]
 #[rtype(result = "WorkerStatus")]
 pub struct GetStatus;
-
-/// What [`GetStatus`] answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct WorkerStatus {
-    pub id: u64,
-    pub master: bool,
-    pub applied_seq: u64,
-    /// A slave is ready once caught up; a master while it takes writes
-    /// (its lease is valid).
-    pub ready: bool,
-    /// Reads this worker has answered.
-    pub reads_served: u64,
-    /// The newest epoch it follows (a master: the one it leads).
-    pub epoch: u64,
-    /// The epoch that wrote its last applied write.
-    pub last_epoch: u64,
-}
 
 /// Worker: stop consuming, settle what is held, flush, and stop.
 #[derive(Message, Debug)]

@@ -99,11 +99,13 @@ mod master;
 mod orchestrator;
 mod slave;
 
+/// The cap of a slave's sync queue, by default.
+pub use crate::broker::SYNC_QUEUE_CAP;
 pub use master::MasterWorker;
 pub use orchestrator::{Orchestrator, OrchestratorHandle, REQUEST_DEADLINE};
-pub use slave::{SlaveWorker, GAP_WAIT, SYNC_QUEUE_CAP};
+pub use slave::{SlaveWorker, GAP_WAIT};
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::broker::{Broker, Delivery, Message};
 use crate::error::{Error, Result};
@@ -116,6 +118,13 @@ pub(crate) const FIRST_RETRY: Duration =
 /// The wait after `wait` ([`crate::core::backoff::RECONNECT`]).
 pub(crate) fn next_retry(wait: Duration) -> Duration {
     crate::core::backoff::RECONNECT.next_wait(wait)
+}
+
+/// Now, in Unix milliseconds (the cluster view's clock).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs blocking storage work on the blocking pool.

@@ -15,11 +15,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::now_ms;
 use super::watcher::{ClusterView, ElectionWatcher, GetCluster, Note, ReserveId, Retiring};
 use crate::coord::election::ReportedRole;
 pub use crate::core::scaler::{
@@ -48,13 +49,6 @@ impl ReadCounter {
     pub fn peek(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
-}
-
-/// Now, in Unix milliseconds (the cluster view's clock).
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Scales the slaves with the read load.
@@ -331,6 +325,3 @@ impl Handler<StopScaling> for Scaler {
         })
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -11,7 +11,12 @@
 //! each new epoch, and keeps the recent events for the cluster view. It
 //! also serves the crash APIs and the cluster view.
 
+mod api;
 mod coord_io;
+
+pub use api::{
+    CrashMaster, CrashSlave, GetCluster, Note, ReserveId, Retiring, SetHungAfter, StopWatching,
+};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,7 +27,7 @@ use serde::Serialize;
 
 use super::messages::SetEpoch;
 use super::worker::Connector;
-use super::{next_retry, Orchestrator, FIRST_RETRY};
+use super::{next_retry, now_ms, FIRST_RETRY};
 use crate::coord::election::{self, worker_path, MasterRecord, ReportedRole, MASTER, WORKERS};
 use crate::coord::Coordinator;
 use crate::core::watcher::{self as wcore, Effect, Input, Running, WatcherCore};
@@ -77,7 +82,7 @@ pub struct ClusterView {
     pub events: Vec<ClusterEvent>,
     /// The Scaler's policy and last decision, when it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scaler: Option<super::scaler::ScalerView>,
+    pub scaler: Option<crate::core::scaler::ScalerView>,
 }
 
 /// Watches the workers, elects, and asks for replacements.
@@ -86,7 +91,8 @@ pub struct ElectionWatcher {
     connect: Connector,
     coord: Option<Arc<dyn Coordinator>>,
     runtime: Arc<dyn WorkerRuntime>,
-    orchestrator: Addr<Orchestrator>,
+    /// Where a newer epoch is told (the Orchestrator).
+    orchestrator: Recipient<SetEpoch>,
     core: WatcherCore,
     events: VecDeque<ClusterEvent>,
     /// The core's clock counts from here.
@@ -98,7 +104,7 @@ impl ElectionWatcher {
         cluster: u64,
         connect: Connector,
         runtime: Arc<dyn WorkerRuntime>,
-        orchestrator: Addr<Orchestrator>,
+        orchestrator: Recipient<SetEpoch>,
         expect: usize,
     ) -> Self {
         ElectionWatcher {
@@ -182,7 +188,7 @@ impl ElectionWatcher {
 
     fn event(&mut self, kind: &'static str, detail: String) {
         tracing::info!(kind, "{detail}");
-        let at = super::scaler::now_ms();
+        let at = now_ms();
         self.events.push_back(ClusterEvent { at, kind, detail });
         while self.events.len() > EVENTS {
             self.events.pop_front();
@@ -354,163 +360,5 @@ impl Handler<Exited> for ElectionWatcher {
             gone: exit.gone,
         };
         self.step(ctx, input);
-    }
-}
-
-/// Kill the master (`POST /api/v1/crash/master`); answers its pid.
-#[derive(Message)]
-#[rtype(result = "Result<u64>")]
-pub struct CrashMaster;
-
-/// Kill the slave with the highest pid (`POST /api/v1/crash/slave`).
-#[derive(Message)]
-#[rtype(result = "Result<u64>")]
-pub struct CrashSlave;
-
-/// The cluster as the watcher sees it.
-#[derive(Message)]
-#[rtype(result = "ClusterView")]
-pub struct GetCluster;
-
-/// Stop watching (the cluster is shutting down): no more elections or
-/// replacements.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopWatching;
-
-impl Handler<CrashMaster> for ElectionWatcher {
-    type Result = ResponseActFuture<Self, Result<u64>>;
-
-    fn handle(&mut self, _: CrashMaster, _ctx: &mut Context<Self>) -> Self::Result {
-        match self.core.live_master() {
-            Some(m) => self.crash(m.pid),
-            None => Box::pin(fut::ready(Err(Error::Unavailable("no master now".into())))),
-        }
-    }
-}
-
-impl Handler<CrashSlave> for ElectionWatcher {
-    type Result = ResponseActFuture<Self, Result<u64>>;
-
-    fn handle(&mut self, _: CrashSlave, _ctx: &mut Context<Self>) -> Self::Result {
-        let master = self.core.master().map(|m| m.pid);
-        let slave = self
-            .running()
-            .iter()
-            .map(|w| w.pid)
-            .filter(|&pid| Some(pid) != master)
-            .max();
-        match slave {
-            Some(pid) => self.crash(pid),
-            None => Box::pin(fut::ready(Err(Error::Unavailable("no slave now".into())))),
-        }
-    }
-}
-
-impl Handler<GetCluster> for ElectionWatcher {
-    type Result = MessageResult<GetCluster>;
-
-    fn handle(&mut self, _: GetCluster, _ctx: &mut Context<Self>) -> Self::Result {
-        let master = self.core.master();
-        let view = self.core.view();
-        let head = master
-            .and_then(|m| view.get(&m.pid))
-            .map_or(0, |r| r.applied);
-        let workers = view
-            .values()
-            .map(|r| WorkerView {
-                pid: r.pid,
-                id: r.id,
-                role: r.role,
-                applied: r.applied,
-                lag: head.saturating_sub(r.applied),
-                epoch: r.epoch,
-                state: match (r.role, r.ready) {
-                    (ReportedRole::Master, _) => "leading",
-                    (ReportedRole::Promoting, _) => "promoting",
-                    (ReportedRole::Declined, _) => "declined",
-                    (ReportedRole::Slave, true) => "serving",
-                    (ReportedRole::Slave, false) => "catching up",
-                },
-                session: r.session,
-            })
-            .collect();
-        MessageResult(ClusterView {
-            cluster: format!("{:016x}", self.cluster),
-            master: master.map(|m| m.pid),
-            epoch: master.map_or(0, |m| m.epoch),
-            workers,
-            starting: self.core.starting(),
-            events: self.events.iter().cloned().collect(),
-            scaler: None,
-        })
-    }
-}
-
-/// How long a worker whose session ended may take to come back before
-/// it is taken for hung (see [`HUNG_AFTER`]).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetHungAfter(pub Duration);
-
-impl Handler<SetHungAfter> for ElectionWatcher {
-    type Result = ();
-
-    fn handle(&mut self, SetHungAfter(d): SetHungAfter, _ctx: &mut Context<Self>) {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        self.core.set_hung_after(ms);
-    }
-}
-
-/// The Scaler would stop worker `pid`: answers true, and from then on
-/// never elects it, unless it leads or an election is under way (then
-/// false: it is not stopped now).
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct Retiring(pub u64);
-
-impl Handler<Retiring> for ElectionWatcher {
-    type Result = bool;
-
-    fn handle(&mut self, Retiring(pid): Retiring, _ctx: &mut Context<Self>) -> bool {
-        self.core.retiring(pid)
-    }
-}
-
-/// An id for a new worker (the Scaler's), that no worker has had.
-#[derive(Message)]
-#[rtype(result = "u64")]
-pub struct ReserveId;
-
-impl Handler<ReserveId> for ElectionWatcher {
-    type Result = u64;
-
-    fn handle(&mut self, _: ReserveId, _ctx: &mut Context<Self>) -> u64 {
-        let running = self.running();
-        self.core.reserve_id(&running)
-    }
-}
-
-/// An event of another part (the Scaler's decisions) for the cluster view.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Note {
-    pub kind: &'static str,
-    pub detail: String,
-}
-
-impl Handler<Note> for ElectionWatcher {
-    type Result = ();
-
-    fn handle(&mut self, Note { kind, detail }: Note, _ctx: &mut Context<Self>) {
-        self.event(kind, detail);
-    }
-}
-
-impl Handler<StopWatching> for ElectionWatcher {
-    type Result = ();
-
-    fn handle(&mut self, _: StopWatching, ctx: &mut Context<Self>) {
-        self.step(ctx, Input::Stop);
     }
 }

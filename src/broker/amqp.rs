@@ -35,27 +35,30 @@
 //! deliveries requeued, at once.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
 use super::{Acker, Broker, Consumer, Delivery, Message, QueueKind, WRITE_Q};
+use crate::core::backoff::{Backoff, RECONNECT};
 use crate::error::{Error, Result};
+
+mod connection;
+
+use connection::{connect, Live};
 
 /// Publishing channels per connection.
 const PUBLISH_CHANNELS: usize = 4;
-/// The shortest and longest wait between two connection attempts.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+/// The waits between two connection attempts.
+const BACKOFF: Backoff = RECONNECT;
 /// How long a call waits for the broker, for anything but a publisher
 /// confirm: ample for a broker under load, and short enough that the
 /// caller's retry comes well within its own deadlines.
@@ -82,40 +85,6 @@ fn timed_out(what: &str, limit: Duration) -> Error {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The runtime lapin's tasks run on (see the module docs), started on first
-/// use and kept for the life of the process.
-fn io_runtime() -> Result<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
-        OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("dbaas-amqp")
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| unavailable(format!("no runtime for the connection: {e}")))
-}
-
-/// Connects to `url`, bounded; the connection's tasks run on the I/O
-/// runtime (lapin binds them to the runtime it connects from).
-async fn connect(url: &str) -> Result<Connection> {
-    let props = ConnectionProperties::default().with_connection_name("dbaas".into());
-    let url = url.to_owned();
-    let mut task = io_runtime()?.spawn(async move { Connection::connect(&url, props).await });
-    match tokio::time::timeout(OP_TIMEOUT, &mut task).await {
-        Ok(Ok(connected)) => connected.map_err(unavailable),
-        Ok(Err(e)) => Err(unavailable(e)),
-        Err(_) => {
-            task.abort();
-            Err(timed_out("connecting", OP_TIMEOUT))
-        }
-    }
 }
 
 /// Whether the broker refused a declaration because the queue exists with
@@ -162,95 +131,15 @@ fn properties(msg: &Message, persistent: bool) -> BasicProperties {
     props
 }
 
-struct Live {
-    conn: Connection,
-    /// Publishing channels in confirm mode, opened on first use and again
-    /// when the broker has closed one.
-    publish: [Mutex<Option<Channel>>; PUBLISH_CHANNELS],
-    next: AtomicUsize,
-    /// A wait on this connection timed out while the broker had not said it
-    /// blocks it: it may be dead without lapin knowing yet.
-    in_doubt: AtomicBool,
-}
-
-impl Live {
-    fn new(conn: Connection) -> Self {
-        Live {
-            conn,
-            publish: Default::default(),
-            next: AtomicUsize::new(0),
-            in_doubt: AtomicBool::new(false),
-        }
-    }
-
-    fn usable(&self) -> bool {
-        self.conn.status().connected() && !self.in_doubt.load(Ordering::Relaxed)
-    }
-
-    /// Waits at most `limit` for `op`, named `what` in the error.
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        limit: Duration,
-        op: impl Future<Output = lapin::Result<T>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(limit, op).await {
-            Ok(done) => done.map_err(unavailable),
-            Err(_) => {
-                let blocked = self.conn.status().blocked();
-                if !blocked {
-                    self.in_doubt.store(true, Ordering::Relaxed);
-                }
-                tracing::warn!(what, blocked, "the broker did not answer in time");
-                Err(timed_out(what, limit))
-            }
-        }
-    }
-
-    async fn open_channel(&self) -> Result<Channel> {
-        self.bounded("opening a channel", OP_TIMEOUT, self.conn.create_channel())
-            .await
-    }
-
-    /// A publishing channel, round robin.
-    async fn publisher(&self) -> Result<Channel> {
-        let slot = &self.publish[self.next.fetch_add(1, Ordering::Relaxed) % PUBLISH_CHANNELS];
-        if let Some(ch) = lock(slot).as_ref().filter(|c| c.status().connected()) {
-            return Ok(ch.clone());
-        }
-        let ch = self.open_channel().await?;
-        let confirms = ch.confirm_select(ConfirmSelectOptions::default());
-        self.bounded("confirm.select", OP_TIMEOUT, confirms).await?;
-        // Two tasks may open one for the same slot at once; the channel
-        // left out closes when its last user drops it.
-        *lock(slot) = Some(ch.clone());
-        Ok(ch)
-    }
-
-    /// Closes a connection replaced while it is still up (it was in doubt),
-    /// in the background: its consumers' streams end, and their actors
-    /// subscribe again on the new one.
-    fn retire(self: Arc<Self>) {
-        if !self.conn.status().connected() {
-            return;
-        }
-        if let Ok(rt) = io_runtime() {
-            rt.spawn(async move {
-                let close = self.conn.close(REPLY_SUCCESS, "in doubt".into());
-                let _ = tokio::time::timeout(OP_TIMEOUT, close).await;
-            });
-        }
-    }
-}
-
 /// A RabbitMQ connection that reconnects by itself.
 pub struct AmqpBroker {
     url: String,
     live: Mutex<Option<Arc<Live>>>,
-    connecting: tokio::sync::Mutex<Backoff>,
+    connecting: tokio::sync::Mutex<Attempts>,
 }
 
-struct Backoff {
+/// When the next connection attempt may be made, and the wait after it.
+struct Attempts {
     next_try: Instant,
     wait: Duration,
 }
@@ -262,9 +151,9 @@ impl AmqpBroker {
         AmqpBroker {
             url: url.to_owned(),
             live: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(Backoff {
+            connecting: tokio::sync::Mutex::new(Attempts {
                 next_try: Instant::now(),
-                wait: BACKOFF.0,
+                wait: BACKOFF.first_wait(),
             }),
         }
     }
@@ -295,7 +184,7 @@ impl AmqpBroker {
         tokio::time::sleep_until(backoff.next_try.into()).await;
         match connect(&self.url).await {
             Ok(conn) => {
-                backoff.wait = BACKOFF.0;
+                backoff.wait = BACKOFF.first_wait();
                 let l = Arc::new(Live::new(conn));
                 if let Some(old) = lock(&self.live).replace(l.clone()) {
                     old.retire();
@@ -305,7 +194,7 @@ impl AmqpBroker {
             }
             Err(e) => {
                 backoff.next_try = Instant::now() + backoff.wait;
-                backoff.wait = (backoff.wait * 2).min(BACKOFF.1);
+                backoff.wait = BACKOFF.next_wait(backoff.wait);
                 Err(e)
             }
         }

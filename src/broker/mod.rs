@@ -47,6 +47,9 @@ pub const WRITE_Q: &str = "writeQ";
 pub const SYNC_X: &str = "syncQ";
 /// Replies for the orchestrator.
 pub const RESPONSE_Q: &str = "responseQ";
+/// Messages a slave's sync queue keeps while nobody consumes it (the
+/// oldest go first; the slave then finds a gap and takes a snapshot).
+pub const SYNC_QUEUE_CAP: u32 = 10_000;
 
 /// A message as published.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -42,6 +42,7 @@ pub use io::{Consumer, Delivered, Effect, Input, Level, Status, Token};
 
 use std::collections::BTreeMap;
 
+use super::backoff::{Backoff, RECONNECT};
 use crate::model::wire::{Stamp, SyncMessage};
 use crate::model::Lineage;
 use drain::Drain;
@@ -59,10 +60,11 @@ pub const GAP_UNREADY_MS: u64 = 500;
 pub const READ_WAIT_MS: u64 = 2_000;
 /// How soon a snapshot is asked for again after a deposed master answered.
 pub const REFUSED_RETRY_MS: u64 = 100;
-/// The first wait before trying the broker again, doubled each time up to
-/// [`LAST_RETRY_MS`].
-pub const FIRST_RETRY_MS: u64 = 50;
-pub const LAST_RETRY_MS: u64 = 2_000;
+/// How the broker is tried again: the first wait, doubled each time up to
+/// [`LAST_RETRY_MS`] ([`super::backoff::RECONNECT`]).
+pub const RETRY: Backoff = RECONNECT;
+pub const FIRST_RETRY_MS: u64 = RETRY.first;
+pub const LAST_RETRY_MS: u64 = RETRY.last;
 
 /// A deliberately wrong rule, for checking that the tests catch what they
 /// should (never set in production).

@@ -34,19 +34,6 @@ pub struct OrchestratorState {
     pub scaler: Option<actix::Addr<Scaler>>,
 }
 
-impl OrchestratorState {
-    /// What the handlers need of a running cluster.
-    pub fn of(cluster: &crate::system::Cluster) -> Self {
-        OrchestratorState {
-            handle: cluster.orchestrator.clone(),
-            schema: cluster.schema.clone(),
-            runtime: cluster.runtime.clone(),
-            watcher: cluster.watcher.clone(),
-            scaler: cluster.scaler.clone(),
-        }
-    }
-}
-
 type State = web::Data<OrchestratorState>;
 
 #[derive(Deserialize)]

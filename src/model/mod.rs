@@ -4,6 +4,7 @@
 mod lineage;
 mod ops;
 pub mod schema;
+mod status;
 mod validate;
 mod value;
 pub mod wire;
@@ -14,5 +15,6 @@ pub use ops::{
     WriteResult,
 };
 pub use schema::{ColumnType, Scalar, Schema, TableSchema};
+pub use status::WorkerStatus;
 pub use validate::{check_identifier, validate_read, validate_write, MAX_BATCH};
 pub use value::{Row, Value};

@@ -1,45 +1,70 @@
-//! Workers as actors in this process, each on its own arbiter (thread) and
-//! over its own sled database under `<data dir>/worker-<id>`, each with a
-//! coordinator session of its own. A worker's pid is a number of its own,
-//! new at each start, as a process's would be.
+//! Workers in this process, each on a thread of its own and over its own
+//! sled database under `<data dir>/worker-<id>`, each with a coordinator
+//! session of its own. A worker's pid is a number of its own, new at each
+//! start, as a process's would be. What a worker is comes from the
+//! [`Launcher`] given (the actors': `actors::worker::launcher`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::{Exit, WorkerInfo, WorkerRuntime, WorkerSpec, EXITS};
-use crate::actors::messages::{GetStatus, Shutdown, WorkerStatus};
-use crate::actors::worker::{Connector, Worker, WorkerConfig};
-use crate::actors::{blocking, SYNC_QUEUE_CAP};
-use crate::broker::Broker;
+use crate::broker::SYNC_QUEUE_CAP;
 use crate::error::{Error, Result};
-use crate::model::Schema;
-use crate::store::Store;
+use crate::model::WorkerStatus;
 
 /// The first pid given to an in-process worker (apart from small ids).
 const FIRST_PID: u64 = 1001;
 /// How long a clean stop may take before the worker is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A worker started in this process, as the runtime sees it.
+pub trait LocalWorker: Send + Sync + 'static {
+    /// Asks it to settle what it holds, flush and stop; done once it has
+    /// been told (or is gone).
+    fn shutdown(&self) -> BoxFuture<'static, ()>;
+    /// Whether it still runs.
+    fn running(&self) -> bool;
+    /// How far it got, or why it did not answer.
+    fn status(&self) -> BoxFuture<'static, std::result::Result<WorkerStatus, String>>;
+    /// Ends the thread it runs on, whatever it is doing.
+    fn abort(&self);
+}
+
+/// A worker for the in-process runtime to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalSpec {
+    pub spec: WorkerSpec,
+    /// Its pid: a number of its own, new at each start.
+    pub pid: u64,
+    /// Most messages its sync queue keeps while it is away.
+    pub sync_cap: u32,
+    /// Its own store's directory.
+    pub dir: PathBuf,
+    /// How long to wait for its store to be let go of (by the same worker
+    /// being stopped).
+    pub open_wait: Duration,
+}
+
+/// Starts a worker on a thread of its own, over its own store.
+pub type Launcher =
+    Arc<dyn Fn(LocalSpec) -> BoxFuture<'static, Result<Box<dyn LocalWorker>>> + Send + Sync>;
+
 struct Running {
     info: WorkerInfo,
-    addr: Addr<Worker>,
-    arbiter: ArbiterHandle,
+    worker: Arc<dyn LocalWorker>,
 }
 
 /// Starts workers as in-process actors.
 pub struct InProcessRuntime {
-    broker: Arc<dyn Broker>,
-    schema: Arc<Schema>,
     data_dir: PathBuf,
     sync_cap: u32,
-    connect: Connector,
-    session_timeout: Duration,
+    launch: Launcher,
     workers: Mutex<BTreeMap<u64, Running>>,
     exits: broadcast::Sender<Exit>,
     /// The pid of the next worker started: each start its own, as a
@@ -48,23 +73,13 @@ pub struct InProcessRuntime {
 }
 
 impl InProcessRuntime {
-    /// Workers on `broker`, keeping their stores under `data_dir`, each
-    /// opening a coordinator session with `connect` (whose sessions time
-    /// out after `session_timeout`).
-    pub fn new(
-        broker: Arc<dyn Broker>,
-        schema: Arc<Schema>,
-        data_dir: &Path,
-        connect: Connector,
-        session_timeout: Duration,
-    ) -> Self {
+    /// Workers keeping their stores under `data_dir`, each started by
+    /// `launch`.
+    pub fn new(data_dir: &Path, launch: Launcher) -> Self {
         InProcessRuntime {
-            broker,
-            schema,
             data_dir: data_dir.to_owned(),
             sync_cap: SYNC_QUEUE_CAP,
-            connect,
-            session_timeout,
+            launch,
             workers: Mutex::new(BTreeMap::new()),
             exits: broadcast::channel(EXITS).0,
             next_pid: std::sync::atomic::AtomicU64::new(FIRST_PID),
@@ -97,10 +112,10 @@ impl InProcessRuntime {
     }
 }
 
-/// Waits until an actor has stopped, or the deadline passes.
-async fn stopped(addr: &Addr<Worker>, within: Duration) -> bool {
+/// Waits until a worker has stopped, or the deadline passes.
+async fn stopped(worker: &dyn LocalWorker, within: Duration) -> bool {
     let deadline = Instant::now() + within;
-    while addr.connected() {
+    while worker.running() {
         if Instant::now() > deadline {
             return false;
         }
@@ -115,57 +130,39 @@ impl WorkerRuntime for InProcessRuntime {
         if self.workers().contains_key(&spec.id) {
             return Err(Error::bad(format!("worker {} runs already", spec.id)));
         }
-        let dir = super::worker_dir(&self.data_dir, spec.id);
-        let schema = self.schema.clone();
-        let store = blocking(move || {
-            let store = Store::open_when_free(&dir, schema, STOP_TIMEOUT)?;
-            store.join_cluster(spec.cluster)?;
-            Ok(store)
-        })
-        .await?;
-        let arbiter = Arbiter::new().handle();
         let pid = self
             .next_pid
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cfg = WorkerConfig {
-            id: spec.id,
+        let local = LocalSpec {
+            spec,
             pid,
-            cluster: spec.cluster,
             sync_cap: self.sync_cap,
-            session_timeout: self.session_timeout,
+            dir: super::worker_dir(&self.data_dir, spec.id),
+            open_wait: STOP_TIMEOUT,
         };
-        let (broker, connect) = (self.broker.clone(), self.connect.clone());
-        let addr =
-            Worker::start_in_arbiter(&arbiter, move |_| Worker::new(cfg, store, broker, connect));
+        let worker = Arc::from((self.launch)(local).await?);
         let info = WorkerInfo { id: spec.id, pid };
-        self.workers().insert(
-            spec.id,
-            Running {
-                info,
-                addr,
-                arbiter,
-            },
-        );
+        self.workers().insert(spec.id, Running { info, worker });
         Ok(info)
     }
 
     async fn stop(&self, id: u64) -> Result<()> {
         let w = self.take(id)?;
         self.exited(w.info, true, false);
-        let _ = w.addr.send(Shutdown).await;
-        if !stopped(&w.addr, STOP_TIMEOUT).await {
+        w.worker.shutdown().await;
+        if !stopped(w.worker.as_ref(), STOP_TIMEOUT).await {
             tracing::warn!(worker = id, "did not stop in time; killed");
         }
-        w.arbiter.stop();
+        w.worker.abort();
         self.exited(w.info, true, true);
         Ok(())
     }
 
     async fn kill(&self, id: u64) -> Result<()> {
         let w = self.take(id)?;
-        w.arbiter.stop();
+        w.worker.abort();
         // Gone once its actor is: nothing it does after this counts.
-        if !stopped(&w.addr, STOP_TIMEOUT).await {
+        if !stopped(w.worker.as_ref(), STOP_TIMEOUT).await {
             tracing::warn!(worker = id, "still running after a kill");
         }
         self.exited(w.info, false, true);
@@ -173,12 +170,13 @@ impl WorkerRuntime for InProcessRuntime {
     }
 
     async fn status(&self, id: u64) -> Result<WorkerStatus> {
-        let addr = self
+        let worker = self
             .workers()
             .get(&id)
-            .map(|w| w.addr.clone())
+            .map(|w| w.worker.clone())
             .ok_or_else(|| Error::bad(format!("no worker {id}")))?;
-        addr.send(GetStatus)
+        worker
+            .status()
             .await
             .map_err(|e| Error::Unavailable(format!("worker {id}: {e}")))
     }

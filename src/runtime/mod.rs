@@ -9,15 +9,15 @@ mod inproc;
 mod process;
 
 pub use docker::DockerRuntime;
-pub use inproc::InProcessRuntime;
+pub use inproc::{InProcessRuntime, Launcher, LocalSpec, LocalWorker};
 pub use process::{CoordTarget, ProcessRuntime};
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::actors::messages::WorkerStatus;
 use crate::error::Result;
+use crate::model::WorkerStatus;
 
 /// A worker to start. Every worker starts alike; the election (through
 /// the coordinator) decides which one leads.

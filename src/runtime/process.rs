@@ -16,8 +16,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::{broadcast, watch};
 
 use super::{Exit, WorkerInfo, WorkerRuntime, WorkerSpec, EXITS};
-use crate::actors::messages::WorkerStatus;
 use crate::error::{Error, Result};
+use crate::model::WorkerStatus;
 
 /// How long a worker may take to come up, and to stop cleanly.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,7 +67,7 @@ impl ProcessRuntime {
             amqp_url: amqp_url.to_owned(),
             data_dir: data_dir.to_owned(),
             coord,
-            sync_cap: crate::actors::SYNC_QUEUE_CAP,
+            sync_cap: crate::broker::SYNC_QUEUE_CAP,
             http: super::control_client(),
             workers: Arc::default(),
             exits: broadcast::channel(EXITS).0,

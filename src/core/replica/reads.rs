@@ -5,8 +5,7 @@
 //! backoff while the broker is away.
 
 use super::{
-    Consumer, Delivered, Effect, Level, ReplicaCore, Token, FIRST_RETRY_MS, LAST_RETRY_MS,
-    READ_WAIT_MS,
+    Consumer, Delivered, Effect, Level, ReplicaCore, Token, FIRST_RETRY_MS, READ_WAIT_MS, RETRY,
 };
 
 /// A read waiting for the replica to apply `min_seq`.
@@ -110,7 +109,7 @@ impl ReplicaCore {
         };
         *sub = Subscription::RetryAt {
             at: now.saturating_add(wait),
-            wait: wait.saturating_mul(2).min(LAST_RETRY_MS),
+            wait: RETRY.next(wait),
         };
         self.log(
             Level::Warn,

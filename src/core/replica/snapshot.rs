@@ -5,8 +5,8 @@
 //! only while no run is being applied, and no run starts until it is in.
 
 use super::{
-    Delivered, Effect, Level, ReplicaCore, Run, Token, FIRST_RETRY_MS, GAP_WAIT_MS, LAST_RETRY_MS,
-    REFUSED_RETRY_MS,
+    Delivered, Effect, Level, ReplicaCore, Run, Token, FIRST_RETRY_MS, GAP_WAIT_MS,
+    REFUSED_RETRY_MS, RETRY,
 };
 use crate::model::wire::{Reply, Snapshot, SnapshotParts, Stamp};
 use crate::model::Lineage;
@@ -121,7 +121,7 @@ impl ReplicaCore {
                 Level::Warn,
                 format!("snapshot request failed: {error}; retrying"),
             );
-            self.retry_at(self.now.saturating_add(wait), have_seq, next_wait(wait));
+            self.retry_at(self.now.saturating_add(wait), have_seq, RETRY.next(wait));
         }
     }
 
@@ -309,8 +309,4 @@ impl ReplicaCore {
 /// of `cluster` that follows `epoch`.
 fn refused(stamp: Stamp, cluster: u64, epoch: u64) -> bool {
     stamp.cluster != cluster || stamp.epoch < epoch
-}
-
-fn next_wait(wait: u64) -> u64 {
-    wait.saturating_mul(2).min(LAST_RETRY_MS)
 }

@@ -2,16 +2,19 @@
 //! on the default policy, and a stop while slaves are being started.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::*;
-use crate::actors::messages::WorkerStatus;
+use super::{embedded_runtime, Cluster, Coordination};
+use crate::actors::scaler::{GetScaler, ScaleNow, ScalePolicy, StopScaling};
+use crate::actors::watcher::GetCluster;
 use crate::broker::inproc::InProcBroker;
 use crate::broker::Broker;
-use crate::runtime::Exit;
-use crate::system::{embedded_runtime, Cluster, Coordination};
+use crate::error::Result;
+use crate::model::WorkerStatus;
+use crate::runtime::{Exit, WorkerInfo, WorkerRuntime, WorkerSpec};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 

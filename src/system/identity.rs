@@ -1,0 +1,88 @@
+//! The cluster's identity: made with its first data directory, kept there
+//! and in the coordinator's root.
+
+use std::path::Path;
+
+use crate::coord::election::{CLUSTER, MASTER};
+use crate::coord::{CoordError, Coordinator, NodeKind};
+use crate::error::{Error, Result};
+
+/// The file in the data directory that holds the cluster's identity.
+const IDENTITY_FILE: &str = "cluster-id";
+
+/// The cluster's identity: the data directory's (a new one for a new
+/// directory), which the coordinator's root must hold too. A root that
+/// holds another cluster's is refused, unless the directory is new: a new
+/// cluster then takes the root over (and its `/master` goes).
+pub(super) async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result<u64> {
+    let file = data_dir.join(IDENTITY_FILE);
+    let ours = match std::fs::read_to_string(&file) {
+        Ok(text) => Some(parse_identity(text.trim())?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let theirs = coord.get(CLUSTER).await?;
+    let theirs = theirs.map(|n| String::from_utf8_lossy(&n.data).into_owned());
+    let id = match (ours, theirs) {
+        (Some(id), Some(t)) if parse_identity(&t).ok() == Some(id) => return Ok(id),
+        (Some(id), Some(t)) => {
+            return Err(Error::bad(format!(
+                "the coordinator's root belongs to cluster {t}, this data directory to {id:016x}"
+            )))
+        }
+        (Some(id), None) => id,
+        (None, _) => {
+            let id = fastrand::u64(1..);
+            std::fs::write(&file, format!("{id:016x}\n"))?;
+            match coord.delete(MASTER, None).await {
+                Ok(()) | Err(CoordError::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+            id
+        }
+    };
+    let text = format!("{id:016x}");
+    match coord
+        .create(CLUSTER, text.as_bytes(), NodeKind::Persistent)
+        .await
+    {
+        Err(CoordError::NodeExists) => {
+            coord.set(CLUSTER, text.as_bytes(), None).await?;
+        }
+        other => other?,
+    }
+    Ok(id)
+}
+
+fn parse_identity(text: &str) -> Result<u64> {
+    u64::from_str_radix(text, 16)
+        .ok()
+        .filter(|&id| id != 0)
+        .ok_or_else(|| Error::bad(format!("{text:?} is not a cluster identity")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coord::inproc::InProcServer;
+
+    #[actix::test]
+    async fn one_identity_per_data_directory_and_root() {
+        let server = InProcServer::new();
+        let coord = server.connect("/a").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let id = identity(&coord, dir.path()).await.unwrap();
+        assert_ne!(id, 0);
+        assert_eq!(identity(&coord, dir.path()).await.unwrap(), id);
+        // The same directory on a fresh root: the root takes it.
+        let other = server.connect("/b").unwrap();
+        assert_eq!(identity(&other, dir.path()).await.unwrap(), id);
+        // A new directory on a used root: a new cluster takes it over.
+        let fresh = tempfile::tempdir().unwrap();
+        let id2 = identity(&coord, fresh.path()).await.unwrap();
+        assert_ne!(id2, id);
+        // The first directory on that root now: refused.
+        assert!(identity(&coord, dir.path()).await.is_err());
+        assert!(parse_identity("0").is_err() && parse_identity("zz").is_err());
+    }
+}
