@@ -27,22 +27,22 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, SetEpoch, Shutdown};
-use super::scaler::ReadCounter;
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, READ_Q, RESPONSE_Q, WRITE_Q};
-use crate::core::backoff::Backoff;
 use crate::core::orchestrator::{Effect, OrchestratorCore, Outgoing};
 use crate::error::{Error, Result};
 use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, Stamp, WriteRequest};
-use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
+use crate::model::{ReadOp, ReadReply, WriteReply};
+
+mod handle;
+
+pub use handle::OrchestratorHandle;
 
 /// How long a request is retried before the client gets a 503, unless
 /// configured otherwise ([`OrchestratorHandle::with_deadline`]).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
 /// How often attempts past their deadline are failed.
 const TICK: Duration = Duration::from_millis(100);
-/// The wait between two tries of a request, doubling.
-const RETRY: Backoff = Backoff::new(5, 500);
 
 /// Who waits for an attempt's answer.
 type Waiter = oneshot::Sender<Result<Reply>>;
@@ -348,92 +348,5 @@ impl Handler<Shutdown> for Orchestrator {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-/// What the HTTP layer holds: sends to the Orchestrator and retries what
-/// may be retried (no worker answered, a failover under way) until the
-/// request's deadline.
-#[derive(Clone)]
-pub struct OrchestratorHandle {
-    addr: Addr<Orchestrator>,
-    deadline: Duration,
-    reads: ReadCounter,
-}
-
-impl OrchestratorHandle {
-    pub fn new(addr: Addr<Orchestrator>) -> Self {
-        OrchestratorHandle {
-            addr,
-            deadline: REQUEST_DEADLINE,
-            reads: ReadCounter::default(),
-        }
-    }
-
-    /// Retries each request until `deadline` (a failover under way, no
-    /// worker answering) before it fails with 503.
-    pub fn with_deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
-        self
-    }
-
-    pub fn addr(&self) -> &Addr<Orchestrator> {
-        &self.addr
-    }
-
-    /// The count of reads through this handle and its clones (each
-    /// request once, however often it is retried), for the Scaler.
-    pub fn reads(&self) -> ReadCounter {
-        self.reads.clone()
-    }
-
-    pub async fn read(&self, op: ReadOp, consistency: Consistency) -> Result<ReadReply> {
-        self.reads.add();
-        retry(self.deadline, || {
-            self.addr.send(DbRead {
-                op: op.clone(),
-                consistency,
-            })
-        })
-        .await
-    }
-
-    pub async fn write(&self, op: WriteOp) -> Result<WriteReply> {
-        let request_id = fastrand::u128(..);
-        retry(self.deadline, || {
-            self.addr.send(DbWrite {
-                request_id,
-                op: op.clone(),
-            })
-        })
-        .await
-    }
-
-    pub async fn stats(&self) -> Result<OrchestratorStats> {
-        self.addr.send(GetStats).await.map_err(mailbox)
-    }
-}
-
-fn mailbox(e: MailboxError) -> Error {
-    Error::Unavailable(format!("orchestrator actor: {e}"))
-}
-
-async fn retry<T, F, Fut>(within: Duration, mut attempt: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = std::result::Result<Result<T>, MailboxError>>,
-{
-    let deadline = Instant::now() + within;
-    let mut wait = RETRY.first_wait();
-    loop {
-        let result = attempt().await.map_err(mailbox).and_then(|r| r);
-        match result {
-            Err(e) if e.is_retryable() && Instant::now() + wait < deadline => {
-                tracing::debug!(error = %e, "retrying");
-                tokio::time::sleep(wait).await;
-                wait = RETRY.next_wait(wait);
-            }
-            other => return other,
-        }
     }
 }

@@ -178,8 +178,11 @@ impl<W, P> OrchestratorCore<W, P> {
         }
     }
 
-    fn next_id(&mut self) -> u64 {
+    /// A new attempt, under the next id.
+    fn attempt(&mut self, waiting: Waiting<W>, deadline: u64) -> u64 {
         self.next_id = self.next_id.wrapping_add(1);
+        let attempt = Attempt { waiting, deadline };
+        self.pending.insert(self.next_id, attempt);
         self.next_id
     }
 
@@ -193,12 +196,7 @@ impl<W, P> OrchestratorCore<W, P> {
         now: u64,
     ) -> Option<Outgoing<P>> {
         self.counters.reads += 1;
-        let id = self.next_id();
-        let attempt = Attempt {
-            waiting: Waiting::Read(waiter),
-            deadline: now.saturating_add(ATTEMPT_MS),
-        };
-        self.pending.insert(id, attempt);
+        let id = self.attempt(Waiting::Read(waiter), now.saturating_add(ATTEMPT_MS));
         let min_seq = match consistency {
             Consistency::Eventual => 0,
             Consistency::Strong if self.head.known => self.counters.last_acked_seq,
@@ -219,12 +217,7 @@ impl<W, P> OrchestratorCore<W, P> {
     /// A write to send: its correlation id and stamp (whose epoch the
     /// request carries).
     pub fn write(&mut self, waiter: W, now: u64) -> (u64, Stamp) {
-        let id = self.next_id();
-        let attempt = Attempt {
-            waiting: Waiting::Write(waiter),
-            deadline: now.saturating_add(ATTEMPT_MS),
-        };
-        self.pending.insert(id, attempt);
+        let id = self.attempt(Waiting::Write(waiter), now.saturating_add(ATTEMPT_MS));
         (id, self.stamp())
     }
 
@@ -302,15 +295,7 @@ impl<W, P> OrchestratorCore<W, P> {
     /// The `responseQ` consumer ended: nothing waiting will be answered on
     /// it; every attempt fails now, to be retried at once.
     pub fn consumer_ended(&mut self, now: u64) {
-        for (_, a) in self.pending.drain() {
-            if let Waiting::Read(w) | Waiting::Write(w) = a.waiting {
-                let why = Error::Unavailable("responseQ consumer ended".into());
-                self.out.push(Effect::Deliver {
-                    waiter: w,
-                    reply: Err(why),
-                });
-            }
-        }
+        self.fail_where("responseQ consumer ended", |_| true);
         self.parked.clear();
         if self.head.asking.take().is_some() {
             self.head.retry_at = Some(now);
@@ -320,21 +305,8 @@ impl<W, P> OrchestratorCore<W, P> {
     /// Time passes: attempts past their deadline fail (retryably), and an
     /// unanswered ask for the head is sent again.
     pub fn tick(&mut self, now: u64) {
-        let expired = self.pending.extract_if(|_, a| a.deadline <= now);
-        let mut head_expired = false;
-        for (_, a) in expired {
-            match a.waiting {
-                Waiting::Read(w) | Waiting::Write(w) => {
-                    let why = format!("no reply within {ATTEMPT_MS} ms");
-                    self.out.push(Effect::Deliver {
-                        waiter: w,
-                        reply: Err(Error::Unavailable(why)),
-                    });
-                }
-                Waiting::Head => head_expired = true,
-            }
-        }
-        if head_expired {
+        let why = "no reply within the attempt's deadline";
+        if self.fail_where(why, |a| a.deadline <= now) {
             self.head.asking = None;
             self.head.wait = HEAD_BACKOFF.next(self.head.wait);
             self.ask_head(now);
@@ -344,6 +316,22 @@ impl<W, P> OrchestratorCore<W, P> {
         if self.head.retry_at.is_some_and(|at| at <= now) {
             self.start(now);
         }
+    }
+
+    /// Fails (retryably) the attempts `which` selects; answers whether an
+    /// ask for the head was among them.
+    fn fail_where(&mut self, why: &str, mut which: impl FnMut(&Attempt<W>) -> bool) -> bool {
+        let mut head = false;
+        for (_, a) in self.pending.extract_if(|_, a| which(a)) {
+            match a.waiting {
+                Waiting::Read(waiter) | Waiting::Write(waiter) => {
+                    let reply = Err(Error::Unavailable(why.to_owned()));
+                    self.out.push(Effect::Deliver { waiter, reply });
+                }
+                Waiting::Head => head = true,
+            }
+        }
+        head
     }
 
     fn deliver(&mut self, waiter: W, reply: Result<Reply, Error>) {
@@ -365,18 +353,8 @@ impl<W, P> OrchestratorCore<W, P> {
     /// again at once (same request ids: answered once however often
     /// sent); an ask for the head goes to the new master too.
     fn resend(&mut self, now: u64) {
-        let writes = self
-            .pending
-            .extract_if(|_, a| matches!(a.waiting, Waiting::Write(_)));
-        for (_, a) in writes {
-            if let Waiting::Write(w) = a.waiting {
-                let why = Error::Unavailable("a new master leads: sent again".into());
-                self.out.push(Effect::Deliver {
-                    waiter: w,
-                    reply: Err(why),
-                });
-            }
-        }
+        let why = "a new master leads: sent again";
+        self.fail_where(why, |a| matches!(a.waiting, Waiting::Write(_)));
         if let Some(id) = self.head.asking.take() {
             self.pending.remove(&id);
             self.head.wait = HEAD_BACKOFF.first;
@@ -385,12 +363,7 @@ impl<W, P> OrchestratorCore<W, P> {
     }
 
     fn ask_head(&mut self, now: u64) {
-        let id = self.next_id();
-        let attempt = Attempt {
-            waiting: Waiting::Head,
-            deadline: now.saturating_add(self.head.wait),
-        };
-        self.pending.insert(id, attempt);
+        let id = self.attempt(Waiting::Head, now.saturating_add(self.head.wait));
         self.head.asking = Some(id);
         self.head.retry_at = None;
         let stamp = self.stamp();
