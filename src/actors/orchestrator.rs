@@ -145,7 +145,7 @@ impl Orchestrator {
         if stamp.cluster != self.core.stamp().cluster {
             let cluster = stamp.cluster;
             tracing::warn!(cluster, "a reply of another cluster dropped");
-        } else if id.is_none() && reply != Reply::Leading {
+        } else if id.is_none() && !matches!(reply, Reply::Leading) {
             tracing::warn!("reply without correlation id dropped");
         }
         let now = self.now();

@@ -226,7 +226,7 @@ impl<W, P> OrchestratorCore<W, P> {
         if stamp.cluster != self.cluster {
             return;
         }
-        if reply == Reply::Leading {
+        if matches!(reply, Reply::Leading) {
             self.new_master(stamp.epoch, now);
             return;
         }
