@@ -2,7 +2,14 @@
 //! the last acknowledged sequence number (strong reads), writes go to
 //! `writeQ` carrying a request id and the epoch; replies come back on
 //! `responseQ` and are matched by correlation id. [`OrchestratorHandle`]
-//! retries what may be retried within a deadline.
+//! retries what may be retried within a deadline. What each arrival means
+//! is decided by [`OrchestratorCore`]; this actor turns arrivals into its
+//! inputs and carries out its effects.
+//!
+//! A strong read carries how far the history is acknowledged. An
+//! orchestrator started again does not know it (the acknowledgements were
+//! an earlier run's): it asks the master (`MasterRequest::Head`) as soon as
+//! it consumes `responseQ`, and strong reads wait for the answer.
 //!
 //! Every message is stamped with the cluster and epoch. A reply of another
 //! cluster, or one that matches no pending request (left in the durable
@@ -11,7 +18,6 @@
 //! orchestrator follows came from a deposed master: it is retried, and the
 //! current master answers it (from its record, if it has the write).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,139 +27,129 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, SetEpoch, Shutdown};
-use super::scaler::ReadCounter;
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, READ_Q, RESPONSE_Q, WRITE_Q};
+use crate::core::orchestrator::{Effect, OrchestratorCore, Outgoing};
 use crate::error::{Error, Result};
 use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, Stamp, WriteRequest};
-use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
+use crate::model::{ReadOp, ReadReply, WriteReply};
 
-/// How long one attempt waits for its reply.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+mod handle;
+
+pub use handle::OrchestratorHandle;
+
 /// How long a request is retried before the client gets a 503, unless
 /// configured otherwise ([`OrchestratorHandle::with_deadline`]).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
+/// How often attempts past their deadline are failed.
+const TICK: Duration = Duration::from_millis(100);
 
-/// Sends reads and writes over the broker and matches the replies.
+/// Who waits for an attempt's answer.
+type Waiter = oneshot::Sender<Result<Reply>>;
+
+/// Sends reads and writes over the broker and matches the replies; what
+/// to do is decided by [`OrchestratorCore`], carried out here.
 pub struct Orchestrator {
     broker: Arc<dyn Broker>,
-    cluster: u64,
-    /// Who waits for each correlation id (and whether it is a write); an
-    /// attempt that gives up drops its receiver.
-    pending: HashMap<u64, (oneshot::Sender<Reply>, bool)>,
-    next_id: u64,
-    stats: OrchestratorStats,
-    /// The newest epoch whose master has answered a write.
-    answering: u64,
+    core: OrchestratorCore<Waiter, ReadOp>,
+    /// The core's clock starts here.
+    started: Instant,
     /// The last reply of each batch, to acknowledge with those before it,
     /// in order (RabbitMQ closes a channel that acks a tag twice).
     acks: mpsc::UnboundedSender<Delivery>,
     acks_rx: Option<mpsc::UnboundedReceiver<Delivery>>,
 }
 
+/// A publish the broker refused: its attempt fails.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Unsent {
+    id: u64,
+    why: String,
+}
+
 impl Orchestrator {
     /// The orchestrator of `cluster`, following `epoch`.
     pub fn new(broker: Arc<dyn Broker>, cluster: u64, epoch: u64) -> Self {
         let (acks, acks_rx) = mpsc::unbounded_channel();
+        // Ids not from 0: a reply left in the durable `responseQ` by an
+        // earlier run must not match a request of this one.
+        let seed = fastrand::u64(..u64::MAX / 2);
         Orchestrator {
             acks,
             acks_rx: Some(acks_rx),
             broker,
-            cluster,
-            pending: HashMap::new(),
-            // Not from 0: a reply left in the durable `responseQ` by an
-            // earlier run must not match a request of this one.
-            next_id: fastrand::u64(..u64::MAX / 2),
-            answering: 0,
-            stats: OrchestratorStats {
-                epoch,
-                ..OrchestratorStats::default()
-            },
+            core: OrchestratorCore::new(cluster, epoch, seed),
+            started: Instant::now(),
         }
     }
 
-    fn stamp(&self) -> Stamp {
-        Stamp {
-            cluster: self.cluster,
-            epoch: self.stats.epoch,
-        }
+    /// Milliseconds since the actor was made: the core's time.
+    fn now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Registers a request; the future publishes it and awaits the reply.
-    fn call(&mut self, queue: &'static str, body: Vec<u8>) -> impl Future<Output = Result<Reply>> {
-        self.next_id += 1;
-        let id = self.next_id;
-        let (tx, rx) = oneshot::channel();
-        self.pending.insert(id, (tx, queue == WRITE_Q));
-        let broker = self.broker.clone();
+    /// Publishes a request; a refused publish fails its attempt.
+    fn send(
+        &self,
+        ctx: &Context<Self>,
+        queue: &'static str,
+        id: u64,
+        body: Vec<u8>,
+    ) -> impl Future<Output = ()> + 'static {
+        let (broker, addr) = (self.broker.clone(), ctx.address());
         let msg = Message {
             body,
             correlation_id: Some(id),
             reply_to: Some(RESPONSE_Q.to_owned()),
         };
         async move {
-            // The reply may come before the broker confirms the request (a
-            // worker answers what it got): either ends the wait, and only a
-            // refused publish is an error. Durability is the master's
-            // business: it answers after its flush and confirmed syncs.
-            let reply = tokio::time::timeout(ATTEMPT_TIMEOUT, rx);
-            tokio::pin!(reply);
-            tokio::select! {
-                r = &mut reply => return answer(r, queue),
-                published = broker.publish(queue, msg) => published?,
+            if let Err(e) = broker.publish(queue, msg).await {
+                addr.do_send(Unsent {
+                    id,
+                    why: format!("{queue}: {e}"),
+                });
             }
-            answer(reply.await, queue)
+        }
+    }
+
+    /// Carries out what the core decided.
+    fn carry_out(&mut self, ctx: &Context<Self>) {
+        let mut sends = Vec::new();
+        for fx in self.core.effects() {
+            match fx {
+                Effect::Deliver { waiter, reply } => {
+                    // Who gave up waiting dropped its receiver.
+                    let _ = waiter.send(reply);
+                }
+                Effect::SendRead(out) => sends.push((READ_Q, out.id, read_body(out))),
+                Effect::AskHead { id, stamp } => {
+                    sends.push((WRITE_Q, id, wire::encode(stamp, &MasterRequest::Head)));
+                }
+            }
+        }
+        for (queue, id, body) in sends {
+            actix::spawn(self.send(ctx, queue, id, body));
         }
     }
 
     fn on_reply(&mut self, d: &Delivery) {
-        let (stamp, mut reply): (Stamp, Reply) = match wire::decode(&d.message.body) {
+        let (stamp, reply): (Stamp, Reply) = match wire::decode(&d.message.body) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable reply dropped");
                 return;
             }
         };
-        if stamp.cluster != self.cluster {
-            tracing::warn!(
-                cluster = stamp.cluster,
-                "a reply of another cluster dropped"
-            );
-            return;
-        }
-        if reply == Reply::Leading {
-            self.new_master(stamp.epoch);
-            return;
-        }
-        let Some(id) = d.message.correlation_id else {
+        let id = d.message.correlation_id;
+        if stamp.cluster != self.core.stamp().cluster {
+            let cluster = stamp.cluster;
+            tracing::warn!(cluster, "a reply of another cluster dropped");
+        } else if id.is_none() && !matches!(reply, Reply::Leading) {
             tracing::warn!("reply without correlation id dropped");
-            return;
-        };
-        // Only the answer to a request still waiting counts.
-        let Some((tx, _)) = self.pending.remove(&id) else {
-            return;
-        };
-        let current = self.stats.epoch;
-        match &reply {
-            Reply::Write(_) if stamp.epoch < current => {
-                reply = Reply::Write(Err(Error::Fenced {
-                    got: stamp.epoch,
-                    current,
-                }));
-            }
-            Reply::Write(Ok(w)) => {
-                self.stats.last_acked_seq = self.stats.last_acked_seq.max(w.seq);
-                self.stats.writes += 1;
-                self.new_master(stamp.epoch);
-            }
-            // The master moved on to a newer epoch: carry it from now on.
-            Reply::Write(Err(Error::Fenced { current, .. })) => {
-                let current = *current;
-                self.advance_epoch(current);
-            }
-            _ => {}
         }
-        let _ = tx.send(reply);
+        let now = self.now();
+        self.core.reply(stamp, reply, id, now);
     }
 
     /// Consumes `responseQ`; retried with backoff while the broker is away.
@@ -166,9 +162,14 @@ impl Orchestrator {
         ctx.wait(
             subscribe
                 .into_actor(self)
-                .map(move |res, _act, ctx| match res {
+                .map(move |res, act, ctx| match res {
                     Ok(consumer) => {
                         ctx.add_stream(consumer.ready_chunks(256));
+                        // How far the history is acknowledged, before
+                        // the first strong read needs it.
+                        let now = act.now();
+                        act.core.start(now);
+                        act.carry_out(ctx);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot consume responseQ; retrying");
@@ -178,40 +179,15 @@ impl Orchestrator {
                 }),
         );
     }
+}
 
-    /// Follows a newer epoch, however it was heard of (the watcher, or a
-    /// reply of its master): the writes waiting on the old master (gone,
-    /// or deposed and paused with them) are sent again at once, under the
-    /// new epoch and their own request ids, rather than after their
-    /// attempt times out.
-    fn advance_epoch(&mut self, epoch: u64) {
-        if epoch > self.stats.epoch {
-            self.stats.epoch = epoch;
-            self.resend_writes();
-        }
-    }
-
-    /// The writes waiting now fail over to their retry, which sends them
-    /// again at once (same request ids: answered once however often sent).
-    fn resend_writes(&mut self) {
-        self.pending.retain(|_, (_, write)| !*write);
-    }
-
-    /// A master of `epoch` consumes `writeQ` (it said so, or answered a
-    /// write). The first time: writes sent before it did went to whoever
-    /// consumed then (a deposed master, perhaps paused with them): they
-    /// are sent again at once.
-    fn new_master(&mut self, epoch: u64) {
-        if epoch > self.answering {
-            self.answering = epoch;
-            self.stats.epoch = self.stats.epoch.max(epoch);
-            self.resend_writes();
-        }
-    }
-
-    fn expire(&mut self) {
-        self.pending.retain(|_, (tx, _)| !tx.is_closed());
-    }
+/// A read request as it goes on `readQ`.
+fn read_body(out: Outgoing<ReadOp>) -> Vec<u8> {
+    let req = ReadRequest {
+        min_seq: out.min_seq,
+        op: out.op,
+    };
+    wire::encode(out.stamp, &req)
 }
 
 impl Actor for Orchestrator {
@@ -229,15 +205,20 @@ impl Actor for Orchestrator {
             );
         }
         self.subscribe(ctx, FIRST_RETRY);
-        ctx.run_interval(Duration::from_secs(1), |act, _| act.expire());
+        ctx.run_interval(TICK, |act, ctx| {
+            let now = act.now();
+            act.core.tick(now);
+            act.carry_out(ctx);
+        });
     }
 }
 
 impl StreamHandler<Vec<Delivery>> for Orchestrator {
-    fn handle(&mut self, mut batch: Vec<Delivery>, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut batch: Vec<Delivery>, ctx: &mut Context<Self>) {
         for d in &batch {
             self.on_reply(d);
         }
+        self.carry_out(ctx);
         // Every reply is handled as it arrives: one ack settles them all.
         if let Some(last) = batch.pop() {
             let _ = self.acks.send(last);
@@ -248,33 +229,38 @@ impl StreamHandler<Vec<Delivery>> for Orchestrator {
         // The broker went away: what waits for a reply will not get one on
         // this consumer; fail it now so that it is retried at once.
         tracing::warn!(
-            in_flight = self.pending.len(),
+            in_flight = self.core.stats().in_flight,
             "responseQ consumer ended; resubscribing"
         );
-        self.pending.clear();
+        let now = self.now();
+        self.core.consumer_ended(now);
+        self.carry_out(ctx);
         self.subscribe(ctx, FIRST_RETRY);
+    }
+}
+
+impl Handler<Unsent> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsent, ctx: &mut Context<Self>) {
+        let now = self.now();
+        self.core.unsent(msg.id, &msg.why, now);
+        self.carry_out(ctx);
     }
 }
 
 impl Handler<DbRead> for Orchestrator {
     type Result = ResponseFuture<Result<ReadReply>>;
 
-    fn handle(&mut self, msg: DbRead, _ctx: &mut Context<Self>) -> Self::Result {
-        self.stats.reads += 1;
-        let min_seq = match msg.consistency {
-            Consistency::Strong => self.stats.last_acked_seq,
-            Consistency::Eventual => 0,
-        };
-        let body = wire::encode(
-            self.stamp(),
-            &ReadRequest {
-                min_seq,
-                op: msg.op,
-            },
-        );
-        let reply = self.call(READ_Q, body);
+    fn handle(&mut self, msg: DbRead, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let now = self.now();
+        let out = self.core.read(msg.consistency, tx, msg.op, now);
+        // A strong read before the head is known waits in the core.
+        let publish = out.map(|out| self.send(ctx, READ_Q, out.id, read_body(out)));
+        self.carry_out(ctx);
         Box::pin(async move {
-            match reply.await? {
+            match answer(rx, publish).await? {
                 Reply::Read(r) => r,
                 other => Err(unexpected(&other)),
             }
@@ -285,15 +271,18 @@ impl Handler<DbRead> for Orchestrator {
 impl Handler<DbWrite> for Orchestrator {
     type Result = ResponseFuture<Result<WriteReply>>;
 
-    fn handle(&mut self, msg: DbWrite, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: DbWrite, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let now = self.now();
+        let (id, stamp) = self.core.write(tx, now);
         let req = MasterRequest::Write(WriteRequest {
             request_id: msg.request_id,
-            epoch: self.stats.epoch,
+            epoch: stamp.epoch,
             op: msg.op,
         });
-        let reply = self.call(WRITE_Q, wire::encode(self.stamp(), &req));
+        let publish = self.send(ctx, WRITE_Q, id, wire::encode(stamp, &req));
         Box::pin(async move {
-            match reply.await? {
+            match answer(rx, Some(publish)).await? {
                 Reply::Write(r) => r,
                 other => Err(unexpected(&other)),
             }
@@ -301,19 +290,26 @@ impl Handler<DbWrite> for Orchestrator {
     }
 }
 
-type Waited = std::result::Result<
-    std::result::Result<Reply, oneshot::error::RecvError>,
-    tokio::time::error::Elapsed,
->;
-
-/// The reply an attempt waited for, or why there is none.
-fn answer(r: Waited, queue: &str) -> Result<Reply> {
-    match r {
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(_)) | Err(_) => Err(Error::Unavailable(format!(
-            "no reply from {queue} within {ATTEMPT_TIMEOUT:?}"
-        ))),
+/// Publishes a request (if it is to go now) and waits for its answer. The
+/// reply may come before the broker confirms the request (a worker answers
+/// what it got): either ends the publish's wait. Durability is the
+/// master's business: it answers after its flush and confirmed syncs.
+async fn answer(
+    rx: oneshot::Receiver<Result<Reply>>,
+    publish: Option<impl Future<Output = ()>>,
+) -> Result<Reply> {
+    tokio::pin!(rx);
+    if let Some(publish) = publish {
+        tokio::select! {
+            r = &mut rx => return received(r),
+            () = publish => {}
+        }
     }
+    received(rx.await)
+}
+
+fn received(r: std::result::Result<Result<Reply>, oneshot::error::RecvError>) -> Result<Reply> {
+    r.unwrap_or_else(|_| Err(Error::Unavailable("the orchestrator stopped".into())))
 }
 
 fn unexpected(reply: &Reply) -> Error {
@@ -323,10 +319,12 @@ fn unexpected(reply: &Reply) -> Error {
 impl Handler<SetEpoch> for Orchestrator {
     type Result = ();
 
-    /// A new master (see [`Orchestrator::advance_epoch`]); it answers what
-    /// the old one had applied from its record.
-    fn handle(&mut self, SetEpoch(epoch): SetEpoch, _ctx: &mut Context<Self>) {
-        self.advance_epoch(epoch);
+    /// A new master: the writes waiting on the old one go again at once;
+    /// it answers what the old one had applied from its record.
+    fn handle(&mut self, SetEpoch(epoch): SetEpoch, ctx: &mut Context<Self>) {
+        let now = self.now();
+        self.core.set_epoch(epoch, now);
+        self.carry_out(ctx);
     }
 }
 
@@ -334,9 +332,13 @@ impl Handler<GetStats> for Orchestrator {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
+        let c = self.core.stats();
         MessageResult(OrchestratorStats {
-            in_flight: self.pending.len(),
-            ..self.stats
+            reads: c.reads,
+            writes: c.writes,
+            last_acked_seq: c.last_acked_seq,
+            epoch: c.epoch,
+            in_flight: c.in_flight,
         })
     }
 }
@@ -346,92 +348,5 @@ impl Handler<Shutdown> for Orchestrator {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-/// What the HTTP layer holds: sends to the Orchestrator and retries what
-/// may be retried (no worker answered, a failover under way) until the
-/// request's deadline.
-#[derive(Clone)]
-pub struct OrchestratorHandle {
-    addr: Addr<Orchestrator>,
-    deadline: Duration,
-    reads: ReadCounter,
-}
-
-impl OrchestratorHandle {
-    pub fn new(addr: Addr<Orchestrator>) -> Self {
-        OrchestratorHandle {
-            addr,
-            deadline: REQUEST_DEADLINE,
-            reads: ReadCounter::default(),
-        }
-    }
-
-    /// Retries each request until `deadline` (a failover under way, no
-    /// worker answering) before it fails with 503.
-    pub fn with_deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
-        self
-    }
-
-    pub fn addr(&self) -> &Addr<Orchestrator> {
-        &self.addr
-    }
-
-    /// The count of reads through this handle and its clones (each
-    /// request once, however often it is retried), for the Scaler.
-    pub fn reads(&self) -> ReadCounter {
-        self.reads.clone()
-    }
-
-    pub async fn read(&self, op: ReadOp, consistency: Consistency) -> Result<ReadReply> {
-        self.reads.add();
-        retry(self.deadline, || {
-            self.addr.send(DbRead {
-                op: op.clone(),
-                consistency,
-            })
-        })
-        .await
-    }
-
-    pub async fn write(&self, op: WriteOp) -> Result<WriteReply> {
-        let request_id = fastrand::u128(..);
-        retry(self.deadline, || {
-            self.addr.send(DbWrite {
-                request_id,
-                op: op.clone(),
-            })
-        })
-        .await
-    }
-
-    pub async fn stats(&self) -> Result<OrchestratorStats> {
-        self.addr.send(GetStats).await.map_err(mailbox)
-    }
-}
-
-fn mailbox(e: MailboxError) -> Error {
-    Error::Unavailable(format!("orchestrator actor: {e}"))
-}
-
-async fn retry<T, F, Fut>(within: Duration, mut attempt: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = std::result::Result<Result<T>, MailboxError>>,
-{
-    let deadline = Instant::now() + within;
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let result = attempt().await.map_err(mailbox).and_then(|r| r);
-        match result {
-            Err(e) if e.is_retryable() && Instant::now() + backoff < deadline => {
-                tracing::debug!(error = %e, "retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-            other => return other,
-        }
     }
 }

@@ -16,6 +16,9 @@
 //!   how it changes with `/master`.
 //! - [`watcher`]: what becomes of each worker, when to elect, what to
 //!   start and kill (the ElectionWatcher's state machine).
+//! - [`orchestrator`]: what a reply means, when an attempt has waited
+//!   too long, and what a strong read waits for (the Orchestrator's
+//!   state machine).
 //! - [`scaler`]: how many slaves a window's reads call for, and how fast
 //!   to get there.
 //! - [`replica`]: what a slave applies, when it serves a read, when it
@@ -23,6 +26,7 @@
 
 pub mod backoff;
 pub mod election;
+pub mod orchestrator;
 pub mod pipeline;
 pub mod replica;
 pub mod role;

@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod failover;
 pub mod holes;
+pub mod restarts;
 pub mod scaler;
 
 use std::path::Path;

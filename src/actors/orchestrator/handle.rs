@@ -1,0 +1,105 @@
+//! What the HTTP layer holds: [`OrchestratorHandle`] sends to the
+//! Orchestrator actor and retries what may be retried, stepping its wait
+//! with [`Backoff`].
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::{Orchestrator, REQUEST_DEADLINE};
+use crate::actors::messages::{DbRead, DbWrite, GetStats, OrchestratorStats};
+use crate::actors::scaler::ReadCounter;
+use crate::core::backoff::Backoff;
+use crate::error::{Error, Result};
+use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
+
+/// The wait between two tries of a request, doubling.
+const RETRY: Backoff = Backoff::new(5, 500);
+
+/// What the HTTP layer holds: sends to the Orchestrator and retries what
+/// may be retried (no worker answered, a failover under way) until the
+/// request's deadline.
+#[derive(Clone)]
+pub struct OrchestratorHandle {
+    addr: Addr<Orchestrator>,
+    deadline: Duration,
+    reads: ReadCounter,
+}
+
+impl OrchestratorHandle {
+    pub fn new(addr: Addr<Orchestrator>) -> Self {
+        OrchestratorHandle {
+            addr,
+            deadline: REQUEST_DEADLINE,
+            reads: ReadCounter::default(),
+        }
+    }
+
+    /// Retries each request until `deadline` (a failover under way, no
+    /// worker answering) before it fails with 503.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    pub fn addr(&self) -> &Addr<Orchestrator> {
+        &self.addr
+    }
+
+    /// The count of reads through this handle and its clones (each
+    /// request once, however often it is retried), for the Scaler.
+    pub fn reads(&self) -> ReadCounter {
+        self.reads.clone()
+    }
+
+    pub async fn read(&self, op: ReadOp, consistency: Consistency) -> Result<ReadReply> {
+        self.reads.add();
+        retry(self.deadline, || {
+            self.addr.send(DbRead {
+                op: op.clone(),
+                consistency,
+            })
+        })
+        .await
+    }
+
+    pub async fn write(&self, op: WriteOp) -> Result<WriteReply> {
+        let request_id = fastrand::u128(..);
+        retry(self.deadline, || {
+            self.addr.send(DbWrite {
+                request_id,
+                op: op.clone(),
+            })
+        })
+        .await
+    }
+
+    pub async fn stats(&self) -> Result<OrchestratorStats> {
+        self.addr.send(GetStats).await.map_err(mailbox)
+    }
+}
+
+fn mailbox(e: MailboxError) -> Error {
+    Error::Unavailable(format!("orchestrator actor: {e}"))
+}
+
+async fn retry<T, F, Fut>(within: Duration, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<Result<T>, MailboxError>>,
+{
+    let deadline = Instant::now() + within;
+    let mut wait = RETRY.first_wait();
+    loop {
+        let result = attempt().await.map_err(mailbox).and_then(|r| r);
+        match result {
+            Err(e) if e.is_retryable() && Instant::now() + wait < deadline => {
+                tracing::debug!(error = %e, "retrying");
+                tokio::time::sleep(wait).await;
+                wait = RETRY.next_wait(wait);
+            }
+            other => return other,
+        }
+    }
+}

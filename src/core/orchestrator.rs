@@ -1,0 +1,415 @@
+//! The Orchestrator's decisions as a state machine: which requests wait
+//! for a reply, what a reply means, when an attempt has waited too long,
+//! and how far the history is known to be acknowledged.
+//!
+//! The driver (`actors::orchestrator`) hands each request to the core
+//! with whatever waits for its answer (`W`: a channel) and, for a read,
+//! its operation (`P`); the core answers the correlation id and stamp to
+//! send it under, and queues the [`Effect`]s to carry out (deliver an
+//! answer, send a read that waited, ask the master for the head), taken
+//! with [`OrchestratorCore::effects`]. Time is milliseconds, passed in.
+//!
+//! What it guarantees:
+//! - only the reply to an attempt still waiting counts: a reply of another
+//!   cluster, or one whose correlation id matches nothing (left in the
+//!   durable `responseQ` by an earlier run, or late), changes nothing.
+//!   Ids count up from a seed the driver draws at random, so a restarted
+//!   orchestrator does not reuse an earlier run's;
+//! - a write answered under an epoch older than the one followed came
+//!   from a deposed master: it is answered [`Error::Fenced`], so retried;
+//! - a newer master (announced, named by the watcher, or answering) makes
+//!   the writes waiting on the old one fail over to their retry at once;
+//! - a strong read carries the highest acknowledged seq. A fresh core does
+//!   not know it (the acknowledgements were given by an earlier run): it
+//!   asks the master ([`MasterRequest::Head`](crate::model::wire::MasterRequest::Head)),
+//!   again with [`Backoff`] while unanswered, and strong reads wait for
+//!   the answer, each within its attempt's deadline. An acknowledged
+//!   write teaches it too: its request was sent by this run, so it was
+//!   applied after every write an earlier run acknowledged, and it is
+//!   acknowledged only once every earlier seq is. Eventual reads never
+//!   wait.
+
+use std::collections::HashMap;
+
+use super::backoff::Backoff;
+use crate::error::Error;
+use crate::model::wire::{Reply, Stamp};
+use crate::model::Consistency;
+
+/// How long one attempt waits for its reply.
+pub const ATTEMPT_MS: u64 = 5_000;
+/// How long an ask for the head waits before it is sent again, doubling.
+pub const HEAD_BACKOFF: Backoff = Backoff::new(250, 4_000);
+
+/// What a pending attempt is, and who waits for it.
+#[derive(Debug)]
+enum Waiting<W> {
+    Read(W),
+    Write(W),
+    Head,
+}
+
+#[derive(Debug)]
+struct Attempt<W> {
+    waiting: Waiting<W>,
+    deadline: u64,
+}
+
+/// A request to send: its correlation id, the stamp it carries, and for
+/// a read the seq the slave must have applied and the operation.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outgoing<P> {
+    pub id: u64,
+    pub stamp: Stamp,
+    pub min_seq: u64,
+    pub op: P,
+}
+
+/// What the driver carries out.
+#[derive(Debug)]
+pub enum Effect<W, P> {
+    /// Hand an answer (or why there is none: retryable) to who waits.
+    Deliver {
+        waiter: W,
+        reply: Result<Reply, Error>,
+    },
+    /// Send a strong read that waited for the head, now.
+    SendRead(Outgoing<P>),
+    /// Ask the master how far the history is acknowledged:
+    /// `MasterRequest::Head` on `writeQ` under correlation id `id`.
+    AskHead { id: u64, stamp: Stamp },
+}
+
+/// The counters `GetStats` reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Reads since start.
+    pub reads: u64,
+    /// Writes acknowledged since start.
+    pub writes: u64,
+    /// The highest seq known acknowledged (by this run, or the head).
+    pub last_acked_seq: u64,
+    /// The epoch followed.
+    pub epoch: u64,
+    /// Reads and writes waiting for a reply now.
+    pub in_flight: usize,
+}
+
+/// What is known of the head.
+#[derive(Debug)]
+struct Head {
+    known: bool,
+    /// The ask waiting for its answer.
+    asking: Option<u64>,
+    /// When to ask again (after an ask that could not be sent).
+    retry_at: Option<u64>,
+    /// How long the next ask waits.
+    wait: u64,
+}
+
+/// The Orchestrator's state: see the module documentation.
+#[derive(Debug)]
+pub struct OrchestratorCore<W, P> {
+    cluster: u64,
+    pending: HashMap<u64, Attempt<W>>,
+    /// Strong reads waiting for the head (their attempts are pending).
+    parked: Vec<(u64, P)>,
+    next_id: u64,
+    counters: Counters,
+    /// The newest epoch whose master has answered (or announced itself).
+    answering: u64,
+    head: Head,
+    out: Vec<Effect<W, P>>,
+}
+
+impl<W, P> OrchestratorCore<W, P> {
+    /// The core of `cluster`'s orchestrator, following `epoch`; ids count
+    /// up from `seed`. It does not know the head: call [`Self::start`].
+    pub fn new(cluster: u64, epoch: u64, seed: u64) -> Self {
+        OrchestratorCore {
+            cluster,
+            pending: HashMap::new(),
+            parked: Vec::new(),
+            next_id: seed,
+            counters: Counters {
+                epoch,
+                ..Counters::default()
+            },
+            answering: 0,
+            head: Head {
+                known: false,
+                asking: None,
+                retry_at: None,
+                wait: HEAD_BACKOFF.first,
+            },
+            out: Vec::new(),
+        }
+    }
+
+    /// Asks for the head at once, so that the first strong read need not
+    /// wait for it.
+    pub fn start(&mut self, now: u64) {
+        if !self.head.known && self.head.asking.is_none() {
+            self.ask_head(now);
+        }
+    }
+
+    /// The effects decided since they were last taken.
+    pub fn effects(&mut self) -> std::vec::Drain<'_, Effect<W, P>> {
+        self.out.drain(..)
+    }
+
+    pub fn stats(&self) -> Counters {
+        Counters {
+            in_flight: self.pending.len() - usize::from(self.head.asking.is_some()),
+            ..self.counters
+        }
+    }
+
+    /// Whether the head is known (strong reads are sent at once).
+    pub fn knows_head(&self) -> bool {
+        self.head.known
+    }
+
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            cluster: self.cluster,
+            epoch: self.counters.epoch,
+        }
+    }
+
+    /// A new attempt, under the next id.
+    fn attempt(&mut self, waiting: Waiting<W>, deadline: u64) -> u64 {
+        self.next_id = self.next_id.wrapping_add(1);
+        let attempt = Attempt { waiting, deadline };
+        self.pending.insert(self.next_id, attempt);
+        self.next_id
+    }
+
+    /// A read to send: at once (returned), or, strong while the head is
+    /// not known, once it is ([`Effect::SendRead`]).
+    pub fn read(
+        &mut self,
+        consistency: Consistency,
+        waiter: W,
+        op: P,
+        now: u64,
+    ) -> Option<Outgoing<P>> {
+        self.counters.reads += 1;
+        let id = self.attempt(Waiting::Read(waiter), now.saturating_add(ATTEMPT_MS));
+        let min_seq = match consistency {
+            Consistency::Eventual => 0,
+            Consistency::Strong if self.head.known => self.counters.last_acked_seq,
+            Consistency::Strong => {
+                self.parked.push((id, op));
+                self.start(now);
+                return None;
+            }
+        };
+        Some(Outgoing {
+            id,
+            stamp: self.stamp(),
+            min_seq,
+            op,
+        })
+    }
+
+    /// A write to send: its correlation id and stamp (whose epoch the
+    /// request carries).
+    pub fn write(&mut self, waiter: W, now: u64) -> (u64, Stamp) {
+        let id = self.attempt(Waiting::Write(waiter), now.saturating_add(ATTEMPT_MS));
+        (id, self.stamp())
+    }
+
+    /// A reply on `responseQ`, with its correlation id.
+    pub fn reply(&mut self, stamp: Stamp, reply: Reply, id: Option<u64>, now: u64) {
+        if stamp.cluster != self.cluster {
+            return;
+        }
+        if matches!(reply, Reply::Leading) {
+            self.new_master(stamp.epoch, now);
+            return;
+        }
+        // Only the answer to an attempt still waiting counts.
+        let Some(attempt) = id.and_then(|id| self.pending.remove(&id)) else {
+            return;
+        };
+        let waiter = match attempt.waiting {
+            Waiting::Head => return self.head_answered(stamp, &reply, now),
+            Waiting::Read(w) => return self.deliver(w, Ok(reply)),
+            Waiting::Write(w) => w,
+        };
+        let current = self.counters.epoch;
+        match reply {
+            Reply::Write(_) if stamp.epoch < current => {
+                let fenced = Error::Fenced {
+                    got: stamp.epoch,
+                    current,
+                };
+                self.deliver(waiter, Ok(Reply::Write(Err(fenced))));
+            }
+            Reply::Write(Ok(w)) => {
+                let seq = w.seq;
+                self.counters.writes += 1;
+                self.deliver(waiter, Ok(Reply::Write(Ok(w))));
+                self.learn_head(seq);
+                self.new_master(stamp.epoch, now);
+            }
+            // The master moved on to a newer epoch: carry it from now on.
+            Reply::Write(Err(Error::Fenced { got, current })) => {
+                self.deliver(
+                    waiter,
+                    Ok(Reply::Write(Err(Error::Fenced { got, current }))),
+                );
+                self.set_epoch(current, now);
+            }
+            other => self.deliver(waiter, Ok(other)),
+        }
+    }
+
+    /// A send was refused by the broker: the attempt fails (retryably).
+    pub fn unsent(&mut self, id: u64, why: &str, now: u64) {
+        match self.pending.remove(&id).map(|a| a.waiting) {
+            Some(Waiting::Read(w) | Waiting::Write(w)) => {
+                self.deliver(w, Err(Error::Unavailable(why.to_owned())));
+            }
+            Some(Waiting::Head) => {
+                self.head.asking = None;
+                self.head.retry_at = Some(now.saturating_add(self.head.wait));
+                self.head.wait = HEAD_BACKOFF.next(self.head.wait);
+            }
+            None => {}
+        }
+    }
+
+    /// Follows a newer epoch, however it was heard of (the watcher, or a
+    /// fenced answer): the writes waiting on the old master (gone, or
+    /// deposed and paused with them) fail over to their retry at once.
+    pub fn set_epoch(&mut self, epoch: u64, now: u64) {
+        if epoch > self.counters.epoch {
+            self.counters.epoch = epoch;
+            self.resend(now);
+        }
+    }
+
+    /// The `responseQ` consumer ended: nothing waiting will be answered on
+    /// it; every attempt fails now, to be retried at once.
+    pub fn consumer_ended(&mut self, now: u64) {
+        self.fail_where("responseQ consumer ended", |_| true);
+        self.parked.clear();
+        if self.head.asking.take().is_some() {
+            self.head.retry_at = Some(now);
+        }
+    }
+
+    /// Time passes: attempts past their deadline fail (retryably), and an
+    /// unanswered ask for the head is sent again.
+    pub fn tick(&mut self, now: u64) {
+        let why = "no reply within the attempt's deadline";
+        if self.fail_where(why, |a| a.deadline <= now) {
+            self.head.asking = None;
+            self.head.wait = HEAD_BACKOFF.next(self.head.wait);
+            self.ask_head(now);
+        }
+        let pending = &self.pending;
+        self.parked.retain(|(id, _)| pending.contains_key(id));
+        if self.head.retry_at.is_some_and(|at| at <= now) {
+            self.start(now);
+        }
+    }
+
+    /// Fails (retryably) the attempts `which` selects; answers whether an
+    /// ask for the head was among them.
+    fn fail_where(&mut self, why: &str, mut which: impl FnMut(&Attempt<W>) -> bool) -> bool {
+        let mut head = false;
+        for (_, a) in self.pending.extract_if(|_, a| which(a)) {
+            match a.waiting {
+                Waiting::Read(waiter) | Waiting::Write(waiter) => {
+                    let reply = Err(Error::Unavailable(why.to_owned()));
+                    self.out.push(Effect::Deliver { waiter, reply });
+                }
+                Waiting::Head => head = true,
+            }
+        }
+        head
+    }
+
+    fn deliver(&mut self, waiter: W, reply: Result<Reply, Error>) {
+        self.out.push(Effect::Deliver { waiter, reply });
+    }
+
+    /// A master of `epoch` consumes `writeQ` (it said so, or answered a
+    /// write). The first time: writes sent before it did went to whoever
+    /// consumed then: they are sent again at once.
+    fn new_master(&mut self, epoch: u64, now: u64) {
+        if epoch > self.answering {
+            self.answering = epoch;
+            self.counters.epoch = self.counters.epoch.max(epoch);
+            self.resend(now);
+        }
+    }
+
+    /// The writes waiting now fail over to their retry, which sends them
+    /// again at once (same request ids: answered once however often
+    /// sent); an ask for the head goes to the new master too.
+    fn resend(&mut self, now: u64) {
+        let why = "a new master leads: sent again";
+        self.fail_where(why, |a| matches!(a.waiting, Waiting::Write(_)));
+        if let Some(id) = self.head.asking.take() {
+            self.pending.remove(&id);
+            self.head.wait = HEAD_BACKOFF.first;
+            self.ask_head(now);
+        }
+    }
+
+    fn ask_head(&mut self, now: u64) {
+        let id = self.attempt(Waiting::Head, now.saturating_add(self.head.wait));
+        self.head.asking = Some(id);
+        self.head.retry_at = None;
+        let stamp = self.stamp();
+        self.out.push(Effect::AskHead { id, stamp });
+    }
+
+    fn head_answered(&mut self, stamp: Stamp, reply: &Reply, now: u64) {
+        self.head.asking = None;
+        match reply {
+            // A deposed master's head may lack what its successor
+            // acknowledged: ask again.
+            Reply::Head(seq) if stamp.epoch >= self.counters.epoch => self.learn_head(*seq),
+            _ => {
+                self.head.wait = HEAD_BACKOFF.next(self.head.wait);
+                self.ask_head(now);
+            }
+        }
+    }
+
+    /// Every write acknowledged so far has a seq at most `seq`: strong
+    /// reads that waited go now.
+    fn learn_head(&mut self, seq: u64) {
+        self.counters.last_acked_seq = self.counters.last_acked_seq.max(seq);
+        if self.head.known {
+            return;
+        }
+        self.head.known = true;
+        self.head.retry_at = None;
+        if let Some(id) = self.head.asking.take() {
+            self.pending.remove(&id);
+        }
+        let min_seq = self.counters.last_acked_seq;
+        let stamp = self.stamp();
+        for (id, op) in self.parked.drain(..) {
+            if !self.pending.contains_key(&id) {
+                continue;
+            }
+            self.out.push(Effect::SendRead(Outgoing {
+                id,
+                stamp,
+                min_seq,
+                op,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
