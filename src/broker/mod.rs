@@ -260,3 +260,14 @@ pub async fn declare_topology(broker: &dyn Broker) -> Result<()> {
 pub fn sync_queue(worker_id: u64) -> String {
     format!("sync.{worker_id}")
 }
+
+#[cfg(test)]
+mod tests {
+    /// `writeQ` keeps a message as long as the orchestrator may wait for
+    /// its answer, no longer.
+    #[test]
+    fn write_queue_ttl_is_the_request_deadline() {
+        let deadline = crate::actors::REQUEST_DEADLINE.as_millis();
+        assert_eq!(u128::from(super::WRITE_Q_TTL_MS), deadline);
+    }
+}
