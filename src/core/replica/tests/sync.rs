@@ -136,3 +136,45 @@ fn reads_that_wait_for_a_seq_that_never_comes_take_a_snapshot() {
     assert_eq!(asked(&fx), None);
     assert_eq!(asked(&r.wait(1)).map(|a| a.1), Some(0));
 }
+
+/// A slave away longer than its sync queue's idle expiry finds the queue
+/// declared afresh, empty, when it subscribes again: the writes published
+/// meanwhile are gone. The next write's seq shows the gap, and the
+/// replica takes a snapshot rather than wait for them for ever.
+#[test]
+fn a_sync_queue_recreated_empty_is_caught_at_the_next_write() {
+    let l = lineage(&[(1, 0)]);
+    let mut r = Replica::caught_up(10, l.clone());
+    let fx = r.on(Input::ConsumerEnded(Consumer::Sync));
+    assert!(fx.contains(&Effect::Consume(Consumer::Sync)), "{fx:?}");
+    let fx = r.on(Input::Consuming(Consumer::Sync));
+    assert_eq!(asked(&fx), None, "a caught-up replica asks for nothing");
+    // 11..=14 were published while the queue was gone.
+    let (_, fx) = r.sync(batch(&l, 1, 15..=15));
+    assert_eq!(run(&fx), None, "a gap");
+    r.wait(TICK); // the gap clock starts
+    r.wait(GAP_UNREADY_MS);
+    assert!(!r.ready(), "held at a gap: it stands for no history");
+    let fx = r.wait(GAP_WAIT_MS - GAP_UNREADY_MS);
+    assert_eq!(asked(&fx).map(|a| a.1), Some(10), "{fx:?}");
+}
+
+/// With no write after it, a strong read for a seq past what the replica
+/// holds is what shows it: after the same wait, a snapshot.
+#[test]
+fn a_sync_queue_recreated_empty_is_caught_by_a_strong_read() {
+    let l = lineage(&[(1, 0)]);
+    let mut r = Replica::caught_up(10, l.clone());
+    r.on(Input::ConsumerEnded(Consumer::Sync));
+    r.on(Input::Consuming(Consumer::Sync));
+    let (_, fx) = r.read(14);
+    assert!(served(&fx).is_empty());
+    r.wait(TICK); // the gap clock starts
+                  // Each read gives up after READ_WAIT_MS; the orchestrator sends more.
+    let mut fx = Vec::new();
+    for _ in 0..3 {
+        fx.extend(r.wait(1_000));
+        r.read(14);
+    }
+    assert_eq!(asked(&fx).map(|a| a.1), Some(10), "{fx:?}");
+}
