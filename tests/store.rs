@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dbaas::error::Error;
 use dbaas::model::wire::Snapshot;
 use dbaas::model::{CmpOp, Cond, Order, ReadOp, Row, Schema, Value, WriteOp, WriteResult};
-use dbaas::store::{Store, REMEMBERED_WRITES};
+use dbaas::store::{RecordLimits, Store, REMEMBERED_WRITES};
 
 fn schema() -> Arc<Schema> {
     Arc::new(Schema::rideshare())
@@ -610,7 +610,7 @@ fn a_group_equals_its_writes_one_by_one() {
     // Nothing of the open group is visible before it is committed.
     assert!(grouped.applied_seq() < single.applied_seq());
     assert_eq!(group.commit().unwrap(), single.applied_seq());
-    assert_eq!(grouped.snapshot().unwrap(), single.snapshot().unwrap());
+    assert_eq!(untimed(&grouped), untimed(&single));
 }
 
 #[test]
@@ -670,19 +670,24 @@ fn seq_gaps_and_repeats_are_refused() {
 #[test]
 fn only_the_latest_request_ids_are_remembered() {
     let db = Db::new();
+    // The count bound of the defaults, scaled down (a million writes take
+    // long); the window's default is far away.
+    let count = 1_000;
+    db.store.set_record_limits(RecordLimits {
+        count,
+        ..RecordLimits::default()
+    });
+    assert_eq!(RecordLimits::default().count, REMEMBERED_WRITES);
     let op = clear(Some("users"));
-    for seq in 1..=REMEMBERED_WRITES + 2 {
+    for seq in 1..=count + 2 {
         db.store.apply(seq, u128::from(seq), &op).unwrap();
     }
     assert!(db.store.replay(1).is_none());
     assert!(db.store.replay(2).is_none());
     assert_eq!(db.store.replay(3).unwrap().seq, 3);
     let records = db.store.snapshot().unwrap().entries;
-    let count = |p: u8| records.iter().filter(|(k, _)| k[0] == p).count() as u64;
-    assert_eq!(
-        (count(b'r'), count(b'q')),
-        (REMEMBERED_WRITES, REMEMBERED_WRITES)
-    );
+    let count_of = |p: u8| records.iter().filter(|(k, _)| k[0] == p).count() as u64;
+    assert_eq!((count_of(b'r'), count_of(b'q')), (count, count));
 }
 
 #[test]
@@ -853,7 +858,7 @@ fn assert_consistent_prefix(store: &Store) -> u64 {
     let fresh = Store::temporary(schema()).unwrap();
     apply_scripted(&fresh, k);
     assert_eq!(store.checksum().unwrap(), fresh.checksum().unwrap());
-    assert_eq!(store.snapshot().unwrap(), fresh.snapshot().unwrap());
+    assert_eq!(untimed(store), untimed(&fresh));
     k
 }
 
@@ -885,4 +890,122 @@ fn flushed_crash_loses_nothing() {
     }
     let (_dir, store) = crash_child("flushed_crash_loses_nothing", true);
     assert_eq!(assert_consistent_prefix(&store), WRITES);
+}
+
+/// A store's snapshot without the times its request records were made
+/// (two stores given the same writes at other times differ only there).
+fn untimed(store: &Store) -> dbaas::model::wire::Snapshot {
+    let mut snap = store.snapshot().unwrap();
+    for (k, v) in &mut snap.entries {
+        if k[0] == b'q' {
+            v.truncate(16);
+        }
+    }
+    snap
+}
+
+/// Applies `op` as `seq`, request `id`, with its record made at `now_ms`.
+fn apply_at(store: &Store, now_ms: u64, seq: u64, id: u128, op: &WriteOp) {
+    let mut group = store.group_at(now_ms);
+    group.apply(seq, id, op).unwrap();
+    group.commit().unwrap();
+}
+
+#[test]
+fn request_records_are_forgotten_by_age() {
+    let db = Db::new();
+    db.store.set_record_limits(RecordLimits {
+        window_ms: 1_000,
+        count: 1_000,
+    });
+    let op = clear(Some("users"));
+    for seq in 1..=6 {
+        apply_at(&db.store, 100 + seq, seq, u128::from(seq), &op);
+    }
+    assert_eq!(db.store.request_records().unwrap(), 6);
+    assert_eq!(db.store.forgotten_through_ms(), 0);
+    // Within the window: all kept.
+    apply_at(&db.store, 1_100, 7, 7, &op);
+    assert_eq!(db.store.request_records().unwrap(), 7);
+    // Past it: the oldest go, a few per write, the young ones stay.
+    apply_at(&db.store, 1_105, 8, 8, &op);
+    assert!(db.store.replay(1).is_none());
+    assert!(db.store.replay(4).is_none());
+    assert_eq!(db.store.replay(5).unwrap().seq, 5);
+    assert_eq!(db.store.forgotten_through_ms(), 104);
+    apply_at(&db.store, 5_000, 9, 9, &op);
+    // Everything older than the window, up to the write just recorded.
+    assert_eq!(db.store.request_records().unwrap(), 1);
+    assert_eq!(db.store.replay(9).unwrap().seq, 9);
+    assert_eq!(db.store.forgotten_through_ms(), 1_105);
+}
+
+#[test]
+fn request_records_are_bounded_in_count_too() {
+    let db = Db::new();
+    db.store.set_record_limits(RecordLimits {
+        window_ms: u64::MAX,
+        count: 3,
+    });
+    let op = clear(Some("users"));
+    for seq in 1..=10 {
+        apply_at(&db.store, 1_000 + seq, seq, u128::from(seq), &op);
+    }
+    assert_eq!(db.store.request_records().unwrap(), 3);
+    assert!(db.store.replay(7).is_none());
+    assert_eq!(db.store.replay(8).unwrap().seq, 8);
+    assert_eq!(db.store.forgotten_through_ms(), 1_007);
+}
+
+/// A request whose record may have been forgotten is stale: the master
+/// refuses it rather than apply it a second time.
+#[test]
+fn a_request_older_than_what_was_forgotten_is_stale() {
+    let db = Db::new();
+    db.store.set_record_limits(RecordLimits {
+        window_ms: 10_000,
+        count: 2,
+    });
+    let op = clear(Some("users"));
+    for seq in 1..=3 {
+        apply_at(&db.store, 1_000 * seq, seq, u128::from(seq), &op);
+    }
+    // Record 1 (made at 1000) is forgotten by count.
+    assert!(db.store.replay(1).is_none());
+    let group = db.store.group_at(5_000);
+    // Request 1 again, sent before its record was made: refused.
+    assert!(group.stale(900));
+    assert!(group.stale(1_000));
+    // Sent after the newest forgotten record was made: could not have one.
+    assert!(!group.stale(1_001));
+    assert!(!group.stale(5_000));
+    drop(group);
+    // Sent longer ago than the window: refused whatever was forgotten.
+    let later = db.store.group_at(20_000);
+    assert!(later.stale(9_999));
+    assert!(!later.stale(10_001));
+}
+
+#[test]
+fn the_record_horizon_survives_reopen_and_travels_with_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = clear(Some("users"));
+    let snap = {
+        let store = Store::open(dir.path(), schema()).unwrap();
+        store.set_record_limits(RecordLimits {
+            window_ms: 10,
+            count: 100,
+        });
+        apply_at(&store, 100, 1, 1, &op);
+        apply_at(&store, 200, 2, 2, &op);
+        assert_eq!(store.forgotten_through_ms(), 100);
+        store.flush().unwrap();
+        store.snapshot().unwrap()
+    };
+    let store = Store::open(dir.path(), schema()).unwrap();
+    assert_eq!(store.forgotten_through_ms(), 100);
+    let other = Store::temporary(schema()).unwrap();
+    other.install(&snap).unwrap();
+    assert_eq!(other.forgotten_through_ms(), 100);
+    assert!(other.group_at(300).stale(100));
 }

@@ -350,3 +350,14 @@ impl Handler<Shutdown> for Orchestrator {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// `writeQ` keeps a message as long as the orchestrator may wait for
+    /// its answer, no longer.
+    #[test]
+    fn write_queue_ttl_is_the_request_deadline() {
+        let deadline = super::REQUEST_DEADLINE.as_millis();
+        assert_eq!(u128::from(crate::broker::WRITE_Q_TTL_MS), deadline);
+    }
+}

@@ -12,8 +12,11 @@
 //! with a newer lineage is followed; if this replica holds writes the new
 //! lineage does not (applied, or in a run being applied), it resyncs by
 //! snapshot and serves no read meanwhile. A replica that waits for more
-//! than [`GAP_WAIT`] without progress (a sync lost, or dropped from its
-//! capped queue while it was away) resyncs too.
+//! than [`GAP_WAIT`] without progress (a sync lost, dropped from its
+//! capped queue while it was away, or gone with the queue itself, which the
+//! broker deletes once unused for [`broker::SYNC_QUEUE_IDLE_MS`] and the
+//! slave declares afresh, empty, when it subscribes again) resyncs too:
+//! the next write's seq, or a read waiting for a seq it lacks, shows it.
 //!
 //! The decisions are [`crate::core::replica`]'s: this actor only drives
 //! that state machine. It hands it what arrives (sync and read deliveries,
@@ -190,7 +193,13 @@ impl SlaveWorker {
             broker::declare_topology(broker.as_ref()).await?;
             let sync_q = broker::sync_queue(id);
             broker
-                .declare_queue(&sync_q, QueueKind::Capped(cap))
+                .declare_queue(
+                    &sync_q,
+                    QueueKind::Own {
+                        max: cap,
+                        idle_ms: broker::SYNC_QUEUE_IDLE_MS,
+                    },
+                )
                 .await?;
             broker.bind(&sync_q, SYNC_X).await?;
             broker.consume(&sync_q, SYNC_PREFETCH).await

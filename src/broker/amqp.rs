@@ -88,7 +88,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Whether the broker refused a declaration because the queue exists with
-/// other arguments (`PRECONDITION_FAILED`, which also closes the channel).
+/// other arguments, or a conditional delete because the queue is in use or
+/// not empty (`PRECONDITION_FAILED`, which also closes the channel).
 fn inequivalent(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406)
 }
@@ -108,16 +109,29 @@ fn queue_arguments(kind: QueueKind) -> (QueueDeclareOptions, FieldTable) {
             },
             FieldTable::default(),
         ),
-        QueueKind::Capped(max) => {
-            let mut args = FieldTable::default();
-            args.insert("x-max-length".into(), AMQPValue::LongLongInt(max.into()));
+        QueueKind::Capped(max) => (durable, capped(max, "drop-head")),
+        QueueKind::Own { max, idle_ms } => {
+            let mut args = capped(max, "drop-head");
+            args.insert("x-expires".into(), AMQPValue::LongLongInt(idle_ms.into()));
+            (durable, args)
+        }
+        QueueKind::Bounded { max, ttl_ms } => {
+            let mut args = capped(max, "reject-publish");
             args.insert(
-                "x-overflow".into(),
-                AMQPValue::LongString("drop-head".into()),
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(ttl_ms.into()),
             );
             (durable, args)
         }
     }
+}
+
+/// The arguments of a queue of at most `max` ready messages.
+fn capped(max: u32, overflow: &str) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(max.into()));
+    args.insert("x-overflow".into(), AMQPValue::LongString(overflow.into()));
+    args
 }
 
 fn properties(msg: &Message, persistent: bool) -> BasicProperties {
@@ -217,6 +231,24 @@ impl AmqpBroker {
         let (opts, args) = queue_arguments(kind);
         self.with_channel("queue.declare", |ch| async move {
             match ch.queue_declare(name.into(), opts, args).await {
+                Ok(_) => Ok(true),
+                Err(e) if inequivalent(&e) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Deletes a queue only if it holds no message and has no consumer
+    /// (the broker checks both in the same step); false if it does.
+    async fn delete_if_idle(&self, name: &str) -> Result<bool> {
+        let opts = QueueDeleteOptions {
+            if_unused: true,
+            if_empty: true,
+            ..QueueDeleteOptions::default()
+        };
+        self.with_channel("queue.delete", |ch| async move {
+            match ch.queue_delete(name.into(), opts).await {
                 Ok(_) => Ok(true),
                 Err(e) if inequivalent(&e) => Ok(false),
                 Err(e) => Err(e),
@@ -328,14 +360,32 @@ impl Broker for AmqpBroker {
         if self.declare(name, kind).await? {
             return Ok(());
         }
-        if !matches!(kind, QueueKind::Capped(_)) {
+        if matches!(kind, QueueKind::Bounded { .. }) {
+            // See `QueueKind::Bounded`: only an empty, unused queue goes.
+            if !self.delete_if_idle(name).await? {
+                tracing::warn!(
+                    queue = name,
+                    ?kind,
+                    "the queue exists with other arguments and is in use or holds \
+                     messages: kept as it is, without cap or expiry, until a later \
+                     declaration finds it empty and unused"
+                );
+                return Ok(());
+            }
+            tracing::info!(
+                queue = name,
+                ?kind,
+                "declaring an empty queue again with its cap"
+            );
+        } else if kind.replaces() {
+            // See `QueueKind::Capped`: its caller accepts losing the content.
+            tracing::info!(queue = name, ?kind, "declaring a queue again with its cap");
+            self.delete_queue(name).await?;
+        } else {
             return Err(Error::Unavailable(format!(
                 "broker: queue {name:?} exists with other arguments than {kind:?}"
             )));
         }
-        // See `QueueKind::Capped`: its caller accepts losing the content.
-        tracing::info!(queue = name, ?kind, "declaring a queue again with its cap");
-        self.delete_queue(name).await?;
         if self.declare(name, kind).await? {
             Ok(())
         } else {

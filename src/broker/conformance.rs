@@ -46,6 +46,10 @@ pub async fn run_all(b: &dyn Broker) {
     capped_queue_keeps_the_newest(b).await;
     capped_queue_counts_ready_messages_only(b).await;
     capped_declaration_replaces_another_kind(b).await;
+    bounded_queue_refuses_publishes_over_its_cap(b).await;
+    bounded_queue_drops_messages_past_their_ttl(b).await;
+    bounded_declaration_replaces_only_an_idle_queue(b).await;
+    unused_own_queue_expires(b).await;
     consumer_dropped_with_its_arbiter_gives_back(b).await;
     consumer_dropped_on_an_idle_runtime_gives_back(b).await;
 }
@@ -316,6 +320,123 @@ pub async fn capped_declaration_replaces_another_kind(b: &dyn Broker) {
     assert!(b.declare_queue(&q, QueueKind::Durable).await.is_err());
     let mut c = b.consume(&q, 10).await.unwrap();
     assert_eq!(take_exactly(&mut c, 2).await, vec![1, 2]);
+    drop(c);
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// A bounded queue refuses a publish over its cap (the publisher sees it
+/// fail, and tries again later); what it holds stays.
+pub async fn bounded_queue_refuses_publishes_over_its_cap(b: &dyn Broker) {
+    let q = unique("bounded");
+    let kind = QueueKind::Bounded {
+        max: 2,
+        ttl_ms: 600_000,
+    };
+    b.declare_queue(&q, kind).await.unwrap();
+    for i in 0..2 {
+        b.publish(&q, msg(i)).await.unwrap();
+    }
+    assert!(b.publish(&q, msg(2)).await.is_err());
+    let mut c = b.consume(&q, 10).await.unwrap();
+    assert_eq!(take_exactly(&mut c, 2).await, vec![0, 1]);
+    // Room again: taken.
+    b.publish(&q, msg(3)).await.unwrap();
+    assert_eq!(take_exactly(&mut c, 1).await, vec![3]);
+    drop(c);
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// A message that waited in a bounded queue longer than its TTL is
+/// dropped; being delivered and requeued does not give it a new one.
+pub async fn bounded_queue_drops_messages_past_their_ttl(b: &dyn Broker) {
+    let q = unique("ttl");
+    let kind = QueueKind::Bounded {
+        max: 10,
+        ttl_ms: 300,
+    };
+    b.declare_queue(&q, kind).await.unwrap();
+    b.publish(&q, msg(7)).await.unwrap();
+    // Polls, within the deadline, until the message is gone: each look
+    // takes it and puts it back.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        let mut c = b.consume(&q, 1).await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(100), c.next()).await {
+            Ok(Some(d)) => d.nack(true).await.unwrap(),
+            _ => break,
+        }
+    }
+    // A consumer waiting gets a fresh message.
+    let mut c = b.consume(&q, 1).await.unwrap();
+    b.publish(&q, msg(8)).await.unwrap();
+    assert_eq!(take_exactly(&mut c, 1).await, vec![8]);
+    drop(c);
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// Declaring a bounded queue over one of other arguments (an earlier
+/// run's) replaces it when it is empty and unused, and otherwise keeps it
+/// as it is, without failing.
+pub async fn bounded_declaration_replaces_only_an_idle_queue(b: &dyn Broker) {
+    let kind = QueueKind::Bounded {
+        max: 1,
+        ttl_ms: 600_000,
+    };
+    let idle = unique("oldidle");
+    b.declare_queue(&idle, QueueKind::Durable).await.unwrap();
+    b.declare_queue(&idle, kind).await.unwrap();
+    b.publish(&idle, msg(0)).await.unwrap();
+    assert!(b.publish(&idle, msg(1)).await.is_err(), "capped now");
+    b.declare_queue(&idle, kind).await.unwrap();
+    b.delete_queue(&idle).await.unwrap();
+
+    let busy = unique("oldbusy");
+    b.declare_queue(&busy, QueueKind::Durable).await.unwrap();
+    b.publish(&busy, msg(0)).await.unwrap();
+    b.declare_queue(&busy, kind).await.unwrap();
+    // Kept: its message is there, and it has no cap.
+    b.publish(&busy, msg(1)).await.unwrap();
+    let mut c = b.consume(&busy, 10).await.unwrap();
+    assert_eq!(take_exactly(&mut c, 2).await, vec![0, 1]);
+    // In use (a consumer), though empty: kept too.
+    b.declare_queue(&busy, kind).await.unwrap();
+    b.publish(&busy, msg(2)).await.unwrap();
+    b.publish(&busy, msg(3)).await.unwrap();
+    assert_eq!(take_exactly(&mut c, 2).await, vec![2, 3]);
+    drop(c);
+    b.delete_queue(&busy).await.unwrap();
+}
+
+/// An own queue with no consumer for its idle time is deleted, bindings
+/// and content; declared again, it comes back empty.
+pub async fn unused_own_queue_expires(b: &dyn Broker) {
+    let (q, x) = (unique("own"), unique("ownx"));
+    let kind = QueueKind::Own {
+        max: 10,
+        idle_ms: 200,
+    };
+    b.declare_fanout(&x).await.unwrap();
+    b.declare_queue(&q, kind).await.unwrap();
+    b.bind(&q, &x).await.unwrap();
+    b.publish_fanout(&x, msg(1)).await.unwrap();
+    // Polls until it is gone: consuming a queue that is not there fails.
+    // Each look uses the queue, so they are further apart than its idle
+    // time.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match b.consume(&q, 1).await {
+            Ok(c) => drop(c),
+            Err(_) => break,
+        }
+    }
+    b.declare_queue(&q, kind).await.unwrap();
+    b.bind(&q, &x).await.unwrap();
+    let mut c = b.consume(&q, 10).await.unwrap();
+    b.publish_fanout(&x, msg(2)).await.unwrap();
+    assert_eq!(take_exactly(&mut c, 1).await, vec![2]);
     drop(c);
     b.delete_queue(&q).await.unwrap();
 }

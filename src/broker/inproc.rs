@@ -4,13 +4,18 @@
 //! broker does, down to its quieter rules: a message published to a missing
 //! queue is dropped without an error, a requeued delivery goes back to the
 //! head of its queue (where a capped queue drops first), and a queue is not
-//! declared again with another kind unless the new one is capped.
+//! declared again with another kind unless the new one is capped (or
+//! bounded, over an empty unused queue). Time (a bounded queue's message
+//! TTL, an own queue's idle expiry) is tokio's clock, so a test that
+//! pauses it moves it by hand; expiries are applied whenever the broker is
+//! next used, which no one can tell from the broker doing it on time.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
 
 use super::{Acker, Broker, Consumer, Delivery, Message, QueueKind};
 use crate::error::{Error, Result};
@@ -29,13 +34,19 @@ struct State {
     next_consumer: u64,
 }
 
+/// A message in a queue, and when it expires (a bounded queue's).
+type Held = (Message, Option<Instant>);
+
 struct Queue {
     kind: QueueKind,
-    ready: VecDeque<(Message, bool)>,
+    /// Ready messages, whether redelivered, and when they expire.
+    ready: VecDeque<(Message, bool, Option<Instant>)>,
     consumers: Vec<Slot>,
     next: usize,
     /// Delivered, not yet settled: tag to (consumer, message).
-    unacked: HashMap<u64, (u64, Message)>,
+    unacked: HashMap<u64, (u64, Held)>,
+    /// Since when it has had no consumer (declaring it counts as a use).
+    idle_since: Instant,
 }
 
 struct Slot {
@@ -54,32 +65,94 @@ impl Queue {
             consumers: Vec::new(),
             next: 0,
             unacked: HashMap::new(),
+            idle_since: Instant::now(),
         }
     }
 
-    /// A message published to the queue.
-    fn enqueue(&mut self, msg: Message) {
-        self.ready.push_back((msg, false));
+    /// A message published to the queue; refused (false) by a full
+    /// bounded queue, as RabbitMQ's `reject-publish` nacks it.
+    fn enqueue(&mut self, msg: Message) -> bool {
+        self.expire();
+        let expiry = match self.kind {
+            QueueKind::Bounded { max, ttl_ms } => {
+                if self.ready.len() >= usize::try_from(max).unwrap_or(usize::MAX) {
+                    return false;
+                }
+                Some(Instant::now() + Duration::from_millis(ttl_ms.into()))
+            }
+            _ => None,
+        };
+        self.ready.push_back((msg, false, expiry));
         self.trim();
+        true
     }
 
-    /// Deliveries given back, in their order, to the head of the queue.
-    fn requeue(&mut self, msgs: impl DoubleEndedIterator<Item = Message>) {
-        for msg in msgs.rev() {
-            self.ready.push_front((msg, true));
+    /// Deliveries given back, in their order, to the head of the queue,
+    /// each with its first expiry.
+    fn requeue(&mut self, msgs: impl DoubleEndedIterator<Item = Held>) {
+        for (msg, expiry) in msgs.rev() {
+            self.ready.push_front((msg, true, expiry));
         }
         self.trim();
     }
 
     /// Drops the oldest ready messages over a capped queue's bound, as
-    /// RabbitMQ's `drop-head` does; unacknowledged ones do not count.
+    /// RabbitMQ's `drop-head` does; unacknowledged ones do not count. (A
+    /// bounded queue refuses publishes instead; a requeue may take it
+    /// past its bound, as on RabbitMQ.)
     fn trim(&mut self) {
-        if let QueueKind::Capped(cap) = self.kind {
-            let cap = usize::try_from(cap).unwrap_or(usize::MAX);
-            while self.ready.len() > cap {
-                self.ready.pop_front();
-            }
+        let cap = match self.kind {
+            QueueKind::Capped(max) | QueueKind::Own { max, .. } => max,
+            _ => return,
+        };
+        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+        while self.ready.len() > cap {
+            self.ready.pop_front();
         }
+    }
+
+    /// Drops the expired messages at the head, as RabbitMQ does (a
+    /// requeued message, back at the head, keeps its first expiry).
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while self
+            .ready
+            .front()
+            .is_some_and(|(_, _, at)| at.is_some_and(|at| at <= now))
+        {
+            self.ready.pop_front();
+        }
+    }
+
+    /// Whether an own queue has been unused for its idle time.
+    fn expired(&self, now: Instant) -> bool {
+        match self.kind {
+            QueueKind::Own { idle_ms, .. } => {
+                self.consumers.is_empty()
+                    && self.idle_since + Duration::from_millis(idle_ms.into()) <= now
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether it holds nothing and has no consumer.
+    fn idle(&self) -> bool {
+        self.ready.is_empty() && self.unacked.is_empty() && self.consumers.is_empty()
+    }
+}
+
+/// Deletes the own queues unused for their idle time, as RabbitMQ's
+/// `x-expires` does; called before anything looks at the queues.
+fn reap(st: &mut State) {
+    let now = Instant::now();
+    let gone: Vec<String> = st
+        .queues
+        .iter()
+        .filter(|(_, q)| q.expired(now))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in gone {
+        remove_queue(st, &name);
     }
 }
 
@@ -108,14 +181,14 @@ impl InProcBroker {
         let Some(q) = st.queues.get_mut(queue) else {
             return;
         };
-        let Some((consumer, msg)) = q.unacked.remove(&tag) else {
+        let Some((consumer, held)) = q.unacked.remove(&tag) else {
             return; // already settled, or requeued when its consumer left
         };
         if let Some(slot) = q.consumers.iter_mut().find(|s| s.id == consumer) {
             slot.held -= 1;
         }
         if requeue {
-            q.requeue(std::iter::once(msg));
+            q.requeue(std::iter::once(held));
         }
         let mut out = Outbox::new();
         dispatch(self, &mut st, queue, &mut out);
@@ -162,11 +235,14 @@ impl InProcBroker {
             .map(|(tag, _)| *tag)
             .collect();
         tags.sort_unstable();
-        let back: Vec<Message> = tags
+        let back: Vec<Held> = tags
             .iter()
             .filter_map(|tag| q.unacked.remove(tag).map(|(_, m)| m))
             .collect();
         q.requeue(back.into_iter());
+        if q.consumers.is_empty() {
+            q.idle_since = Instant::now();
+        }
         if q.kind == QueueKind::Transient && q.consumers.is_empty() {
             remove_queue(&mut st, queue);
             return;
@@ -198,6 +274,7 @@ fn dispatch(broker: &InProcBroker, st: &mut State, queue: &str, out: &mut Outbox
     let Some(q) = queues.get_mut(queue) else {
         return;
     };
+    q.expire();
     while !q.ready.is_empty() && !q.consumers.is_empty() {
         let n = q.consumers.len();
         let has_room = |s: &Slot| s.held < s.prefetch;
@@ -217,7 +294,7 @@ fn dispatch(broker: &InProcBroker, st: &mut State, queue: &str, out: &mut Outbox
             return;
         };
         q.next = (pick + 1) % n;
-        let (msg, redelivered) = q.ready.pop_front().expect("not empty");
+        let (msg, redelivered, expiry) = q.ready.pop_front().expect("not empty");
         *next_tag += 1;
         let tag = *next_tag;
         let acker = InProcAcker {
@@ -229,7 +306,7 @@ fn dispatch(broker: &InProcBroker, st: &mut State, queue: &str, out: &mut Outbox
         slot.held += 1;
         let delivery = Delivery::new(msg.clone(), redelivered, Box::new(acker));
         out.push((slot.tx.clone(), delivery));
-        q.unacked.insert(tag, (slot.id, msg));
+        q.unacked.insert(tag, (slot.id, (msg, expiry)));
     }
 }
 
@@ -276,6 +353,12 @@ fn no_queue(name: &str) -> Error {
     Error::Unavailable(format!("no queue {name:?}"))
 }
 
+fn refused(queue: &str) -> Error {
+    Error::Unavailable(format!(
+        "broker refused the message: queue {queue:?} is full"
+    ))
+}
+
 fn no_exchange(name: &str) -> Error {
     Error::Unavailable(format!("no exchange {name:?}"))
 }
@@ -284,16 +367,35 @@ fn no_exchange(name: &str) -> Error {
 impl Broker for InProcBroker {
     async fn declare_queue(&self, name: &str, kind: QueueKind) -> Result<()> {
         let mut st = self.state();
-        match st.queues.get(name).map(|q| q.kind) {
-            Some(had) if had == kind => return Ok(()),
+        reap(&mut st);
+        match st.queues.get_mut(name) {
+            Some(q) if q.kind == kind => {
+                q.idle_since = Instant::now();
+                return Ok(());
+            }
             // RabbitMQ refuses other arguments (PRECONDITION_FAILED); a
-            // capped queue replaces the old one instead (see `QueueKind`).
-            Some(had) if !matches!(kind, QueueKind::Capped(_)) => {
+            // capped queue replaces the old one instead, and a bounded one
+            // an idle one (see `QueueKind`).
+            Some(_) if kind.replaces() => remove_queue(&mut st, name),
+            Some(q) if matches!(kind, QueueKind::Bounded { .. }) => {
+                if !q.idle() {
+                    tracing::warn!(
+                        queue = name,
+                        ?kind,
+                        had = ?q.kind,
+                        "the queue exists with other arguments and is in use or holds \
+                         messages: kept as it is"
+                    );
+                    return Ok(());
+                }
+                remove_queue(&mut st, name);
+            }
+            Some(q) => {
                 return Err(Error::Unavailable(format!(
-                    "queue {name:?} exists as {had:?}, not {kind:?}"
+                    "queue {name:?} exists as {:?}, not {kind:?}",
+                    q.kind
                 )));
             }
-            Some(_) => remove_queue(&mut st, name),
             None => {}
         }
         st.queues.insert(name.to_owned(), Queue::new(kind));
@@ -310,6 +412,7 @@ impl Broker for InProcBroker {
 
     async fn bind(&self, queue: &str, exchange: &str) -> Result<()> {
         let mut st = self.state();
+        reap(&mut st);
         if !st.queues.contains_key(queue) {
             return Err(no_queue(queue));
         }
@@ -330,12 +433,15 @@ impl Broker for InProcBroker {
 
     async fn publish(&self, queue: &str, msg: Message) -> Result<()> {
         let mut st = self.state();
+        reap(&mut st);
         // No such queue: RabbitMQ's default exchange routes the message
         // nowhere and confirms it, so it is gone, and that is no error.
         let Some(q) = st.queues.get_mut(queue) else {
             return Ok(());
         };
-        q.enqueue(msg);
+        if !q.enqueue(msg) {
+            return Err(refused(queue));
+        }
         let mut out = Outbox::new();
         dispatch(self, &mut st, queue, &mut out);
         drop(st);
@@ -345,26 +451,33 @@ impl Broker for InProcBroker {
 
     async fn publish_fanout(&self, exchange: &str, msg: Message) -> Result<()> {
         let mut st = self.state();
+        reap(&mut st);
         let bound = st
             .exchanges
             .get(exchange)
             .ok_or_else(|| no_exchange(exchange))?
             .clone();
         let mut out = Outbox::new();
+        // A queue that refuses it makes the publish fail (RabbitMQ nacks
+        // it), the other queues having it.
+        let mut refusal = Ok(());
         for queue in bound {
             if let Some(q) = st.queues.get_mut(&queue) {
-                q.enqueue(msg.clone());
+                if !q.enqueue(msg.clone()) {
+                    refusal = Err(refused(&queue));
+                }
                 dispatch(self, &mut st, &queue, &mut out);
             }
         }
         drop(st);
         deliver(out);
-        Ok(())
+        refusal
     }
 
     async fn consume_ranked(&self, queue: &str, prefetch: u16, priority: i32) -> Result<Consumer> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = self.state();
+        reap(&mut st);
         st.next_consumer += 1;
         let id = st.next_consumer;
         st.queues

@@ -19,8 +19,12 @@
 //!   publish succeeds (RabbitMQ's default exchange routes it nowhere and
 //!   confirms it); declaring the queue later does not bring it back. A
 //!   publish to a fanout exchange that does not exist fails;
-//! - a [`QueueKind::Capped`] queue drops its oldest ready messages when it
-//!   overflows;
+//! - a [`QueueKind::Capped`] (or [`QueueKind::Own`]) queue drops its oldest
+//!   ready messages when it overflows; an [`QueueKind::Own`] queue is
+//!   deleted by the broker once unused for a while;
+//! - a [`QueueKind::Bounded`] queue refuses a publish over its cap (the
+//!   publish fails) and drops a message that waited longer than its TTL
+//!   (a requeued one keeps its first expiry);
 //! - no call waits on the broker without bound: one that gets no answer in
 //!   time fails with [`Error::Unavailable`](crate::error::Error), and a
 //!   publish that fails so may still have reached the broker (callers
@@ -78,11 +82,36 @@ impl Message {
     }
 }
 
+/// How many messages `writeQ` holds at most: a publish over it is refused
+/// (`x-overflow: reject-publish`), an error the orchestrator retries within
+/// its deadline like any failed publish. Far above what a master keeps
+/// waiting in normal work; reached only when no master consumes.
+pub const WRITE_Q_MAX: u32 = 50_000;
+/// How long a message waits in `writeQ` at most (`x-message-ttl`): the
+/// orchestrator's request deadline (`REQUEST_DEADLINE`, 15 s), after which
+/// it has given up on the request; a slave asks for a snapshot again
+/// sooner. So with no master, retries and snapshot requests do not pile
+/// up, and a write request never lives long (see `store`'s request
+/// records). A requeued message keeps its first expiry.
+pub const WRITE_Q_TTL_MS: u32 = 15_000;
+/// How long a slave's own sync queue may stay unused (no consumer) before
+/// the broker deletes it (`x-expires`): a SIGKILLed slave's queue would
+/// otherwise stay bound to `syncQ`, collecting every write, for ever. A
+/// slave that comes back later declares it afresh (empty) and, as at
+/// every start, takes a snapshot before it serves; a slave that lost its
+/// connection that long finds the gap at the next write's seq, or at the
+/// check it makes when it subscribes again.
+pub const SYNC_QUEUE_IDLE_MS: u32 = 60_000;
+
 /// How a queue is declared.
 ///
 /// Declaring a queue that exists with another kind fails (RabbitMQ answers
-/// `PRECONDITION_FAILED`), except for [`QueueKind::Capped`], which replaces
-/// it.
+/// `PRECONDITION_FAILED`), except for [`QueueKind::Capped`] and
+/// [`QueueKind::Own`], which replace it, and [`QueueKind::Bounded`], which
+/// replaces it only if it is empty and unused (else keeps it as it is,
+/// with a warning). A broker keeps queues of an earlier run, declared
+/// with the arguments of their time: this is how they are brought to the
+/// current ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueueKind {
     /// Survives broker restarts; messages are persistent.
@@ -102,7 +131,38 @@ pub enum QueueKind {
     /// what queued before redundant) accepts the loss, and binds after
     /// declaring.
     Capped(u32),
+    /// [`QueueKind::Capped`] at `max`, and deleted by the broker once it
+    /// has had no consumer for `idle_ms` (RabbitMQ's `x-expires`): a
+    /// slave's own sync queue ([`SYNC_QUEUE_IDLE_MS`]). Declared over a
+    /// queue of other arguments as a capped queue is.
+    Own { max: u32, idle_ms: u32 },
+    /// Durable, refusing a publish that would hold more than `max` ready
+    /// messages (`x-max-length` with `x-overflow: reject-publish`), and
+    /// dropping a message ready for longer than `ttl_ms`
+    /// (`x-message-ttl`): `writeQ`.
+    ///
+    /// Declared over an existing queue of other arguments (one of an
+    /// earlier version): if that queue holds nothing and has no consumer,
+    /// it is deleted and declared afresh; otherwise it is kept as it is,
+    /// without cap or TTL, and the declaration succeeds with a warning (a
+    /// later declaration, at the next start, tries again). Messages
+    /// published in between the delete and the declaration are dropped,
+    /// which a publisher bears as a publish that failed.
+    Bounded { max: u32, ttl_ms: u32 },
 }
+
+impl QueueKind {
+    /// Replaces a queue of other arguments, whatever it holds.
+    pub fn replaces(self) -> bool {
+        matches!(self, QueueKind::Capped(_) | QueueKind::Own { .. })
+    }
+}
+
+/// How `writeQ` is declared.
+pub const WRITE_Q_KIND: QueueKind = QueueKind::Bounded {
+    max: WRITE_Q_MAX,
+    ttl_ms: WRITE_Q_TTL_MS,
+};
 
 /// Settles one delivery.
 #[async_trait]
@@ -190,11 +250,11 @@ pub trait Broker: Send + Sync + 'static {
     async fn consume_ranked(&self, queue: &str, prefetch: u16, priority: i32) -> Result<Consumer>;
 }
 
-/// Declares the fixed topology: `readQ`, `writeQ`, `responseQ` and the
-/// `syncQ` exchange.
+/// Declares the fixed topology: `readQ`, `writeQ` (bounded: see
+/// [`WRITE_Q_KIND`]), `responseQ` and the `syncQ` exchange.
 pub async fn declare_topology(broker: &dyn Broker) -> Result<()> {
     broker.declare_queue(READ_Q, QueueKind::Durable).await?;
-    broker.declare_queue(WRITE_Q, QueueKind::Durable).await?;
+    broker.declare_queue(WRITE_Q, WRITE_Q_KIND).await?;
     broker.declare_queue(RESPONSE_Q, QueueKind::Durable).await?;
     broker.declare_fanout(SYNC_X).await
 }

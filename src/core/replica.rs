@@ -21,6 +21,11 @@
 //!   applied* (a run in flight, a snapshot being installed): one that
 //!   disowns any of them makes the replica resync, serving no read until a
 //!   fresh snapshot is installed;
+//! - subscribed to its sync queue again (a lost connection), it may find
+//!   the queue declared afresh, empty (the broker deletes one unused for a
+//!   while): it asks the master whether it is current, and reports itself
+//!   not ready (standing in no election) until the answer is in; the
+//!   writes it missed show otherwise only at the next write or read;
 //! - a wait for a write known to exist lasts at most [`GAP_WAIT_MS`]
 //!   before a snapshot is asked for, and a replica held at a gap for
 //!   [`GAP_UNREADY_MS`] does not report itself ready;
@@ -111,6 +116,14 @@ pub struct ReplicaCore {
     /// Holds writes the history does not (or a run failed): a snapshot
     /// must replace the store before anything is applied or served.
     diverged: bool,
+    /// The sync queue was consumed before: a later subscription may find
+    /// it declared afresh (the broker deleted it, unused, while this
+    /// replica was cut off), the writes published meanwhile gone.
+    subscribed_before: bool,
+    /// Since subscribing again, not yet told by the master that it is
+    /// current (or given a snapshot): it reports itself not ready, so it
+    /// does not stand in an election with writes it may have missed.
+    confirming: bool,
     pending: BTreeMap<u64, Run>,
     applying: Option<InFlight>,
     /// Since when a write known to exist has not come, with no progress.
@@ -140,6 +153,8 @@ impl ReplicaCore {
             applied,
             ready: false,
             diverged: false,
+            subscribed_before: false,
+            confirming: false,
             pending: BTreeMap::new(),
             applying: None,
             behind_since: None,
@@ -221,7 +236,9 @@ impl ReplicaCore {
             applied: self.applied,
             // Not while a gap lasts: it cannot stand for the history then.
             // (Syncs of two groups may arrive out of order for a moment.)
-            ready: self.ready && !self.stuck_at_gap(now),
+            // Nor while it has not confirmed it missed nothing when its
+            // sync queue was subscribed again.
+            ready: self.ready && !self.stuck_at_gap(now) && !self.confirming,
             reads_served: self.reads_served,
             epoch: self.lineage.epoch(),
             last_epoch: self.lineage.owner(self.applied),

@@ -9,7 +9,7 @@
 //! purpose: its node going is no death), hung (its session ended while
 //! its process runs on: it has [`HUNG_AFTER_MS`] to come back before it is
 //! killed and started again over its own store), or buried (its death was
-//! handled). A death seen by the runtime is acted on at once (its node is
+//! handled; forgotten [`FORGET_BURIED_MS`] later). A death seen by the runtime is acted on at once (its node is
 //! deleted, the election runs); a session that ends is the fallback, and
 //! right after the watcher's own session reopened, a master's missing
 //! node is given [`GRACE_MS`] to come back (after a coordinator outage
@@ -34,7 +34,18 @@ pub const RESPAWN_WAIT_MS: u64 = 1_000;
 pub const STARTUP_WAIT_MS: u64 = 15_000;
 /// How soon a failed election is tried again.
 pub const ELECTION_RETRY_MS: u64 = 50;
-/// Pids remembered before those neither registered nor running go.
+/// How long a buried worker's pid is remembered. A dead worker's pid
+/// matters while something about its death may still come: its node
+/// (until its session expires, seconds), the runtime's exit, `/master`
+/// naming it (an election's outcome read late). Five minutes is far past
+/// all of them; then it is forgotten, so that the map of pids does not
+/// grow with every death over a long run. The succession (the masters
+/// lost since the last one seen leading) is kept apart, by worker id, and
+/// is not touched: it stays until a master leads. A pid that comes back
+/// (registered, or reused by the OS) is known afresh, as live.
+pub const FORGET_BURIED_MS: u64 = 5 * 60 * 1000;
+/// More pids than this, and the buried ones go at once, however recent
+/// (a safety net for a storm of deaths).
 const REMEMBERED: usize = 1024;
 
 /// A worker process as the runtime lists it.
@@ -54,8 +65,10 @@ pub enum Fate {
     Hung {
         until: u64,
     },
-    /// Its death was handled.
-    Buried,
+    /// Its death was handled, at `at`.
+    Buried {
+        at: u64,
+    },
 }
 
 /// A timer the watcher sets.

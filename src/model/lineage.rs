@@ -9,13 +9,39 @@
 //! epoch is dropped" safe under redelivery: an older epoch's write that the
 //! new master had adopted (at or below its base) is still admitted.
 //!
-//! Every sync message carries its sender's whole lineage (a few pairs). A
-//! replica that hears of a newer epoch adopts the sender's lineage; if the
-//! two disagree on the owner of any seq it has applied, it holds writes
-//! the new history does not (a deposed master's): it has diverged and must
-//! take a snapshot.
+//! Every sync message carries its sender's lineage. A replica that hears
+//! of a newer epoch adopts the sender's lineage; if the two disagree on the
+//! owner of any seq it has applied, it holds writes the new history does
+//! not (a deposed master's): it has diverged and must take a snapshot.
+//!
+//! # Bounded
+//!
+//! A lineage keeps the newest [`KEPT_EPOCHS`] epochs only (one entry per
+//! election would otherwise grow without end, in the store and in every
+//! sync batch). The older entries are replaced by one marker, `(0, 0)`,
+//! first: the history is *truncated*, and the owners of the seqs up to its
+//! *floor* (the lowest base kept) are forgotten. The rule then:
+//! - a lineage is only judged above the floor (the higher floor of the two
+//!   compared): the owners there are checked as before. What lies below is
+//!   taken as shared, which is sound because a replica only ever holds a
+//!   lineage after judging its writes against it (or beginning it as
+//!   master): two lineages that give the seq after the floor the same
+//!   (kept) owner descend from the same judged history below it;
+//! - a replica whose applied seq is at or below that floor cannot be judged
+//!   at all (it missed [`KEPT_EPOCHS`] elections): it is taken as diverged
+//!   and takes a snapshot;
+//! - no write at or below the floor is admitted (its owner is unknown).
 
 use bincode::{Decode, Encode};
+
+/// How many epochs a lineage keeps (see the module docs): 32 elections
+/// is far more than a replica can miss and still be worth catching up
+/// write by write, and 32 pairs are a few hundred bytes per sync batch.
+pub const KEPT_EPOCHS: usize = 32;
+
+/// The entry that stands, first, for the epochs a truncated lineage
+/// forgot. No master begins epoch 0.
+const FORGOTTEN: (u64, u64) = (0, 0);
 
 /// The epochs a history went through, oldest first, each with its base.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
@@ -61,7 +87,46 @@ impl Lineage {
 
     /// Whether a write of `epoch` at `seq` belongs to this history.
     pub fn admits(&self, epoch: u64, seq: u64) -> bool {
-        self.owner(seq) == epoch
+        epoch != 0 && self.owner(seq) == epoch
+    }
+
+    /// Whether older epochs were forgotten (see the module docs).
+    pub fn truncated(&self) -> bool {
+        self.epochs.first() == Some(&FORGOTTEN)
+    }
+
+    /// The seqs up to this one have no known owner: 0 unless truncated,
+    /// else the lowest base kept.
+    pub fn floor(&self) -> u64 {
+        if !self.truncated() {
+            return 0;
+        }
+        self.kept().iter().map(|e| e.1).min().unwrap_or(0)
+    }
+
+    /// The epochs kept, without the marker of the forgotten ones.
+    fn kept(&self) -> &[(u64, u64)] {
+        let skip = usize::from(self.truncated());
+        &self.epochs[skip..]
+    }
+
+    /// Forgets all but the newest [`KEPT_EPOCHS`] epochs.
+    fn trim(&mut self) {
+        let kept = self.kept().len();
+        if kept <= KEPT_EPOCHS {
+            return;
+        }
+        let keep = self.epochs.split_off(self.epochs.len() - KEPT_EPOCHS);
+        self.epochs = std::iter::once(FORGOTTEN).chain(keep).collect();
+    }
+
+    /// How many entries it holds (the marker included).
+    pub fn len(&self) -> usize {
+        self.epochs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.epochs.is_empty()
     }
 
     /// A master begins `epoch` after the writes up to `applied`. Refused
@@ -73,6 +138,7 @@ impl Lineage {
             std::cmp::Ordering::Equal if !self.epochs.is_empty() => true,
             _ => {
                 self.epochs.push((epoch, applied));
+                self.trim();
                 true
             }
         }
@@ -80,8 +146,14 @@ impl Lineage {
 
     /// Whether both lineages give every seq up to `through` the same
     /// owner. Owners only change just past a base, so checking seq 1 and
-    /// the seq after each base of either is enough.
+    /// the seq after each base of either is enough. Above the higher floor
+    /// only, when either is truncated; and never when `through` is at or
+    /// below it: what lies there cannot be judged (see the module docs).
     pub fn agrees(&self, other: &Lineage, through: u64) -> bool {
+        let floor = self.floor().max(other.floor());
+        if through > 0 && through <= floor {
+            return false;
+        }
         let after_bases = self
             .epochs
             .iter()
@@ -89,7 +161,8 @@ impl Lineage {
             .map(|&(_, base)| base.saturating_add(1));
         std::iter::once(1)
             .chain(after_bases)
-            .filter(|&seq| seq <= through)
+            .chain(std::iter::once(floor.saturating_add(1)))
+            .filter(|&seq| seq > floor && seq <= through)
             .all(|seq| self.owner(seq) == other.owner(seq))
     }
 
@@ -101,6 +174,7 @@ impl Lineage {
         }
         let agrees = self.agrees(sender, applied);
         *self = sender.clone();
+        self.trim();
         if agrees {
             Follow::Adopted
         } else {
@@ -207,5 +281,66 @@ mod tests {
                 assert_eq!(l, lineage(sender));
             }
         }
+    }
+
+    /// A history of `elections` epochs, each begun 10 seqs after the last.
+    fn elected(elections: u64) -> Lineage {
+        let mut l = Lineage::default();
+        for e in 1..=elections {
+            assert!(l.begin(e, (e - 1) * 10));
+        }
+        l
+    }
+
+    #[test]
+    fn a_lineage_keeps_the_newest_epochs_only() {
+        let short = elected(KEPT_EPOCHS as u64);
+        assert!(!short.truncated());
+        assert_eq!(short.floor(), 0);
+        let l = elected(1000);
+        assert!(l.truncated());
+        assert_eq!(l.len(), KEPT_EPOCHS + 1);
+        assert_eq!(l.epoch(), 1000);
+        // The oldest kept: epoch 969, begun after seq 9680.
+        let oldest = 1000 - KEPT_EPOCHS as u64 + 1;
+        assert_eq!(l.floor(), (oldest - 1) * 10);
+        assert_eq!(l.owner(l.floor() + 1), oldest);
+        assert_eq!(l.owner(l.floor()), 0);
+        assert!(!l.admits(oldest - 1, l.floor()));
+        assert!(!l.admits(0, 1));
+        assert!(l.admits(oldest, l.floor() + 1));
+        // Stays bounded when followed, and when begun again.
+        let mut follower = elected(3);
+        assert_eq!(follower.follow(&elected(2000), 20), Follow::Diverged);
+        assert_eq!(follower.len(), KEPT_EPOCHS + 1);
+        let mut long = l.clone();
+        long.begin(1001, 10_000);
+        assert_eq!(long.len(), KEPT_EPOCHS + 1);
+    }
+
+    #[test]
+    fn a_truncated_lineage_is_judged_above_its_floor() {
+        let sender = elected(100); // floor 680
+        let floor = sender.floor();
+        // A replica that followed epoch 90 (begun after 890), at 895:
+        // above the floor, in the history.
+        let mut r = elected(90);
+        assert_eq!(r.follow(&sender, 895), Follow::Adopted);
+        // The same lineage, truncated to where it was then, too.
+        let mut r = elected(90);
+        assert!(r.truncated());
+        assert_eq!(r.follow(&sender, 899), Follow::Adopted);
+        // Applied past epoch 90's successor's base under epoch 90: a fork,
+        // seen above the floor.
+        let mut r = elected(90);
+        assert_eq!(r.follow(&sender, 901), Follow::Diverged);
+        // At or below the floor nothing can be judged: a snapshot.
+        let mut r = elected(60);
+        assert_eq!(r.follow(&sender, floor), Follow::Diverged);
+        let mut r = elected(60);
+        assert_eq!(r.follow(&sender, floor - 100), Follow::Diverged);
+        // Nothing applied: nothing to judge.
+        let mut r = Lineage::default();
+        assert_eq!(r.follow(&sender, 0), Follow::Adopted);
     }
 }

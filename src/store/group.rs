@@ -8,14 +8,29 @@ impl Store {
     /// a batch each (sled writes its log out for every batch), and still
     /// all or nothing across a crash. Other writers wait until the group
     /// is committed or dropped.
+    ///
+    /// Its records are stamped with the wall clock's time now; see
+    /// [`Store::group_at`].
     pub fn group(&self) -> WriteGroup<'_> {
+        self.group_at(wall_clock_ms())
+    }
+
+    /// Like [`Store::group`], its records made at `now_ms` (wall-clock ms;
+    /// see the module docs on how long records are kept).
+    pub fn group_at(&self, now_ms: u64) -> WriteGroup<'_> {
         let guard = lock(&self.inner.writer);
+        let forgotten = self.forgotten_through_ms();
         WriteGroup {
             store: self,
             _writer: guard,
             tx: Tx::new(&self.inner.db),
             next: self.applied_seq().saturating_add(1),
             lineage: None,
+            now_ms,
+            limits: self.record_limits(),
+            forget_from: 0,
+            forgotten,
+            forgotten_before: forgotten,
         }
     }
 }
@@ -30,6 +45,16 @@ pub struct WriteGroup<'s> {
     next: u64,
     /// A lineage learned meanwhile, written with the group.
     lineage: Option<Lineage>,
+    /// When its records are made (wall-clock ms).
+    now_ms: u64,
+    limits: RecordLimits,
+    /// The lowest seq whose record may still be kept (what the group
+    /// forgot is below it).
+    forget_from: u64,
+    /// When the newest forgotten record was made, this group's included,
+    /// and before the group.
+    forgotten: u64,
+    forgotten_before: u64,
 }
 
 impl WriteGroup<'_> {
@@ -58,7 +83,7 @@ impl WriteGroup<'_> {
         let after = self.check_seq(seq)?;
         self.tx.begin();
         let result = write::apply_op(&mut self.tx, &self.store.inner.schema, op)
-            .and_then(|result| record(&mut self.tx, seq, request_id, Ok(&result)).map(|()| result));
+            .and_then(|result| self.record(seq, request_id, Ok(&result)).map(|()| result));
         match result {
             Ok(result) => {
                 self.tx.commit();
@@ -77,7 +102,7 @@ impl WriteGroup<'_> {
     /// is taken, so the refusal replicates like a write.
     pub fn refuse(&mut self, seq: u64, request_id: u128, refusal: &Error) -> Result<()> {
         let after = self.check_seq(seq)?;
-        record(&mut self.tx, seq, request_id, Err(refusal))?;
+        self.record(seq, request_id, Err(refusal))?;
         self.next = after;
         Ok(())
     }
@@ -92,6 +117,64 @@ impl WriteGroup<'_> {
         }
         seq.checked_add(1)
             .ok_or_else(|| Error::Storage("sequence numbers exhausted".into()))
+    }
+
+    /// Whether a request sent at `sent_ms` (the sender's wall clock) with
+    /// no record may be one whose record was forgotten: sent at or before
+    /// the newest forgotten record was made, or more than the record
+    /// window ago. The master refuses such a request rather than apply it,
+    /// maybe a second time (see the module docs).
+    pub fn stale(&self, sent_ms: u64) -> bool {
+        sent_ms <= self.forgotten || sent_ms.saturating_add(self.limits.window_ms) <= self.now_ms
+    }
+
+    /// Adds the bookkeeping of answer `seq` to the group: the request-id
+    /// record and its index entry, stamped with the group's time; and
+    /// forgets the oldest records the limits no longer keep (a few at
+    /// most). (The group records the applied seq once, when it commits.)
+    fn record(
+        &mut self,
+        seq: u64,
+        request_id: u128,
+        answer: std::result::Result<&WriteResult, &Error>,
+    ) -> Result<()> {
+        let tx = &mut self.tx;
+        tx.put(request_key(request_id), keys::encode_record(seq, answer)?);
+        tx.put(
+            request_seq_key(seq),
+            keys::encode_index(request_id, self.now_ms),
+        );
+        for _ in 0..FORGET_STEP {
+            if !self.forget_oldest(seq)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the oldest record if it is past the window, or one too
+    /// many with `newest` recorded; false when there is none to forget.
+    fn forget_oldest(&mut self, newest: u64) -> Result<bool> {
+        let mut oldest = None;
+        let from = request_seq_key(self.forget_from);
+        let hi = tx::successor(&[keys::REQUEST_SEQ]);
+        self.tx
+            .scan_range(&from, hi.as_ref().map(Vec::as_slice), |k, v| {
+                oldest = Some((decode_u64(&k[1..])?, keys::decode_index(v)?));
+                Ok(false)
+            })?;
+        let Some((seq, (id, made))) = oldest else {
+            return Ok(false);
+        };
+        let too_old = made.saturating_add(self.limits.window_ms) <= self.now_ms;
+        let too_many = newest.saturating_sub(seq) >= self.limits.count;
+        if seq >= newest || !(too_old || too_many) {
+            return Ok(false);
+        }
+        forget(&mut self.tx, seq, id)?;
+        self.forget_from = seq.saturating_add(1);
+        self.forgotten = self.forgotten.max(made);
+        Ok(true)
     }
 
     /// Like [`Store::answer`], seeing the group's own writes too.
@@ -116,6 +199,12 @@ impl WriteGroup<'_> {
         if last > self.store.applied_seq() || lineage.is_some() {
             let mut tx = self.tx;
             tx.put(keys::APPLIED_SEQ.to_vec(), last.to_be_bytes().to_vec());
+            if self.forgotten != self.forgotten_before {
+                tx.put(
+                    keys::FORGOTTEN.to_vec(),
+                    self.forgotten.to_be_bytes().to_vec(),
+                );
+            }
             let mut batch = tx.into_batch();
             if let Some(l) = &lineage {
                 put_lineage(&mut batch, l)?;

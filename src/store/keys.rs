@@ -23,6 +23,9 @@ pub(super) const APPLIED_SEQ: &[u8] = b"ms";
 pub(super) const EPOCH: &[u8] = b"me";
 pub(super) const LINEAGE: &[u8] = b"ml";
 pub(super) const CLUSTER: &[u8] = b"mk";
+/// When the newest request record forgotten was made (u64 BE, ms of the
+/// wall clock): see `super::RECORD_WINDOW_MS`.
+pub(super) const FORGOTTEN: &[u8] = b"mh";
 /// `mc` + table -> the last auto key handed out (u64 BE).
 pub(super) const COUNTER: &[u8] = b"mc";
 
@@ -92,6 +95,24 @@ pub(super) fn request_seq_key(seq: u64) -> Vec<u8> {
     let mut k = vec![REQUEST_SEQ];
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// The request-id index entry of one answer: the id, and when its record
+/// was made (ms).
+pub(super) fn encode_index(id: u128, made_ms: u64) -> Vec<u8> {
+    let mut v = id.to_be_bytes().to_vec();
+    v.extend_from_slice(&made_ms.to_be_bytes());
+    v
+}
+
+/// The id and the time of an index entry; an entry of an earlier version
+/// holds the id alone, and counts as made at time 0 (so as old as can be).
+pub(super) fn decode_index(bytes: &[u8]) -> Result<(u128, u64)> {
+    match bytes.len() {
+        16 => Ok((decode_u128(bytes)?, 0)),
+        24 => Ok((decode_u128(&bytes[..16])?, decode_u64(&bytes[16..])?)),
+        n => Err(corrupt("request index", format!("{n} bytes"))),
+    }
 }
 
 pub(super) fn decode_u64(bytes: &[u8]) -> Result<u64> {

@@ -14,7 +14,8 @@
 //! | `mk`                                 | cluster id (u64 BE)            |
 //! | `mc` table                           | last auto key given (u64 BE)   |
 //! | `r` request id (u128 BE)             | bincode((seq, answer))         |
-//! | `q` seq (u64 BE)                     | request id (u128 BE)           |
+//! | `q` seq (u64 BE)                     | request id (u128 BE), made at (ms, u64 BE) |
+//! | `mh`                                 | when the newest forgotten record was made (ms) |
 //! | `x` table 0x00 index no. values row key | the row's tree key       |
 //! | `mi`                                 | the index definitions followed |
 //!
@@ -35,12 +36,44 @@
 //! * Seqs are gapless: `apply` refuses any seq but `applied_seq() + 1`.
 //! * Reads never see half a write: they share a gate that a batch takes
 //!   exclusively while sled applies it (sled iterators alone could).
-//! * The answers to the last [`REMEMBERED_WRITES`] requests are kept
-//!   against their request ids, refusals too (a refusal takes a seq that
-//!   writes nothing), so a redelivered request gets its first answer from
-//!   [`Store::answer`], whichever replica became master.
+//! * The answers to requests are kept against their request ids, refusals
+//!   too (a refusal takes a seq that writes nothing), so a redelivered
+//!   request gets its first answer from [`Store::answer`], whichever
+//!   replica became master; for how long, see below.
 //! * A store belongs to one cluster ([`Store::join_cluster`]) and follows
 //!   one [`Lineage`]; its epoch never goes down.
+
+//!
+//! # How long request records are kept
+//!
+//! A request can come again only while it can still be in `writeQ` or be
+//! published again by the orchestrator: the orchestrator gives up on a
+//! request after its deadline (15 s) and publishes it no more; `writeQ`
+//! expires a message that waited longer than its TTL (about the same), a
+//! requeued one keeping its first expiry; a message held by a master that
+//! hangs comes back when the broker drops its connection (heartbeats, a
+//! minute at most) and has expired by then. So no request lives two
+//! minutes. The rule:
+//!
+//! * every record is stamped with the wall-clock time it was made
+//!   (passed in: [`Store::group_at`]; [`Store::group`] reads the clock),
+//!   and a record older than [`RECORD_WINDOW_MS`] (ten minutes, five times
+//!   the longest life of a request) is forgotten, oldest first, a few per
+//!   write recorded;
+//! * as a safety net on memory and disk, no more than
+//!   [`REMEMBERED_WRITES`] records are kept, whatever their age (a burst
+//!   of more writes than that within the window forgets the oldest early);
+//! * the store remembers when the newest record it forgot was made (its
+//!   *horizon*, [`Store::forgotten_through_ms`], copied with snapshots).
+//!   A request sent at or before the horizon, or more than the window
+//!   ago, may have a forgotten record: [`WriteGroup::stale`] says so, and
+//!   the master must refuse such a request rather than apply it (maybe a
+//!   second time). With the window and TTL above, no live request is ever
+//!   refused so; only the count bound, under a burst, can make one stale.
+//!
+//! Times compare the sender's clock with the store's: the window leaves
+//! minutes for clock skew. A record of an earlier version has no time and
+//! counts as made at time 0: it is forgotten first.
 
 mod cond;
 mod group;
@@ -59,11 +92,44 @@ use crate::error::{Error, Result};
 use crate::model::{Lineage, ReadOp, ReadResult, Schema, WriteOp, WriteReply, WriteResult};
 
 pub use group::WriteGroup;
-use keys::{decode_record, decode_u128, decode_u64, request_key, request_seq_key};
+use keys::{decode_record, decode_u64, request_key, request_seq_key};
 use tx::Tx;
 
-/// How many of the latest writes have their request id remembered.
-pub const REMEMBERED_WRITES: u64 = 100_000;
+/// At most this many request records are kept, whatever their age (the
+/// safety net of the rule in the module docs): at 3,000 writes a second
+/// (the benchmarked peak) they cover five and a half minutes, over twice
+/// the longest life of a request, for about 100 MB of disk.
+pub const REMEMBERED_WRITES: u64 = 1_000_000;
+/// A request record older than this (ms) is forgotten (module docs).
+pub const RECORD_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// How many old records one recorded answer forgets at most: more than
+/// one, so that the records shrink back after a burst.
+const FORGET_STEP: usize = 4;
+
+/// How long request records are kept: see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordLimits {
+    /// Records older than this (ms) are forgotten.
+    pub window_ms: u64,
+    /// No more records than this are kept.
+    pub count: u64,
+}
+
+impl Default for RecordLimits {
+    fn default() -> Self {
+        RecordLimits {
+            window_ms: RECORD_WINDOW_MS,
+            count: REMEMBERED_WRITES,
+        }
+    }
+}
+
+/// The wall clock in ms since the epoch (0 if it is set before 1970).
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// A handle on a worker's store; clones share it.
 #[derive(Clone)]
@@ -83,6 +149,7 @@ struct Inner {
     /// The cluster this store belongs to (0: none yet).
     cluster: AtomicU64,
     lineage: RwLock<Lineage>,
+    limits: RwLock<RecordLimits>,
     /// Serializes everything that writes, so that checking the seq and
     /// writing are one step, and a snapshot sees no write in flight.
     writer: Mutex<()>,
@@ -153,6 +220,7 @@ impl Store {
                 applied: AtomicU64::new(applied),
                 cluster: AtomicU64::new(cluster),
                 lineage: RwLock::new(lineage),
+                limits: RwLock::new(RecordLimits::default()),
                 writer: Mutex::new(()),
                 gate: RwLock::new(()),
             }),
@@ -251,8 +319,52 @@ impl Store {
         Ok(result)
     }
 
-    /// The answer logged for this request id (among the last
-    /// [`REMEMBERED_WRITES`] requests), refusals included.
+    /// How long request records are kept.
+    pub fn record_limits(&self) -> RecordLimits {
+        *self
+            .inner
+            .limits
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps request records within `limits` from the next write on (the
+    /// defaults are the rule of the module docs; tests use smaller ones).
+    pub fn set_record_limits(&self, limits: RecordLimits) {
+        *self
+            .inner
+            .limits
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = limits;
+    }
+
+    /// When the newest request record forgotten was made (ms; 0: none
+    /// forgotten yet, as far as times are known).
+    pub fn forgotten_through_ms(&self) -> u64 {
+        match self.inner.db.get(keys::FORGOTTEN) {
+            Ok(Some(bytes)) => decode_u64(&bytes).unwrap_or(u64::MAX),
+            Ok(None) => 0,
+            // Unreadable: take every request as possibly forgotten, which
+            // refuses rather than risks applying one twice.
+            Err(e) => {
+                tracing::warn!("unreadable request horizon: {e}");
+                u64::MAX
+            }
+        }
+    }
+
+    /// How many request records the store holds (for checks and metrics).
+    pub fn request_records(&self) -> Result<u64> {
+        let mut n = 0;
+        for entry in self.inner.db.scan_prefix([keys::REQUEST_SEQ]) {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The answer logged for this request id (while its record is kept:
+    /// see the module docs), refusals included.
     pub fn answer(&self, request_id: u128) -> Option<Recorded> {
         let found = self.inner.db.get(request_key(request_id));
         recorded(
@@ -261,8 +373,8 @@ impl Store {
         )
     }
 
-    /// If a write with this request id was applied (among the last
-    /// [`REMEMBERED_WRITES`]), its seq and result.
+    /// If a write with this request id was applied (and its record is
+    /// kept), its seq and result.
     pub fn replay(&self, request_id: u128) -> Option<WriteReply> {
         self.answer(request_id)?.into_reply().ok()
     }
@@ -372,31 +484,11 @@ fn put_lineage(batch: &mut sled::Batch, lineage: &Lineage) -> Result<()> {
     Ok(())
 }
 
-/// Adds the bookkeeping of answer `seq` to its batch: the request-id
-/// record and its index entry, and forgets the record of the answer
-/// [`REMEMBERED_WRITES`] seqs ago so the records stay bounded. (The group
-/// records the applied seq once, when it commits.)
-fn record(
-    tx: &mut Tx,
-    seq: u64,
-    request_id: u128,
-    answer: std::result::Result<&WriteResult, &Error>,
-) -> Result<()> {
-    tx.put(request_key(request_id), keys::encode_record(seq, answer)?);
-    tx.put(request_seq_key(seq), request_id.to_be_bytes().to_vec());
-    match seq.checked_sub(REMEMBERED_WRITES) {
-        Some(old) if old > 0 => forget(tx, old),
-        _ => Ok(()),
-    }
-}
-
-fn forget(tx: &mut Tx, old_seq: u64) -> Result<()> {
-    let index_key = request_seq_key(old_seq);
-    let Some(id) = tx.get(&index_key)? else {
-        return Ok(());
-    };
-    tx.remove(index_key);
-    let record_key = request_key(decode_u128(&id)?);
+/// Forgets the record of answer `old_seq`, request `id`, and its index
+/// entry.
+fn forget(tx: &mut Tx, old_seq: u64, id: u128) -> Result<()> {
+    tx.remove(request_seq_key(old_seq));
+    let record_key = request_key(id);
     // The same id may have been applied again since; keep that record.
     if let Some(bytes) = tx.get(&record_key)? {
         match decode_record(&bytes) {

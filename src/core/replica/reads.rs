@@ -93,7 +93,11 @@ impl ReplicaCore {
         }
         *self.subscription(c) = Subscription::On;
         match c {
-            Consumer::Sync => self.first_ask(),
+            Consumer::Sync if self.subscribed_before && self.ready => self.confirm_current(),
+            Consumer::Sync => {
+                self.subscribed_before = true;
+                self.first_ask();
+            }
             Consumer::Reads => {
                 let msg = format!("slave caught up at seq {}; serving reads", self.applied);
                 self.log(Level::Info, msg);

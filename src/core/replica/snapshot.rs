@@ -67,6 +67,19 @@ impl ReplicaCore {
         }
     }
 
+    /// Subscribed to the sync queue again while caught up: asks the master
+    /// whether the store is current (a cheap answer when it is), standing
+    /// for no history until the answer is in.
+    pub(super) fn confirm_current(&mut self) {
+        self.confirming = true;
+        let applied = self.applied;
+        self.log(
+            Level::Info,
+            format!("sync queue subscribed again at seq {applied}; asking whether it is current"),
+        );
+        self.want_snapshot(applied);
+    }
+
     /// Asks for the state past `have_seq`, superseding any request out,
     /// or once the snapshot being installed is in.
     pub(super) fn want_snapshot(&mut self, have_seq: u64) {
@@ -267,6 +280,7 @@ impl ReplicaCore {
     fn caught_up(&mut self, seq: u64, theirs: Lineage) {
         self.applied = seq;
         self.behind_since = None;
+        self.confirming = false;
         // A newer lineage heard meanwhile stays, if the snapshot's writes
         // are all in it.
         if theirs.epoch() >= self.lineage.epoch() {

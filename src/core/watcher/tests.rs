@@ -309,3 +309,52 @@ fn a_stale_read_of_master_does_not_undo_a_newer_election() {
     let fx = w.on(view(&reports), 12, &rt);
     assert_eq!(elections(&fx), vec![(Some(102), vec![1])], "{fx:?}");
 }
+
+#[test]
+fn a_worker_buried_long_ago_is_forgotten() {
+    let (mut w, _) = steady();
+    let rt = running(&[1, 2]);
+    w.on(Input::Crashed { pid: 103 }, 10, &rt);
+    assert_eq!(w.fate(103), Some(Fate::Buried { at: 10 }));
+    let reports = &steady_reports()[..2];
+    w.on(view(reports), 20, &rt);
+    // Recently buried: remembered (a late exit is the same death).
+    w.on(view(reports), 10 + FORGET_BURIED_MS - 1, &rt);
+    assert_eq!(w.fate(103), Some(Fate::Buried { at: 10 }));
+    w.on(view(reports), 10 + FORGET_BURIED_MS, &rt);
+    assert_eq!(w.fate(103), None);
+    // The others are all still known.
+    assert_eq!(w.fate(101), Some(Fate::Live));
+    assert_eq!(w.fate(102), Some(Fate::Live));
+}
+
+/// Forgetting buried pids leaves the succession whole: the masters lost
+/// since the last one seen leading are still heard in the next election.
+#[test]
+fn forgetting_the_buried_keeps_the_succession() {
+    let (mut w, _) = steady();
+    let rt = running(&[2, 3]);
+    w.on(Input::Crashed { pid: 101 }, 10, &rt);
+    w.on(Input::Elected(Ok((record(2, 2).unwrap(), true))), 11, &rt);
+    // Worker 2 does not lead yet; long after, the dead master's pid goes.
+    let later = 11 + FORGET_BURIED_MS;
+    let mut promoting = report(2, ReportedRole::Promoting, false);
+    promoting.epoch = 2;
+    let slave = report(3, ReportedRole::Slave, true);
+    w.on(view(&[promoting, slave]), later, &rt);
+    assert_eq!(w.fate(101), None);
+    let fx = w.on(Input::Crashed { pid: 102 }, later + 1, &running(&[3]));
+    assert_eq!(elections(&fx), vec![(Some(102), vec![1, 2])]);
+}
+
+/// A dead pid that `/master` still names stays known however long ago it
+/// died: the record is judged against its fate.
+#[test]
+fn the_pid_master_names_is_never_forgotten() {
+    let (mut w, _) = steady();
+    let rt = running(&[2, 3]);
+    w.on(Input::Crashed { pid: 101 }, 10, &rt);
+    let reports = &steady_reports()[1..];
+    w.on(view(reports), 10 + 2 * FORGET_BURIED_MS, &rt);
+    assert_eq!(w.fate(101), Some(Fate::Buried { at: 10 }));
+}

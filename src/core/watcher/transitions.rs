@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Effect, Fate, Input, Running, Timer, WatcherCore, ELECTION_RETRY_MS, GRACE_MS, REMEMBERED,
-    RESPAWN_TRIES, RESPAWN_WAIT_MS, STARTUP_WAIT_MS,
+    Effect, Fate, Input, Running, Timer, WatcherCore, ELECTION_RETRY_MS, FORGET_BURIED_MS,
+    GRACE_MS, REMEMBERED, RESPAWN_TRIES, RESPAWN_WAIT_MS, STARTUP_WAIT_MS,
 };
 use crate::coord::election::{MasterRecord, ReportedRole, WorkerReport};
 
@@ -61,7 +61,7 @@ impl WatcherCore {
             Input::Crashed { pid } => self.on_gone(pid, true, now, running, &mut fx),
             Input::Elected(res) => self.on_elected(res, now, &mut fx),
             Input::Woke(Timer::CheckMaster) => self.check_master(now, &mut fx),
-            Input::Woke(Timer::CheckHung { pid }) => self.check_hung(pid, running, &mut fx),
+            Input::Woke(Timer::CheckHung { pid }) => self.check_hung(pid, now, running, &mut fx),
             Input::Started { id, result, tries } => self.on_started(id, result, tries, &mut fx),
             Input::HungKilled { id, pid } => {
                 if !self.stopped {
@@ -112,7 +112,7 @@ impl WatcherCore {
             self.on_gone(pid, false, now, running, fx);
         }
         self.check_master(now, fx);
-        self.forget_the_long_gone(running);
+        self.forget_the_long_gone(now, running);
     }
 
     /// A worker's node went (`seen`: the runtime saw it exit).
@@ -122,13 +122,14 @@ impl WatcherCore {
             self.view.remove(&pid); // stopped on purpose: its exit follows
             return;
         }
-        let handled = matches!(fate, Some(Fate::Buried | Fate::Hung { .. }));
+        let handled = matches!(fate, Some(Fate::Buried { .. } | Fate::Hung { .. }));
         if self.stopped || handled {
             return;
         }
         let id = self.id_of(pid);
         self.view.remove(&pid);
-        self.known.insert(pid, (id.unwrap_or(0), Fate::Buried));
+        self.known
+            .insert(pid, (id.unwrap_or(0), Fate::Buried { at: now }));
         let was_master = self.master_pid() == Some(pid);
         if let Some(id) = id.filter(|_| was_master) {
             self.succession.master_lost(id);
@@ -172,11 +173,11 @@ impl WatcherCore {
 
     /// A worker whose session ended and that did not come back in time
     /// is hung: killed through the runtime and started again.
-    fn check_hung(&mut self, pid: u64, running: &[Running], fx: &mut Fx) {
+    fn check_hung(&mut self, pid: u64, now: u64, running: &[Running], fx: &mut Fx) {
         let Some(&(id, Fate::Hung { .. })) = self.known.get(&pid) else {
             return; // back, or exited and replaced
         };
-        self.known.insert(pid, (id, Fate::Buried));
+        self.known.insert(pid, (id, Fate::Buried { at: now }));
         if self.stopped {
             return;
         }
@@ -326,7 +327,7 @@ impl WatcherCore {
         if !expected {
             if let Some(Fate::Hung { .. }) = self.fate(pid) {
                 // Its session had ended already; now its process did too.
-                self.known.insert(pid, (id, Fate::Buried));
+                self.known.insert(pid, (id, Fate::Buried { at: now }));
                 if !self.stopped {
                     self.respawn(Some(id), pid, running, fx);
                 }
@@ -344,7 +345,7 @@ impl WatcherCore {
             event(fx, "stop", format!("worker pid {pid} stopping on purpose"));
             return;
         }
-        self.known.insert(pid, (id, Fate::Buried));
+        self.known.insert(pid, (id, Fate::Buried { at: now }));
         self.view.remove(&pid);
         if self.master_pid() == Some(pid) {
             self.elect(Some(pid), fx);
@@ -371,7 +372,7 @@ impl WatcherCore {
             return;
         };
         match self.fate(m.pid) {
-            Some(Fate::Buried | Fate::Hung { .. }) => self.succession.master_lost(m.id),
+            Some(Fate::Buried { .. } | Fate::Hung { .. }) => self.succession.master_lost(m.id),
             Some(Fate::Leaving) => {}
             Some(Fate::Live) | None if !self.view.contains_key(&m.pid) => {
                 self.known.insert(m.pid, (m.id, Fate::Live));
@@ -381,17 +382,25 @@ impl WatcherCore {
         }
     }
 
-    /// Bounds what is remembered of pids: past [`REMEMBERED`], only those
-    /// registered, running, hung or leaving stay.
-    fn forget_the_long_gone(&mut self, running: &[Running]) {
-        if self.known.len() <= REMEMBERED {
-            return;
-        }
+    /// Bounds what is remembered of pids (see [`FORGET_BURIED_MS`]): a
+    /// worker buried that long ago is forgotten, unless it is registered
+    /// or running again, or `/master` names it. Past [`REMEMBERED`] pids,
+    /// only those registered, running, named by `/master`, hung or leaving
+    /// stay.
+    fn forget_the_long_gone(&mut self, now: u64, running: &[Running]) {
+        let crowded = self.known.len() > REMEMBERED;
+        let master = self.master_pid();
         let view = &self.view;
-        self.known.retain(|pid, (_, fate)| {
-            view.contains_key(pid)
-                || running.iter().any(|w| w.pid == *pid)
-                || matches!(fate, Fate::Hung { .. } | Fate::Leaving)
+        self.known.retain(|&pid, (_, fate)| {
+            let present = view.contains_key(&pid)
+                || running.iter().any(|w| w.pid == pid)
+                || master == Some(pid);
+            match *fate {
+                _ if present => true,
+                Fate::Hung { .. } | Fate::Leaving => true,
+                Fate::Live => !crowded,
+                Fate::Buried { at } => !crowded && now.saturating_sub(at) < FORGET_BURIED_MS,
+            }
         });
     }
 }

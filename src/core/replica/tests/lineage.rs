@@ -120,3 +120,38 @@ fn a_newer_lineage_that_agrees_is_adopted_and_drops_pending_deposed_writes() {
     assert_eq!(run(&fx), Some((11, 13)));
     assert!(acked(&r.applied(13)).contains(&kept));
 }
+
+/// A history of `elections` epochs, each begun 10 seqs after the last:
+/// longer than a lineage keeps, so truncated.
+fn elected(elections: u64) -> Lineage {
+    let mut l = Lineage::default();
+    for e in 1..=elections {
+        assert!(l.begin(e, (e - 1) * 10));
+    }
+    l
+}
+
+/// A replica that missed more elections than a lineage keeps cannot judge
+/// its writes against the truncated one it hears: it takes a snapshot.
+#[test]
+fn a_replica_below_the_lineage_floor_resyncs() {
+    let sender = elected(100);
+    assert!(sender.truncated());
+    let mut r = Replica::caught_up(5, lineage(&[(1, 0)]));
+    let last = sender.epoch();
+    let (_, fx) = r.sync(batch(&sender, last, 991..=991));
+    assert_eq!(asked(&fx).map(|a| a.1), Some(u64::MAX), "{fx:?}");
+    assert!(!r.ready());
+}
+
+/// One above the floor, in the history, follows the newer epochs and goes
+/// on applying: truncation costs no snapshot.
+#[test]
+fn a_replica_above_the_lineage_floor_follows_on() {
+    let sender = elected(100);
+    let mut r = Replica::caught_up(895, elected(90));
+    let (_, fx) = r.sync(batch(&sender, 100, 896..=896));
+    assert_eq!(asked(&fx), None, "{fx:?}");
+    assert!(r.ready());
+    assert_eq!(r.core.lineage, sender);
+}

@@ -136,3 +136,51 @@ fn reads_that_wait_for_a_seq_that_never_comes_take_a_snapshot() {
     assert_eq!(asked(&fx), None);
     assert_eq!(asked(&r.wait(1)).map(|a| a.1), Some(0));
 }
+
+/// A slave cut off longer than its sync queue's idle expiry finds the
+/// queue declared afresh, empty, when it subscribes again: the writes
+/// published meanwhile are gone. It asks the master whether it is current
+/// and stands for no history until the answer is in: here, a snapshot
+/// holding what it missed.
+#[test]
+fn a_sync_queue_subscribed_again_is_checked_against_the_master() {
+    let l = lineage(&[(1, 0)]);
+    let mut r = Replica::caught_up(10, l.clone());
+    let fx = r.on(Input::ConsumerEnded(Consumer::Sync));
+    assert!(fx.contains(&Effect::Consume(Consumer::Sync)), "{fx:?}");
+    let fx = r.on(Input::Consuming(Consumer::Sync));
+    let (request, have) = asked(&fx).expect("asks whether it is current");
+    assert_eq!(have, 10);
+    assert!(!r.ready(), "stands in no election meanwhile");
+    // Reads go on: what it holds is a consistent prefix.
+    let (read, fx) = r.read(10);
+    assert_eq!(served(&fx), vec![read]);
+    // 11..=14 were published while the queue was gone.
+    let (_, fx) = r.answer(request, stamp(1), snapshot_at(14));
+    assert!(installs(&fx), "{fx:?}");
+    r.on(Input::Installed {
+        request,
+        result: Ok((14, l.clone())),
+    });
+    assert!(r.ready());
+    assert_eq!(r.core.status(r.now).applied, 14);
+    // The writes after it apply as usual.
+    let (_, fx) = r.sync(batch(&l, 1, 15..=15));
+    assert_eq!(run(&fx), Some((15, 15)));
+}
+
+/// Told it is current, it is ready again at once.
+#[test]
+fn a_sync_queue_subscribed_again_and_current_is_ready_again() {
+    let l = lineage(&[(1, 0)]);
+    let mut r = Replica::caught_up(10, l.clone());
+    r.on(Input::ConsumerEnded(Consumer::Sync));
+    let fx = r.on(Input::Consuming(Consumer::Sync));
+    let (request, _) = asked(&fx).expect("asks whether it is current");
+    r.answer(request, stamp(1), Reply::Snapshot(Ok(None)));
+    r.on(Input::Installed {
+        request,
+        result: Ok((10, l)),
+    });
+    assert!(r.ready());
+}
