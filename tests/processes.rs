@@ -249,6 +249,7 @@ async fn a_new_cluster_on_a_used_virtual_host_keeps_only_its_own_rows() {
             request_id: 70_000 + i,
             epoch: stamp.epoch,
             op: user(&format!("orphan{i}")),
+            sent_ms: dbaas::store::wall_clock_ms(),
         });
         let msg = Message {
             body: wire::encode(stamp, &req),

@@ -21,6 +21,9 @@ pub struct DbWrite {
     /// The same id on every retry, so the master applies it once.
     pub request_id: u128,
     pub op: WriteOp,
+    /// When the request was first sent (wall-clock ms), the same on every
+    /// retry.
+    pub sent_ms: u64,
 }
 
 /// Orchestrator: a newer epoch leads (the election watcher saw it).

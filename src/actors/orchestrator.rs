@@ -279,6 +279,7 @@ impl Handler<DbWrite> for Orchestrator {
             request_id: msg.request_id,
             epoch: stamp.epoch,
             op: msg.op,
+            sent_ms: msg.sent_ms,
         });
         let publish = self.send(ctx, WRITE_Q, id, wire::encode(stamp, &req));
         Box::pin(async move {

@@ -36,6 +36,10 @@ pub struct WriteRequest {
     /// The epoch the orchestrator believes current; older ones are fenced.
     pub epoch: u64,
     pub op: WriteOp,
+    /// When the client's request was first sent (wall-clock ms), the same
+    /// on every retry: a request older than the master's memory of request
+    /// ids is refused rather than maybe applied twice (see `store`).
+    pub sent_ms: u64,
 }
 
 /// What the master consumes from `writeQ`, in one order.

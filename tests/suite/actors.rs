@@ -62,6 +62,7 @@ macro_rules! every_script {
             a_master_elected_during_a_scale_down_is_not_stopped,
             reads_are_counted_once_through_a_slave_crash,
             a_stop_right_after_a_crash_leaves_no_worker,
+            a_request_older_than_the_records_is_refused_not_applied,
         );
     };
 }
@@ -93,6 +94,7 @@ pub(super) async fn write_request(c: &Cluster, request_id: u128, op: WriteOp) ->
         request_id,
         epoch: stamp.epoch,
         op,
+        sent_ms: dbaas::store::wall_clock_ms(),
     });
     wire::encode(stamp, &req)
 }
@@ -439,4 +441,50 @@ pub(super) async fn taking_writes(c: &Cluster, id: u64) -> bool {
         .status(id)
         .await
         .is_ok_and(|s| s.master && s.ready)
+}
+
+/// A request sent longer ago than the master remembers request ids may
+/// have been applied already, its record forgotten since: it is refused,
+/// with a clear error, and changes nothing.
+pub async fn a_request_older_than_the_records_is_refused_not_applied(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b.clone()).await;
+    let replies = "test.stale-replies";
+    c.broker
+        .declare_queue(replies, QueueKind::Transient)
+        .await
+        .unwrap();
+    let mut answers = c.broker.consume(replies, 10).await.unwrap();
+    let stamp = stamp(&c).await;
+    let req = MasterRequest::Write(WriteRequest {
+        request_id: 777,
+        epoch: stamp.epoch,
+        op: user("ancient"),
+        sent_ms: 1,
+    });
+    let msg = Message {
+        body: wire::encode(stamp, &req),
+        correlation_id: Some(1),
+        reply_to: Some(replies.into()),
+    };
+    c.broker.publish(WRITE_Q, msg).await.unwrap();
+    let d = tokio::time::timeout(DEADLINE, answers.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, reply): (Stamp, Reply) = wire::decode(&d.message.body).unwrap();
+    d.ack().await.unwrap();
+    assert!(
+        matches!(
+            reply,
+            Reply::Write(Err(dbaas::error::Error::Precondition(_)))
+        ),
+        "{reply:?}"
+    );
+    // A write after it takes seq 1: the old one took no seq.
+    let w = c.orchestrator.write(user("now")).await.unwrap();
+    assert_eq!(w.seq, 1);
+    assert_eq!(read(&c, count_users()).await, ReadResult::Count(1));
+    drop(answers);
+    c.stop().await;
 }

@@ -287,6 +287,7 @@ pub async fn a_master_that_claimed_its_place_again_is_not_elected_over_while_it_
             request_id: 90_000 + u128::from(i),
             epoch,
             op: user(&format!("straggler{i}")),
+            sent_ms: dbaas::store::wall_clock_ms(),
         });
         let msg = Message {
             body: wire::encode(old_stamp, &req),

@@ -89,6 +89,7 @@ pub async fn messages_of_an_earlier_cluster_on_the_same_broker_are_ignored(b: Ar
             request_id: 9000 + i,
             epoch: old_stamp.epoch,
             op: user(&format!("unanswered{i}")),
+            sent_ms: dbaas::store::wall_clock_ms(),
         });
         let req = wire::encode(old_stamp, &req);
         let msg = Message {

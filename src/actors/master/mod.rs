@@ -357,6 +357,16 @@ fn apply_write(
         let seq = rec.seq;
         return Ok(logged(seq, lineage.owner(seq), entry, rec.into_reply()));
     }
+    // A request older than this store's memory of request ids may have
+    // been applied already, its record since forgotten: refused, neither
+    // applied nor logged (the orchestrator gave up on it long ago; see
+    // `store` on how long records are kept).
+    if group.stale(w.sent_ms) {
+        return Ok(Outcome::Fenced(Error::Precondition(format!(
+            "request {:x} was sent too long ago to apply safely: it may have been applied already",
+            w.request_id
+        ))));
+    }
     // A request sent under a newer epoch: a newer master exists, and this
     // one must take no new write. (One sent under an older epoch, before
     // its sender heard of this master, is this master's to apply.)

@@ -66,10 +66,12 @@ impl OrchestratorHandle {
 
     pub async fn write(&self, op: WriteOp) -> Result<WriteReply> {
         let request_id = fastrand::u128(..);
+        let sent_ms = crate::store::wall_clock_ms();
         retry(self.deadline, || {
             self.addr.send(DbWrite {
                 request_id,
                 op: op.clone(),
+                sent_ms,
             })
         })
         .await
