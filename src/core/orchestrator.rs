@@ -29,7 +29,7 @@
 //!   acknowledged only once every earlier seq is. Eventual reads never
 //!   wait.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::backoff::Backoff;
 use crate::error::Error;
@@ -111,7 +111,7 @@ struct Head {
 #[derive(Debug)]
 pub struct OrchestratorCore<W, P> {
     cluster: u64,
-    pending: HashMap<u64, Attempt<W>>,
+    pending: BTreeMap<u64, Attempt<W>>,
     /// Strong reads waiting for the head (their attempts are pending).
     parked: Vec<(u64, P)>,
     next_id: u64,
@@ -128,7 +128,7 @@ impl<W, P> OrchestratorCore<W, P> {
     pub fn new(cluster: u64, epoch: u64, seed: u64) -> Self {
         OrchestratorCore {
             cluster,
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             parked: Vec::new(),
             next_id: seed,
             counters: Counters {
@@ -164,6 +164,21 @@ impl<W, P> OrchestratorCore<W, P> {
             in_flight: self.pending.len() - usize::from(self.head.asking.is_some()),
             ..self.counters
         }
+    }
+
+    /// The rule before the head was asked for (a planted bug, for checking
+    /// that the simulator catches it; never used in production): a fresh
+    /// orchestrator takes the head to be 0, so its strong reads act as
+    /// eventual until its first acknowledged write.
+    pub fn trusting_a_zero_head(mut self) -> Self {
+        self.learn_head(0);
+        self
+    }
+
+    /// The correlation id given last (a strong read's, when it waits for
+    /// the head and is sent later under it).
+    pub fn last_id(&self) -> u64 {
+        self.next_id
     }
 
     /// Whether the head is known (strong reads are sent at once).
@@ -322,7 +337,7 @@ impl<W, P> OrchestratorCore<W, P> {
     /// ask for the head was among them.
     fn fail_where(&mut self, why: &str, mut which: impl FnMut(&Attempt<W>) -> bool) -> bool {
         let mut head = false;
-        for (_, a) in self.pending.extract_if(|_, a| which(a)) {
+        for (_, a) in self.pending.extract_if(.., |_, a| which(a)) {
             match a.waiting {
                 Waiting::Read(waiter) | Waiting::Write(waiter) => {
                     let reply = Err(Error::Unavailable(why.to_owned()));

@@ -28,7 +28,7 @@ impl World {
         let held: Vec<u64> = self
             .leading
             .values()
-            .flat_map(|l| l.groups.values().flatten().copied())
+            .flat_map(|l| l.groups.values().flatten().map(|e| e.0))
             .collect();
         for write in held.into_iter().rev() {
             self.write_q.push_front(write);

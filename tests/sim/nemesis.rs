@@ -49,6 +49,7 @@ fn setup(rng: &mut fastrand::Rng) -> Setup {
         watch_lag: rng.u64(0..=10),
         hung_after: rng.u64(20..=300),
         pipeline_mutation: None,
+        zero_head: false,
     }
 }
 
@@ -80,6 +81,9 @@ pub fn run_mutated(
         }
         if rng.f64() < read_chance {
             w.reads += rng.u64(1..=4);
+            if rng.u8(0..8) == 0 {
+                w.strong_read();
+            }
         }
         if rng.f64() < fault_chance {
             fault(&mut w, &mut rng);
@@ -107,7 +111,8 @@ fn fault(w: &mut World, rng: &mut fastrand::Rng) {
     if live.is_empty() {
         return;
     }
-    match rng.u8(0..8) {
+    match rng.u8(0..9) {
+        8 => w.restart_orchestrator(),
         6 => w.broker_restart(),
         7 => w.coordinator_outage(rng.u64(1..=300)),
         4 => {

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use dbaas::core::pipeline::{sync_runs, Effect, GroupId, Pipeline};
 use dbaas::model::wire::{SyncBatch, SyncItem, SyncMessage};
 
+use super::orch::HEAD;
 use super::slave::sync_message;
 use super::world::{Rec, World};
 
@@ -29,8 +30,9 @@ pub struct Leading {
     pub pid: u64,
     pub epoch: u64,
     pub pipeline: Pipeline,
-    /// The writes each group holds unacknowledged.
-    pub groups: BTreeMap<GroupId, Vec<u64>>,
+    /// The `writeQ` entries each group holds unacknowledged (writes, and
+    /// asks for the head), each with its seq (a write's, or the head's).
+    pub groups: BTreeMap<GroupId, Vec<(u64, u64)>>,
     /// Each group's sync messages, by run (a failed one goes again).
     pub runs: BTreeMap<(GroupId, usize), SyncBatch>,
 }
@@ -57,8 +59,10 @@ impl World {
         let waiting: Vec<u64> = self
             .leading
             .values()
-            .flat_map(|l| l.groups.values().flatten().copied())
+            .flat_map(|l| l.groups.values().flatten().map(|e| e.0))
+            .filter(|e| e & HEAD == 0)
             .collect();
+        self.orch_new_epoch(epoch);
         if !waiting.is_empty() {
             self.log(format!("the orchestrator sends writes {waiting:?} again"));
             self.write_q.extend(waiting);
@@ -112,10 +116,19 @@ impl World {
     /// Takes, applies and flushes a group; hands its runs to the broker.
     fn take_group(&mut self, l: &mut Leading) {
         let n = self.rng.usize(1..=GROUP).min(self.write_q.len());
-        let writes: Vec<u64> = self.write_q.drain(..n).collect();
+        let entries: Vec<u64> = self.write_q.drain(..n).collect();
         let store = &mut self.workers.get_mut(&l.worker).expect("listed").store;
         let mut recs = Vec::with_capacity(n);
-        for &write in &writes {
+        let mut held = Vec::with_capacity(n);
+        let mut needs = 0;
+        for &write in &entries {
+            if write & HEAD != 0 {
+                // How far the history reaches here, once it is confirmed.
+                let head = store.applied.len() as u64;
+                needs = needs.max(head);
+                held.push((write, head));
+                continue;
+            }
             // A write applied before (its group went back) is answered
             // again from the record, and its sync sent again.
             let rec = match store.applied.iter().find(|r| r.write == write) {
@@ -131,6 +144,7 @@ impl World {
                 }
             };
             recs.push(rec);
+            held.push((write, rec.seq));
         }
         store.flush();
         let lineage = store.lineage.clone();
@@ -142,12 +156,12 @@ impl World {
                 messages[*run].push(sync_message(*rec));
             }
         }
-        let (group, effects) = l.pipeline.applied(self.now, true, &runs, 0);
+        let (group, effects) = l.pipeline.applied(self.now, true, &runs, needs);
         self.log(format!(
-            "worker {} applied group {group}: writes {writes:?} at {runs:?}",
+            "worker {} applied group {group}: {held:?} at {runs:?}",
             l.worker
         ));
-        l.groups.insert(group, writes);
+        l.groups.insert(group, held);
         for (run, mut writes) in messages.into_iter().enumerate() {
             writes.sort_by_key(|m| m.seq);
             writes.dedup_by_key(|m| m.seq);
@@ -254,16 +268,19 @@ impl World {
                             l.worker, l.epoch
                         ));
                     }
-                    for write in l.groups.remove(&g).unwrap_or_default() {
-                        self.acked.insert(write);
+                    for (entry, seq) in l.groups.remove(&g).unwrap_or_default() {
+                        if entry & HEAD == 0 {
+                            self.acked.insert(entry);
+                        }
+                        self.orch_answered(entry, seq, l.epoch);
                     }
                     self.log(format!("worker {} answered group {g}", l.worker));
                 }
                 Effect::Requeue(g) => {
                     l.runs.retain(|k, _| k.0 != g);
                     let writes = l.groups.remove(&g).unwrap_or_default();
-                    for &write in writes.iter().rev() {
-                        self.write_q.push_front(write);
+                    for &(entry, _) in writes.iter().rev() {
+                        self.write_q.push_front(entry);
                     }
                     self.log(format!("worker {} requeued group {g}", l.worker));
                 }

@@ -4,7 +4,8 @@
 //! setup slaves=2 cap=64 flush=0.05 refuse=0 respawn=40 session=30 hung=100
 //!                   (and `mutate=requeue-on-failed-publish`: the
 //!                   master's pipeline before failed publishes were sent
-//!                   again by their own group)
+//!                   again by their own group; `orchestrator=zero-head`:
+//!                   the orchestrator before it asked for the head)
 //! write 30          clients write 30 times; run until all are answered
 //! crash master      kill the worker /master names (a death seen at once)
 //! kill slaves       kill every live worker that does not lead
@@ -12,7 +13,10 @@
 //! kill worker 3     kill worker 3
 //! pause master 500  pause the master 500 ms (SIGSTOP, then SIGCONT)
 //! pause worker 2 50 pause worker 2 50 ms
+//! pause slaves 50   pause every worker that does not lead 50 ms
 //! restart broker    every consumer's channel dies, publishes under way fail
+//! restart orchestrator  a new one, which knows nothing acknowledged yet
+//! strong reads 5    clients send 5 strong reads (each checked when served)
 //! coordinator away 200  no lease, no session expiry, no watcher for 200 ms
 //! until promoting   run until an elected worker drains
 //! until leading     run until a master leads
@@ -89,6 +93,16 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
             w.kill(arg(2)?);
             Ok(())
         }
+        ["restart", "orchestrator"] => {
+            w.restart_orchestrator();
+            Ok(())
+        }
+        ["strong", "reads", _] => {
+            for _ in 0..arg(2)? {
+                w.strong_read();
+            }
+            Ok(())
+        }
         ["restart", "broker"] => {
             w.broker_restart();
             Ok(())
@@ -100,6 +114,18 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
         ["pause", "master", _] => {
             let id = w.named().map(|m| m.id).ok_or("no master")?;
             w.pause(id, arg(2)?);
+            Ok(())
+        }
+        ["pause", "slaves", _] => {
+            let slaves: Vec<u64> = w
+                .workers
+                .values()
+                .filter(|x| x.alive && !matches!(x.role, Role::Master { .. }))
+                .map(|x| x.id)
+                .collect();
+            for id in slaves {
+                w.pause(id, arg(2)?);
+            }
             Ok(())
         }
         ["pause", "worker", _, _] => {
@@ -167,6 +193,7 @@ fn parse_setup(words: &[&str]) -> Result<Setup, String> {
                     _ => return Err(bad()),
                 })
             }
+            "orchestrator" if v == "zero-head" => s.zero_head = true,
             _ => return Err(format!("unknown setting {k}")),
         }
     }

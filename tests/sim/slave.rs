@@ -140,7 +140,8 @@ impl World {
             Effect::Log(Level::Warn | Level::Error, what) => {
                 self.log(format!("worker {id}: {what}"))
             }
-            Effect::Log(..) | Effect::Serve(_) | Effect::Unavailable(_) => {}
+            Effect::Log(..) | Effect::Unavailable(_) => {}
+            Effect::Serve(tokens) => self.served(id, &tokens),
             Effect::Consume(c) => {
                 if c == Consumer::Sync {
                     self.worker(id).consuming = true;
@@ -150,10 +151,19 @@ impl World {
             Effect::StopConsuming(Consumer::Sync) => self.worker(id).consuming = false,
             Effect::StopConsuming(Consumer::Reads) => {}
             Effect::Ack(tokens) => {
-                let tokens: Vec<u64> = tokens.into_iter().filter(|t| t & ANSWER == 0).collect();
+                let tokens: Vec<u64> = tokens
+                    .into_iter()
+                    .filter(|t| t & (ANSWER | super::orch::READ) == 0)
+                    .collect();
                 self.queues.entry(id).or_default().ack(&tokens);
             }
-            Effect::Requeue(tokens) => self.queues.entry(id).or_default().requeue(&tokens),
+            Effect::Requeue(tokens) => {
+                let tokens: Vec<u64> = tokens
+                    .into_iter()
+                    .filter(|t| t & super::orch::READ == 0)
+                    .collect();
+                self.queues.entry(id).or_default().requeue(&tokens)
+            }
             Effect::Apply { writes, lineage } => self.apply_run(id, &writes, lineage),
             Effect::AskSnapshot {
                 request,

@@ -225,6 +225,9 @@ pub struct Setup {
     pub hung_after: u64,
     /// A bug planted in the master's pipeline.
     pub pipeline_mutation: Option<dbaas::core::pipeline::Mutation>,
+    /// A bug planted in the orchestrator: started again, it takes the
+    /// head to be 0.
+    pub zero_head: bool,
 }
 
 impl Default for Setup {
@@ -239,6 +242,7 @@ impl Default for Setup {
             watch_lag: 3,
             hung_after: 100,
             pipeline_mutation: None,
+            zero_head: false,
         }
     }
 }
@@ -298,6 +302,12 @@ pub struct World {
     pub answered_in: BTreeMap<u64, u64>,
     /// Promises broken as they happened (checked at the end).
     pub broken: Vec<String>,
+    /// The orchestrator, the writes acknowledged in order, and the strong
+    /// reads under way.
+    pub orch: super::orch::Orch,
+    pub acked_log: Vec<u64>,
+    pub next_read: u64,
+    pub reads_state: super::orch::Reads,
     pub trace: Vec<Event>,
 }
 
@@ -333,6 +343,10 @@ impl World {
             acked: BTreeSet::new(),
             answered_in: BTreeMap::new(),
             broken: Vec::new(),
+            orch: super::orch::orchestrator(0, seed, 0),
+            acked_log: Vec::new(),
+            next_read: 0,
+            reads_state: super::orch::Reads::default(),
             trace: Vec::new(),
             setup,
         };
@@ -453,6 +467,7 @@ impl World {
         let away = self.coordinator_away();
         self.sessions(away);
         self.deliver_publishes();
+        self.orch_tick();
         self.finish_starts();
         self.scaler_deliver();
         self.scale();
