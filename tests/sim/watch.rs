@@ -191,13 +191,12 @@ impl World {
     /// registers again (a new session). While the coordinator is `away`
     /// no session expires, and one that did is not made again (the
     /// worker, resumed, stays out of turn until the coordinator is back).
-
     pub(super) fn sessions(&mut self, away: bool) {
         let (now, session) = (self.now, self.setup.session_ms);
         let mut events = Vec::new();
         for w in self.workers.values_mut().filter(|w| w.alive) {
             match w.paused_until {
-                Some(until) if until <= now && !(away && !w.registered) => {
+                Some(until) if until <= now && (w.registered || !away) => {
                     w.paused_until = None;
                     if !w.registered {
                         w.registered = true;
