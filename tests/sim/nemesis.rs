@@ -139,13 +139,7 @@ fn fault(w: &mut World, rng: &mut fastrand::Rng) {
 
 /// Kills every live worker that does not lead (promotees included).
 pub fn kill_slaves(w: &mut World) {
-    let slaves: Vec<u64> = w
-        .workers
-        .values()
-        .filter(|x| x.alive && !matches!(x.role, Role::Master { .. }))
-        .map(|x| x.id)
-        .collect();
-    for id in slaves {
+    for id in w.slaves() {
         w.kill(id);
     }
 }

@@ -117,13 +117,7 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
             Ok(())
         }
         ["pause", "slaves", _] => {
-            let slaves: Vec<u64> = w
-                .workers
-                .values()
-                .filter(|x| x.alive && !matches!(x.role, Role::Master { .. }))
-                .map(|x| x.id)
-                .collect();
-            for id in slaves {
+            for id in w.slaves() {
                 w.pause(id, arg(2)?);
             }
             Ok(())

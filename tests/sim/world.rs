@@ -397,6 +397,15 @@ impl World {
         self.workers.values().find(|w| w.alive && w.pid == m.pid)
     }
 
+    /// Every live worker that does not lead (promotees included).
+    pub fn slaves(&self) -> Vec<u64> {
+        self.workers
+            .values()
+            .filter(|x| x.alive && !matches!(x.role, Role::Master { .. }))
+            .map(|x| x.id)
+            .collect()
+    }
+
     /// The worker that leads (takes writes), if any.
     pub fn leader(&self) -> Option<&Worker> {
         self.named()

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbaas::broker::{Broker, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
+use dbaas::broker::{Broker, Consumer, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use dbaas::model::wire::{
     self, Entry, MasterRequest, ReadRequest, Reply, Stamp, SyncBatch, SyncItem, SyncMessage,
     WriteRequest,
@@ -97,6 +97,15 @@ pub(super) async fn write_request(c: &Cluster, request_id: u128, op: WriteOp) ->
         sent_ms: dbaas::store::wall_clock_ms(),
     });
     wire::encode(stamp, &req)
+}
+
+/// A queue of the test's own for replies, and its consumer.
+pub(super) async fn reply_queue(c: &Cluster, name: &str) -> Consumer {
+    c.broker
+        .declare_queue(name, QueueKind::Transient)
+        .await
+        .unwrap();
+    c.broker.consume(name, 10).await.unwrap()
 }
 
 pub(super) async fn cluster(dir: &tempfile::TempDir, slaves: usize, b: Arc<dyn Broker>) -> Cluster {
@@ -245,11 +254,7 @@ pub async fn a_read_for_a_sequence_number_not_yet_applied_waits_then_answers(b: 
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(&dir, 1, b.clone()).await;
     let replies = "test.replies";
-    c.broker
-        .declare_queue(replies, QueueKind::Transient)
-        .await
-        .unwrap();
-    let mut answers = c.broker.consume(replies, 10).await.unwrap();
+    let mut answers = reply_queue(&c, replies).await;
     let ask = ReadRequest {
         min_seq: 1,
         op: get_user("later"),
@@ -315,11 +320,7 @@ pub async fn a_redelivered_write_is_applied_once(b: Arc<dyn Broker>) {
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(&dir, 1, b.clone()).await;
     let replies = "test.write-replies";
-    c.broker
-        .declare_queue(replies, QueueKind::Transient)
-        .await
-        .unwrap();
-    let mut answers = c.broker.consume(replies, 10).await.unwrap();
+    let mut answers = reply_queue(&c, replies).await;
     let req = write_request(
         &c,
         4242,
@@ -450,11 +451,7 @@ pub async fn a_request_older_than_the_records_is_refused_not_applied(b: Arc<dyn 
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(&dir, 1, b.clone()).await;
     let replies = "test.stale-replies";
-    c.broker
-        .declare_queue(replies, QueueKind::Transient)
-        .await
-        .unwrap();
-    let mut answers = c.broker.consume(replies, 10).await.unwrap();
+    let mut answers = reply_queue(&c, replies).await;
     let stamp = stamp(&c).await;
     let req = MasterRequest::Write(WriteRequest {
         request_id: 777,
