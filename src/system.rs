@@ -131,10 +131,21 @@ impl Cluster {
                 id: wid,
                 cluster: id,
             };
+            // The watcher may have started it already: hearing from
+            // `/master` that the last run's master is gone, it starts that
+            // worker over its store (the election waits for that store).
+            let running = |rt: &dyn WorkerRuntime| rt.list().iter().any(|w| w.id == wid);
             // A start may fail for a moment (a store its killed process
             // held, a container name being freed): tried again, bounded.
             let mut tries = 0;
-            while let Err(e) = runtime.start(spec).await {
+            while !running(runtime.as_ref()) {
+                let Err(e) = runtime.start(spec).await else {
+                    break;
+                };
+                if running(runtime.as_ref()) {
+                    tracing::info!(worker = wid, "worker started by the watcher meanwhile");
+                    break;
+                }
                 tries += 1;
                 if tries == START_TRIES {
                     return Err(e);

@@ -463,3 +463,46 @@ async fn a_scale_down_stops_a_hung_slave_first() {
     assert_eq!(failed, 0);
     c.stop().await;
 }
+
+/// A cluster stopped cleanly once its master is its last worker starts
+/// again over its data. The watcher hears from `/master` that the old
+/// master is gone and starts that worker over its store itself, while the
+/// cluster's start goes through every worker too: the second start of the
+/// same worker must not fail the whole start (it did, with "worker 3 runs
+/// already", every time).
+#[actix::test]
+async fn a_cluster_whose_master_is_its_last_worker_starts_again_over_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = amqp_url() else {
+        return;
+    };
+    let (_vhost, url) = fresh_vhost(&url);
+    let Some(zk) = fresh_zk(suite::ZK_SESSION) else {
+        return;
+    };
+    let c = process_cluster_at(dir.path(), 2, &url, &zk, None).await;
+    let mut acked = 0;
+    for round in 0..10 {
+        for i in 0..5 {
+            let name = format!("before-restart-{round}-{i}");
+            c.orchestrator.write(suite::user(&name)).await.unwrap();
+            acked += 1;
+        }
+        if master_id(&c).await == 3 {
+            break;
+        }
+        let (old, epoch) = (master_id(&c).await, c.epoch().await);
+        c.runtime.kill(old).await.unwrap();
+        failed_over(&c, epoch, 3, 3).await;
+    }
+    assert_eq!(master_id(&c).await, 3, "the master never moved to worker 3");
+    c.stop().await;
+    let c = process_cluster_at(dir.path(), 2, &url, &zk, None).await;
+    let count = c
+        .orchestrator
+        .read(count_users(), Consistency::Strong)
+        .await
+        .expect("strong reads work");
+    assert_eq!(count.result, ReadResult::Count(acked));
+    c.stop().await;
+}
