@@ -10,8 +10,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::StreamExt;
 
+mod apply;
 mod groups;
 
+use self::apply::{apply_all, decode_all};
 use self::groups::{Groups, Step};
 use super::lease::Lease;
 use super::messages::{GetStatus, Shutdown, WorkerStatus};
@@ -20,12 +22,9 @@ use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, RESPONSE_Q, SYNC_X, WRITE_Q};
 use crate::core::pipeline::sync_runs;
 use crate::error::{Error, Result};
-use crate::model::wire::{
-    self, Entry, MasterRequest, Reply, Snapshot, Stamp, SyncBatch, SyncItem, SyncMessage,
-    WriteRequest,
-};
-use crate::model::{validate_write, Lineage, WriteReply};
-use crate::store::{Store, WriteGroup};
+use crate::model::wire::{self, Reply, Snapshot, Stamp, SyncBatch, SyncItem, SyncMessage};
+use crate::model::{Lineage, WriteReply};
+use crate::store::Store;
 
 /// Most writes taken from `writeQ` into one group commit.
 const GROUP: usize = 256;
@@ -256,144 +255,6 @@ struct Sender<'a> {
     stamp: Stamp,
     lineage: &'a Lineage,
     groups: &'a Groups,
-}
-
-/// The requests of a group; what does not decode, or comes from another
-/// cluster, is dropped later.
-fn decode_all(batch: &[Delivery], stamp: Stamp) -> Vec<Option<MasterRequest>> {
-    let mut foreign = 0;
-    let requests = batch
-        .iter()
-        .map(|d| match wire::decode::<MasterRequest>(&d.message.body) {
-            Ok((s, r)) if s.cluster == stamp.cluster => Some(r),
-            Ok(_) => {
-                foreign += 1;
-                None
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "bad message on writeQ dropped");
-                None
-            }
-        })
-        .collect();
-    if foreign > 0 {
-        tracing::warn!(foreign, "messages of another cluster on writeQ dropped");
-    }
-    requests
-}
-
-/// The blocking part: every request in order, the writes between two
-/// snapshot requests as one sled batch, then one flush.
-fn apply_all(
-    store: &Store,
-    stamp: Stamp,
-    requests: Vec<Option<MasterRequest>>,
-) -> Result<Vec<Outcome>> {
-    let mut outcomes = Vec::with_capacity(requests.len());
-    let mut group = store.group();
-    let lineage = store.lineage();
-    // Replayed writes count too: an earlier group may have applied them
-    // and then failed to flush.
-    let mut answered = false;
-    for req in requests {
-        let outcome = match req {
-            None => Outcome::Dropped,
-            Some(MasterRequest::Write(w)) => {
-                let o = apply_write(&mut group, stamp.epoch, &lineage, w)?;
-                answered |= matches!(o, Outcome::Logged(..));
-                o
-            }
-            Some(MasterRequest::Snapshot {
-                have_seq,
-                have_epoch,
-            }) => {
-                // The snapshot lands between the writes before it and after.
-                group.commit()?;
-                store.flush()?;
-                let applied = store.applied_seq();
-                let current = have_seq == applied && lineage.owner(applied) == have_epoch;
-                let snapshot = if current {
-                    Ok(None)
-                } else {
-                    store.snapshot().map(Some)
-                };
-                group = store.group();
-                Outcome::Snapshot(snapshot)
-            }
-            Some(MasterRequest::Head) => Outcome::Head(group.next_seq().saturating_sub(1)),
-        };
-        outcomes.push(outcome);
-    }
-    group.commit()?;
-    if answered {
-        store.flush()?;
-    }
-    Ok(outcomes)
-}
-
-/// One write: answered again, fenced, refused or applied. Refusals are
-/// logged under a seq like writes, so that the answer is the same from any
-/// replica later. Only a storage failure is an error of the group.
-fn apply_write(
-    group: &mut WriteGroup,
-    epoch: u64,
-    lineage: &Lineage,
-    w: WriteRequest,
-) -> Result<Outcome> {
-    let logged = |seq: u64, epoch: u64, entry: Entry, reply| {
-        let sync = SyncMessage {
-            seq,
-            epoch,
-            request_id: w.request_id,
-            entry,
-        };
-        Outcome::Logged(sync, reply)
-    };
-    if let Some(rec) = group.answer(w.request_id) {
-        let entry = match &rec.answer {
-            Ok(_) => Entry::Write(w.op),
-            Err(e) => Entry::Refused(e.clone()),
-        };
-        let seq = rec.seq;
-        return Ok(logged(seq, lineage.owner(seq), entry, rec.into_reply()));
-    }
-    // A request older than this store's memory of request ids may have
-    // been applied already, its record since forgotten: refused, neither
-    // applied nor logged (the orchestrator gave up on it long ago; see
-    // `store` on how long records are kept).
-    if group.stale(w.sent_ms) {
-        return Ok(Outcome::Fenced(Error::Precondition(format!(
-            "request {:x} was sent too long ago to apply safely: it may have been applied already",
-            w.request_id
-        ))));
-    }
-    // A request sent under a newer epoch: a newer master exists, and this
-    // one must take no new write. (One sent under an older epoch, before
-    // its sender heard of this master, is this master's to apply.)
-    if w.epoch > epoch {
-        return Ok(Outcome::Fenced(Error::Fenced {
-            got: w.epoch,
-            current: epoch,
-        }));
-    }
-    let seq = group.next_seq();
-    let result = match validate_write(group.schema(), &w.op) {
-        Ok(()) => group.apply(seq, w.request_id, &w.op),
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(result) => Ok(logged(
-            seq,
-            epoch,
-            Entry::Write(w.op),
-            Ok(WriteReply { seq, result }),
-        )),
-        Err(e @ Error::Storage(_)) => Err(e),
-        Err(e) => {
-            group.refuse(seq, w.request_id, &e)?;
-            Ok(logged(seq, epoch, Entry::Refused(e.clone()), Err(e)))
-        }
-    }
 }
 
 /// Publishes the group's syncs and, as the pipeline decides (every seq up
