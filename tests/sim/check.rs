@@ -3,7 +3,7 @@
 
 use dbaas::coord::election::ReportedRole;
 
-use super::world::{Role, World};
+use super::world::{invalid, Role, World};
 
 /// Steps the world may take, once faults stop, to have a master leading,
 /// every write answered and every worker caught up.
@@ -75,6 +75,19 @@ pub fn check(w: &World) -> Result<(), String> {
     writes.sort_unstable();
     if let Some(twice) = writes.windows(2).find(|p| p[0] == p[1]) {
         return Err(format!("exactly once: write {} applied twice", twice[0]));
+    }
+    // A refused write never applies, and a write that breaks the schema
+    // is never acknowledged as applied.
+    if let Some(r) = history.iter().find(|r| invalid(r.write) != r.refused) {
+        return Err(format!(
+            "a refused write applied: write {} at seq {} (refused: {})",
+            r.write, r.seq, r.refused
+        ));
+    }
+    if let Some(bad) = w.acked.iter().find(|&&a| invalid(a)) {
+        return Err(format!(
+            "write {bad} breaks the schema, yet was acknowledged"
+        ));
     }
     let lost: Vec<u64> = w
         .acked

@@ -16,7 +16,7 @@ use dbaas::model::wire::{SyncBatch, SyncItem, SyncMessage};
 
 use super::orch::HEAD;
 use super::slave::sync_message;
-use super::world::{Rec, World};
+use super::world::{invalid, Rec, World};
 
 /// Groups a master keeps in flight at most.
 const DEPTH: usize = 3;
@@ -138,6 +138,7 @@ impl World {
                         seq: store.next(),
                         epoch: l.epoch,
                         write,
+                        refused: invalid(write),
                     };
                     store.applied.push(rec);
                     rec
@@ -269,7 +270,12 @@ impl World {
                         ));
                     }
                     for (entry, seq) in l.groups.remove(&g).unwrap_or_default() {
-                        if entry & HEAD == 0 {
+                        if entry & HEAD != 0 {
+                            // An ask for the head: no write.
+                        } else if invalid(entry) {
+                            // Answered with its refusal.
+                            self.refused.insert(entry);
+                        } else {
                             self.acked.insert(entry);
                         }
                         self.orch_answered(entry, seq, l.epoch);

@@ -6,7 +6,8 @@
 //!                   master's pipeline before failed publishes were sent
 //!                   again by their own group; `orchestrator=zero-head`:
 //!                   the orchestrator before it asked for the head)
-//! write 30          clients write 30 times; run until all are answered
+//! write 30          clients write 30 times (one in eleven breaks the
+//!                   schema); run until all are answered
 //! crash master      kill the worker /master names (a death seen at once)
 //! kill slaves       kill every live worker that does not lead
 //! kill promotee     kill the worker that drains to lead
@@ -64,11 +65,14 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
     };
     match words {
         ["write", _] => {
-            let target = w.acked.len() as u64 + arg(1)?;
+            // Answered: acknowledged, or refused (one in eleven breaks the
+            // schema).
+            let answered = |w: &World| (w.acked.len() + w.refused.len()) as u64;
+            let target = answered(w) + arg(1)?;
             for _ in 0..arg(1)? {
                 w.client_write();
             }
-            until(w, |w| w.acked.len() as u64 >= target)
+            until(w, |w| answered(w) >= target)
         }
         ["crash", "master"] => {
             let id = w.named().map(|m| m.id).ok_or("no master")?;

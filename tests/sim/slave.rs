@@ -7,6 +7,7 @@
 //! syncs may arrive meanwhile.
 
 use dbaas::core::replica::{Consumer, Delivered, Effect, Input, Level, ReplicaCore};
+use dbaas::error::Error;
 use dbaas::model::wire::{Entry, Reply, Snapshot, Stamp, SyncItem, SyncMessage};
 use dbaas::model::WriteOp;
 
@@ -25,7 +26,11 @@ pub fn sync_message(rec: Rec) -> SyncMessage {
         seq: rec.seq,
         epoch: rec.epoch,
         request_id: u128::from(rec.write),
-        entry: Entry::Write(WriteOp::Clear { table: None }),
+        entry: if rec.refused {
+            Entry::Refused(Error::BadRequest("breaks the schema".into()))
+        } else {
+            Entry::Write(WriteOp::Clear { table: None })
+        },
     }
 }
 
@@ -34,6 +39,7 @@ fn rec(m: &SyncMessage) -> Rec {
         seq: m.seq,
         epoch: m.epoch,
         write: u64::try_from(m.request_id).unwrap_or(u64::MAX),
+        refused: matches!(m.entry, Entry::Refused(_)),
     }
 }
 
@@ -44,6 +50,7 @@ pub fn snapshot_of(recs: &[Rec]) -> Snapshot {
         .map(|r| {
             let mut v = r.epoch.to_be_bytes().to_vec();
             v.extend(r.write.to_be_bytes());
+            v.push(u8::from(r.refused));
             (r.seq.to_be_bytes().to_vec(), v)
         })
         .collect();
@@ -60,7 +67,8 @@ fn recs_of(snap: &Snapshot) -> Vec<Rec> {
         .map(|(k, v)| Rec {
             seq: n(k),
             epoch: n(&v[..8]),
-            write: n(&v[8..]),
+            write: n(&v[8..16]),
+            refused: v.get(16) == Some(&1),
         })
         .collect()
 }

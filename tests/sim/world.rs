@@ -50,6 +50,15 @@ pub struct Rec {
     pub seq: u64,
     pub epoch: u64,
     pub write: u64,
+    /// Refused (a write that breaks the schema): logged under its seq and
+    /// replicated as a refusal; it changes no data.
+    pub refused: bool,
+}
+
+/// Whether a client's write breaks the schema (the master refuses it):
+/// one write in eleven.
+pub fn invalid(write: u64) -> bool {
+    write % 11 == 5
 }
 
 /// What a kill leaves of a store: a prefix of what it holds (the writes
@@ -297,12 +306,15 @@ pub struct World {
     next_write: u64,
     /// Every write a client was told succeeded.
     pub acked: BTreeSet<u64>,
+    /// Every write a client was told was refused.
+    pub refused: BTreeSet<u64>,
     /// Which worker's writes were acknowledged in each epoch (one at
     /// most: promise 5).
     pub answered_in: BTreeMap<u64, u64>,
     /// Promises broken as they happened (checked at the end).
     pub broken: Vec<String>,
-    /// The orchestrator, the writes acknowledged in order, and the strong
+    /// The orchestrator, the writes answered in order (refusals too: a
+    /// replica holds them as refusals), and the strong
     /// reads under way.
     pub orch: super::orch::Orch,
     pub acked_log: Vec<u64>,
@@ -341,6 +353,7 @@ impl World {
             next_pid: 100,
             next_write: 1,
             acked: BTreeSet::new(),
+            refused: BTreeSet::new(),
             answered_in: BTreeMap::new(),
             broken: Vec::new(),
             orch: super::orch::orchestrator(0, seed, 0),
