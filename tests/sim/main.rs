@@ -356,3 +356,27 @@ fn scenario_a_restarted_orchestrator_missed_writes_under_the_old_rule() {
     let err = script::run(&old, Succession::default()).unwrap_err();
     assert!(err.contains("a strong read"), "{err}");
 }
+
+/// A master paused between applying a group and publishing its syncs is
+/// deposed; when it resumes it publishes them, under its old epoch, after
+/// its successor's fence. The replicas keep the new history (no write of
+/// the old one's is acknowledged: its lease is gone), the writes it held
+/// are answered by the new master, and nothing is lost.
+#[test]
+fn scenario_a_deposed_master_publishes_after_its_successors_fence() {
+    script::run(
+        "setup slaves=2 session=30 hung=5000 flush=0
+         write 10
+         send 6
+         step 1
+         pause master 300
+         until leading
+         write 10
+         step 400
+         settle
+         expect worker 1 publishes seqs (11, 12) (epoch 1): confirmed
+         expect or a deposed master (1) dropped",
+        Succession::default(),
+    )
+    .unwrap();
+}

@@ -8,6 +8,7 @@
 //!                   the orchestrator before it asked for the head)
 //! write 30          clients write 30 times (one in eleven breaks the
 //!                   schema); run until all are answered
+//! send 6            clients write 6 times; go on at once
 //! crash master      kill the worker /master names (a death seen at once)
 //! kill slaves       kill every live worker that does not lead
 //! kill promotee     kill the worker that drains to lead
@@ -73,6 +74,12 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
                 w.client_write();
             }
             until(w, |w| answered(w) >= target)
+        }
+        ["send", _] => {
+            for _ in 0..arg(1)? {
+                w.client_write();
+            }
+            Ok(())
         }
         ["crash", "master"] => {
             let id = w.named().map(|m| m.id).ok_or("no master")?;
@@ -153,7 +160,11 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
         ["settle"] => check::settle(w),
         ["expect", phrase @ ..] => {
             let phrase = phrase.join(" ");
-            let seen = w.trace.iter().any(|e| e.what.contains(&phrase));
+            // Not the script's own lines, which the trace holds too.
+            let seen = w
+                .trace
+                .iter()
+                .any(|e| !e.what.starts_with("> ") && e.what.contains(&phrase));
             seen.then_some(())
                 .ok_or_else(|| format!("no event says {phrase:?}"))
         }
