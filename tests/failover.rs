@@ -40,13 +40,17 @@ async fn failed_over(c: &Cluster, epoch: u64, n: usize, processes: usize) {
     .await;
 }
 
-/// Every acknowledged write present exactly once, on every worker alike.
-async fn check_all(c: Cluster, dir: &tempfile::TempDir, acked: u64) {
-    let count = c
-        .orchestrator
+/// How many users there are, read strongly.
+async fn strong_count(c: &Cluster) -> dbaas::model::ReadReply {
+    c.orchestrator
         .read(count_users(), Consistency::Strong)
         .await
-        .expect("strong reads work");
+        .expect("strong reads work")
+}
+
+/// Every acknowledged write present exactly once, on every worker alike.
+async fn check_all(c: Cluster, dir: &tempfile::TempDir, acked: u64) {
+    let count = strong_count(&c).await;
     assert_eq!(count.result, ReadResult::Count(acked));
     suite::all_applied(&c, count.seq, DEADLINE).await;
     let ids = running(&c);
@@ -498,11 +502,6 @@ async fn a_cluster_whose_master_is_its_last_worker_starts_again_over_its_data() 
     assert_eq!(master_id(&c).await, 3, "the master never moved to worker 3");
     c.stop().await;
     let c = process_cluster_at(dir.path(), 2, &url, &zk, None).await;
-    let count = c
-        .orchestrator
-        .read(count_users(), Consistency::Strong)
-        .await
-        .expect("strong reads work");
-    assert_eq!(count.result, ReadResult::Count(acked));
+    assert_eq!(strong_count(&c).await.result, ReadResult::Count(acked));
     c.stop().await;
 }

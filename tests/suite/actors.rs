@@ -99,6 +99,29 @@ pub(super) async fn write_request(c: &Cluster, request_id: u128, op: WriteOp) ->
     wire::encode(stamp, &req)
 }
 
+/// Sends `body` on `writeQ` with replies to the test's own queue, and
+/// answers the reply.
+pub(super) async fn ask_master(
+    c: &Cluster,
+    body: Vec<u8>,
+    replies: &str,
+    answers: &mut Consumer,
+) -> Reply {
+    let msg = Message {
+        body,
+        correlation_id: Some(1),
+        reply_to: Some(replies.into()),
+    };
+    c.broker.publish(WRITE_Q, msg).await.unwrap();
+    let d = tokio::time::timeout(DEADLINE, answers.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, reply): (Stamp, Reply) = wire::decode(&d.message.body).unwrap();
+    d.ack().await.unwrap();
+    reply
+}
+
 /// A queue of the test's own for replies, and its consumer.
 pub(super) async fn reply_queue(c: &Cluster, name: &str) -> Consumer {
     c.broker
@@ -339,21 +362,10 @@ pub async fn a_redelivered_write_is_applied_once(b: Arc<dyn Broker>) {
     .await;
     let mut seqs = Vec::new();
     for _ in 0..2 {
-        let msg = Message {
-            body: req.clone(),
-            correlation_id: Some(1),
-            reply_to: Some(replies.into()),
-        };
-        c.broker.publish(WRITE_Q, msg).await.unwrap();
-        let d = tokio::time::timeout(DEADLINE, answers.next())
-            .await
-            .unwrap()
-            .unwrap();
-        let (_, Reply::Write(Ok(w))) = wire::decode(&d.message.body).unwrap() else {
+        let Reply::Write(Ok(w)) = ask_master(&c, req.clone(), replies, &mut answers).await else {
             panic!("not a write answer");
         };
         seqs.push(w.seq);
-        d.ack().await.unwrap();
     }
     assert_eq!(seqs[0], seqs[1]);
     // The replies came to this test, not to the orchestrator, so its reads
@@ -459,18 +471,7 @@ pub async fn a_request_older_than_the_records_is_refused_not_applied(b: Arc<dyn 
         op: user("ancient"),
         sent_ms: 1,
     });
-    let msg = Message {
-        body: wire::encode(stamp, &req),
-        correlation_id: Some(1),
-        reply_to: Some(replies.into()),
-    };
-    c.broker.publish(WRITE_Q, msg).await.unwrap();
-    let d = tokio::time::timeout(DEADLINE, answers.next())
-        .await
-        .unwrap()
-        .unwrap();
-    let (_, reply): (Stamp, Reply) = wire::decode(&d.message.body).unwrap();
-    d.ack().await.unwrap();
+    let reply = ask_master(&c, wire::encode(stamp, &req), replies, &mut answers).await;
     assert!(
         matches!(
             reply,
