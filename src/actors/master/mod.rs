@@ -403,8 +403,9 @@ impl Handler<Shutdown> for MasterWorker {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         // Applying runs under `wait`, so no group is half applied when this
-        // runs; groups being answered finish on their own tasks, and what
-        // they have not acknowledged by the exit is delivered again.
+        // runs; groups not answered yet go back to writeQ when the actor
+        // stops (the pipeline's stop), and what is still unacknowledged at
+        // the exit is delivered again.
         ctx.stop();
     }
 }
