@@ -14,6 +14,11 @@ use dbaas::node;
     about = "A highly available database as a service and the RideShare app on it"
 )]
 struct Cli {
+    /// Guards the admin endpoints (crash/*, db/clear): with a token they
+    /// need `Authorization: Bearer <token>` (401 otherwise); without one
+    /// they are open, as the original was.
+    #[arg(long, global = true, env = "DBAAS_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +65,7 @@ async fn shutdown_signal() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     dbaas::init_logs();
+    dbaas::http::admin::set_token(cli.admin_token);
     let system = actix::System::new;
     let result = match cli.command {
         Command::Up(args) => args

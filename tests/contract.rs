@@ -1403,3 +1403,62 @@ async fn stop_docker_system(system: System) {
         Vec::<String>::new()
     );
 }
+
+/// With an admin token set, `crash/*` and `db/clear` (on the orchestrator,
+/// the users and rides services, and through the gateway) answer 401
+/// without it or with a wrong one, and change nothing; with it they work.
+#[tokio::test]
+async fn admin_endpoints_need_the_token_when_one_is_set() {
+    let system = System::start_with(&["--admin-token", "s3cret"]);
+    let u = &system.urls;
+    let api = Api::new(u);
+    api.add_user("keeper").await;
+    let client = reqwest::Client::new();
+    let post = |base: &str, path: &str, auth: Option<&str>| {
+        let mut req = client.post(format!("{base}{path}"));
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        req.send()
+    };
+    let guarded = [
+        (&u.orchestrator, "/api/v1/crash/master"),
+        (&u.orchestrator, "/api/v1/crash/slave"),
+        (&u.orchestrator, "/api/v1/db/clear"),
+        (&u.users, "/api/v1/db/clear"),
+        (&u.rides, "/api/v1/db/clear"),
+        (&u.gateway, "/api/v1/db/clear"),
+    ];
+    for (base, path) in guarded {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("s3cret"),
+            Some("Bearer s3cret2"),
+        ] {
+            let r = post(base, path, auth).await.expect("the server answers");
+            assert_eq!(r.status().as_u16(), 401, "{base}{path} with {auth:?}");
+            assert_eq!(
+                r.headers().get("www-authenticate").map(|v| v.as_bytes()),
+                Some(&b"Bearer"[..])
+            );
+        }
+    }
+    // Nothing was cleared.
+    assert_eq!(api.user_list().await, vec!["keeper".to_owned()]);
+    // With the token: cleared through the gateway (the rides service
+    // passes the token on to the orchestrator), and a slave crashed.
+    let r = post(&u.gateway, "/api/v1/db/clear", Some("Bearer s3cret"))
+        .await
+        .expect("the server answers");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(api.user_list().await.is_empty());
+    let r = post(
+        &u.orchestrator,
+        "/api/v1/crash/slave",
+        Some("Bearer s3cret"),
+    )
+    .await
+    .expect("the server answers");
+    assert_eq!(r.status().as_u16(), 200);
+}

@@ -72,6 +72,10 @@ impl DbClient {
         body: Option<&B>,
     ) -> Result<R> {
         let mut req = self.http.post(url);
+        if let Some(token) = super::admin::token() {
+            // Only `db/clear` needs it; the same deployment's token.
+            req = req.bearer_auth(token);
+        }
         if let Some(body) = body {
             req = req.json(body);
         }

@@ -1,6 +1,7 @@
 //! The HTTP faces of the system: the orchestrator's DB API, the RideShare
 //! users and rides services, and the gateway in front of them.
 
+pub mod admin;
 pub mod common;
 pub mod dbclient;
 pub mod gateway;

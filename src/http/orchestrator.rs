@@ -10,9 +10,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Deserialize;
 
+use super::admin;
 use super::common::{self, Body, BodyLimit};
 use crate::actors::scaler::{GetScaler, Scaler};
 use crate::actors::watcher::{CrashMaster, CrashSlave, ElectionWatcher, GetCluster};
@@ -65,6 +66,7 @@ pub fn server(
     body_limit: usize,
     workers: usize,
 ) -> std::io::Result<Server> {
+    admin::warn_if_open("orchestrator", listener.local_addr().ok());
     let state = web::Data::new(state);
     Ok(HttpServer::new(move || {
         App::new()
@@ -104,7 +106,10 @@ async fn db_write(state: State, Body(body): Body) -> HttpResponse {
     common::reply(write.await)
 }
 
-async fn db_clear(state: State) -> HttpResponse {
+async fn db_clear(state: State, req: HttpRequest) -> HttpResponse {
+    if let Some(refused) = admin::refusal(&req) {
+        return refused;
+    }
     let cleared = state.handle.write(WriteOp::Clear { table: None }).await;
     common::reply(cleared.map(|_| serde_json::json!({})))
 }
@@ -118,12 +123,18 @@ async fn worker_list(state: State) -> HttpResponse {
 
 /// Kills the master (SIGKILL to its process); answers `["<pid>"]`. The
 /// election starts at once.
-async fn crash_master(state: State) -> HttpResponse {
+async fn crash_master(state: State, req: HttpRequest) -> HttpResponse {
+    if let Some(refused) = admin::refusal(&req) {
+        return refused;
+    }
     crashed(state.watcher.send(CrashMaster).await)
 }
 
 /// Kills the slave with the highest pid; answers `["<pid>"]`.
-async fn crash_slave(state: State) -> HttpResponse {
+async fn crash_slave(state: State, req: HttpRequest) -> HttpResponse {
+    if let Some(refused) = admin::refusal(&req) {
+        return refused;
+    }
     crashed(state.watcher.send(CrashSlave).await)
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix_web::dev::{Server, Service};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 use super::common::{self, BodyLimit};
 use super::dbclient::DbClient;
@@ -67,6 +67,7 @@ pub fn serve(
     counted_prefix: &'static str,
     configure: fn(&mut web::ServiceConfig),
 ) -> std::io::Result<Server> {
+    super::admin::warn_if_open(counted_prefix, listener.local_addr().ok());
     let server = HttpServer::new(move || {
         let counter = Arc::clone(&state.counter);
         App::new()
@@ -109,7 +110,10 @@ async fn reset_count(state: State) -> HttpResponse {
     empty_ok()
 }
 
-async fn clear(state: State) -> Answer {
+async fn clear(state: State, req: HttpRequest) -> Answer {
+    if let Some(refused) = super::admin::refusal(&req) {
+        return Ok(refused);
+    }
     state.db.clear().await.map_err(db_error)?;
     Ok(empty_ok())
 }
