@@ -295,22 +295,24 @@ async fn finish_group(
             messages[*run].push(sync.clone());
         }
     }
-    let messages: Vec<Message> = messages
+    let items: Vec<SyncItem> = messages
         .into_iter()
         .map(|mut writes| {
             writes.sort_by_key(|m| m.seq);
             writes.dedup_by_key(|m| m.seq);
-            let batch = SyncBatch {
+            SyncItem::Writes(SyncBatch {
                 lineage: sender.lineage.clone(),
                 writes,
-            };
-            Message::new(wire::encode(sender.stamp, &SyncItem::Writes(batch)))
+            })
         })
         .collect();
     // Publishes (and, when one fails, publishes again) as the pipeline
-    // says, until it answers or requeues the group.
+    // says, until it answers or requeues the group. Each attempt encodes
+    // its run: no copy of a message is kept for a retry that seldom comes.
     let publish = |run: usize| {
-        let msg = messages.get(run).cloned();
+        let msg = items
+            .get(run)
+            .map(|item| Message::new(wire::encode(sender.stamp, item)));
         async move {
             let ok = match msg {
                 Some(msg) => broker.publish_fanout(SYNC_X, msg).await.is_ok(),
