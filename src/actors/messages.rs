@@ -66,6 +66,12 @@ pub struct Shutdown;
 #[rtype(result = "Result<u64>")]
 pub struct Drain;
 
+/// Slave: its worker opened a new coordinator session (see
+/// `core::replica::Input::Rejoined`).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Rejoined;
+
 /// Slave, after a drain that failed: forget the drain and serve again.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]

@@ -29,7 +29,7 @@ use actix::prelude::*;
 use futures::future::BoxFuture;
 
 use super::lease::{lease_span, Lease};
-use super::messages::{Drain, GetStatus, Resume, Shutdown, WorkerStatus};
+use super::messages::{Drain, GetStatus, Rejoined, Resume, Shutdown, WorkerStatus};
 use super::{blocking, MasterWorker, SlaveWorker, FIRST_RETRY};
 use crate::broker::Broker;
 use crate::coord::election::{self, worker_path, MasterRecord, WorkerReport, MASTER};
@@ -141,6 +141,12 @@ impl Worker {
         ctx.spawn(connect.into_actor(self).map(move |res, act, ctx| match res {
             Ok(coord) if !act.stopping => {
                 tracing::info!(worker = act.cfg.id, session = coord.session_id(), "coordinator session open");
+                // A session after a lost one: the slave checks it missed
+                // nothing before it reports ready again (its status is
+                // asked after this, so the first report after it says so).
+                if let (Some(_), Role::Slave(slave)) = (&act.coord, &act.role) {
+                    slave.do_send(Rejoined);
+                }
                 act.coord = Some(coord.clone());
                 act.last_report = None;
                 act.register(ctx, coord.clone(), FIRST_RETRY);

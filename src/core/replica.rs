@@ -78,6 +78,10 @@ pub enum Mutation {
     /// Judge a newer lineage against the applied seq only, not the run
     /// being applied (the rule before the fix): a fork can be kept.
     JudgeAgainstApplied,
+    /// Take a sync queue subscribed again for one that kept every write
+    /// (the rule before sync queues expired): a replica whose queue came
+    /// back empty stays ready and may be elected without what it missed.
+    TrustResubscribe,
 }
 
 /// Admitted writes ahead of the applied seq, from one delivery.
@@ -187,6 +191,11 @@ impl ReplicaCore {
                 Level::Info,
                 format!("slave starting at seq {}", self.applied),
             ),
+            Input::Rejoined => {
+                if self.ready && self.mutation != Some(Mutation::TrustResubscribe) {
+                    self.confirm_current();
+                }
+            }
             Input::Consuming(c) => self.consuming(c),
             Input::ConsumeFailed { consumer, error } => self.consume_failed(consumer, &error),
             Input::ConsumerEnded(c) => self.consumer_ended(c),

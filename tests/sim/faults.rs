@@ -46,6 +46,21 @@ impl World {
         }
     }
 
+    /// Worker `id`'s sync queue is deleted by the broker (unused while
+    /// its consumer was cut off) and declared afresh, empty: what it held
+    /// is gone, and the replica's consumer ends (it subscribes again).
+    pub fn expire_sync_queue(&mut self, id: u64) {
+        self.log(format!(
+            "worker {id}'s sync queue expires and comes back empty"
+        ));
+        self.queues.insert(id, Default::default());
+        if let Some(w) = self.workers.get_mut(&id).filter(|w| w.replica.is_some()) {
+            w.consuming = false;
+            w.replica_inbox
+                .push(ReplicaInput::ConsumerEnded(Consumer::Sync));
+        }
+    }
+
     /// The coordinator is away for `ms`: no lease can be renewed (every
     /// master stops taking writes), no session expires, `/master` cannot
     /// change, and the watcher is cut off; it hears everything once the

@@ -50,6 +50,7 @@ fn setup(rng: &mut fastrand::Rng) -> Setup {
         hung_after: rng.u64(20..=300),
         pipeline_mutation: None,
         zero_head: false,
+        replica_mutation: None,
     }
 }
 
@@ -111,7 +112,13 @@ fn fault(w: &mut World, rng: &mut fastrand::Rng) {
     if live.is_empty() {
         return;
     }
-    match rng.u8(0..9) {
+    match rng.u8(0..10) {
+        9 => {
+            let slaves = w.slaves();
+            if !slaves.is_empty() {
+                w.expire_sync_queue(slaves[rng.usize(0..slaves.len())]);
+            }
+        }
         8 => w.restart_orchestrator(),
         6 => w.broker_restart(),
         7 => w.coordinator_outage(rng.u64(1..=300)),

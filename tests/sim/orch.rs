@@ -76,6 +76,10 @@ impl World {
         }
         let id = slaves[self.rng.usize(0..slaves.len())];
         let token = READ | out.id;
+        self.log(format!(
+            "read {} to worker {id} at min seq {}",
+            out.id, out.min_seq
+        ));
         self.reads_state.at.insert(token, (id, must_see));
         let read = Delivered {
             token,
@@ -146,8 +150,14 @@ impl World {
             self.orch.reply(stamp, Reply::Head(seq), Some(id), now);
         } else {
             self.acked_log.push(entry);
-            // The orchestrator sent it (as far as it knows now) and hears
-            // the answer.
+            // Only a write this orchestrator sent reaches it: the answer
+            // to one an earlier run sent carries a correlation id the new
+            // one never gave (and may be an old seq, answered again from
+            // the record, below writes acknowledged since).
+            if entry < self.orch_first_write {
+                self.orch_effects();
+                return;
+            }
             let (id, _) = self.orch.write(0, now);
             let reply = Reply::Write(Ok(WriteReply {
                 seq,
@@ -170,6 +180,7 @@ impl World {
         let epoch = self.master.map_or(0, |m| m.epoch);
         let seed = self.rng.u64(..);
         self.orch = orchestrator(epoch, seed, self.now);
+        self.orch_first_write = self.next_write;
         if self.setup.zero_head {
             let o = std::mem::replace(&mut self.orch, orchestrator(0, 0, 0));
             self.orch = o.trusting_a_zero_head();

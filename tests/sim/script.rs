@@ -17,6 +17,8 @@
 //! pause worker 2 50 pause worker 2 50 ms
 //! pause slaves 50   pause every worker that does not lead 50 ms
 //! restart broker    every consumer's channel dies, publishes under way fail
+//! expire queue 2    worker 2's sync queue is deleted and comes back empty
+//! expire slaves queues  the same for every worker that does not lead
 //! restart orchestrator  a new one, which knows nothing acknowledged yet
 //! strong reads 5    clients send 5 strong reads (each checked when served)
 //! coordinator away 200  no lease, no session expiry, no watcher for 200 ms
@@ -114,6 +116,16 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
             }
             Ok(())
         }
+        ["expire", "queue", _] => {
+            w.expire_sync_queue(arg(2)?);
+            Ok(())
+        }
+        ["expire", "slaves", "queues"] => {
+            for id in w.slaves() {
+                w.expire_sync_queue(id);
+            }
+            Ok(())
+        }
         ["restart", "broker"] => {
             w.broker_restart();
             Ok(())
@@ -203,6 +215,9 @@ fn parse_setup(words: &[&str]) -> Result<Setup, String> {
                 })
             }
             "orchestrator" if v == "zero-head" => s.zero_head = true,
+            "replica" if v == "trust-resubscribe" => {
+                s.replica_mutation = Some(dbaas::core::replica::Mutation::TrustResubscribe)
+            }
             _ => return Err(format!("unknown setting {k}")),
         }
     }

@@ -78,12 +78,11 @@ impl World {
     pub(super) fn start_replica(&mut self, id: u64) {
         let w = self.workers.get_mut(&id).expect("listed");
         let applied = w.store.applied.len() as u64;
-        w.replica = Some(ReplicaCore::new(
-            id,
-            CLUSTER,
-            applied,
-            w.store.lineage.clone(),
-        ));
+        let core = ReplicaCore::new(id, CLUSTER, applied, w.store.lineage.clone());
+        w.replica = Some(match self.setup.replica_mutation {
+            Some(m) => core.mutated(m),
+            None => core,
+        });
         w.consuming = false;
         w.replica_inbox.clear();
         self.queues.entry(id).or_default();

@@ -194,12 +194,14 @@ impl World {
     pub(super) fn sessions(&mut self, away: bool) {
         let (now, session) = (self.now, self.setup.session_ms);
         let mut events = Vec::new();
+        let mut rejoined = Vec::new();
         for w in self.workers.values_mut().filter(|w| w.alive) {
             match w.paused_until {
                 Some(until) if until <= now && (w.registered || !away) => {
                     w.paused_until = None;
                     if !w.registered {
                         w.registered = true;
+                        rejoined.push(w.id);
                         events.push(format!("worker {} resumed, registers again", w.id));
                     }
                 }
@@ -214,6 +216,11 @@ impl World {
         }
         for e in events {
             self.log(e);
+        }
+        // A new session: the worker's replica hears it before its first
+        // report (the driver tells it before it registers).
+        for id in rejoined {
+            self.replica_step(id, dbaas::core::replica::Input::Rejoined);
         }
     }
 }

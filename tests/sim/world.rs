@@ -237,6 +237,8 @@ pub struct Setup {
     /// A bug planted in the orchestrator: started again, it takes the
     /// head to be 0.
     pub zero_head: bool,
+    /// A bug planted in every replica.
+    pub replica_mutation: Option<dbaas::core::replica::Mutation>,
 }
 
 impl Default for Setup {
@@ -252,6 +254,7 @@ impl Default for Setup {
             hung_after: 100,
             pipeline_mutation: None,
             zero_head: false,
+            replica_mutation: None,
         }
     }
 }
@@ -303,7 +306,9 @@ pub struct World {
     /// Client reads so far (the Scaler counts them).
     pub reads: u64,
     next_pid: u64,
-    next_write: u64,
+    pub(super) next_write: u64,
+    /// The first write the running orchestrator sent.
+    pub orch_first_write: u64,
     /// Every write a client was told succeeded.
     pub acked: BTreeSet<u64>,
     /// Every write a client was told was refused.
@@ -352,6 +357,7 @@ impl World {
             reads: 0,
             next_pid: 100,
             next_write: 1,
+            orch_first_write: 0,
             acked: BTreeSet::new(),
             refused: BTreeSet::new(),
             answered_in: BTreeMap::new(),

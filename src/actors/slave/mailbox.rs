@@ -143,6 +143,14 @@ impl Handler<Drain> for SlaveWorker {
     }
 }
 
+impl Handler<Rejoined> for SlaveWorker {
+    type Result = ();
+
+    fn handle(&mut self, _: Rejoined, ctx: &mut Context<Self>) {
+        self.feed(ctx, Input::Rejoined);
+    }
+}
+
 impl Handler<Resume> for SlaveWorker {
     type Result = ();
 

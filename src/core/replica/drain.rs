@@ -55,6 +55,22 @@ impl ReplicaCore {
         }
     }
 
+    /// The sync queue's consumer ended during the drain: subscribed again,
+    /// the queue may be one declared afresh (the broker deleted it while
+    /// this replica was cut off), the writes it held gone. The drain fails
+    /// rather than lead without them.
+    pub(super) fn sync_lost(&mut self) {
+        if self
+            .drain
+            .as_ref()
+            .is_some_and(|d| matches!(d.phase, Phase::Waiting { .. }))
+        {
+            self.end_drain(Err(
+                "the sync queue's consumer ended during the drain".into()
+            ));
+        }
+    }
+
     pub(super) fn fence_failed(&mut self, nonce: u64, error: String) {
         if self.drain_in(nonce, |p| matches!(p, Phase::Waiting { .. })) {
             self.end_drain(Err(format!("the fence was not published: {error}")));
@@ -97,6 +113,11 @@ impl ReplicaCore {
         }
         if self.diverged {
             return self.end_drain(Err("this replica diverged; it awaits a snapshot".into()));
+        }
+        if self.confirming {
+            return self.end_drain(Err(
+                "not yet told by the master that it missed nothing while cut off".into(),
+            ));
         }
         let next = self.applied.saturating_add(1);
         match self.pending.keys().next().copied() {

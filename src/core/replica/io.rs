@@ -36,6 +36,12 @@ pub enum Consumer {
 pub enum Input {
     /// The replica starts.
     Start,
+    /// Its worker opened a new coordinator session (the last one was lost:
+    /// cut off or paused). Whatever it missed meanwhile (its sync queue may
+    /// have expired and come back empty) shows nowhere yet: a caught-up
+    /// replica asks the master whether it is current and stands in no
+    /// election until it knows, as after subscribing again.
+    Rejoined,
     /// A consumer asked for with [`Effect::Consume`] runs.
     Consuming(Consumer),
     /// A consumer could not be started (the broker is away).

@@ -93,7 +93,13 @@ impl ReplicaCore {
         }
         *self.subscription(c) = Subscription::On;
         match c {
-            Consumer::Sync if self.subscribed_before && self.ready => self.confirm_current(),
+            Consumer::Sync
+                if self.subscribed_before
+                    && self.ready
+                    && self.mutation != Some(super::Mutation::TrustResubscribe) =>
+            {
+                self.confirm_current()
+            }
             Consumer::Sync => {
                 self.subscribed_before = true;
                 self.first_ask();
@@ -123,6 +129,9 @@ impl ReplicaCore {
 
     pub(super) fn consumer_ended(&mut self, c: Consumer) {
         *self.subscription(c) = Subscription::Off;
+        if c == Consumer::Sync && self.mutation != Some(super::Mutation::TrustResubscribe) {
+            self.sync_lost();
+        }
         if self.wants(c) {
             self.log(
                 Level::Warn,

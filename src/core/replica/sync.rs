@@ -81,7 +81,7 @@ impl ReplicaCore {
     fn follow(&mut self, sender: &Lineage) -> bool {
         let judged = match self.mutation {
             Some(Mutation::JudgeAgainstApplied) => self.applied,
-            None => self.horizon(),
+            _ => self.horizon(),
         };
         match self.lineage.follow(sender, judged) {
             Follow::Kept => false,
