@@ -1,7 +1,9 @@
 //! The Orchestrator actor: RPC over the queues. Reads go to `readQ` carrying
 //! the last acknowledged sequence number (strong reads), writes go to
-//! `writeQ` carrying a request id and the epoch; replies come back on
-//! `responseQ` and are matched by correlation id. [`OrchestratorHandle`]
+//! `writeQ` carrying a request id and the epoch, both in batches (many
+//! requests to a message, as the core decides); replies come back on
+//! `responseQ`, one for a batch (or for part of one), and each answer in
+//! it is matched by its correlation id. [`OrchestratorHandle`]
 //! retries what may be retried within a deadline. What each arrival means
 //! is decided by [`OrchestratorCore`]; this actor turns arrivals into its
 //! inputs and carries out its effects.
@@ -31,7 +33,10 @@ use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, READ_Q, RESPONSE_Q, WRITE_Q};
 use crate::core::orchestrator::{Effect, OrchestratorCore, Outgoing};
 use crate::error::{Error, Result};
-use crate::model::wire::{self, MasterRequest, ReadRequest, Reply, Stamp, WriteRequest};
+use crate::model::wire::{
+    self, BatchedRead, BatchedWrite, MasterRequest, ReadBatch, ReadRequest, Reply, Stamp,
+    WriteRequest,
+};
 use crate::model::{ReadOp, ReadReply, WriteReply};
 
 mod handle;
@@ -51,7 +56,7 @@ type Waiter = oneshot::Sender<Result<Reply>>;
 /// to do is decided by [`OrchestratorCore`], carried out here.
 pub struct Orchestrator {
     broker: Arc<dyn Broker>,
-    core: OrchestratorCore<Waiter, ReadOp>,
+    core: OrchestratorCore<Waiter, ReadOp, WriteRequest>,
     /// The core's clock starts here.
     started: Instant,
     /// The last reply of each batch, to acknowledge with those before it,
@@ -122,7 +127,16 @@ impl Orchestrator {
                     // Who gave up waiting dropped its receiver.
                     let _ = waiter.send(reply);
                 }
-                Effect::SendRead(out) => sends.push((READ_Q, out.id, read_body(out))),
+                Effect::SendReads {
+                    batch,
+                    stamp,
+                    reads,
+                } => sends.push((READ_Q, batch, read_body(stamp, reads))),
+                Effect::SendWrites {
+                    batch,
+                    stamp,
+                    writes,
+                } => sends.push((WRITE_Q, batch, write_body(stamp, writes))),
                 Effect::AskHead { id, stamp } => {
                     sends.push((WRITE_Q, id, wire::encode(stamp, &MasterRequest::Head)));
                 }
@@ -149,7 +163,19 @@ impl Orchestrator {
             tracing::warn!("reply without correlation id dropped");
         }
         let now = self.now();
-        self.core.reply(stamp, reply, id, now);
+        match reply {
+            Reply::Reads(answers) => {
+                for (id, r) in answers {
+                    self.core.reply(stamp, Reply::Read(r), Some(id), now);
+                }
+            }
+            Reply::Writes(answers) => {
+                for (id, r) in answers {
+                    self.core.reply(stamp, Reply::Write(r), Some(id), now);
+                }
+            }
+            reply => self.core.reply(stamp, reply, id, now),
+        }
     }
 
     /// Consumes `responseQ`; retried with backoff while the broker is away.
@@ -181,13 +207,35 @@ impl Orchestrator {
     }
 }
 
-/// A read request as it goes on `readQ`.
-fn read_body(out: Outgoing<ReadOp>) -> Vec<u8> {
-    let req = ReadRequest {
-        min_seq: out.min_seq,
-        op: out.op,
-    };
-    wire::encode(out.stamp, &req)
+/// A batch of reads as it goes on `readQ`.
+fn read_body(stamp: Stamp, reads: Vec<Outgoing<ReadOp>>) -> Vec<u8> {
+    let reads = reads
+        .into_iter()
+        .map(|out| BatchedRead {
+            id: out.id,
+            read: ReadRequest {
+                min_seq: out.min_seq,
+                op: out.op,
+            },
+        })
+        .collect();
+    wire::encode(stamp, &ReadBatch { reads })
+}
+
+/// A batch of writes as it goes on `writeQ`, each carrying the epoch it
+/// was sent under.
+fn write_body(stamp: Stamp, writes: Vec<(u64, WriteRequest)>) -> Vec<u8> {
+    let writes = writes
+        .into_iter()
+        .map(|(id, write)| BatchedWrite {
+            id,
+            write: WriteRequest {
+                epoch: stamp.epoch,
+                ..write
+            },
+        })
+        .collect();
+    wire::encode(stamp, &MasterRequest::Writes(writes))
 }
 
 impl Actor for Orchestrator {
@@ -255,12 +303,11 @@ impl Handler<DbRead> for Orchestrator {
     fn handle(&mut self, msg: DbRead, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         let now = self.now();
-        let out = self.core.read(msg.consistency, tx, msg.op, now);
-        // A strong read before the head is known waits in the core.
-        let publish = out.map(|out| self.send(ctx, READ_Q, out.id, read_body(out)));
+        // It goes with the next batch the core sends (at once if it may).
+        self.core.read(msg.consistency, tx, msg.op, now);
         self.carry_out(ctx);
         Box::pin(async move {
-            match answer(rx, publish).await? {
+            match received(rx.await)? {
                 Reply::Read(r) => r,
                 other => Err(unexpected(&other)),
             }
@@ -274,39 +321,24 @@ impl Handler<DbWrite> for Orchestrator {
     fn handle(&mut self, msg: DbWrite, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         let now = self.now();
-        let (id, stamp) = self.core.write(tx, now);
-        let req = MasterRequest::Write(WriteRequest {
+        // The epoch is the one its batch goes under.
+        let req = WriteRequest {
             request_id: msg.request_id,
-            epoch: stamp.epoch,
+            epoch: 0,
             op: msg.op,
             sent_ms: msg.sent_ms,
-        });
-        let publish = self.send(ctx, WRITE_Q, id, wire::encode(stamp, &req));
+        };
+        self.core.write(tx, req, now);
+        self.carry_out(ctx);
+        // Durability is the master's business: it answers after its flush
+        // and confirmed syncs.
         Box::pin(async move {
-            match answer(rx, Some(publish)).await? {
+            match received(rx.await)? {
                 Reply::Write(r) => r,
                 other => Err(unexpected(&other)),
             }
         })
     }
-}
-
-/// Publishes a request (if it is to go now) and waits for its answer. The
-/// reply may come before the broker confirms the request (a worker answers
-/// what it got): either ends the publish's wait. Durability is the
-/// master's business: it answers after its flush and confirmed syncs.
-async fn answer(
-    rx: oneshot::Receiver<Result<Reply>>,
-    publish: Option<impl Future<Output = ()>>,
-) -> Result<Reply> {
-    tokio::pin!(rx);
-    if let Some(publish) = publish {
-        tokio::select! {
-            r = &mut rx => return received(r),
-            () = publish => {}
-        }
-    }
-    received(rx.await)
 }
 
 fn received(r: std::result::Result<Result<Reply>, oneshot::error::RecvError>) -> Result<Reply> {

@@ -33,8 +33,8 @@ use actix::prelude::*;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
+use super::blocking;
 use super::messages::{Drain, GetStatus, Rejoined, Resume, Shutdown, WorkerStatus};
-use super::{blocking, reply_to};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use crate::core::replica::{
     Consumer, Delivered, Effect, Input, Level, ReplicaCore, Token, GAP_WAIT_MS,
@@ -70,16 +70,57 @@ pub struct SlaveWorker {
     /// The core's clock starts here.
     started: Instant,
     next_token: Token,
-    /// The deliveries the core was given and has not settled yet.
+    /// The deliveries the core was given and has not settled yet (but
+    /// for read batches: see `batches`).
     held: HashMap<Token, Delivery>,
-    /// The decoded reads among them.
-    asked: HashMap<Token, ReadRequest>,
+    /// The reads of the batches held, each the core's under a token of
+    /// its own.
+    asked: HashMap<Token, Asked>,
+    /// The read batches held, by key: each is acknowledged (or given
+    /// back) once the core has settled every read in it.
+    batches: HashMap<u64, HeldBatch>,
     sync: Option<SpawnHandle>,
     reads: Option<SpawnHandle>,
     /// The answers to the snapshot request out, and its number.
     answers: Option<(u64, SpawnHandle)>,
     /// Who waits for the drain under way, and its nonce.
     drain: Option<(u64, oneshot::Sender<Result<u64>>)>,
+}
+
+/// One read of a batch from `readQ`.
+struct Asked {
+    /// The batch it came in.
+    batch: u64,
+    /// The orchestrator's id for it, which its answer carries.
+    id: u64,
+    read: ReadRequest,
+}
+
+/// A batch of reads from `readQ` the core has not settled every read of.
+struct HeldBatch {
+    delivery: Delivery,
+    /// Reads of it not settled yet.
+    open: usize,
+    /// Whether a read of it was given back (the batch then goes back to
+    /// `readQ` whole: what was answered already is answered again, which
+    /// the orchestrator ignores).
+    requeue: bool,
+}
+
+/// Where the answers to a batch go.
+#[derive(Clone)]
+struct ReplyTo {
+    queue: Option<String>,
+    correlation_id: Option<u64>,
+}
+
+/// Answers to some reads of one batch, published as one reply; `done`
+/// is the batch's delivery once every read of it is settled, to
+/// acknowledge (or give back, if a read of it was) after the reply.
+struct Answers {
+    to: ReplyTo,
+    reads: Vec<(u64, Result<ReadReply>)>,
+    done: Option<(Delivery, bool)>,
 }
 
 /// A group of deliveries from this slave's sync queue.
@@ -106,6 +147,7 @@ impl SlaveWorker {
             next_token: 0,
             held: HashMap::new(),
             asked: HashMap::new(),
+            batches: HashMap::new(),
             sync: None,
             reads: None,
             answers: None,
@@ -131,8 +173,8 @@ impl SlaveWorker {
             Effect::Consume(Consumer::Sync) => self.subscribe_sync(ctx),
             Effect::Consume(Consumer::Reads) => self.subscribe_reads(ctx),
             Effect::StopConsuming(c) => self.stop_consuming(ctx, c),
-            Effect::Ack(tokens) => self.settle(tokens, Delivery::ack),
-            Effect::Requeue(tokens) => self.settle(tokens, |d| d.nack(true)),
+            Effect::Ack(tokens) => self.settle(tokens, false),
+            Effect::Requeue(tokens) => self.settle(tokens, true),
             Effect::Apply { writes, lineage } => self.apply(ctx, writes, lineage),
             Effect::AskSnapshot {
                 request,
@@ -167,25 +209,120 @@ impl SlaveWorker {
         token
     }
 
-    /// Acks or requeues held deliveries, off the actor's thread.
-    fn settle<F, Fut>(&mut self, tokens: Vec<Token>, how: F)
-    where
-        F: Fn(Delivery) -> Fut,
-        Fut: std::future::Future<Output = Result<()>> + 'static,
-    {
-        let done: Vec<_> = tokens
+    /// Keeps a batch of reads for the core: each read under a token of
+    /// its own. Answers the core's view of them.
+    fn hold_batch(&mut self, d: Delivery) -> Vec<Delivered<u64>> {
+        let (stamp, batch) = match wire::decode::<wire::ReadBatch>(&d.message.body) {
+            Ok((stamp, batch)) if !batch.reads.is_empty() => (stamp, batch),
+            Ok(_) => {
+                let token = self.hold(d);
+                let item = Err("an empty batch of reads".to_owned());
+                return vec![Delivered { token, item }];
+            }
+            Err(e) => {
+                let token = self.hold(d);
+                let item = Err(e.to_string());
+                return vec![Delivered { token, item }];
+            }
+        };
+        let key = self.next_token;
+        self.next_token += 1;
+        let open = batch.reads.len();
+        self.batches.insert(
+            key,
+            HeldBatch {
+                delivery: d,
+                open,
+                requeue: false,
+            },
+        );
+        batch
+            .reads
             .into_iter()
-            .filter_map(|t| {
-                self.asked.remove(&t);
-                self.held.remove(&t)
+            .map(|r| {
+                let token = self.next_token;
+                self.next_token += 1;
+                let min_seq = r.read.min_seq;
+                let asked = Asked {
+                    batch: key,
+                    id: r.id,
+                    read: r.read,
+                };
+                self.asked.insert(token, asked);
+                Delivered {
+                    token,
+                    item: Ok((stamp, min_seq)),
+                }
             })
-            .map(how)
-            .collect();
+            .collect()
+    }
+
+    /// One read of batch `key` is settled (given back if `requeue`):
+    /// answers the batch's delivery once every read of it is, to settle.
+    fn settle_read(&mut self, key: u64, requeue: bool) -> Option<HeldBatch> {
+        let batch = self.batches.get_mut(&key)?;
+        batch.open = batch.open.saturating_sub(1);
+        batch.requeue |= requeue;
+        if batch.open == 0 {
+            self.batches.remove(&key)
+        } else {
+            None
+        }
+    }
+
+    /// Acks (or, with `requeue`, gives back) held deliveries, off the
+    /// actor's thread. A read of a batch settles its batch once it is the
+    /// last.
+    fn settle(&mut self, tokens: Vec<Token>, requeue: bool) {
+        let mut done = Vec::new();
+        for t in tokens {
+            if let Some(asked) = self.asked.remove(&t) {
+                if let Some(b) = self.settle_read(asked.batch, requeue) {
+                    done.push(settle_one(b.delivery, b.requeue));
+                }
+            } else if let Some(d) = self.held.remove(&t) {
+                done.push(settle_one(d, requeue));
+            }
+        }
         if !done.is_empty() {
             actix::spawn(futures::future::join_all(done));
         }
     }
 
+    /// Takes the reads of `tokens` out of their batches: the answers to
+    /// them, one group a batch (results to fill in, in `slots` order:
+    /// answers the group of each read), each batch's delivery once every
+    /// read of it is answered.
+    fn answering(&mut self, tokens: Vec<Token>) -> (Vec<Answers>, Vec<(usize, Asked)>) {
+        let mut groups: Vec<Answers> = Vec::new();
+        let mut group_of: HashMap<u64, usize> = HashMap::new();
+        let mut reads = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            let Some(asked) = self.asked.remove(&t) else {
+                continue;
+            };
+            let Some(held) = self.batches.get(&asked.batch) else {
+                continue;
+            };
+            let g = *group_of.entry(asked.batch).or_insert_with(|| {
+                let m = &held.delivery.message;
+                groups.push(Answers {
+                    to: ReplyTo {
+                        queue: m.reply_to.clone(),
+                        correlation_id: m.correlation_id,
+                    },
+                    reads: Vec::new(),
+                    done: None,
+                });
+                groups.len() - 1
+            });
+            if let Some(b) = self.settle_read(asked.batch, false) {
+                groups[g].done = Some((b.delivery, b.requeue));
+            }
+            reads.push((g, asked));
+        }
+        (groups, reads)
+    }
     /// Binds and consumes the sync queue.
     fn subscribe_sync(&mut self, ctx: &mut Context<Self>) {
         let (broker, id, cap) = (self.broker.clone(), self.id, self.sync_cap);
@@ -309,34 +446,42 @@ impl SlaveWorker {
     }
 
     /// Runs reads (point lookups here, scans on the blocking pool), then
-    /// replies and acknowledges.
+    /// replies (one message for the reads of a batch served together) and
+    /// acknowledges each batch answered whole.
     fn serve(&mut self, ctx: &mut Context<Self>, tokens: Vec<Token>) {
         let (store, broker, stamp) = (self.store.clone(), self.broker.clone(), self.core.stamp());
-        let (reqs, deliveries): (Vec<_>, Vec<_>) = tokens
-            .into_iter()
-            .filter_map(|t| Some((self.asked.remove(&t)?, self.held.remove(&t)?)))
-            .unzip();
+        let (mut groups, reads) = self.answering(tokens);
         // Point lookups take microseconds: done here, they save two thread
         // hops. Anything that scans goes to the blocking pool.
-        let inline = reads_are_point_lookups(&reqs);
+        let inline = reads
+            .iter()
+            .all(|(_, a)| matches!(a.read.op, ReadOp::Get { .. }));
         let read_all = move || {
             let seq = store.applied_seq();
-            Ok(reqs
-                .iter()
-                .map(|r| store.read(&r.op).map(|result| ReadReply { seq, result }))
-                .collect::<Vec<_>>())
+            let results = reads
+                .into_iter()
+                .map(|(g, a)| {
+                    let result = store.read(&a.read.op);
+                    (g, a.id, result.map(|result| ReadReply { seq, result }))
+                })
+                .collect::<Vec<_>>();
+            Ok(results)
         };
         let run = async move {
-            let results = if inline {
+            let results: Result<Vec<(usize, u64, Result<ReadReply>)>> = if inline {
                 read_all()
             } else {
                 blocking(read_all).await
             };
-            let results = match results {
-                Ok(r) => r,
-                Err(e) => deliveries.iter().map(|_| Err(e.clone())).collect(),
-            };
-            reply_all(broker, stamp, deliveries.into_iter().zip(results)).await;
+            match results {
+                Ok(results) => {
+                    for (g, id, r) in results {
+                        groups[g].reads.push((id, r));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reads failed; the orchestrator asks again"),
+            }
+            publish_answers(broker, stamp, groups).await;
         };
         ctx.spawn(run.into_actor(self));
     }
@@ -344,14 +489,24 @@ impl SlaveWorker {
     /// Answers reads that waited too long "unavailable", so that the
     /// orchestrator tries again.
     fn unavailable(&mut self, reads: Vec<(Token, String)>) {
-        let answers: Vec<_> = reads
-            .into_iter()
-            .filter_map(|(t, why)| {
-                self.asked.remove(&t);
-                Some((self.held.remove(&t)?, Err(Error::Unavailable(why))))
-            })
-            .collect();
-        actix::spawn(reply_all(self.broker.clone(), self.core.stamp(), answers));
+        let why: HashMap<Token, String> = reads.iter().cloned().collect();
+        let tokens: Vec<Token> = reads.into_iter().map(|(t, _)| t).collect();
+        let mut by_id = HashMap::new();
+        for t in &tokens {
+            if let (Some(a), Some(w)) = (self.asked.get(t), why.get(t)) {
+                by_id.insert(a.id, w.clone());
+            }
+        }
+        let (mut groups, asked) = self.answering(tokens);
+        for (g, a) in asked {
+            let why = by_id.remove(&a.id).unwrap_or_default();
+            groups[g].reads.push((a.id, Err(Error::Unavailable(why))));
+        }
+        actix::spawn(publish_answers(
+            self.broker.clone(),
+            self.core.stamp(),
+            groups,
+        ));
     }
 
     fn publish_fence(&mut self, ctx: &mut Context<Self>, nonce: u64) {
@@ -395,23 +550,29 @@ impl SlaveWorker {
     }
 }
 
-fn reads_are_point_lookups(reqs: &[ReadRequest]) -> bool {
-    reqs.iter().all(|r| matches!(r.op, ReadOp::Get { .. }))
+async fn settle_one(d: Delivery, requeue: bool) -> Result<()> {
+    if requeue {
+        d.nack(true).await
+    } else {
+        d.ack().await
+    }
 }
 
-/// Replies to each read and acknowledges it. A reply that cannot be
-/// published is not retried: the orchestrator asks again within its
-/// deadline.
-async fn reply_all(
-    broker: Arc<dyn Broker>,
-    stamp: wire::Stamp,
-    answers: impl IntoIterator<Item = (Delivery, Result<ReadReply>)>,
-) {
-    let replies = answers.into_iter().map(|(d, r)| {
+/// Publishes each group of answers as one reply, then settles the batches
+/// answered whole. A reply that cannot be published is not retried: the
+/// orchestrator asks again within its deadline.
+async fn publish_answers(broker: Arc<dyn Broker>, stamp: wire::Stamp, groups: Vec<Answers>) {
+    let replies = groups.into_iter().map(|g| {
         let broker = broker.clone();
         async move {
-            let _ = reply_to(broker.as_ref(), stamp, &d, &Reply::Read(r)).await;
-            d.ack().await
+            if let (Some(queue), false) = (g.to.queue.as_deref(), g.reads.is_empty()) {
+                let body = wire::encode(stamp, &Reply::Reads(g.reads));
+                let msg = Message::reply(body, g.to.correlation_id);
+                let _ = broker.publish(queue, msg).await;
+            }
+            if let Some((d, requeue)) = g.done {
+                let _ = settle_one(d, requeue).await;
+            }
         }
     });
     futures::future::join_all(replies).await;

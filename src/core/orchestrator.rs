@@ -27,9 +27,29 @@
 //!   write teaches it too: its request was sent by this run, so it was
 //!   applied after every write an earlier run acknowledged, and it is
 //!   acknowledged only once every earlier seq is. Eventual reads never
-//!   wait.
+//!   wait for the head.
+//!
+//! # Batches
+//!
+//! Requests travel in batches, one message for many (so the broker moves
+//! one message, not one per request): reads waiting for a slave go
+//! together in one `readQ` message ([`Effect::SendReads`]), writes waiting
+//! for the master in one `writeQ` message ([`Effect::SendWrites`]). A
+//! request goes at once while fewer than the window's batches of its kind
+//! are unanswered ([`READ_WINDOW`], [`WRITE_WINDOW`]); otherwise it waits
+//! for the next batch, which goes as soon as one of those is answered. So
+//! a lone request is never delayed by a timer, and under load the batches
+//! grow by themselves. A batch unanswered for [`SLOW_MS`] no longer holds
+//! its place (its slave may be paused with it): what waits behind it goes.
+//!
+//! Each request of a batch is its own attempt, under its own correlation
+//! id, answered by that id (the batch's reply names each), with its own
+//! deadline and its own consistency: a strong read carries the
+//! acknowledged head as of when its batch goes (at least as of when it
+//! began), an eventual one 0. A batch's own id names its message: a
+//! publish of it the broker refused fails every request in it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::backoff::Backoff;
 use crate::error::Error;
@@ -40,6 +60,20 @@ use crate::model::Consistency;
 pub const ATTEMPT_MS: u64 = 5_000;
 /// How long an ask for the head waits before it is sent again, doubling.
 pub const HEAD_BACKOFF: Backoff = Backoff::new(250, 4_000);
+/// How many read batches may be unanswered before reads wait to go
+/// together in the next one: enough to keep a few slaves busy.
+pub const READ_WINDOW: usize = 4;
+/// How many write batches may be unanswered before writes wait to go
+/// together: two keep the master applying one while it confirms another's
+/// syncs.
+pub const WRITE_WINDOW: usize = 2;
+/// Most reads in one batch.
+pub const READ_BATCH: usize = 256;
+/// Most writes in one batch.
+pub const WRITE_BATCH: usize = 256;
+/// A batch unanswered this long (ms) no longer holds its place in the
+/// window.
+pub const SLOW_MS: u64 = 50;
 
 /// What a pending attempt is, and who waits for it.
 #[derive(Debug)]
@@ -53,28 +87,93 @@ enum Waiting<W> {
 struct Attempt<W> {
     waiting: Waiting<W>,
     deadline: u64,
+    /// The batch it went in (0: none yet, or not batched).
+    batch: u64,
 }
 
-/// A request to send: its correlation id, the stamp it carries, and for
-/// a read the seq the slave must have applied and the operation.
+/// A read to send in a batch: its correlation id, the seq the slave must
+/// have applied, and the operation.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Outgoing<P> {
     pub id: u64,
-    pub stamp: Stamp,
     pub min_seq: u64,
     pub op: P,
 }
 
+/// A batch unanswered.
+#[derive(Debug)]
+struct Flight {
+    /// Its requests still waiting for their answers.
+    open: usize,
+    /// When it went.
+    sent: u64,
+}
+
+/// The requests of one kind waiting to go, and the batches of that kind
+/// unanswered.
+#[derive(Debug)]
+struct Lane<T> {
+    waiting: VecDeque<(u64, T)>,
+    flying: BTreeMap<u64, Flight>,
+    window: usize,
+    most: usize,
+}
+
+impl<T> Lane<T> {
+    fn new(window: usize, most: usize) -> Self {
+        Lane {
+            waiting: VecDeque::new(),
+            flying: BTreeMap::new(),
+            window,
+            most,
+        }
+    }
+
+    /// Whether a batch may go now: fewer than the window's batches are
+    /// unanswered and not yet slow.
+    fn has_room(&self, now: u64) -> bool {
+        let busy = self
+            .flying
+            .values()
+            .filter(|f| now < f.sent.saturating_add(SLOW_MS))
+            .count();
+        busy < self.window
+    }
+
+    /// One of batch `batch`'s requests is answered (or failed).
+    fn settled(&mut self, batch: u64) {
+        if let Some(f) = self.flying.get_mut(&batch) {
+            f.open = f.open.saturating_sub(1);
+            if f.open == 0 {
+                self.flying.remove(&batch);
+            }
+        }
+    }
+}
+
 /// What the driver carries out.
 #[derive(Debug)]
-pub enum Effect<W, P> {
+pub enum Effect<W, P, Q = P> {
     /// Hand an answer (or why there is none: retryable) to who waits.
     Deliver {
         waiter: W,
         reply: Result<Reply, Error>,
     },
-    /// Send a strong read that waited for the head, now.
-    SendRead(Outgoing<P>),
+    /// Send these reads in one `readQ` message, under correlation id
+    /// `batch`.
+    SendReads {
+        batch: u64,
+        stamp: Stamp,
+        reads: Vec<Outgoing<P>>,
+    },
+    /// Send these writes (each with its correlation id; the request
+    /// carries `stamp`'s epoch) in one `writeQ` message, under correlation
+    /// id `batch`.
+    SendWrites {
+        batch: u64,
+        stamp: Stamp,
+        writes: Vec<(u64, Q)>,
+    },
     /// Ask the master how far the history is acknowledged:
     /// `MasterRequest::Head` on `writeQ` under correlation id `id`.
     AskHead { id: u64, stamp: Stamp },
@@ -107,22 +206,27 @@ struct Head {
     wait: u64,
 }
 
-/// The Orchestrator's state: see the module documentation.
+/// The Orchestrator's state: see the module documentation. `W` is who
+/// waits for an answer, `P` a read's operation, `Q` a write's.
 #[derive(Debug)]
-pub struct OrchestratorCore<W, P> {
+pub struct OrchestratorCore<W, P, Q = P> {
     cluster: u64,
     pending: BTreeMap<u64, Attempt<W>>,
     /// Strong reads waiting for the head (their attempts are pending).
     parked: Vec<(u64, P)>,
+    /// Reads waiting to go (strong or not), and their batches unanswered.
+    reads: Lane<(bool, P)>,
+    /// Writes waiting to go, and their batches unanswered.
+    writes: Lane<Q>,
     next_id: u64,
     counters: Counters,
     /// The newest epoch whose master has answered (or announced itself).
     answering: u64,
     head: Head,
-    out: Vec<Effect<W, P>>,
+    out: Vec<Effect<W, P, Q>>,
 }
 
-impl<W, P> OrchestratorCore<W, P> {
+impl<W, P, Q> OrchestratorCore<W, P, Q> {
     /// The core of `cluster`'s orchestrator, following `epoch`; ids count
     /// up from `seed`. It does not know the head: call [`Self::start`].
     pub fn new(cluster: u64, epoch: u64, seed: u64) -> Self {
@@ -130,6 +234,8 @@ impl<W, P> OrchestratorCore<W, P> {
             cluster,
             pending: BTreeMap::new(),
             parked: Vec::new(),
+            reads: Lane::new(READ_WINDOW, READ_BATCH),
+            writes: Lane::new(WRITE_WINDOW, WRITE_BATCH),
             next_id: seed,
             counters: Counters {
                 epoch,
@@ -155,7 +261,7 @@ impl<W, P> OrchestratorCore<W, P> {
     }
 
     /// The effects decided since they were last taken.
-    pub fn effects(&mut self) -> std::vec::Drain<'_, Effect<W, P>> {
+    pub fn effects(&mut self) -> std::vec::Drain<'_, Effect<W, P, Q>> {
         self.out.drain(..)
     }
 
@@ -164,6 +270,11 @@ impl<W, P> OrchestratorCore<W, P> {
             in_flight: self.pending.len() - usize::from(self.head.asking.is_some()),
             ..self.counters
         }
+    }
+
+    /// How many batches of reads and of writes are unanswered.
+    pub fn batches_in_flight(&self) -> (usize, usize) {
+        (self.reads.flying.len(), self.writes.flying.len())
     }
 
     /// The rule before the head was asked for (a planted bug, for checking
@@ -175,8 +286,7 @@ impl<W, P> OrchestratorCore<W, P> {
         self
     }
 
-    /// The correlation id given last (a strong read's, when it waits for
-    /// the head and is sent later under it).
+    /// The correlation id given last.
     pub fn last_id(&self) -> u64 {
         self.next_id
     }
@@ -195,45 +305,127 @@ impl<W, P> OrchestratorCore<W, P> {
 
     /// A new attempt, under the next id.
     fn attempt(&mut self, waiting: Waiting<W>, deadline: u64) -> u64 {
+        let id = self.next();
+        let attempt = Attempt {
+            waiting,
+            deadline,
+            batch: 0,
+        };
+        self.pending.insert(id, attempt);
+        id
+    }
+
+    fn next(&mut self) -> u64 {
         self.next_id = self.next_id.wrapping_add(1);
-        let attempt = Attempt { waiting, deadline };
-        self.pending.insert(self.next_id, attempt);
         self.next_id
     }
 
-    /// A read to send: at once (returned), or, strong while the head is
-    /// not known, once it is ([`Effect::SendRead`]).
-    pub fn read(
-        &mut self,
-        consistency: Consistency,
-        waiter: W,
-        op: P,
-        now: u64,
-    ) -> Option<Outgoing<P>> {
+    /// A read: it goes in a batch ([`Effect::SendReads`]) at once or with
+    /// the next (module docs); strong while the head is not known, once it
+    /// is. Answers its correlation id.
+    pub fn read(&mut self, consistency: Consistency, waiter: W, op: P, now: u64) -> u64 {
         self.counters.reads += 1;
         let id = self.attempt(Waiting::Read(waiter), now.saturating_add(ATTEMPT_MS));
-        let min_seq = match consistency {
-            Consistency::Eventual => 0,
-            Consistency::Strong if self.head.known => self.counters.last_acked_seq,
-            Consistency::Strong => {
+        match consistency {
+            Consistency::Strong if !self.head.known => {
                 self.parked.push((id, op));
                 self.start(now);
-                return None;
             }
-        };
-        Some(Outgoing {
-            id,
-            stamp: self.stamp(),
-            min_seq,
-            op,
-        })
+            _ => {
+                let strong = consistency == Consistency::Strong;
+                self.reads.waiting.push_back((id, (strong, op)));
+                self.send_reads(now);
+            }
+        }
+        id
     }
 
-    /// A write to send: its correlation id and stamp (whose epoch the
-    /// request carries).
-    pub fn write(&mut self, waiter: W, now: u64) -> (u64, Stamp) {
+    /// A write: it goes in a batch ([`Effect::SendWrites`]) at once or
+    /// with the next. Answers its correlation id.
+    pub fn write(&mut self, waiter: W, op: Q, now: u64) -> u64 {
         let id = self.attempt(Waiting::Write(waiter), now.saturating_add(ATTEMPT_MS));
-        (id, self.stamp())
+        self.writes.waiting.push_back((id, op));
+        self.send_writes(now);
+        id
+    }
+
+    /// Sends the reads waiting, in batches, while the window has room.
+    fn send_reads(&mut self, now: u64) {
+        while self.reads.has_room(now) {
+            let min_seq = self.counters.last_acked_seq;
+            let taken = take_batch(&mut self.reads, &self.pending);
+            if taken.is_empty() {
+                return;
+            }
+            let reads = taken
+                .into_iter()
+                .map(|(id, (strong, op))| Outgoing {
+                    id,
+                    min_seq: if strong { min_seq } else { 0 },
+                    op,
+                })
+                .collect::<Vec<_>>();
+            let ids: Vec<u64> = reads.iter().map(|o| o.id).collect();
+            let batch = self.fly(&ids, now, true);
+            let stamp = self.stamp();
+            self.out.push(Effect::SendReads {
+                batch,
+                stamp,
+                reads,
+            });
+        }
+    }
+
+    /// Sends the writes waiting, in batches, while the window has room.
+    fn send_writes(&mut self, now: u64) {
+        while self.writes.has_room(now) {
+            let writes = take_batch(&mut self.writes, &self.pending);
+            if writes.is_empty() {
+                return;
+            }
+            let ids: Vec<u64> = writes.iter().map(|(id, _)| *id).collect();
+            let batch = self.fly(&ids, now, false);
+            let stamp = self.stamp();
+            self.out.push(Effect::SendWrites {
+                batch,
+                stamp,
+                writes,
+            });
+        }
+    }
+
+    /// A new batch of these attempts, unanswered from `now`.
+    fn fly(&mut self, ids: &[u64], now: u64, reads: bool) -> u64 {
+        let batch = self.next();
+        for id in ids {
+            if let Some(a) = self.pending.get_mut(id) {
+                a.batch = batch;
+            }
+        }
+        let lane = if reads {
+            &mut self.reads.flying
+        } else {
+            &mut self.writes.flying
+        };
+        let open = ids.len();
+        lane.insert(batch, Flight { open, sent: now });
+        batch
+    }
+
+    /// An attempt left `pending`: its batch has one answer fewer to wait
+    /// for.
+    fn settled(&mut self, attempt: &Attempt<W>) {
+        match attempt.waiting {
+            Waiting::Read(_) => self.reads.settled(attempt.batch),
+            Waiting::Write(_) => self.writes.settled(attempt.batch),
+            Waiting::Head => {}
+        }
+    }
+
+    /// Sends what waits, as far as the windows allow.
+    fn send_waiting(&mut self, now: u64) {
+        self.send_reads(now);
+        self.send_writes(now);
     }
 
     /// A reply on `responseQ`, with its correlation id.
@@ -249,6 +441,12 @@ impl<W, P> OrchestratorCore<W, P> {
         let Some(attempt) = id.and_then(|id| self.pending.remove(&id)) else {
             return;
         };
+        self.settled(&attempt);
+        self.answered(stamp, reply, attempt, now);
+        self.send_waiting(now);
+    }
+
+    fn answered(&mut self, stamp: Stamp, reply: Reply, attempt: Attempt<W>, now: u64) {
         let waiter = match attempt.waiting {
             Waiting::Head => return self.head_answered(stamp, &reply, now),
             Waiting::Read(w) => return self.deliver(w, Ok(reply)),
@@ -282,19 +480,18 @@ impl<W, P> OrchestratorCore<W, P> {
         }
     }
 
-    /// A send was refused by the broker: the attempt fails (retryably).
+    /// A send was refused by the broker (`id`: a batch's, or an ask for
+    /// the head's): the requests in it fail (retryably).
     pub fn unsent(&mut self, id: u64, why: &str, now: u64) {
-        match self.pending.remove(&id).map(|a| a.waiting) {
-            Some(Waiting::Read(w) | Waiting::Write(w)) => {
-                self.deliver(w, Err(Error::Unavailable(why.to_owned())));
-            }
-            Some(Waiting::Head) => {
-                self.head.asking = None;
-                self.head.retry_at = Some(now.saturating_add(self.head.wait));
-                self.head.wait = HEAD_BACKOFF.next(self.head.wait);
-            }
-            None => {}
+        if self.reads.flying.contains_key(&id) || self.writes.flying.contains_key(&id) {
+            self.fail_where(why, |a| a.batch == id);
+        } else if let Some(Waiting::Head) = self.pending.get(&id).map(|a| &a.waiting) {
+            self.pending.remove(&id);
+            self.head.asking = None;
+            self.head.retry_at = Some(now.saturating_add(self.head.wait));
+            self.head.wait = HEAD_BACKOFF.next(self.head.wait);
         }
+        self.send_waiting(now);
     }
 
     /// Follows a newer epoch, however it was heard of (the watcher, or a
@@ -305,6 +502,7 @@ impl<W, P> OrchestratorCore<W, P> {
             self.counters.epoch = epoch;
             self.resend(now);
         }
+        self.send_waiting(now);
     }
 
     /// The `responseQ` consumer ended: nothing waiting will be answered on
@@ -315,6 +513,8 @@ impl<W, P> OrchestratorCore<W, P> {
         if self.head.asking.take().is_some() {
             self.head.retry_at = Some(now);
         }
+        self.reads.waiting.clear();
+        self.writes.waiting.clear();
     }
 
     /// Time passes: attempts past their deadline fail (retryably), and an
@@ -328,16 +528,29 @@ impl<W, P> OrchestratorCore<W, P> {
         }
         let pending = &self.pending;
         self.parked.retain(|(id, _)| pending.contains_key(id));
+        self.reads
+            .waiting
+            .retain(|(id, _)| pending.contains_key(id));
+        self.writes
+            .waiting
+            .retain(|(id, _)| pending.contains_key(id));
         if self.head.retry_at.is_some_and(|at| at <= now) {
             self.start(now);
         }
+        self.send_waiting(now);
     }
 
     /// Fails (retryably) the attempts `which` selects; answers whether an
     /// ask for the head was among them.
     fn fail_where(&mut self, why: &str, mut which: impl FnMut(&Attempt<W>) -> bool) -> bool {
         let mut head = false;
-        for (_, a) in self.pending.extract_if(.., |_, a| which(a)) {
+        let failed: Vec<Attempt<W>> = self
+            .pending
+            .extract_if(.., |_, a| which(a))
+            .map(|(_, a)| a)
+            .collect();
+        for a in failed {
+            self.settled(&a);
             match a.waiting {
                 Waiting::Read(waiter) | Waiting::Write(waiter) => {
                     let reply = Err(Error::Unavailable(why.to_owned()));
@@ -390,7 +603,10 @@ impl<W, P> OrchestratorCore<W, P> {
         match reply {
             // A deposed master's head may lack what its successor
             // acknowledged: ask again.
-            Reply::Head(seq) if stamp.epoch >= self.counters.epoch => self.learn_head(*seq),
+            Reply::Head(seq) if stamp.epoch >= self.counters.epoch => {
+                self.learn_head(*seq);
+                self.send_waiting(now);
+            }
             _ => {
                 self.head.wait = HEAD_BACKOFF.next(self.head.wait);
                 self.ask_head(now);
@@ -410,20 +626,26 @@ impl<W, P> OrchestratorCore<W, P> {
         if let Some(id) = self.head.asking.take() {
             self.pending.remove(&id);
         }
-        let min_seq = self.counters.last_acked_seq;
-        let stamp = self.stamp();
-        for (id, op) in self.parked.drain(..) {
-            if !self.pending.contains_key(&id) {
-                continue;
-            }
-            self.out.push(Effect::SendRead(Outgoing {
-                id,
-                stamp,
-                min_seq,
-                op,
-            }));
+        // The strong reads that waited go first, with the next batches.
+        for (id, op) in self.parked.drain(..).rev() {
+            self.reads.waiting.push_front((id, (true, op)));
         }
     }
+}
+
+/// The requests of the next batch of `lane`: those waiting whose attempts
+/// still wait (not failed at their deadline meanwhile), at most a batch.
+fn take_batch<W, T>(lane: &mut Lane<T>, pending: &BTreeMap<u64, Attempt<W>>) -> Vec<(u64, T)> {
+    let mut batch = Vec::new();
+    while batch.len() < lane.most {
+        let Some((id, item)) = lane.waiting.pop_front() else {
+            break;
+        };
+        if pending.contains_key(&id) {
+            batch.push((id, item));
+        }
+    }
+    batch
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@ use super::{Lineage, ReadOp, ReadReply, WriteOp, WriteReply};
 use crate::error::{Error, Result};
 
 /// The version tag every message starts with. Version 1 messages carried
-/// no stamp: they are refused as undecodable.
-pub const VERSION: u8 = 2;
+/// no stamp, version 2 ones one read each on `readQ`: both are refused as
+/// undecodable.
+pub const VERSION: u8 = 3;
 
 /// Who sent a message: the cluster (created with its first data
 /// directory) and the epoch the sender follows.
@@ -58,15 +59,45 @@ pub enum MasterRequest {
     /// master applied before it is confirmed on `syncQ`, so a strong read
     /// that waits for that seq sees every acknowledged write.
     Head,
+    /// Several writes in one message, applied in this order, each under
+    /// its own request id (deduplicated on its own), answered together
+    /// with [`Reply::Writes`], each by its `id`.
+    Writes(Vec<BatchedWrite>),
 }
 
-/// A read as the orchestrator sends it on `readQ`.
+/// One write of a [`MasterRequest::Writes`]: `id` is the orchestrator's
+/// attempt it answers.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct BatchedWrite {
+    pub id: u64,
+    pub write: WriteRequest,
+}
+
+/// A read as a slave serves it.
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct ReadRequest {
     /// The slave serves the read only once it has applied this sequence
     /// number (0 for an eventual read).
     pub min_seq: u64,
     pub op: ReadOp,
+}
+
+/// One read of a [`ReadBatch`]: `id` is the orchestrator's attempt it
+/// answers.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct BatchedRead {
+    pub id: u64,
+    pub read: ReadRequest,
+}
+
+/// What travels on `readQ`: the reads the orchestrator had waiting, in one
+/// message. A slave serves each once it has applied the seq that read
+/// needs (so an eventual read does not wait for a strong one beside it)
+/// and answers with [`Reply::Reads`], one message for those it serves
+/// together.
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+pub struct ReadBatch {
+    pub reads: Vec<BatchedRead>,
 }
 
 /// What the master answered a write with, as it is logged and replicated:
@@ -254,6 +285,11 @@ pub enum Reply {
     /// The answer to [`MasterRequest::Head`]: every write acknowledged so
     /// far has a seq at most this.
     Head(u64),
+    /// Answers to reads of a [`ReadBatch`], each by its id.
+    Reads(Vec<(u64, Result<ReadReply>)>),
+    /// Answers to the writes of a [`MasterRequest::Writes`], each by its
+    /// id.
+    Writes(Vec<(u64, Result<WriteReply>)>),
 }
 
 fn config() -> impl bincode::config::Config {

@@ -25,13 +25,14 @@ impl World {
                     .push(ReplicaInput::ConsumerEnded(Consumer::Sync));
             }
         }
-        let held: Vec<u64> = self
+        let held: Vec<Vec<u64>> = self
             .leading
             .values()
-            .flat_map(|l| l.groups.values().flatten().map(|e| e.0))
+            .flat_map(|l| l.groups.values().flatten())
+            .map(|m| m.iter().map(|e| e.0).collect())
             .collect();
-        for write in held.into_iter().rev() {
-            self.write_q.push_front(write);
+        for message in held.into_iter().rev() {
+            self.write_q.push_front(message);
         }
         for p in std::mem::take(&mut self.publishes) {
             let now = self.now;

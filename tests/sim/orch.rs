@@ -1,11 +1,14 @@
 //! The simulated orchestrator: the production state machine
-//! ([`dbaas::core::orchestrator`]) for strong reads and for what it knows
-//! of the acknowledged head. A strong read goes to a slave's replica (the
-//! production [`dbaas::core::replica`]) with the seq the orchestrator
-//! gives it; when the replica serves it, the checker looks at the slave's
-//! store: every write acknowledged before the read began must be there
-//! (promise 3). The orchestrator can be restarted: the new one knows
-//! nothing of what was acknowledged before, and asks the master
+//! ([`dbaas::core::orchestrator`]) for writes, strong reads and what it
+//! knows of the acknowledged head. Writes go in its batches (one `writeQ`
+//! message holding several), each retried by its client, under the same
+//! number, whenever its attempt fails (no answer in time, a new master).
+//! Strong reads go in batches to a slave's replica (the production
+//! [`dbaas::core::replica`]) with the seq the orchestrator gives each;
+//! when the replica serves one, the checker looks at the slave's store:
+//! every write acknowledged before the read began must be there (promise
+//! 3). The orchestrator can be restarted: the new one knows nothing of
+//! what was acknowledged before, and asks the master
 //! (`MasterRequest::Head`, on `writeQ` like a write).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,9 +25,13 @@ pub const HEAD: u64 = 1 << 62;
 /// Tokens of reads handed to a replica.
 pub const READ: u64 = 1 << 61;
 
+/// Waiters that are reads (the others are writes, by their number).
+pub const READER: u64 = 1 << 60;
+
 /// The orchestrator core as the simulator runs it: a read's waiter is the
-/// read's number; nothing rides with the operation.
-pub type Orch = OrchestratorCore<u64, ()>;
+/// read's number (with [`READER`]), a write's its number; nothing rides
+/// with a read, a write carries its number.
+pub type Orch = OrchestratorCore<u64, (), u64>;
 
 /// A new orchestrator following `epoch`, its ids from `seed`.
 pub fn orchestrator(epoch: u64, seed: u64, now: u64) -> Orch {
@@ -51,20 +58,23 @@ impl World {
         let now = self.now;
         let n = self.acked_log.len();
         self.next_read += 1;
-        let out = self.orch.read(Consistency::Strong, self.next_read, (), now);
-        if let Some(out) = out {
-            self.reads_state.started.insert(out.id, n);
-            self.send_read(out);
-        } else {
-            // Parked until the head is known; sent later under this id.
-            self.reads_state.started.insert(self.orch.last_id(), n);
-        }
+        let id = self
+            .orch
+            .read(Consistency::Strong, READER | self.next_read, (), now);
+        // Sent now, or later (with others, or once the head is known).
+        self.reads_state.started.insert(id, n);
         self.orch_effects();
     }
 
-    /// Hands a read to a slave that consumes its queue.
-    fn send_read(&mut self, out: Outgoing<()>) {
-        let must_see = self.reads_state.started.remove(&out.id).unwrap_or(0);
+    /// A client's write (or its retry, under the same number).
+    pub fn submit(&mut self, write: u64) {
+        let attempt = self.orch.write(write, write, self.now);
+        self.write_attempts.insert(write, attempt);
+        self.orch_effects();
+    }
+
+    /// Hands a batch of reads to one slave that consumes its queue.
+    fn send_reads(&mut self, stamp: Stamp, reads: Vec<Outgoing<()>>) {
         let slaves: Vec<u64> = self
             .workers
             .values()
@@ -75,17 +85,21 @@ impl World {
             return;
         }
         let id = slaves[self.rng.usize(0..slaves.len())];
-        let token = READ | out.id;
-        self.log(format!(
-            "read {} to worker {id} at min seq {}",
-            out.id, out.min_seq
-        ));
-        self.reads_state.at.insert(token, (id, must_see));
-        let read = Delivered {
-            token,
-            item: Ok((out.stamp, out.min_seq)),
-        };
-        self.worker(id).replica_inbox.push(Input::Reads(vec![read]));
+        let mut batch = Vec::with_capacity(reads.len());
+        for out in reads {
+            let must_see = self.reads_state.started.remove(&out.id).unwrap_or(0);
+            let token = READ | out.id;
+            self.log(format!(
+                "read {} to worker {id} at min seq {}",
+                out.id, out.min_seq
+            ));
+            self.reads_state.at.insert(token, (id, must_see));
+            batch.push(Delivered {
+                token,
+                item: Ok((stamp, out.min_seq)),
+            });
+        }
+        self.worker(id).replica_inbox.push(Input::Reads(batch));
     }
 
     /// A replica serves reads: each must see what it must.
@@ -127,12 +141,36 @@ impl World {
     }
 
     fn orch_effects(&mut self) {
-        let effects: Vec<Effect<u64, ()>> = self.orch.effects().collect();
-        for effect in effects {
-            match effect {
-                Effect::Deliver { .. } => {}
-                Effect::SendRead(out) => self.send_read(out),
-                Effect::AskHead { id, .. } => self.write_q.push_back(HEAD | id),
+        loop {
+            let effects: Vec<Effect<u64, (), u64>> = self.orch.effects().collect();
+            if effects.is_empty() {
+                return;
+            }
+            let mut retry = Vec::new();
+            for effect in effects {
+                match effect {
+                    Effect::Deliver { waiter, reply } if waiter & READER == 0 => {
+                        // A write that failed is sent again by its client.
+                        let ok = matches!(reply, Ok(Reply::Write(Ok(_))));
+                        if ok {
+                            self.write_attempts.remove(&waiter);
+                        } else {
+                            retry.push(waiter);
+                        }
+                    }
+                    Effect::Deliver { .. } => {}
+                    Effect::SendReads { stamp, reads, .. } => self.send_reads(stamp, reads),
+                    Effect::SendWrites { writes, .. } => {
+                        let message: Vec<u64> = writes.into_iter().map(|(_, w)| w).collect();
+                        self.log(format!("the orchestrator sends writes {message:?}"));
+                        self.write_q.push_back(message);
+                    }
+                    Effect::AskHead { id, .. } => self.write_q.push_back(vec![HEAD | id]),
+                }
+            }
+            for write in retry {
+                let attempt = self.orch.write(write, write, self.now);
+                self.write_attempts.insert(write, attempt);
             }
         }
     }
@@ -149,16 +187,18 @@ impl World {
             let id = entry & !HEAD;
             self.orch.reply(stamp, Reply::Head(seq), Some(id), now);
         } else {
-            self.acked_log.push(entry);
-            // Only a write this orchestrator sent reaches it: the answer
-            // to one an earlier run sent carries a correlation id the new
+            // Answered again (a retry, a redelivery): counted once.
+            if !self.acked_log.contains(&entry) {
+                self.acked_log.push(entry);
+            }
+            // Only the answer to an attempt of this orchestrator reaches
+            // it: one to an earlier run's carries a correlation id the new
             // one never gave (and may be an old seq, answered again from
             // the record, below writes acknowledged since).
-            if entry < self.orch_first_write {
+            let Some(&id) = self.write_attempts.get(&entry) else {
                 self.orch_effects();
                 return;
-            }
-            let (id, _) = self.orch.write(0, now);
+            };
             let reply = Reply::Write(Ok(WriteReply {
                 seq,
                 result: WriteResult::Cleared,
@@ -180,7 +220,8 @@ impl World {
         let epoch = self.master.map_or(0, |m| m.epoch);
         let seed = self.rng.u64(..);
         self.orch = orchestrator(epoch, seed, self.now);
-        self.orch_first_write = self.next_write;
+        // Its clients' requests died with it.
+        self.write_attempts.clear();
         if self.setup.zero_head {
             let o = std::mem::replace(&mut self.orch, orchestrator(0, 0, 0));
             self.orch = o.trusting_a_zero_head();

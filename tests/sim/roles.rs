@@ -30,9 +30,10 @@ pub struct Leading {
     pub pid: u64,
     pub epoch: u64,
     pub pipeline: Pipeline,
-    /// The `writeQ` entries each group holds unacknowledged (writes, and
-    /// asks for the head), each with its seq (a write's, or the head's).
-    pub groups: BTreeMap<GroupId, Vec<(u64, u64)>>,
+    /// The `writeQ` messages each group holds unacknowledged, each a
+    /// batch of entries (writes, and asks for the head), each entry with
+    /// its seq (a write's, or the head's).
+    pub groups: BTreeMap<GroupId, Vec<Vec<(u64, u64)>>>,
     /// Each group's sync messages, by run (a failed one goes again).
     pub runs: BTreeMap<(GroupId, usize), SyncBatch>,
 }
@@ -51,22 +52,12 @@ pub struct Publish {
 
 impl World {
     /// Worker `id` begins to lead at `epoch` over what its store holds.
-    /// The orchestrator hears of it and sends the writes still waiting on
-    /// another (deposed, perhaps paused with them) again, under their own
-    /// request ids.
+    /// The orchestrator hears of it and sends the writes still waiting
+    /// (on another, deposed, perhaps paused with them) again, under their
+    /// own request ids.
     pub(super) fn begin_leading(&mut self, id: u64, epoch: u64) {
         self.end_leading(id);
-        let waiting: Vec<u64> = self
-            .leading
-            .values()
-            .flat_map(|l| l.groups.values().flatten().map(|e| e.0))
-            .filter(|e| e & HEAD == 0)
-            .collect();
         self.orch_new_epoch(epoch);
-        if !waiting.is_empty() {
-            self.log(format!("the orchestrator sends writes {waiting:?} again"));
-            self.write_q.extend(waiting);
-        }
         let w = &self.workers[&id];
         let leading = Leading {
             worker: id,
@@ -113,15 +104,24 @@ impl World {
         self.leading.insert(id, l);
     }
 
-    /// Takes, applies and flushes a group; hands its runs to the broker.
+    /// Takes, applies and flushes a group of messages (each a batch of
+    /// entries, applied in order); hands its runs to the broker.
     fn take_group(&mut self, l: &mut Leading) {
         let n = self.rng.usize(1..=GROUP).min(self.write_q.len());
-        let entries: Vec<u64> = self.write_q.drain(..n).collect();
+        let messages: Vec<Vec<u64>> = self.write_q.drain(..n).collect();
         let store = &mut self.workers.get_mut(&l.worker).expect("listed").store;
         let mut recs = Vec::with_capacity(n);
-        let mut held = Vec::with_capacity(n);
+        let mut held: Vec<Vec<(u64, u64)>> = Vec::with_capacity(n);
         let mut needs = 0;
-        for &write in &entries {
+        for (&write, m) in messages
+            .iter()
+            .enumerate()
+            .flat_map(|(m, entries)| entries.iter().map(move |e| (e, m)))
+        {
+            while held.len() <= m {
+                held.push(Vec::new());
+            }
+            let held = &mut held[m];
             if write & HEAD != 0 {
                 // How far the history reaches here, once it is confirmed.
                 let head = store.applied.len() as u64;
@@ -269,7 +269,8 @@ impl World {
                             l.worker, l.epoch
                         ));
                     }
-                    for (entry, seq) in l.groups.remove(&g).unwrap_or_default() {
+                    let entries = l.groups.remove(&g).unwrap_or_default();
+                    for (entry, seq) in entries.into_iter().flatten() {
                         if entry & HEAD != 0 {
                             // An ask for the head: no write.
                         } else if invalid(entry) {
@@ -284,9 +285,10 @@ impl World {
                 }
                 Effect::Requeue(g) => {
                     l.runs.retain(|k, _| k.0 != g);
-                    let writes = l.groups.remove(&g).unwrap_or_default();
-                    for &(entry, _) in writes.iter().rev() {
-                        self.write_q.push_front(entry);
+                    let messages = l.groups.remove(&g).unwrap_or_default();
+                    for m in messages.into_iter().rev() {
+                        self.write_q
+                            .push_front(m.into_iter().map(|e| e.0).collect());
                     }
                     self.log(format!("worker {} requeued group {g}", l.worker));
                 }

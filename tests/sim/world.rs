@@ -273,7 +273,9 @@ pub struct World {
     pub now: u64,
     pub workers: BTreeMap<u64, Worker>,
     pub queues: BTreeMap<u64, Queue>,
-    pub write_q: VecDeque<u64>,
+    /// `writeQ`'s messages: each a batch of entries (writes, by their
+    /// number, or an ask for the head).
+    pub write_q: VecDeque<Vec<u64>>,
     /// Each master's pipeline (a deposed one keeps its own until it
     /// stops), and the syncs on their way to the broker.
     pub leading: BTreeMap<u64, super::roles::Leading>,
@@ -307,8 +309,8 @@ pub struct World {
     pub reads: u64,
     next_pid: u64,
     pub(super) next_write: u64,
-    /// The first write the running orchestrator sent.
-    pub orch_first_write: u64,
+    /// The attempt each write waits on in the running orchestrator.
+    pub write_attempts: BTreeMap<u64, u64>,
     /// Every write a client was told succeeded.
     pub acked: BTreeSet<u64>,
     /// Every write a client was told was refused.
@@ -357,7 +359,7 @@ impl World {
             reads: 0,
             next_pid: 100,
             next_write: 1,
-            orch_first_write: 0,
+            write_attempts: BTreeMap::new(),
             acked: BTreeSet::new(),
             refused: BTreeSet::new(),
             answered_in: BTreeMap::new(),
@@ -403,11 +405,11 @@ impl World {
         self.trace.push(Event { at: self.now, what });
     }
 
-    /// A client sends a new write.
+    /// A client sends a new write, through the orchestrator.
     pub fn client_write(&mut self) {
         let id = self.next_write;
         self.next_write += 1;
-        self.write_q.push_back(id);
+        self.submit(id);
     }
 
     /// The worker `/master` names, if it is alive.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use dbaas::broker::{Broker, Consumer, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use dbaas::model::wire::{
-    self, Entry, MasterRequest, ReadRequest, Reply, Stamp, SyncBatch, SyncItem, SyncMessage,
-    WriteRequest,
+    self, BatchedRead, BatchedWrite, Entry, MasterRequest, ReadBatch, ReadRequest, Reply, Stamp,
+    SyncBatch, SyncItem, SyncMessage, WriteRequest,
 };
 use dbaas::model::{Consistency, Lineage, ReadOp, ReadResult, Value, WriteOp};
 use dbaas::runtime::WorkerSpec;
@@ -63,6 +63,9 @@ macro_rules! every_script {
             reads_are_counted_once_through_a_slave_crash,
             a_stop_right_after_a_crash_leaves_no_worker,
             a_request_older_than_the_records_is_refused_not_applied,
+            a_batch_of_reads_answers_each_read_when_it_may,
+            a_batch_of_writes_with_a_refusal_answers_each_write,
+            concurrent_clients_each_get_their_own_answer,
         );
     };
 }
@@ -278,34 +281,202 @@ pub async fn a_read_for_a_sequence_number_not_yet_applied_waits_then_answers(b: 
     let c = cluster(&dir, 1, b.clone()).await;
     let replies = "test.replies";
     let mut answers = reply_queue(&c, replies).await;
-    let ask = ReadRequest {
-        min_seq: 1,
-        op: get_user("later"),
-    };
-    c.broker
-        .publish(
-            READ_Q,
-            Message {
-                body: wire::encode(stamp(&c).await, &ask),
-                correlation_id: Some(1),
-                reply_to: Some(replies.into()),
-            },
-        )
-        .await
-        .unwrap();
+    send_reads(&c, replies, vec![(1, 1, get_user("later"))]).await;
     // Seq 1 is this write: the read above can only see it by waiting.
     c.orchestrator.write(user("later")).await.unwrap();
+    let got = read_answers(&mut answers).await;
+    let [(1, Ok(reply))] = &got[..] else {
+        panic!("not the read's answer: {got:?}");
+    };
+    assert!(reply.seq >= 1);
+    assert_eq!(reply.result.clone().into_rows().len(), 1);
+    drop(answers);
+    c.stop().await;
+}
+
+/// Publishes reads (id, min seq, op) as one batch on `readQ`, replies to
+/// `replies`.
+async fn send_reads(c: &Cluster, replies: &str, reads: Vec<(u64, u64, ReadOp)>) {
+    let reads = reads
+        .into_iter()
+        .map(|(id, min_seq, op)| BatchedRead {
+            id,
+            read: ReadRequest { min_seq, op },
+        })
+        .collect();
+    let msg = Message {
+        body: wire::encode(stamp(c).await, &ReadBatch { reads }),
+        correlation_id: Some(1),
+        reply_to: Some(replies.into()),
+    };
+    c.broker.publish(READ_Q, msg).await.unwrap();
+}
+
+/// The answers of the next reply to a batch of reads.
+async fn read_answers(
+    answers: &mut Consumer,
+) -> Vec<(u64, dbaas::error::Result<dbaas::model::ReadReply>)> {
     let d = tokio::time::timeout(DEADLINE, answers.next())
         .await
         .unwrap()
         .unwrap();
-    let (_, Reply::Read(Ok(reply))) = wire::decode(&d.message.body).unwrap() else {
-        panic!("not a read answer");
-    };
-    assert!(reply.seq >= 1);
-    assert_eq!(reply.result.into_rows().len(), 1);
+    let (_, reply): (Stamp, Reply) = wire::decode(&d.message.body).unwrap();
     d.ack().await.unwrap();
+    let Reply::Reads(mut got) = reply else {
+        panic!("not answers to reads: {reply:?}");
+    };
+    got.sort_by_key(|(id, _)| *id);
+    got
+}
+
+/// One batch holds a strong read for a seq not applied yet and eventual
+/// reads: the eventual ones are answered at once, each by its id; the
+/// strong one once its seq is applied, on its own.
+pub async fn a_batch_of_reads_answers_each_read_when_it_may(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b.clone()).await;
+    let first = c.orchestrator.write(user("here")).await.unwrap();
+    let replies = "test.batch.replies";
+    let mut answers = reply_queue(&c, replies).await;
+    let next = first.seq + 1;
+    let reads = vec![
+        (10, next, get_user("later")),
+        (11, 0, get_user("here")),
+        (12, first.seq, count_users()),
+        (13, 0, get_user("nobody")),
+    ];
+    send_reads(&c, replies, reads).await;
+    let got = read_answers(&mut answers).await;
+    let ids: Vec<u64> = got.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, vec![11, 12, 13], "the ones that need not wait");
+    let rows = |r: &dbaas::error::Result<dbaas::model::ReadReply>| {
+        r.as_ref()
+            .expect("answered")
+            .result
+            .clone()
+            .into_rows()
+            .len()
+    };
+    assert_eq!(rows(&got[0].1), 1);
+    assert_eq!(
+        got[1].1.as_ref().expect("counted").result,
+        ReadResult::Count(1)
+    );
+    assert_eq!(rows(&got[2].1), 0);
+    // The write the strong read waits for.
+    c.orchestrator.write(user("later")).await.unwrap();
+    let got = read_answers(&mut answers).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, 10);
+    let reply = got[0].1.as_ref().expect("answered");
+    assert!(reply.seq >= next);
+    assert_eq!(reply.result.clone().into_rows().len(), 1);
     drop(answers);
+    c.stop().await;
+}
+
+/// One batch of writes with a refusal in the middle: one reply answers
+/// each write by its id; the refused one takes a seq and changes nothing;
+/// the batch sent again (a redelivery) gets the same answers.
+pub async fn a_batch_of_writes_with_a_refusal_answers_each_write(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b.clone()).await;
+    c.orchestrator.write(user("taken")).await.unwrap();
+    let replies = "test.batch.writes";
+    let mut answers = reply_queue(&c, replies).await;
+    let stamp = stamp(&c).await;
+    let write = |id: u64, request_id: u128, name: &str| BatchedWrite {
+        id,
+        write: WriteRequest {
+            request_id,
+            epoch: stamp.epoch,
+            op: user(name),
+            sent_ms: dbaas::store::wall_clock_ms(),
+        },
+    };
+    let batch = MasterRequest::Writes(vec![
+        write(20, 900, "b"),
+        write(21, 901, "taken"),
+        write(22, 902, "c"),
+    ]);
+    let body = wire::encode(stamp, &batch);
+    let mut first = None;
+    for _ in 0..2 {
+        let Reply::Writes(got) = ask_master(&c, body.clone(), replies, &mut answers).await else {
+            panic!("not answers to writes");
+        };
+        let ids: Vec<u64> = got.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, vec![20, 21, 22]);
+        let seqs: Vec<u64> = got
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().map(|w| w.seq))
+            .collect();
+        assert_eq!(seqs.len(), 2, "{got:?}");
+        assert!(got[1].1.is_err(), "a duplicate key is refused: {got:?}");
+        assert_eq!(seqs[1], seqs[0] + 2, "the refusal takes the seq between");
+        match &first {
+            None => first = Some(got),
+            Some(f) => assert_eq!(f, &got, "the same answers again"),
+        }
+    }
+    assert_eq!(read(&c, count_users()).await, ReadResult::Count(3));
+    for name in ["b", "c", "taken"] {
+        assert_eq!(read(&c, get_user(name)).await.into_rows().len(), 1);
+    }
+    drop(answers);
+    c.stop().await;
+}
+
+/// Many clients at once through the orchestrator, which batches their
+/// requests: every write gets its own answer (refusals among them), every
+/// read its own row, strong reads seeing the writes acknowledged before.
+pub async fn concurrent_clients_each_get_their_own_answer(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 2, b.clone()).await;
+    let names: Vec<String> = (0..60).map(|i| format!("client{i}")).collect();
+    c.orchestrator.write(user("client0")).await.unwrap();
+    let writes = names.iter().map(|n| {
+        let o = c.orchestrator.clone();
+        let n = n.clone();
+        async move { (n.clone(), o.write(user(&n)).await) }
+    });
+    let answers = futures::future::join_all(writes).await;
+    let mut seqs = Vec::new();
+    for (name, answer) in &answers {
+        match (name.as_str(), answer) {
+            ("client0", Err(e)) => assert!(!e.is_retryable(), "{e}"),
+            (_, Ok(w)) => seqs.push(w.seq),
+            (n, Err(e)) => panic!("write of {n} failed: {e}"),
+        }
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), names.len() - 1, "a seq each");
+    let reads = names.iter().enumerate().map(|(i, n)| {
+        let o = c.orchestrator.clone();
+        let n = n.clone();
+        let consistency = if i % 2 == 0 {
+            Consistency::Strong
+        } else {
+            Consistency::Eventual
+        };
+        async move {
+            (
+                n.clone(),
+                consistency,
+                o.read(get_user(&n), consistency).await,
+            )
+        }
+    });
+    for (name, consistency, got) in futures::future::join_all(reads).await {
+        let rows = got.expect("read answered").result.into_rows();
+        if consistency == Consistency::Strong {
+            assert_eq!(rows.len(), 1, "{name} seen by a strong read");
+        }
+        for row in rows {
+            assert_eq!(row.get("username"), Some(&Value::from(name.as_str())));
+        }
+    }
     c.stop().await;
 }
 

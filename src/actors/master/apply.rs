@@ -9,28 +9,46 @@ use crate::model::wire::{self, Entry, MasterRequest, Stamp, SyncMessage, WriteRe
 use crate::model::{validate_write, Lineage, WriteReply};
 use crate::store::{Store, WriteGroup};
 
-/// The requests of a group; what does not decode, or comes from another
+/// Whose request it is: the delivery (its place in the group) and, for a
+/// write of a batch, the id its answer carries.
+pub(super) type Owner = (usize, Option<u64>);
+
+/// The requests of a group, a batch of writes opened into its writes, in
+/// order, each with its owner; what does not decode, or comes from another
 /// cluster, is dropped later.
-pub(super) fn decode_all(batch: &[Delivery], stamp: Stamp) -> Vec<Option<MasterRequest>> {
+pub(super) fn decode_all(
+    batch: &[Delivery],
+    stamp: Stamp,
+) -> (Vec<Owner>, Vec<Option<MasterRequest>>) {
     let mut foreign = 0;
-    let requests = batch
-        .iter()
-        .map(|d| match wire::decode::<MasterRequest>(&d.message.body) {
-            Ok((s, r)) if s.cluster == stamp.cluster => Some(r),
-            Ok(_) => {
-                foreign += 1;
-                None
+    let (mut owners, mut requests) = (Vec::new(), Vec::new());
+    for (i, d) in batch.iter().enumerate() {
+        match wire::decode::<MasterRequest>(&d.message.body) {
+            Ok((s, MasterRequest::Writes(writes)))
+                if s.cluster == stamp.cluster && !writes.is_empty() =>
+            {
+                for w in writes {
+                    owners.push((i, Some(w.id)));
+                    requests.push(Some(MasterRequest::Write(w.write)));
+                }
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "bad message on writeQ dropped");
-                None
+            Ok((s, r)) if s.cluster == stamp.cluster => {
+                owners.push((i, None));
+                let empty = matches!(r, MasterRequest::Writes(_));
+                requests.push((!empty).then_some(r));
+                continue;
             }
-        })
-        .collect();
+            Ok(_) => foreign += 1,
+            Err(e) => tracing::warn!(error = %e, "bad message on writeQ dropped"),
+        }
+        owners.push((i, None));
+        requests.push(None);
+    }
     if foreign > 0 {
         tracing::warn!(foreign, "messages of another cluster on writeQ dropped");
     }
-    requests
+    (owners, requests)
 }
 
 /// The blocking part: every request in order, the writes between two
@@ -72,6 +90,8 @@ pub(super) fn apply_all(
                 Outcome::Snapshot(snapshot)
             }
             Some(MasterRequest::Head) => Outcome::Head(group.next_seq().saturating_sub(1)),
+            // Opened into its writes by `decode_all`.
+            Some(MasterRequest::Writes(_)) => Outcome::Dropped,
         };
         outcomes.push(outcome);
     }

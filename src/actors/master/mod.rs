@@ -13,7 +13,7 @@ use futures::StreamExt;
 mod apply;
 mod groups;
 
-use self::apply::{apply_all, decode_all};
+use self::apply::{apply_all, decode_all, Owner};
 use self::groups::{Groups, Step};
 use super::lease::Lease;
 use super::messages::{GetStatus, Shutdown, WorkerStatus};
@@ -205,7 +205,7 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
             self.lineage.clone(),
             self.groups.clone(),
         );
-        let requests = decode_all(&batch, stamp);
+        let (owners, requests) = decode_all(&batch, stamp);
         let (size, started) = (batch.len(), std::time::Instant::now());
         // Applying waits (`wait`): one group at a time, in `writeQ` order.
         // Syncing and replying runs on a task of its own, not in the actor
@@ -224,7 +224,7 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
                             lineage: &lineage,
                             groups: &groups,
                         };
-                        finish_group(broker.as_ref(), sender, batch, outcomes).await
+                        finish_group(broker.as_ref(), sender, batch, owners, outcomes).await
                     }
                     Err(e) => {
                         // Part of it may be committed (before a snapshot
@@ -265,6 +265,7 @@ async fn finish_group(
     broker: &dyn Broker,
     sender: Sender<'_>,
     batch: Vec<Delivery>,
+    owners: Vec<Owner>,
     outcomes: Vec<Outcome>,
 ) -> bool {
     let seqs: Vec<Option<u64>> = outcomes
@@ -332,31 +333,71 @@ async fn finish_group(
             Some(()) = out.next(), if !out.is_empty() => {}
         }
     };
+    // Each delivery's requests: with their ids, what they came to, and
+    // whether they may be answered now.
+    let mut per: Vec<Vec<(Option<u64>, Outcome, bool)>> =
+        std::iter::repeat_with(Vec::new).take(batch.len()).collect();
+    for (((d, id), outcome), run) in owners.into_iter().zip(outcomes).zip(run_of) {
+        let answer = synced
+            || (run.is_none() && !matches!(outcome, Outcome::Snapshot(_) | Outcome::Head(_)));
+        if let Some(p) = per.get_mut(d) {
+            p.push((id, outcome, answer));
+        }
+    }
     // Replies go out together: one at a time, each would wait for its own
     // publisher confirm.
     let settle = batch
         .into_iter()
-        .zip(outcomes)
-        .zip(run_of)
-        .map(|((d, outcome), run)| {
-            let answer = synced
-                || (run.is_none() && !matches!(outcome, Outcome::Snapshot(_) | Outcome::Head(_)));
-            settle(broker, sender.stamp, d, outcome, answer)
-        });
+        .zip(per)
+        .map(|(d, requests)| settle(broker, sender.stamp, d, requests));
     futures::future::join_all(settle).await;
     synced
 }
 
-/// Replies to one request of a group and acknowledges it; or requeues it
-/// (its sync, or an earlier one, was not confirmed: it is answered again
-/// from the record, and synced again, later). A reply that cannot be
-/// published is not retried here: the asker asks again (the orchestrator
-/// within its deadline, a slave for its snapshot), so nothing loops.
-async fn settle(broker: &dyn Broker, stamp: Stamp, d: Delivery, outcome: Outcome, synced: bool) {
-    if !synced {
+/// Replies to a batch of writes with one message, each answer by its id,
+/// and acknowledges it; or requeues it whole if any write of it may not
+/// be answered yet (those answered before are answered again from the
+/// record).
+async fn settle(
+    broker: &dyn Broker,
+    stamp: Stamp,
+    d: Delivery,
+    requests: Vec<(Option<u64>, Outcome, bool)>,
+) {
+    if !requests.iter().all(|(_, _, answer)| *answer) {
         let _ = d.nack(true).await;
         return;
     }
+    let batched = requests.iter().any(|(id, _, _)| id.is_some());
+    if !batched {
+        for (_, outcome, _) in requests {
+            settle_one(broker, stamp, &d, outcome).await;
+        }
+        let _ = d.ack().await;
+        return;
+    }
+    let answers = requests
+        .into_iter()
+        .filter_map(|(id, outcome, _)| {
+            let answer = match outcome {
+                Outcome::Logged(_, r) => r,
+                Outcome::Fenced(e) => Err(e),
+                _ => return None,
+            };
+            Some((id?, answer))
+        })
+        .collect();
+    if let Err(e) = reply_to(broker, stamp, &d, &Reply::Writes(answers)).await {
+        tracing::warn!(error = %e, "reply failed; the asker will ask again");
+    }
+    let _ = d.ack().await;
+}
+
+/// Replies to a request sent alone (its sync, and every earlier one,
+/// confirmed). A reply that cannot be published is not retried here: the
+/// asker asks again (the orchestrator within its deadline, a slave for
+/// its snapshot), so nothing loops.
+async fn settle_one(broker: &dyn Broker, stamp: Stamp, d: &Delivery, outcome: Outcome) {
     let replies = match outcome {
         Outcome::Logged(_, r) => vec![Reply::Write(r)],
         Outcome::Fenced(e) => vec![Reply::Write(Err(e))],
@@ -367,19 +408,15 @@ async fn settle(broker: &dyn Broker, stamp: Stamp, d: Delivery, outcome: Outcome
             .collect(),
         Outcome::Snapshot(s) => vec![Reply::Snapshot(s)],
         Outcome::Head(seq) => vec![Reply::Head(seq)],
-        Outcome::Dropped => {
-            let _ = d.ack().await;
-            return;
-        }
+        Outcome::Dropped => return,
     };
     // A snapshot's parts go one after the other: each can be megabytes.
     for reply in &replies {
-        if let Err(e) = reply_to(broker, stamp, &d, reply).await {
+        if let Err(e) = reply_to(broker, stamp, d, reply).await {
             tracing::warn!(error = %e, "reply failed; the asker will ask again");
             break;
         }
     }
-    let _ = d.ack().await;
 }
 
 impl Handler<GetStatus> for MasterWorker {

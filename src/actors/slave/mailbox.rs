@@ -59,22 +59,7 @@ impl StreamHandler<SnapshotAnswer> for SlaveWorker {
 
 impl StreamHandler<ReadBatch> for SlaveWorker {
     fn handle(&mut self, ReadBatch(batch): ReadBatch, ctx: &mut Context<Self>) {
-        let items = batch
-            .into_iter()
-            .map(|d| {
-                let read = wire::decode::<ReadRequest>(&d.message.body);
-                let token = self.hold(d);
-                let item = match read {
-                    Ok((stamp, req)) => {
-                        let min_seq = req.min_seq;
-                        self.asked.insert(token, req);
-                        Ok((stamp, min_seq))
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                Delivered { token, item }
-            })
-            .collect();
+        let items = batch.into_iter().flat_map(|d| self.hold_batch(d)).collect();
         self.feed(ctx, Input::Reads(items));
     }
 

@@ -44,6 +44,56 @@ fn asked(fx: &[Fx]) -> u64 {
     ids[0]
 }
 
+/// The reads sent, batch by batch: each read's id, min seq and op.
+fn reads_sent(fx: &[Fx]) -> Vec<Vec<(u64, u64, &'static str)>> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::SendReads { reads, .. } => {
+                Some(reads.iter().map(|o| (o.id, o.min_seq, o.op)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The write batches sent: each batch's id, epoch and writes' ids.
+fn writes_sent(fx: &[Fx]) -> Vec<(u64, u64, Vec<u64>)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::SendWrites {
+                batch,
+                stamp,
+                writes,
+            } => Some((*batch, stamp.epoch, writes.iter().map(|w| w.0).collect())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The one batch of reads sent, as (batch id, read ids).
+fn one_read_batch(fx: &[Fx]) -> (u64, Vec<u64>) {
+    let batches: Vec<(u64, Vec<u64>)> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SendReads { batch, reads, .. } => {
+                Some((*batch, reads.iter().map(|o| o.id).collect()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches.len(), 1, "{fx:?}");
+    batches.into_iter().next().unwrap_or_default()
+}
+
+/// A write, sent at once in a batch of its own: its id.
+fn write_now(core: &mut Core, waiter: u32, now: u64) -> u64 {
+    let id = core.write(waiter, "w", now);
+    let sent = writes_sent(&fx(core));
+    assert_eq!(sent.len(), 1, "sent at once");
+    assert_eq!(sent[0].2, vec![id]);
+    id
+}
+
 /// Who got what, in order.
 fn delivered(fx: Vec<Fx>) -> Vec<(u32, Result<Reply, Error>)> {
     fx.into_iter()
@@ -72,27 +122,24 @@ fn knowing(seq: u64) -> Core {
 fn a_fresh_core_serves_no_strong_read_before_it_knows_the_head() {
     let mut core = Core::new(C, 1, SEED);
     // A strong read waits; the core asks for the head.
-    assert_eq!(core.read(Consistency::Strong, 1, "r1", 0), None);
-    let h = asked(&fx(&mut core));
+    let r1 = core.read(Consistency::Strong, 1, "r1", 0);
+    let effects = fx(&mut core);
+    let h = asked(&effects);
+    assert!(reads_sent(&effects).is_empty());
     // A second one waits too, without a second ask.
-    assert_eq!(core.read(Consistency::Strong, 2, "r2", 5), None);
+    let r2 = core.read(Consistency::Strong, 2, "r2", 5);
     assert!(fx(&mut core).is_empty());
     // An eventual read never waits.
-    let ev = core.read(Consistency::Eventual, 3, "e", 6).unwrap();
-    assert_eq!((ev.min_seq, ev.op), (0, "e"));
+    let e = core.read(Consistency::Eventual, 3, "e", 6);
+    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(e, 0, "e")]]);
     assert_eq!(core.stats().in_flight, 3);
     core.reply(st(1), Reply::Head(42), Some(h), 10);
-    let sent: Vec<(u64, &str)> = fx(&mut core)
-        .into_iter()
-        .map(|e| match e {
-            Effect::SendRead(o) => (o.min_seq, o.op),
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    assert_eq!(sent, vec![(42, "r1"), (42, "r2")]);
+    // The two that waited go together, with the head as their min seq.
+    let sent = reads_sent(&fx(&mut core));
+    assert_eq!(sent, vec![vec![(r1, 42, "r1"), (r2, 42, "r2")]]);
     assert!(core.knows_head());
-    let next = core.read(Consistency::Strong, 4, "r3", 11).unwrap();
-    assert_eq!(next.min_seq, 42);
+    let r3 = core.read(Consistency::Strong, 4, "r3", 11);
+    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r3, 42, "r3")]]);
     assert_eq!(core.stats().last_acked_seq, 42);
 }
 
@@ -125,14 +172,13 @@ fn a_started_core_asks_for_the_head_at_once_and_again_until_answered() {
 #[test]
 fn an_acknowledged_write_teaches_the_head() {
     let mut core = Core::new(C, 1, SEED);
-    assert_eq!(core.read(Consistency::Strong, 1, "r", 0), None);
+    let r = core.read(Consistency::Strong, 1, "r", 0);
     asked(&fx(&mut core));
-    let (w, stamp) = core.write(2, 1);
-    assert_eq!(stamp, st(1));
+    let w = write_now(&mut core, 2, 1);
     core.reply(st(1), acked(7), Some(w), 2);
     let effects = fx(&mut core);
     assert!(matches!(&effects[0], Effect::Deliver { waiter: 2, reply: Ok(r) } if *r == acked(7)));
-    assert!(matches!(&effects[1], Effect::SendRead(o) if o.min_seq == 7 && o.op == "r"));
+    assert_eq!(reads_sent(&effects), vec![vec![(r, 7, "r")]]);
     assert_eq!(effects.len(), 2);
     assert_eq!(core.stats().writes, 1);
 }
@@ -154,8 +200,8 @@ fn a_deposed_masters_head_is_not_believed() {
 fn a_write_answered_under_an_older_epoch_is_fenced() {
     let mut core = knowing(4);
     core.set_epoch(2, 0);
-    let (w, stamp) = core.write(1, 0);
-    assert_eq!(stamp.epoch, 2);
+    let w = core.write(1, "w", 0);
+    assert_eq!(writes_sent(&fx(&mut core))[0].1, 2, "sent under epoch 2");
     core.reply(st(1), acked(99), Some(w), 1);
     let got = delivered(fx(&mut core));
     let fenced = Err(Error::Fenced { got: 1, current: 2 });
@@ -168,9 +214,10 @@ fn a_write_answered_under_an_older_epoch_is_fenced() {
 #[test]
 fn a_master_of_a_newer_epoch_makes_the_waiting_writes_go_again() {
     let mut core = knowing(0);
-    let (w1, _) = core.write(1, 0);
-    let (_w2, _) = core.write(2, 0);
-    core.read(Consistency::Strong, 3, "r", 0).unwrap();
+    let w1 = write_now(&mut core, 1, 0);
+    write_now(&mut core, 2, 0);
+    core.read(Consistency::Strong, 3, "r", 0);
+    fx(&mut core);
     // A new master announces itself: the writes fail over to their retry,
     // the read waits on.
     core.reply(st(2), Reply::Leading, None, 1);
@@ -184,15 +231,15 @@ fn a_master_of_a_newer_epoch_makes_the_waiting_writes_go_again() {
     core.reply(st(1), acked(3), Some(w1), 2);
     assert!(fx(&mut core).is_empty());
     // Announced again: nothing more.
-    core.write(4, 3);
+    write_now(&mut core, 4, 3);
     core.reply(st(2), Reply::Leading, None, 4);
     assert!(fx(&mut core).is_empty());
     // The watcher names a newer one: the write goes again.
     core.set_epoch(3, 5);
     assert_eq!(delivered(fx(&mut core)).len(), 1);
     // A master that answers "fenced, epoch 5 leads" is followed too.
-    let (w5, _) = core.write(5, 6);
-    core.write(6, 6);
+    let w5 = write_now(&mut core, 5, 6);
+    write_now(&mut core, 6, 6);
     let fenced = Reply::Write(Err(Error::Fenced { got: 3, current: 5 }));
     core.reply(st(5), fenced.clone(), Some(w5), 7);
     let got = delivered(fx(&mut core));
@@ -217,8 +264,9 @@ fn a_new_master_is_asked_for_the_head_at_once() {
 #[test]
 fn replies_of_another_cluster_or_for_no_attempt_change_nothing() {
     let mut core = knowing(2);
-    let (w, _) = core.write(1, 0);
-    let r = core.read(Consistency::Strong, 2, "r", 0).unwrap().id;
+    let w = write_now(&mut core, 1, 0);
+    let r = core.read(Consistency::Strong, 2, "r", 0);
+    fx(&mut core);
     let other = Stamp {
         cluster: C ^ 1,
         epoch: 1,
@@ -242,8 +290,9 @@ fn replies_of_another_cluster_or_for_no_attempt_change_nothing() {
 #[test]
 fn attempts_expire_at_their_deadline() {
     let mut core = knowing(0);
-    let r = core.read(Consistency::Eventual, 1, "r", 100).unwrap().id;
-    core.write(2, 200);
+    let r = core.read(Consistency::Eventual, 1, "r", 100);
+    core.write(2, "w", 200);
+    fx(&mut core);
     core.tick(100 + ATTEMPT_MS - 1);
     assert!(fx(&mut core).is_empty());
     core.tick(100 + ATTEMPT_MS);
@@ -255,12 +304,13 @@ fn attempts_expire_at_their_deadline() {
     core.tick(200 + ATTEMPT_MS);
     assert_eq!(delivered(fx(&mut core)).len(), 1);
     assert_eq!(core.stats().in_flight, 0);
+    assert_eq!(core.batches_in_flight(), (0, 0));
 }
 
 #[test]
 fn a_strong_read_waits_for_the_head_no_longer_than_its_attempt() {
     let mut core = Core::new(C, 1, SEED);
-    assert_eq!(core.read(Consistency::Strong, 1, "r", 0), None);
+    core.read(Consistency::Strong, 1, "r", 0);
     asked(&fx(&mut core));
     core.tick(ATTEMPT_MS);
     let effects = fx(&mut core);
@@ -275,14 +325,16 @@ fn a_strong_read_waits_for_the_head_no_longer_than_its_attempt() {
 }
 
 #[test]
-fn a_send_the_broker_refused_fails_its_attempt() {
+fn a_send_the_broker_refused_fails_its_attempts() {
     let mut core = Core::new(C, 1, SEED);
     core.start(0);
     let h = asked(&fx(&mut core));
-    let (w, _) = core.write(1, 0);
-    core.unsent(w, "refused", 1);
+    core.write(1, "w", 0);
+    let (batch, _, _) = writes_sent(&fx(&mut core))[0].clone();
+    core.unsent(batch, "refused", 1);
     let got = delivered(fx(&mut core));
     assert!(got.len() == 1 && unavailable(&got[0].1));
+    assert_eq!(core.batches_in_flight(), (0, 0));
     // The ask for the head goes again after its wait.
     core.unsent(h, "refused", 10);
     core.tick(10 + HEAD_BACKOFF.first - 1);
@@ -296,13 +348,15 @@ fn a_consumer_that_ended_fails_everything_waiting() {
     let mut core = Core::new(C, 1, SEED);
     core.start(0);
     asked(&fx(&mut core));
-    assert_eq!(core.read(Consistency::Strong, 1, "r", 0), None);
-    core.write(2, 0);
+    core.read(Consistency::Strong, 1, "r", 0);
+    core.write(2, "w", 0);
+    fx(&mut core);
     core.consumer_ended(5);
     let got = delivered(fx(&mut core));
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|(_, r)| unavailable(r)));
     assert_eq!(core.stats().in_flight, 0);
+    assert_eq!(core.batches_in_flight(), (0, 0));
     // The head is asked for again.
     core.tick(6);
     asked(&fx(&mut core));
@@ -315,25 +369,138 @@ fn correlation_ids_are_never_reused() {
     core.start(0);
     assert!(ids.insert(asked(&fx(&mut core))));
     for i in 0..1_000u32 {
-        let now = u64::from(i);
-        let id = match i % 3 {
-            0 => core.write(i, now).0,
-            1 => core.read(Consistency::Eventual, i, "e", now).unwrap().id,
+        let now = u64::from(i) * SLOW_MS;
+        let new: Vec<u64> = match i % 3 {
+            0 => {
+                let w = core.write(i, "w", now);
+                let sent = writes_sent(&fx(&mut core));
+                vec![w, sent[0].0]
+            }
+            1 => {
+                let r = core.read(Consistency::Eventual, i, "e", now);
+                vec![r, one_read_batch(&fx(&mut core)).0]
+            }
             _ => {
                 core.set_epoch(now + 2, now);
-                fx(&mut core)
-                    .iter()
-                    .find_map(|e| match e {
-                        Effect::AskHead { id, .. } => Some(*id),
-                        _ => None,
-                    })
-                    .expect("asked again")
+                let asked = fx(&mut core).iter().find_map(|e| match e {
+                    Effect::AskHead { id, .. } => Some(*id),
+                    _ => None,
+                });
+                vec![asked.expect("asked again")]
             }
         };
-        assert!(id > SEED);
-        assert!(ids.insert(id), "id {id} used twice");
+        for id in new {
+            assert!(id > SEED);
+            assert!(ids.insert(id), "id {id} used twice");
+        }
     }
     // Another seed, another run: its ids start elsewhere.
     let mut other = Core::new(C, 1, SEED + 1_000_000);
-    assert!(!ids.contains(&other.write(0, 0).0));
+    assert!(!ids.contains(&other.write(0, "w", 0)));
+}
+
+#[test]
+fn a_lone_request_goes_at_once_and_a_crowd_goes_in_batches() {
+    let mut core = knowing(5);
+    // The window's batches go one request each, at once.
+    let first: Vec<u64> = (0..READ_WINDOW as u32)
+        .map(|i| {
+            let id = core.read(Consistency::Eventual, i, "e", 0);
+            assert_eq!(one_read_batch(&fx(&mut core)).1, vec![id]);
+            id
+        })
+        .collect();
+    // Then they wait, strong and eventual alike, for a batch to be
+    // answered.
+    let waiting: Vec<u64> = (0..10u32)
+        .map(|i| {
+            let c = if i % 2 == 0 {
+                Consistency::Strong
+            } else {
+                Consistency::Eventual
+            };
+            core.read(c, 100 + i, "w", 1)
+        })
+        .collect();
+    assert!(fx(&mut core).is_empty());
+    assert_eq!(core.batches_in_flight(), (READ_WINDOW, 0));
+    core.reply(st(1), read_reply(), Some(first[0]), 2);
+    let effects = fx(&mut core);
+    let answered = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Deliver { .. }));
+    assert_eq!(answered.count(), 1);
+    // All ten in one batch, each with its own min seq.
+    let sent = reads_sent(&effects);
+    assert_eq!(sent.len(), 1);
+    let want: Vec<(u64, u64, &str)> = waiting
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, if i % 2 == 0 { 5 } else { 0 }, "w"))
+        .collect();
+    assert_eq!(sent[0], want);
+    // Each is answered by its own id; the batch is done with the last.
+    for id in &waiting {
+        core.reply(st(1), read_reply(), Some(*id), 3);
+    }
+    let got = delivered(fx(&mut core));
+    assert_eq!(got.len(), 10);
+    assert_eq!(core.batches_in_flight(), (READ_WINDOW - 1, 0));
+}
+
+#[test]
+fn a_batch_holds_at_most_its_size_and_writes_batch_like_reads() {
+    let mut core = knowing(0);
+    // The master leads already (its first answer would send every write
+    // waiting again otherwise).
+    core.reply(st(1), Reply::Leading, None, 0);
+    let firsts: Vec<u64> = (0..WRITE_WINDOW as u32)
+        .map(|i| write_now(&mut core, i, 0))
+        .collect();
+    let crowd: Vec<u64> = (0..(WRITE_BATCH + 3) as u32)
+        .map(|i| core.write(10 + i, "w", 1))
+        .collect();
+    assert!(fx(&mut core).is_empty());
+    // One answer frees one place: one full batch goes.
+    core.reply(st(1), acked(1), Some(firsts[0]), 2);
+    let sent = writes_sent(&fx(&mut core));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].2, crowd[..WRITE_BATCH].to_vec());
+    core.reply(st(1), acked(2), Some(firsts[1]), 3);
+    let sent = writes_sent(&fx(&mut core));
+    assert_eq!(sent[0].2, crowd[WRITE_BATCH..].to_vec());
+}
+
+#[test]
+fn a_slow_batch_gives_up_its_place_in_the_window() {
+    let mut core = knowing(0);
+    for i in 0..READ_WINDOW as u32 {
+        core.read(Consistency::Eventual, i, "e", 0);
+    }
+    fx(&mut core);
+    let late = core.read(Consistency::Eventual, 99, "e", 1);
+    assert!(fx(&mut core).is_empty());
+    // No answer comes (a slave paused with them): the reads behind go.
+    core.tick(SLOW_MS - 1);
+    assert!(fx(&mut core).is_empty());
+    core.tick(SLOW_MS);
+    assert_eq!(one_read_batch(&fx(&mut core)).1, vec![late]);
+}
+
+#[test]
+fn a_read_that_expired_waiting_is_not_sent() {
+    let mut core = knowing(0);
+    for i in 0..READ_WINDOW as u32 {
+        core.read(Consistency::Eventual, i, "e", 0);
+    }
+    let stale = core.read(Consistency::Eventual, 50, "stale", 0);
+    fx(&mut core);
+    // Everything expires: the window's reads and the one waiting.
+    core.tick(ATTEMPT_MS);
+    let effects = fx(&mut core);
+    assert_eq!(delivered(effects).len(), READ_WINDOW + 1);
+    let fresh = core.read(Consistency::Eventual, 51, "fresh", ATTEMPT_MS + 1);
+    let (_, ids) = one_read_batch(&fx(&mut core));
+    assert_eq!(ids, vec![fresh]);
+    assert!(!ids.contains(&stale));
 }
