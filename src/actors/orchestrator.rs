@@ -84,7 +84,13 @@ impl Orchestrator {
             acks,
             acks_rx: Some(acks_rx),
             broker,
-            core: OrchestratorCore::new(cluster, epoch, seed),
+            core: OrchestratorCore::new(cluster, epoch, seed).with_windows(
+                window("DBAAS_READ_WINDOW", crate::core::orchestrator::READ_WINDOW),
+                window(
+                    "DBAAS_WRITE_WINDOW",
+                    crate::core::orchestrator::WRITE_WINDOW,
+                ),
+            ),
             started: Instant::now(),
         }
     }
@@ -205,6 +211,14 @@ impl Orchestrator {
                 }),
         );
     }
+}
+
+/// A window from the environment (for measuring), or the default.
+fn window(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A batch of reads as it goes on `readQ`.

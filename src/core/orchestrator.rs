@@ -61,8 +61,10 @@ pub const ATTEMPT_MS: u64 = 5_000;
 /// How long an ask for the head waits before it is sent again, doubling.
 pub const HEAD_BACKOFF: Backoff = Backoff::new(250, 4_000);
 /// How many read batches may be unanswered before reads wait to go
-/// together in the next one: enough to keep a few slaves busy.
-pub const READ_WINDOW: usize = 4;
+/// together in the next one: two keep two slaves busy; more make batches
+/// smaller (a window freed takes whoever came first), and the broker's work
+/// grows with the messages, not the reads.
+pub const READ_WINDOW: usize = 2;
 /// How many write batches may be unanswered before writes wait to go
 /// together: two keep the master applying one while it confirms another's
 /// syncs.
@@ -250,6 +252,13 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
             },
             out: Vec::new(),
         }
+    }
+
+    /// The same core with other windows (at least one batch each).
+    pub fn with_windows(mut self, reads: usize, writes: usize) -> Self {
+        self.reads.window = reads.max(1);
+        self.writes.window = writes.max(1);
+        self
     }
 
     /// Asks for the head at once, so that the first strong read need not

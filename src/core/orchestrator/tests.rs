@@ -138,7 +138,12 @@ fn a_fresh_core_serves_no_strong_read_before_it_knows_the_head() {
     let sent = reads_sent(&fx(&mut core));
     assert_eq!(sent, vec![vec![(r1, 42, "r1"), (r2, 42, "r2")]]);
     assert!(core.knows_head());
+    // With the eventual read's batch, the window is full: the next read
+    // goes once that one is answered.
+    assert_eq!(READ_WINDOW, 2);
     let r3 = core.read(Consistency::Strong, 4, "r3", 11);
+    assert!(reads_sent(&fx(&mut core)).is_empty());
+    core.reply(st(1), read_reply(), Some(e), 12);
     assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r3, 42, "r3")]]);
     assert_eq!(core.stats().last_acked_seq, 42);
 }
