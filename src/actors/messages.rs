@@ -64,7 +64,10 @@ pub struct Shutdown;
 /// own on `syncQ`), stop serving reads, and answer the seq reached.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<u64>")]
-pub struct Drain;
+pub struct Drain {
+    /// Elected as an heir (`MasterRecord::heir`).
+    pub heir: bool,
+}
 
 /// Slave: its worker opened a new coordinator session (see
 /// `core::replica::Input::Rejoined`).

@@ -338,8 +338,8 @@ impl Worker {
             return;
         };
         tracing::info!(worker = self.cfg.id, "elected master; draining");
-        let (slave, this) = (slave.clone(), self.drains);
-        let drained = async move { drain(&slave).await };
+        let (slave, this, heir) = (slave.clone(), self.drains, self.core.elected_as_heir());
+        let drained = async move { drain(&slave, heir).await };
         ctx.spawn(drained.into_actor(self).map(move |res, act, ctx| {
             if act.drains != this {
                 return;

@@ -26,6 +26,12 @@ pub struct MasterRecord {
     pub pid: u64,
     pub id: u64,
     pub epoch: u64,
+    /// Elected while nobody was caught up, as the newest history among
+    /// the stores that hold every acknowledged write (see
+    /// `core::election::Succession`): it leads on its store alone, without
+    /// a master's word that it missed nothing (there is no master to ask).
+    #[serde(default)]
+    pub heir: bool,
 }
 
 /// A worker's role, as it reports it.
@@ -81,6 +87,7 @@ mod tests {
             pid: 1,
             id: 2,
             epoch: 3,
+            heir: false,
         };
         assert_eq!(decode::<MasterRecord>(&encode(&m)), Some(m));
         assert_eq!(decode::<MasterRecord>(b"{\"pid\":1}"), None);

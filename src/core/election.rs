@@ -137,7 +137,8 @@ impl Succession {
 }
 
 /// Who may lead, of the registered workers but `dead`, or why nobody may
-/// yet. The caught-up ones if any (a ready slave drains before it leads);
+/// yet; and whether they stand as heirs (nobody caught up: their stores
+/// vouch for the history, not their readiness). The caught-up ones if any (a ready slave drains before it leads);
 /// else, after a master was lost, the stores of [`Succession::heirs`],
 /// once every one of them is registered again (the newest history among
 /// them wins; one that declined is asked again under a new epoch rather
@@ -147,7 +148,7 @@ pub fn eligible(
     reports: &[WorkerReport],
     succession: &Succession,
     dead: Option<u64>,
-) -> Result<Vec<Candidate>, String> {
+) -> Result<(Vec<Candidate>, bool), String> {
     // A worker that declined is alive (it said so), even when the
     // election runs because it declined.
     let live: Vec<&WorkerReport> = reports
@@ -163,11 +164,14 @@ pub fn eligible(
     let heirs = succession.heirs();
     if !ready.is_empty() || heirs.is_empty() {
         let any = willing.map(|r| Candidate::from(*r));
-        return Ok(if ready.is_empty() {
-            any.collect()
-        } else {
-            ready
-        });
+        return Ok((
+            if ready.is_empty() {
+                any.collect()
+            } else {
+                ready
+            },
+            false,
+        ));
     }
     if let Some(missing) = heirs.iter().find(|id| !live.iter().any(|r| r.id == **id)) {
         return Err(format!(
@@ -180,13 +184,10 @@ pub fn eligible(
         .map(|r| Candidate::from(*r))
         .collect();
     if !standing.is_empty() {
-        return Ok(standing);
+        return Ok((standing, true));
     }
-    Ok(live
-        .iter()
-        .filter(theirs)
-        .map(|r| Candidate::from(*r))
-        .collect())
+    let declined = live.iter().filter(theirs).map(|r| Candidate::from(*r));
+    Ok((declined.collect(), true))
 }
 
 /// What one round of an election does, given what it read.
@@ -226,7 +227,7 @@ pub fn ballot(
         .filter(|r| !leaving.contains(&r.pid))
         .copied()
         .collect();
-    let candidates = match eligible(&staying, succession, dead) {
+    let (candidates, heir) = match eligible(&staying, succession, dead) {
         Ok(c) => c,
         Err(why) => return Ballot::Wait(why),
     };
@@ -235,6 +236,7 @@ pub fn ballot(
             pid: best.pid,
             id: best.id,
             epoch: next_epoch(current, &reports),
+            heir,
         }),
         None => Ballot::Wait("no worker may lead".into()),
     }

@@ -209,7 +209,7 @@ impl ReplicaCore {
             Input::FenceFailed { nonce, error } => self.fence_failed(nonce, error),
             Input::Flushed { nonce, result } => self.flushed(nonce, result),
             Input::Tick => self.tick(),
-            Input::Drain { nonce } => self.start_drain(nonce),
+            Input::Drain { nonce, heir } => self.start_drain(nonce, heir),
             Input::Resume => self.drain = None,
             Input::Shutdown => self.shutdown(),
         }

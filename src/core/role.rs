@@ -123,6 +123,13 @@ impl RoleCore {
         }
     }
 
+    /// Whether `/master` names this worker as an heir (see
+    /// [`MasterRecord::heir`]): its drain need not wait for a master's
+    /// word that it is current.
+    pub fn elected_as_heir(&self) -> bool {
+        self.seen.is_some_and(|m| m.pid == self.pid && m.heir)
+    }
+
     /// The role its report shows.
     pub fn reported(&self) -> ReportedRole {
         match self.phase {

@@ -48,9 +48,7 @@ fn setup(rng: &mut fastrand::Rng) -> Setup {
         session_ms: rng.u64(10..=60),
         watch_lag: rng.u64(0..=10),
         hung_after: rng.u64(20..=300),
-        pipeline_mutation: None,
-        zero_head: false,
-        replica_mutation: None,
+        ..Setup::default()
     }
 }
 
@@ -65,11 +63,18 @@ pub fn run_mutated(
     rule: Succession,
     pipeline: Option<dbaas::core::pipeline::Mutation>,
 ) -> Result<String, Failure> {
+    run_with(seed, rule, |s| s.pipeline_mutation = pipeline)
+}
+
+/// [`run`], with the setup the seed draws changed by `tweak`.
+pub fn run_with(
+    seed: u64,
+    rule: Succession,
+    tweak: impl FnOnce(&mut Setup),
+) -> Result<String, Failure> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let setup = Setup {
-        pipeline_mutation: pipeline,
-        ..setup(&mut rng)
-    };
+    let mut setup = setup(&mut rng);
+    tweak(&mut setup);
     let mut w = World::new(rng.u64(..), setup, rule);
     let (write_chance, fault_chance) = (rng.f64() * 0.5, rng.f64() * 0.03);
     let read_chance = rng.f64() * 0.5;

@@ -33,9 +33,10 @@ pub const READER: u64 = 1 << 60;
 /// with a read, a write carries its number.
 pub type Orch = OrchestratorCore<u64, (), u64>;
 
-/// A new orchestrator following `epoch`, its ids from `seed`.
-pub fn orchestrator(epoch: u64, seed: u64, now: u64) -> Orch {
-    let mut o = Orch::new(CLUSTER, epoch, seed % (1 << 40));
+/// A new orchestrator following `epoch`, its ids from `seed`, with these
+/// windows (read and write batches unanswered).
+pub fn orchestrator(epoch: u64, seed: u64, now: u64, windows: (usize, usize)) -> Orch {
+    let mut o = Orch::new(CLUSTER, epoch, seed % (1 << 40)).with_windows(windows.0, windows.1);
     o.start(now);
     o
 }
@@ -219,11 +220,11 @@ impl World {
         self.log("the orchestrator restarts".into());
         let epoch = self.master.map_or(0, |m| m.epoch);
         let seed = self.rng.u64(..);
-        self.orch = orchestrator(epoch, seed, self.now);
+        self.orch = orchestrator(epoch, seed, self.now, self.setup.windows);
         // Its clients' requests died with it.
         self.write_attempts.clear();
         if self.setup.zero_head {
-            let o = std::mem::replace(&mut self.orch, orchestrator(0, 0, 0));
+            let o = std::mem::replace(&mut self.orch, orchestrator(0, 0, 0, (1, 1)));
             self.orch = o.trusting_a_zero_head();
         }
         self.reads_state.started.clear();

@@ -239,6 +239,8 @@ pub struct Setup {
     pub zero_head: bool,
     /// A bug planted in every replica.
     pub replica_mutation: Option<dbaas::core::replica::Mutation>,
+    /// The orchestrator's windows: read and write batches unanswered.
+    pub windows: (usize, usize),
 }
 
 impl Default for Setup {
@@ -255,6 +257,10 @@ impl Default for Setup {
             pipeline_mutation: None,
             zero_head: false,
             replica_mutation: None,
+            windows: (
+                dbaas::core::orchestrator::READ_WINDOW,
+                dbaas::core::orchestrator::WRITE_WINDOW,
+            ),
         }
     }
 }
@@ -364,7 +370,7 @@ impl World {
             refused: BTreeSet::new(),
             answered_in: BTreeMap::new(),
             broken: Vec::new(),
-            orch: super::orch::orchestrator(0, seed, 0),
+            orch: super::orch::orchestrator(0, seed, 0, setup.windows),
             acked_log: Vec::new(),
             next_read: 0,
             reads_state: super::orch::Reads::default(),
@@ -564,8 +570,10 @@ impl World {
                     return None;
                 };
                 let fence = self.rng.u64(..);
+                let heir = self.workers[&id].core.elected_as_heir();
                 self.set_role(id, Role::Promoting { epoch, fence });
-                self.replica_step(id, ReplicaInput::Drain { nonce: fence });
+                let drain = ReplicaInput::Drain { nonce: fence, heir };
+                self.replica_step(id, drain);
             }
             RoleEffect::Resume => {
                 self.set_role(id, Role::Slave);

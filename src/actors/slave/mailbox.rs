@@ -113,13 +113,13 @@ impl Handler<Drain> for SlaveWorker {
     /// publishes a fence to `syncQ` and applies everything that comes
     /// before it in its own queue, then answers the seq it reached. The
     /// worker then stops it and leads on the same store.
-    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Drain { heir }: Drain, ctx: &mut Context<Self>) -> Self::Result {
         let (done, answer) = oneshot::channel();
         // A fence of an earlier drain, still in the queue, must not pass
         // for this one's.
         let nonce = fastrand::u64(..);
         self.drain = Some((nonce, done));
-        self.feed(ctx, Input::Drain { nonce });
+        self.feed(ctx, Input::Drain { nonce, heir });
         Box::pin(async move {
             answer
                 .await

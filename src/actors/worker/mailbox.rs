@@ -18,8 +18,8 @@ impl Handler<Step> for Worker {
 }
 
 /// Asks an elected slave to drain, bounded by [`DRAIN_TIMEOUT`].
-pub(super) async fn drain(slave: &Addr<SlaveWorker>) -> Result<u64, Error> {
-    tokio::time::timeout(DRAIN_TIMEOUT, slave.send(Drain))
+pub(super) async fn drain(slave: &Addr<SlaveWorker>, heir: bool) -> Result<u64, Error> {
+    tokio::time::timeout(DRAIN_TIMEOUT, slave.send(Drain { heir }))
         .await
         .map_err(|_| Error::Unavailable("drain timed out".into()))?
         .map_err(|e| Error::Unavailable(e.to_string()))?

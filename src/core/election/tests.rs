@@ -62,6 +62,7 @@ fn new_epochs_pass_every_epoch_seen() {
         pid: 1,
         id: 1,
         epoch: 4,
+        heir: false,
     };
     assert_eq!(next_epoch(None, &[]), 1);
     assert_eq!(next_epoch(Some(&m), &[epoch_report(2)]), 5);
@@ -75,6 +76,7 @@ fn workers_lead_or_follow_what_master_says() {
         pid,
         id: pid,
         epoch,
+        heir: false,
     };
     let table = [
         (7, None, Some(m(7, 3)), RoleChange::Lead { epoch: 3 }),
@@ -134,7 +136,7 @@ fn only_caught_up_workers_or_every_lost_masters_store_may_lead() {
         (vec![report(1, false, Declined, 7)], &[1], Some(vec![1])),
     ];
     for (reports, lost, want) in table {
-        let got = ids(eligible(reports, &heirs(lost), None));
+        let got = ids(eligible(reports, &heirs(lost), None).map(|(c, _)| c));
         assert_eq!(got, *want, "{reports:?} {lost:?}");
     }
 }
@@ -174,6 +176,7 @@ fn a_ballot_keeps_a_live_master_and_skips_the_dead_and_the_leaving() {
         pid: m.pid,
         id: 1,
         epoch: 4,
+        heir: false,
     };
     let none = BTreeSet::new();
     let s = Succession::default();
@@ -188,7 +191,8 @@ fn a_ballot_keeps_a_live_master_and_skips_the_dead_and_the_leaving() {
         Ballot::Elect(MasterRecord {
             pid: s2.pid,
             id: 2,
-            epoch: 5
+            epoch: 5,
+            heir: false,
         })
     );
     // Changed meanwhile (claimed again): it stays, even if thought dead.

@@ -13,6 +13,8 @@ use super::{Effect, ReplicaCore};
 pub(super) struct Drain {
     nonce: u64,
     phase: Phase,
+    /// Elected as an heir: not being confirmed current does not stop it.
+    heir: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,11 +37,12 @@ impl Drain {
 }
 
 impl ReplicaCore {
-    pub(super) fn start_drain(&mut self, nonce: u64) {
+    pub(super) fn start_drain(&mut self, nonce: u64, heir: bool) {
         self.requeue_parked();
         self.drain = Some(Drain {
             nonce,
             phase: Phase::Waiting { fenced: false },
+            heir,
         });
         self.fx.push(Effect::PublishFence { nonce });
     }
@@ -100,11 +103,11 @@ impl ReplicaCore {
     /// Once the fence is back and nothing that follows the applied seq is
     /// left to apply, the drain flushes (or fails).
     pub(super) fn check_drain(&mut self) {
-        let Some(nonce) = self
+        let Some((nonce, heir)) = self
             .drain
             .as_ref()
             .filter(|d| d.phase == (Phase::Waiting { fenced: true }))
-            .map(|d| d.nonce)
+            .map(|d| (d.nonce, d.heir))
         else {
             return;
         };
@@ -114,7 +117,10 @@ impl ReplicaCore {
         if self.diverged {
             return self.end_drain(Err("this replica diverged; it awaits a snapshot".into()));
         }
-        if self.confirming {
+        // Elected for what its store holds (nobody was caught up), it
+        // needs no master's word: there is none to give it, and waiting
+        // for one would leave the cluster without a master for ever.
+        if self.confirming && !heir {
             return self.end_drain(Err(
                 "not yet told by the master that it missed nothing while cut off".into(),
             ));

@@ -81,7 +81,12 @@ pub enum Input {
     Tick,
     /// Elected: drain what the old master sent, up to a fence carrying
     /// `nonce` (the driver's pick, so that no other fence passes for it).
-    Drain { nonce: u64 },
+    Drain {
+        nonce: u64,
+        /// Elected as an heir: it leads on its store, without a master's
+        /// word that it is current.
+        heir: bool,
+    },
     /// The drain failed or was given up: go on as a slave.
     Resume,
     /// Stop consuming for good; what is held goes back.

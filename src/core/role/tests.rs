@@ -7,6 +7,7 @@ fn named(pid: u64, epoch: u64) -> Input {
         pid,
         id: pid,
         epoch,
+        heir: false,
     }))
 }
 
@@ -68,7 +69,8 @@ fn a_master_named_again_starts_over_and_a_deposed_one_follows() {
         r.on(Input::NotMine(Some(MasterRecord {
             pid: 8,
             id: 8,
-            epoch: 5
+            epoch: 5,
+            heir: false,
         }))),
         vec![Effect::RevokeLease, Effect::StopMaster]
     );

@@ -38,6 +38,7 @@ fn record(id: u64, epoch: u64) -> Option<(MasterRecord, i32)> {
             pid: 100 + id,
             id,
             epoch,
+            heir: false,
         },
         epoch as i32,
     ))
