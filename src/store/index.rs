@@ -4,8 +4,9 @@
 //! empty value: the key alone names the row. They are written in the same
 //! batch as the row, so they are exactly as durable and as atomic. (An
 //! earlier layout repeated the whole tree key in the entry and again as
-//! its value; such a store's entries are rebuilt when it is opened, since
-//! the definitions recorded beside them carry the layout's version.)
+//! its value, and sorted nulls after integers; such a store's entries are
+//! rebuilt when it is opened, since the definitions recorded beside them
+//! carry the layout's version.)
 //!
 //! A read plans over them ([`plan`]): the index whose leading columns are
 //! fixed by the most `=` conditions wins, and a range condition on the next
@@ -43,11 +44,18 @@ fn index_prefix(table: &str, n: usize) -> Vec<u8> {
     k
 }
 
-/// Appends `v` so that byte order is value order within a type and no
-/// encoding is a prefix of another (text is escaped and terminated).
+/// The tag of a null (or missing) value: below every other tag, since a
+/// null compares below every value. (The first layout tagged it `n`,
+/// between integers and text, and a range over such an index missed the
+/// nulls an upper bound matches.)
+const NULL: u8 = 0x01;
+
+/// Appends `v` so that byte order is value order within a type, a null
+/// comes before everything, and no encoding is a prefix of another (text
+/// is escaped and terminated).
 fn encode(out: &mut Vec<u8>, v: Option<&Value>) {
     match v {
-        None | Some(Value::Null) | Some(Value::List(_)) => out.push(b'n'),
+        None | Some(Value::Null) | Some(Value::List(_)) => out.push(NULL),
         Some(Value::Bool(b)) => out.extend_from_slice(&[b'b', u8::from(*b)]),
         Some(Value::Int(i)) => {
             out.push(b'i');
@@ -73,14 +81,17 @@ fn decode(bytes: &[u8]) -> Result<(Value, &[u8])> {
     let bad = || Error::Storage("corrupt index entry on disk".into());
     let (&tag, rest) = bytes.split_first().ok_or_else(bad)?;
     match tag {
-        b'n' => Ok((Value::Null, rest)),
+        NULL => Ok((Value::Null, rest)),
         b'b' => {
             let (&b, rest) = rest.split_first().ok_or_else(bad)?;
             Ok((Value::Bool(b != 0), rest))
         }
         b'i' => {
             let (int, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
-            Ok((Value::Int((u64::from_be_bytes(*int) ^ (1 << 63)) as i64), rest))
+            Ok((
+                Value::Int((u64::from_be_bytes(*int) ^ (1 << 63)) as i64),
+                rest,
+            ))
         }
         b't' => {
             let mut text = Vec::new();
@@ -209,7 +220,13 @@ fn narrow(index: usize, prefix: &[u8], col: &str, filter: &[Cond]) -> Plan {
         lo: prefix.to_vec(),
         hi: successor(prefix),
     };
-    for c in filter.iter().filter(|c| c.column == col) {
+    // A list encodes as a null, which compares below every value: a bound
+    // by it would leave out rows it matches.
+    let bounds = |v: &Value| !matches!(v, Value::List(_));
+    for c in filter
+        .iter()
+        .filter(|c| c.column == col && bounds(&c.value))
+    {
         let mut at = prefix.to_vec();
         encode(&mut at, Some(&c.value));
         let after = successor(&at);
@@ -296,7 +313,11 @@ pub(super) fn count(tx: &Tx, t: &TableSchema, plan: &Plan, filter: &[Cond]) -> R
     }
     let mut n = 0u64;
     entries_in(tx, t, plan, |values, _| {
-        if filter.iter().zip(&at).all(|(c, &i)| cond::matches(&values[i], c)) {
+        if filter
+            .iter()
+            .zip(&at)
+            .all(|(c, &i)| cond::matches(&values[i], c))
+        {
             n += 1;
         }
         Ok(true)

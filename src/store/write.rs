@@ -4,9 +4,9 @@ use crate::error::{Error, Result};
 use crate::model::{Cond, Row, Schema, TableSchema, Value, WriteOp, WriteResult};
 
 use super::cond::matches_all;
-use super::{aggregate, index};
 use super::keys::{self, counter_key, decode_row, decode_u64, encode_row, row_key, table_prefix};
 use super::tx::Tx;
+use super::{aggregate, index};
 
 /// Calls `f` on every row of `t` matching `filter` (with its tree key), in
 /// the order of the index the filter can use, else in key order; stops
