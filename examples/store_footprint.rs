@@ -178,7 +178,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("disk_bytes_per_ride={:.0}", disk as f64 / rides);
     if let Some((copy_disk, install)) = installed {
         println!("installed_copy_disk_bytes={copy_disk}");
-        println!("installed_copy_bytes_per_ride={:.0}", copy_disk as f64 / rides);
+        println!(
+            "installed_copy_bytes_per_ride={:.0}",
+            copy_disk as f64 / rides
+        );
         println!("install_ms={:.1}", ms(install));
     }
     println!("scan_count_ms={:.2}", ms(t_scan));

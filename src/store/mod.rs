@@ -16,7 +16,7 @@
 //! | `r` request id (u128 BE)             | bincode((seq, answer))         |
 //! | `q` seq (u64 BE)                     | request id (u128 BE), made at (ms, u64 BE) |
 //! | `mh`                                 | when the newest forgotten record was made (ms) |
-//! | `x` table 0x00 index no. values row key | the row's tree key       |
+//! | `x` table 0x00 index no. values key  | empty (the key names the row) |
 //! | `mi`                                 | the index definitions followed |
 //! | `mn` table                           | the table's row count (u64 BE) |
 //! | `ma`                                 | the applied seq the counts are exact at |
