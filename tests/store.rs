@@ -1009,3 +1009,335 @@ fn the_record_horizon_survives_reopen_and_travels_with_snapshots() {
     assert_eq!(other.forgotten_through_ms(), 100);
     assert!(other.group_at(300).stale(100));
 }
+
+// ---- the maintained row counts ----
+
+/// The count the store keeps, and the rows a scan finds: they must agree.
+fn assert_counts_exact(store: &Store) {
+    for table in ["users", "rides"] {
+        let kept = store
+            .read(&ReadOp::Count {
+                table: table.into(),
+                filter: Vec::new(),
+            })
+            .unwrap()
+            .count();
+        let scanned = store
+            .read(&ReadOp::Select {
+                table: table.into(),
+                filter: Vec::new(),
+                columns: None,
+                order_by: None,
+                limit: None,
+            })
+            .unwrap()
+            .count();
+        assert_eq!(kept, scanned, "count of {table}");
+    }
+}
+
+#[test]
+fn the_row_count_stays_exact_through_every_write() {
+    let db = Db::new();
+    assert_counts_exact(&db.store);
+    for name in ["ann", "bob", "cy"] {
+        db.write(insert("users", user(name)));
+    }
+    for ts in 1..=6 {
+        db.write(auto(ride("ann", ts, ts % 3, &[])));
+    }
+    db.write(insert("rides", {
+        let mut r = ride("bob", 50, 1, &[]);
+        r.insert("ride_id".into(), 100.into());
+        r
+    }));
+    assert_eq!(db.count("rides", vec![]), 7);
+    assert_counts_exact(&db.store);
+    // A duplicate key and a refused batch change nothing.
+    assert!(db.try_write(insert("users", user("ann"))).is_err());
+    let refused = batch(vec![
+        auto(ride("bob", 9, 1, &[])),
+        delete("rides", Some(1.into()), None),
+        require("users", "nobody", true),
+    ]);
+    assert!(db.try_write(refused).is_err());
+    assert_eq!(db.count("rides", vec![]), 7);
+    // Updates keep it; deletes by key, by a missing key, by conditions.
+    db.write(update(
+        Some(2.into()),
+        None,
+        row(&[("source", 2.into())]),
+        Row::new(),
+        Row::new(),
+    ));
+    db.write(delete("rides", Some(1.into()), None));
+    db.write(delete("rides", Some(1.into()), None));
+    db.write(delete(
+        "rides",
+        None,
+        Some(vec![Cond::new("source", CmpOp::Eq, 0)]),
+    ));
+    assert_counts_exact(&db.store);
+    // A batch that inserts and deletes the same rows.
+    db.write(batch(vec![
+        auto(ride("cy", 70, 2, &[])),
+        auto(ride("cy", 71, 2, &[])),
+        delete(
+            "rides",
+            None,
+            Some(vec![Cond::new("created_by", CmpOp::Eq, "cy")]),
+        ),
+        insert("users", user("dee")),
+    ]));
+    assert_counts_exact(&db.store);
+    assert_eq!(db.count("users", vec![]), 4);
+    // A group with a failing write in the middle.
+    let mut group = db.store.group();
+    let next = db.store.applied_seq() + 1;
+    group
+        .apply(next, 1, &auto(ride("dee", 80, 1, &[])))
+        .unwrap();
+    assert!(group
+        .apply(next + 1, 2, &insert("users", user("dee")))
+        .is_err());
+    group
+        .apply(next + 1, 3, &insert("users", user("eve")))
+        .unwrap();
+    group.commit().unwrap();
+    assert_counts_exact(&db.store);
+    assert_eq!(db.count("users", vec![]), 5);
+    db.write(clear(Some("rides")));
+    assert_eq!(db.count("rides", vec![]), 0);
+    assert_eq!(db.count("users", vec![]), 5);
+    db.write(auto(ride("ann", 5, 1, &[])));
+    db.write(clear(None));
+    assert_counts_exact(&db.store);
+    assert_eq!(db.count("users", vec![]), 0);
+    db.write(insert("users", user("fay")));
+    assert_eq!(db.count("users", vec![]), 1);
+}
+
+/// Opens the sled tree of a store directory directly (the store may still
+/// be held a moment by sled's flusher after it was dropped).
+fn raw(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("lock"), "{e}");
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn counts_survive_reopen_and_an_old_layout_store_gets_them_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), schema()).unwrap();
+        store.apply(1, 1, &insert("users", user("ann"))).unwrap();
+        for seq in 2..=11 {
+            store
+                .apply(seq, seq.into(), &auto(ride("ann", seq as i64, 1, &[])))
+                .unwrap();
+        }
+        store.flush().unwrap();
+    }
+    {
+        let store = Store::open(dir.path(), schema()).unwrap();
+        assert_eq!(store.read(&count_of("rides")).unwrap().count(), 10);
+        assert_counts_exact(&store);
+    }
+    // Make it a store of the previous layout: no counts, and index
+    // entries that repeat the row's tree key as their value.
+    {
+        let db = raw(dir.path());
+        for k in db.scan_prefix(b"mn").keys() {
+            db.remove(k.unwrap()).unwrap();
+        }
+        db.remove(b"ma").unwrap();
+        let mut old_entries = Vec::new();
+        for entry in db.scan_prefix(b"x") {
+            let (k, _) = entry.unwrap();
+            old_entries.push(k.to_vec());
+        }
+        for k in old_entries {
+            db.remove(&k).unwrap();
+            // Some entry of the old layout; the open must replace it.
+            let mut old = k.clone();
+            old.extend_from_slice(b"drides\0");
+            db.insert(old, b"drides\0".to_vec()).unwrap();
+        }
+        db.insert(
+            b"mi",
+            &b"rides(source,destination,timestamp);rides(created_by);"[..],
+        )
+        .unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), schema()).unwrap();
+    assert_eq!(store.read(&count_of("rides")).unwrap().count(), 10);
+    assert_counts_exact(&store);
+    assert_eq!(store.index_entries().unwrap(), 20);
+    let by = vec![Cond::new("created_by", CmpOp::Eq, "ann")];
+    assert_eq!(store.read(&select(by.clone())).unwrap().count(), 10);
+    assert_eq!(
+        store
+            .read(&ReadOp::Count {
+                table: "rides".into(),
+                filter: by
+            })
+            .unwrap()
+            .count(),
+        10
+    );
+    // A later write keeps the rebuilt count.
+    store
+        .apply(12, 12, &delete("rides", Some(3.into()), None))
+        .unwrap();
+    assert_eq!(store.read(&count_of("rides")).unwrap().count(), 9);
+}
+
+#[test]
+fn counts_written_at_another_seq_are_rebuilt_on_open() {
+    // What an earlier version leaves when it writes to a store with
+    // counts: rows and applied seq move on, the counts do not.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), schema()).unwrap();
+        store.apply(1, 1, &insert("users", user("ann"))).unwrap();
+        store.apply(2, 2, &insert("users", user("bob"))).unwrap();
+        store.flush().unwrap();
+    }
+    {
+        let db = raw(dir.path());
+        db.insert(b"mnusers", &7u64.to_be_bytes()[..]).unwrap();
+        db.insert(b"ms", &3u64.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), schema()).unwrap();
+    assert_eq!(store.read(&count_of("users")).unwrap().count(), 2);
+}
+
+fn count_of(table: &str) -> ReadOp {
+    ReadOp::Count {
+        table: table.into(),
+        filter: Vec::new(),
+    }
+}
+
+#[test]
+fn a_snapshot_carries_no_counts_and_the_installer_counts_its_rows() {
+    let src = Db::new();
+    src.write(insert("users", user("ann")));
+    for ts in 1..=5 {
+        src.write(auto(ride("ann", ts, 1, &[])));
+    }
+    let snap = src.store.snapshot().unwrap();
+    assert!(snap
+        .entries
+        .iter()
+        .all(|(k, _)| !k.starts_with(b"mn") && k != b"ma"));
+    let dst = Db::new();
+    for name in ["x", "y", "z"] {
+        dst.write(insert("users", user(name)));
+    }
+    dst.store.install(&snap).unwrap();
+    assert_counts_exact(&dst.store);
+    assert_eq!(dst.count("rides", vec![]), 5);
+    assert_eq!(dst.count("users", vec![]), 1);
+    // Counts a snapshot should not hold (a newer version's, a forged
+    // one's) are ignored: the installer counts for itself.
+    let mut forged = snap.clone();
+    forged
+        .entries
+        .push((b"mnrides".to_vec(), 99u64.to_be_bytes().to_vec()));
+    forged
+        .entries
+        .push((b"ma".to_vec(), 0u64.to_be_bytes().to_vec()));
+    let other = Db::new();
+    other.store.install(&forged).unwrap();
+    assert_eq!(other.count("rides", vec![]), 5);
+    // The installed store goes on counting from there.
+    other.write(auto(ride("ann", 9, 1, &[])));
+    assert_eq!(other.count("rides", vec![]), 6);
+    assert_counts_exact(&other.store);
+}
+
+#[test]
+fn counts_and_ranges_an_index_covers_equal_a_scan_of_the_rows() {
+    let indexed = Db::new();
+    let plain = Db {
+        store: Store::temporary(Arc::new(Schema::rideshare().without_indexes())).unwrap(),
+    };
+    let mut rng = fastrand::Rng::with_seed(5);
+    for db in [&indexed, &plain] {
+        db.write(insert("users", user("a\0b")));
+    }
+    for _ in 0..300 {
+        let by = ["a\0b", "ann", "ann\0", "bo", ""][rng.usize(0..5)];
+        let mut r = ride(by, rng.i64(-3..30), rng.i64(1..5), &[]);
+        r.insert("destination".into(), rng.i64(1..4).into());
+        if rng.u8(0..10) == 0 {
+            // Rows without an indexed column index it as null.
+            r.remove("timestamp");
+        }
+        for db in [&indexed, &plain] {
+            db.write(auto(r.clone()));
+        }
+    }
+    let conds = |rng: &mut fastrand::Rng| -> Vec<Cond> {
+        let mut f = vec![Cond::new("source", CmpOp::Eq, rng.i64(0..5))];
+        if rng.bool() {
+            f.push(Cond::new("destination", CmpOp::Eq, rng.i64(1..4)));
+        }
+        let ops = [
+            CmpOp::Gt,
+            CmpOp::Ge,
+            CmpOp::Lt,
+            CmpOp::Le,
+            CmpOp::Ne,
+            CmpOp::Eq,
+        ];
+        for _ in 0..rng.usize(0..3) {
+            let value = match rng.u8(0..4) {
+                0 => Value::from("text"),
+                1 => Value::Null,
+                _ => Value::Int(rng.i64(-5..35)),
+            };
+            f.push(Cond::new("timestamp", ops[rng.usize(0..ops.len())], value));
+        }
+        if rng.u8(0..4) == 0 {
+            // Not in the index: the rows are read.
+            f.push(Cond::new("users", CmpOp::Contains, "ann"));
+        }
+        f
+    };
+    for _ in 0..300 {
+        let filter = if rng.u8(0..4) == 0 {
+            let by = ["a\0b", "ann", "ann\0", "bo", "", "zz"][rng.usize(0..6)];
+            vec![Cond::new("created_by", CmpOp::Eq, by)]
+        } else {
+            conds(&mut rng)
+        };
+        assert_eq!(
+            indexed.count("rides", filter.clone()),
+            plain.count("rides", filter.clone()),
+            "{filter:?}"
+        );
+        assert_eq!(
+            indexed.count("rides", filter.clone()),
+            indexed.store.read(&select(filter.clone())).unwrap().count(),
+            "{filter:?}"
+        );
+        // The rows an index range finds are those a scan finds.
+        assert_eq!(
+            indexed.rows(select(filter.clone())),
+            plain.rows(select(filter.clone())),
+            "{filter:?}"
+        );
+    }
+}

@@ -18,7 +18,7 @@ pub(super) fn matches_all(row: &Row, conds: &[Cond]) -> bool {
 
 /// One condition. Incomparable values (different types) fail every
 /// operator, so a mistyped condition selects nothing rather than anything.
-fn matches(v: &Value, c: &Cond) -> bool {
+pub(super) fn matches(v: &Value, c: &Cond) -> bool {
     let ord = v.compare(&c.value);
     match c.op {
         CmpOp::Eq => ord == Some(Ordering::Equal),

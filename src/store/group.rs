@@ -199,6 +199,8 @@ impl WriteGroup<'_> {
         if last > self.store.applied_seq() || lineage.is_some() {
             let mut tx = self.tx;
             tx.put(keys::APPLIED_SEQ.to_vec(), last.to_be_bytes().to_vec());
+            let (k, v) = aggregate::counted_at(last);
+            tx.put(k, v);
             if self.forgotten != self.forgotten_before {
                 tx.put(
                     keys::FORGOTTEN.to_vec(),

@@ -16,8 +16,10 @@
 //! | `r` request id (u128 BE)             | bincode((seq, answer))         |
 //! | `q` seq (u64 BE)                     | request id (u128 BE), made at (ms, u64 BE) |
 //! | `mh`                                 | when the newest forgotten record was made (ms) |
-//! | `x` table 0x00 index no. values row key | the row's tree key       |
+//! | `x` table 0x00 index no. values key  | empty (the key names the row) |
 //! | `mi`                                 | the index definitions followed |
+//! | `mn` table                           | the table's row count (u64 BE) |
+//! | `ma`                                 | the applied seq the counts are exact at |
 //!
 //! Row keys sort like their values within a type: an `Int` is tag `i` and
 //! the big-endian i64 with its sign bit flipped, a `Text` tag `t` and its
@@ -75,6 +77,7 @@
 //! minutes for clock skew. A record of an earlier version has no time and
 //! counts as made at time 0: it is forgotten first.
 
+mod aggregate;
 mod cond;
 mod group;
 mod index;
@@ -210,6 +213,7 @@ impl Store {
 
     fn from_db(db: sled::Db, schema: Arc<Schema>) -> Result<Store> {
         index::ensure(&db, &schema)?;
+        aggregate::ensure(&db, &schema)?;
         let applied = read_meta(&db, keys::APPLIED_SEQ)?;
         let cluster = read_meta(&db, keys::CLUSTER)?;
         let lineage = read_lineage(&db)?;

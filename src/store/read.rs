@@ -1,13 +1,15 @@
-//! Reads: a point lookup for `get`, a scan of one table's prefix for
-//! `select` and `count`.
+//! Reads: a point lookup for `get`, an index range or a scan of one
+//! table's prefix for `select`, a maintained aggregate or index entries
+//! for `count`.
 
 use crate::error::Result;
 use crate::model::{Cond, Order, ReadOp, ReadResult, Row, Schema, TableSchema};
 
 use super::cond::{column, total_cmp};
-use super::keys::{decode_row, row_key, table_prefix};
+use super::keys::{decode_row, row_key};
 use super::tx::Tx;
-use super::write::{rows_by, rows_where, table};
+use super::write::{rows_by, table};
+use super::{aggregate, index};
 
 pub(super) fn read(tx: &Tx, schema: &Schema, op: &ReadOp) -> Result<ReadResult> {
     match op {
@@ -82,20 +84,24 @@ fn select(
     Ok(rows.into_iter().map(|(_, row)| row).collect())
 }
 
+/// A count: without conditions, the table's maintained row count; with
+/// conditions an index covers, from the index entries alone; else from
+/// the rows the best plan finds.
 fn count(tx: &Tx, t: &TableSchema, filter: &[Cond]) -> Result<u64> {
-    let mut n = 0u64;
     if filter.is_empty() {
-        // Without conditions there is no need to decode the rows.
-        tx.scan(&table_prefix(&t.name), |_, _| {
-            n += 1;
-            Ok(true)
-        })?;
-    } else {
-        rows_where(tx, t, filter, |_, _| {
-            n += 1;
-            Ok(true)
-        })?;
+        return aggregate::count(tx, &t.name);
     }
+    let plan = index::plan(t, filter);
+    if let Some(plan) = &plan {
+        if let Some(n) = index::count(tx, t, plan, filter)? {
+            return Ok(n);
+        }
+    }
+    let mut n = 0u64;
+    rows_by(tx, t, filter, plan.as_ref(), |_, _| {
+        n += 1;
+        Ok(true)
+    })?;
     Ok(n)
 }
 

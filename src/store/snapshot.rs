@@ -8,18 +8,19 @@ use crate::model::Lineage;
 
 use super::keys::{self, decode_u64};
 use super::tx::Tx;
-use super::{index, lock, Store};
+use super::{aggregate, index, lock, Store};
 
 impl Store {
-    /// All entries (data and meta) at `applied_seq()`, but the indexes:
-    /// the installing store builds its own from the rows. Holding the
+    /// All entries (data and meta) at `applied_seq()`, but the indexes
+    /// and the row counts: the installing store builds its own from the
+    /// rows. Holding the
     /// writer lock keeps any apply out while the tree is copied.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let _w = lock(&self.inner.writer);
         let mut entries = Vec::new();
         for entry in self.inner.db.iter() {
             let (k, v) = entry?;
-            if !index::is_index_key(&k) {
+            if !index::is_index_key(&k) && !aggregate::is_aggregate_key(&k) {
                 entries.push((k.to_vec(), v.to_vec()));
             }
         }
@@ -48,13 +49,17 @@ impl Store {
             tx.remove(key?.to_vec());
         }
         for (k, v) in &snap.entries {
-            tx.put(k.clone(), v.clone());
+            // Indexes and counts are this store's own, built below.
+            if !index::is_index_key(k) && !aggregate::is_aggregate_key(k) {
+                tx.put(k.clone(), v.clone());
+            }
         }
         tx.put(keys::APPLIED_SEQ.to_vec(), snap.seq.to_be_bytes().to_vec());
         if let Some(cluster) = self.cluster() {
             tx.put(keys::CLUSTER.to_vec(), cluster.to_be_bytes().to_vec());
         }
         index::rebuild(&mut tx, self.schema())?;
+        aggregate::rebuild(&mut tx, self.schema(), snap.seq)?;
         {
             let _g = self.write_gate();
             self.inner.db.apply_batch(tx.into_batch())?;

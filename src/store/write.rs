@@ -4,9 +4,9 @@ use crate::error::{Error, Result};
 use crate::model::{Cond, Row, Schema, TableSchema, Value, WriteOp, WriteResult};
 
 use super::cond::matches_all;
-use super::index;
 use super::keys::{self, counter_key, decode_row, decode_u64, encode_row, row_key, table_prefix};
 use super::tx::Tx;
+use super::{aggregate, index};
 
 /// Calls `f` on every row of `t` matching `filter` (with its tree key), in
 /// the order of the index the filter can use, else in key order; stops
@@ -38,7 +38,7 @@ pub(super) fn rows_by(
         }
     };
     match plan {
-        Some(plan) => index::scan(tx, plan, |row_key| match tx.get(row_key)? {
+        Some(plan) => index::scan(tx, t, plan, |row_key| match tx.get(row_key)? {
             Some(v) => check(row_key, &v),
             // An entry without its row cannot be written by this store.
             None => Ok(true),
@@ -157,6 +157,7 @@ fn insert(tx: &mut Tx, t: &TableSchema, row: &Row) -> Result<WriteResult> {
         )));
     }
     index::put_row(tx, t, k, None, row, encode_row(row)?);
+    aggregate::adjust(tx, &t.name, 1)?;
     Ok(WriteResult::Inserted { key: key.clone() })
 }
 
@@ -189,6 +190,7 @@ fn insert_auto(tx: &mut Tx, t: &TableSchema, row: &Row) -> Result<WriteResult> {
     row.insert(t.key.clone(), key.clone());
     let bytes = encode_row(&row)?;
     index::put_row(tx, t, k, None, &row, bytes);
+    aggregate::adjust(tx, &t.name, 1)?;
     tx.put(ck, next.to_be_bytes().to_vec());
     Ok(WriteResult::Inserted { key })
 }
@@ -272,10 +274,14 @@ fn delete(tx: &mut Tx, t: &TableSchema, target: Target) -> Result<WriteResult> {
     for (k, row) in rows {
         index::remove_row(tx, t, k, &row);
     }
+    if count > 0 {
+        aggregate::adjust(tx, &t.name, -i64::try_from(count).unwrap_or(i64::MAX))?;
+    }
     Ok(WriteResult::Deleted { count })
 }
 
-/// Removes the rows and the auto-key counters of one table or of all.
+/// Removes the rows, the auto-key counters and the row counts of one
+/// table or of all.
 fn clear(tx: &mut Tx, schema: &Schema, name: Option<&str>) -> Result<WriteResult> {
     let (rows, indexes, counters) = match name {
         Some(name) => {
@@ -288,6 +294,15 @@ fn clear(tx: &mut Tx, schema: &Schema, name: Option<&str>) -> Result<WriteResult
         }
         None => (vec![keys::DATA], vec![keys::INDEX], keys::COUNTER.to_vec()),
     };
+    // Exact keys for one table (`users` must not catch `users2`).
+    match name {
+        Some(name) => tx.remove(aggregate::count_key(name)),
+        None => {
+            for k in tx.keys(aggregate::COUNT)? {
+                tx.remove(k);
+            }
+        }
+    }
     // A single table's counter key is exact, but scanning it as a prefix
     // would also catch `users2` when clearing `users`; so look it up.
     let mut doomed = tx.keys(&rows)?;
