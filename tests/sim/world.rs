@@ -239,6 +239,8 @@ pub struct Setup {
     pub zero_head: bool,
     /// A bug planted in every replica.
     pub replica_mutation: Option<dbaas::core::replica::Mutation>,
+    /// How many writes a master's log keeps (for catch-ups).
+    pub log_writes: usize,
 }
 
 impl Default for Setup {
@@ -255,6 +257,7 @@ impl Default for Setup {
             pipeline_mutation: None,
             zero_head: false,
             replica_mutation: None,
+            log_writes: 64,
         }
     }
 }
