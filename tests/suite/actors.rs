@@ -15,6 +15,8 @@ use dbaas::system::Cluster;
 use futures::StreamExt;
 
 #[allow(unused_imports)]
+pub use super::catchup::*;
+#[allow(unused_imports)]
 pub use super::failover::*;
 #[allow(unused_imports)]
 pub use super::holes::*;
@@ -35,6 +37,7 @@ macro_rules! every_script {
             a_write_is_seen_by_the_next_read,
             reads_spread_round_robin_over_two_slaves,
             a_late_slave_catches_up_by_snapshot_and_sync_without_a_gap,
+            a_restarted_slave_catches_up_from_the_log_not_a_snapshot,
             a_duplicate_sync_message_is_ignored,
             a_read_for_a_sequence_number_not_yet_applied_waits_then_answers,
             a_redelivered_write_is_applied_once,
