@@ -2,7 +2,9 @@
 //! groups, applies each write in order under the next sequence number,
 //! flushes sled once per group, publishes the writes to `syncQ`, and only
 //! then replies and acknowledges (promise 1). Snapshot requests come through
-//! `writeQ` too, so a snapshot is taken exactly between two writes.
+//! `writeQ` too, so a snapshot is taken exactly between two writes; one
+//! that the master's log of recent writes covers is answered with just the
+//! writes the asker lacks (see [`crate::core::catchup`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
