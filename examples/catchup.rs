@@ -1,7 +1,8 @@
 //! How fast a slave serves again: a brand new one over a database of
 //! `ROWS` rows (a snapshot), and one stopped while `MISSED` writes were
 //! made and started again over its store (a catch-up from the master's
-//! log). Embedded, over the in-process broker; then where a snapshot's
+//! log), and a brand new one while the log still holds every write
+//! (a catch-up of the whole history). Embedded, over the in-process broker; then where a snapshot's
 //! time goes (taking it, encoding its parts, decoding them, installing)
 //! and what a catch-up's parts cost, on the master's store.
 //!
@@ -21,6 +22,7 @@ use dbaas::store::Store;
 use dbaas::system::Cluster;
 
 const NEW: u64 = 9;
+const YOUNG: u64 = 8;
 const WRITERS: usize = 64;
 
 fn user(name: &str) -> WriteOp {
@@ -111,6 +113,17 @@ fn main() {
         let t = Instant::now();
         let head = load(&c, rows).await;
         println!("loaded {rows} rows in {} (seq {head})", ms(t.elapsed()));
+        // Every write is still in the master's log: a brand new slave is
+        // caught up from it, row by row.
+        let young = WorkerSpec {
+            id: YOUNG,
+            cluster: c.cluster,
+        };
+        let t0 = Instant::now();
+        c.runtime.start(young).await.unwrap();
+        let took = serving(&c, YOUNG, head, t0).await;
+        println!("brand new slave, {rows} rows, catch-up from the log: serving in {}", ms(took));
+        c.runtime.stop(YOUNG).await.unwrap();
         // A master's log starts with its epoch: at this size it still
         // holds every write, so a brand new slave would be caught up from
         // it. Started again, the master begins with an empty log: a new
