@@ -411,6 +411,10 @@ mod tests {
         }
         assert_eq!(seqs, (3..=n).collect::<Vec<_>>());
         assert!(super::parts(&log, &l, 0, n).is_empty(), "seq 0 is not kept");
+        let stamp = wire::Stamp::default();
+        let again =
+            wire::decode::<Reply>(&wire::encode(stamp, &Reply::CatchUpPart(parts[1].clone())));
+        assert_eq!(again.unwrap().1, Reply::CatchUpPart(parts[1].clone()));
         let served = Served::CatchUp(parts);
         assert_eq!(served.needs(), Some(n));
         assert_eq!(served.into_replies().len(), 3);
