@@ -122,7 +122,10 @@ fn main() {
         let t0 = Instant::now();
         c.runtime.start(young).await.unwrap();
         let took = serving(&c, YOUNG, head, t0).await;
-        println!("brand new slave, {rows} rows, catch-up from the log: serving in {}", ms(took));
+        println!(
+            "brand new slave, {rows} rows, catch-up from the log: serving in {}",
+            ms(took)
+        );
         c.runtime.stop(YOUNG).await.unwrap();
         // A master's log starts with its epoch: at this size it still
         // holds every write, so a brand new slave would be caught up from
