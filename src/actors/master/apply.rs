@@ -108,19 +108,21 @@ fn answer_snapshot(
 ) -> Result<Served> {
     let applied = store.applied_seq();
     let log = log.lock().unwrap_or_else(|p| p.into_inner());
-    match catchup::decide(have_seq, have_epoch, applied, lineage, &log) {
-        Answer::Current => Ok(Served::Current),
-        Answer::CatchUp { from, through } => {
-            let parts = catchup::parts(&log, lineage, from, through);
-            tracing::info!(from, through, parts = parts.len(), "catch-up from the log");
-            Ok(Served::CatchUp(parts))
-        }
-        Answer::Snapshot => {
-            drop(log);
-            tracing::info!(have_seq, applied, "snapshot taken");
-            store.snapshot().map(Served::Snapshot)
-        }
+    let parts = match catchup::decide(have_seq, have_epoch, applied, lineage, &log) {
+        Answer::Current => return Ok(Served::Current),
+        Answer::CatchUp { from, through } => catchup::parts(&log, lineage, from, through),
+        Answer::Snapshot => Vec::new(),
+    };
+    // Never empty for a catch-up (the log covers its range); an empty
+    // answer would leave the asker waiting, so a snapshot would go instead.
+    if let (Some(first), Some(last)) = (parts.first(), parts.last()) {
+        let (from, through) = (first.batch.span().0, last.through);
+        tracing::info!(from, through, parts = parts.len(), "catch-up from the log");
+        return Ok(Served::CatchUp(parts));
     }
+    drop(log);
+    tracing::info!(have_seq, applied, "snapshot taken");
+    store.snapshot().map(Served::Snapshot)
 }
 
 /// One write: answered again, fenced, refused or applied. Refusals are
