@@ -28,7 +28,10 @@
 //!   comes back in parts of at most 4 MiB), installs it, applies later
 //!   syncs in sequence order, many as one sled batch (duplicates, other
 //!   clusters' and deposed masters' writes dropped, gaps waited for, then
-//!   repaired by a snapshot), and consumes `readQ` only once caught up. A
+//!   repaired by a snapshot), and consumes `readQ` only once caught up.
+//!   When the master's bounded log still holds every write the slave
+//!   lacks, the answer is just those writes (a catch-up), applied as
+//!   syncs are, instead of a snapshot. A
 //!   read waits up to two seconds for the sequence number it needs, then
 //!   is answered "unavailable" so the orchestrator retries.
 //! - **Worker** ([`worker`]) holds a worker's coordinator session and runs

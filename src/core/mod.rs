@@ -9,6 +9,9 @@
 //! clock. No actix, tokio, lapin, sled or clap is used below this module.
 //!
 //! - [`backoff`]: the one retry rule (a doubling wait).
+//! - [`catchup`]: the master's log of recent writes, and whether a
+//!   replica that asks is current, caught up from the log, or given a
+//!   snapshot.
 //! - [`election`]: who may lead and who leads after a master is lost.
 //! - [`pipeline`]: when the master may answer a group of writes
 //!   (every earlier seq's sync confirmed, the lease held).
@@ -25,6 +28,7 @@
 //!   takes a snapshot, and how it drains when elected.
 
 pub mod backoff;
+pub mod catchup;
 pub mod election;
 pub mod orchestrator;
 pub mod pipeline;

@@ -32,9 +32,14 @@
 //! - a read waits at most [`READ_WAIT_MS`] for the seq it needs;
 //! - a drain applies everything up to its own fence and fails, rather
 //!   than end short, if a gap is left or the replica diverged;
-//! - an answer from a master of an older epoch is never installed.
+//! - an answer from a master of an older epoch is never installed;
+//! - a catch-up (the writes missed, from the master's log, instead of a
+//!   snapshot) is applied as syncs are: judged by the same lineage,
+//!   strictly in seq order, duplicates dropped; only once all its parts
+//!   came, and the replica serves once the store reaches its end.
 
 mod apply;
+mod catchup;
 mod drain;
 mod io;
 mod reads;
@@ -84,11 +89,12 @@ pub enum Mutation {
     TrustResubscribe,
 }
 
-/// Admitted writes ahead of the applied seq, from one delivery.
+/// Admitted writes ahead of the applied seq, from one delivery (a sync,
+/// or a catch-up part, acknowledged as it came: no token).
 #[derive(Debug)]
 struct Run {
     writes: Vec<SyncMessage>,
-    token: Token,
+    token: Option<Token>,
 }
 
 impl Run {
@@ -222,6 +228,7 @@ impl ReplicaCore {
     fn settle(&mut self) {
         self.install_held();
         self.pump();
+        self.end_catch_up();
         self.serve_parked();
         self.check_drain();
         self.subscribe();

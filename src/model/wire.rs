@@ -290,6 +290,48 @@ pub enum Reply {
     /// Answers to the writes of a [`MasterRequest::Writes`], each by its
     /// id.
     Writes(Vec<(u64, Result<WriteReply>)>),
+    /// One part of a catch-up: instead of a snapshot, the writes the asker
+    /// missed, from the master's log (a new variant, so that older
+    /// messages still decode).
+    CatchUpPart(CatchUpPart),
+}
+
+/// One of the messages a catch-up travels in: consecutive writes from the
+/// master's log, with its lineage (which judges them as it judges a sync
+/// batch). Together the parts hold every write after the asker's seq up
+/// to `through`.
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+pub struct CatchUpPart {
+    /// The seq the whole catch-up reaches.
+    pub through: u64,
+    /// This part's place, from 0, and how many parts there are.
+    pub part: u32,
+    pub parts: u32,
+    pub batch: SyncBatch,
+}
+
+impl CatchUpPart {
+    /// Refuses a part no master sends: out of its count, empty, not
+    /// consecutive, or past the seq it says the catch-up reaches.
+    pub fn check(&self) -> Result<()> {
+        let writes = &self.batch.writes;
+        let consecutive = writes
+            .windows(2)
+            .all(|w| w[0].seq.checked_add(1) == Some(w[1].seq));
+        let bad = if self.part >= self.parts {
+            "out of its count"
+        } else if writes.is_empty() || !consecutive {
+            "not consecutive"
+        } else if self.batch.span().1 > self.through {
+            "past its end"
+        } else {
+            return Ok(());
+        };
+        Err(Error::BadMessage(format!(
+            "catch-up part {} of {} {bad}",
+            self.part, self.parts
+        )))
+    }
 }
 
 fn config() -> impl bincode::config::Config {
@@ -305,6 +347,15 @@ pub fn encode<T: Encode>(stamp: Stamp, msg: &T) -> Vec<u8> {
     // Encoding into a Vec cannot fail for these types.
     bincode::encode_into_std_write(msg, &mut out, config()).expect("encode into a Vec");
     out
+}
+
+/// How many bytes `msg` takes encoded (without the header), counted
+/// without encoding it into memory.
+pub fn encoded_len<T: Encode>(msg: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    // Counting cannot fail for these types.
+    let _ = bincode::encode_into_writer(msg, &mut size, config());
+    size.bytes_written
 }
 
 /// The stamp of a message, without decoding its body.

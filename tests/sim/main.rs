@@ -195,6 +195,36 @@ fn scenario_a_capped_queue_drops_syncs_while_its_slave_is_away() {
     .unwrap();
 }
 
+/// A slave away while a few writes were made comes back over its store
+/// and is caught up from the master's log, never given a snapshot; one
+/// away past what the log keeps takes a snapshot.
+#[test]
+fn scenario_a_restarted_slave_catches_up_from_the_log() {
+    script::run(
+        "setup slaves=2 cap=8 respawn=100 flush=1 log=64
+         write 10
+         kill worker 3
+         write 30
+         step 300
+         settle
+         expect answers worker 3's request 0 with seqs 3..=40 from its log
+         expect no worker 3 installed a snapshot",
+        Succession::default(),
+    )
+    .unwrap();
+    script::run(
+        "setup slaves=2 cap=8 respawn=100 log=16
+         write 10
+         kill worker 3
+         write 30
+         step 300
+         settle
+         expect worker 3 installed a snapshot",
+        Succession::default(),
+    )
+    .unwrap();
+}
+
 /// Schedules that once broke a promise, each fixed since (the seeds
 /// replay those schedules as the simulator stood when they were found;
 /// the named scenarios below keep the interleavings themselves).

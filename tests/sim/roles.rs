@@ -7,10 +7,12 @@
 //! and its confirm may fail, with the message routed or not (the pipeline
 //! has it sent again). The pipeline says when a group is answered (its
 //! writes acknowledged) or goes back to the head of `writeQ`. Between groups the master answers the snapshot
-//! requests waiting, once every seq it holds is confirmed.
+//! requests waiting, once every seq it holds is confirmed: with the
+//! production rule (current, a catch-up from its log, or a snapshot).
 
 use std::collections::BTreeMap;
 
+use dbaas::core::catchup::{Limits, SyncLog};
 use dbaas::core::pipeline::{sync_runs, Effect, GroupId, Pipeline};
 use dbaas::model::wire::{SyncBatch, SyncItem, SyncMessage};
 
@@ -36,6 +38,9 @@ pub struct Leading {
     pub groups: BTreeMap<GroupId, Vec<Vec<(u64, u64)>>>,
     /// Each group's sync messages, by run (a failed one goes again).
     pub runs: BTreeMap<(GroupId, usize), SyncBatch>,
+    /// The writes it logged since it began (what it catches slaves up
+    /// from), the production log.
+    pub log: SyncLog,
 }
 
 /// A sync on its way to the broker.
@@ -59,6 +64,11 @@ impl World {
         self.end_leading(id);
         self.orch_new_epoch(epoch);
         let w = &self.workers[&id];
+        let limits = Limits {
+            writes: self.setup.log_writes,
+            bytes: usize::MAX,
+        };
+        let first = w.store.applied.len() as u64 + 1;
         let leading = Leading {
             worker: id,
             pid: w.pid,
@@ -69,6 +79,7 @@ impl World {
             },
             groups: BTreeMap::new(),
             runs: BTreeMap::new(),
+            log: SyncLog::new(first, limits),
         };
         self.leading.insert(id, leading);
     }
@@ -96,7 +107,7 @@ impl World {
         self.carry_pipeline(&mut l, effects);
         let head = self.workers[&id].store.applied.len() as u64;
         if l.pipeline.synced() >= head {
-            self.answer_snapshots(id, epoch);
+            self.answer_snapshots(id, epoch, &l.log);
         }
         if l.pipeline.in_flight() < DEPTH && !self.write_q.is_empty() {
             self.take_group(&mut l);
@@ -145,6 +156,7 @@ impl World {
                 }
             };
             recs.push(rec);
+            l.log.push(sync_message(rec));
             held.push((write, rec.seq));
         }
         store.flush();

@@ -30,7 +30,11 @@
 //! reads 200         clients read 200 times
 //! settle            stop faults, run until quiet, check every promise
 //! expect some words an event so far says these words
+//! expect no some words  no event so far says these words
 //! ```
+//!
+//! `setup` also takes `log=64`: how many writes a master's log keeps for
+//! catch-ups.
 
 use dbaas::core::election::Succession;
 use dbaas::core::pipeline::Mutation;
@@ -170,6 +174,16 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
             Ok(())
         }
         ["settle"] => check::settle(w),
+        ["expect", "no", phrase @ ..] => {
+            let phrase = phrase.join(" ");
+            let seen = w
+                .trace
+                .iter()
+                .any(|e| !e.what.starts_with("> ") && e.what.contains(&phrase));
+            (!seen)
+                .then_some(())
+                .ok_or_else(|| format!("an event says {phrase:?}"))
+        }
         ["expect", phrase @ ..] => {
             let phrase = phrase.join(" ");
             // Not the script's own lines, which the trace holds too.
@@ -208,6 +222,7 @@ fn parse_setup(words: &[&str]) -> Result<Setup, String> {
             "respawn" => s.respawn_after = (1, v.parse().map_err(|_| bad())?),
             "session" => s.session_ms = v.parse().map_err(|_| bad())?,
             "hung" => s.hung_after = v.parse().map_err(|_| bad())?,
+            "log" => s.log_writes = v.parse().map_err(|_| bad())?,
             "mutate" => {
                 s.pipeline_mutation = Some(match v {
                     "requeue-on-failed-publish" => Mutation::RequeueOnFailedPublish,

@@ -2,13 +2,18 @@
 //! [`ReplicaCore`], as `actors::slave` is. It hands the core what its
 //! sync queue delivers, the snapshots the master answers and the time,
 //! and carries out what the core decides on the worker's store and
-//! queue. Applying a run and installing a snapshot finish on the
+//! queue (the master answers snapshot requests here too, with the
+//! production rule: current, a catch-up or a snapshot). Applying a run
+//! and installing a snapshot finish on the
 //! worker's next turn (in production they run on a thread pool), so
 //! syncs may arrive meanwhile.
 
+use dbaas::core::catchup::{self, Answer, SyncLog};
 use dbaas::core::replica::{Consumer, Delivered, Effect, Input, Level, ReplicaCore};
 use dbaas::error::Error;
-use dbaas::model::wire::{Entry, Reply, Snapshot, Stamp, SyncItem, SyncMessage};
+use dbaas::model::wire::{
+    CatchUpPart, Entry, Reply, Snapshot, Stamp, SyncBatch, SyncItem, SyncMessage,
+};
 use dbaas::model::WriteOp;
 
 use super::world::{Rec, World, CLUSTER};
@@ -19,6 +24,10 @@ const PER_TURN: usize = 4;
 const TICK_MS: u64 = 50;
 /// Tokens of snapshot answers (apart from the queue's own).
 pub const ANSWER: u64 = 1 << 63;
+
+/// A snapshot request waiting in `writeQ`: worker, pid, request, the
+/// seq it holds and the epoch that wrote it.
+type Ask = (u64, u64, u64, u64, u64);
 
 /// A replicated write as the master publishes it.
 pub fn sync_message(rec: Rec) -> SyncMessage {
@@ -228,6 +237,7 @@ impl World {
 
     fn install(&mut self, id: u64, request: u64, snapshot: Option<Snapshot>) {
         let lineage = self.snapshot_lineages.remove(&(id, request));
+        let whole = snapshot.is_some();
         let w = self.worker(id);
         if let (Some(snap), Some(lineage)) = (snapshot, lineage.clone()) {
             w.store.install(recs_of(&snap), lineage);
@@ -236,38 +246,98 @@ impl World {
         }
         let seq = w.store.applied.len() as u64;
         let result = Ok((seq, w.store.lineage.clone()));
-        self.log(format!("worker {id} installed a snapshot at seq {seq}"));
+        if whole {
+            self.log(format!("worker {id} installed a snapshot at seq {seq}"));
+        } else {
+            self.log(format!("worker {id} is current at seq {seq}"));
+        }
         self.later(id, Input::Installed { request, result });
     }
 
     /// The master answers the snapshot requests waiting in `writeQ`,
-    /// between two writes.
-    pub(super) fn answer_snapshots(&mut self, leader: u64, epoch: u64) {
+    /// between two writes, by the production rule: current, the writes
+    /// missed from its `log`, or a snapshot.
+    pub(super) fn answer_snapshots(&mut self, leader: u64, epoch: u64, log: &SyncLog) {
         let asks = std::mem::take(&mut self.snapshot_asks);
         let store = self.workers[&leader].store.clone();
-        for (id, pid, request, have_seq, have_epoch) in asks {
+        for ask in asks {
+            let (id, pid, request, have_seq, have_epoch) = ask;
             let w = &self.workers[&id];
             if !w.alive || w.pid != pid {
                 continue; // its reply queue went with it
             }
             let head = store.applied.len() as u64;
-            let current = have_seq == head && store.lineage.owner(head) == have_epoch;
-            let snapshot = (!current).then(|| snapshot_of(&store.applied));
+            let snapshot = match catchup::decide(have_seq, have_epoch, head, &store.lineage, log) {
+                Answer::Current => None,
+                Answer::Snapshot => Some(snapshot_of(&store.applied)),
+                Answer::CatchUp { from, through } => {
+                    let parts = catchup::parts(log, &store.lineage, from, through);
+                    self.catch_up(leader, epoch, ask, parts);
+                    continue;
+                }
+            };
             self.snapshot_lineages
                 .insert((id, request), store.lineage.clone());
-            self.answers += 1;
-            let answer = Delivered {
-                token: ANSWER | self.answers,
-                item: Ok((
-                    Stamp {
-                        cluster: CLUSTER,
-                        epoch,
-                    },
-                    Reply::Snapshot(Ok(snapshot)),
-                )),
-            };
-            self.later(id, Input::SnapshotAnswer { request, answer });
+            self.answer(id, epoch, request, Reply::Snapshot(Ok(snapshot)));
         }
+    }
+
+    /// Sends a catch-up's writes in a few parts. A part may come twice;
+    /// the master may die between parts (its request goes back to
+    /// `writeQ` and is answered again, here by whoever leads next turn).
+    fn catch_up(&mut self, leader: u64, epoch: u64, ask: Ask, parts: Vec<CatchUpPart>) {
+        let (id, _, request, _, _) = ask;
+        let Some(first) = parts.first() else {
+            return;
+        };
+        let (through, lineage) = (first.through, first.batch.lineage.clone());
+        let writes: Vec<SyncMessage> = parts.into_iter().flat_map(|p| p.batch.writes).collect();
+        let from = writes.first().map_or(0, |m| m.seq);
+        let size = writes.len().div_ceil(self.rng.usize(1..=3)).max(1);
+        let chunks: Vec<Vec<SyncMessage>> = writes.chunks(size).map(<[_]>::to_vec).collect();
+        let n = chunks.len() as u32;
+        let cut = if self.rng.f64() < 0.2 {
+            self.rng.usize(0..chunks.len())
+        } else {
+            chunks.len()
+        };
+        self.log(format!(
+            "worker {leader} answers worker {id}'s request {request} with seqs {from}..={through} from its log, in {n} parts{}",
+            if cut < chunks.len() { format!(", dying after {cut}") } else { String::new() }
+        ));
+        for (i, writes) in chunks.into_iter().take(cut).enumerate() {
+            let part = CatchUpPart {
+                through,
+                part: i as u32,
+                parts: n,
+                batch: SyncBatch {
+                    lineage: lineage.clone(),
+                    writes,
+                },
+            };
+            if self.rng.f64() < 0.1 {
+                self.answer(id, epoch, request, Reply::CatchUpPart(part.clone()));
+            }
+            self.answer(id, epoch, request, Reply::CatchUpPart(part));
+        }
+        if cut < n as usize {
+            self.snapshot_asks.push(ask);
+        }
+    }
+
+    fn answer(&mut self, id: u64, epoch: u64, request: u64, reply: Reply) {
+        self.answers += 1;
+        let answer = Delivered {
+            token: ANSWER | self.answers,
+            item: Ok((
+                Stamp {
+                    cluster: CLUSTER,
+                    epoch,
+                },
+                reply,
+            )),
+        };
+        self.later(id, Input::SnapshotAnswer { request, answer });
     }
 
     /// An input for worker `id`'s replica on its next turn.

@@ -241,6 +241,8 @@ pub struct Setup {
     pub replica_mutation: Option<dbaas::core::replica::Mutation>,
     /// The orchestrator's windows: read and write batches unanswered.
     pub windows: (usize, usize),
+    /// How many writes a master's log keeps (for catch-ups).
+    pub log_writes: usize,
 }
 
 impl Default for Setup {
@@ -261,6 +263,7 @@ impl Default for Setup {
                 dbaas::core::orchestrator::READ_WINDOW,
                 dbaas::core::orchestrator::WRITE_WINDOW,
             ),
+            log_writes: 64,
         }
     }
 }

@@ -2,8 +2,11 @@
 //! them to the store in order (answered again from the record, refused,
 //! fenced, or applied under the next seq), then one flush.
 
+use std::sync::Mutex;
+
 use super::Outcome;
 use crate::broker::Delivery;
+use crate::core::catchup::{self, Answer, Served, SyncLog};
 use crate::error::{Error, Result};
 use crate::model::wire::{self, Entry, MasterRequest, Stamp, SyncMessage, WriteRequest};
 use crate::model::{validate_write, Lineage, WriteReply};
@@ -52,10 +55,12 @@ pub(super) fn decode_all(
 }
 
 /// The blocking part: every request in order, the writes between two
-/// snapshot requests as one sled batch, then one flush.
+/// snapshot requests as one sled batch, then one flush. What is committed
+/// goes into `log` (for catch-ups) as it is committed.
 pub(super) fn apply_all(
     store: &Store,
     stamp: Stamp,
+    log: &Mutex<SyncLog>,
     requests: Vec<Option<MasterRequest>>,
 ) -> Result<Vec<Outcome>> {
     let mut outcomes = Vec::with_capacity(requests.len());
@@ -64,6 +69,7 @@ pub(super) fn apply_all(
     // Replayed writes count too: an earlier group may have applied them
     // and then failed to flush.
     let mut answered = false;
+    let mut logged = 0;
     for req in requests {
         let outcome = match req {
             None => Outcome::Dropped,
@@ -78,16 +84,11 @@ pub(super) fn apply_all(
             }) => {
                 // The snapshot lands between the writes before it and after.
                 group.commit()?;
+                logged = log_outcomes(log, &outcomes, logged);
                 store.flush()?;
-                let applied = store.applied_seq();
-                let current = have_seq == applied && lineage.owner(applied) == have_epoch;
-                let snapshot = if current {
-                    Ok(None)
-                } else {
-                    store.snapshot().map(Some)
-                };
+                let answer = answer_snapshot(store, &lineage, log, have_seq, have_epoch);
                 group = store.group();
-                Outcome::Snapshot(snapshot)
+                Outcome::Snapshot(answer)
             }
             Some(MasterRequest::Head) => Outcome::Head(group.next_seq().saturating_sub(1)),
             // Opened into its writes by `decode_all`.
@@ -96,10 +97,52 @@ pub(super) fn apply_all(
         outcomes.push(outcome);
     }
     group.commit()?;
+    log_outcomes(log, &outcomes, logged);
     if answered {
         store.flush()?;
     }
     Ok(outcomes)
+}
+
+/// Logs the writes of `outcomes[from..]` (committed); answers how far the
+/// outcomes are logged.
+fn log_outcomes(log: &Mutex<SyncLog>, outcomes: &[Outcome], from: usize) -> usize {
+    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+    for outcome in outcomes.get(from..).unwrap_or_default() {
+        if let Outcome::Logged(sync, _) = outcome {
+            log.push(sync.clone());
+        }
+    }
+    outcomes.len()
+}
+
+/// What a snapshot request is answered with, between two writes: current,
+/// the writes the asker missed (from the log), or the whole store (see
+/// [`catchup::decide`]).
+fn answer_snapshot(
+    store: &Store,
+    lineage: &Lineage,
+    log: &Mutex<SyncLog>,
+    have_seq: u64,
+    have_epoch: u64,
+) -> Result<Served> {
+    let applied = store.applied_seq();
+    let log = log.lock().unwrap_or_else(|p| p.into_inner());
+    let parts = match catchup::decide(have_seq, have_epoch, applied, lineage, &log) {
+        Answer::Current => return Ok(Served::Current),
+        Answer::CatchUp { from, through } => catchup::parts(&log, lineage, from, through),
+        Answer::Snapshot => Vec::new(),
+    };
+    // Never empty for a catch-up (the log covers its range); an empty
+    // answer would leave the asker waiting, so a snapshot would go instead.
+    if let (Some(first), Some(last)) = (parts.first(), parts.last()) {
+        let (from, through) = (first.batch.span().0, last.through);
+        tracing::info!(from, through, parts = parts.len(), "catch-up from the log");
+        return Ok(Served::CatchUp(parts));
+    }
+    drop(log);
+    tracing::info!(have_seq, applied, "snapshot taken");
+    store.snapshot().map(Served::Snapshot)
 }
 
 /// One write: answered again, fenced, refused or applied. Refusals are

@@ -2,9 +2,11 @@
 //! groups, applies each write in order under the next sequence number,
 //! flushes sled once per group, publishes the writes to `syncQ`, and only
 //! then replies and acknowledges (promise 1). Snapshot requests come through
-//! `writeQ` too, so a snapshot is taken exactly between two writes.
+//! `writeQ` too, so a snapshot is taken exactly between two writes; one
+//! that the master's log of recent writes covers is answered with just the
+//! writes the asker lacks (see [`crate::core::catchup`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -20,9 +22,10 @@ use super::messages::{GetStatus, Shutdown, WorkerStatus};
 use super::{blocking, reply_to};
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, RESPONSE_Q, SYNC_X, WRITE_Q};
+use crate::core::catchup::{self, Served, SyncLog};
 use crate::core::pipeline::sync_runs;
 use crate::error::{Error, Result};
-use crate::model::wire::{self, Reply, Snapshot, Stamp, SyncBatch, SyncItem, SyncMessage};
+use crate::model::wire::{self, Reply, Stamp, SyncBatch, SyncItem, SyncMessage};
 use crate::model::{Lineage, WriteReply};
 use crate::store::Store;
 
@@ -46,6 +49,9 @@ pub struct MasterWorker {
     lineage: Lineage,
     /// When each group may be answered (set with the epoch).
     groups: Arc<Groups>,
+    /// The writes logged since this master began (the newest, bounded):
+    /// what a replica that missed a few is caught up from.
+    log: Arc<Mutex<SyncLog>>,
     /// Writes are taken only while it is valid (see [`Lease`]).
     lease: Arc<Lease>,
     /// The `writeQ` consumer, while there is one.
@@ -60,7 +66,8 @@ enum Outcome {
     Logged(SyncMessage, Result<WriteReply>),
     /// Sent under a newer epoch: this master is deposed; the sender retries.
     Fenced(Error),
-    Snapshot(Result<Option<Snapshot>>),
+    /// The answer to a snapshot request: current, a catch-up or a snapshot.
+    Snapshot(Result<Served>),
     /// How far the history reaches here (see [`MasterRequest::Head`]).
     Head(u64),
     /// Not a message of this cluster, or not one at all: dropped with a
@@ -85,6 +92,7 @@ impl MasterWorker {
             stamp,
             lineage: Lineage::default(),
             groups: Arc::new(Groups::new(0, lease.clone())),
+            log: Arc::new(Mutex::new(SyncLog::new(1, catchup::LIMITS))),
             lease,
             consumer: None,
             subscribing: false,
@@ -166,6 +174,8 @@ impl Actor for MasterWorker {
             Ok((lineage, applied)) => {
                 act.lineage = lineage;
                 act.groups = Arc::new(Groups::new(applied, act.lease.clone()));
+                let first = applied.saturating_add(1);
+                act.log = Arc::new(Mutex::new(SyncLog::new(first, catchup::LIMITS)));
                 act.follow_lease(ctx);
                 ctx.run_interval(LEASE_CHECK, |act, ctx| {
                     act.groups.tick();
@@ -198,12 +208,13 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
             self.follow_lease(ctx);
             return;
         }
-        let (store, broker, stamp, lineage, groups) = (
+        let (store, broker, stamp, lineage, groups, log) = (
             self.store.clone(),
             self.broker.clone(),
             self.stamp,
             self.lineage.clone(),
             self.groups.clone(),
+            self.log.clone(),
         );
         let (owners, requests) = decode_all(&batch, stamp);
         let (size, started) = (batch.len(), std::time::Instant::now());
@@ -213,7 +224,7 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
         // broker confirms one group's syncs, the next group is applied and
         // flushed. A group is answered only once its own syncs and every
         // earlier seq's are confirmed, so no answer overtakes a sync.
-        let apply = blocking(move || apply_all(&store, stamp, requests));
+        let apply = blocking(move || apply_all(&store, stamp, &log, requests));
         ctx.wait(apply.into_actor(self).map(move |applied, _act, _ctx| {
             let applied_in = started.elapsed();
             let finish = async move {
@@ -276,14 +287,14 @@ async fn finish_group(
         })
         .collect();
     let (runs, run_of) = sync_runs(&seqs);
-    // A snapshot holds every write up to its seq, and a head promises
-    // them: either goes out only once their syncs are confirmed (a
-    // deposed master's snapshot would hand a slave writes the history
+    // A snapshot or a catch-up holds every write up to its seq, and a head
+    // promises them: either goes out only once their syncs are confirmed
+    // (a deposed master's snapshot would hand a slave writes the history
     // lacks).
     let needs = outcomes
         .iter()
         .filter_map(|o| match o {
-            Outcome::Snapshot(Ok(Some(s))) => Some(s.seq),
+            Outcome::Snapshot(Ok(s)) => s.needs(),
             Outcome::Head(seq) => Some(*seq),
             _ => None,
         })
@@ -401,16 +412,13 @@ async fn settle_one(broker: &dyn Broker, stamp: Stamp, d: &Delivery, outcome: Ou
     let replies = match outcome {
         Outcome::Logged(_, r) => vec![Reply::Write(r)],
         Outcome::Fenced(e) => vec![Reply::Write(Err(e))],
-        Outcome::Snapshot(Ok(Some(snap))) => snap
-            .into_parts()
-            .into_iter()
-            .map(Reply::SnapshotPart)
-            .collect(),
-        Outcome::Snapshot(s) => vec![Reply::Snapshot(s)],
+        Outcome::Snapshot(Ok(served)) => served.into_replies(),
+        Outcome::Snapshot(Err(e)) => vec![Reply::Snapshot(Err(e))],
         Outcome::Head(seq) => vec![Reply::Head(seq)],
         Outcome::Dropped => return,
     };
-    // A snapshot's parts go one after the other: each can be megabytes.
+    // A snapshot's (or a catch-up's) parts go one after the other: each
+    // can be megabytes.
     for reply in &replies {
         if let Err(e) = reply_to(broker, stamp, d, reply).await {
             tracing::warn!(error = %e, "reply failed; the asker will ask again");

@@ -7,14 +7,16 @@ use crate::model::wire::SyncMessage;
 impl ReplicaCore {
     /// Whether a run may start: none is in flight, no snapshot is about to
     /// replace the store, the store has not diverged, and the replica is
-    /// caught up or draining (a drain applies even before a first
+    /// caught up, catching up from the master's log, or draining (a drain applies even before a first
     /// snapshot: an elected replica may have had none).
     fn may_apply(&self) -> bool {
         self.applying.is_none()
             && !self.snapshot.replaces_store()
             && !self.diverged
             && !self.closing
-            && (self.ready || self.drain.as_ref().is_some_and(|d| d.applies()))
+            && (self.ready
+                || self.snapshot.catching_up()
+                || self.drain.as_ref().is_some_and(|d| d.applies()))
     }
 
     /// Starts the run of pending writes that follows the applied seq, if
@@ -48,7 +50,7 @@ impl ReplicaCore {
             }
             let run = entry.remove();
             if run.last() < next {
-                settled.push(run.token);
+                settled.extend(run.token);
                 continue;
             }
             let from = next;
@@ -56,7 +58,7 @@ impl ReplicaCore {
             // Batches may overlap, and one may start below what a snapshot
             // already holds.
             writes.extend(run.writes.into_iter().filter(|m| m.seq >= from));
-            tokens.push(run.token);
+            tokens.extend(run.token);
         }
         self.ack(settled);
         (writes, tokens)

@@ -1,9 +1,11 @@
-//! Snapshots: when one is asked for (a first one once the sync queue is
+//! Snapshots (and catch-ups, which answer the same requests): when one
+//! is asked for (a first one once the sync queue is
 //! bound, a resync, a wait at a gap that lasted [`GAP_WAIT_MS`]), which
 //! answer may be installed (only the latest request's, never a deposed
 //! master's), and what an installed one settles. A snapshot is installed
 //! only while no run is being applied, and no run starts until it is in.
 
+use super::catchup::CatchUpParts;
 use super::{
     Delivered, Effect, Level, ReplicaCore, Run, Token, FIRST_RETRY_MS, GAP_WAIT_MS,
     REFUSED_RETRY_MS, RETRY,
@@ -17,13 +19,18 @@ pub(super) enum Snap {
     #[default]
     Idle,
     /// Request `request` (for the state past `have_seq`) is out; the parts
-    /// of its answer so far. A failure to send it waits `wait`.
+    /// of its answer so far (a snapshot's, or a catch-up's). A failure to
+    /// send it waits `wait`.
     Asked {
         request: u64,
         have_seq: u64,
         wait: u64,
         parts: SnapshotParts,
+        catch_up: CatchUpParts,
     },
+    /// Every part of a catch-up to `through` came: its writes are applied
+    /// as syncs are, and the replica serves once the store reaches it.
+    CatchingUp { through: u64 },
     /// To be asked for again at `at`.
     RetryAt { at: u64, have_seq: u64, wait: u64 },
     /// A whole answer, waiting for the run in flight to end.
@@ -41,6 +48,11 @@ pub(super) enum Snap {
 }
 
 impl Snap {
+    /// Whether a catch-up's writes are being applied.
+    pub(super) fn catching_up(&self) -> bool {
+        matches!(self, Snap::CatchingUp { .. })
+    }
+
     /// Whether a snapshot is about to replace the store.
     pub(super) fn replaces_store(&self) -> bool {
         matches!(self, Snap::Held { .. } | Snap::Installing { .. })
@@ -89,7 +101,7 @@ impl ReplicaCore {
         }
     }
 
-    fn ask(&mut self, have_seq: u64, wait: u64) {
+    pub(super) fn ask(&mut self, have_seq: u64, wait: u64) {
         self.close_snapshot();
         self.snapshot = Snap::Idle;
         if self.closing {
@@ -102,6 +114,7 @@ impl ReplicaCore {
             have_seq,
             wait,
             parts: SnapshotParts::default(),
+            catch_up: CatchUpParts::default(),
         };
         let have_epoch = self.lineage.owner(have_seq);
         self.fx.push(Effect::AskSnapshot {
@@ -138,7 +151,7 @@ impl ReplicaCore {
         }
     }
 
-    fn retry_at(&mut self, at: u64, have_seq: u64, wait: u64) {
+    pub(super) fn retry_at(&mut self, at: u64, have_seq: u64, wait: u64) {
         self.close_snapshot();
         self.snapshot = Snap::RetryAt { at, have_seq, wait };
     }
@@ -176,6 +189,9 @@ impl ReplicaCore {
             Ok((stamp, _)) if refused(stamp, self.cluster, self.lineage.epoch()) => {
                 return self.refuse(token, stamp, have_seq);
             }
+            Ok((_, Reply::CatchUpPart(part))) => {
+                return self.catch_up_part(request, token, part);
+            }
             Ok((_, reply)) => match self.assemble(reply) {
                 Some(whole) => whole,
                 None => return self.ack(vec![token]), // more parts to come
@@ -190,7 +206,7 @@ impl ReplicaCore {
     }
 
     /// The `have_seq` of `request`, if it is the request out.
-    fn asked_for(&self, request: u64) -> Option<u64> {
+    pub(super) fn asked_for(&self, request: u64) -> Option<u64> {
         match self.snapshot {
             Snap::Asked {
                 request: out,
@@ -296,7 +312,7 @@ impl ReplicaCore {
             .into_iter()
             .partition(|(_, run)| run.last() <= seq);
         self.pending = later.into_iter().collect();
-        self.ack(held.into_iter().map(|(_, run)| run.token).collect());
+        self.ack(held.into_iter().filter_map(|(_, run)| run.token).collect());
     }
 
     /// Takes a snapshot when a wait for a write has lasted [`GAP_WAIT_MS`]

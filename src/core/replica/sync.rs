@@ -21,6 +21,18 @@ impl ReplicaCore {
         for Delivered { token, item } in batch {
             self.sync_item(token, item, &mut tally);
         }
+        self.tallied(tally);
+    }
+
+    /// The writes of a catch-up part: judged and kept as a sync's are,
+    /// with no delivery to settle (the part was acknowledged as it came).
+    pub(super) fn caught_up_writes(&mut self, batch: SyncBatch) {
+        let mut tally = Tally::default();
+        self.writes(None, batch, &mut tally);
+        self.tallied(tally);
+    }
+
+    fn tallied(&mut self, tally: Tally) {
         if tally.foreign + tally.stale > 0 {
             let (foreign, stale) = (tally.foreign, tally.stale);
             self.log(
@@ -52,11 +64,11 @@ impl ReplicaCore {
                 self.fence_seen(worker, nonce);
                 self.ack(vec![token]);
             }
-            SyncItem::Writes(batch) => self.writes(token, batch, t),
+            SyncItem::Writes(batch) => self.writes(Some(token), batch, t),
         }
     }
 
-    fn writes(&mut self, token: Token, batch: SyncBatch, t: &mut Tally) {
+    fn writes(&mut self, token: Option<Token>, batch: SyncBatch, t: &mut Tally) {
         t.diverged |= self.follow(&batch.lineage);
         let run = Run {
             writes: admitted(&self.lineage, batch.writes),
@@ -64,15 +76,15 @@ impl ReplicaCore {
         };
         let Some(first) = run.writes.first().map(|m| m.seq) else {
             t.stale += 1;
-            return self.ack(vec![token]);
+            return self.ack(token.into_iter().collect());
         };
         let known = self.pending.get(&first).map_or(0, Run::last);
         if run.last() <= self.horizon().max(known) {
-            return self.ack(vec![token]); // a duplicate
+            return self.ack(token.into_iter().collect()); // a duplicate
         }
         // A longer batch from the same seq replaces a shorter one.
         if let Some(shorter) = self.pending.insert(first, run) {
-            self.ack(vec![shorter.token]);
+            self.ack(shorter.token.into_iter().collect());
         }
     }
 
@@ -119,7 +131,7 @@ impl ReplicaCore {
                     let token = run.token;
                     self.pending.insert(first, Run { writes, token });
                 }
-                None => dropped.push(run.token),
+                None => dropped.extend(run.token),
             }
         }
         if !dropped.is_empty() {

@@ -1,6 +1,7 @@
 //! Scenarios of the replica core on a virtual clock: inputs fed one by
 //! one, the effects each answers checked.
 
+mod catchup;
 mod drain;
 mod lineage;
 mod snapshot;

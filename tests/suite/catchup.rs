@@ -1,0 +1,115 @@
+//! Catch-up from the master's log, over a real broker: a slave stopped
+//! while writes were made comes back over its store and is given just the
+//! writes it missed, never a snapshot.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use dbaas::broker::{Broker, Consumer, Message, QueueKind};
+use dbaas::error::Result;
+use dbaas::model::wire::{self, Reply};
+
+use super::actors::{cluster, spec, DEADLINE};
+use super::{eventually, stores, user};
+
+/// A broker that remembers what kind of answer each snapshot request of
+/// one worker got (the replies published to its reply queues).
+pub struct Answers {
+    inner: Arc<dyn Broker>,
+    /// The reply queues' prefix: `snapshot.<id>.`.
+    prefix: String,
+    seen: Mutex<Vec<&'static str>>,
+}
+
+impl Answers {
+    pub fn new(inner: Arc<dyn Broker>, worker: u64) -> Self {
+        Answers {
+            inner,
+            prefix: format!("snapshot.{worker}."),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The kinds of answer published since the last call.
+    pub fn take(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl Broker for Answers {
+    async fn declare_queue(&self, name: &str, kind: QueueKind) -> Result<()> {
+        self.inner.declare_queue(name, kind).await
+    }
+    async fn declare_fanout(&self, exchange: &str) -> Result<()> {
+        self.inner.declare_fanout(exchange).await
+    }
+    async fn bind(&self, queue: &str, exchange: &str) -> Result<()> {
+        self.inner.bind(queue, exchange).await
+    }
+    async fn delete_queue(&self, name: &str) -> Result<()> {
+        self.inner.delete_queue(name).await
+    }
+    async fn publish(&self, queue: &str, msg: Message) -> Result<()> {
+        if queue.starts_with(&self.prefix) {
+            let kind = match wire::decode::<Reply>(&msg.body) {
+                Ok((_, Reply::CatchUpPart(_))) => "catch-up",
+                Ok((_, Reply::SnapshotPart(_))) => "snapshot",
+                Ok((_, Reply::Snapshot(Ok(None)))) => "current",
+                _ => "other",
+            };
+            self.seen.lock().unwrap().push(kind);
+        }
+        self.inner.publish(queue, msg).await
+    }
+    async fn publish_fanout(&self, exchange: &str, msg: Message) -> Result<()> {
+        self.inner.publish_fanout(exchange, msg).await
+    }
+    async fn consume_ranked(&self, queue: &str, prefetch: u16, priority: i32) -> Result<Consumer> {
+        self.inner.consume_ranked(queue, prefetch, priority).await
+    }
+}
+
+pub async fn a_restarted_slave_catches_up_from_the_log_not_a_snapshot(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let answers = Arc::new(Answers::new(b, 9));
+    let c = cluster(&dir, 1, answers.clone()).await;
+    for i in 0..20 {
+        c.orchestrator.write(user(&format!("a{i}"))).await.unwrap();
+    }
+    c.runtime.start(spec(&c, 9)).await.unwrap();
+    let serving = |seq: u64| {
+        let rt = c.runtime.clone();
+        move || {
+            let rt = rt.clone();
+            async move {
+                rt.status(9)
+                    .await
+                    .is_ok_and(|s| s.ready && s.applied_seq == seq)
+            }
+        }
+    };
+    eventually("worker 9 to serve at seq 20", DEADLINE, serving(20)).await;
+    // Stopped, its sync queue deleted with it: what is written now reaches
+    // it only through the master.
+    c.runtime.stop(9).await.unwrap();
+    answers.take();
+    for i in 0..300 {
+        c.orchestrator.write(user(&format!("b{i}"))).await.unwrap();
+    }
+    // The watcher may have started it again already, over its store.
+    if !c.runtime.list().iter().any(|w| w.id == 9) {
+        c.runtime.start(spec(&c, 9)).await.unwrap();
+    }
+    eventually("worker 9 to serve at seq 320", DEADLINE, serving(320)).await;
+    let kinds = answers.take();
+    assert!(kinds.contains(&"catch-up"), "{kinds:?}");
+    assert!(
+        !kinds.contains(&"snapshot"),
+        "a snapshot was taken: {kinds:?}"
+    );
+    c.stop().await;
+    let all = stores(dir.path(), &[1, 2, 9]);
+    assert!(all.iter().all(|s| *s == all[0]), "stores differ: {all:?}");
+    assert_eq!(all[0].0, 320);
+}
