@@ -347,6 +347,9 @@ pub async fn a_batch_of_reads_answers_each_read_when_it_may(b: Arc<dyn Broker>) 
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(&dir, 1, b.clone()).await;
     let first = c.orchestrator.write(user("here")).await.unwrap();
+    // The one slave has applied it (a write is acknowledged once its sync
+    // is out, maybe before a slave applies it): a strong read saw it.
+    assert_eq!(read(&c, get_user("here")).await.into_rows().len(), 1);
     let replies = "test.batch.replies";
     let mut answers = reply_queue(&c, replies).await;
     let next = first.seq + 1;
