@@ -6,7 +6,16 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
 
-/// An HTTP client of the orchestrator API. Cheap to clone.
+/// How long the services' HTTP clients keep an idle connection for the
+/// next request: under the 5 s for which our servers (actix's default)
+/// keep one open. A client that kept it longer could send a request on a
+/// connection the server is closing at that moment, and a request already
+/// written to it fails instead of being retried.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// An HTTP client of the orchestrator API. Cheap to clone: the clones
+/// share one pool of kept-alive connections (up to 256 idle), so every
+/// worker thread of a service reuses the same connections.
 #[derive(Clone, Debug)]
 pub struct DbClient {
     http: reqwest::Client,
@@ -28,6 +37,7 @@ impl DbClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
+            .pool_idle_timeout(IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .build()
             .expect("a plain HTTP client builds");
