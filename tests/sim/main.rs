@@ -414,6 +414,34 @@ fn scenario_a_restarted_orchestrator_missed_writes_under_the_old_rule() {
     assert!(err.contains("a strong read"), "{err}");
 }
 
+/// A write whose orchestrator restarted before it was answered: the
+/// master that applied it (seq 11) is paused before publishing, deposed,
+/// and when it resumes its group goes back to `writeQ`; the new master,
+/// which leads past seq 20 by then (the new orchestrator's ten writes),
+/// applies it again at seq 21 and answers it to nobody (its client went
+/// with the old orchestrator). A strong read begun then carries seq 20,
+/// the head as far as anyone was told, and a slave paused meanwhile
+/// serves it at 20: right, since no client heard of write 11.
+const ANSWERED_TO_NOBODY: &str = "setup slaves=2 session=30 hung=5000 flush=0
+     write 10
+     send 1
+     step 1
+     pause master 300
+     restart orchestrator
+     write 10
+     step 240
+     pause slaves 25
+     step 15
+     strong reads 4
+     settle
+     expect (11, 21)
+     expect served a strong read that must see 20 writes";
+
+#[test]
+fn scenario_a_write_answered_after_its_orchestrator_restarted_binds_no_read() {
+    script::run(ANSWERED_TO_NOBODY, Succession::default()).unwrap();
+}
+
 /// A master paused between applying a group and publishing its syncs is
 /// deposed; when it resumes it publishes them, under its old epoch, after
 /// its successor's fence. The replicas keep the new history (no write of

@@ -155,6 +155,11 @@ impl World {
                         let ok = matches!(reply, Ok(Reply::Write(Ok(_))));
                         if ok {
                             self.write_attempts.remove(&waiter);
+                            // Its client is told: from now on a strong
+                            // read must see it (told again: counted once).
+                            if !self.acked_log.contains(&waiter) {
+                                self.acked_log.push(waiter);
+                            }
                         } else {
                             retry.push(waiter);
                         }
@@ -188,14 +193,13 @@ impl World {
             let id = entry & !HEAD;
             self.orch.reply(stamp, Reply::Head(seq), Some(id), now);
         } else {
-            // Answered again (a retry, a redelivery): counted once.
-            if !self.acked_log.contains(&entry) {
-                self.acked_log.push(entry);
-            }
             // Only the answer to an attempt of this orchestrator reaches
             // it: one to an earlier run's carries a correlation id the new
             // one never gave (and may be an old seq, answered again from
-            // the record, below writes acknowledged since).
+            // the record, below writes acknowledged since). Such an answer
+            // tells no client anything, so no strong read need see it: the
+            // write joins `acked_log` only when the orchestrator delivers
+            // its success (above).
             let Some(&id) = self.write_attempts.get(&entry) else {
                 self.orch_effects();
                 return;

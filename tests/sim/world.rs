@@ -320,18 +320,20 @@ pub struct World {
     pub(super) next_write: u64,
     /// The attempt each write waits on in the running orchestrator.
     pub write_attempts: BTreeMap<u64, u64>,
-    /// Every write a client was told succeeded.
+    /// Every write the master answered as applied: its client was told,
+    /// unless the orchestrator that sent it restarted first (none may be
+    /// lost all the same).
     pub acked: BTreeSet<u64>,
-    /// Every write a client was told was refused.
+    /// Every write the master answered as refused.
     pub refused: BTreeSet<u64>,
     /// Which worker's writes were acknowledged in each epoch (one at
     /// most: promise 5).
     pub answered_in: BTreeMap<u64, u64>,
     /// Promises broken as they happened (checked at the end).
     pub broken: Vec<String>,
-    /// The orchestrator, the writes answered in order (refusals too: a
-    /// replica holds them as refusals), and the strong
-    /// reads under way.
+    /// The orchestrator, the writes whose clients it told their answer,
+    /// in order (refusals too: a replica holds them as refusals; not an
+    /// answer that reached no client), and the strong reads under way.
     pub orch: super::orch::Orch,
     pub acked_log: Vec<u64>,
     pub next_read: u64,
