@@ -34,7 +34,8 @@
 //! ```
 //!
 //! `setup` also takes `log=64`: how many writes a master's log keeps for
-//! catch-ups.
+//! catch-ups, and `windows=2,2`: how many batches of reads and of writes
+//! the orchestrator may have unanswered.
 
 use dbaas::core::election::Succession;
 use dbaas::core::pipeline::Mutation;
@@ -223,6 +224,10 @@ fn parse_setup(words: &[&str]) -> Result<Setup, String> {
             "session" => s.session_ms = v.parse().map_err(|_| bad())?,
             "hung" => s.hung_after = v.parse().map_err(|_| bad())?,
             "log" => s.log_writes = v.parse().map_err(|_| bad())?,
+            "windows" => {
+                let (r, w) = v.split_once(',').ok_or_else(bad)?;
+                s.windows = (r.parse().map_err(|_| bad())?, w.parse().map_err(|_| bad())?);
+            }
             "mutate" => {
                 s.pipeline_mutation = Some(match v {
                     "requeue-on-failed-publish" => Mutation::RequeueOnFailedPublish,
