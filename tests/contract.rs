@@ -107,6 +107,7 @@ contract!(
     db_api_conditional_writes_answer_412_and_write_nothing,
     no_ride_names_a_user_deleted_while_joining_or_creating,
     crash_apis_kill_and_the_cluster_elects_and_replaces,
+    metrics_show_every_worker_and_the_batches_in_flight,
 );
 
 /// A body that is not a valid new user, each for its own reason.
@@ -1270,6 +1271,34 @@ async fn cluster_once(db: &Http, what: &str, ok: impl Fn(&Json) -> bool) -> Json
         }
         assert!(std::time::Instant::now() < deadline, "{what}: {view}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `/metrics` on the orchestrator: the counters, the batches in flight,
+/// and each worker of the cluster view with its applied seq and lag.
+async fn metrics_show_every_worker_and_the_batches_in_flight(urls: &Urls) {
+    let api = Api::new(urls);
+    let db = Http::new(&urls.orchestrator);
+    api.add_user("metered").await;
+    let view = cluster_once(&db, "a master", |v| v["master"].is_u64()).await;
+    let r = db.get("/metrics").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let value = |line_start: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in {text}"));
+        let number = line.rsplit(' ').next().unwrap_or_default();
+        number.parse().unwrap_or_else(|_| panic!("{line}"))
+    };
+    assert!(value("dbaas_writes_total ") >= 1);
+    value("dbaas_batches_in_flight{kind=\"read\"}");
+    value("dbaas_batches_in_flight{kind=\"write\"}");
+    for w in view["workers"].as_array().expect("workers") {
+        let labels = format!("{{id=\"{}\",pid=\"{}\",", w["id"], w["pid"]);
+        value(&format!("dbaas_worker_applied_seq{labels}"));
+        value(&format!("dbaas_worker_lag{labels}"));
     }
 }
 

@@ -48,6 +48,9 @@ pub struct OrchestratorStats {
     pub epoch: u64,
     /// Requests waiting for a reply now.
     pub in_flight: usize,
+    /// Batches of reads and of writes sent and not yet answered.
+    pub read_batches: usize,
+    pub write_batches: usize,
 }
 
 /// Worker: what it is and how far it got.

@@ -386,6 +386,8 @@ impl Handler<GetStats> for Orchestrator {
             last_acked_seq: c.last_acked_seq,
             epoch: c.epoch,
             in_flight: c.in_flight,
+            read_batches: self.core.batches_in_flight().0,
+            write_batches: self.core.batches_in_flight().1,
         })
     }
 }

@@ -175,6 +175,26 @@ async fn openapi() -> HttpResponse {
         .body(OPENAPI)
 }
 
+/// Each worker's applied seq and lag behind the master, labelled with its
+/// id, pid and role, in the Prometheus text format.
+fn worker_metrics(workers: &[crate::actors::watcher::WorkerView]) -> String {
+    let mut applied = String::from("# TYPE dbaas_worker_applied_seq gauge\n");
+    let mut lag = String::from("# TYPE dbaas_worker_lag gauge\n");
+    for w in workers {
+        let role = serde_json::to_value(w.role)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let labels = format!("id=\"{}\",pid=\"{}\",role=\"{role}\"", w.id, w.pid);
+        applied.push_str(&format!(
+            "dbaas_worker_applied_seq{{{labels}}} {}\n",
+            w.applied
+        ));
+        lag.push_str(&format!("dbaas_worker_lag{{{labels}}} {}\n", w.lag));
+    }
+    applied + &lag
+}
+
 /// Counters in the Prometheus text format.
 async fn metrics(state: State) -> HttpResponse {
     let Ok(s) = state.handle.stats().await else {
@@ -183,20 +203,29 @@ async fn metrics(state: State) -> HttpResponse {
             "orchestrator actor is down",
         );
     };
-    let body = format!(
+    let mut body = format!(
         "# TYPE dbaas_reads_total counter\ndbaas_reads_total {}\n\
          # TYPE dbaas_writes_total counter\ndbaas_writes_total {}\n\
          # TYPE dbaas_last_acked_seq gauge\ndbaas_last_acked_seq {}\n\
          # TYPE dbaas_epoch gauge\ndbaas_epoch {}\n\
          # TYPE dbaas_in_flight gauge\ndbaas_in_flight {}\n\
+         # TYPE dbaas_batches_in_flight gauge\n\
+         dbaas_batches_in_flight{{kind=\"read\"}} {}\n\
+         dbaas_batches_in_flight{{kind=\"write\"}} {}\n\
          # TYPE dbaas_workers gauge\ndbaas_workers {}\n",
         s.reads,
         s.writes,
         s.last_acked_seq,
         s.epoch,
         s.in_flight,
+        s.read_batches,
+        s.write_batches,
         state.runtime.list().len()
     );
+    // Each worker as the election watcher last heard of it.
+    if let Ok(view) = state.watcher.send(GetCluster).await {
+        body.push_str(&worker_metrics(&view.workers));
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(body)
