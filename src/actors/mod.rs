@@ -149,9 +149,29 @@ pub async fn reply_to(
     request: &Delivery,
     reply: &Reply,
 ) -> Result<()> {
-    let Some(queue) = request.message.reply_to.as_deref() else {
+    let m = &request.message;
+    reply_to_queue(
+        broker,
+        stamp,
+        m.reply_to.as_deref(),
+        m.correlation_id,
+        reply,
+    )
+    .await
+}
+
+/// Publishes `reply`, stamped, to `queue` (if any: else nobody waits for
+/// it) under `correlation_id`.
+pub async fn reply_to_queue(
+    broker: &dyn Broker,
+    stamp: Stamp,
+    queue: Option<&str>,
+    correlation_id: Option<u64>,
+    reply: &Reply,
+) -> Result<()> {
+    let Some(queue) = queue else {
         return Ok(()); // nobody waits for it
     };
-    let msg = Message::reply(wire::encode(stamp, reply), request.message.correlation_id);
+    let msg = Message::reply(wire::encode(stamp, reply), correlation_id);
     broker.publish(queue, msg).await
 }

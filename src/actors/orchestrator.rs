@@ -380,14 +380,15 @@ impl Handler<GetStats> for Orchestrator {
 
     fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
         let c = self.core.stats();
+        let (read_batches, write_batches) = self.core.batches_in_flight();
         MessageResult(OrchestratorStats {
             reads: c.reads,
             writes: c.writes,
             last_acked_seq: c.last_acked_seq,
             epoch: c.epoch,
             in_flight: c.in_flight,
-            read_batches: self.core.batches_in_flight().0,
-            write_batches: self.core.batches_in_flight().1,
+            read_batches,
+            write_batches,
         })
     }
 }

@@ -33,8 +33,8 @@ use actix::prelude::*;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
-use super::blocking;
 use super::messages::{Drain, GetStatus, Rejoined, Resume, Shutdown, WorkerStatus};
+use super::{blocking, reply_to_queue};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use crate::core::replica::{
     Consumer, Delivered, Effect, Input, Level, ReplicaCore, Token, GAP_WAIT_MS,
@@ -212,17 +212,19 @@ impl SlaveWorker {
     /// Keeps a batch of reads for the core: each read under a token of
     /// its own. Answers the core's view of them.
     fn hold_batch(&mut self, d: Delivery) -> Vec<Delivered<u64>> {
-        let (stamp, batch) = match wire::decode::<wire::ReadBatch>(&d.message.body) {
-            Ok((stamp, batch)) if !batch.reads.is_empty() => (stamp, batch),
-            Ok(_) => {
+        let decoded = match wire::decode::<wire::ReadBatch>(&d.message.body) {
+            Ok((_, batch)) if batch.reads.is_empty() => Err("an empty batch of reads".to_owned()),
+            other => other.map_err(|e| e.to_string()),
+        };
+        let (stamp, batch) = match decoded {
+            Ok(decoded) => decoded,
+            Err(item) => {
+                // Held whole, for the core to drop.
                 let token = self.hold(d);
-                let item = Err("an empty batch of reads".to_owned());
-                return vec![Delivered { token, item }];
-            }
-            Err(e) => {
-                let token = self.hold(d);
-                let item = Err(e.to_string());
-                return vec![Delivered { token, item }];
+                return vec![Delivered {
+                    token,
+                    item: Err(item),
+                }];
             }
         };
         let key = self.next_token;
@@ -289,15 +291,15 @@ impl SlaveWorker {
         }
     }
 
-    /// Takes the reads of `tokens` out of their batches: the answers to
-    /// them, one group a batch (results to fill in, in `slots` order:
-    /// answers the group of each read), each batch's delivery once every
-    /// read of it is answered.
-    fn answering(&mut self, tokens: Vec<Token>) -> (Vec<Answers>, Vec<(usize, Asked)>) {
+    /// Takes the reads of `tokens` (each with what rides along) out of
+    /// their batches: one group of answers a batch, to fill in (with the
+    /// batch's delivery once every read of it is settled), and each read
+    /// with the index of its group.
+    fn answering<T>(&mut self, tokens: Vec<(Token, T)>) -> (Vec<Answers>, Vec<(usize, Asked, T)>) {
         let mut groups: Vec<Answers> = Vec::new();
         let mut group_of: HashMap<u64, usize> = HashMap::new();
         let mut reads = Vec::with_capacity(tokens.len());
-        for t in tokens {
+        for (t, extra) in tokens {
             let Some(asked) = self.asked.remove(&t) else {
                 continue;
             };
@@ -319,7 +321,7 @@ impl SlaveWorker {
             if let Some(b) = self.settle_read(asked.batch, false) {
                 groups[g].done = Some((b.delivery, b.requeue));
             }
-            reads.push((g, asked));
+            reads.push((g, asked, extra));
         }
         (groups, reads)
     }
@@ -450,36 +452,37 @@ impl SlaveWorker {
     /// acknowledges each batch answered whole.
     fn serve(&mut self, ctx: &mut Context<Self>, tokens: Vec<Token>) {
         let (store, broker, stamp) = (self.store.clone(), self.broker.clone(), self.core.stamp());
-        let (mut groups, reads) = self.answering(tokens);
+        let (mut groups, reads) = self.answering(tokens.into_iter().map(|t| (t, ())).collect());
+        // Who each answer goes to, should the reads fail as a whole.
+        let asked: Vec<(usize, u64)> = reads.iter().map(|(g, a, ())| (*g, a.id)).collect();
         // Point lookups take microseconds: done here, they save two thread
         // hops. Anything that scans goes to the blocking pool.
         let inline = reads
             .iter()
-            .all(|(_, a)| matches!(a.read.op, ReadOp::Get { .. }));
+            .all(|(_, a, ())| matches!(a.read.op, ReadOp::Get { .. }));
         let read_all = move || {
             let seq = store.applied_seq();
             let results = reads
                 .into_iter()
-                .map(|(g, a)| {
+                .map(|(_, a, ())| {
                     let result = store.read(&a.read.op);
-                    (g, a.id, result.map(|result| ReadReply { seq, result }))
+                    result.map(|result| ReadReply { seq, result })
                 })
                 .collect::<Vec<_>>();
             Ok(results)
         };
         let run = async move {
-            let results: Result<Vec<(usize, u64, Result<ReadReply>)>> = if inline {
+            let results: Result<Vec<Result<ReadReply>>> = if inline {
                 read_all()
             } else {
                 blocking(read_all).await
             };
-            match results {
-                Ok(results) => {
-                    for (g, id, r) in results {
-                        groups[g].reads.push((id, r));
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "reads failed; the orchestrator asks again"),
+            let results = match results {
+                Ok(r) => r,
+                Err(e) => asked.iter().map(|_| Err(e.clone())).collect(),
+            };
+            for ((g, id), r) in asked.into_iter().zip(results) {
+                groups[g].reads.push((id, r));
             }
             publish_answers(broker, stamp, groups).await;
         };
@@ -489,17 +492,8 @@ impl SlaveWorker {
     /// Answers reads that waited too long "unavailable", so that the
     /// orchestrator tries again.
     fn unavailable(&mut self, reads: Vec<(Token, String)>) {
-        let why: HashMap<Token, String> = reads.iter().cloned().collect();
-        let tokens: Vec<Token> = reads.into_iter().map(|(t, _)| t).collect();
-        let mut by_id = HashMap::new();
-        for t in &tokens {
-            if let (Some(a), Some(w)) = (self.asked.get(t), why.get(t)) {
-                by_id.insert(a.id, w.clone());
-            }
-        }
-        let (mut groups, asked) = self.answering(tokens);
-        for (g, a) in asked {
-            let why = by_id.remove(&a.id).unwrap_or_default();
+        let (mut groups, asked) = self.answering(reads);
+        for (g, a, why) in asked {
             groups[g].reads.push((a.id, Err(Error::Unavailable(why))));
         }
         actix::spawn(publish_answers(
@@ -565,10 +559,10 @@ async fn publish_answers(broker: Arc<dyn Broker>, stamp: wire::Stamp, groups: Ve
     let replies = groups.into_iter().map(|g| {
         let broker = broker.clone();
         async move {
-            if let (Some(queue), false) = (g.to.queue.as_deref(), g.reads.is_empty()) {
-                let body = wire::encode(stamp, &Reply::Reads(g.reads));
-                let msg = Message::reply(body, g.to.correlation_id);
-                let _ = broker.publish(queue, msg).await;
+            if !g.reads.is_empty() {
+                let (queue, id) = (g.to.queue.as_deref(), g.to.correlation_id);
+                let reply = Reply::Reads(g.reads);
+                let _ = reply_to_queue(broker.as_ref(), stamp, queue, id, &reply).await;
             }
             if let Some((d, requeue)) = g.done {
                 let _ = settle_one(d, requeue).await;

@@ -21,10 +21,7 @@
 
 use std::collections::VecDeque;
 
-use crate::model::wire::{
-    self, CatchUpPart, Reply, Snapshot, SyncBatch, SyncMessage, SNAPSHOT_PART_BYTES,
-    SNAPSHOT_PART_ENTRIES,
-};
+use crate::model::wire::{self, chunk_parts, CatchUpPart, Reply, Snapshot, SyncBatch, SyncMessage};
 use crate::model::Lineage;
 
 /// How much a log keeps: the newest writes within both bounds.
@@ -169,30 +166,14 @@ pub fn decide(
     Answer::Snapshot
 }
 
-/// The writes from `from` through `through` as catch-up parts of at most
-/// [`SNAPSHOT_PART_ENTRIES`] writes and (but for a single larger write)
-/// [`SNAPSHOT_PART_BYTES`], each with `lineage`. Empty unless the log
+/// The writes from `from` through `through` as catch-up parts (split as a
+/// snapshot is: [`chunk_parts`]), each with `lineage`. Empty unless the log
 /// covers them.
 pub fn parts(log: &SyncLog, lineage: &Lineage, from: u64, through: u64) -> Vec<CatchUpPart> {
     if !log.covers(from, through) {
         return Vec::new();
     }
-    let mut chunks: Vec<Vec<SyncMessage>> = vec![Vec::new()];
-    let mut bytes = 0;
-    for (m, size) in log.range(from, through) {
-        let full = chunks.last().is_some_and(|c| {
-            !c.is_empty()
-                && (c.len() >= SNAPSHOT_PART_ENTRIES || bytes + size > SNAPSHOT_PART_BYTES)
-        });
-        if full {
-            chunks.push(Vec::new());
-            bytes = 0;
-        }
-        bytes += size;
-        if let Some(c) = chunks.last_mut() {
-            c.push(m.clone());
-        }
-    }
+    let chunks = chunk_parts(log.range(from, through).map(|(m, size)| (m.clone(), *size)));
     let parts = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
     chunks
         .into_iter()
@@ -245,7 +226,7 @@ impl Served {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::wire::Entry;
+    use crate::model::wire::{Entry, SNAPSHOT_PART_ENTRIES};
     use crate::model::WriteOp;
 
     fn m(seq: u64, epoch: u64) -> SyncMessage {

@@ -191,27 +191,38 @@ pub struct SnapshotPart {
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-impl Snapshot {
-    /// Splits the snapshot into parts of at most [`SNAPSHOT_PART_ENTRIES`]
-    /// entries and (but for a single larger entry) [`SNAPSHOT_PART_BYTES`].
-    pub fn into_parts(self) -> Vec<SnapshotPart> {
-        let mut chunks: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new()];
-        let mut bytes = 0;
-        for e in self.entries {
-            let size = e.0.len() + e.1.len();
-            let full = chunks.last().is_some_and(|c| {
-                !c.is_empty()
-                    && (c.len() >= SNAPSHOT_PART_ENTRIES || bytes + size > SNAPSHOT_PART_BYTES)
-            });
-            if full {
-                chunks.push(Vec::new());
-                bytes = 0;
-            }
-            bytes += size;
-            if let Some(c) = chunks.last_mut() {
-                c.push(e);
-            }
+/// Splits `items` (each with its size in bytes) into parts of at most
+/// [`SNAPSHOT_PART_ENTRIES`] items and (but for a single larger item)
+/// [`SNAPSHOT_PART_BYTES`]; one empty part when there are none. What a
+/// snapshot and a catch-up travel in.
+pub fn chunk_parts<T>(items: impl IntoIterator<Item = (T, usize)>) -> Vec<Vec<T>> {
+    let mut chunks: Vec<Vec<T>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for (item, size) in items {
+        let full = chunks.last().is_some_and(|c| {
+            !c.is_empty()
+                && (c.len() >= SNAPSHOT_PART_ENTRIES || bytes + size > SNAPSHOT_PART_BYTES)
+        });
+        if full {
+            chunks.push(Vec::new());
+            bytes = 0;
         }
+        bytes += size;
+        if let Some(c) = chunks.last_mut() {
+            c.push(item);
+        }
+    }
+    chunks
+}
+
+impl Snapshot {
+    /// Splits the snapshot into parts (see [`chunk_parts`]).
+    pub fn into_parts(self) -> Vec<SnapshotPart> {
+        let sized = self.entries.into_iter().map(|e| {
+            let size = e.0.len() + e.1.len();
+            (e, size)
+        });
+        let chunks = chunk_parts(sized);
         let parts = chunks.len() as u32;
         chunks
             .into_iter()
