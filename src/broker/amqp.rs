@@ -94,6 +94,11 @@ fn inequivalent(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406)
 }
 
+/// The broker's answer to a passive declare of a queue that is not there.
+fn not_found(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
+}
+
 /// A queue's declaration: its flags and arguments.
 fn queue_arguments(kind: QueueKind) -> (QueueDeclareOptions, FieldTable) {
     let durable = QueueDeclareOptions {
@@ -431,6 +436,26 @@ impl Broker for AmqpBroker {
             ch.queue_delete(name.into(), QueueDeleteOptions::default())
                 .await
                 .map(|messages| tracing::debug!(queue = name, messages, "queue deleted"))
+        })
+        .await
+    }
+
+    async fn depth(&self, queue: &str) -> Result<Option<u64>> {
+        // A passive declare answers the count, or closes its channel when
+        // there is no such queue: a channel of its own, then.
+        let opts = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.with_channel("queue.declare passive", |ch| async move {
+            match ch
+                .queue_declare(queue.into(), opts, FieldTable::default())
+                .await
+            {
+                Ok(q) => Ok(Some(u64::from(q.message_count()))),
+                Err(e) if not_found(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
         })
         .await
     }

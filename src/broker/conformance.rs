@@ -52,6 +52,7 @@ pub async fn run_all(b: &dyn Broker) {
     unused_own_queue_expires(b).await;
     consumer_dropped_with_its_arbiter_gives_back(b).await;
     consumer_dropped_on_an_idle_runtime_gives_back(b).await;
+    depth_counts_ready_messages(b).await;
 }
 
 /// Takes `n` deliveries, acknowledging each, and checks that no more come;
@@ -131,6 +132,30 @@ pub async fn prefetch_bounds_unacked(b: &dyn Broker) {
     assert_eq!(next(&mut c).await.message.body, vec![2]);
     drop(c);
     b.delete_queue(&q).await.unwrap();
+}
+
+/// A queue's depth counts what waits for a consumer, not what a consumer
+/// holds; a missing queue has none, and asking leaves the broker usable.
+pub async fn depth_counts_ready_messages(b: &dyn Broker) {
+    let q = unique("depth");
+    assert_eq!(b.depth(&q).await.unwrap(), None);
+    b.declare_queue(&q, QueueKind::Transient).await.unwrap();
+    assert_eq!(b.depth(&q).await.unwrap(), Some(0));
+    for i in 0..3 {
+        b.publish(&q, msg(i)).await.unwrap();
+    }
+    assert_eq!(b.depth(&q).await.unwrap(), Some(3));
+    let mut c = b.consume(&q, 1).await.unwrap();
+    let d = next(&mut c).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while b.depth(&q).await.unwrap() != Some(2) {
+        assert!(std::time::Instant::now() < deadline, "depth never 2");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.ack().await.unwrap();
+    drop(c);
+    b.delete_queue(&q).await.unwrap();
+    assert_eq!(b.depth(&q).await.unwrap(), None);
 }
 
 /// What a consumer held unacknowledged goes to another when it leaves.

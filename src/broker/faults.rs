@@ -178,6 +178,10 @@ impl Broker for FaultyBroker {
         self.inner.delete_queue(name).await
     }
 
+    async fn depth(&self, queue: &str) -> Result<Option<u64>> {
+        self.inner.depth(queue).await
+    }
+
     async fn publish(&self, queue: &str, msg: Message) -> Result<()> {
         self.send(queue, msg, false).await
     }

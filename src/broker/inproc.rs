@@ -431,6 +431,12 @@ impl Broker for InProcBroker {
         Ok(())
     }
 
+    async fn depth(&self, queue: &str) -> Result<Option<u64>> {
+        let mut st = self.state();
+        reap(&mut st);
+        Ok(st.queues.get(queue).map(|q| q.ready.len() as u64))
+    }
+
     async fn publish(&self, queue: &str, msg: Message) -> Result<()> {
         let mut st = self.state();
         reap(&mut st);

@@ -248,6 +248,9 @@ pub trait Broker: Send + Sync + 'static {
     /// deposed one that still holds its consumer (paused, say), so writes
     /// go to the new one.
     async fn consume_ranked(&self, queue: &str, prefetch: u16, priority: i32) -> Result<Consumer>;
+    /// How many messages a queue holds ready for its consumers (not those
+    /// handed out and unacknowledged); none when there is no such queue.
+    async fn depth(&self, queue: &str) -> Result<Option<u64>>;
 }
 
 /// Declares the fixed topology: `readQ`, `writeQ` (bounded: see

@@ -68,6 +68,9 @@ impl Broker for Answers {
     async fn consume_ranked(&self, queue: &str, prefetch: u16, priority: i32) -> Result<Consumer> {
         self.inner.consume_ranked(queue, prefetch, priority).await
     }
+    async fn depth(&self, queue: &str) -> Result<Option<u64>> {
+        self.inner.depth(queue).await
+    }
 }
 
 pub async fn a_restarted_slave_catches_up_from_the_log_not_a_snapshot(b: Arc<dyn Broker>) {
