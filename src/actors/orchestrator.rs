@@ -40,6 +40,7 @@ use crate::model::wire::{
 use crate::model::{ReadOp, ReadReply, WriteReply};
 
 mod handle;
+pub mod traffic;
 
 pub use handle::OrchestratorHandle;
 

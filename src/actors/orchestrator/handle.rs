@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::traffic::{Kind, Traffic};
 use super::{Orchestrator, REQUEST_DEADLINE};
 use crate::actors::messages::{DbRead, DbWrite, GetStats, OrchestratorStats};
 use crate::actors::scaler::ReadCounter;
@@ -25,6 +26,7 @@ pub struct OrchestratorHandle {
     addr: Addr<Orchestrator>,
     deadline: Duration,
     reads: ReadCounter,
+    traffic: Traffic,
 }
 
 impl OrchestratorHandle {
@@ -33,6 +35,7 @@ impl OrchestratorHandle {
             addr,
             deadline: REQUEST_DEADLINE,
             reads: ReadCounter::default(),
+            traffic: Traffic::default(),
         }
     }
 
@@ -53,28 +56,49 @@ impl OrchestratorHandle {
         self.reads.clone()
     }
 
+    /// What clients saw through this handle and its clones over the last
+    /// minute.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
     pub async fn read(&self, op: ReadOp, consistency: Consistency) -> Result<ReadReply> {
         self.reads.add();
-        retry(self.deadline, || {
+        let began = Instant::now();
+        let out = retry(self.deadline, || {
             self.addr.send(DbRead {
                 op: op.clone(),
                 consistency,
             })
         })
-        .await
+        .await;
+        self.count(Kind::Read, began, &out);
+        out
     }
 
     pub async fn write(&self, op: WriteOp) -> Result<WriteReply> {
         let request_id = fastrand::u128(..);
         let sent_ms = crate::store::wall_clock_ms();
-        retry(self.deadline, || {
+        let began = Instant::now();
+        let out = retry(self.deadline, || {
             self.addr.send(DbWrite {
                 request_id,
                 op: op.clone(),
                 sent_ms,
             })
         })
-        .await
+        .await;
+        self.count(Kind::Write, began, &out);
+        out
+    }
+
+    /// Counts a request in the traffic; a refusal the client earned (a
+    /// conflict, a bad request, a failed precondition) is an answer, not
+    /// an error of the service.
+    fn count<T>(&self, kind: Kind, began: Instant, out: &Result<T>) {
+        let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let ok = out.as_ref().err().is_none_or(|e| e.status() < 500);
+        self.traffic.record(kind, us, ok);
     }
 
     pub async fn stats(&self) -> Result<OrchestratorStats> {
