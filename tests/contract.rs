@@ -1300,6 +1300,42 @@ async fn metrics_show_every_worker_and_the_batches_in_flight(urls: &Urls) {
         value(&format!("dbaas_worker_applied_seq{labels}"));
         value(&format!("dbaas_worker_lag{labels}"));
     }
+    // The queues, what the watcher and the Scaler did, the latencies.
+    for q in ["readQ", "writeQ", "responseQ"] {
+        value(&format!("dbaas_queue_depth{{queue=\"{q}\"}} "));
+    }
+    assert!(value("dbaas_elections_total ") >= 1);
+    value("dbaas_failovers_total ");
+    value("dbaas_respawns_total ");
+    value("dbaas_worker_deaths_total ");
+    value("dbaas_scaling_decisions_total ");
+    let p99 = text
+        .lines()
+        .find(|l| l.starts_with("dbaas_request_latency_ms{kind=\"write\",quantile=\"0.99\"}"))
+        .unwrap_or_else(|| panic!("no write p99 in {text}"));
+    let ms: f64 = p99
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .expect(p99);
+    assert!(ms > 0.0, "{p99}");
+    // The cluster view carries the same: the traffic, the queues, each
+    // worker's reads served, the orchestrator's counters.
+    let view = cluster_once(&db, "the traffic", |v| {
+        v["traffic"]["writes"]["p99_ms"].is_f64()
+    })
+    .await;
+    assert_eq!(view["traffic"]["window_s"], 60, "{view}");
+    assert!(view["queues"]["readQ"].is_u64(), "{view}");
+    assert!(view["orchestrator"]["writes"].as_u64() >= Some(1), "{view}");
+    assert!(view["totals"]["election"].as_u64() >= Some(1), "{view}");
+    assert!(
+        view["workers"]
+            .as_array()
+            .is_some_and(|ws| ws.iter().any(|w| w["reads_served"].is_u64())),
+        "{view}"
+    );
 }
 
 /// The pids of a `worker/list` answer.
@@ -1362,7 +1398,12 @@ async fn crash_apis_kill_and_the_cluster_elects_and_replaces(urls: &Urls) {
             && view["master"].as_u64().is_some_and(|m| m != master)
             && view["epoch"].as_u64().is_some_and(|e| e > epoch)
     };
+    let failovers = view["totals"]["failover"].as_u64().unwrap_or(0);
     let view = cluster_once(&db, "a new master", elected).await;
+    assert!(
+        view["totals"]["failover"].as_u64() > Some(failovers),
+        "the failover is counted: {view}"
+    );
     assert!(
         view["events"]
             .as_array()

@@ -18,7 +18,7 @@ pub use api::{
     CrashMaster, CrashSlave, GetCluster, Note, ReserveId, Retiring, SetHungAfter, StopWatching,
 };
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,9 @@ pub struct WorkerView {
     pub state: &'static str,
     /// Its coordinator session.
     pub session: u64,
+    /// Reads it answered, when the orchestrator's HTTP view asked it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reads_served: Option<u64>,
 }
 
 /// What `GET /api/v1/cluster` answers.
@@ -80,9 +83,20 @@ pub struct ClusterView {
     /// Replacements being started, not yet running.
     pub starting: usize,
     pub events: Vec<ClusterEvent>,
+    /// Every event since the watcher started, counted by kind, and the
+    /// failovers: the elections after the first this watcher saw.
+    pub totals: BTreeMap<&'static str, u64>,
     /// The Scaler's policy and last decision, when it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaler: Option<crate::core::scaler::ScalerView>,
+    /// What the orchestrator counts, the last minute of requests and the
+    /// queues' depths: filled in by the HTTP view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<crate::actors::messages::OrchestratorStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<crate::actors::orchestrator::traffic::TrafficView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queues: Option<BTreeMap<String, u64>>,
 }
 
 /// Watches the workers, elects, and asks for replacements.
@@ -95,6 +109,7 @@ pub struct ElectionWatcher {
     orchestrator: Recipient<SetEpoch>,
     core: WatcherCore,
     events: VecDeque<ClusterEvent>,
+    totals: BTreeMap<&'static str, u64>,
     /// The core's clock counts from here.
     born: Instant,
 }
@@ -115,6 +130,7 @@ impl ElectionWatcher {
             orchestrator,
             core: WatcherCore::new(expect, 0),
             events: VecDeque::new(),
+            totals: BTreeMap::new(),
             born: Instant::now(),
         }
     }
@@ -189,6 +205,12 @@ impl ElectionWatcher {
     fn event(&mut self, kind: &'static str, detail: String) {
         tracing::info!(kind, "{detail}");
         let at = now_ms();
+        // An election after the first this watcher saw replaces a master:
+        // a failover.
+        if kind == "election" && self.totals.contains_key("election") {
+            *self.totals.entry("failover").or_default() += 1;
+        }
+        *self.totals.entry(kind).or_default() += 1;
         self.events.push_back(ClusterEvent { at, kind, detail });
         while self.events.len() > EVENTS {
             self.events.pop_front();

@@ -16,11 +16,16 @@ use serde::Deserialize;
 use super::admin;
 use super::common::{self, Body, BodyLimit};
 use crate::actors::scaler::{GetScaler, Scaler};
-use crate::actors::watcher::{CrashMaster, CrashSlave, ElectionWatcher, GetCluster};
+use crate::actors::watcher::{ClusterView, CrashMaster, CrashSlave, ElectionWatcher, GetCluster};
 use crate::actors::OrchestratorHandle;
+use crate::broker::{self, Broker};
 use crate::error::Error;
 use crate::model::{validate_read, validate_write, Consistency, ReadOp, Schema, WriteOp};
 use crate::runtime::WorkerRuntime;
+
+/// The dashboard: one page, its style and script inline, that polls
+/// `GET /api/v1/cluster` every second.
+pub const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
@@ -33,6 +38,8 @@ pub struct OrchestratorState {
     pub runtime: Arc<dyn WorkerRuntime>,
     pub watcher: actix::Addr<ElectionWatcher>,
     pub scaler: Option<actix::Addr<Scaler>>,
+    /// For the queues' depths.
+    pub broker: Arc<dyn Broker>,
 }
 
 type State = web::Data<OrchestratorState>;
@@ -46,7 +53,8 @@ struct ReadParams {
 
 /// The routes, for the server and for tests.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(common::resource("/api/v1/db/read").route(web::post().to(db_read)))
+    cfg.service(common::resource("/").route(web::get().to(dashboard)))
+        .service(common::resource("/api/v1/db/read").route(web::post().to(db_read)))
         .service(common::resource("/api/v1/db/write").route(web::post().to(db_write)))
         .service(common::resource("/api/v1/db/clear").route(web::post().to(db_clear)))
         .service(common::resource("/api/v1/worker/list").route(web::get().to(worker_list)))
@@ -148,15 +156,66 @@ fn crashed(res: Result<crate::error::Result<u64>, actix::MailboxError>) -> HttpR
 /// Every worker's pid, role, applied seq, lag and state, the master, the
 /// epoch, recent events and the Scaler's last decision.
 async fn cluster(state: State) -> HttpResponse {
-    match state.watcher.send(GetCluster).await {
-        Ok(mut view) => {
-            if let Some(scaler) = &state.scaler {
-                view.scaler = scaler.send(GetScaler).await.ok();
-            }
-            common::ok_json(&view)
-        }
-        Err(e) => common::from_error(&Error::Unavailable(format!("election watcher: {e}"))),
+    match full_view(&state).await {
+        Ok(view) => common::ok_json(&view),
+        Err(e) => common::from_error(&e),
     }
+}
+
+/// How long the view waits for a worker's or the broker's answer: one that
+/// is paused or cut off shows without its figure rather than holding up
+/// the page.
+const VIEW_PATIENCE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// The election watcher's view with the Scaler's, the orchestrator's
+/// counters, the last minute of traffic, each worker's reads served and the
+/// queues' depths.
+async fn full_view(state: &OrchestratorState) -> crate::error::Result<ClusterView> {
+    let mut view = state
+        .watcher
+        .send(GetCluster)
+        .await
+        .map_err(|e| Error::Unavailable(format!("election watcher: {e}")))?;
+    if let Some(scaler) = &state.scaler {
+        view.scaler = scaler.send(GetScaler).await.ok();
+    }
+    view.orchestrator = state.handle.stats().await.ok();
+    view.traffic = Some(state.handle.traffic().view());
+    let patient = |f| tokio::time::timeout(VIEW_PATIENCE, f);
+    let served = futures::future::join_all(
+        view.workers
+            .iter()
+            .map(|w| patient(state.runtime.status(w.id))),
+    )
+    .await;
+    for (w, s) in view.workers.iter_mut().zip(served) {
+        w.reads_served = s.ok().and_then(|s| s.ok()).map(|s| s.reads_served);
+    }
+    let mut names = vec![
+        broker::READ_Q.to_owned(),
+        broker::WRITE_Q.to_owned(),
+        broker::RESPONSE_Q.to_owned(),
+    ];
+    names.extend(
+        view.workers
+            .iter()
+            .filter(|w| view.master != Some(w.pid))
+            .map(|w| broker::sync_queue(w.id)),
+    );
+    let depths = futures::future::join_all(
+        names
+            .iter()
+            .map(|q| tokio::time::timeout(VIEW_PATIENCE, state.broker.depth(q))),
+    )
+    .await;
+    view.queues = Some(
+        names
+            .into_iter()
+            .zip(depths)
+            .filter_map(|(q, d)| Some((q, d.ok()?.ok()??)))
+            .collect(),
+    );
+    Ok(view)
 }
 
 /// Every worker with its role and how far it got.
@@ -167,6 +226,19 @@ async fn workers(state: State) -> HttpResponse {
         out.push(serde_json::json!({ "worker": w, "status": status }));
     }
     common::ok_json(&out)
+}
+
+async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'",
+        ))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(DASHBOARD)
 }
 
 async fn openapi() -> HttpResponse {
@@ -196,6 +268,45 @@ fn worker_metrics(workers: &[crate::actors::watcher::WorkerView]) -> String {
 }
 
 /// Counters in the Prometheus text format.
+/// The queues' depths, failovers, respawns, deaths and scaling decisions,
+/// and the last minute's latencies.
+fn cluster_metrics(view: &ClusterView) -> String {
+    let mut out = String::from("# TYPE dbaas_queue_depth gauge\n");
+    for (q, n) in view.queues.iter().flatten() {
+        out.push_str(&format!("dbaas_queue_depth{{queue=\"{q}\"}} {n}\n"));
+    }
+    let total = |kind: &str| view.totals.get(kind).copied().unwrap_or(0);
+    out.push_str(&format!(
+        "# TYPE dbaas_failovers_total counter\ndbaas_failovers_total {}\n\
+         # TYPE dbaas_elections_total counter\ndbaas_elections_total {}\n\
+         # TYPE dbaas_respawns_total counter\ndbaas_respawns_total {}\n\
+         # TYPE dbaas_worker_deaths_total counter\ndbaas_worker_deaths_total {}\n\
+         # TYPE dbaas_scaling_decisions_total counter\ndbaas_scaling_decisions_total {}\n",
+        total("failover"),
+        total("election"),
+        total("respawn"),
+        total("death"),
+        view.scaler.as_ref().map_or(0, |s| s.decisions),
+    ));
+    out.push_str("# TYPE dbaas_events_total counter\n");
+    for (kind, n) in view.totals.iter().filter(|(k, _)| **k != "failover") {
+        out.push_str(&format!("dbaas_events_total{{kind=\"{kind}\"}} {n}\n"));
+    }
+    if let Some(t) = &view.traffic {
+        out.push_str("# TYPE dbaas_request_latency_ms gauge\n");
+        for (kind, k) in [("read", &t.reads), ("write", &t.writes)] {
+            for (q, v) in [("0.5", k.p50_ms), ("0.99", k.p99_ms)] {
+                if let Some(v) = v {
+                    out.push_str(&format!(
+                        "dbaas_request_latency_ms{{kind=\"{kind}\",quantile=\"{q}\"}} {v}\n"
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
 async fn metrics(state: State) -> HttpResponse {
     let Ok(s) = state.handle.stats().await else {
         return common::error_response(
@@ -222,9 +333,11 @@ async fn metrics(state: State) -> HttpResponse {
         s.write_batches,
         state.runtime.list().len()
     );
-    // Each worker as the election watcher last heard of it.
-    if let Ok(view) = state.watcher.send(GetCluster).await {
+    // Each worker as the election watcher last heard of it, the queues,
+    // and what the watcher and the Scaler did.
+    if let Ok(view) = full_view(&state).await {
         body.push_str(&worker_metrics(&view.workers));
+        body.push_str(&cluster_metrics(&view));
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -23,6 +23,7 @@ impl OrchestratorState {
             runtime: cluster.runtime.clone(),
             watcher: cluster.watcher.clone(),
             scaler: cluster.scaler.clone(),
+            broker: cluster.broker.clone(),
         }
     }
 }

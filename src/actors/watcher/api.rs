@@ -80,6 +80,7 @@ impl Handler<GetCluster> for ElectionWatcher {
                     (ReportedRole::Slave, false) => "catching up",
                 },
                 session: r.session,
+                reads_served: None,
             })
             .collect();
         MessageResult(ClusterView {
@@ -89,7 +90,11 @@ impl Handler<GetCluster> for ElectionWatcher {
             workers,
             starting: self.core.starting(),
             events: self.events.iter().cloned().collect(),
+            totals: self.totals.clone(),
             scaler: None,
+            orchestrator: None,
+            traffic: None,
+            queues: None,
         })
     }
 }
