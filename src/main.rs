@@ -38,6 +38,9 @@ enum Command {
     Rides(node::ServiceArgs),
     /// The gateway in front of the users and rides services.
     Gateway(node::GatewayArgs),
+    /// The cluster at a glance: the master, every worker, the traffic and
+    /// the recent events, from a running orchestrator.
+    Status(dbaas::cli::status::StatusArgs),
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
             system().block_on(node::run_service(false, args, shutdown_signal()))
         }
         Command::Gateway(args) => system().block_on(node::run_gateway(args, shutdown_signal())),
+        Command::Status(args) => system().block_on(dbaas::cli::status::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

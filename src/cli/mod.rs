@@ -1,0 +1,3 @@
+//! Commands an operator runs against a running cluster.
+
+pub mod status;
