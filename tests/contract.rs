@@ -108,6 +108,7 @@ contract!(
     no_ride_names_a_user_deleted_while_joining_or_creating,
     crash_apis_kill_and_the_cluster_elects_and_replaces,
     metrics_show_every_worker_and_the_batches_in_flight,
+    status_prints_every_worker,
 );
 
 /// A body that is not a valid new user, each for its own reason.
@@ -1336,6 +1337,60 @@ async fn metrics_show_every_worker_and_the_batches_in_flight(urls: &Urls) {
             .is_some_and(|ws| ws.iter().any(|w| w["reads_served"].is_u64())),
         "{view}"
     );
+}
+
+/// Runs `dbaas status` with `args` against the orchestrator; its stdout.
+async fn status(urls: &Urls, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dbaas"))
+        .arg("status")
+        .args(["--orchestrator", &urls.orchestrator])
+        .args(args)
+        .env_remove("DBAAS_ORCHESTRATOR")
+        .output()
+        .await
+        .expect("dbaas status runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "dbaas status {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `dbaas status` prints the master and every worker in a table, and
+/// `--json` the cluster document; a wrong address fails clearly.
+async fn status_prints_every_worker(urls: &Urls) {
+    let db = Http::new(&urls.orchestrator);
+    let settled =
+        |v: &Json| v["master"].is_u64() && v["workers"].as_array().is_some_and(|w| w.len() >= 2);
+    let view = cluster_once(&db, "a master and a slave", settled).await;
+    let table = status(urls, &[]).await;
+    let master = view["master"].as_u64().unwrap();
+    assert!(table.contains(&format!("master pid {master}")), "{table}");
+    for w in view["workers"].as_array().unwrap() {
+        let pid = w["pid"].as_u64().unwrap().to_string();
+        assert!(
+            table
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(pid.as_str())),
+            "worker {pid} in {table}"
+        );
+    }
+    let doc: Json = serde_json::from_str(&status(urls, &["--json"]).await).expect("--json parses");
+    assert!(
+        doc["workers"].as_array().is_some_and(|w| w.len() >= 2),
+        "{doc}"
+    );
+    assert_eq!(doc["cluster"], view["cluster"]);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dbaas"))
+        .args(["status", "--orchestrator", "http://127.0.0.1:9"])
+        .output()
+        .await
+        .expect("dbaas status runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("127.0.0.1:9"), "{err}");
 }
 
 /// The pids of a `worker/list` answer.

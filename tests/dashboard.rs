@@ -224,6 +224,30 @@ fn the_dashboard_shows_the_workers_and_a_failover_live() {
         .expect("a screenshot");
     artifact("dashboard.png", &png);
 
+    // Fifty workers: the table scrolls within its section, the page does
+    // not grow sideways, and the rest stays in view.
+    let fifty = r#"JSON.stringify((() => {
+        const v = JSON.parse(JSON.stringify(window.__last || {}));
+        v.workers = Array.from({length: 50}, (_, i) => ({pid: 5000 + i, id: i + 1,
+            role: i ? "slave" : "master", state: i ? "serving" : "leading",
+            applied: 123456789, lag: i, epoch: 7, session: i, reads_served: 98765432}));
+        v.master = 5000;
+        render(v);
+        const section = document.getElementById('workers').closest('section');
+        return {rows: document.querySelectorAll('#workers tr').length,
+                sideways: document.documentElement.scrollWidth > window.innerWidth + 1,
+                tall: section.getBoundingClientRect().height > window.innerHeight};
+    })())"#;
+    let got: serde_json::Value =
+        serde_json::from_str(eval(&tab, fifty).as_str().expect("a JSON string")).expect("JSON");
+    assert_eq!(got["rows"], 50, "{got}");
+    assert_eq!(got["sideways"], false, "{got}");
+    assert_eq!(got["tall"], false, "{got}");
+    let png = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .expect("a screenshot");
+    artifact("dashboard-50-workers.png", &png);
+
     // A narrow screen keeps every part on the page.
     tab.set_bounds(headless_chrome::types::Bounds::Normal {
         left: None,

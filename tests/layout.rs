@@ -42,6 +42,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["system"],
     &["node"],
+    &["cli"],
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -105,6 +105,7 @@ mod slave;
 /// The cap of a slave's sync queue, by default.
 pub use crate::broker::SYNC_QUEUE_CAP;
 pub use master::MasterWorker;
+pub use orchestrator::traffic;
 pub use orchestrator::{Orchestrator, OrchestratorHandle, REQUEST_DEADLINE};
 pub use slave::{SlaveWorker, GAP_WAIT};
 

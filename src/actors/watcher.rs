@@ -89,14 +89,6 @@ pub struct ClusterView {
     /// The Scaler's policy and last decision, when it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaler: Option<crate::core::scaler::ScalerView>,
-    /// What the orchestrator counts, the last minute of requests and the
-    /// queues' depths: filled in by the HTTP view.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub orchestrator: Option<crate::actors::messages::OrchestratorStats>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub traffic: Option<crate::actors::orchestrator::traffic::TrafficView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queues: Option<BTreeMap<String, u64>>,
 }
 
 /// Watches the workers, elects, and asks for replacements.

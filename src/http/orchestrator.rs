@@ -6,6 +6,7 @@
 //! Every body is validated strictly against the schema here, before
 //! anything is sent to a worker.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -15,6 +16,8 @@ use serde::Deserialize;
 
 use super::admin;
 use super::common::{self, Body, BodyLimit};
+use crate::actors::messages::OrchestratorStats;
+use crate::actors::traffic::TrafficView;
 use crate::actors::scaler::{GetScaler, Scaler};
 use crate::actors::watcher::{ClusterView, CrashMaster, CrashSlave, ElectionWatcher, GetCluster};
 use crate::actors::OrchestratorHandle;
@@ -167,10 +170,20 @@ async fn cluster(state: State) -> HttpResponse {
 /// the page.
 const VIEW_PATIENCE: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// The election watcher's view with the Scaler's, the orchestrator's
-/// counters, the last minute of traffic, each worker's reads served and the
-/// queues' depths.
-async fn full_view(state: &OrchestratorState) -> crate::error::Result<ClusterView> {
+/// What `GET /api/v1/cluster` answers: the election watcher's view (with
+/// the Scaler's and each worker's reads served), the orchestrator's
+/// counters, the last minute of traffic and the queues' depths.
+#[derive(serde::Serialize)]
+struct FullView {
+    #[serde(flatten)]
+    view: ClusterView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    orchestrator: Option<OrchestratorStats>,
+    traffic: TrafficView,
+    queues: BTreeMap<String, u64>,
+}
+
+async fn full_view(state: &OrchestratorState) -> crate::error::Result<FullView> {
     let mut view = state
         .watcher
         .send(GetCluster)
@@ -179,8 +192,6 @@ async fn full_view(state: &OrchestratorState) -> crate::error::Result<ClusterVie
     if let Some(scaler) = &state.scaler {
         view.scaler = scaler.send(GetScaler).await.ok();
     }
-    view.orchestrator = state.handle.stats().await.ok();
-    view.traffic = Some(state.handle.traffic().view());
     let patient = |f| tokio::time::timeout(VIEW_PATIENCE, f);
     let served = futures::future::join_all(
         view.workers
@@ -208,14 +219,17 @@ async fn full_view(state: &OrchestratorState) -> crate::error::Result<ClusterVie
             .map(|q| tokio::time::timeout(VIEW_PATIENCE, state.broker.depth(q))),
     )
     .await;
-    view.queues = Some(
-        names
-            .into_iter()
-            .zip(depths)
-            .filter_map(|(q, d)| Some((q, d.ok()?.ok()??)))
-            .collect(),
-    );
-    Ok(view)
+    let queues = names
+        .into_iter()
+        .zip(depths)
+        .filter_map(|(q, d)| Some((q, d.ok()?.ok()??)))
+        .collect();
+    Ok(FullView {
+        view,
+        orchestrator: state.handle.stats().await.ok(),
+        traffic: state.handle.traffic().view(),
+        queues,
+    })
 }
 
 /// Every worker with its role and how far it got.
@@ -270,9 +284,10 @@ fn worker_metrics(workers: &[crate::actors::watcher::WorkerView]) -> String {
 /// Counters in the Prometheus text format.
 /// The queues' depths, failovers, respawns, deaths and scaling decisions,
 /// and the last minute's latencies.
-fn cluster_metrics(view: &ClusterView) -> String {
+fn cluster_metrics(full: &FullView) -> String {
+    let view = &full.view;
     let mut out = String::from("# TYPE dbaas_queue_depth gauge\n");
-    for (q, n) in view.queues.iter().flatten() {
+    for (q, n) in &full.queues {
         out.push_str(&format!("dbaas_queue_depth{{queue=\"{q}\"}} {n}\n"));
     }
     let total = |kind: &str| view.totals.get(kind).copied().unwrap_or(0);
@@ -292,15 +307,14 @@ fn cluster_metrics(view: &ClusterView) -> String {
     for (kind, n) in view.totals.iter().filter(|(k, _)| **k != "failover") {
         out.push_str(&format!("dbaas_events_total{{kind=\"{kind}\"}} {n}\n"));
     }
-    if let Some(t) = &view.traffic {
-        out.push_str("# TYPE dbaas_request_latency_ms gauge\n");
-        for (kind, k) in [("read", &t.reads), ("write", &t.writes)] {
-            for (q, v) in [("0.5", k.p50_ms), ("0.99", k.p99_ms)] {
-                if let Some(v) = v {
-                    out.push_str(&format!(
-                        "dbaas_request_latency_ms{{kind=\"{kind}\",quantile=\"{q}\"}} {v}\n"
-                    ));
-                }
+    let t = &full.traffic;
+    out.push_str("# TYPE dbaas_request_latency_ms gauge\n");
+    for (kind, k) in [("read", &t.reads), ("write", &t.writes)] {
+        for (q, v) in [("0.5", k.p50_ms), ("0.99", k.p99_ms)] {
+            if let Some(v) = v {
+                out.push_str(&format!(
+                    "dbaas_request_latency_ms{{kind=\"{kind}\",quantile=\"{q}\"}} {v}\n"
+                ));
             }
         }
     }
@@ -336,7 +350,7 @@ async fn metrics(state: State) -> HttpResponse {
     // Each worker as the election watcher last heard of it, the queues,
     // and what the watcher and the Scaler did.
     if let Ok(view) = full_view(&state).await {
-        body.push_str(&worker_metrics(&view.workers));
+        body.push_str(&worker_metrics(&view.view.workers));
         body.push_str(&cluster_metrics(&view));
     }
     HttpResponse::Ok()

@@ -92,9 +92,6 @@ impl Handler<GetCluster> for ElectionWatcher {
             events: self.events.iter().cloned().collect(),
             totals: self.totals.clone(),
             scaler: None,
-            orchestrator: None,
-            traffic: None,
-            queues: None,
         })
     }
 }
