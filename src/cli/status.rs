@@ -169,7 +169,7 @@ pub fn render(doc: &Value) -> String {
         totals["election"].as_u64().unwrap_or(0),
         totals["death"].as_u64().unwrap_or(0),
         totals["respawn"].as_u64().unwrap_or(0),
-        doc["scaler"]["decisions"].as_u64().unwrap_or(0),
+        totals["scale"].as_u64().unwrap_or(0),
     );
     out.push('\n');
     let mut workers: Vec<&Value> = doc["workers"].as_array().into_iter().flatten().collect();
@@ -217,21 +217,6 @@ pub fn render(doc: &Value) -> String {
             )
         })
         .collect();
-    let scaler = &doc["scaler"];
-    for d in scaler["earlier"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(scaler["last"].is_object().then_some(&scaler["last"]))
-    {
-        let detail = format!(
-            "{} -> {} slaves: {}",
-            num(&d["from"]),
-            num(&d["step_to"]),
-            text(&d["reason"])
-        );
-        events.push((d["at"].as_u64().unwrap_or(0), "scale".to_owned(), detail));
-    }
     if !events.is_empty() {
         events.sort_by(|a, b| b.0.cmp(&a.0));
         out.push_str("\nRECENT EVENTS (UTC)\n");

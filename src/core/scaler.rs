@@ -32,7 +32,7 @@ pub use policy::{
     DEFAULT_MAX_STEP,
 };
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 /// The most new slaves catching up at once (each takes a snapshot of the
 /// master: more at once would starve it).
@@ -40,9 +40,6 @@ pub const CATCHING_UP_AT_ONCE: usize = 2;
 /// How long a decision waits for slaves to catch up before it gives up the
 /// starts it has left (the next decision tries again).
 pub const CATCH_UP_PATIENCE_MS: u64 = 60_000;
-
-/// Finished decisions the view keeps before the last one.
-const EARLIER: usize = 8;
 
 /// The Scaler's state: see the module documentation.
 #[derive(Debug)]
@@ -55,10 +52,6 @@ pub struct ScalerCore {
     due: Option<Due>,
     plan: Option<Plan>,
     last: Option<ScaleDecision>,
-    /// The decisions finished before the last one, newest last.
-    earlier: VecDeque<ScaleDecision>,
-    /// Decisions made since start.
-    decisions: u64,
     /// Slaves started here that do not serve yet, by id.
     catching_up: BTreeSet<u64>,
     starts_in_flight: usize,
@@ -77,8 +70,6 @@ impl ScalerCore {
             due: None,
             plan: None,
             last: None,
-            earlier: VecDeque::new(),
-            decisions: 0,
             catching_up: BTreeSet::new(),
             starts_in_flight: 0,
             retire_in_flight: false,
@@ -107,8 +98,6 @@ impl ScalerCore {
                 .window_from
                 .map(|from| ends(from).saturating_sub(now) as f64 / 1000.0),
             last: self.current().cloned(),
-            decisions: self.decisions,
-            earlier: self.earlier.iter().cloned().collect(),
         }
     }
 
@@ -301,7 +290,6 @@ impl ScalerCore {
             .saturating_add(view.starting)
             .saturating_add(self.starts_in_flight);
         let plan = Plan::new(&self.policy, due, from, now);
-        self.decisions += 1;
         let decision = plan.decision.clone();
         self.plan = Some(plan);
         let mut fx = vec![Effect::Announce(decision)];
@@ -409,12 +397,7 @@ impl ScalerCore {
         let done = self.plan.as_ref().is_some_and(Plan::begun) && !self.in_flight();
         if let Some(plan) = self.plan.take_if(|_| done) {
             let (decision, finished) = plan.finish();
-            if let Some(before) = self.last.replace(decision) {
-                self.earlier.push_back(before);
-                while self.earlier.len() > EARLIER {
-                    self.earlier.pop_front();
-                }
-            }
+            self.last = Some(decision);
             fx.extend(finished);
         }
         if self.stopping && !self.in_flight() && !self.stopped {

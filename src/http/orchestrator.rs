@@ -301,7 +301,7 @@ fn cluster_metrics(full: &FullView) -> String {
         total("election"),
         total("respawn"),
         total("death"),
-        view.scaler.as_ref().map_or(0, |s| s.decisions),
+        total("scale"),
     ));
     out.push_str("# TYPE dbaas_events_total counter\n");
     for (kind, n) in view.totals.iter().filter(|(k, _)| **k != "failover") {

@@ -134,8 +134,4 @@ pub struct ScalerView {
     pub next_decision_in: Option<f64>,
     /// The decision under way, else the last one.
     pub last: Option<ScaleDecision>,
-    /// Decisions made since the Scaler started.
-    pub decisions: u64,
-    /// The finished decisions before `last`, oldest first.
-    pub earlier: Vec<ScaleDecision>,
 }
