@@ -17,8 +17,8 @@ use serde::Deserialize;
 use super::admin;
 use super::common::{self, Body, BodyLimit};
 use crate::actors::messages::OrchestratorStats;
-use crate::actors::traffic::TrafficView;
 use crate::actors::scaler::{GetScaler, Scaler};
+use crate::actors::traffic::TrafficView;
 use crate::actors::watcher::{ClusterView, CrashMaster, CrashSlave, ElectionWatcher, GetCluster};
 use crate::actors::OrchestratorHandle;
 use crate::broker::{self, Broker};
@@ -43,6 +43,8 @@ pub struct OrchestratorState {
     pub scaler: Option<actix::Addr<Scaler>>,
     /// For the queues' depths.
     pub broker: Arc<dyn Broker>,
+    /// The cluster view's last round of asking the workers and the broker.
+    pub probes: Probes,
 }
 
 type State = web::Data<OrchestratorState>;
@@ -183,15 +185,42 @@ struct FullView {
     queues: BTreeMap<String, u64>,
 }
 
-async fn full_view(state: &OrchestratorState) -> crate::error::Result<FullView> {
-    let mut view = state
-        .watcher
-        .send(GetCluster)
-        .await
-        .map_err(|e| Error::Unavailable(format!("election watcher: {e}")))?;
-    if let Some(scaler) = &state.scaler {
-        view.scaler = scaler.send(GetScaler).await.ok();
+/// What the view asks the workers and the broker: each worker's reads
+/// served, the queues' depths.
+#[derive(Clone, Default)]
+struct Probed {
+    /// The workers asked, answered or not.
+    asked: Vec<u64>,
+    served: BTreeMap<u64, u64>,
+    queues: BTreeMap<String, u64>,
+}
+
+/// How long probed figures serve: pollers (the dashboard, `dbaas status`,
+/// tests waiting for a state) share one round of asking at most this
+/// often, so polling the view costs the workers and the broker nothing
+/// more as it grows more frequent.
+const PROBE_FRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The last round of probes; one caller asks while the others wait for it.
+#[derive(Clone, Default)]
+pub struct Probes(Arc<tokio::sync::Mutex<Option<(std::time::Instant, Probed)>>>);
+
+impl Probes {
+    async fn get(&self, state: &OrchestratorState, view: &ClusterView) -> Probed {
+        let mut last = self.0.lock().await;
+        if let Some((at, probed)) = last.as_ref() {
+            let known = view.workers.iter().all(|w| probed.asked.contains(&w.id));
+            if at.elapsed() < PROBE_FRESH && known {
+                return probed.clone();
+            }
+        }
+        let probed = probe(state, view).await;
+        *last = Some((std::time::Instant::now(), probed.clone()));
+        probed
     }
+}
+
+async fn probe(state: &OrchestratorState, view: &ClusterView) -> Probed {
     let patient = |f| tokio::time::timeout(VIEW_PATIENCE, f);
     let served = futures::future::join_all(
         view.workers
@@ -199,9 +228,12 @@ async fn full_view(state: &OrchestratorState) -> crate::error::Result<FullView> 
             .map(|w| patient(state.runtime.status(w.id))),
     )
     .await;
-    for (w, s) in view.workers.iter_mut().zip(served) {
-        w.reads_served = s.ok().and_then(|s| s.ok()).map(|s| s.reads_served);
-    }
+    let served = view
+        .workers
+        .iter()
+        .zip(served)
+        .filter_map(|(w, s)| Some((w.id, s.ok()?.ok()?.reads_served)))
+        .collect();
     let mut names = vec![
         broker::READ_Q.to_owned(),
         broker::WRITE_Q.to_owned(),
@@ -224,11 +256,31 @@ async fn full_view(state: &OrchestratorState) -> crate::error::Result<FullView> 
         .zip(depths)
         .filter_map(|(q, d)| Some((q, d.ok()?.ok()??)))
         .collect();
+    Probed {
+        asked: view.workers.iter().map(|w| w.id).collect(),
+        served,
+        queues,
+    }
+}
+
+async fn full_view(state: &OrchestratorState) -> crate::error::Result<FullView> {
+    let mut view = state
+        .watcher
+        .send(GetCluster)
+        .await
+        .map_err(|e| Error::Unavailable(format!("election watcher: {e}")))?;
+    if let Some(scaler) = &state.scaler {
+        view.scaler = scaler.send(GetScaler).await.ok();
+    }
+    let probed = state.probes.get(state, &view).await;
+    for w in view.workers.iter_mut() {
+        w.reads_served = probed.served.get(&w.id).copied();
+    }
     Ok(FullView {
         view,
         orchestrator: state.handle.stats().await.ok(),
         traffic: state.handle.traffic().view(),
-        queues,
+        queues: probed.queues,
     })
 }
 

@@ -24,6 +24,7 @@ impl OrchestratorState {
             watcher: cluster.watcher.clone(),
             scaler: cluster.scaler.clone(),
             broker: cluster.broker.clone(),
+            probes: Default::default(),
         }
     }
 }
