@@ -205,7 +205,8 @@ pub fn render(doc: &Value) -> String {
         &rows,
         &[4, 5, 6, 7],
     ));
-    let mut events: Vec<(u64, String, String)> = doc["events"]
+    // The watcher keeps them in the order they happened.
+    let events: Vec<(u64, String, String)> = doc["events"]
         .as_array()
         .into_iter()
         .flatten()
@@ -218,9 +219,8 @@ pub fn render(doc: &Value) -> String {
         })
         .collect();
     if !events.is_empty() {
-        events.sort_by(|a, b| b.0.cmp(&a.0));
         out.push_str("\nRECENT EVENTS (UTC)\n");
-        for (at, kind, detail) in events.iter().take(10) {
+        for (at, kind, detail) in events.iter().rev().take(10) {
             let _ = writeln!(out, "{}  {kind:<9} {detail}", clock(*at));
         }
     }
