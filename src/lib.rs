@@ -111,6 +111,7 @@
 
 pub mod actors;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod coord;
 pub mod core;

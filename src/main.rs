@@ -38,6 +38,10 @@ enum Command {
     Rides(node::ServiceArgs),
     /// The gateway in front of the users and rides services.
     Gateway(node::GatewayArgs),
+    /// Write a backup of the database (one seq, checked whole) to a file.
+    Backup(dbaas::cli::backup::BackupArgs),
+    /// Replace every table's rows with a backup file's, as one step.
+    Restore(dbaas::cli::backup::RestoreArgs),
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -80,6 +84,8 @@ fn main() -> ExitCode {
             system().block_on(node::run_service(false, args, shutdown_signal()))
         }
         Command::Gateway(args) => system().block_on(node::run_gateway(args, shutdown_signal())),
+        Command::Backup(args) => system().block_on(dbaas::cli::backup::run_backup(&args)),
+        Command::Restore(args) => system().block_on(dbaas::cli::backup::run_restore(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,8 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["system"],
     &["node"],
+    // Commands that talk to a running system as a client.
+    &["cli"],
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

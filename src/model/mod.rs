@@ -3,6 +3,7 @@
 
 mod lineage;
 mod ops;
+pub mod backup;
 pub mod schema;
 mod status;
 mod validate;
