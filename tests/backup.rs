@@ -42,7 +42,11 @@ fn start(amqp: bool, extra: &[&str]) -> Option<System> {
 async fn insert(db: &Http, name: &str) -> Option<u64> {
     let row = json!({"username": name, "password": PASSWORD});
     let r = db
-        .json("POST", "/api/v1/db/write", json!({"op": "insert", "table": "users", "row": row}))
+        .json(
+            "POST",
+            "/api/v1/db/write",
+            json!({"op": "insert", "table": "users", "row": row}),
+        )
         .await;
     (r.status == 200).then(|| r.json()["seq"].as_u64().expect("a seq"))
 }
@@ -121,27 +125,49 @@ async fn backup_under_load_restores_exactly_what_was_acknowledged(amqp: bool) {
     let Some(a) = start(amqp, &[]) else { return };
     let db = Http::new(&a.urls.orchestrator);
     let load = Load::start(&db, 4);
-    until(Duration::from_secs(30), "writes before the backup", || load.count() >= 100).await;
+    until(Duration::from_secs(30), "writes before the backup", || {
+        load.count() >= 100
+    })
+    .await;
     let r = db.get(BACKUP).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let taken = load.count();
-    until(Duration::from_secs(30), "writes after the backup", || load.count() >= taken + 100).await;
+    until(Duration::from_secs(30), "writes after the backup", || {
+        load.count() >= taken + 100
+    })
+    .await;
     let acked = load.stop().await;
     let (head, _) = backup::decode(&r.body).expect("a whole backup");
-    assert_eq!(r.header("x-dbaas-backup-seq"), Some(head.seq.to_string().as_str()));
+    assert_eq!(
+        r.header("x-dbaas-backup-seq"),
+        Some(head.seq.to_string().as_str())
+    );
     let expected: BTreeSet<String> = acked
         .iter()
         .filter(|(seq, _)| *seq <= head.seq)
         .map(|(_, name)| name.clone())
         .collect();
-    assert!(expected.len() >= 100, "{} rows before seq {}", expected.len(), head.seq);
-    assert!(acked.iter().any(|(seq, _)| *seq > head.seq), "writes went on past the backup");
-    assert_eq!(head.tables, vec![("rides".into(), 0), ("users".into(), expected.len() as u64)]);
+    assert!(
+        expected.len() >= 100,
+        "{} rows before seq {}",
+        expected.len(),
+        head.seq
+    );
+    assert!(
+        acked.iter().any(|(seq, _)| *seq > head.seq),
+        "writes went on past the backup"
+    );
+    assert_eq!(
+        head.tables,
+        vec![("rides".into(), 0), ("users".into(), expected.len() as u64)]
+    );
     assert_ne!(head.cluster, 0);
 
     // Into an empty cluster of two slaves: every strong read, whichever
     // slave serves it, sees exactly those rows.
-    let Some(b) = start(amqp, &["--slaves", "2"]) else { return };
+    let Some(b) = start(amqp, &["--slaves", "2"]) else {
+        return;
+    };
     let db_b = Http::new(&b.urls.orchestrator);
     assert!(users(&db_b, "strong").await.is_empty());
     let r = db_b.send("POST", RESTORE, Some(r.body.clone())).await;
@@ -154,9 +180,12 @@ async fn backup_under_load_restores_exactly_what_was_acknowledged(amqp: bool) {
     }
     // The restored cluster goes on from there: its keys are taken.
     let first = expected.iter().next().expect("a row");
-    let dup = json!({"op": "insert", "table": "users", "row": {"username": first, "password": PASSWORD}});
+    let dup =
+        json!({"op": "insert", "table": "users", "row": {"username": first, "password": PASSWORD}});
     assert_eq!(db_b.json("POST", "/api/v1/db/write", dup).await.status, 409);
-    let seq = insert(&db_b, "after-restore").await.expect("a write after the restore");
+    let seq = insert(&db_b, "after-restore")
+        .await
+        .expect("a write after the restore");
     assert!(seq > answer["seq"].as_u64().expect("a seq"));
 }
 
@@ -197,7 +226,11 @@ async fn reads_during_a_restore_see_the_old_rows_or_the_new() {
                 while !stop.load(Ordering::Relaxed) {
                     let got = users(&db, "eventual").await;
                     assert!(got == old || got == new, "a mix of {} rows", got.len());
-                    if got == old { seen.0 += 1 } else { seen.1 += 1 }
+                    if got == old {
+                        seen.0 += 1
+                    } else {
+                        seen.1 += 1
+                    }
                 }
                 seen
             })
@@ -210,7 +243,11 @@ async fn reads_during_a_restore_see_the_old_rows_or_the_new() {
     let mut in_a_row = 0;
     while in_a_row < 10 {
         assert!(Instant::now() < deadline, "the slaves did not all resync");
-        in_a_row = if users(&db, "eventual").await == new { in_a_row + 1 } else { 0 };
+        in_a_row = if users(&db, "eventual").await == new {
+            in_a_row + 1
+        } else {
+            0
+        };
     }
     stop.store(true, Ordering::Relaxed);
     let mut total = (0, 0);
@@ -301,28 +338,50 @@ async fn the_admin_token_guards_backup_and_restore_and_the_commands_send_it() {
             Some(a) => req.header("authorization", a),
             None => req,
         };
-        let r = with(client.get(format!("{url}{BACKUP}"))).send().await.expect("an answer");
+        let r = with(client.get(format!("{url}{BACKUP}")))
+            .send()
+            .await
+            .expect("an answer");
         assert_eq!(r.status().as_u16(), 401, "backup with {auth:?}");
-        let r = with(client.post(format!("{url}{RESTORE}")).body("x")).send().await.expect("an answer");
+        let r = with(client.post(format!("{url}{RESTORE}")).body("x"))
+            .send()
+            .await
+            .expect("an answer");
         assert_eq!(r.status().as_u16(), 401, "restore with {auth:?}");
     }
     let dir = tempfile::tempdir().expect("a temp dir");
     let file = dir.path().join("kept.backup");
-    let args = |cmd: &str| vec![cmd.to_owned(), file.display().to_string(), "--orchestrator".into(), url.clone()];
+    let args = |cmd: &str| {
+        vec![
+            cmd.to_owned(),
+            file.display().to_string(),
+            "--orchestrator".into(),
+            url.clone(),
+        ]
+    };
     let out = dbaas(args("backup"), vec![]).await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
     assert!(!file.exists(), "nothing written without the token");
     let token = vec![("DBAAS_ADMIN_TOKEN", "s3cret".to_owned())];
     let out = dbaas(args("backup"), token.clone()).await;
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 rows"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 rows"),
+        "{out:?}"
+    );
     insert(&db, "later").await.expect("a write");
     let out = dbaas(args("restore"), vec![]).await;
     assert!(!out.status.success());
     let out = dbaas(args("restore"), token).await;
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("restored 1 rows"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("restored 1 rows"),
+        "{out:?}"
+    );
     let kept: BTreeSet<String> = ["kept".to_owned()].into();
     assert_eq!(users(&db, "strong").await, kept);
 }

@@ -94,7 +94,10 @@ async fn refusal(resp: reqwest::Response) -> String {
 
 /// Takes a backup into `args.file`; answers what it says of itself.
 pub async fn backup(args: &BackupArgs) -> Result<String> {
-    let url = format!("{}/api/v1/db/backup", args.orchestrator.trim_end_matches('/'));
+    let url = format!(
+        "{}/api/v1/db/backup",
+        args.orchestrator.trim_end_matches('/')
+    );
     let mut resp = authorized(client()?.get(&url))
         .send()
         .await
@@ -103,17 +106,19 @@ pub async fn backup(args: &BackupArgs) -> Result<String> {
         return Err(refusal(resp).await);
     }
     let partial = partial_path(&args.file);
-    let mut out = std::fs::File::create(&partial)
-        .map_err(|e| format!("{}: {e}", partial.display()))?;
+    let mut out =
+        std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
     let bar = progress(resp.content_length(), "backup");
     let mut check = Check::default();
     let received = async {
         while let Some(chunk) = resp.chunk().await.map_err(|e| format!("download: {e}"))? {
             check.add(&chunk);
-            out.write_all(&chunk).map_err(|e| format!("{}: {e}", partial.display()))?;
+            out.write_all(&chunk)
+                .map_err(|e| format!("{}: {e}", partial.display()))?;
             bar.inc(chunk.len() as u64);
         }
-        out.sync_all().map_err(|e| format!("{}: {e}", partial.display()))?;
+        out.sync_all()
+            .map_err(|e| format!("{}: {e}", partial.display()))?;
         check.finish()
     };
     let head = match received.await {
@@ -223,7 +228,10 @@ fn header_of(bytes: &[u8]) -> Option<BackupHeader> {
 pub async fn restore(args: &RestoreArgs) -> Result<String> {
     let bytes = std::fs::read(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let size = bytes.len();
-    let url = format!("{}/api/v1/db/restore", args.orchestrator.trim_end_matches('/'));
+    let url = format!(
+        "{}/api/v1/db/restore",
+        args.orchestrator.trim_end_matches('/')
+    );
     let bar = progress(None, &format!("restoring {size} bytes"));
     let sent = authorized(client()?.post(&url))
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
@@ -272,7 +280,9 @@ mod tests {
             bytes.chunks(size).for_each(|ch| c.add(ch));
             assert_eq!(c.finish().unwrap(), head, "chunks of {size}");
             let mut cut = Check::default();
-            bytes[..bytes.len() - 1].chunks(size).for_each(|ch| cut.add(ch));
+            bytes[..bytes.len() - 1]
+                .chunks(size)
+                .for_each(|ch| cut.add(ch));
             assert!(cut.finish().is_err());
         }
         let mut flipped = bytes.clone();

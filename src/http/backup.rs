@@ -60,7 +60,12 @@ pub async fn db_backup(state: State, req: HttpRequest) -> HttpResponse {
         entries: count,
         parts: u32::try_from(parts.len()).unwrap_or(u32::MAX),
     };
-    tracing::info!(seq = head.seq, rows = head.rows(), parts = head.parts, "backup streamed");
+    tracing::info!(
+        seq = head.seq,
+        rows = head.rows(),
+        parts = head.parts,
+        "backup streamed"
+    );
     let name = format!("dbaas-{:016x}-{}.backup", head.cluster, head.seq);
     HttpResponse::Ok()
         .content_type("application/octet-stream")
@@ -105,7 +110,12 @@ pub async fn db_restore(state: State, req: HttpRequest, payload: web::Payload) -
         let (head, parts) = checked(&state, &bytes)?;
         drop(bytes);
         let reply = state.handle.restore(parts).await?;
-        tracing::info!(seq = reply.seq, rows = head.rows(), from = head.seq, "restored");
+        tracing::info!(
+            seq = reply.seq,
+            rows = head.rows(),
+            from = head.seq,
+            "restored"
+        );
         Ok(serde_json::json!({
             "seq": reply.seq,
             "result": reply.result,

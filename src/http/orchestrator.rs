@@ -14,8 +14,8 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Deserialize;
 
-use super::{admin, backup};
 use super::common::{self, Body, BodyLimit};
+use super::{admin, backup};
 use crate::actors::scaler::{GetScaler, Scaler};
 use crate::actors::watcher::{CrashMaster, CrashSlave, ElectionWatcher, GetCluster};
 use crate::actors::OrchestratorHandle;

@@ -206,7 +206,10 @@ mod tests {
 
     fn sample() -> (BackupHeader, Vec<Entries>) {
         let parts = vec![
-            vec![(b"dusers\0ta".to_vec(), vec![1, 2]), (b"mcrides".to_vec(), vec![0; 8])],
+            vec![
+                (b"dusers\0ta".to_vec(), vec![1, 2]),
+                (b"mcrides".to_vec(), vec![0; 8]),
+            ],
             vec![(b"dusers\0tb".to_vec(), vec![3])],
         ];
         let header = BackupHeader {
@@ -259,7 +262,9 @@ mod tests {
     fn counts_that_disagree_with_the_parts_are_refused() {
         let (mut header, parts) = sample();
         header.entries = 4;
-        let e = decode(&encode_whole(&header, &parts)).unwrap_err().to_string();
+        let e = decode(&encode_whole(&header, &parts))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("counts 4 entries"), "{e}");
         header.entries = 3;
         header.parts = 3;

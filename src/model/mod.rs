@@ -1,9 +1,9 @@
 //! The DB API's data model: values, rows, schemas, operations, the queue
 //! messages that carry them, and the validation that guards storage.
 
+pub mod backup;
 mod lineage;
 mod ops;
-pub mod backup;
 pub mod schema;
 mod status;
 mod validate;

@@ -138,7 +138,9 @@ pub enum Entry {
     /// from the message (the rows are not in it): it keeps serving what
     /// it holds and takes a snapshot at this seq or later, installed
     /// atomically (see `core::replica`).
-    Restored { rows: u64 },
+    Restored {
+        rows: u64,
+    },
 }
 
 /// One logged answer, as the master publishes it on `syncQ`.

@@ -48,7 +48,10 @@ fn check_row(schema: &Schema, k: &[u8], v: &[u8]) -> Result<String> {
     if k.first() != Some(&keys::DATA) {
         return Err(bad("an entry that is neither a row nor a counter"));
     }
-    let end = k.iter().position(|&b| b == 0).ok_or_else(|| bad("a row without a table"))?;
+    let end = k
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| bad("a row without a table"))?;
     let name = std::str::from_utf8(&k[1..end]).map_err(|_| bad("a bad table name"))?;
     let table = schema
         .table(name)
@@ -63,7 +66,9 @@ fn check_row(schema: &Schema, k: &[u8], v: &[u8]) -> Result<String> {
     for (column, value) in &row {
         let fits = table.columns.get(column).is_some_and(|t| t.admits(value));
         if !fits {
-            return Err(bad(&format!("a row of {name} whose {column:?} breaks the schema")));
+            return Err(bad(&format!(
+                "a row of {name} whose {column:?} breaks the schema"
+            )));
         }
     }
     Ok(name.to_owned())

@@ -280,6 +280,12 @@ mod tests {
         assert_eq!(decide(3, 6), Answer::Snapshot, "behind the restore");
         (7..=8).for_each(|s| lock(&log).push(write(s)));
         assert_eq!(decide(5, 8), Answer::Snapshot, "just before it");
-        assert_eq!(decide(6, 8), Answer::CatchUp { from: 7, through: 8 });
+        assert_eq!(
+            decide(6, 8),
+            Answer::CatchUp {
+                from: 7,
+                through: 8
+            }
+        );
     }
 }

@@ -34,6 +34,10 @@ pub const BACKUP_DEADLINE: Duration = Duration::from_secs(120);
 /// The wait between two tries, doubling.
 const RETRY: Backoff = Backoff::new(50, 2_000);
 
+/// One restore at a time from this orchestrator: the master keeps the
+/// parts of one restore, and two sent at once would each drop the other's.
+static RESTORING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The broker and the stamp requests go under now.
 #[derive(Message)]
 #[rtype(result = "(Arc<dyn Broker>, Stamp)")]
@@ -85,6 +89,7 @@ impl OrchestratorHandle {
     /// id through failovers until [`BACKUP_DEADLINE`]. Answers the
     /// master's reply (the restore's seq, and the rows restored).
     pub async fn restore(&self, parts: Vec<Entries>) -> Result<WriteReply> {
+        let _one = RESTORING.lock().await;
         let request_id = fastrand::u128(..);
         let sent_ms = crate::store::wall_clock_ms();
         let parts = Arc::new(parts);
@@ -169,7 +174,9 @@ async fn next_reply(
             Ok((s, reply)) if s.cluster == stamp.cluster && s.epoch >= stamp.epoch => {
                 return Ok((s, reply))
             }
-            Ok(_) => tracing::warn!("{what}: an answer of another cluster or a deposed master dropped"),
+            Ok(_) => {
+                tracing::warn!("{what}: an answer of another cluster or a deposed master dropped")
+            }
             Err(e) => tracing::warn!(error = %e, "{what}: a bad answer dropped"),
         }
     }
@@ -208,8 +215,8 @@ async fn send_restore(
 ) -> Result<WriteReply> {
     let until = Instant::now() + within;
     let (queue, mut answers) = reply_queue(broker, "restore").await?;
-    let count = u32::try_from(parts.len().max(1))
-        .map_err(|_| Error::bad("a backup of too many parts"))?;
+    let count =
+        u32::try_from(parts.len().max(1)).map_err(|_| Error::bad("a backup of too many parts"))?;
     let empty = [Vec::new()];
     let parts = if parts.is_empty() { &empty[..] } else { parts };
     for (i, entries) in parts.iter().enumerate() {

@@ -15,7 +15,12 @@ fn restored(seq: u64, epoch: u64) -> SyncMessage {
 }
 
 /// Writes `before`, a restore at `at`, writes through `last`: one batch.
-fn with_restore(l: &Lineage, before: std::ops::RangeInclusive<u64>, at: u64, last: u64) -> SyncItem {
+fn with_restore(
+    l: &Lineage,
+    before: std::ops::RangeInclusive<u64>,
+    at: u64,
+    last: u64,
+) -> SyncItem {
     let writes = before
         .map(|s| write(s, 1))
         .chain(std::iter::once(restored(at, 1)))
@@ -32,7 +37,11 @@ fn a_restore_waits_for_a_snapshot_while_the_old_state_is_served() {
     let l = lineage(&[(1, 0)]);
     let mut r = Replica::caught_up(0, l.clone());
     let (token, fx) = r.sync(with_restore(&l, 1..=2, 3, 5));
-    assert_eq!(run(&fx), Some((1, 2)), "what comes before the restore applies");
+    assert_eq!(
+        run(&fx),
+        Some((1, 2)),
+        "what comes before the restore applies"
+    );
     assert_eq!(asked(&fx), None, "not while a run is in flight");
     let fx = r.applied(2);
     assert!(acked(&fx).is_empty(), "the batch waits with its restore");
@@ -103,7 +112,10 @@ fn a_drain_with_a_restore_it_has_not_installed_fails() {
     });
     let (_, fx) = r.syncs(vec![
         with_restore(&l, 1..=1, 2, 2),
-        SyncItem::Fence { worker: ID, nonce: 8 },
+        SyncItem::Fence {
+            worker: ID,
+            nonce: 8,
+        },
     ]);
     assert_eq!(run(&fx), Some((1, 1)));
     let fx = r.applied(1);
