@@ -385,3 +385,33 @@ async fn the_admin_token_guards_backup_and_restore_and_the_commands_send_it() {
     let kept: BTreeSet<String> = ["kept".to_owned()].into();
     assert_eq!(users(&db, "strong").await, kept);
 }
+
+/// A restore acknowledged is never lost: the master killed right after
+/// its answer (its slaves may not have taken the snapshot past it yet),
+/// the next master serves the restored rows and goes on from its seq.
+#[tokio::test]
+async fn a_restore_survives_the_master_killed_right_after_it() {
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    for i in 0..50 {
+        insert(&db_a, &format!("new{i}")).await.expect("a write");
+    }
+    let file = db_a.get(BACKUP).await;
+    assert_eq!(file.status, 200);
+    let b = System::start_with(&["--slaves", "2"]);
+    let db = Http::new(&b.urls.orchestrator);
+    for i in 0..10 {
+        insert(&db, &format!("old{i}")).await.expect("a write");
+    }
+    let r = db.send("POST", RESTORE, Some(file.body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let restored = r.json()["seq"].as_u64().expect("a seq");
+    let crash = db.send("POST", "/api/v1/crash/master", None).await;
+    assert_eq!(crash.status, 200, "{}", crash.text());
+    let new: BTreeSet<String> = (0..50).map(|i| format!("new{i}")).collect();
+    assert_eq!(users(&db, "strong").await, new);
+    let seq = insert(&db, "after")
+        .await
+        .expect("a write after the failover");
+    assert!(seq > restored, "{seq} after the restore's {restored}");
+}
