@@ -4,7 +4,9 @@
 //! then replies and acknowledges (promise 1). Snapshot requests come through
 //! `writeQ` too, so a snapshot is taken exactly between two writes; one
 //! that the master's log of recent writes covers is answered with just the
-//! writes the asker lacks (see [`crate::core::catchup`]).
+//! writes the asker lacks (see [`crate::core::catchup`]). So do backups
+//! (always the whole store) and restores, in parts, applied with their
+//! last part under the next seq like a write (see `restore`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,7 +76,8 @@ enum Outcome {
     /// How far the history reaches here (see [`MasterRequest::Head`]).
     Head(u64),
     /// Not a message of this cluster, or not one at all: dropped with a
-    /// log line.
+    /// log line. (A part of a restore kept until its last comes is
+    /// acknowledged so too, unanswered.)
     Dropped,
 }
 
