@@ -14,9 +14,10 @@ use dbaas::node;
     about = "A highly available database as a service and the RideShare app on it"
 )]
 struct Cli {
-    /// Guards the admin endpoints (crash/*, db/clear): with a token they
-    /// need `Authorization: Bearer <token>` (401 otherwise); without one
-    /// they are open, as the original was.
+    /// Guards the admin endpoints (crash/*, db/clear, db/backup,
+    /// db/restore): with a token they need `Authorization: Bearer <token>`
+    /// (401 otherwise); without one they are open, as the original was.
+    /// `backup` and `restore` send it.
     #[arg(long, global = true, env = "DBAAS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     #[command(subcommand)]

@@ -56,7 +56,7 @@ fn setup(rng: &mut fastrand::Rng) -> Setup {
     Setup {
         log_writes: setup.queue_cap * 3 / 4 + 1,
         // Restores in half the schedules, from the cap likewise.
-        restores: setup.queue_cap % 2 == 0,
+        restores: setup.queue_cap.is_multiple_of(2),
         ..setup
     }
 }
