@@ -31,7 +31,8 @@
 //! - [`coord`]: the coordinator (ZooKeeper, or its in-process twin), and
 //!   the election's records; [`core`]: every decision, pure.
 //! - [`system`]: `dbaas up` and the [`system::Cluster`]; [`node`]: each
-//!   part as a process of its own.
+//!   part as a process of its own; [`cli`]: commands that talk to a
+//!   running system as a client (`dbaas backup`, `dbaas restore`).
 //!
 //! ## What the promises rest on
 //!
@@ -70,6 +71,14 @@
 //!   [`model::validate_read`] check names against a whitelist pattern and
 //!   values against column types; the wire format is versioned and
 //!   undecodable messages are dropped with a log line.
+//! - *Backup and restore*: a backup is the master's store at one seq,
+//!   taken between two writes like a snapshot ([`model::backup`] is the
+//!   file); a restore, checked whole first, is one step of the history
+//!   under the master's next seq, acknowledged like a write. Its sync
+//!   carries no rows: each slave serves its old rows until a snapshot past
+//!   the restore replaces its store at once, and stands in no election
+//!   meanwhile; the master's log starts again past it, so no catch-up
+//!   replays earlier writes over it. Request records are kept across it.
 //! - *Conditional writes*: a batch may `require` that keys exist (or not);
 //!   the master checks them in the same step as the writes, so a ride
 //!   never names a user deleted meanwhile.
@@ -107,7 +116,10 @@
 //! queue holds cannot be elected over a caught-up one; if only such
 //! slaves are left when the master dies, the master's own store is started
 //! again and elected. Two orchestrators of one cluster at once are not
-//! supported.
+//! supported. A backup and a restore are held whole in memory on the
+//! orchestrator and the master (as a snapshot is on a slave), a restore
+//! up to 1 GiB; the parts of a restore the orchestrator gave up on stay in
+//! the master's memory until the next restore.
 
 pub mod actors;
 pub mod broker;

@@ -14,9 +14,10 @@ use dbaas::node;
     about = "A highly available database as a service and the RideShare app on it"
 )]
 struct Cli {
-    /// Guards the admin endpoints (crash/*, db/clear): with a token they
-    /// need `Authorization: Bearer <token>` (401 otherwise); without one
-    /// they are open, as the original was.
+    /// Guards the admin endpoints (crash/*, db/clear, db/backup,
+    /// db/restore): with a token they need `Authorization: Bearer <token>`
+    /// (401 otherwise); without one they are open, as the original was.
+    /// `backup` and `restore` send it.
     #[arg(long, global = true, env = "DBAAS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     #[command(subcommand)]
@@ -41,6 +42,10 @@ enum Command {
     /// The cluster at a glance: the master, every worker, the traffic and
     /// the recent events, from a running orchestrator.
     Status(dbaas::cli::status::StatusArgs),
+    /// Write a backup of the database (one seq, checked whole) to a file.
+    Backup(dbaas::cli::backup::BackupArgs),
+    /// Replace every table's rows with a backup file's, as one step.
+    Restore(dbaas::cli::backup::RestoreArgs),
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -84,6 +89,8 @@ fn main() -> ExitCode {
         }
         Command::Gateway(args) => system().block_on(node::run_gateway(args, shutdown_signal())),
         Command::Status(args) => system().block_on(dbaas::cli::status::run(args)),
+        Command::Backup(args) => system().block_on(dbaas::cli::backup::run_backup(&args)),
+        Command::Restore(args) => system().block_on(dbaas::cli::backup::run_restore(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["system"],
     &["node"],
+    // Commands that talk to a running system as a client.
     &["cli"],
 ];
 

@@ -39,6 +39,7 @@ use crate::model::wire::{
 };
 use crate::model::{ReadOp, ReadReply, WriteReply};
 
+mod backup;
 mod handle;
 pub mod traffic;
 

@@ -581,6 +581,14 @@ fn apply_run(store: &Store, writes: &[SyncMessage], lineage: &Lineage) -> Result
         match &m.entry {
             Entry::Write(op) => group.apply(m.seq, m.request_id, op).map(|_| ())?,
             Entry::Refused(e) => group.refuse(m.seq, m.request_id, e)?,
+            // The core never hands one over: a restore is taken as a
+            // snapshot. Failing makes the replica resync all the same.
+            Entry::Restored { .. } => {
+                return Err(Error::Storage(format!(
+                    "seq {} is a restore: only a snapshot installs it",
+                    m.seq
+                )))
+            }
         }
         if group.len() >= APPLY_GROUP {
             group.commit()?;

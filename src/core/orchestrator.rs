@@ -489,6 +489,14 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
         }
     }
 
+    /// A seq acknowledged outside the request pipeline (a restore, which
+    /// travels on a reply queue of its own): strong reads from now on
+    /// wait for it, as for a write's.
+    pub fn acknowledged(&mut self, seq: u64, now: u64) {
+        self.learn_head(seq);
+        self.send_waiting(now);
+    }
+
     /// A send was refused by the broker (`id`: a batch's, or an ask for
     /// the head's): the requests in it fail (retryably).
     pub fn unsent(&mut self, id: u64, why: &str, now: u64) {

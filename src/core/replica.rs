@@ -36,13 +36,18 @@
 //! - a catch-up (the writes missed, from the master's log, instead of a
 //!   snapshot) is applied as syncs are: judged by the same lineage,
 //!   strictly in seq order, duplicates dropped; only once all its parts
-//!   came, and the replica serves once the store reaches its end.
+//!   came, and the replica serves once the store reaches its end;
+//! - a restore (a seq whose rows are not in its sync) is never applied as
+//!   a write: the replica serves what it holds until a snapshot past the
+//!   restore replaces its store in one step, and stands in no election
+//!   meanwhile.
 
 mod apply;
 mod catchup;
 mod drain;
 mod io;
 mod reads;
+mod restore;
 mod snapshot;
 mod sync;
 #[cfg(test)]
@@ -145,6 +150,8 @@ pub struct ReplicaCore {
     snapshot: Snap,
     next_request: u64,
     drain: Option<Drain>,
+    /// When a snapshot was last asked for to pass a restore.
+    restore_asked: Option<u64>,
     closing: bool,
     mutation: Option<Mutation>,
     /// The input being handled: its time and the effects so far.
@@ -175,6 +182,7 @@ impl ReplicaCore {
             snapshot: Snap::Idle,
             next_request: 0,
             drain: None,
+            restore_asked: None,
             closing: false,
             mutation: None,
             now: 0,
@@ -228,6 +236,7 @@ impl ReplicaCore {
     fn settle(&mut self) {
         self.install_held();
         self.pump();
+        self.take_restore();
         self.end_catch_up();
         self.serve_parked();
         self.check_drain();
@@ -253,8 +262,12 @@ impl ReplicaCore {
             // Not while a gap lasts: it cannot stand for the history then.
             // (Syncs of two groups may arrive out of order for a moment.)
             // Nor while it has not confirmed it missed nothing when its
-            // sync queue was subscribed again.
-            ready: self.ready && !self.stuck_at_gap(now) && !self.confirming,
+            // sync queue was subscribed again. Nor while a restore it has
+            // not installed is the next seq.
+            ready: self.ready
+                && !self.stuck_at_gap(now)
+                && !self.confirming
+                && self.restore_due().is_none(),
             reads_served: self.reads_served,
             epoch: self.lineage.epoch(),
             last_epoch: self.lineage.owner(self.applied),

@@ -1,6 +1,7 @@
 //! Guarded admin endpoints. With an admin token set (`--admin-token`, or
-//! `DBAAS_ADMIN_TOKEN`), the endpoints that destroy or kill (`crash/*` and
-//! `db/clear` on the orchestrator, `db/clear` on the users and rides
+//! `DBAAS_ADMIN_TOKEN`), the endpoints that destroy, kill or copy out the
+//! whole database (`crash/*`, `db/clear`, `db/backup` and `db/restore` on
+//! the orchestrator, `db/clear` on the users and rides
 //! services, and through the gateway) answer 401 unless the request
 //! carries `Authorization: Bearer <token>`; the token is compared in
 //! constant time. Without one they stay open, as the original was, and a
@@ -75,7 +76,7 @@ pub fn warn_if_open(what: &str, addr: Option<SocketAddr>) {
         tracing::warn!(
             server = what,
             addr = ?addr,
-            "admin endpoints (crash/*, db/clear) are open to anyone who can reach this address: set --admin-token or DBAAS_ADMIN_TOKEN"
+            "admin endpoints (crash/*, db/clear, db/backup, db/restore) are open to anyone who can reach this address: set --admin-token or DBAAS_ADMIN_TOKEN"
         );
     }
 }

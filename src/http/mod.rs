@@ -2,6 +2,7 @@
 //! users and rides services, and the gateway in front of them.
 
 pub mod admin;
+pub mod backup;
 pub mod common;
 pub mod dbclient;
 pub mod gateway;

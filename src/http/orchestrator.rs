@@ -1,4 +1,5 @@
-//! The orchestrator's HTTP API: `db/read`, `db/write`, `db/clear`, the
+//! The orchestrator's HTTP API: `db/read`, `db/write`, `db/clear`,
+//! `db/backup` and `db/restore` (in [`super::backup`]), the
 //! worker list, the crash APIs and the cluster view, health, metrics and
 //! the OpenAPI description of the DB API (`docs/openapi.yaml`, served at
 //! `/api/v1/openapi.yaml`).
@@ -14,8 +15,8 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Deserialize;
 
-use super::admin;
 use super::common::{self, Body, BodyLimit};
+use super::{admin, backup};
 use crate::actors::messages::OrchestratorStats;
 use crate::actors::scaler::{GetScaler, Scaler};
 use crate::actors::traffic::TrafficView;
@@ -62,6 +63,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(common::resource("/api/v1/db/read").route(web::post().to(db_read)))
         .service(common::resource("/api/v1/db/write").route(web::post().to(db_write)))
         .service(common::resource("/api/v1/db/clear").route(web::post().to(db_clear)))
+        .service(common::resource("/api/v1/db/backup").route(web::get().to(backup::db_backup)))
+        .service(common::resource("/api/v1/db/restore").route(web::post().to(backup::db_restore)))
         .service(common::resource("/api/v1/worker/list").route(web::get().to(worker_list)))
         .service(common::resource("/api/v1/crash/master").route(web::post().to(crash_master)))
         .service(common::resource("/api/v1/crash/slave").route(web::post().to(crash_slave)))

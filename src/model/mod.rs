@@ -1,6 +1,7 @@
 //! The DB API's data model: values, rows, schemas, operations, the queue
 //! messages that carry them, and the validation that guards storage.
 
+pub mod backup;
 mod lineage;
 mod ops;
 pub mod schema;

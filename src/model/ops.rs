@@ -176,6 +176,11 @@ pub enum WriteResult {
     Batch(Vec<WriteResult>),
     /// A `require` of a batch held.
     Checked,
+    /// A backup replaced every table's rows (a restore; see
+    /// `wire::RestorePart`): how many rows it installed.
+    Restored {
+        rows: u64,
+    },
 }
 
 /// What a read found.

@@ -13,9 +13,9 @@ use super::{Lineage, ReadOp, ReadReply, WriteOp, WriteReply};
 use crate::error::{Error, Result};
 
 /// The version tag every message starts with. Version 1 messages carried
-/// no stamp, version 2 ones one read each on `readQ`: both are refused as
-/// undecodable.
-pub const VERSION: u8 = 3;
+/// no stamp, version 2 ones one read each on `readQ`, version 3 knew no
+/// backup or restore: all are refused as undecodable.
+pub const VERSION: u8 = 4;
 
 /// Who sent a message: the cluster (created with its first data
 /// directory) and the epoch the sender follows.
@@ -63,6 +63,33 @@ pub enum MasterRequest {
     /// its own request id (deduplicated on its own), answered together
     /// with [`Reply::Writes`], each by its `id`.
     Writes(Vec<BatchedWrite>),
+    /// The orchestrator asks for a backup: the whole store at the
+    /// master's current seq, always as a snapshot (in parts, like
+    /// [`Reply::SnapshotPart`]), sent once its syncs are confirmed.
+    Backup,
+    /// One part of a restore. The master keeps the parts of one restore
+    /// as they come and, with the last of them, replaces every table's
+    /// rows under its next seq, as one step (see [`RestorePart`]).
+    Restore(RestorePart),
+}
+
+/// One of the messages a restore travels in (a database of any size fits
+/// the broker's limit on a message). The parts of one restore share its
+/// `request_id`, which the master records like a write's: a restore sent
+/// again is answered from the record, never applied twice.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct RestorePart {
+    pub request_id: u128,
+    /// The epoch the orchestrator believes current; older ones are fenced.
+    pub epoch: u64,
+    /// When the client's restore was first sent (wall-clock ms).
+    pub sent_ms: u64,
+    /// This part's place, from 0, and how many parts there are.
+    pub part: u32,
+    pub parts: u32,
+    /// Row and auto-key counter entries of the store (see
+    /// `store::backup_entries`).
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// One write of a [`MasterRequest::Writes`]: `id` is the orchestrator's
@@ -107,6 +134,13 @@ pub struct ReadBatch {
 pub enum Entry {
     Write(WriteOp),
     Refused(Error),
+    /// A restore replaced every row at this seq. A replica cannot apply it
+    /// from the message (the rows are not in it): it keeps serving what
+    /// it holds and takes a snapshot at this seq or later, installed
+    /// atomically (see `core::replica`).
+    Restored {
+        rows: u64,
+    },
 }
 
 /// One logged answer, as the master publishes it on `syncQ`.

@@ -97,6 +97,59 @@ impl WriteGroup<'_> {
         }
     }
 
+    /// Replaces every row and auto-key counter with `entries` (a backup's,
+    /// checked with [`super::check_backup`]) as `seq` (which must be
+    /// [`WriteGroup::next_seq`]), and rebuilds the indexes and counts; the
+    /// answer is recorded under `request_id` like a write's. Meta and the
+    /// request records stay this store's: a request answered before the
+    /// restore is still answered from its record, not applied on top of
+    /// the restored rows. If it fails, the group is as it was before.
+    pub fn restore(
+        &mut self,
+        seq: u64,
+        request_id: u128,
+        entries: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<WriteResult> {
+        let after = self.check_seq(seq)?;
+        let rows = super::check_backup(self.schema(), entries)?
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        self.tx.begin();
+        let result = self.replace_rows(seq, entries).and_then(|()| {
+            let result = WriteResult::Restored { rows };
+            self.record(seq, request_id, Ok(&result)).map(|()| result)
+        });
+        match result {
+            Ok(result) => {
+                self.tx.commit();
+                self.next = after;
+                Ok(result)
+            }
+            Err(e) => {
+                self.tx.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    fn replace_rows(&mut self, seq: u64, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let schema = self.store.inner.schema.clone();
+        for k in self.tx.keys(&[keys::DATA])? {
+            self.tx.remove(k);
+        }
+        for k in self.tx.keys(keys::COUNTER)? {
+            self.tx.remove(k);
+        }
+        for (k, v) in entries {
+            if super::backup::is_backed_up(k) {
+                self.tx.put(k.clone(), v.clone());
+            }
+        }
+        index::rebuild(&mut self.tx, &schema)?;
+        aggregate::rebuild(&mut self.tx, &schema, seq)
+    }
+
     /// Logs `refusal` as the answer to `request_id` under `seq` (which must
     /// be [`WriteGroup::next_seq`]): nothing else is written, but the seq
     /// is taken, so the refusal replicates like a write.

@@ -78,6 +78,7 @@
 //! counts as made at time 0: it is forgotten first.
 
 mod aggregate;
+mod backup;
 mod cond;
 mod group;
 mod index;
@@ -94,6 +95,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use crate::error::{Error, Result};
 use crate::model::{Lineage, ReadOp, ReadResult, Schema, WriteOp, WriteReply, WriteResult};
 
+pub use backup::{backup_entries, check_backup};
 pub use group::WriteGroup;
 use keys::{decode_record, decode_u64, request_key, request_seq_key};
 use tx::Tx;

@@ -225,6 +225,58 @@ fn scenario_a_restarted_slave_catches_up_from_the_log() {
     .unwrap();
 }
 
+/// A slave away while restores were made (writes 20 and 33) comes back
+/// over its store: the master's log starts again past the last restore,
+/// so it is given a snapshot, never a catch-up that replays the writes of
+/// before a restore; and no replica ever applies a restore as a write.
+#[test]
+fn scenario_a_slave_away_during_a_restore_takes_a_snapshot_past_it() {
+    script::run(
+        "setup slaves=2 cap=8 respawn=100 flush=1 log=64 restores=true
+         write 10
+         kill worker 3
+         write 30
+         step 300
+         settle
+         expect worker 3 installed a snapshot
+         expect no answers worker 3's request 0 with seqs",
+        Succession::default(),
+    )
+    .unwrap();
+    // Away only after the last restore: caught up from the log.
+    script::run(
+        "setup slaves=2 cap=8 respawn=100 flush=1 log=64 restores=true
+         write 34
+         step 100
+         kill worker 3
+         write 10
+         step 300
+         settle
+         expect answers worker 3's request 0 with seqs 35..=44 from its log",
+        Succession::default(),
+    )
+    .unwrap();
+}
+
+/// The master killed as soon as a restore is acknowledged, before its
+/// slaves have taken the snapshot past it, then again mid-way: the
+/// restore (write 7) is never lost, and every replica ends with it.
+#[test]
+fn scenario_the_master_killed_right_after_a_restore() {
+    script::run(
+        "setup slaves=2 respawn=40 restores=true
+         write 7
+         crash master
+         until leading
+         write 13
+         crash master
+         until leading
+         settle",
+        Succession::default(),
+    )
+    .unwrap();
+}
+
 /// Schedules that once broke a promise, each fixed since (the seeds
 /// replay those schedules as the simulator stood when they were found;
 /// the named scenarios below keep the interleavings themselves).

@@ -55,6 +55,8 @@ fn setup(rng: &mut fastrand::Rng) -> Setup {
     // keeps, others do not.
     Setup {
         log_writes: setup.queue_cap * 3 / 4 + 1,
+        // Restores in half the schedules, from the cap likewise.
+        restores: setup.queue_cap.is_multiple_of(2),
         ..setup
     }
 }

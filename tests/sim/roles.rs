@@ -18,7 +18,7 @@ use dbaas::model::wire::{SyncBatch, SyncItem, SyncMessage};
 
 use super::orch::HEAD;
 use super::slave::sync_message;
-use super::world::{invalid, Rec, World};
+use super::world::{invalid, restore, Rec, World};
 
 /// Groups a master keeps in flight at most.
 const DEPTH: usize = 3;
@@ -150,12 +150,22 @@ impl World {
                         epoch: l.epoch,
                         write,
                         refused: invalid(write),
+                        restored: self.setup.restores && restore(write),
                     };
                     store.applied.push(rec);
                     rec
                 }
             };
             recs.push(rec);
+            if rec.restored && l.log.next() <= rec.seq {
+                // As the master does: its log starts again past a
+                // restore, so no catch-up holds one.
+                let limits = Limits {
+                    writes: self.setup.log_writes,
+                    bytes: usize::MAX,
+                };
+                l.log = SyncLog::new(rec.seq + 1, limits);
+            }
             l.log.push(sync_message(rec));
             held.push((write, rec.seq));
         }

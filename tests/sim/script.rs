@@ -34,8 +34,9 @@
 //! ```
 //!
 //! `setup` also takes `log=64`: how many writes a master's log keeps for
-//! catch-ups, and `windows=2,2`: how many batches of reads and of writes
-//! the orchestrator may have unanswered.
+//! catch-ups, `windows=2,2`: how many batches of reads and of writes
+//! the orchestrator may have unanswered, and `restores=true`: one valid
+//! write in thirteen is a restore (writes 7, 20, 33, ...).
 
 use dbaas::core::election::Succession;
 use dbaas::core::pipeline::Mutation;
@@ -224,6 +225,7 @@ fn parse_setup(words: &[&str]) -> Result<Setup, String> {
             "session" => s.session_ms = v.parse().map_err(|_| bad())?,
             "hung" => s.hung_after = v.parse().map_err(|_| bad())?,
             "log" => s.log_writes = v.parse().map_err(|_| bad())?,
+            "restores" => s.restores = v.parse().map_err(|_| bad())?,
             "windows" => {
                 let (r, w) = v.split_once(',').ok_or_else(bad)?;
                 s.windows = (r.parse().map_err(|_| bad())?, w.parse().map_err(|_| bad())?);

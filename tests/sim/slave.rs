@@ -37,6 +37,8 @@ pub fn sync_message(rec: Rec) -> SyncMessage {
         request_id: u128::from(rec.write),
         entry: if rec.refused {
             Entry::Refused(Error::BadRequest("breaks the schema".into()))
+        } else if rec.restored {
+            Entry::Restored { rows: 0 }
         } else {
             Entry::Write(WriteOp::Clear { table: None })
         },
@@ -49,6 +51,7 @@ fn rec(m: &SyncMessage) -> Rec {
         epoch: m.epoch,
         write: u64::try_from(m.request_id).unwrap_or(u64::MAX),
         refused: matches!(m.entry, Entry::Refused(_)),
+        restored: matches!(m.entry, Entry::Restored { .. }),
     }
 }
 
@@ -60,6 +63,7 @@ pub fn snapshot_of(recs: &[Rec]) -> Snapshot {
             let mut v = r.epoch.to_be_bytes().to_vec();
             v.extend(r.write.to_be_bytes());
             v.push(u8::from(r.refused));
+            v.push(u8::from(r.restored));
             (r.seq.to_be_bytes().to_vec(), v)
         })
         .collect();
@@ -78,6 +82,7 @@ fn recs_of(snap: &Snapshot) -> Vec<Rec> {
             epoch: n(&v[..8]),
             write: n(&v[8..16]),
             refused: v.get(16) == Some(&1),
+            restored: v.get(17) == Some(&1),
         })
         .collect()
 }
@@ -217,9 +222,9 @@ impl World {
     }
 
     fn apply_run(&mut self, id: u64, writes: &[SyncMessage], lineage: dbaas::model::Lineage) {
-        let w = self.worker(id);
         let mut error = None;
         for m in writes {
+            let w = self.worker(id);
             if m.seq != w.store.next() {
                 error = Some(format!(
                     "seq {} out of order: {} is next",
@@ -228,8 +233,19 @@ impl World {
                 ));
                 break;
             }
+            if matches!(m.entry, Entry::Restored { .. }) {
+                error = Some(format!("seq {} is a restore", m.seq));
+                let why = format!(
+                    "worker {id} applied the restore at seq {} as a write",
+                    m.seq
+                );
+                self.broken.push(why);
+                break;
+            }
+            let w = self.worker(id);
             w.store.applied.push(rec(m));
         }
+        let w = self.worker(id);
         w.store.lineage = lineage;
         let seq = w.store.applied.len() as u64;
         self.later(id, Input::Applied { seq, error });

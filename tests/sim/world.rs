@@ -53,12 +53,23 @@ pub struct Rec {
     /// Refused (a write that breaks the schema): logged under its seq and
     /// replicated as a refusal; it changes no data.
     pub refused: bool,
+    /// A restore (see [`restore`]).
+    pub restored: bool,
 }
 
 /// Whether a client's write breaks the schema (the master refuses it):
 /// one write in eleven.
 pub fn invalid(write: u64) -> bool {
     write % 11 == 5
+}
+
+/// Whether a client's write is a restore, in a world with restores (one
+/// in thirteen of the valid writes): logged under its seq like a write,
+/// its sync carries no rows, and a replica passes it only by a snapshot
+/// past it, never by applying it. What it replaces is not modelled; where
+/// it stands in the history is.
+pub fn restore(write: u64) -> bool {
+    write % 13 == 7 && !invalid(write)
 }
 
 /// What a kill leaves of a store: a prefix of what it holds (the writes
@@ -243,6 +254,8 @@ pub struct Setup {
     pub windows: (usize, usize),
     /// How many writes a master's log keeps (for catch-ups).
     pub log_writes: usize,
+    /// Whether some writes are restores (see [`restore`]).
+    pub restores: bool,
 }
 
 impl Default for Setup {
@@ -264,6 +277,7 @@ impl Default for Setup {
                 dbaas::core::orchestrator::WRITE_WINDOW,
             ),
             log_writes: 64,
+            restores: false,
         }
     }
 }

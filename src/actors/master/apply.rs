@@ -4,6 +4,7 @@
 
 use std::sync::Mutex;
 
+use super::restore::{self, Staged, Step};
 use super::Outcome;
 use crate::broker::Delivery;
 use crate::core::catchup::{self, Answer, Served, SyncLog};
@@ -60,7 +61,7 @@ pub(super) fn decode_all(
 pub(super) fn apply_all(
     store: &Store,
     stamp: Stamp,
-    log: &Mutex<SyncLog>,
+    (log, restores): (&Mutex<SyncLog>, &Mutex<Staged>),
     requests: Vec<Option<MasterRequest>>,
 ) -> Result<Vec<Outcome>> {
     let mut outcomes = Vec::with_capacity(requests.len());
@@ -90,6 +91,33 @@ pub(super) fn apply_all(
                 group = store.group();
                 Outcome::Snapshot(answer)
             }
+            Some(MasterRequest::Backup) => {
+                // Like a snapshot's, but always the whole store.
+                group.commit()?;
+                logged = log_outcomes(log, &outcomes, logged);
+                store.flush()?;
+                let snapshot = store.snapshot();
+                if let Ok(s) = &snapshot {
+                    tracing::info!(seq = s.seq, "backup taken");
+                }
+                group = store.group();
+                Outcome::Snapshot(snapshot.map(Served::Snapshot))
+            }
+            Some(MasterRequest::Restore(part)) => {
+                let step = lock(restores).add(part);
+                match step {
+                    Step::Kept => Outcome::Dropped,
+                    Step::Refused(e) => Outcome::Fenced(e),
+                    Step::Whole(r) => {
+                        let o = restore::apply(&mut group, stamp.epoch, &lineage, r)?;
+                        if let Outcome::Logged(sync, _) = &o {
+                            answered = true;
+                            restarted_log(log, sync.seq);
+                        }
+                        o
+                    }
+                }
+            }
             Some(MasterRequest::Head) => Outcome::Head(group.next_seq().saturating_sub(1)),
             // Opened into its writes by `decode_all`.
             Some(MasterRequest::Writes(_)) => Outcome::Dropped,
@@ -102,6 +130,20 @@ pub(super) fn apply_all(
         store.flush()?;
     }
     Ok(outcomes)
+}
+
+/// The log after a restore at `seq`: it starts again past it, so that no
+/// catch-up replays writes of before the restore on top of its rows (a
+/// replica behind it takes a snapshot).
+fn restarted_log(log: &Mutex<SyncLog>, seq: u64) {
+    let mut log = lock(log);
+    if log.next() <= seq.saturating_add(1) {
+        *log = SyncLog::new(seq.saturating_add(1), catchup::LIMITS);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Logs the writes of `outcomes[from..]` (committed); answers how far the
@@ -207,5 +249,43 @@ fn apply_write(
             group.refuse(seq, w.request_id, &e)?;
             Ok(logged(seq, epoch, Entry::Refused(e.clone()), Err(e)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::catchup::Answer;
+    use crate::model::WriteOp;
+
+    fn write(seq: u64) -> SyncMessage {
+        SyncMessage {
+            seq,
+            epoch: 1,
+            request_id: u128::from(seq),
+            entry: Entry::Write(WriteOp::Clear { table: None }),
+        }
+    }
+
+    #[test]
+    fn no_catch_up_reaches_across_a_restore() {
+        let mut lineage = Lineage::default();
+        assert!(lineage.begin(1, 0));
+        let log = Mutex::new(SyncLog::new(1, catchup::LIMITS));
+        (1..=5).for_each(|s| lock(&log).push(write(s)));
+        restarted_log(&log, 6);
+        // The restore itself, logged after it, changes nothing.
+        lock(&log).push(write(6));
+        let decide = |have, applied| catchup::decide(have, 1, applied, &lineage, &lock(&log));
+        assert_eq!(decide(3, 6), Answer::Snapshot, "behind the restore");
+        (7..=8).for_each(|s| lock(&log).push(write(s)));
+        assert_eq!(decide(5, 8), Answer::Snapshot, "just before it");
+        assert_eq!(
+            decide(6, 8),
+            Answer::CatchUp {
+                from: 7,
+                through: 8
+            }
+        );
     }
 }

@@ -4,7 +4,9 @@
 //! then replies and acknowledges (promise 1). Snapshot requests come through
 //! `writeQ` too, so a snapshot is taken exactly between two writes; one
 //! that the master's log of recent writes covers is answered with just the
-//! writes the asker lacks (see [`crate::core::catchup`]).
+//! writes the asker lacks (see [`crate::core::catchup`]). So do backups
+//! (always the whole store) and restores, in parts, applied with their
+//! last part under the next seq like a write (see `restore`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +16,7 @@ use futures::StreamExt;
 
 mod apply;
 mod groups;
+mod restore;
 
 use self::apply::{apply_all, decode_all, Owner};
 use self::groups::{Groups, Step};
@@ -52,6 +55,8 @@ pub struct MasterWorker {
     /// The writes logged since this master began (the newest, bounded):
     /// what a replica that missed a few is caught up from.
     log: Arc<Mutex<SyncLog>>,
+    /// The parts of a restore received so far.
+    restores: Arc<Mutex<restore::Staged>>,
     /// Writes are taken only while it is valid (see [`Lease`]).
     lease: Arc<Lease>,
     /// The `writeQ` consumer, while there is one.
@@ -71,7 +76,8 @@ enum Outcome {
     /// How far the history reaches here (see [`MasterRequest::Head`]).
     Head(u64),
     /// Not a message of this cluster, or not one at all: dropped with a
-    /// log line.
+    /// log line. (A part of a restore kept until its last comes is
+    /// acknowledged so too, unanswered.)
     Dropped,
 }
 
@@ -93,6 +99,7 @@ impl MasterWorker {
             lineage: Lineage::default(),
             groups: Arc::new(Groups::new(0, lease.clone())),
             log: Arc::new(Mutex::new(SyncLog::new(1, catchup::LIMITS))),
+            restores: Arc::default(),
             lease,
             consumer: None,
             subscribing: false,
@@ -216,6 +223,7 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
             self.groups.clone(),
             self.log.clone(),
         );
+        let restores = self.restores.clone();
         let (owners, requests) = decode_all(&batch, stamp);
         let (size, started) = (batch.len(), std::time::Instant::now());
         // Applying waits (`wait`): one group at a time, in `writeQ` order.
@@ -224,7 +232,7 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
         // broker confirms one group's syncs, the next group is applied and
         // flushed. A group is answered only once its own syncs and every
         // earlier seq's are confirmed, so no answer overtakes a sync.
-        let apply = blocking(move || apply_all(&store, stamp, &log, requests));
+        let apply = blocking(move || apply_all(&store, stamp, (&log, &restores), requests));
         ctx.wait(apply.into_actor(self).map(move |applied, _act, _ctx| {
             let applied_in = started.elapsed();
             let finish = async move {

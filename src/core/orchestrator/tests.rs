@@ -509,3 +509,21 @@ fn a_read_that_expired_waiting_is_not_sent() {
     assert_eq!(ids, vec![fresh]);
     assert!(!ids.contains(&stale));
 }
+
+#[test]
+fn a_seq_acknowledged_outside_the_pipeline_holds_strong_reads_to_it() {
+    let mut core = Core::new(C, 1, SEED);
+    let r1 = core.read(Consistency::Strong, 1, "r1", 0);
+    let h = asked(&fx(&mut core));
+    core.reply(st(1), Reply::Head(7), Some(h), 1);
+    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r1, 7, "r1")]]);
+    core.reply(st(1), read_reply(), Some(r1), 2);
+    // A restore acknowledged at 9: reads from now on need it.
+    core.acknowledged(9, 3);
+    assert_eq!(core.stats().last_acked_seq, 9);
+    let r2 = core.read(Consistency::Strong, 2, "r2", 4);
+    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r2, 9, "r2")]]);
+    // An older seq changes nothing.
+    core.acknowledged(8, 5);
+    assert_eq!(core.stats().last_acked_seq, 9);
+}

@@ -54,6 +54,14 @@ impl ReplicaCore {
                 continue;
             }
             let from = next;
+            // A restore is not applied as a write: the run stops before it.
+            let run = match self.hold_restore(run, from, &mut settled) {
+                Ok(before) => {
+                    writes.extend(before);
+                    break;
+                }
+                Err(run) => run,
+            };
             next = run.last().saturating_add(1);
             // Batches may overlap, and one may start below what a snapshot
             // already holds.

@@ -125,6 +125,10 @@ impl ReplicaCore {
                 "not yet told by the master that it missed nothing while cut off".into(),
             ));
         }
+        if let Some(seq) = self.restore_due() {
+            let why = format!("a restore at seq {seq} it has not installed");
+            return self.end_drain(Err(why));
+        }
         let next = self.applied.saturating_add(1);
         match self.pending.keys().next().copied() {
             Some(first) if first <= next => {} // a run starts once it may

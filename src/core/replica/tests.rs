@@ -4,6 +4,7 @@
 mod catchup;
 mod drain;
 mod lineage;
+mod restore;
 mod snapshot;
 mod sync;
 

@@ -1,0 +1,166 @@
+//! `GET /api/v1/db/backup` and `POST /api/v1/db/restore` on the
+//! orchestrator (admin endpoints: guarded by the admin token when one is
+//! set).
+//!
+//! A backup is the master's store at one seq (see
+//! [`crate::model::backup`] for the file), streamed part by part as it is
+//! encoded. A restore is read whole (up to [`MAX_RESTORE_BYTES`]) and
+//! checked whole, magic, format, checksum, every part and every row
+//! against the schema, before anything is sent to the master: a file that
+//! is garbage, cut short, damaged or of another format gets a 4xx saying
+//! why, and nothing changes. A backup of another cluster restores too
+//! (that is how a database moves); its rows replace every table's, under
+//! the next seq of this cluster's history.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use futures::StreamExt;
+
+use super::admin;
+use super::common;
+use super::orchestrator::OrchestratorState;
+use crate::error::{Error, Result};
+use crate::model::backup::{self, BackupHeader, Entries, Writer};
+use crate::model::wire;
+use crate::store::{backup_entries, check_backup, wall_clock_ms};
+
+/// The largest restore accepted (413 past it): it is held in memory, as a
+/// snapshot is, while it is checked and sent.
+pub const MAX_RESTORE_BYTES: usize = 1 << 30;
+
+type State = web::Data<OrchestratorState>;
+
+/// Streams a backup of the database as it is now.
+pub async fn db_backup(state: State, req: HttpRequest) -> HttpResponse {
+    if let Some(refused) = admin::refusal(&req) {
+        return refused;
+    }
+    let taken = match state.handle.backup().await {
+        Ok(t) => t,
+        Err(e) => return common::from_error(&e),
+    };
+    let entries = backup_entries(taken.snapshot.entries);
+    let tables = match check_backup(&state.schema, &entries) {
+        Ok(t) => t,
+        // The master's own rows fit its schema; this would be a bug.
+        Err(e) => return common::from_error(&Error::Storage(format!("backup: {e}"))),
+    };
+    let count = entries.len() as u64;
+    let parts = wire::chunk_parts(entries.into_iter().map(|e| {
+        let size = e.0.len() + e.1.len();
+        (e, size)
+    }));
+    let head = BackupHeader {
+        cluster: taken.stamp.cluster,
+        epoch: taken.stamp.epoch,
+        seq: taken.snapshot.seq,
+        made_ms: wall_clock_ms(),
+        tables,
+        entries: count,
+        parts: u32::try_from(parts.len()).unwrap_or(u32::MAX),
+    };
+    tracing::info!(
+        seq = head.seq,
+        rows = head.rows(),
+        parts = head.parts,
+        "backup streamed"
+    );
+    let name = format!("dbaas-{:016x}-{}.backup", head.cluster, head.seq);
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ))
+        .insert_header(("x-dbaas-backup-seq", head.seq.to_string()))
+        .insert_header(("x-dbaas-backup-rows", head.rows().to_string()))
+        .streaming(encoded(head, parts))
+}
+
+/// The file, piece by piece: the header, each part, the trailer.
+fn encoded(
+    head: BackupHeader,
+    parts: Vec<Entries>,
+) -> impl futures::Stream<Item = std::result::Result<Bytes, actix_web::Error>> {
+    let mut writer = Writer::default();
+    let first = writer.header(&head);
+    let rest = futures::stream::unfold(Some((writer, parts.into_iter())), |state| async move {
+        let (mut writer, mut parts) = state?;
+        match parts.next() {
+            Some(p) => Some((writer.part(&p), Some((writer, parts)))),
+            None => Some((writer.trailer(), None)),
+        }
+    });
+    futures::stream::once(async move { first })
+        .chain(rest)
+        .map(|b| Ok(Bytes::from(b)))
+}
+
+/// Checks an uploaded backup whole, then restores it through the master.
+pub async fn db_restore(state: State, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    if let Some(refused) = admin::refusal(&req) {
+        return refused;
+    }
+    let bytes = match read_upload(payload).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    let restore = async {
+        let (head, parts) = checked(&state, &bytes)?;
+        drop(bytes);
+        let reply = state.handle.restore(parts).await?;
+        tracing::info!(
+            seq = reply.seq,
+            rows = head.rows(),
+            from = head.seq,
+            "restored"
+        );
+        Ok(serde_json::json!({
+            "seq": reply.seq,
+            "result": reply.result,
+            "backup": {
+                "cluster": format!("{:016x}", head.cluster),
+                "epoch": head.epoch,
+                "seq": head.seq,
+                "tables": head.tables.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            },
+        }))
+    };
+    common::reply(restore.await)
+}
+
+/// The body, up to [`MAX_RESTORE_BYTES`].
+async fn read_upload(mut payload: web::Payload) -> std::result::Result<Vec<u8>, HttpResponse> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| common::bad_request(format!("reading the upload: {e}")))?;
+        if bytes.len() + chunk.len() > MAX_RESTORE_BYTES {
+            return Err(common::error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a restore is at most {MAX_RESTORE_BYTES} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// The backup, opened and checked against the schema (400 with the
+/// reason otherwise).
+fn checked(state: &OrchestratorState, bytes: &[u8]) -> Result<(BackupHeader, Vec<Entries>)> {
+    let (head, parts) = backup::decode(bytes)?;
+    let mut tables = std::collections::BTreeMap::<String, u64>::new();
+    for part in &parts {
+        for (table, n) in check_backup(&state.schema, part)? {
+            *tables.entry(table).or_default() += n;
+        }
+    }
+    let said: std::collections::BTreeMap<String, u64> = head.tables.iter().cloned().collect();
+    if said != tables {
+        return Err(Error::bad(format!(
+            "the backup's header counts rows {said:?}, its parts hold {tables:?}"
+        )));
+    }
+    Ok((head, parts))
+}
