@@ -11,12 +11,14 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::model::backup::{BackupHeader, MAGIC, TRAILER};
 
-/// Where the orchestrator listens unless told otherwise.
-pub const DEFAULT_ORCHESTRATOR: &str = "http://127.0.0.1:8090";
+use super::DEFAULT_ORCHESTRATOR;
+/// The pieces a restore is uploaded in (each one step of its bar).
+const UPLOAD_CHUNK: usize = 256 * 1024;
 /// How long a backup or a restore may take end to end.
 const TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
@@ -232,10 +234,23 @@ pub async fn restore(args: &RestoreArgs) -> Result<String> {
         "{}/api/v1/db/restore",
         args.orchestrator.trim_end_matches('/')
     );
-    let bar = progress(None, &format!("restoring {size} bytes"));
+    // The upload as a bar (what was handed to the connection), then a
+    // spinner while the cluster checks and installs it.
+    let bar = progress(Some(size as u64), "upload");
+    let counted = bar.clone();
+    let chunks: Vec<Vec<u8>> = bytes.chunks(UPLOAD_CHUNK).map(<[u8]>::to_vec).collect();
+    drop(bytes);
+    let upload = futures::stream::iter(chunks).map(move |chunk| {
+        counted.inc(chunk.len() as u64);
+        if counted.position() >= counted.length().unwrap_or(0) {
+            counted.set_message("restoring on the cluster");
+        }
+        Ok::<_, std::io::Error>(chunk)
+    });
     let sent = authorized(client()?.post(&url))
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-        .body(bytes)
+        .header(reqwest::header::CONTENT_LENGTH, size)
+        .body(reqwest::Body::wrap_stream(upload))
         .send()
         .await;
     bar.finish_and_clear();

@@ -3,3 +3,6 @@
 
 pub mod backup;
 pub mod status;
+
+/// Where the orchestrator listens unless told otherwise.
+pub const DEFAULT_ORCHESTRATOR: &str = "http://127.0.0.1:8090";

@@ -9,8 +9,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// Where the orchestrator listens unless told.
-pub const DEFAULT_ORCHESTRATOR: &str = "http://127.0.0.1:8090";
+use super::DEFAULT_ORCHESTRATOR;
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {

@@ -3,8 +3,8 @@
 //! set).
 //!
 //! A backup is the master's store at one seq (see
-//! [`crate::model::backup`] for the file), streamed part by part as it is
-//! encoded. A restore is read whole (up to [`MAX_RESTORE_BYTES`]) and
+//! [`crate::model::backup`] for the file), encoded part by part and sent
+//! with its length. A restore is read whole (up to [`MAX_RESTORE_BYTES`]) and
 //! checked whole, magic, format, checksum, every part and every row
 //! against the schema, before anything is sent to the master: a file that
 //! is garbage, cut short, damaged or of another format gets a 4xx saying
@@ -12,6 +12,7 @@
 //! (that is how a database moves); its rows replace every table's, under
 //! the next seq of this cluster's history.
 
+use actix_web::body::SizedStream;
 use actix_web::http::{header, StatusCode};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
@@ -75,26 +76,27 @@ pub async fn db_backup(state: State, req: HttpRequest) -> HttpResponse {
         ))
         .insert_header(("x-dbaas-backup-seq", head.seq.to_string()))
         .insert_header(("x-dbaas-backup-rows", head.rows().to_string()))
-        .streaming(encoded(head, parts))
+        .body(encoded(head, parts))
 }
 
-/// The file, piece by piece: the header, each part, the trailer.
+/// The file, piece by piece: the header, each part, the trailer. Each
+/// part is encoded as its rows are let go, so the whole is held about
+/// once; its length is then known, and sent, for a client's progress.
 fn encoded(
     head: BackupHeader,
     parts: Vec<Entries>,
-) -> impl futures::Stream<Item = std::result::Result<Bytes, actix_web::Error>> {
+) -> SizedStream<impl futures::Stream<Item = std::result::Result<Bytes, std::convert::Infallible>>>
+{
     let mut writer = Writer::default();
-    let first = writer.header(&head);
-    let rest = futures::stream::unfold(Some((writer, parts.into_iter())), |state| async move {
-        let (mut writer, mut parts) = state?;
-        match parts.next() {
-            Some(p) => Some((writer.part(&p), Some((writer, parts)))),
-            None => Some((writer.trailer(), None)),
-        }
-    });
-    futures::stream::once(async move { first })
-        .chain(rest)
-        .map(|b| Ok(Bytes::from(b)))
+    let mut pieces = Vec::with_capacity(parts.len() + 2);
+    pieces.push(Bytes::from(writer.header(&head)));
+    for p in parts {
+        pieces.push(Bytes::from(writer.part(&p)));
+    }
+    pieces.push(Bytes::from(writer.trailer()));
+    let total: usize = pieces.iter().map(Bytes::len).sum();
+    let stream = futures::stream::iter(pieces.into_iter().map(Ok::<_, std::convert::Infallible>));
+    SizedStream::new(total as u64, stream)
 }
 
 /// Checks an uploaded backup whole, then restores it through the master.
