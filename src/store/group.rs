@@ -84,6 +84,12 @@ impl WriteGroup<'_> {
         self.tx.begin();
         let result = write::apply_op(&mut self.tx, &self.store.inner.schema, op)
             .and_then(|result| self.record(seq, request_id, Ok(&result)).map(|()| result));
+        self.settle(result, after)
+    }
+
+    /// Keeps what a step wrote (the next seq is then `after`) or, if it
+    /// failed, undoes it.
+    fn settle(&mut self, result: Result<WriteResult>, after: u64) -> Result<WriteResult> {
         match result {
             Ok(result) => {
                 self.tx.commit();
@@ -120,17 +126,7 @@ impl WriteGroup<'_> {
             let result = WriteResult::Restored { rows };
             self.record(seq, request_id, Ok(&result)).map(|()| result)
         });
-        match result {
-            Ok(result) => {
-                self.tx.commit();
-                self.next = after;
-                Ok(result)
-            }
-            Err(e) => {
-                self.tx.rollback();
-                Err(e)
-            }
-        }
+        self.settle(result, after)
     }
 
     fn replace_rows(&mut self, seq: u64, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {

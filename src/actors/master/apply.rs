@@ -187,6 +187,33 @@ fn answer_snapshot(
     store.snapshot().map(Served::Snapshot)
 }
 
+/// A new request (`what`, sent at `sent_ms` under `sent_epoch`) this
+/// master must not apply: one sent too long ago (it may have been applied
+/// already, its record since forgotten: refused, neither applied nor
+/// logged; the orchestrator gave up on it long ago, see `store` on how
+/// long records are kept), or one sent under a newer epoch (a newer
+/// master exists, and this one must take no new write; one sent under an
+/// older epoch, before its sender heard of this master, is this master's
+/// to apply).
+pub(super) fn fenced(
+    group: &WriteGroup,
+    epoch: u64,
+    sent_ms: u64,
+    sent_epoch: u64,
+    what: impl FnOnce() -> String,
+) -> Option<Outcome> {
+    if group.stale(sent_ms) {
+        return Some(Outcome::Fenced(Error::Precondition(format!(
+            "{} was sent too long ago to apply safely: it may have been applied already",
+            what()
+        ))));
+    }
+    (sent_epoch > epoch).then_some(Outcome::Fenced(Error::Fenced {
+        got: sent_epoch,
+        current: epoch,
+    }))
+}
+
 /// One write: answered again, fenced, refused or applied. Refusals are
 /// logged under a seq like writes, so that the answer is the same from any
 /// replica later. Only a storage failure is an error of the group.
@@ -213,24 +240,9 @@ fn apply_write(
         let seq = rec.seq;
         return Ok(logged(seq, lineage.owner(seq), entry, rec.into_reply()));
     }
-    // A request older than this store's memory of request ids may have
-    // been applied already, its record since forgotten: refused, neither
-    // applied nor logged (the orchestrator gave up on it long ago; see
-    // `store` on how long records are kept).
-    if group.stale(w.sent_ms) {
-        return Ok(Outcome::Fenced(Error::Precondition(format!(
-            "request {:x} was sent too long ago to apply safely: it may have been applied already",
-            w.request_id
-        ))));
-    }
-    // A request sent under a newer epoch: a newer master exists, and this
-    // one must take no new write. (One sent under an older epoch, before
-    // its sender heard of this master, is this master's to apply.)
-    if w.epoch > epoch {
-        return Ok(Outcome::Fenced(Error::Fenced {
-            got: w.epoch,
-            current: epoch,
-        }));
+    let what = || format!("request {:x}", w.request_id);
+    if let Some(refused) = fenced(group, epoch, w.sent_ms, w.epoch, what) {
+        return Ok(refused);
     }
     let seq = group.next_seq();
     let result = match validate_write(group.schema(), &w.op) {

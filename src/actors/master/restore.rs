@@ -100,17 +100,9 @@ pub(super) fn apply(
             rec.into_reply(),
         ));
     }
-    if group.stale(r.sent_ms) {
-        return Ok(Outcome::Fenced(Error::Precondition(format!(
-            "restore {:x} was sent too long ago to apply safely",
-            r.request_id
-        ))));
-    }
-    if r.epoch > epoch {
-        return Ok(Outcome::Fenced(Error::Fenced {
-            got: r.epoch,
-            current: epoch,
-        }));
+    let what = || format!("restore {:x}", r.request_id);
+    if let Some(refused) = super::apply::fenced(group, epoch, r.sent_ms, r.epoch, what) {
+        return Ok(refused);
     }
     let seq = group.next_seq();
     match group.restore(seq, r.request_id, &r.entries) {
