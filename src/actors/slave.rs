@@ -552,17 +552,25 @@ async fn settle_one(d: Delivery, requeue: bool) -> Result<()> {
     }
 }
 
-/// Publishes each group of answers as one reply, then settles the batches
-/// answered whole. A reply that cannot be published is not retried: the
-/// orchestrator asks again within its deadline.
+/// Publishes each group of answers as one reply (or, when they are
+/// large, as a few: split as a snapshot is, so that each fits the
+/// broker's limit on a message as every read alone would), then settles
+/// the batches answered whole. A reply that cannot be published is not
+/// retried: the orchestrator asks again within its deadline.
 async fn publish_answers(broker: Arc<dyn Broker>, stamp: wire::Stamp, groups: Vec<Answers>) {
     let replies = groups.into_iter().map(|g| {
         let broker = broker.clone();
         async move {
             if !g.reads.is_empty() {
                 let (queue, id) = (g.to.queue.as_deref(), g.to.correlation_id);
-                let reply = Reply::Reads(g.reads);
-                let _ = reply_to_queue(broker.as_ref(), stamp, queue, id, &reply).await;
+                let sized = g.reads.into_iter().map(|a| {
+                    let size = wire::encoded_len(&a);
+                    (a, size)
+                });
+                for reads in wire::chunk_parts(sized) {
+                    let reply = Reply::Reads(reads);
+                    let _ = reply_to_queue(broker.as_ref(), stamp, queue, id, &reply).await;
+                }
             }
             if let Some((d, requeue)) = g.done {
                 let _ = settle_one(d, requeue).await;

@@ -15,6 +15,8 @@ use dbaas::system::Cluster;
 use futures::StreamExt;
 
 #[allow(unused_imports)]
+pub use super::batches::*;
+#[allow(unused_imports)]
 pub use super::catchup::*;
 #[allow(unused_imports)]
 pub use super::failover::*;
@@ -69,6 +71,7 @@ macro_rules! every_script {
             a_batch_of_reads_answers_each_read_when_it_may,
             a_batch_of_writes_with_a_refusal_answers_each_write,
             concurrent_clients_each_get_their_own_answer,
+            a_burst_of_large_writes_and_reads_stays_within_the_message_limit,
         );
     };
 }
