@@ -72,6 +72,7 @@ macro_rules! every_script {
             a_batch_of_writes_with_a_refusal_answers_each_write,
             concurrent_clients_each_get_their_own_answer,
             a_burst_of_large_writes_and_reads_stays_within_the_message_limit,
+            a_group_of_large_write_batches_is_synced_within_the_message_limit,
         );
     };
 }

@@ -5,11 +5,16 @@
 use std::sync::Arc;
 
 use dbaas::broker::faults::{Fault, FaultyBroker};
-use dbaas::broker::Broker;
+use dbaas::broker::{Broker, Message, WRITE_Q};
+use dbaas::model::wire::{self, BatchedWrite, MasterRequest, Reply, Stamp, WriteRequest};
 use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp};
+use futures::StreamExt;
 
-use super::actors::{cluster, count_users, read};
-use super::{all_applied, stores};
+use super::actors::{
+    cluster, count_users, embedded, master_session, read, reply_queue, stamp, taking_writes,
+    DEADLINE,
+};
+use super::{all_applied, eventually, master_id, stores};
 
 /// The largest message the broker takes here: RabbitMQ refuses a message
 /// over its `max_message_size` (16 MiB by default since 4.0); twice the
@@ -96,8 +101,85 @@ pub async fn a_burst_of_large_writes_and_reads_stays_within_the_message_limit(b:
         assert_eq!(rows.len() as u64, PAGE, "read {i}");
     }
     let seq = c.orchestrator.stats().await.unwrap().last_acked_seq;
-    all_applied(&c, seq, super::actors::DEADLINE).await;
+    all_applied(&c, seq, DEADLINE).await;
     c.stop().await;
     let all = stores(dir.path(), &[1, 2]);
     assert_eq!(all[0], all[1]);
+}
+
+/// Batches of large writes wait on `writeQ` while the master cannot take
+/// them (its lease ran out), each well within the broker's message limit,
+/// together over it; back, the master takes them as one group. Its syncs
+/// must fit the limit too: a sync refused is published again, refused
+/// again, and no write of the group (nor any after it) is ever answered.
+pub async fn a_group_of_large_write_batches_is_synced_within_the_message_limit(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, limited(b)).await;
+    c.orchestrator.write(large_user("first")).await.unwrap();
+    let session = master_session(&c).await;
+    let server = embedded(&c);
+    server.disconnect(session);
+    let m = master_id(&c).await;
+    eventually("the master to stop taking writes", DEADLINE, || async {
+        !taking_writes(&c, m).await
+    })
+    .await;
+    let replies = "test.large.writes";
+    let mut answers = reply_queue(&c, replies).await;
+    let stamp = stamp(&c).await;
+    const BATCHES: u64 = 4;
+    const EACH: u64 = 40;
+    for batch in 0..BATCHES {
+        let writes = (0..EACH)
+            .map(|i| {
+                let n = batch * EACH + i;
+                BatchedWrite {
+                    id: n,
+                    write: WriteRequest {
+                        request_id: u128::from(7000 + n),
+                        epoch: stamp.epoch,
+                        op: large_user(&format!("grouped{n}")),
+                        sent_ms: dbaas::store::wall_clock_ms(),
+                    },
+                }
+            })
+            .collect();
+        let body = wire::encode(stamp, &MasterRequest::Writes(writes));
+        assert!(body.len() < MESSAGE_LIMIT, "each batch fits");
+        let msg = Message {
+            body,
+            correlation_id: Some(batch),
+            reply_to: Some(replies.into()),
+        };
+        c.broker.publish(WRITE_Q, msg).await.unwrap();
+    }
+    server.reconnect(session);
+    let mut answered = std::collections::BTreeSet::new();
+    while (answered.len() as u64) < BATCHES * EACH {
+        let Ok(Some(d)) = tokio::time::timeout(DEADLINE, answers.next()).await else {
+            panic!(
+                "{} of {} writes answered in time",
+                answered.len(),
+                BATCHES * EACH
+            );
+        };
+        let (_, reply): (Stamp, Reply) = wire::decode(&d.message.body).unwrap();
+        d.ack().await.unwrap();
+        let Reply::Writes(got) = reply else {
+            panic!("not answers to writes: {reply:?}");
+        };
+        for (id, r) in got {
+            assert!(r.is_ok(), "write {id}: {r:?}");
+            answered.insert(id);
+        }
+    }
+    c.orchestrator.write(large_user("last")).await.unwrap();
+    let all = BATCHES * EACH + 2;
+    assert_eq!(read(&c, count_users()).await, ReadResult::Count(all));
+    drop(answers);
+    let seq = c.orchestrator.stats().await.unwrap().last_acked_seq;
+    all_applied(&c, seq, DEADLINE).await;
+    c.stop().await;
+    let stores = stores(dir.path(), &[1, 2]);
+    assert_eq!(stores[0], stores[1]);
 }

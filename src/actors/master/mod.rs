@@ -295,6 +295,13 @@ async fn finish_group(
         })
         .collect();
     let (runs, run_of) = sync_runs(&seqs);
+    let mut messages: Vec<Vec<SyncMessage>> = vec![Vec::new(); runs.len()];
+    for (outcome, run) in outcomes.iter().zip(&run_of) {
+        if let (Outcome::Logged(sync, _), Some(run)) = (outcome, run) {
+            messages[*run].push(sync.clone());
+        }
+    }
+    let (runs, messages, run_of) = split_runs(messages, run_of, &outcomes);
     // A snapshot or a catch-up holds every write up to its seq, and a head
     // promises them: either goes out only once their syncs are confirmed
     // (a deposed master's snapshot would hand a slave writes the history
@@ -309,17 +316,9 @@ async fn finish_group(
         .max()
         .unwrap_or(0);
     let (group, mut steps) = sender.groups.applied(&runs, needs);
-    let mut messages: Vec<Vec<SyncMessage>> = vec![Vec::new(); runs.len()];
-    for (outcome, run) in outcomes.iter().zip(&run_of) {
-        if let (Outcome::Logged(sync, _), Some(run)) = (outcome, run) {
-            messages[*run].push(sync.clone());
-        }
-    }
     let items: Vec<SyncItem> = messages
         .into_iter()
-        .map(|mut writes| {
-            writes.sort_by_key(|m| m.seq);
-            writes.dedup_by_key(|m| m.seq);
+        .map(|writes| {
             SyncItem::Writes(SyncBatch {
                 lineage: sender.lineage.clone(),
                 writes,
@@ -371,6 +370,54 @@ async fn finish_group(
         .map(|(d, requests)| settle(broker, sender.stamp, d, requests));
     futures::future::join_all(settle).await;
     synced
+}
+
+/// Splits runs whose syncs together are large into runs of consecutive
+/// seqs whose messages are at most a snapshot part's size (each write
+/// fits alone: a group of many batches must fit the broker's limit on a
+/// message as each batch does), each run's writes in seq order, once
+/// each. Answers the runs, their writes, and the run of each request.
+fn split_runs(
+    messages: Vec<Vec<SyncMessage>>,
+    run_of: Vec<Option<usize>>,
+    outcomes: &[Outcome],
+) -> (Vec<(u64, u64)>, Vec<Vec<SyncMessage>>, Vec<Option<usize>>) {
+    let (mut runs, mut split) = (Vec::new(), Vec::new());
+    // For each run given, the last seq of each of its parts and the part.
+    let mut parts_of: Vec<Vec<(u64, usize)>> = Vec::with_capacity(messages.len());
+    for mut writes in messages {
+        writes.sort_by_key(|m| m.seq);
+        writes.dedup_by_key(|m| m.seq);
+        let sized = writes.into_iter().map(|m| {
+            let size = wire::encoded_len(&m);
+            (m, size)
+        });
+        let mut parts = Vec::new();
+        for part in wire::chunk_parts(sized) {
+            let (Some(first), Some(last)) = (part.first(), part.last()) else {
+                continue;
+            };
+            parts.push((last.seq, runs.len()));
+            runs.push((first.seq, last.seq));
+            split.push(part);
+        }
+        parts_of.push(parts);
+    }
+    let run_of = outcomes
+        .iter()
+        .zip(run_of)
+        .map(|(outcome, run)| {
+            let (Outcome::Logged(sync, _), Some(run)) = (outcome, run) else {
+                return None;
+            };
+            parts_of
+                .get(run)?
+                .iter()
+                .find(|(last, _)| sync.seq <= *last)
+                .map(|(_, part)| *part)
+        })
+        .collect();
+    (runs, split, run_of)
 }
 
 /// Replies to a batch of writes with one message, each answer by its id,
