@@ -73,6 +73,7 @@ macro_rules! every_script {
             concurrent_clients_each_get_their_own_answer,
             a_burst_of_large_writes_and_reads_stays_within_the_message_limit,
             a_group_of_large_write_batches_is_synced_within_the_message_limit,
+            a_batch_half_served_by_a_slave_that_is_elected_is_answered_whole,
         );
     };
 }

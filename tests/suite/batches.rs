@@ -5,16 +5,19 @@
 use std::sync::Arc;
 
 use dbaas::broker::faults::{Fault, FaultyBroker};
-use dbaas::broker::{Broker, Message, WRITE_Q};
-use dbaas::model::wire::{self, BatchedWrite, MasterRequest, Reply, Stamp, WriteRequest};
+use dbaas::broker::{Broker, Message, READ_Q, WRITE_Q};
+use dbaas::model::wire::{
+    self, BatchedRead, BatchedWrite, MasterRequest, ReadBatch, ReadRequest, Reply, Stamp,
+    WriteRequest,
+};
 use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp};
 use futures::StreamExt;
 
 use super::actors::{
-    cluster, count_users, embedded, master_session, read, reply_queue, stamp, taking_writes,
-    DEADLINE,
+    cluster, count_users, embedded, get_user, master_session, read, reply_queue, stamp,
+    taking_writes, user, DEADLINE,
 };
-use super::{all_applied, eventually, master_id, stores};
+use super::{all_applied, eventually, master_id, roles, stores};
 
 /// The largest message the broker takes here: RabbitMQ refuses a message
 /// over its `max_message_size` (16 MiB by default since 4.0); twice the
@@ -182,4 +185,99 @@ pub async fn a_group_of_large_write_batches_is_synced_within_the_message_limit(b
     c.stop().await;
     let stores = stores(dir.path(), &[1, 2]);
     assert_eq!(stores[0], stores[1]);
+}
+
+/// A batch of reads half served when its slave loses its role: the one
+/// slave answers the eventual read at once and holds the strong one,
+/// waiting for a seq nobody has written yet; the master is killed and
+/// that slave is elected (it drains, giving the batch back whole). The
+/// batch goes to the replacement: the eventual read is answered again
+/// (the orchestrator takes the first), and the strong one only once its
+/// seq is applied, never with less; every answer names a read of the
+/// batch.
+pub async fn a_batch_half_served_by_a_slave_that_is_elected_is_answered_whole(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir, 1, b).await;
+    let first = c.orchestrator.write(user("before")).await.unwrap();
+    assert_eq!(read(&c, get_user("before")).await.into_rows().len(), 1);
+    let replies = "test.half.served";
+    let mut answers = reply_queue(&c, replies).await;
+    let need = first.seq + 1;
+    let batch = ReadBatch {
+        reads: vec![
+            BatchedRead {
+                id: 10,
+                read: ReadRequest {
+                    min_seq: need,
+                    op: get_user("after"),
+                },
+            },
+            BatchedRead {
+                id: 11,
+                read: ReadRequest {
+                    min_seq: 0,
+                    op: get_user("before"),
+                },
+            },
+        ],
+    };
+    let msg = Message {
+        body: wire::encode(stamp(&c).await, &batch),
+        correlation_id: Some(1),
+        reply_to: Some(replies.into()),
+    };
+    c.broker.publish(READ_Q, msg).await.unwrap();
+    // The eventual read is answered at once, alone.
+    let got = next_reads(&mut answers).await;
+    assert_eq!(got.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [11]);
+    let (old, epoch) = (master_id(&c).await, c.epoch().await);
+    c.runtime.kill(old).await.unwrap();
+    eventually("a new master", DEADLINE, || async {
+        c.epoch().await > epoch && roles(&c).await.0.is_some()
+    })
+    .await;
+    let after = c.orchestrator.write(user("after")).await.unwrap();
+    assert!(after.seq >= need, "{after:?}");
+    // Until the strong read is answered: whatever else comes is an
+    // answer to the eventual one again.
+    loop {
+        let got = next_reads(&mut answers).await;
+        let mut strong = None;
+        for (id, r) in got {
+            match id {
+                10 => strong = Some(r),
+                11 => {
+                    let r = r.expect("the eventual read answered");
+                    assert_eq!(r.result.into_rows().len(), 1);
+                }
+                other => panic!("an answer to no read of the batch: {other}"),
+            }
+        }
+        if let Some(r) = strong {
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => panic!("the strong read failed: {e}"),
+            };
+            assert!(r.seq >= need, "served at {} below {need}", r.seq);
+            assert_eq!(r.result.into_rows().len(), 1, "the write it waited for");
+            break;
+        }
+    }
+    drop(answers);
+    c.stop().await;
+}
+
+/// The answers of the next reply to reads on `answers`.
+async fn next_reads(
+    answers: &mut dbaas::broker::Consumer,
+) -> Vec<(u64, dbaas::error::Result<dbaas::model::ReadReply>)> {
+    let Ok(Some(d)) = tokio::time::timeout(DEADLINE, answers.next()).await else {
+        panic!("no answer in time");
+    };
+    let (_, reply): (Stamp, Reply) = wire::decode(&d.message.body).unwrap();
+    d.ack().await.unwrap();
+    let Reply::Reads(got) = reply else {
+        panic!("not answers to reads: {reply:?}");
+    };
+    got
 }
