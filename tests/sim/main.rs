@@ -584,3 +584,39 @@ fn scenario_catch_ups_at_the_log_edge_under_pauses_and_failovers() {
         }
     }
 }
+
+/// Random schedules with tiny sync queues and tiny logs (a slave away a
+/// moment overflows its queue; the log covers a few writes, or one): the
+/// catch-ups, their edges and the snapshots behind them, under every
+/// fault the nemesis makes. `DBAAS_SIM_SCHEDULES` sets how many (a
+/// tenth of the random test's).
+#[test]
+fn random_schedules_with_tiny_queues_and_logs_keep_every_promise() {
+    let n = schedules() / 10;
+    let from = first_seed();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let chunk = n.div_ceil(threads.max(1)).max(1);
+    let failure = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..threads)
+            .map(|t| {
+                let start = from + t * chunk;
+                let end = (start + chunk).min(from + n);
+                s.spawn(move || {
+                    (start..end).find_map(|seed| {
+                        nemesis::run_with(seed, Succession::default(), |s| {
+                            s.queue_cap = 2 + (seed % 3) as usize;
+                            s.log_writes = 1 + ((seed / 3) % 6) as usize;
+                        })
+                        .err()
+                    })
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|r| r.join().expect("a simulator thread panicked"))
+            .min_by_key(|f| f.seed)
+    });
+    if let Some(f) = failure {
+        panic!("{f}");
+    }
+}

@@ -74,6 +74,7 @@ macro_rules! every_script {
             a_burst_of_large_writes_and_reads_stays_within_the_message_limit,
             a_group_of_large_write_batches_is_synced_within_the_message_limit,
             a_batch_half_served_by_a_slave_that_is_elected_is_answered_whole,
+            a_batch_of_writes_redelivered_after_a_failover_is_answered_from_the_record,
         );
     };
 }

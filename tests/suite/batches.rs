@@ -281,3 +281,96 @@ async fn next_reads(
     };
     got
 }
+
+/// A batch of writes applied, synced and answered by a master that dies
+/// before its acknowledgement reaches the broker (a refusal in the middle
+/// of it): redelivered to the master elected next, each write is answered
+/// again from the record, with its seq, and the refused one stays
+/// refused, though the row that made it fail was deleted meanwhile: not
+/// applied later, and not poisoning the others.
+pub async fn a_batch_of_writes_redelivered_after_a_failover_is_answered_from_the_record(
+    b: Arc<dyn Broker>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let fb = FaultyBroker::new(b);
+    let c = cluster(&dir, 2, Arc::new(fb.clone())).await;
+    c.orchestrator.write(user("taken")).await.unwrap();
+    let replies = "test.batch.failover";
+    let mut answers = reply_queue(&c, replies).await;
+    // The master's acknowledgement of the test's batch never reaches
+    // the broker, as if it died first.
+    fb.on_settle(move |queue, msg, _| {
+        queue != WRITE_Q || msg.reply_to.as_deref() != Some("test.batch.failover")
+    });
+    let stamp = stamp(&c).await;
+    let write = |id: u64, request_id: u128, name: &str| BatchedWrite {
+        id,
+        write: WriteRequest {
+            request_id,
+            epoch: stamp.epoch,
+            op: user(name),
+            sent_ms: dbaas::store::wall_clock_ms(),
+        },
+    };
+    let batch = MasterRequest::Writes(vec![
+        write(30, 950, "b"),
+        write(31, 951, "taken"),
+        write(32, 952, "c"),
+    ]);
+    let msg = Message {
+        body: wire::encode(stamp, &batch),
+        correlation_id: Some(3),
+        reply_to: Some(replies.into()),
+    };
+    c.broker.publish(WRITE_Q, msg).await.unwrap();
+    let first = next_writes(&mut answers).await;
+    assert_eq!(
+        first.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [30, 31, 32]
+    );
+    assert!(
+        first[0].1.is_ok() && first[1].1.is_err() && first[2].1.is_ok(),
+        "{first:?}"
+    );
+    // The row the refusal was about goes: the write would now apply.
+    let delete = WriteOp::Delete {
+        table: "users".into(),
+        key: Some(Value::from("taken")),
+        filter: None,
+    };
+    c.orchestrator.write(delete).await.unwrap();
+    let (old, epoch) = (master_id(&c).await, c.epoch().await);
+    c.runtime.kill(old).await.unwrap();
+    eventually("a new master", DEADLINE, || async {
+        c.epoch().await > epoch && roles(&c).await.0.is_some()
+    })
+    .await;
+    let again = next_writes(&mut answers).await;
+    assert_eq!(again, first, "the same answers from the new master");
+    fb.clear();
+    c.orchestrator.write(user("last")).await.unwrap();
+    assert_eq!(read(&c, count_users()).await, ReadResult::Count(3));
+    assert!(read(&c, get_user("taken")).await.into_rows().is_empty());
+    let seq = c.orchestrator.stats().await.unwrap().last_acked_seq;
+    all_applied(&c, seq, DEADLINE).await;
+    drop(answers);
+    let ids = super::running(&c);
+    c.stop().await;
+    let all = stores(dir.path(), &ids);
+    assert!(all.windows(2).all(|w| w[0] == w[1]), "{all:?}");
+}
+
+/// The answers of the next reply to writes on `answers`.
+async fn next_writes(
+    answers: &mut dbaas::broker::Consumer,
+) -> Vec<(u64, dbaas::error::Result<dbaas::model::WriteReply>)> {
+    let Ok(Some(d)) = tokio::time::timeout(DEADLINE, answers.next()).await else {
+        panic!("no answer in time");
+    };
+    let (_, reply): (Stamp, Reply) = wire::decode(&d.message.body).unwrap();
+    d.ack().await.unwrap();
+    let Reply::Writes(got) = reply else {
+        panic!("not answers to writes: {reply:?}");
+    };
+    got
+}
