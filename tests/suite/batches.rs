@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use dbaas::broker::faults::{Fault, FaultyBroker};
-use dbaas::broker::{Broker, Message, READ_Q, WRITE_Q};
+use dbaas::broker::{Broker, Message, READ_Q, SYNC_X, WRITE_Q};
 use dbaas::model::wire::{
-    self, BatchedRead, BatchedWrite, MasterRequest, ReadBatch, ReadRequest, Reply, Stamp,
-    WriteRequest,
+    self, BatchedRead, BatchedWrite, MasterRequest, ReadBatch, ReadRequest, Reply, Stamp, SyncItem,
+    SyncMessage, WriteRequest,
 };
 use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp};
 use futures::StreamExt;
@@ -373,4 +373,109 @@ async fn next_writes(
         panic!("not answers to writes: {reply:?}");
     };
     got
+}
+
+/// A batch of writes applied and flushed by a master whose syncs of it
+/// are never confirmed (refused, again and again: the moment between
+/// publish and confirm, held open), a refusal in the middle of it; the
+/// master is killed before it answers. The next master applies the
+/// batch afresh (it never had those writes) and answers each write once;
+/// the dead master's store, started again, holds writes the history does
+/// not, and must come to agree with the others, each write once.
+pub async fn a_batch_applied_but_never_confirmed_is_applied_once_by_the_next_master(
+    b: Arc<dyn Broker>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let fb = FaultyBroker::new(b);
+    let c = cluster(&dir, 2, Arc::new(fb.clone())).await;
+    c.orchestrator.write(user("taken")).await.unwrap();
+    let first_master = master_id(&c).await;
+    let replies = "test.never.confirmed";
+    let mut answers = reply_queue(&c, replies).await;
+    // The first master's syncs of the batch only.
+    let first_epoch = c.epoch().await;
+    let ours = |m: &SyncMessage| (960..=962).contains(&m.request_id);
+    fb.on_publish(move |target, msg| {
+        let Ok((sent, SyncItem::Writes(batch))) = wire::decode_sync(&msg.body) else {
+            return Pass;
+        };
+        if target == SYNC_X && sent.epoch == first_epoch && batch.writes.iter().any(ours) {
+            Fault::Fail
+        } else {
+            Pass
+        }
+    });
+    let stamp = stamp(&c).await;
+    let write = |id: u64, request_id: u128, name: &str| BatchedWrite {
+        id,
+        write: WriteRequest {
+            request_id,
+            epoch: stamp.epoch,
+            op: user(name),
+            sent_ms: dbaas::store::wall_clock_ms(),
+        },
+    };
+    let batch = MasterRequest::Writes(vec![
+        write(40, 960, "b"),
+        write(41, 961, "taken"),
+        write(42, 962, "c"),
+    ]);
+    let msg = Message {
+        body: wire::encode(stamp, &batch),
+        correlation_id: Some(4),
+        reply_to: Some(replies.into()),
+    };
+    c.broker.publish(WRITE_Q, msg).await.unwrap();
+    // Applied and flushed by the master, never synced.
+    eventually("the master to apply the batch", DEADLINE, || async {
+        c.runtime
+            .status(first_master)
+            .await
+            .is_ok_and(|s| s.applied_seq >= 4)
+    })
+    .await;
+    let epoch = c.epoch().await;
+    c.runtime.kill(first_master).await.unwrap();
+    eventually("a new master", DEADLINE, || async {
+        c.epoch().await > epoch && roles(&c).await.0.is_some()
+    })
+    .await;
+    let got = next_writes(&mut answers).await;
+    assert_eq!(
+        got.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [40, 41, 42]
+    );
+    assert!(
+        got[0].1.is_ok() && got[1].1.is_err() && got[2].1.is_ok(),
+        "{got:?}"
+    );
+    fb.clear();
+    // The dead master's store comes back as a slave: the watcher starts
+    // it again (waited for below).
+    c.orchestrator.write(user("last")).await.unwrap();
+    assert_eq!(read(&c, count_users()).await, ReadResult::Count(4));
+    let seq = c.orchestrator.stats().await.unwrap().last_acked_seq;
+    let (rt, id) = (c.runtime.clone(), first_master);
+    eventually(
+        "the old master's store to serve at the head",
+        DEADLINE,
+        || {
+            let rt = rt.clone();
+            async move {
+                rt.status(id)
+                    .await
+                    .is_ok_and(|s| s.ready && s.applied_seq >= seq)
+            }
+        },
+    )
+    .await;
+    all_applied(&c, seq, DEADLINE).await;
+    drop(answers);
+    let mut ids = super::running(&c);
+    if !ids.contains(&first_master) {
+        ids.push(first_master);
+    }
+    c.stop().await;
+    let all = stores(dir.path(), &ids);
+    assert!(all.windows(2).all(|w| w[0] == w[1]), "{ids:?}: {all:?}");
 }
