@@ -301,7 +301,11 @@ async fn finish_group(
             messages[*run].push(sync.clone());
         }
     }
-    let (runs, messages, run_of) = split_runs(messages, run_of, &outcomes);
+    let Runs {
+        runs,
+        messages,
+        run_of,
+    } = split_runs(messages, run_of, &outcomes);
     // A snapshot or a catch-up holds every write up to its seq, and a head
     // promises them: either goes out only once their syncs are confirmed
     // (a deposed master's snapshot would hand a slave writes the history
@@ -372,6 +376,14 @@ async fn finish_group(
     synced
 }
 
+/// A group's sync messages: the seqs each holds, its writes, and the
+/// message each request's sync went in.
+struct Runs {
+    runs: Vec<(u64, u64)>,
+    messages: Vec<Vec<SyncMessage>>,
+    run_of: Vec<Option<usize>>,
+}
+
 /// Splits runs whose syncs together are large into runs of consecutive
 /// seqs whose messages are at most a snapshot part's size (each write
 /// fits alone: a group of many batches must fit the broker's limit on a
@@ -381,7 +393,7 @@ fn split_runs(
     messages: Vec<Vec<SyncMessage>>,
     run_of: Vec<Option<usize>>,
     outcomes: &[Outcome],
-) -> (Vec<(u64, u64)>, Vec<Vec<SyncMessage>>, Vec<Option<usize>>) {
+) -> Runs {
     let (mut runs, mut split) = (Vec::new(), Vec::new());
     // For each run given, the last seq of each of its parts and the part.
     let mut parts_of: Vec<Vec<(u64, usize)>> = Vec::with_capacity(messages.len());
@@ -417,7 +429,11 @@ fn split_runs(
                 .map(|(_, part)| *part)
         })
         .collect();
-    (runs, split, run_of)
+    Runs {
+        runs,
+        messages: split,
+        run_of,
+    }
 }
 
 /// Replies to a batch of writes with one message, each answer by its id,
