@@ -114,7 +114,8 @@ struct ReplyTo {
     correlation_id: Option<u64>,
 }
 
-/// Answers to some reads of one batch, published as one reply; `done`
+/// Answers to some reads of one batch, published as one reply (a few,
+/// when they are large: see [`publish_answers`]); `done`
 /// is the batch's delivery once every read of it is settled, to
 /// acknowledge (or give back, if a read of it was) after the reply.
 struct Answers {

@@ -76,6 +76,7 @@ macro_rules! every_script {
             a_batch_half_served_by_a_slave_that_is_elected_is_answered_whole,
             a_batch_of_writes_redelivered_after_a_failover_is_answered_from_the_record,
             a_batch_applied_but_never_confirmed_is_applied_once_by_the_next_master,
+            a_strong_read_batched_behind_a_lost_sync_never_sees_less,
         );
     };
 }

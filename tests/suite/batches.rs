@@ -479,3 +479,73 @@ pub async fn a_batch_applied_but_never_confirmed_is_applied_once_by_the_next_mas
     let all = stores(dir.path(), &ids);
     assert!(all.windows(2).all(|w| w[0] == w[1]), "{ids:?}: {all:?}");
 }
+
+/// A batch of reads, one eventual and one strong, reaches the one slave
+/// while it lacks a write the strong read needs (the broker confirmed its
+/// sync, then lost it): the eventual read is answered at once; the strong
+/// one is never answered with less than it needs (it is answered once
+/// the slave has repaired its gap, or "unavailable" after its bounded
+/// wait, for the orchestrator to ask again), and nothing waits past the
+/// request's deadline.
+pub async fn a_strong_read_batched_behind_a_lost_sync_never_sees_less(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let fb = FaultyBroker::new(b);
+    let c = cluster(&dir, 1, Arc::new(fb.clone())).await;
+    c.orchestrator.write(user("u0")).await.unwrap();
+    assert_eq!(read(&c, get_user("u0")).await.into_rows().len(), 1);
+    let mut n = 0;
+    fb.on_publish(move |target, _| {
+        n += u32::from(target == SYNC_X);
+        if target == SYNC_X && n == 1 {
+            Fault::Lose
+        } else {
+            Pass
+        }
+    });
+    let lost = c.orchestrator.write(user("u1")).await.unwrap();
+    let replies = "test.lost.sync";
+    let mut answers = reply_queue(&c, replies).await;
+    let batch = ReadBatch {
+        reads: vec![
+            BatchedRead {
+                id: 50,
+                read: ReadRequest {
+                    min_seq: lost.seq,
+                    op: get_user("u1"),
+                },
+            },
+            BatchedRead {
+                id: 51,
+                read: ReadRequest {
+                    min_seq: 0,
+                    op: get_user("u0"),
+                },
+            },
+        ],
+    };
+    let msg = Message {
+        body: wire::encode(stamp(&c).await, &batch),
+        correlation_id: Some(5),
+        reply_to: Some(replies.into()),
+    };
+    c.broker.publish(READ_Q, msg).await.unwrap();
+    let got = next_reads(&mut answers).await;
+    assert_eq!(got.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [51]);
+    let got = next_reads(&mut answers).await;
+    let [(50, strong)] = &got[..] else {
+        panic!("not the strong read's answer: {got:?}");
+    };
+    match strong {
+        Ok(r) => {
+            assert!(r.seq >= lost.seq, "served at {} below {}", r.seq, lost.seq);
+            assert_eq!(r.result.clone().into_rows().len(), 1);
+        }
+        Err(e) => assert!(e.is_retryable(), "{e}"),
+    }
+    // Through the orchestrator, within the request's deadline.
+    assert_eq!(read(&c, get_user("u1")).await.into_rows().len(), 1);
+    drop(answers);
+    c.stop().await;
+    let all = stores(dir.path(), &[1, 2]);
+    assert_eq!(all[0], all[1]);
+}
