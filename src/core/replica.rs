@@ -143,6 +143,11 @@ pub struct ReplicaCore {
     applying: Option<InFlight>,
     /// Since when a write known to exist has not come, with no progress.
     behind_since: Option<u64>,
+    /// The highest seq a read waited for (acknowledged, so it exists):
+    /// the gap it shows is watched for after the read gave up waiting
+    /// (answered "unavailable", to be asked again), until that seq is
+    /// applied or a snapshot is asked for.
+    awaited: u64,
     parked: Vec<Parked>,
     reads_served: u64,
     sync: Subscription,
@@ -175,6 +180,7 @@ impl ReplicaCore {
             pending: BTreeMap::new(),
             applying: None,
             behind_since: None,
+            awaited: 0,
             parked: Vec::new(),
             reads_served: 0,
             sync: Subscription::default(),

@@ -154,11 +154,14 @@ impl ReplicaCore {
                 }
                 Ok(_) if !self.serves() => back.push(token),
                 Ok((_, min_seq)) if min_seq <= self.applied => now.push(token),
-                Ok((_, min_seq)) => self.parked.push(Parked {
-                    token,
-                    min_seq,
-                    deadline: self.now.saturating_add(READ_WAIT_MS),
-                }),
+                Ok((_, min_seq)) => {
+                    self.awaited = self.awaited.max(min_seq);
+                    self.parked.push(Parked {
+                        token,
+                        min_seq,
+                        deadline: self.now.saturating_add(READ_WAIT_MS),
+                    });
+                }
             }
         }
         self.ack(dropped);
@@ -218,8 +221,10 @@ impl ReplicaCore {
         self.requeue(tokens);
     }
 
-    /// Whether a read waits for a seq not applied yet.
+    /// Whether a read waits for a seq not applied yet, or did until it
+    /// gave up waiting (a read waits less than a gap is given, and the one
+    /// asked again must not start the gap's clock afresh).
     pub(super) fn reads_wait(&self) -> bool {
-        self.parked.iter().any(|p| p.min_seq > self.applied)
+        self.awaited > self.applied || self.parked.iter().any(|p| p.min_seq > self.applied)
     }
 }

@@ -330,6 +330,7 @@ impl ReplicaCore {
             let msg = format!("no progress past seq {applied}; taking a snapshot");
             self.log(Level::Warn, msg);
             self.behind_since = None;
+            self.awaited = 0;
             self.ask(applied, FIRST_RETRY_MS);
         }
     }
