@@ -345,3 +345,28 @@ fn shutdown_gives_back_the_parked_reads_and_stops_consuming() {
     assert_eq!(run(&fx), None, "nothing applied once closing");
     assert!(r.on(Input::ConsumerEnded(Consumer::Sync)).is_empty());
 }
+
+/// A sync lost with no write after it: only strong reads show the gap.
+/// Each waits less than a gap is given and is asked again after it gave
+/// up; the gap's clock runs on through them, and the replica asks for a
+/// snapshot past the seq it holds.
+#[test]
+fn a_gap_only_reads_show_is_repaired_though_each_read_gives_up_first() {
+    const { assert!(READ_WAIT_MS < GAP_WAIT_MS) };
+    let l = lineage(&[(1, 0)]);
+    let mut r = Replica::caught_up(1, l);
+    let mut waited = 0;
+    let mut asks = Vec::new();
+    while waited < 3 * GAP_WAIT_MS {
+        let (token, _) = r.read(2);
+        let fx = r.wait(READ_WAIT_MS);
+        assert_eq!(unavailable(&fx), vec![token], "no read is served below 2");
+        asks.extend(asked(&fx));
+        // The orchestrator asks again a moment later.
+        let fx = r.wait(2 * TICK);
+        asks.extend(asked(&fx));
+        waited += READ_WAIT_MS + 2 * TICK;
+    }
+    assert!(!asks.is_empty(), "the gap was never repaired");
+    assert!(asks.iter().all(|&(_, have)| have == 1), "{asks:?}");
+}
