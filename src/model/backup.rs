@@ -64,8 +64,13 @@ impl BackupHeader {
     }
 }
 
+/// The most memory a decode may claim: a length read off a crafted file
+/// (its checksum right) would otherwise ask for any amount, and a `Vec`
+/// past what memory holds panics or aborts the process.
+pub const DECODE_LIMIT: usize = 1 << 30;
+
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard()
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
 /// Writes a backup piece by piece (for a streamed body), keeping the
