@@ -488,3 +488,162 @@ async fn a_backup_through_a_failover_holds_exactly_the_acknowledged_rows_to_its_
         );
     }
 }
+
+/// Writers inserting fresh users until stopped; every acknowledged one
+/// with its seq.
+fn writers(
+    db: &Http,
+    n: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<(u64, String)>>> {
+    (0..n)
+        .map(|w| {
+            let (db, stop) = (db.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let name = format!("w{w}-{i}");
+                    i += 1;
+                    if let Some(seq) = insert(&db, &name).await {
+                        acked.push((seq, name));
+                    }
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+/// A restore under concurrent writes is one step in the history: every
+/// write acknowledged before its seq is gone, every one after it is kept,
+/// on the master and on every slave.
+async fn restore_under_writes_is_one_step(system: Option<System>) {
+    let Some(b) = system else { return };
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let restored = fill(&db_a, "new", 50).await;
+    let file = db_a.get(BACKUP).await;
+    assert_eq!(file.status, 200);
+    let db = Http::new(&b.urls.orchestrator);
+    fill(&db, "old", 20).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks = writers(&db, 3, &stop);
+    // Some writes before the restore, some after it.
+    let r = db.send("POST", RESTORE, Some(file.body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let at = r.json()["seq"].as_u64().expect("a seq");
+    let more = fill(&db, "after", 20).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.expect("a writer"));
+    }
+    let mut want = restored;
+    want.extend(more);
+    want.extend(
+        acked
+            .iter()
+            .filter(|(s, _)| *s > at)
+            .map(|(_, n)| n.clone()),
+    );
+    let got = users(&db, "strong").await;
+    assert_eq!(
+        got,
+        want,
+        "restored at {at}; missing {:?}, extra {:?}",
+        want.difference(&got).take(5).collect::<Vec<_>>(),
+        got.difference(&want).take(5).collect::<Vec<_>>()
+    );
+    every_replica_holds(&db, &want, 8, Duration::from_secs(60)).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
+
+#[tokio::test]
+async fn a_restore_under_concurrent_writes_is_one_step_in_the_history() {
+    restore_under_writes_is_one_step(Some(System::start_with(&["--slaves", "2"]))).await;
+}
+
+#[tokio::test]
+async fn a_restore_under_concurrent_writes_is_one_step_in_the_history_with_worker_processes() {
+    restore_under_writes_is_one_step(start_processes(&["--slaves", "2"])).await;
+}
+
+/// Polls the cluster view until it has a master and `slaves` slaves.
+async fn settled(db: &Http, slaves: usize) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (m, s) = (pids(db, "master").await, pids(db, "slave").await);
+        if m.len() == 1 && s.len() >= slaves {
+            return m[0];
+        }
+        assert!(Instant::now() < deadline, "no master and {slaves} slaves");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The master paused, a restore sent to it, the master killed before it
+/// could take the parts: the restore is answered truthfully (200 only if
+/// it happened) and holds everywhere or nowhere.
+#[tokio::test]
+async fn a_restore_sent_to_a_master_killed_before_it_takes_the_parts_happens_everywhere_or_nowhere(
+) {
+    let Some(b) = start_processes(&["--slaves", "2"]) else {
+        return;
+    };
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let restored = fill(&db_a, "new", 30).await;
+    let file = db_a.get(BACKUP).await;
+    let db = Http::new(&b.urls.orchestrator);
+    let master = settled(&db, 2).await;
+    let old = fill(&db, "old", 20).await;
+    signal(master, libc::SIGSTOP);
+    let restore = tokio::spawn({
+        let db = db.clone();
+        async move { db.send("POST", RESTORE, Some(file.body)).await }
+    });
+    // The parts on their way to (or waiting for) the paused master.
+    let probe = db.get("/api/v1/cluster").await;
+    assert_eq!(probe.status, 200, "the view with the master paused");
+    signal(master, libc::SIGKILL);
+    let r = restore.await.expect("the restore's answer");
+    let want = if r.status == 200 { restored } else { old };
+    assert_eq!(users(&db, "strong").await, want, "answered {}", r.status);
+    every_replica_holds(&db, &want, 8, Duration::from_secs(60)).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
+
+/// A slave paused through a restore and the writes after it, then the
+/// master killed: the other slave leads; the paused one, resumed, comes
+/// to exactly the restored rows and the later writes, never the rows the
+/// restore replaced.
+#[tokio::test]
+async fn a_slave_paused_through_a_restore_and_a_failover_comes_back_to_the_restored_state() {
+    let Some(b) = start_processes(&["--slaves", "2"]) else {
+        return;
+    };
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let mut want = fill(&db_a, "new", 30).await;
+    let file = db_a.get(BACKUP).await;
+    let db = Http::new(&b.urls.orchestrator);
+    settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let slave = pids(&db, "slave").await[0];
+    signal(slave, libc::SIGSTOP);
+    let paused = Paused(slave);
+    let r = db.send("POST", RESTORE, Some(file.body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    want.extend(fill(&db, "after", 10).await);
+    let crash = db.send("POST", "/api/v1/crash/master", None).await;
+    assert_eq!(crash.status, 200, "{}", crash.text());
+    assert_eq!(users(&db, "strong").await, want);
+    drop(paused);
+    want.extend(fill(&db, "later", 5).await);
+    every_replica_holds(&db, &want, 12, Duration::from_secs(90)).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
