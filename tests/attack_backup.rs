@@ -647,3 +647,64 @@ async fn a_slave_paused_through_a_restore_and_a_failover_comes_back_to_the_resto
     let log = b.log();
     assert!(!log.contains("panicked"), "a panic:\n{log}");
 }
+
+/// `n` users named `prefix<i>`, inserted by 16 writers at once.
+async fn fill_fast(db: &Http, prefix: &str, n: usize) -> BTreeSet<String> {
+    let tasks: Vec<_> = (0..16)
+        .map(|w| {
+            let (db, prefix) = (db.clone(), prefix.to_owned());
+            tokio::spawn(async move {
+                let mut names = Vec::new();
+                for i in (w..n).step_by(16) {
+                    let name = format!("{prefix}{i}");
+                    insert(&db, &name).await.expect("a write");
+                    names.push(name);
+                }
+                names
+            })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    for t in tasks {
+        all.extend(t.await.expect("a writer"));
+    }
+    all
+}
+
+/// A restore of several parts with the master killed as it is sent, then
+/// a slave killed and started afresh: the answer is truthful, and every
+/// replica, the fresh one included, holds exactly the restored rows and
+/// the writes after them.
+#[tokio::test]
+async fn a_restore_of_many_parts_through_a_master_kill_and_a_fresh_slave() {
+    let Some(b) = start_processes(&["--slaves", "2"]) else {
+        return;
+    };
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let restored = fill_fast(&db_a, "new", 9000).await;
+    let file = db_a.get(BACKUP).await;
+    let (head, _) = backup::decode(&file.body).expect("a whole backup");
+    assert!(head.parts >= 3, "{} parts", head.parts);
+    let db = Http::new(&b.urls.orchestrator);
+    settled(&db, 2).await;
+    let old = fill(&db, "old", 20).await;
+    let restore = tokio::spawn({
+        let db = db.clone();
+        async move { db.send("POST", RESTORE, Some(file.body)).await }
+    });
+    let crash = db.send("POST", "/api/v1/crash/master", None).await;
+    assert_eq!(crash.status, 200, "{}", crash.text());
+    let r = restore.await.expect("the restore's answer");
+    let mut want = if r.status == 200 { restored } else { old };
+    assert_eq!(users(&db, "strong").await, want, "answered {}", r.status);
+    want.extend(fill(&db, "after", 10).await);
+    settled(&db, 2).await;
+    let crash = db.send("POST", "/api/v1/crash/slave", None).await;
+    assert_eq!(crash.status, 200, "{}", crash.text());
+    settled(&db, 2).await;
+    want.extend(fill(&db, "later", 5).await);
+    every_replica_holds(&db, &want, 12, Duration::from_secs(90)).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
