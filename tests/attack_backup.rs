@@ -708,3 +708,38 @@ async fn a_restore_of_many_parts_through_a_master_kill_and_a_fresh_slave() {
     let log = b.log();
     assert!(!log.contains("panicked"), "a panic:\n{log}");
 }
+
+/// A restore that says it is larger than any restore may be (2 GiB) is
+/// refused with 413 from its headers, before its body: the server neither
+/// waits for nor holds a gigabyte to say no. (The body is never sent, so
+/// a server that waits for it never answers; the read gives up after a
+/// minute only to fail the test.)
+#[tokio::test]
+async fn a_restore_declaring_a_huge_body_is_refused_before_it_is_sent() {
+    use std::io::{Read, Write};
+    let system = System::start();
+    let db = Http::new(&system.urls.orchestrator);
+    let before = fill(&db, "keep", 2).await;
+    let addr = system
+        .urls
+        .orchestrator
+        .trim_start_matches("http://")
+        .to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).expect("a connection");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("a timeout");
+        s.write_all(
+            b"POST /api/v1/db/restore HTTP/1.1\r\nHost: dbaas\r\n\
+              Content-Length: 2147483648\r\n\r\nDBAASBK\0",
+        )
+        .expect("the request's head");
+        let mut got = vec![0; 512];
+        let n = s.read(&mut got).unwrap_or(0);
+        String::from_utf8_lossy(&got[..n]).into_owned()
+    })
+    .await
+    .expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 413"), "answered {answer:?}");
+    assert_eq!(users(&db, "strong").await, before);
+}
