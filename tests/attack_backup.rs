@@ -743,3 +743,101 @@ async fn a_restore_declaring_a_huge_body_is_refused_before_it_is_sent() {
     assert!(answer.starts_with("HTTP/1.1 413"), "answered {answer:?}");
     assert_eq!(users(&db, "strong").await, before);
 }
+
+/// The master paused (SIGSTOP) and left paused: a backup and a restore
+/// asked meanwhile are answered by the master elected in its place, and
+/// the backup holds every acknowledged row.
+#[tokio::test]
+async fn a_backup_and_a_restore_with_the_master_paused_are_answered_by_the_next_master() {
+    let Some(b) = start_processes(&["--slaves", "2"]) else {
+        return;
+    };
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let restored = fill(&db_a, "new", 30).await;
+    let file = db_a.get(BACKUP).await;
+    let db = Http::new(&b.urls.orchestrator);
+    let master = settled(&db, 2).await;
+    let old = fill(&db, "old", 20).await;
+    signal(master, libc::SIGSTOP);
+    let _paused = Paused(master);
+    let backup = db.get(BACKUP).await;
+    assert_eq!(backup.status, 200, "{}", backup.text());
+    let (head, _) = backup::decode(&backup.body).expect("a whole backup");
+    assert_eq!(head.rows(), old.len() as u64);
+    let r = db.send("POST", RESTORE, Some(file.body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(users(&db, "strong").await, restored);
+}
+
+/// `dbaas status` with `args`, to its end.
+async fn status_command(url: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["status".to_owned(), "--orchestrator".into(), url.to_owned()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dbaas"))
+            .args(all)
+            .output()
+            .expect("dbaas status runs")
+    })
+    .await
+    .expect("status")
+}
+
+/// Under write load with one slave paused: the cluster view, /metrics, the
+/// dashboard and `dbaas status` keep answering, while the paused slave is
+/// listed and after it is replaced.
+#[tokio::test]
+async fn the_operators_view_answers_under_load_with_a_slave_paused() {
+    let Some(b) = start_processes(&["--slaves", "2"]) else {
+        return;
+    };
+    let db = Http::new(&b.urls.orchestrator);
+    let url = b.urls.orchestrator.clone();
+    settled(&db, 2).await;
+    let slave = pids(&db, "slave").await[0];
+    signal(slave, libc::SIGSTOP);
+    let _paused = Paused(slave);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks = writers(&db, 3, &stop);
+    // Listed while its session lasts (the figure of the last round it
+    // answered, at most half a second old), then dropped and replaced;
+    // the view answers all along.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = answers(&url, "/api/v1/cluster").await;
+        assert_eq!(status, 200, "{body}");
+        let view: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let listed = view["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .find(|w| w["pid"] == slave)
+            .cloned();
+        match listed {
+            Some(w) if w.get("reads_served").is_some() => {}
+            _ => break,
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..5 {
+        let (status, body) = answers(&url, "/api/v1/cluster").await;
+        assert_eq!(status, 200, "{body}");
+        let (status, metrics) = answers(&url, "/metrics").await;
+        assert_eq!(status, 200, "{metrics}");
+        assert!(metrics.contains("dbaas_worker_applied_seq{"), "{metrics}");
+        let (status, page) = answers(&url, "/").await;
+        assert_eq!(status, 200, "{page}");
+        let out = status_command(&url, &["--json"]).await;
+        assert!(out.status.success(), "{out:?}");
+        let out = status_command(&url, &[]).await;
+        assert!(out.status.success(), "{out:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = 0;
+    for t in tasks {
+        acked += t.await.expect("a writer").len();
+    }
+    assert!(acked > 0, "writes went on");
+}
