@@ -25,8 +25,14 @@ const RESTORE: &str = "/api/v1/db/restore";
 /// A `dbaas up` of its own over the test RabbitMQ and ZooKeeper, workers
 /// as processes (None when the services are not configured).
 fn start_processes(extra: &[&str]) -> Option<System> {
+    start_processes_with_session(suite::ZK_SESSION, extra)
+}
+
+/// As [`start_processes`], with coordinator sessions of `session` (a
+/// worker paused for less than that stays a member).
+fn start_processes_with_session(session: Duration, extra: &[&str]) -> Option<System> {
     let base = suite::amqp_url()?;
-    let zk = suite::fresh_zk(suite::ZK_SESSION)?;
+    let zk = suite::fresh_zk(session)?;
     let (_, url) = suite::fresh_vhost(&base);
     let mut args = vec!["--amqp", &url, "--zk", &zk.hosts, "--zk-root", &zk.root];
     args.extend_from_slice(extra);
@@ -840,4 +846,42 @@ async fn the_operators_view_answers_under_load_with_a_slave_paused() {
         acked += t.await.expect("a writer").len();
     }
     assert!(acked > 0, "writes went on");
+}
+
+/// With sessions long enough that a paused slave stays a member (it is
+/// not replaced): paused through writes, a backup, a restore and writes
+/// after it, then resumed, the same slave process comes to exactly the
+/// restored rows and the later writes, never the rows the restore
+/// replaced nor the writes before it.
+#[tokio::test]
+async fn a_slave_paused_within_its_session_through_a_restore_resumes_into_the_restored_state() {
+    let Some(b) = start_processes_with_session(Duration::from_secs(30), &["--slaves", "2"]) else {
+        return;
+    };
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let mut want = fill(&db_a, "new", 30).await;
+    let file = db_a.get(BACKUP).await;
+    let db = Http::new(&b.urls.orchestrator);
+    settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let slave = pids(&db, "slave").await[0];
+    signal(slave, libc::SIGSTOP);
+    let paused = Paused(slave);
+    fill(&db, "gone", 20).await;
+    let backup = db.get(BACKUP).await;
+    assert_eq!(backup.status, 200, "{}", backup.text());
+    let r = db.send("POST", RESTORE, Some(file.body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    want.extend(fill(&db, "after", 10).await);
+    assert_eq!(users(&db, "strong").await, want);
+    drop(paused);
+    want.extend(fill(&db, "later", 5).await);
+    every_replica_holds(&db, &want, 12, Duration::from_secs(60)).await;
+    assert!(
+        pids(&db, "slave").await.contains(&slave),
+        "the paused slave is still one"
+    );
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
 }
