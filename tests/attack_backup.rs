@@ -885,3 +885,44 @@ async fn a_slave_paused_within_its_session_through_a_restore_resumes_into_the_re
     let log = b.log();
     assert!(!log.contains("panicked"), "a panic:\n{log}");
 }
+
+/// With long sessions: a slave paused through a restore and writes after
+/// it, the master killed meanwhile, the slave resumed. The other slave
+/// leads with the restore; the resumed one comes to exactly the restored
+/// rows and every write after them (it never replays the old master's
+/// writes before the restore over them), and a failover right after
+/// loses nothing.
+#[tokio::test]
+async fn a_slave_paused_through_a_restore_and_a_master_kill_resumes_into_the_restored_state() {
+    let Some(b) = start_processes_with_session(Duration::from_secs(30), &["--slaves", "2"]) else {
+        return;
+    };
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let mut want = fill(&db_a, "new", 30).await;
+    let file = db_a.get(BACKUP).await;
+    let db = Http::new(&b.urls.orchestrator);
+    settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let slave = pids(&db, "slave").await[0];
+    signal(slave, libc::SIGSTOP);
+    let paused = Paused(slave);
+    fill(&db, "gone", 20).await;
+    let r = db.send("POST", RESTORE, Some(file.body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    want.extend(fill(&db, "after", 10).await);
+    let crash = db.send("POST", "/api/v1/crash/master", None).await;
+    assert_eq!(crash.status, 200, "{}", crash.text());
+    want.extend(fill(&db, "next", 10).await);
+    assert_eq!(users(&db, "strong").await, want);
+    drop(paused);
+    want.extend(fill(&db, "later", 5).await);
+    every_replica_holds(&db, &want, 12, Duration::from_secs(60)).await;
+    let crash = db.send("POST", "/api/v1/crash/master", None).await;
+    assert_eq!(crash.status, 200, "{}", crash.text());
+    want.extend(fill(&db, "last", 5).await);
+    assert_eq!(users(&db, "strong").await, want);
+    every_replica_holds(&db, &want, 12, Duration::from_secs(60)).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
