@@ -926,3 +926,32 @@ async fn a_slave_paused_through_a_restore_and_a_master_kill_resumes_into_the_res
     let log = b.log();
     assert!(!log.contains("panicked"), "a panic:\n{log}");
 }
+
+/// With worker processes: a restore of 9000 rows answered, and the master
+/// killed at once, before its slaves could take their snapshot past it
+/// (the restored rows are on the dead master alone, the slaves hold only
+/// "restored here"). The answer was 200, so the restore must hold: the
+/// next master serves the restored rows, and writes go on after it.
+#[tokio::test]
+async fn a_large_restore_survives_the_master_killed_the_moment_it_answers() {
+    let Some(b) = start_processes(&["--slaves", "2"]) else {
+        return;
+    };
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let mut want = fill_fast(&db_a, "new", 9000).await;
+    let file = db_a.get(BACKUP).await;
+    let db = Http::new(&b.urls.orchestrator);
+    let master = settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let r = db.send("POST", RESTORE, Some(file.body)).await;
+    signal(master, libc::SIGKILL);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = users(&db, "strong").await;
+    assert_eq!(got.len(), want.len(), "the restored rows after the failover");
+    assert_eq!(got, want);
+    want.extend(fill(&db, "after", 5).await);
+    every_replica_holds(&db, &want, 8, Duration::from_secs(60)).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
