@@ -1006,3 +1006,57 @@ async fn the_rideshare_data_restores_whole_with_its_key_counter() {
     let next = api_b.add_ride("carol", FUTURE, 1, 2).await;
     assert!(next > gone, "ride {next} reuses a key (last used {gone})");
 }
+
+/// The usernames a backup file holds, restored into a throwaway cluster.
+async fn rows_of(file: &[u8]) -> BTreeSet<String> {
+    let scratch = System::start();
+    let db = Http::new(&scratch.urls.orchestrator);
+    let r = db.send("POST", RESTORE, Some(file.to_vec())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    users(&db, "strong").await
+}
+
+/// Backups asked while restores (of two different backups, in turn) are
+/// applied under writes: each backup is exactly one of the two states
+/// plus writes, never part of one restore and part of the other, and its
+/// seq says which (at or past a restore's seq, that restore's rows).
+#[tokio::test]
+async fn backups_racing_restores_hold_one_state_or_the_other() {
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let rows_a = fill(&db_a, "a", 40).await;
+    let file_a = db_a.get(BACKUP).await;
+    let clear = db_a.send("POST", "/api/v1/db/clear", None).await;
+    assert_eq!(clear.status, 200, "{}", clear.text());
+    let rows_b = fill(&db_a, "b", 25).await;
+    let file_b = db_a.get(BACKUP).await;
+    let c = System::start_with(&["--slaves", "2"]);
+    let db = Http::new(&c.urls.orchestrator);
+    let mut taken = Vec::new();
+    for round in 0..6 {
+        let file = if round % 2 == 0 { &file_a } else { &file_b };
+        let (r, backup) = tokio::join!(
+            db.send("POST", RESTORE, Some(file.body.clone())),
+            db.get(BACKUP)
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(backup.status, 200, "{}", backup.text());
+        let at = r.json()["seq"].as_u64().expect("a seq");
+        taken.push((round, at, backup.body));
+    }
+    for (round, at, body) in taken {
+        let (head, _) = backup::decode(&body).expect("a whole backup");
+        let got = rows_of(&body).await;
+        let this = if round % 2 == 0 { &rows_a } else { &rows_b };
+        if head.seq >= at {
+            assert_eq!(&got, this, "round {round}: backup at {} past {at}", head.seq);
+        } else {
+            assert_ne!(&got, this, "round {round}: backup at {} before {at}", head.seq);
+            assert!(
+                got.is_empty() || got == rows_a || got == rows_b,
+                "round {round}: a mix of {} rows",
+                got.len()
+            );
+        }
+    }
+}
