@@ -1060,3 +1060,65 @@ async fn backups_racing_restores_hold_one_state_or_the_other() {
         }
     }
 }
+
+/// Runs `dbaas` with `args` to its end (no admin token from outside).
+async fn dbaas_command(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dbaas"))
+            .args(args)
+            .env_remove("DBAAS_ADMIN_TOKEN")
+            .output()
+            .expect("dbaas runs")
+    })
+    .await
+    .expect("a finished command")
+}
+
+/// `dbaas backup` and `dbaas restore` given what cannot work (a file that
+/// is not there, a directory, a file that is not a backup, a folder that
+/// does not exist, an orchestrator that does not listen) fail with a
+/// message and change nothing; no panic, and no file left behind.
+#[tokio::test]
+async fn the_backup_and_restore_commands_fail_cleanly() {
+    let system = System::start();
+    let url = system.urls.orchestrator.clone();
+    let db = Http::new(&url);
+    let before = fill(&db, "keep", 2).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let junk = dir.path().join("junk.backup");
+    std::fs::write(&junk, b"not a backup at all").expect("a file");
+    let missing_dir = dir.path().join("no/such/dir/x.backup");
+    let d = |p: &std::path::Path| p.display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["restore".into(), d(&dir.path().join("absent")), "--orchestrator".into(), url.clone()],
+            "absent",
+        ),
+        (
+            vec!["restore".into(), d(dir.path()), "--orchestrator".into(), url.clone()],
+            "directory",
+        ),
+        (
+            vec!["restore".into(), d(&junk), "--orchestrator".into(), url.clone()],
+            "not a dbaas backup",
+        ),
+        (
+            vec!["backup".into(), d(&missing_dir), "--orchestrator".into(), url.clone()],
+            "no/such/dir",
+        ),
+        (
+            vec!["backup".into(), d(&dir.path().join("y.backup")), "--orchestrator".into(), common::closed_port_url()],
+            "y.backup",
+        ),
+    ];
+    for (args, what) in cases {
+        let out = dbaas_command(args.clone()).await;
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.trim().is_empty(), "{args:?} said nothing ({what})");
+    }
+    assert!(!dir.path().join("y.backup").exists());
+    assert!(!dir.path().join("y.backup.partial").exists());
+    assert_eq!(users(&db, "strong").await, before);
+}
