@@ -1122,3 +1122,55 @@ async fn the_backup_and_restore_commands_fail_cleanly() {
     assert!(!dir.path().join("y.backup.partial").exists());
     assert_eq!(users(&db, "strong").await, before);
 }
+
+/// With sessions long enough that paused workers stay members: the
+/// master and a slave both paused, the cluster view (polled by several
+/// clients at once), /metrics, the dashboard and `dbaas status` still
+/// answer, listing both paused workers.
+#[tokio::test]
+async fn the_operators_view_answers_with_the_master_and_a_slave_paused_in_their_sessions() {
+    let Some(b) = start_processes_with_session(Duration::from_secs(30), &["--slaves", "2"]) else {
+        return;
+    };
+    let db = Http::new(&b.urls.orchestrator);
+    let url = b.urls.orchestrator.clone();
+    let master = settled(&db, 2).await;
+    fill(&db, "x", 5).await;
+    let slave = pids(&db, "slave").await[0];
+    signal(master, libc::SIGSTOP);
+    let _m = Paused(master);
+    signal(slave, libc::SIGSTOP);
+    let _s = Paused(slave);
+    let pollers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    let (status, body) = answers(&url, "/api/v1/cluster").await;
+                    assert_eq!(status, 200, "{body}");
+                }
+            })
+        })
+        .collect();
+    for p in pollers {
+        p.await.expect("a poller");
+    }
+    let (status, body) = answers(&url, "/api/v1/cluster").await;
+    assert_eq!(status, 200, "{body}");
+    for pid in [master, slave] {
+        assert!(body.contains(&format!("\"pid\":{pid}")), "{pid} in {body}");
+    }
+    let (status, metrics) = answers(&url, "/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    for pid in [master, slave] {
+        assert!(metrics.contains(&format!("pid=\"{pid}\"")), "{pid} in {metrics}");
+    }
+    let (status, _) = answers(&url, "/").await;
+    assert_eq!(status, 200);
+    let out = status_command(&url, &[]).await;
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    for pid in [master, slave] {
+        assert!(table.contains(&pid.to_string()), "{pid} in {table}");
+    }
+}
