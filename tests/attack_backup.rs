@@ -1174,3 +1174,45 @@ async fn the_operators_view_answers_with_the_master_and_a_slave_paused_in_their_
         assert!(table.contains(&pid.to_string()), "{pid} in {table}");
     }
 }
+
+/// With long sessions: both slaves paused, a restore answered 200 by the
+/// master alone, the master killed, the slaves resumed. The slaves hold
+/// only "restored at this seq" (its rows were on the master), yet the
+/// restore was acknowledged: the next master serves the restored rows and
+/// writes go on after them.
+#[tokio::test]
+async fn a_restore_acknowledged_while_every_slave_is_paused_survives_the_master_killed() {
+    let Some(b) = start_processes_with_session(Duration::from_secs(30), &["--slaves", "2"]) else {
+        return;
+    };
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let mut want = fill(&db_a, "new", 30).await;
+    let file = db_a.get(BACKUP).await;
+    let db = Http::new(&b.urls.orchestrator);
+    let master = settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let slaves = pids(&db, "slave").await;
+    let paused: Vec<Paused> = slaves
+        .iter()
+        .map(|&s| {
+            signal(s, libc::SIGSTOP);
+            Paused(s)
+        })
+        .collect();
+    let r = db.send("POST", RESTORE, Some(file.body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    want.extend(fill(&db, "after", 5).await);
+    signal(master, libc::SIGKILL);
+    drop(paused);
+    let got = users(&db, "strong").await;
+    assert_eq!(
+        got,
+        want,
+        "missing {:?}, extra {:?}",
+        want.difference(&got).take(5).collect::<Vec<_>>(),
+        got.difference(&want).take(5).collect::<Vec<_>>()
+    );
+    want.extend(fill(&db, "later", 5).await);
+    every_replica_holds(&db, &want, 8, Duration::from_secs(60)).await;
+}
