@@ -1003,8 +1003,18 @@ async fn the_rideshare_data_restores_whole_with_its_key_counter() {
     for (&id, ride) in ids.iter().zip(&rides) {
         assert_eq!(&api_b.ride(id).await, ride, "ride {id}");
     }
+    // The indexes came with the rows: searches by area find the restored
+    // rides, and nothing of the rides the restore replaced.
+    for (source, destination) in [(1, 2), (2, 3), (6, 7), (9, 8)] {
+        let path = format!("/api/v1/rides?source={source}&destination={destination}");
+        let (ra, rb) = (api_a.gw.get(&path).await, api_b.gw.get(&path).await);
+        assert_eq!(rb.status, ra.status, "{path}: {}", rb.text());
+        assert_eq!(rb.text(), ra.text(), "{path}");
+    }
     let next = api_b.add_ride("carol", FUTURE, 1, 2).await;
     assert!(next > gone, "ride {next} reuses a key (last used {gone})");
+    let r = api_b.gw.get("/api/v1/rides?source=1&destination=2").await;
+    assert_eq!(r.json().as_array().map(Vec::len), Some(2), "{}", r.text());
 }
 
 /// The usernames a backup file holds, restored into a throwaway cluster.
