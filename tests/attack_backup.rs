@@ -593,8 +593,8 @@ async fn settled(db: &Http, slaves: usize) -> u64 {
 /// could take the parts: the restore is answered truthfully (200 only if
 /// it happened) and holds everywhere or nowhere.
 #[tokio::test]
-async fn a_restore_sent_to_a_master_killed_before_it_takes_the_parts_happens_everywhere_or_nowhere(
-) {
+async fn a_restore_sent_to_a_master_killed_before_it_takes_the_parts_happens_everywhere_or_nowhere()
+{
     let Some(b) = start_processes(&["--slaves", "2"]) else {
         return;
     };
@@ -948,7 +948,11 @@ async fn a_large_restore_survives_the_master_killed_the_moment_it_answers() {
     signal(master, libc::SIGKILL);
     assert_eq!(r.status, 200, "{}", r.text());
     let got = users(&db, "strong").await;
-    assert_eq!(got.len(), want.len(), "the restored rows after the failover");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "the restored rows after the failover"
+    );
     assert_eq!(got, want);
     want.extend(fill(&db, "after", 5).await);
     every_replica_holds(&db, &want, 8, Duration::from_secs(60)).await;
@@ -1059,9 +1063,17 @@ async fn backups_racing_restores_hold_one_state_or_the_other() {
         let got = rows_of(&body).await;
         let this = if round % 2 == 0 { &rows_a } else { &rows_b };
         if head.seq >= at {
-            assert_eq!(&got, this, "round {round}: backup at {} past {at}", head.seq);
+            assert_eq!(
+                &got, this,
+                "round {round}: backup at {} past {at}",
+                head.seq
+            );
         } else {
-            assert_ne!(&got, this, "round {round}: backup at {} before {at}", head.seq);
+            assert_ne!(
+                &got, this,
+                "round {round}: backup at {} before {at}",
+                head.seq
+            );
             assert!(
                 got.is_empty() || got == rows_a || got == rows_b,
                 "round {round}: a mix of {} rows",
@@ -1101,23 +1113,48 @@ async fn the_backup_and_restore_commands_fail_cleanly() {
     let d = |p: &std::path::Path| p.display().to_string();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
-            vec!["restore".into(), d(&dir.path().join("absent")), "--orchestrator".into(), url.clone()],
+            vec![
+                "restore".into(),
+                d(&dir.path().join("absent")),
+                "--orchestrator".into(),
+                url.clone(),
+            ],
             "absent",
         ),
         (
-            vec!["restore".into(), d(dir.path()), "--orchestrator".into(), url.clone()],
+            vec![
+                "restore".into(),
+                d(dir.path()),
+                "--orchestrator".into(),
+                url.clone(),
+            ],
             "directory",
         ),
         (
-            vec!["restore".into(), d(&junk), "--orchestrator".into(), url.clone()],
+            vec![
+                "restore".into(),
+                d(&junk),
+                "--orchestrator".into(),
+                url.clone(),
+            ],
             "not a dbaas backup",
         ),
         (
-            vec!["backup".into(), d(&missing_dir), "--orchestrator".into(), url.clone()],
+            vec![
+                "backup".into(),
+                d(&missing_dir),
+                "--orchestrator".into(),
+                url.clone(),
+            ],
             "no/such/dir",
         ),
         (
-            vec!["backup".into(), d(&dir.path().join("y.backup")), "--orchestrator".into(), common::closed_port_url()],
+            vec![
+                "backup".into(),
+                d(&dir.path().join("y.backup")),
+                "--orchestrator".into(),
+                common::closed_port_url(),
+            ],
             "y.backup",
         ),
     ];
@@ -1173,7 +1210,10 @@ async fn the_operators_view_answers_with_the_master_and_a_slave_paused_in_their_
     let (status, metrics) = answers(&url, "/metrics").await;
     assert_eq!(status, 200, "{metrics}");
     for pid in [master, slave] {
-        assert!(metrics.contains(&format!("pid=\"{pid}\"")), "{pid} in {metrics}");
+        assert!(
+            metrics.contains(&format!("pid=\"{pid}\"")),
+            "{pid} in {metrics}"
+        );
     }
     let (status, _) = answers(&url, "/").await;
     assert_eq!(status, 200);
