@@ -311,6 +311,9 @@ async fn the_admin_token_guards_every_destructive_endpoint_and_the_view_stays_op
     assert_eq!(users(&db, "strong").await, kept, "nothing was cleared");
     for path in ["/", "/api/v1/cluster", "/metrics", "/healthz"] {
         assert_eq!(status_of(&url, None, "GET", path).await, 200, "{path}");
+        // Readable by anyone, so never carrying the token.
+        let page = db.get(path).await.text();
+        assert!(!page.contains("s3cret"), "{path} shows the token");
     }
     let right = Some("Bearer s3cret");
     assert_eq!(status_of(&url, right, "GET", BACKUP).await, 200);
