@@ -34,7 +34,9 @@ fn start_processes_with_session(session: Duration, extra: &[&str]) -> Option<Sys
     let base = suite::amqp_url()?;
     let zk = suite::fresh_zk(session)?;
     let (_, url) = suite::fresh_vhost(&base);
+    let ms = session.as_millis().to_string();
     let mut args = vec!["--amqp", &url, "--zk", &zk.hosts, "--zk-root", &zk.root];
+    args.extend_from_slice(&["--session-timeout-ms", &ms]);
     args.extend_from_slice(extra);
     Some(System::start_with(&args))
 }
@@ -1273,4 +1275,81 @@ async fn a_restore_acknowledged_while_every_slave_is_paused_survives_the_master_
     );
     want.extend(fill(&db, "later", 5).await);
     every_replica_holds(&db, &want, 8, Duration::from_secs(60)).await;
+}
+
+/// Prints the end of the system's log when the test fails.
+struct LogOnFailure<'a>(&'a System);
+
+impl Drop for LogOnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.0.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines.len().saturating_sub(80);
+            eprintln!("--- the log's end ---\n{}", lines[from..].join("\n"));
+        }
+    }
+}
+
+/// The broker connections of process `pid`, by the names RabbitMQ gives
+/// them (`ss` finds its local ports; `rabbitmqctl` the connections of
+/// those ports).
+fn broker_connections(pid: u64) -> Vec<String> {
+    let ss = std::process::Command::new("ss")
+        .args(["-tnpH", "state", "established", "( dport = :5672 )"])
+        .output()
+        .expect("ss runs");
+    let ss = String::from_utf8_lossy(&ss.stdout);
+    let ports: Vec<String> = ss
+        .lines()
+        .filter(|l| l.contains(&format!("pid={pid},")))
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter_map(|local| local.rsplit(':').next().map(str::to_owned))
+        .collect();
+    suite::rabbitmqctl(&["list_connections", "-q", "pid", "peer_port"])
+        .lines()
+        .filter_map(|l| {
+            let (name, port) = l.rsplit_once('\t')?;
+            ports.contains(&port.trim().to_owned()).then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// A slave cut off from the broker (its connections closed) while a
+/// restore and writes around it go by: it comes back through its
+/// catch-up path, which must give it a snapshot past the restore rather
+/// than replay the writes before it, and it holds exactly the restored
+/// rows and every write after them.
+#[tokio::test]
+async fn a_slave_cut_off_from_the_broker_through_a_restore_catches_up_to_the_restored_state() {
+    let Some(b) = start_processes_with_session(Duration::from_secs(30), &["--slaves", "2"]) else {
+        return;
+    };
+    let _log = LogOnFailure(&b);
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let mut want = fill(&db_a, "new", 30).await;
+    let file = db_a.get(BACKUP).await;
+    let db = Http::new(&b.urls.orchestrator);
+    settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let slave = pids(&db, "slave").await[0];
+    let connections = broker_connections(slave);
+    assert!(!connections.is_empty(), "the slave's connections");
+    // Paused while its connections are closed, so that it misses what
+    // goes by until it notices and connects again.
+    signal(slave, libc::SIGSTOP);
+    let paused = Paused(slave);
+    for name in &connections {
+        suite::rabbitmqctl(&["close_connection", name, "attack"]);
+    }
+    fill(&db, "gone", 20).await;
+    let r = db.send("POST", RESTORE, Some(file.body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    want.extend(fill(&db, "after", 10).await);
+    drop(paused);
+    want.extend(fill(&db, "later", 5).await);
+    every_replica_holds(&db, &want, 12, Duration::from_secs(60)).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
 }
