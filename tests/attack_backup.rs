@@ -1359,3 +1359,46 @@ async fn a_slave_cut_off_from_the_broker_through_a_restore_catches_up_to_the_res
     let log = b.log();
     assert!(!log.contains("panicked"), "a panic:\n{log}");
 }
+
+/// A good backup whose upload stops short (the client closes its side
+/// before the length it declared): nothing is restored, whatever the
+/// server could still answer, and the orchestrator goes on serving.
+#[tokio::test]
+async fn a_restore_whose_upload_stops_short_changes_nothing() {
+    use std::io::{Read, Write};
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    fill(&db_a, "new", 30).await;
+    let file = db_a.get(BACKUP).await;
+    assert_eq!(file.status, 200);
+    let b = System::start_with(&["--slaves", "2"]);
+    let db = Http::new(&b.urls.orchestrator);
+    let before = fill(&db, "keep", 5).await;
+    let addr = b.urls.orchestrator.trim_start_matches("http://").to_owned();
+    let body = file.body.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).expect("a connection");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("a timeout");
+        let head = format!(
+            "POST /api/v1/db/restore HTTP/1.1\r\nHost: dbaas\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).expect("the head");
+        s.write_all(&body[..body.len() - 10]).expect("most of the body");
+        s.shutdown(std::net::Shutdown::Write).expect("a half close");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).into_owned()
+    })
+    .await
+    .expect("an answer");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "answered {answer:?}"
+    );
+    assert_eq!(users(&db, "strong").await, before);
+    every_replica_holds(&db, &before, 6, Duration::from_secs(30)).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
