@@ -263,6 +263,26 @@ mod tests {
         assert_eq!(decode(&[]).unwrap_err().status(), 400);
     }
 
+    /// A file whose checksum is right but whose part claims more entries
+    /// (or bytes) than any memory holds: refused, not a panic or an abort.
+    #[test]
+    fn huge_lengths_under_a_right_checksum_are_refused() {
+        let (header, _) = sample();
+        for claim in [1u64 << 58, 1 << 33, 1 << 40] {
+            let mut w = Writer::default();
+            let mut bytes = w.header(&header);
+            let mut part = vec![253];
+            part.extend_from_slice(&claim.to_le_bytes());
+            bytes.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&part);
+            bytes.extend_from_slice(TRAILER);
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_be_bytes());
+            let e = decode(&bytes).unwrap_err();
+            assert_eq!(e.status(), 400, "{claim}: {e}");
+        }
+    }
+
     #[test]
     fn counts_that_disagree_with_the_parts_are_refused() {
         let (mut header, parts) = sample();
