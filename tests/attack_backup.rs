@@ -1385,7 +1385,8 @@ async fn a_restore_whose_upload_stops_short_changes_nothing() {
             body.len()
         );
         s.write_all(head.as_bytes()).expect("the head");
-        s.write_all(&body[..body.len() - 10]).expect("most of the body");
+        s.write_all(&body[..body.len() - 10])
+            .expect("most of the body");
         s.shutdown(std::net::Shutdown::Write).expect("a half close");
         let mut got = Vec::new();
         let _ = s.read_to_end(&mut got);
