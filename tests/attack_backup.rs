@@ -1236,7 +1236,10 @@ async fn the_operators_view_answers_with_the_master_and_a_slave_paused_in_their_
         if stale.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "figures of paused workers: {stale:?}");
+        assert!(
+            Instant::now() < deadline,
+            "figures of paused workers: {stale:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (status, metrics) = answers(&url, "/metrics").await;
@@ -1424,4 +1427,46 @@ async fn a_restore_whose_upload_stops_short_changes_nothing() {
     every_replica_holds(&db, &before, 6, Duration::from_secs(30)).await;
     let log = b.log();
     assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
+
+/// Good and bad restores sent at once: every bad one is refused with
+/// 400, the good one is applied, and the database is exactly its backup
+/// on every replica.
+#[tokio::test]
+async fn bad_restores_beside_a_good_one_are_refused_and_leave_it_whole() {
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let restored = fill(&db_a, "new", 30).await;
+    let good = db_a.get(BACKUP).await.body;
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    let mut other_format = good.clone();
+    other_format[9] = 7;
+    let b = System::start_with(&["--slaves", "2"]);
+    let db = Http::new(&b.urls.orchestrator);
+    fill(&db, "old", 10).await;
+    let bad = [
+        flipped,
+        other_format,
+        good[..good.len() - 1].to_vec(),
+        Vec::new(),
+        well_wrapped(&varint(1 << 58)),
+    ];
+    let sends = bad
+        .iter()
+        .map(|body| db.send("POST", RESTORE, Some(body.clone())))
+        .chain(std::iter::once(db.send(
+            "POST",
+            RESTORE,
+            Some(good.clone()),
+        )));
+    let answers = futures::future::join_all(sends).await;
+    let (last, refused) = answers.split_last().expect("answers");
+    assert_eq!(last.status, 200, "{}", last.text());
+    for r in refused {
+        r.assert_error(400);
+    }
+    assert_eq!(users(&db, "strong").await, restored);
+    every_replica_holds(&db, &restored, 8, Duration::from_secs(30)).await;
 }
