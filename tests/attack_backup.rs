@@ -1470,3 +1470,47 @@ async fn bad_restores_beside_a_good_one_are_refused_and_leave_it_whole() {
     assert_eq!(users(&db, "strong").await, restored);
     every_replica_holds(&db, &restored, 8, Duration::from_secs(30)).await;
 }
+
+/// A restore streamed without a declared length (chunked) past the
+/// largest a restore may be: refused with 413 once the limit is passed,
+/// nothing changed, and the orchestrator serves on.
+#[tokio::test]
+async fn a_chunked_restore_past_the_limit_is_refused_and_changes_nothing() {
+    use std::io::{Read, Write};
+    let system = System::start();
+    let db = Http::new(&system.urls.orchestrator);
+    let before = fill(&db, "keep", 2).await;
+    let addr = system
+        .urls
+        .orchestrator
+        .trim_start_matches("http://")
+        .to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).expect("a connection");
+        s.set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("a timeout");
+        s.write_all(
+            b"POST /api/v1/db/restore HTTP/1.1\r\nHost: dbaas\r\n\
+              Transfer-Encoding: chunked\r\n\r\n",
+        )
+        .expect("the head");
+        let chunk = vec![b'x'; 1 << 20];
+        let limit = dbaas::http::backup::MAX_RESTORE_BYTES;
+        for _ in 0..(limit >> 20) + 2 {
+            let mut piece = format!("{:x}\r\n", chunk.len()).into_bytes();
+            piece.extend_from_slice(&chunk);
+            piece.extend_from_slice(b"\r\n");
+            if s.write_all(&piece).is_err() {
+                break; // refused and closed under the upload
+            }
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+        let mut got = vec![0; 512];
+        let n = s.read(&mut got).unwrap_or(0);
+        String::from_utf8_lossy(&got[..n]).into_owned()
+    })
+    .await
+    .expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 413"), "answered {answer:?}");
+    assert_eq!(users(&db, "strong").await, before);
+}
