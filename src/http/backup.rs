@@ -104,6 +104,9 @@ pub async fn db_restore(state: State, req: HttpRequest, payload: web::Payload) -
     if let Some(refused) = admin::refusal(&req) {
         return refused;
     }
+    if let Some(refused) = too_large(&req) {
+        return refused;
+    }
     let bytes = match read_upload(payload).await {
         Ok(b) => b,
         Err(refused) => return refused,
@@ -130,6 +133,26 @@ pub async fn db_restore(state: State, req: HttpRequest, payload: web::Payload) -
         }))
     };
     common::reply(restore.await)
+}
+
+/// The 413 of an upload whose declared length is past
+/// [`MAX_RESTORE_BYTES`], answered from its headers, before its body is
+/// waited for or held.
+fn too_large(req: &HttpRequest) -> Option<HttpResponse> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    (declared > MAX_RESTORE_BYTES as u64).then(|| {
+        common::error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a restore is at most {MAX_RESTORE_BYTES} bytes; this one says {declared}"),
+        )
+    })
 }
 
 /// The body, up to [`MAX_RESTORE_BYTES`].

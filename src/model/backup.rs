@@ -64,8 +64,13 @@ impl BackupHeader {
     }
 }
 
+/// The most memory a decode may claim: a length read off a crafted file
+/// (its checksum right) would otherwise ask for any amount, and a `Vec`
+/// past what memory holds panics or aborts the process.
+pub const DECODE_LIMIT: usize = 1 << 30;
+
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard()
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
 /// Writes a backup piece by piece (for a streamed body), keeping the
@@ -256,6 +261,26 @@ mod tests {
         let e = decode(&bytes).unwrap_err().to_string();
         assert!(e.contains("format 9"), "{e}");
         assert_eq!(decode(&[]).unwrap_err().status(), 400);
+    }
+
+    /// A file whose checksum is right but whose part claims more entries
+    /// (or bytes) than any memory holds: refused, not a panic or an abort.
+    #[test]
+    fn huge_lengths_under_a_right_checksum_are_refused() {
+        let (header, _) = sample();
+        for claim in [1u64 << 58, 1 << 33, 1 << 40] {
+            let mut w = Writer::default();
+            let mut bytes = w.header(&header);
+            let mut part = vec![253];
+            part.extend_from_slice(&claim.to_le_bytes());
+            bytes.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&part);
+            bytes.extend_from_slice(TRAILER);
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_be_bytes());
+            let e = decode(&bytes).unwrap_err();
+            assert_eq!(e.status(), 400, "{claim}: {e}");
+        }
     }
 
     #[test]

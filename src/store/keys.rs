@@ -129,8 +129,10 @@ pub(super) fn decode_u128(bytes: &[u8]) -> Result<u128> {
     Ok(u128::from_be_bytes(arr))
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// Rows come from backups too: a length read off a crafted one claims at
+/// most this much memory, rather than any amount (and a panic or abort).
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ crate::model::backup::DECODE_LIMIT }>()
 }
 
 pub(super) fn encode_row(row: &Row) -> Result<Vec<u8>> {

@@ -36,7 +36,8 @@ pub(super) enum Step {
 impl Staged {
     /// Keeps `part`; the whole restore once its last part has come. The
     /// last part finding others missing (the earlier ones went to a
-    /// master that is gone) answers "send it again".
+    /// master that is gone) answers "send it again", and drops what was
+    /// kept.
     pub(super) fn add(&mut self, part: RestorePart) -> Step {
         if part.parts == 0 || part.part >= part.parts {
             let why = format!("restore part {} of {}", part.part, part.parts);
@@ -62,6 +63,10 @@ impl Staged {
                     self.got.len(),
                     self.parts
                 );
+                // Sent again, it comes whole from its first part: what is
+                // kept here would make it whole before its last part, and
+                // that last part would then ask for it again.
+                *self = Staged::default();
                 return Step::Refused(Error::Unavailable(why));
             }
             return Step::Kept;
@@ -118,5 +123,50 @@ pub(super) fn apply(
         // A backup that does not fit this schema changes nothing and takes
         // no seq: sent again, it is refused again.
         Err(e) => Ok(Outcome::Fenced(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(part: u32, parts: u32) -> RestorePart {
+        RestorePart {
+            request_id: 7,
+            epoch: 1,
+            sent_ms: 0,
+            part,
+            parts,
+            entries: vec![(vec![b'd', part as u8], vec![part as u8])],
+        }
+    }
+
+    fn whole(step: Step) -> Option<Entries> {
+        match step {
+            Step::Whole(r) => Some(r.entries),
+            _ => None,
+        }
+    }
+
+    /// A restore sent again after a failover: the last part of the first
+    /// sending reached this master alone (the earlier ones went to the
+    /// master that died) and was answered "send it again". The parts sent
+    /// again are then whole with their own last part, not before it, and
+    /// that last part is not answered "send it again" for a restore that
+    /// was just applied.
+    #[test]
+    fn a_restore_sent_again_is_whole_with_its_last_part_only() {
+        let mut staged = Staged::default();
+        assert!(matches!(
+            staged.add(part(2, 3)),
+            Step::Refused(Error::Unavailable(_))
+        ));
+        assert!(matches!(staged.add(part(0, 3)), Step::Kept));
+        assert!(
+            matches!(staged.add(part(1, 3)), Step::Kept),
+            "whole before its last part came"
+        );
+        let entries = whole(staged.add(part(2, 3))).expect("whole with its last part");
+        assert_eq!(entries.len(), 3);
     }
 }
