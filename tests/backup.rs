@@ -20,9 +20,7 @@ use common::{Http, System};
 use dbaas::model::backup::{self, BackupHeader};
 use serde_json::json;
 
-const PASSWORD: &str = "3d725109c7e7c0bfb9d709836735b56d943d263f";
-const BACKUP: &str = "/api/v1/db/backup";
-const RESTORE: &str = "/api/v1/db/restore";
+use common::backup::{insert, users, BACKUP, PASSWORD, RESTORE};
 
 /// A `dbaas up` of its own: embedded, or over the test RabbitMQ and
 /// ZooKeeper (None when they are not configured).
@@ -36,37 +34,6 @@ fn start(amqp: bool, extra: &[&str]) -> Option<System> {
     let mut args = vec!["--amqp", &url, "--zk", &zk.hosts, "--zk-root", &zk.root];
     args.extend_from_slice(extra);
     Some(System::start_with(&args))
-}
-
-/// Inserts user `name`; its seq if acknowledged.
-async fn insert(db: &Http, name: &str) -> Option<u64> {
-    let row = json!({"username": name, "password": PASSWORD});
-    let r = db
-        .json(
-            "POST",
-            "/api/v1/db/write",
-            json!({"op": "insert", "table": "users", "row": row}),
-        )
-        .await;
-    (r.status == 200).then(|| r.json()["seq"].as_u64().expect("a seq"))
-}
-
-/// Every username, read at `consistency`.
-async fn users(db: &Http, consistency: &str) -> BTreeSet<String> {
-    let r = db
-        .json(
-            "POST",
-            &format!("/api/v1/db/read?consistency={consistency}"),
-            json!({"op": "select", "table": "users"}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|row| row["username"].as_str().expect("a username").to_owned())
-        .collect()
 }
 
 /// Polls `done` until it holds, failing after `within`.

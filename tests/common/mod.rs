@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod api;
+pub mod backup;
 pub mod inproc;
 
 use std::io::{BufRead, BufReader};
