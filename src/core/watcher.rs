@@ -32,6 +32,12 @@ pub const RESPAWN_WAIT_MS: u64 = 1_000;
 /// How long startup waits for every worker to register before electing
 /// among those that did.
 pub const STARTUP_WAIT_MS: u64 = 15_000;
+/// How long an elected worker may take to take its election (report
+/// itself promoting, or leading) before it is taken for hung: paused or
+/// stuck within its session, it would hold the cluster without a master
+/// until that session ends. A worker that says it is promoting is left to
+/// drain however long that takes.
+pub const PROMOTION_MS: u64 = 2_000;
 /// How soon a failed election is tried again.
 pub const ELECTION_RETRY_MS: u64 = 50;
 /// How long a buried worker's pid is remembered. A dead worker's pid
@@ -75,7 +81,14 @@ pub enum Fate {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timer {
     CheckMaster,
-    CheckHung { pid: u64 },
+    CheckHung {
+        pid: u64,
+    },
+    /// Whether worker `pid`, elected for `epoch`, took its election.
+    CheckPromotion {
+        pid: u64,
+        epoch: u64,
+    },
 }
 
 /// What happens to the watcher.

@@ -341,6 +341,32 @@ fn scenario_a_promotee_killed_while_the_old_master_is_paused() {
     .unwrap();
 }
 
+/// The master killed right after a restore (its slaves not past it yet,
+/// so they may not lead), with a slave paused (12 s) within its session
+/// (30 s): the watcher may elect the paused one, the only one not waiting
+/// for the restore; a master must still lead long before the pause or
+/// the session ends. Either slave paused, so that each case comes.
+#[test]
+fn scenario_the_master_killed_after_a_restore_while_a_slave_is_paused() {
+    for paused in [2, 3] {
+        let script = format!(
+            "setup slaves=2 session=30000 hung=100 restores=true
+             write 6
+             pause worker {paused} 12000
+             step 10
+             write 1
+             crash master
+             until leading
+             write 10
+             step 12000
+             settle"
+        );
+        if let Err(e) = script::run(&script, Succession::default()) {
+            panic!("worker {paused} paused: {e}");
+        }
+    }
+}
+
 #[test]
 fn scenario_a_scale_up_then_down_racing_failovers() {
     script::run(

@@ -359,3 +359,59 @@ fn the_pid_master_names_is_never_forgotten() {
     w.on(view(reports), 10 + 2 * FORGET_BURIED_MS, &rt);
     assert_eq!(w.fate(101), Some(Fate::Buried { at: 10 }));
 }
+
+/// An elected worker that still reports itself a slave of the older epoch
+/// when its time to take the election is up (paused within its session)
+/// is deleted and killed, and only once the kill is done is another
+/// elected; one that says it is promoting is left to drain.
+#[test]
+fn an_elected_worker_that_never_takes_its_election_is_killed_then_replaced() {
+    let (mut w, _) = steady();
+    let rt = running(&[2, 3]);
+    w.on(Input::Crashed { pid: 101 }, 10, &rt);
+    let fx = w.on(Input::Elected(Ok((record(2, 2).unwrap(), true))), 11, &rt);
+    let check = Timer::CheckPromotion { pid: 102, epoch: 2 };
+    assert!(fx.contains(&Effect::Wake {
+        timer: check,
+        after_ms: PROMOTION_MS
+    }));
+    // Had it said it was promoting, the check would leave it be.
+    let left = promoting_then_checked(&mut w.clone(), &rt);
+    assert!(left.is_empty(), "{left:?}");
+    // Worker 2 never does.
+    let fx = w.on(Input::Woke(check), 11 + PROMOTION_MS, &rt);
+    assert!(fx.contains(&Effect::DeleteNode { pid: 102 }), "{fx:?}");
+    assert!(fx.contains(&Effect::Kill { id: 2, pid: 102 }), "{fx:?}");
+    assert!(
+        elections(&fx).is_empty(),
+        "never elected over before the kill: {fx:?}"
+    );
+    let fx = w.on(
+        Input::HungKilled { id: 2, pid: 102 },
+        12 + PROMOTION_MS,
+        &running(&[3]),
+    );
+    let elected = elections(&fx);
+    assert_eq!(elected.len(), 1, "{fx:?}");
+    assert_eq!(elected[0].0, Some(102));
+}
+
+/// What the promotion check does once worker 2, elected for epoch 2,
+/// reports itself promoting: its kill and node deletion, if any.
+fn promoting_then_checked(w: &mut WatcherCore, rt: &[Running]) -> Vec<Effect> {
+    let mut promoting = report(2, ReportedRole::Promoting, false);
+    promoting.epoch = 2;
+    w.on(
+        view(&[promoting, report(3, ReportedRole::Slave, true)]),
+        12,
+        rt,
+    );
+    w.on(
+        Input::Woke(Timer::CheckPromotion { pid: 102, epoch: 2 }),
+        11 + PROMOTION_MS,
+        rt,
+    )
+    .into_iter()
+    .filter(|e| matches!(e, Effect::Kill { .. } | Effect::DeleteNode { .. }))
+    .collect()
+}

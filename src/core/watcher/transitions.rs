@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::{
     Effect, Fate, Input, Running, Timer, WatcherCore, ELECTION_RETRY_MS, FORGET_BURIED_MS,
-    GRACE_MS, REMEMBERED, RESPAWN_TRIES, RESPAWN_WAIT_MS, STARTUP_WAIT_MS,
+    GRACE_MS, PROMOTION_MS, REMEMBERED, RESPAWN_TRIES, RESPAWN_WAIT_MS, STARTUP_WAIT_MS,
 };
 use crate::coord::election::{MasterRecord, ReportedRole, WorkerReport};
 
@@ -62,9 +62,18 @@ impl WatcherCore {
             Input::Elected(res) => self.on_elected(res, now, &mut fx),
             Input::Woke(Timer::CheckMaster) => self.check_master(now, &mut fx),
             Input::Woke(Timer::CheckHung { pid }) => self.check_hung(pid, now, running, &mut fx),
+            Input::Woke(Timer::CheckPromotion { pid, epoch }) => {
+                self.check_promotion(pid, epoch, now, running, &mut fx)
+            }
             Input::Started { id, result, tries } => self.on_started(id, result, tries, &mut fx),
             Input::HungKilled { id, pid } => {
                 if !self.stopped {
+                    // An elected worker killed for not taking its
+                    // election: dead now, so another is elected.
+                    if self.master_pid() == Some(pid) {
+                        self.succession.master_lost(id);
+                        self.elect(Some(pid), &mut fx);
+                    }
                     self.respawn(Some(id), pid, running, &mut fx);
                 }
             }
@@ -190,6 +199,43 @@ impl WatcherCore {
         fx.push(Effect::Kill { id, pid });
     }
 
+    /// A worker elected for `epoch` that still reports itself a slave of
+    /// an older one [`PROMOTION_MS`] later is not running (paused, stuck
+    /// within its session): taken for hung, its node deleted (so that no
+    /// view or election counts it again) and killed through the runtime;
+    /// once the kill is done, the election runs again without it. It is
+    /// never elected over before it is killed: resumed, it could lead.
+    fn check_promotion(
+        &mut self,
+        pid: u64,
+        epoch: u64,
+        now: u64,
+        running: &[Running],
+        fx: &mut Fx,
+    ) {
+        let Some((m, _)) = self.master else {
+            return;
+        };
+        let named = m.pid == pid && m.epoch == epoch;
+        let idle = self
+            .view
+            .get(&pid)
+            .is_some_and(|r| r.role == ReportedRole::Slave && r.epoch < epoch);
+        let ours = running.contains(&Running { id: m.id, pid });
+        if self.stopped || !named || !idle || !ours || self.fate(pid) != Some(Fate::Live) {
+            return;
+        }
+        self.known.insert(pid, (m.id, Fate::Hung { until: now }));
+        self.view.remove(&pid);
+        let detail = format!(
+            "worker {} (pid {pid}) elected for epoch {epoch} did not take it within {PROMOTION_MS} ms; killing it",
+            m.id
+        );
+        event(fx, "hung", detail);
+        fx.push(Effect::DeleteNode { pid });
+        fx.push(Effect::Kill { id: m.id, pid });
+    }
+
     /// Starts a replacement: the dead worker again over its own store, or
     /// a worker with a new id if that one runs; nothing if it runs again
     /// already under another pid.
@@ -297,6 +343,13 @@ impl WatcherCore {
                     let detail = format!("worker {} (pid {}) leads epoch {}", m.id, m.pid, m.epoch);
                     event(fx, "election", detail);
                     fx.push(Effect::SetEpoch(m.epoch));
+                    fx.push(Effect::Wake {
+                        timer: Timer::CheckPromotion {
+                            pid: m.pid,
+                            epoch: m.epoch,
+                        },
+                        after_ms: PROMOTION_MS,
+                    });
                 }
                 // Dead already (its exit came first): elect again.
                 self.check_master(now, fx);
