@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::model::backup::{BackupHeader, MAGIC, TRAILER};
+use crate::model::backup::{BackupHeader, TRAILER};
 
 use super::DEFAULT_ORCHESTRATOR;
 /// The pieces a restore is uploaded in (each one step of its bar).
@@ -209,21 +209,8 @@ impl Check {
         if crc.finalize() != want {
             return Err(cut());
         }
-        header_of(&self.head).ok_or_else(|| "the backup's header does not decode".to_owned())
+        crate::model::backup::read_header(&self.head).map_err(|e| e.to_string())
     }
-}
-
-/// The header at the start of a backup file.
-fn header_of(bytes: &[u8]) -> Option<BackupHeader> {
-    if bytes.get(..MAGIC.len())? != MAGIC {
-        return None;
-    }
-    let len = bytes.get(10..14)?;
-    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    let body = bytes.get(14..14 + len)?;
-    bincode::decode_from_slice(body, bincode::config::standard())
-        .ok()
-        .map(|(h, _)| h)
 }
 
 /// Restores `args.file`; answers the orchestrator's account of it.

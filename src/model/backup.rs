@@ -180,6 +180,19 @@ pub fn decode(bytes: &[u8]) -> Result<(BackupHeader, Vec<Entries>)> {
     Ok((header, parts))
 }
 
+/// The header at the start of a backup file (its magic, format and
+/// header, whatever follows): for a reader that checks the rest as it
+/// streams in.
+pub fn read_header(bytes: &[u8]) -> Result<BackupHeader> {
+    if bytes.get(..MAGIC.len()) != Some(MAGIC) {
+        return Err(bad("not a dbaas backup (no backup magic at its start)"));
+    }
+    let mut r = Reader {
+        bytes: bytes.get(MAGIC.len() + 2..).unwrap_or_default(),
+    };
+    r.framed("header")
+}
+
 /// Reads length-framed bincode values off a slice.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -227,6 +240,16 @@ mod tests {
             parts: 2,
         };
         (header, parts)
+    }
+
+    #[test]
+    fn the_header_reads_off_any_start_and_a_short_one_is_refused() {
+        let (header, parts) = sample();
+        let bytes = encode_whole(&header, &parts);
+        assert_eq!(read_header(&bytes).unwrap(), header);
+        for cut in 0..PREAMBLE + 4 {
+            assert!(read_header(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]
