@@ -1235,13 +1235,13 @@ async fn the_operators_view_answers_with_the_master_and_a_slave_paused_in_their_
     }
 }
 
-/// With long sessions: both slaves paused, a restore answered 200 by the
-/// master alone, the master killed, the slaves resumed. The slaves hold
-/// only "restored at this seq" (its rows were on the master), yet the
-/// restore was acknowledged: the next master serves the restored rows and
-/// writes go on after them.
+/// With long sessions: both slaves paused, a restore. The master applies
+/// it, but it is answered only once a replica holds it: here once the
+/// paused slaves' sessions end and the workers started in their place
+/// have installed it. Then the master killed and the slaves resumed: the
+/// next master serves the restored rows and writes go on after them.
 #[tokio::test]
-async fn a_restore_acknowledged_while_every_slave_is_paused_survives_the_master_killed() {
+async fn a_restore_with_every_slave_paused_is_answered_once_a_replacement_holds_it() {
     let Some(b) = start_processes_with_session(Duration::from_secs(30), &["--slaves", "2"]) else {
         return;
     };
@@ -1488,4 +1488,84 @@ async fn a_chunked_restore_past_the_limit_is_refused_and_changes_nothing() {
     .expect("an answer");
     assert!(answer.starts_with("HTTP/1.1 413"), "answered {answer:?}");
     assert_eq!(users(&db, "strong").await, before);
+}
+
+/// The applied seq of the worker with `pid` in the cluster view.
+async fn applied_of(db: &Http, pid: u64) -> Option<u64> {
+    let r = db.get("/api/v1/cluster").await;
+    r.json()["workers"]
+        .as_array()?
+        .iter()
+        .find(|w| w["pid"] == pid)
+        .and_then(|w| w["applied"].as_u64())
+}
+
+/// The worker id of `pid` in the cluster view.
+async fn id_of(db: &Http, pid: u64) -> u64 {
+    let r = db.get("/api/v1/cluster").await;
+    r.json()["workers"]
+        .as_array()
+        .and_then(|ws| ws.iter().find(|w| w["pid"] == pid))
+        .and_then(|w| w["id"].as_u64())
+        .unwrap_or_else(|| panic!("worker {pid} in the view: {}", r.text()))
+}
+
+/// Every slave paused, a restore: the master applies it, but it is not
+/// acknowledged while no replica has installed it (its sync carries no
+/// rows; the master's store alone holds it). One slave resumed installs
+/// it and the restore is answered; then the master is lost with its disk
+/// (its store deleted, the process killed): the restore and the writes
+/// acknowledged after it hold on the replica that leads.
+#[tokio::test]
+async fn a_restore_is_acknowledged_only_once_a_replica_holds_it_and_survives_the_masters_disk() {
+    let Some(b) = start_processes(&["--slaves", "2"]) else {
+        return;
+    };
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let mut want = fill(&db_a, "new", 30).await;
+    let file = db_a.get(BACKUP).await;
+    assert_eq!(file.status, 200, "{}", file.text());
+    let db = Http::new(&b.urls.orchestrator);
+    let master = settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let before = applied_of(&db, master).await.expect("the master's seq");
+    let slaves = pids(&db, "slave").await;
+    for &s in &slaves {
+        signal(s, libc::SIGSTOP);
+    }
+    let mut paused: Vec<Paused> = slaves.iter().map(|&s| Paused(s)).collect();
+    let restore = tokio::spawn({
+        let db = db.clone();
+        async move { db.send("POST", RESTORE, Some(file.body)).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while applied_of(&db, master).await.unwrap_or(0) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the master did not apply the restore"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !restore.is_finished(),
+        "a restore was answered while only the master's store held it"
+    );
+    drop(paused.remove(0));
+    let r = restore.await.expect("the restore's answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    want.extend(fill(&db, "after", 10).await);
+    // The master's disk lost: its store deleted while it is stopped, then
+    // the process killed (it starts again over an empty store).
+    let id = id_of(&db, master).await;
+    signal(master, libc::SIGSTOP);
+    let store = dbaas::runtime::worker_dir(&b.data_dir().join("workers"), id);
+    std::fs::remove_dir_all(&store).unwrap_or_else(|e| panic!("{}: {e}", store.display()));
+    signal(master, libc::SIGKILL);
+    drop(paused);
+    assert_eq!(users(&db, "strong").await, want);
+    want.extend(fill(&db, "later", 5).await);
+    every_replica_holds(&db, &want, 12, Duration::from_secs(90)).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
 }

@@ -43,6 +43,7 @@ mod backup;
 mod handle;
 pub mod traffic;
 
+pub use backup::BACKUP_DEADLINE;
 pub use handle::OrchestratorHandle;
 
 /// How long a request is retried before the client gets a 503, unless

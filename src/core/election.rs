@@ -90,7 +90,8 @@ pub fn role_change(pid: u64, leading: Option<u64>, master: Option<&MasterRecord>
 pub enum Mutation {
     /// Remember only the last master lost (the rule before
     /// [`Succession`]): a promotee killed before it led is then the only
-    /// store that may lead, with less than the old master acknowledged.
+    /// store that may lead, with less than the old master acknowledged
+    /// (and, as then, no replica with a newer history stands beside it).
     OnlyLastMaster,
 }
 
@@ -179,11 +180,25 @@ pub fn eligible(
         ));
     }
     let theirs = |r: &&&WorkerReport| heirs.contains(&r.id);
-    let standing: Vec<Candidate> = willing
+    let mut standing: Vec<Candidate> = willing
+        .clone()
         .filter(theirs)
         .map(|r| Candidate::from(*r))
         .collect();
     if !standing.is_empty() {
+        // An heir's store holds everything any replica applied (a master
+        // flushes each write before it publishes it), unless it was lost
+        // (the worker started again over an empty or older disk): then a
+        // replica with a newer history stands too, rather than that store
+        // leading and the replicas' history being thrown away.
+        let planted = succession.mutation == Some(Mutation::OnlyLastMaster);
+        if let Some(best) = choose_master(&standing).filter(|_| !planted) {
+            let newer = willing
+                .filter(|r| !heirs.contains(&r.id))
+                .map(|r| Candidate::from(*r))
+                .filter(|c| (c.last_epoch, c.applied_seq) > (best.last_epoch, best.applied_seq));
+            standing.extend(newer);
+        }
         return Ok((standing, true));
     }
     let declined = live.iter().filter(theirs).map(|r| Candidate::from(*r));

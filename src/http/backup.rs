@@ -23,7 +23,7 @@ use super::common;
 use super::orchestrator::OrchestratorState;
 use crate::error::{Error, Result};
 use crate::model::backup::{self, BackupHeader, Entries, Writer};
-use crate::model::wire;
+use crate::model::{wire, ReadOp};
 use crate::store::{backup_entries, check_backup, wall_clock_ms};
 
 /// The largest restore accepted (413 past it): it is held in memory, as a
@@ -114,7 +114,7 @@ pub async fn db_restore(state: State, req: HttpRequest, payload: web::Payload) -
     let restore = async {
         let (head, parts) = checked(&state, &bytes)?;
         drop(bytes);
-        let reply = state.handle.restore(parts).await?;
+        let reply = state.handle.restore(parts, probe(&state)?).await?;
         tracing::info!(
             seq = reply.seq,
             rows = head.rows(),
@@ -188,4 +188,18 @@ fn checked(state: &OrchestratorState, bytes: &[u8]) -> Result<(BackupHeader, Vec
         )));
     }
     Ok((head, parts))
+}
+
+/// The strong read that shows a restore installed on a replica: a count
+/// of the first table (served from its kept count).
+fn probe(state: &OrchestratorState) -> Result<ReadOp> {
+    let table = state
+        .schema
+        .tables()
+        .next()
+        .ok_or_else(|| Error::bad("a schema with no table restores nothing"))?;
+    Ok(ReadOp::Count {
+        table: table.name.clone(),
+        filter: Vec::new(),
+    })
 }

@@ -277,6 +277,47 @@ fn scenario_the_master_killed_right_after_a_restore() {
     .unwrap();
 }
 
+/// The master lost with its disk as soon as a restore is answered: the
+/// restore must live elsewhere by then (the sync carries no rows, so on a
+/// slave that has installed it), or a later master has never heard of it.
+#[test]
+fn scenario_the_master_lost_with_its_disk_right_after_a_restore() {
+    script::run(
+        "setup slaves=2 respawn=40 restores=true
+         write 7
+         lose master
+         until leading
+         write 3
+         settle",
+        Succession::default(),
+    )
+    .unwrap();
+}
+
+/// The master lost with its disk once it has answered a restore, before
+/// any replica installed it, writes waiting behind it: the restore and
+/// those writes were never acknowledged (a restore is, once a replica
+/// serves past it; writes wait for it). What was acknowledged before it
+/// lives in the replicas, which must lead without the restore, never the
+/// empty store the lost master starts again over.
+#[test]
+fn scenario_the_master_lost_with_its_disk_before_a_restore_is_installed() {
+    script::run(
+        "setup slaves=2 respawn=40 restores=true
+         write 6
+         send 4
+         until answered 7
+         lose master
+         until leading
+         expect leads without the restore at seq 7
+         step 120000
+         write 3
+         settle",
+        Succession::default(),
+    )
+    .unwrap();
+}
+
 /// Schedules that once broke a promise, each fixed since (the seeds
 /// replay those schedules as the simulator stood when they were found;
 /// the named scenarios below keep the interleavings themselves).
@@ -341,8 +382,9 @@ fn scenario_a_promotee_killed_while_the_old_master_is_paused() {
     .unwrap();
 }
 
-/// The master killed right after a restore (its slaves not past it yet,
-/// so they may not lead), with a slave paused (12 s) within its session
+/// The master killed right after it answered a restore (its slaves not
+/// past it yet, so they may not lead; the restore not yet acknowledged to
+/// its client, which waits for a replica to serve past it), with a slave paused (12 s) within its session
 /// (30 s): the watcher may elect the paused one, the only one not waiting
 /// for the restore; a master must still lead long before the pause or
 /// the session ends. Either slave paused, so that each case comes.
@@ -354,7 +396,8 @@ fn scenario_the_master_killed_after_a_restore_while_a_slave_is_paused() {
              write 6
              pause worker {paused} 12000
              step 10
-             write 1
+             send 1
+             step 3
              crash master
              until leading
              write 10

@@ -10,8 +10,19 @@
 //! 3). The orchestrator can be restarted: the new one knows nothing of
 //! what was acknowledged before, and asks the master
 //! (`MasterRequest::Head`, on `writeQ` like a write).
+//!
+//! A restore's answer from the master tells its client nothing yet: as
+//! `OrchestratorHandle::restore` does, the orchestrator then sends a
+//! strong read (which carries the restore's seq, acknowledged), tried
+//! again until one is served; only then is the restore acknowledged (the
+//! sync of a restore carries no rows, so until a replica has installed a
+//! snapshot past it the master's store alone holds it). Writes wait
+//! meanwhile, behind the orchestrator's gate (the handle's `RwLock`, fair:
+//! first come, first through): a write goes once no restore holds the
+//! gate, a restore once no write is under way, and it holds the gate
+//! until it is confirmed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use dbaas::core::orchestrator::{Effect, OrchestratorCore, Outgoing};
 use dbaas::core::replica::{Delivered, Input};
@@ -27,6 +38,8 @@ pub const READ: u64 = 1 << 61;
 
 /// Waiters that are reads (the others are writes, by their number).
 pub const READER: u64 = 1 << 60;
+/// Reads that confirm a restore (with [`READER`] and the restore's number).
+pub const CONFIRM: u64 = 1 << 59;
 
 /// The orchestrator core as the simulator runs it: a read's waiter is the
 /// read's number (with [`READER`]), a write's its number; nothing rides
@@ -51,6 +64,18 @@ pub struct Reads {
     at: BTreeMap<u64, (u64, usize)>,
     /// Served and checked.
     pub checked: u64,
+    /// Reads confirming a restore, by correlation id: the restore.
+    confirming: BTreeMap<u64, u64>,
+    /// Client writes waiting at the gate, in order.
+    pub gated: VecDeque<u64>,
+    /// The restore holding the gate alone, and when it went.
+    restoring: Option<(u64, u64)>,
+}
+
+/// How long a restore is tried, its confirmation included, before its
+/// client is answered an error (and the gate is let go).
+fn restore_deadline() -> u64 {
+    dbaas::actors::BACKUP_DEADLINE.as_millis() as u64
 }
 
 impl World {
@@ -65,6 +90,38 @@ impl World {
         // Sent now, or later (with others, or once the head is known).
         self.reads_state.started.insert(id, n);
         self.orch_effects();
+    }
+
+    /// The strong read that confirms restore `write` (sent again until
+    /// one is served).
+    fn confirm_restore(&mut self, write: u64) {
+        let now = self.now;
+        let n = self.acked_log.len();
+        let id = self
+            .orch
+            .read(Consistency::Strong, READER | CONFIRM | write, (), now);
+        self.reads_state.started.insert(id, n);
+        self.reads_state.confirming.insert(id, write);
+    }
+
+    /// Lets through the gate what may go, in order.
+    pub fn pump_gate(&mut self) {
+        while let Some(&next) = self.reads_state.gated.front() {
+            let free = self.reads_state.restoring.is_none();
+            let may = if self.is_restore(next) {
+                free && self.write_attempts.is_empty()
+            } else {
+                free
+            };
+            if !may {
+                return;
+            }
+            self.reads_state.gated.pop_front();
+            if self.is_restore(next) {
+                self.reads_state.restoring = Some((next, self.now));
+            }
+            self.submit(next);
+        }
     }
 
     /// A client's write (or its retry, under the same number).
@@ -112,6 +169,19 @@ impl World {
             if worker != id {
                 continue;
             }
+            if let Some(write) = self.reads_state.confirming.remove(&(token & !READ)) {
+                self.log(format!(
+                    "worker {id} served past restore {write}: acknowledged"
+                ));
+                self.acked.insert(write);
+                if !self.acked_log.contains(&write) {
+                    self.acked_log.push(write);
+                }
+                if self.reads_state.restoring.is_some_and(|(r, _)| r == write) {
+                    self.reads_state.restoring = None;
+                    self.pump_gate();
+                }
+            }
             let has: BTreeSet<u64> = self.workers[&id]
                 .store
                 .applied
@@ -148,12 +218,16 @@ impl World {
                 return;
             }
             let mut retry = Vec::new();
+            let mut confirm = Vec::new();
             for effect in effects {
                 match effect {
                     Effect::Deliver { waiter, reply } if waiter & READER == 0 => {
                         // A write that failed is sent again by its client.
                         let ok = matches!(reply, Ok(Reply::Write(Ok(_))));
-                        if ok {
+                        if ok && self.is_restore(waiter) {
+                            self.write_attempts.remove(&waiter);
+                            confirm.push(waiter);
+                        } else if ok {
                             self.write_attempts.remove(&waiter);
                             // Its client is told: from now on a strong
                             // read must see it (told again: counted once).
@@ -162,6 +236,23 @@ impl World {
                             }
                         } else {
                             retry.push(waiter);
+                        }
+                    }
+                    // A confirming read that failed is sent again (one
+                    // served or not, the first served confirms).
+                    Effect::Deliver { waiter, reply } if waiter & CONFIRM != 0 => {
+                        let write = waiter & !(READER | CONFIRM);
+                        let began = match self.reads_state.restoring {
+                            Some((r, began)) if r == write => began,
+                            _ => continue,
+                        };
+                        if reply.is_err() && self.now.saturating_sub(began) >= restore_deadline() {
+                            self.log(format!(
+                                "restore {write} not confirmed in time: its client gets an error"
+                            ));
+                            self.reads_state.restoring = None;
+                        } else if reply.is_err() {
+                            confirm.push(write);
                         }
                     }
                     Effect::Deliver { .. } => {}
@@ -178,6 +269,10 @@ impl World {
                 let attempt = self.orch.write(write, write, self.now);
                 self.write_attempts.insert(write, attempt);
             }
+            for write in confirm {
+                self.confirm_restore(write);
+            }
+            self.pump_gate();
         }
     }
 
@@ -232,6 +327,11 @@ impl World {
             self.orch = o.trusting_a_zero_head();
         }
         self.reads_state.started.clear();
+        // A restore not confirmed yet was never acknowledged to its
+        // client; the gate and those waiting at it are gone too.
+        self.reads_state.confirming.clear();
+        self.reads_state.restoring = None;
+        self.reads_state.gated.clear();
         self.orch_effects();
     }
 }

@@ -298,6 +298,10 @@ impl World {
                         } else if invalid(entry) {
                             // Answered with its refusal.
                             self.refused.insert(entry);
+                        } else if self.is_restore(entry) {
+                            // Acknowledged once a replica serves a strong
+                            // read past it: see `orch.rs`.
+                            self.restores_answered.insert(entry);
                         } else {
                             self.acked.insert(entry);
                         }

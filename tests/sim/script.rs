@@ -10,6 +10,8 @@
 //!                   schema); run until all are answered
 //! send 6            clients write 6 times; go on at once
 //! crash master      kill the worker /master names (a death seen at once)
+//! lose master       the same, and its disk is lost with it (it starts
+//!                   again over an empty store)
 //! kill slaves       kill every live worker that does not lead
 //! kill promotee     kill the worker that drains to lead
 //! kill worker 3     kill worker 3
@@ -24,6 +26,8 @@
 //! coordinator away 200  no lease, no session expiry, no watcher for 200 ms
 //! until promoting   run until an elected worker drains
 //! until leading     run until a master leads
+//! until answered 7  run until the master has answered write 7 (a
+//!                   restore is acknowledged to its client only later)
 //! step 100          run 100 ms
 //! scale on          the Scaler runs (a 300 ms window, 20 reads a slave,
 //!                   at most 4 slaves, 2 a decision)
@@ -94,6 +98,11 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
             w.kill(id);
             Ok(())
         }
+        ["lose", "master"] => {
+            let id = w.named().map(|m| m.id).ok_or("no master")?;
+            w.lose(id);
+            Ok(())
+        }
         ["kill", "promotee"] => {
             let id = w
                 .workers
@@ -160,6 +169,12 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
                 .values()
                 .any(|x| x.alive && matches!(x.role, Role::Promoting { .. }))
         }),
+        ["until", "answered", _] => {
+            let write = arg(2)?;
+            until(w, |w| {
+                w.restores_answered.contains(&write) || w.acked.contains(&write)
+            })
+        }
         ["until", "leading"] => until(w, |w| w.leader().is_some()),
         ["step", _] => {
             for _ in 0..arg(1)? {

@@ -338,6 +338,8 @@ pub struct World {
     /// unless the orchestrator that sent it restarted first (none may be
     /// lost all the same).
     pub acked: BTreeSet<u64>,
+    /// Restores the master answered (not yet acknowledged to a client).
+    pub restores_answered: BTreeSet<u64>,
     /// Every write the master answered as refused.
     pub refused: BTreeSet<u64>,
     /// Which worker's writes were acknowledged in each epoch (one at
@@ -386,6 +388,7 @@ impl World {
             next_write: 1,
             write_attempts: BTreeMap::new(),
             acked: BTreeSet::new(),
+            restores_answered: BTreeSet::new(),
             refused: BTreeSet::new(),
             answered_in: BTreeMap::new(),
             broken: Vec::new(),
@@ -430,11 +433,18 @@ impl World {
         self.trace.push(Event { at: self.now, what });
     }
 
-    /// A client sends a new write, through the orchestrator.
+    /// A client sends a new write, through the orchestrator (past its
+    /// gate: see `orch.rs`).
     pub fn client_write(&mut self) {
         let id = self.next_write;
         self.next_write += 1;
-        self.submit(id);
+        self.reads_state.gated.push_back(id);
+        self.pump_gate();
+    }
+
+    /// Whether client write `write` is a restore.
+    pub fn is_restore(&self, write: u64) -> bool {
+        self.setup.restores && restore(write)
     }
 
     /// The worker `/master` names, if it is alive.
@@ -472,6 +482,18 @@ impl World {
             gone: true,
         };
         self.tell(exit, 0);
+    }
+
+    /// Kills worker `id` and loses its disk (the machine is gone): it
+    /// starts again, if it does, over an empty store. Promise 1 does not
+    /// cover what only that disk held; whatever was acknowledged is held
+    /// elsewhere as well (a slave's store or its durable sync queue).
+    pub fn lose(&mut self, id: u64) {
+        self.kill(id);
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.store = Store::default();
+            self.log(format!("worker {id}'s disk is lost"));
+        }
     }
 
     /// Worker `id` dies; answers its pid if it was alive.

@@ -17,15 +17,16 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::StreamExt;
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 
 use super::{Orchestrator, OrchestratorHandle};
-use crate::actors::messages::SetEpoch;
+use crate::actors::messages::{DbRead, SetEpoch};
 use crate::broker::{Broker, Consumer, Message, QueueKind, WRITE_Q};
 use crate::core::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::model::backup::Entries;
 use crate::model::wire::{self, MasterRequest, Reply, RestorePart, Snapshot, SnapshotParts, Stamp};
-use crate::model::WriteReply;
+use crate::model::{Consistency, ReadOp, WriteReply};
 
 /// How long a backup or a restore is tried, failovers included, before
 /// it fails with 503: longer than a request's deadline, a whole database
@@ -87,15 +88,28 @@ impl OrchestratorHandle {
     /// Restores `parts` (checked entries of a backup) through the master,
     /// as one step under its next seq; sent again under the same request
     /// id through failovers until [`BACKUP_DEADLINE`]. Answers the
-    /// master's reply (the restore's seq, and the rows restored).
-    pub async fn restore(&self, parts: Vec<Entries>) -> Result<WriteReply> {
+    /// master's reply (the restore's seq, and the rows restored) once a
+    /// replica has installed it, which `probe` (a strong read) shows.
+    ///
+    /// The sync of a restore carries no rows: until a replica has taken a
+    /// snapshot past it, the master's store alone holds it. So it is not
+    /// acknowledged before (a strong read carries its seq, and is served
+    /// only by a replica that has applied that far), and writes wait
+    /// meanwhile (they hold [`OrchestratorHandle::gate`] shared; the
+    /// restore holds it alone from its last part on): none is
+    /// acknowledged past a restore that one store alone holds, which
+    /// would leave replicas unable to apply it were that store lost.
+    pub async fn restore(&self, parts: Vec<Entries>, probe: ReadOp) -> Result<WriteReply> {
+        let began = Instant::now();
         let _one = RESTORING.lock().await;
         let request_id = fastrand::u128(..);
         let sent_ms = crate::store::wall_clock_ms();
         let parts = Arc::new(parts);
-        let reply = self
+        let gate = self.gate.clone();
+        let (reply, _alone) = self
             .again(|broker, stamp, within| {
                 let parts = parts.clone();
+                let gate = gate.clone();
                 async move {
                     let head = RestorePart {
                         request_id,
@@ -105,12 +119,27 @@ impl OrchestratorHandle {
                         parts: 0,
                         entries: Vec::new(),
                     };
-                    send_restore(broker.as_ref(), stamp, head, &parts, within).await
+                    send_restore(broker.as_ref(), stamp, head, &parts, within, gate).await
                 }
             })
             .await?;
         let _ = self.addr().send(Acknowledged(reply.seq)).await;
-        Ok(reply)
+        let left = BACKUP_DEADLINE.saturating_sub(began.elapsed());
+        let confirmed = super::handle::retry(left, || {
+            self.addr().send(DbRead {
+                op: probe.clone(),
+                consistency: Consistency::Strong,
+            })
+        })
+        .await;
+        match confirmed {
+            Ok(_) => Ok(reply),
+            Err(e) => Err(Error::Unavailable(format!(
+                "the master applied the restore at seq {}, but no replica has installed it yet \
+                 ({e}); until one has, it may be lost with the master's store",
+                reply.seq
+            ))),
+        }
     }
 
     /// Runs `attempt` with the broker, the stamp of now and the time left,
@@ -206,20 +235,32 @@ async fn ask_backup(broker: &dyn Broker, stamp: Stamp, within: Duration) -> Resu
     }
 }
 
+/// Sends the parts of a restore, the last once `gate` is held alone
+/// (the master applies the restore with it); answers the master's reply
+/// and the gate, held.
 async fn send_restore(
     broker: &dyn Broker,
     stamp: Stamp,
     head: RestorePart,
     parts: &[Entries],
     within: Duration,
-) -> Result<WriteReply> {
+    gate: Arc<RwLock<()>>,
+) -> Result<(WriteReply, OwnedRwLockWriteGuard<()>)> {
     let until = Instant::now() + within;
     let (queue, mut answers) = reply_queue(broker, "restore").await?;
     let count =
         u32::try_from(parts.len().max(1)).map_err(|_| Error::bad("a backup of too many parts"))?;
     let empty = [Vec::new()];
     let parts = if parts.is_empty() { &empty[..] } else { parts };
+    let mut alone = None;
     for (i, entries) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            let left = until.saturating_duration_since(Instant::now());
+            let held = tokio::time::timeout(left, gate.clone().write_owned())
+                .await
+                .map_err(|_| Error::Unavailable("restore: writes under way did not end".into()))?;
+            alone = Some(held);
+        }
         let part = RestorePart {
             part: i as u32,
             parts: count,
@@ -233,9 +274,10 @@ async fn send_restore(
         };
         broker.publish(WRITE_Q, msg).await?;
     }
+    let alone = alone.ok_or_else(|| Error::bad("a restore of no part"))?;
     loop {
         match next_reply(&mut answers, stamp, until, "restore").await? {
-            (_, Reply::Write(answer)) => return answer,
+            (_, Reply::Write(answer)) => return answer.map(|a| (a, alone)),
             _ => continue,
         }
     }

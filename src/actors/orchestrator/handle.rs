@@ -3,7 +3,10 @@
 //! with [`Backoff`].
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::RwLock;
 
 use actix::prelude::*;
 
@@ -27,6 +30,12 @@ pub struct OrchestratorHandle {
     deadline: Duration,
     reads: ReadCounter,
     traffic: Traffic,
+    /// Writes hold it shared from their first try to their answer; a
+    /// restore holds it alone from its last part until a replica has
+    /// installed it (see [`OrchestratorHandle::restore`]), so that no
+    /// write is acknowledged past a restore that the master's store alone
+    /// holds.
+    pub(super) gate: Arc<RwLock<()>>,
 }
 
 impl OrchestratorHandle {
@@ -36,6 +45,7 @@ impl OrchestratorHandle {
             deadline: REQUEST_DEADLINE,
             reads: ReadCounter::default(),
             traffic: Traffic::default(),
+            gate: Arc::default(),
         }
     }
 
@@ -80,7 +90,14 @@ impl OrchestratorHandle {
         let request_id = fastrand::u128(..);
         let sent_ms = crate::store::wall_clock_ms();
         let began = Instant::now();
-        let out = retry(self.deadline, || {
+        let Ok(_shared) = tokio::time::timeout(self.deadline, self.gate.read()).await else {
+            let out = Err(Error::Unavailable(
+                "a restore is being installed; writes wait for it".into(),
+            ));
+            self.count(Kind::Write, began, &out);
+            return out;
+        };
+        let out = retry(self.deadline.saturating_sub(began.elapsed()), || {
             self.addr.send(DbWrite {
                 request_id,
                 op: op.clone(),
@@ -110,7 +127,7 @@ fn mailbox(e: MailboxError) -> Error {
     Error::Unavailable(format!("orchestrator actor: {e}"))
 }
 
-async fn retry<T, F, Fut>(within: Duration, mut attempt: F) -> Result<T>
+pub(super) async fn retry<T, F, Fut>(within: Duration, mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = std::result::Result<Result<T>, MailboxError>>,

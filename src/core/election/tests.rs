@@ -120,9 +120,22 @@ fn only_caught_up_workers_or_every_lost_masters_store_may_lead() {
     let table: &[Row] = &[
         (vec![ready, behind, back], &[1], Some(vec![2])),
         (vec![ready, declined], &[], Some(vec![2])),
-        // Nobody caught up: only the dead master over its own store,
-        // however far the others say they got.
-        (vec![behind, back], &[1], Some(vec![1])),
+        // Nobody caught up: the dead master over its own store, which
+        // holds everything a replica applied (it flushed each write
+        // before publishing it) ...
+        (
+            vec![behind, report(1, false, Slave, 9)],
+            &[1],
+            Some(vec![1]),
+        ),
+        // ... unless that store was lost (started again over an empty or
+        // older disk): a replica with a newer history stands too.
+        (vec![behind, back], &[1], Some(vec![1, 3])),
+        (
+            vec![behind, report(1, false, Slave, 0)],
+            &[1],
+            Some(vec![1, 3]),
+        ),
         // ... and not before it is back.
         (vec![behind], &[1], None),
         // Two masters lost (the second one elected, killed before it

@@ -6,7 +6,7 @@
 //! master may have acknowledged are missing here, and a replica that
 //! diverged holds writes the history does not.
 
-use super::{Effect, ReplicaCore};
+use super::{Effect, Level, ReplicaCore};
 
 /// A drain under way.
 #[derive(Debug)]
@@ -126,8 +126,28 @@ impl ReplicaCore {
             ));
         }
         if let Some(seq) = self.restore_due() {
-            let why = format!("a restore at seq {seq} it has not installed");
-            return self.end_drain(Err(why));
+            if !heir {
+                let why = format!("a restore at seq {seq} it has not installed");
+                return self.end_drain(Err(why));
+            }
+            // Elected for its store (nobody caught up, and no store that
+            // applied the restore stands): the master that applied it is
+            // gone with its store, and no replica installed it, so it was
+            // never acknowledged, nor was anything after it (writes wait
+            // for a restore to be installed on a replica). It leads
+            // without them rather than never.
+            let dropped: Vec<_> = std::mem::take(&mut self.pending)
+                .into_values()
+                .filter_map(|run| run.token)
+                .collect();
+            self.log(
+                Level::Warn,
+                format!(
+                    "elected for its store, it leads without the restore at seq {seq}: \
+                     the store that applied it is gone and no replica installed it"
+                ),
+            );
+            self.ack(dropped);
         }
         let next = self.applied.saturating_add(1);
         match self.pending.keys().next().copied() {

@@ -125,3 +125,39 @@ fn a_drain_with_a_restore_it_has_not_installed_fails() {
     assert!(failed, "{fx:?}");
     assert_eq!(asked(&fx), None, "a draining replica takes no snapshot");
 }
+
+/// Elected for its store (nobody caught up, the store that applied the
+/// restore lost), a drain reaching a restore it never installed leads
+/// without it and without what came after it (none of it was
+/// acknowledged: a restore is, once a replica has installed it, and
+/// writes wait for it), rather than decline for ever.
+#[test]
+fn an_heir_drain_at_a_restore_nobody_installed_leads_without_it() {
+    let l = lineage(&[(1, 0)]);
+    let mut r = Replica::caught_up(0, l.clone());
+    r.on(Input::Drain {
+        nonce: 8,
+        heir: true,
+    });
+    let (tokens, fx) = r.syncs(vec![
+        with_restore(&l, 1..=1, 2, 3),
+        SyncItem::Fence {
+            worker: ID,
+            nonce: 8,
+        },
+    ]);
+    assert_eq!(run(&fx), Some((1, 1)));
+    let fx = r.applied(1);
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::Flush { nonce: 8 })),
+        "{fx:?}"
+    );
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::DrainDone { .. })),
+        "{fx:?}"
+    );
+    assert!(
+        acked(&fx).contains(&tokens[0]),
+        "the held writes are let go: {fx:?}"
+    );
+}
