@@ -244,8 +244,14 @@ pub struct Http {
 
 impl Http {
     pub fn new(base: &str) -> Http {
+        // Idle connections let go after 4 s, under the servers' 5 s
+        // keep-alive: one kept longer may be taken for a request at the
+        // moment the server closes it, and that request fails with an
+        // incomplete message (seen once after a test idled on slow
+        // broker commands).
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(4))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client");
