@@ -106,7 +106,9 @@ mod slave;
 pub use crate::broker::SYNC_QUEUE_CAP;
 pub use master::MasterWorker;
 pub use orchestrator::traffic;
-pub use orchestrator::{Orchestrator, OrchestratorHandle, BACKUP_DEADLINE, REQUEST_DEADLINE};
+pub use orchestrator::{
+    Orchestrator, OrchestratorHandle, BACKUP_DEADLINE, REQUEST_DEADLINE, REQUEST_RETRY,
+};
 pub use slave::{SlaveWorker, GAP_WAIT};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

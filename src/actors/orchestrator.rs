@@ -44,7 +44,7 @@ mod handle;
 pub mod traffic;
 
 pub use backup::BACKUP_DEADLINE;
-pub use handle::OrchestratorHandle;
+pub use handle::{OrchestratorHandle, REQUEST_RETRY};
 
 /// How long a request is retried before the client gets a 503, unless
 /// configured otherwise ([`OrchestratorHandle::with_deadline`]).

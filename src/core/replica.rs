@@ -92,6 +92,11 @@ pub enum Mutation {
     /// (the rule before sync queues expired): a replica whose queue came
     /// back empty stays ready and may be elected without what it missed.
     TrustResubscribe,
+    /// Watch a gap only while a read waits for it (the rule before a
+    /// read's gap was kept): each read that gives up and is asked again
+    /// starts the gap's clock afresh, so a lost sync with no write after
+    /// it is never repaired while strong reads keep coming.
+    ForgetAwaited,
 }
 
 /// Admitted writes ahead of the applied seq, from one delivery (a sync,

@@ -318,6 +318,31 @@ fn scenario_the_master_lost_with_its_disk_before_a_restore_is_installed() {
     .unwrap();
 }
 
+/// A sync the broker confirmed, then lost, with no write after it: the
+/// only slave never sees a later sync that would show the gap, so a
+/// strong read that needs the lost write shows it. The read gives up
+/// before a gap's wait ends and is asked again after the handle's wait;
+/// the replica keeps timing the gap the first try showed and repairs it,
+/// so the read is served.
+const LOST_SYNC: &str = "setup slaves=1
+     write 5
+     lose next sync 2
+     write 1
+     strong reads 1
+     settle";
+
+#[test]
+fn scenario_a_lost_sync_with_no_write_after_it_is_repaired_for_strong_reads() {
+    script::run(LOST_SYNC, Succession::default()).unwrap();
+}
+
+#[test]
+fn scenario_a_lost_sync_was_never_repaired_under_the_old_rule() {
+    let script = LOST_SYNC.replace("slaves=1", "slaves=1 replica=forget-awaited");
+    let err = script::run(&script, Succession::default()).unwrap_err();
+    assert!(err.contains("strong reads"), "{err}");
+}
+
 /// Schedules that once broke a promise, each fixed since (the seeds
 /// replay those schedules as the simulator stood when they were found;
 /// the named scenarios below keep the interleavings themselves).

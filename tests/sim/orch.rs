@@ -66,6 +66,13 @@ pub struct Reads {
     pub checked: u64,
     /// Reads confirming a restore, by correlation id: the restore.
     confirming: BTreeMap<u64, u64>,
+    /// Client reads not served yet, by number: what each must see, and
+    /// the wait before its next try (the handle's backoff).
+    pub outstanding: BTreeMap<u64, (usize, u64)>,
+    /// Client reads to ask again: when, and which.
+    again: Vec<(u64, u64)>,
+    /// Client read numbers, by correlation id.
+    number: BTreeMap<u64, u64>,
     /// Client writes waiting at the gate, in order.
     pub gated: VecDeque<u64>,
     /// The restore holding the gate alone, and when it went.
@@ -79,16 +86,43 @@ fn restore_deadline() -> u64 {
 }
 
 impl World {
-    /// A client's strong read.
+    /// A client's strong read, asked again (under a new attempt) each
+    /// time it fails, until one is served.
     pub fn strong_read(&mut self) {
-        let now = self.now;
         let n = self.acked_log.len();
         self.next_read += 1;
+        let first = dbaas::actors::REQUEST_RETRY.first_wait().as_millis() as u64;
+        self.reads_state
+            .outstanding
+            .insert(self.next_read, (n, first));
+        self.ask_read(self.next_read);
+        self.orch_effects();
+    }
+
+    /// An attempt of client read `number`: it must see what was
+    /// acknowledged when the client first asked.
+    fn ask_read(&mut self, number: u64) {
+        let Some(&(n, _)) = self.reads_state.outstanding.get(&number) else {
+            return;
+        };
         let id = self
             .orch
-            .read(Consistency::Strong, READER | self.next_read, (), now);
+            .read(Consistency::Strong, READER | number, (), self.now);
         // Sent now, or later (with others, or once the head is known).
         self.reads_state.started.insert(id, n);
+        self.reads_state.number.insert(id, number);
+    }
+
+    /// A slave answered reads "unavailable" (it gave up waiting for their
+    /// seq): the orchestrator hears it, and their clients ask again.
+    pub(super) fn reads_unavailable(&mut self, tokens: Vec<u64>) {
+        let stamp = self.orch.stamp();
+        let now = self.now;
+        for token in tokens.into_iter().filter(|t| t & READ != 0) {
+            let why = dbaas::error::Error::Unavailable("not applied that far".into());
+            self.orch
+                .reply(stamp, Reply::Read(Err(why)), Some(token & !READ), now);
+        }
         self.orch_effects();
     }
 
@@ -169,6 +203,9 @@ impl World {
             if worker != id {
                 continue;
             }
+            if let Some(number) = self.reads_state.number.remove(&(token & !READ)) {
+                self.reads_state.outstanding.remove(&number);
+            }
             if let Some(write) = self.reads_state.confirming.remove(&(token & !READ)) {
                 self.log(format!(
                     "worker {id} served past restore {write}: acknowledged"
@@ -207,6 +244,14 @@ impl World {
 
     /// The orchestrator's turn: time passes, and what it decided is done.
     pub(super) fn orch_tick(&mut self) {
+        let now = self.now;
+        let (due, later) = std::mem::take(&mut self.reads_state.again)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.reads_state.again = later;
+        for (_, number) in due {
+            self.ask_read(number);
+        }
         self.orch.tick(self.now);
         self.orch_effects();
     }
@@ -219,6 +264,7 @@ impl World {
             }
             let mut retry = Vec::new();
             let mut confirm = Vec::new();
+            let mut again = Vec::new();
             for effect in effects {
                 match effect {
                     Effect::Deliver { waiter, reply } if waiter & READER == 0 => {
@@ -246,13 +292,23 @@ impl World {
                             Some((r, began)) if r == write => began,
                             _ => continue,
                         };
-                        if reply.is_err() && self.now.saturating_sub(began) >= restore_deadline() {
+                        let failed = !matches!(reply, Ok(Reply::Read(Ok(_))));
+                        if failed && self.now.saturating_sub(began) >= restore_deadline() {
                             self.log(format!(
                                 "restore {write} not confirmed in time: its client gets an error"
                             ));
                             self.reads_state.restoring = None;
-                        } else if reply.is_err() {
+                        } else if failed {
                             confirm.push(write);
+                        }
+                    }
+                    // A strong read that failed is asked again by its
+                    // client, unless it was served meanwhile.
+                    Effect::Deliver { waiter, reply } if waiter & READER != 0 => {
+                        let number = waiter & !READER;
+                        let failed = !matches!(reply, Ok(Reply::Read(Ok(_))));
+                        if failed && self.reads_state.outstanding.contains_key(&number) {
+                            again.push(number);
                         }
                     }
                     Effect::Deliver { .. } => {}
@@ -271,6 +327,17 @@ impl World {
             }
             for write in confirm {
                 self.confirm_restore(write);
+            }
+            for number in again {
+                // Asked again after the handle's wait, doubling.
+                let Some((_, wait)) = self.reads_state.outstanding.get_mut(&number) else {
+                    continue;
+                };
+                let at = self.now + *wait;
+                let next =
+                    dbaas::actors::REQUEST_RETRY.next_wait(std::time::Duration::from_millis(*wait));
+                *wait = next.as_millis() as u64;
+                self.reads_state.again.push((at, number));
             }
             self.pump_gate();
         }
@@ -332,6 +399,9 @@ impl World {
         self.reads_state.confirming.clear();
         self.reads_state.restoring = None;
         self.reads_state.gated.clear();
+        self.reads_state.outstanding.clear();
+        self.reads_state.number.clear();
+        self.reads_state.again.clear();
         self.orch_effects();
     }
 }

@@ -14,11 +14,16 @@ pub struct Queue {
     ready: VecDeque<(u64, SyncItem)>,
     held: BTreeMap<u64, SyncItem>,
     next_token: u64,
+    /// The next message is confirmed to its publisher, then lost.
+    pub lose_next: bool,
 }
 
 impl Queue {
     /// Appends `item`, dropping the oldest ready ones past `cap`.
     pub fn push(&mut self, item: SyncItem, cap: usize) {
+        if std::mem::take(&mut self.lose_next) {
+            return;
+        }
         self.next_token += 1;
         self.ready.push_back((self.next_token, item));
         while self.ready.len() > cap {

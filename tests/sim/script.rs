@@ -20,6 +20,8 @@
 //! pause slaves 50   pause every worker that does not lead 50 ms
 //! restart broker    every consumer's channel dies, publishes under way fail
 //! expire queue 2    worker 2's sync queue is deleted and comes back empty
+//! lose next sync 2  the next sync to worker 2's queue is confirmed, then
+//!                   lost (with no write after it, no later sync shows it)
 //! expire slaves queues  the same for every worker that does not lead
 //! restart orchestrator  a new one, which knows nothing acknowledged yet
 //! strong reads 5    clients send 5 strong reads (each checked when served)
@@ -129,6 +131,12 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
             for _ in 0..arg(2)? {
                 w.strong_read();
             }
+            Ok(())
+        }
+        ["lose", "next", "sync", _] => {
+            let id = arg(3)?;
+            let q = w.queues.get_mut(&id).ok_or("no such sync queue")?;
+            q.lose_next = true;
             Ok(())
         }
         ["expire", "queue", _] => {
@@ -254,6 +262,9 @@ fn parse_setup(words: &[&str]) -> Result<Setup, String> {
             "orchestrator" if v == "zero-head" => s.zero_head = true,
             "replica" if v == "trust-resubscribe" => {
                 s.replica_mutation = Some(dbaas::core::replica::Mutation::TrustResubscribe)
+            }
+            "replica" if v == "forget-awaited" => {
+                s.replica_mutation = Some(dbaas::core::replica::Mutation::ForgetAwaited)
             }
             _ => return Err(format!("unknown setting {k}")),
         }

@@ -161,7 +161,10 @@ impl World {
             Effect::Log(Level::Warn | Level::Error, what) => {
                 self.log(format!("worker {id}: {what}"))
             }
-            Effect::Log(..) | Effect::Unavailable(_) => {}
+            Effect::Log(..) => {}
+            Effect::Unavailable(answers) => {
+                self.reads_unavailable(answers.into_iter().map(|(t, _)| t).collect())
+            }
             Effect::Serve(tokens) => self.served(id, &tokens),
             Effect::Consume(c) => {
                 if c == Consumer::Sync {

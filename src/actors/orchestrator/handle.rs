@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
 
 /// The wait between two tries of a request, doubling.
-const RETRY: Backoff = Backoff::new(5, 500);
+pub const REQUEST_RETRY: Backoff = Backoff::new(5, 500);
 
 /// What the HTTP layer holds: sends to the Orchestrator and retries what
 /// may be retried (no worker answered, a failover under way) until the
@@ -133,14 +133,14 @@ where
     Fut: Future<Output = std::result::Result<Result<T>, MailboxError>>,
 {
     let deadline = Instant::now() + within;
-    let mut wait = RETRY.first_wait();
+    let mut wait = REQUEST_RETRY.first_wait();
     loop {
         let result = attempt().await.map_err(mailbox).and_then(|r| r);
         match result {
             Err(e) if e.is_retryable() && Instant::now() + wait < deadline => {
                 tracing::debug!(error = %e, "retrying");
                 tokio::time::sleep(wait).await;
-                wait = RETRY.next_wait(wait);
+                wait = REQUEST_RETRY.next_wait(wait);
             }
             other => return other,
         }

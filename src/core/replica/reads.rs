@@ -225,6 +225,8 @@ impl ReplicaCore {
     /// gave up waiting (a read waits less than a gap is given, and the one
     /// asked again must not start the gap's clock afresh).
     pub(super) fn reads_wait(&self) -> bool {
-        self.awaited > self.applied || self.parked.iter().any(|p| p.min_seq > self.applied)
+        let kept = self.mutation != Some(super::Mutation::ForgetAwaited);
+        (kept && self.awaited > self.applied)
+            || self.parked.iter().any(|p| p.min_seq > self.applied)
     }
 }
