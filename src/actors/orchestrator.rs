@@ -87,13 +87,15 @@ impl Orchestrator {
             acks,
             acks_rx: Some(acks_rx),
             broker,
-            core: OrchestratorCore::new(cluster, epoch, seed).with_windows(
-                window("DBAAS_READ_WINDOW", crate::core::orchestrator::READ_WINDOW),
-                window(
-                    "DBAAS_WRITE_WINDOW",
-                    crate::core::orchestrator::WRITE_WINDOW,
-                ),
-            ),
+            core: OrchestratorCore::new(cluster, epoch, seed)
+                .with_windows(
+                    window("DBAAS_READ_WINDOW", crate::core::orchestrator::READ_WINDOW),
+                    window(
+                        "DBAAS_WRITE_WINDOW",
+                        crate::core::orchestrator::WRITE_WINDOW,
+                    ),
+                )
+                .weighing_writes(wire::encoded_len::<WriteRequest>),
             started: Instant::now(),
         }
     }

@@ -73,6 +73,12 @@ pub const WRITE_WINDOW: usize = 2;
 pub const READ_BATCH: usize = 256;
 /// Most writes in one batch.
 pub const WRITE_BATCH: usize = 256;
+/// Most bytes of writes in one batch (as the driver weighs them, see
+/// [`OrchestratorCore::weighing_writes`]): a batch is one broker message,
+/// and RabbitMQ refuses one past its limit (16 MiB by default), which
+/// would fail every write in it, again on every retry. A single write
+/// heavier than this goes alone.
+pub const WRITE_BATCH_BYTES: usize = 4 << 20;
 /// A batch unanswered this long (ms) no longer holds its place in the
 /// window.
 pub const SLOW_MS: u64 = 50;
@@ -119,6 +125,10 @@ struct Lane<T> {
     flying: BTreeMap<u64, Flight>,
     window: usize,
     most: usize,
+    /// Most bytes a batch holds (but for a single heavier request), as
+    /// `weigh` weighs each request.
+    most_bytes: usize,
+    weigh: fn(&T) -> usize,
 }
 
 impl<T> Lane<T> {
@@ -128,6 +138,8 @@ impl<T> Lane<T> {
             flying: BTreeMap::new(),
             window,
             most,
+            most_bytes: usize::MAX,
+            weigh: |_| 0,
         }
     }
 
@@ -252,6 +264,15 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
             },
             out: Vec::new(),
         }
+    }
+
+    /// The same core weighing each write with `weigh` (its bytes on the
+    /// wire, or near): a batch of writes holds at most
+    /// [`WRITE_BATCH_BYTES`] of them, but for a single heavier write.
+    pub fn weighing_writes(mut self, weigh: fn(&Q) -> usize) -> Self {
+        self.writes.weigh = weigh;
+        self.writes.most_bytes = WRITE_BATCH_BYTES;
+        self
     }
 
     /// The same core with other windows (at least one batch each).
@@ -651,16 +672,26 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
 }
 
 /// The requests of the next batch of `lane`: those waiting whose attempts
-/// still wait (not failed at their deadline meanwhile), at most a batch.
+/// still wait (not failed at their deadline meanwhile), at most a batch
+/// in number and in bytes (a first request heavier than a batch goes
+/// alone).
 fn take_batch<W, T>(lane: &mut Lane<T>, pending: &BTreeMap<u64, Attempt<W>>) -> Vec<(u64, T)> {
     let mut batch = Vec::new();
+    let mut bytes = 0usize;
     while batch.len() < lane.most {
         let Some((id, item)) = lane.waiting.pop_front() else {
             break;
         };
-        if pending.contains_key(&id) {
-            batch.push((id, item));
+        if !pending.contains_key(&id) {
+            continue;
         }
+        let weight = (lane.weigh)(&item);
+        if !batch.is_empty() && bytes.saturating_add(weight) > lane.most_bytes {
+            lane.waiting.push_front((id, item));
+            break;
+        }
+        bytes = bytes.saturating_add(weight);
+        batch.push((id, item));
     }
     batch
 }

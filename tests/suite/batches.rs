@@ -2,6 +2,7 @@
 //! to a reply, synced many to a message, over whichever broker a test
 //! file passes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dbaas::broker::faults::{Fault, FaultyBroker};
@@ -47,15 +48,25 @@ fn large_user(name: &str) -> WriteOp {
 
 /// A broker around `b` that refuses what is over [`MESSAGE_LIMIT`].
 fn limited(b: Arc<dyn Broker>) -> Arc<dyn Broker> {
+    limited_counting(b).0
+}
+
+/// [`limited`], and how many messages to `writeQ` it refused.
+fn limited_counting(b: Arc<dyn Broker>) -> (Arc<dyn Broker>, Arc<AtomicUsize>) {
+    let refused = Arc::new(AtomicUsize::new(0));
     let fb = FaultyBroker::new(b);
-    fb.on_publish(|_, msg| {
+    let count = refused.clone();
+    fb.on_publish(move |queue, msg| {
         if msg.body.len() > MESSAGE_LIMIT {
+            if queue == WRITE_Q {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
             Fault::Fail
         } else {
             Pass
         }
     });
-    Arc::new(fb)
+    (Arc::new(fb), refused)
 }
 
 use Fault::Pass;
@@ -67,7 +78,8 @@ use Fault::Pass;
 /// requests are retried together.
 pub async fn a_burst_of_large_writes_and_reads_stays_within_the_message_limit(b: Arc<dyn Broker>) {
     let dir = tempfile::tempdir().unwrap();
-    let c = cluster(&dir, 1, limited(b)).await;
+    let (b, refused) = limited_counting(b);
+    let c = cluster(&dir, 1, b).await;
     let names: Vec<String> = (0..CLIENTS).map(|i| format!("large{i}")).collect();
     let writes = names.iter().map(|n| {
         let o = c.orchestrator.clone();
@@ -79,6 +91,12 @@ pub async fn a_burst_of_large_writes_and_reads_stays_within_the_message_limit(b:
             panic!("the write of {name} failed: {e}");
         }
     }
+    // Not through retries: no batch of writes was ever over the limit.
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        0,
+        "batches of writes refused for their size"
+    );
     assert_eq!(
         read(&c, count_users()).await,
         ReadResult::Count(CLIENTS as u64)

@@ -476,6 +476,52 @@ fn a_batch_holds_at_most_its_size_and_writes_batch_like_reads() {
     assert_eq!(sent[0].2, crowd[WRITE_BATCH..].to_vec());
 }
 
+/// Writes weighed by their bytes: a batch holds at most
+/// [`WRITE_BATCH_BYTES`] of them (one broker message under its limit),
+/// and a single write heavier than that goes alone.
+#[test]
+fn a_batch_of_writes_holds_at_most_its_bytes_and_a_heavy_write_goes_alone() {
+    // A write's weight is its text's length.
+    let mut core = knowing(0).weighing_writes(|w: &&str| w.len());
+    core.reply(st(1), Reply::Leading, None, 0);
+    let firsts: Vec<u64> = (0..WRITE_WINDOW as u32)
+        .map(|i| write_now(&mut core, i, 0))
+        .collect();
+    // 64 writes of a quarter of the bound each, then one twice the bound.
+    let quarter: &'static str = "q".repeat(WRITE_BATCH_BYTES / 4).leak();
+    let heavy: &'static str = "h".repeat(WRITE_BATCH_BYTES * 2).leak();
+    let crowd: Vec<u64> = (0..8u32).map(|i| core.write(10 + i, quarter, 1)).collect();
+    let big = core.write(99, heavy, 1);
+    let tail = core.write(100, quarter, 1);
+    assert!(fx(&mut core).is_empty());
+    // Each batch answered whole frees its place for the next.
+    let mut batches: Vec<Vec<u64>> = Vec::new();
+    let mut to_answer: Vec<Vec<u64>> = firsts.iter().map(|f| vec![*f]).collect();
+    let mut seq = 0;
+    while !to_answer.is_empty() {
+        for id in to_answer.remove(0) {
+            seq += 1;
+            core.reply(st(1), acked(seq), Some(id), 2 + seq);
+        }
+        let sent: Vec<Vec<u64>> = writes_sent(&fx(&mut core))
+            .into_iter()
+            .map(|b| b.2)
+            .collect();
+        batches.extend(sent.iter().cloned());
+        to_answer.extend(sent);
+    }
+    assert_eq!(
+        batches,
+        vec![
+            crowd[..4].to_vec(),
+            crowd[4..].to_vec(),
+            vec![big],
+            vec![tail]
+        ],
+        "four quarters a batch; the heavy write alone"
+    );
+}
+
 #[test]
 fn a_slow_batch_gives_up_its_place_in_the_window() {
     let mut core = knowing(0);
