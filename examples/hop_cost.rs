@@ -1,7 +1,11 @@
 //! What the RideShare services' side of a read costs per request, timed in
 //! a loop on one thread: encoding the `db/read` body, decoding the
 //! orchestrator's answer (a ride's row), and a log call the filter leaves
-//! out, as every hop through the gateway pays them.
+//! out, as every hop through the gateway pays them; and what the
+//! orchestrator adds to each request: recording it in the last minute's
+//! traffic (one mutex and a histogram add; alone, and with a second
+//! thread recording too), and weighing a write for its batch (its encoded
+//! size, walked without allocating).
 //!
 //! ```sh
 //! cargo run --release --example hop_cost [ITERATIONS]
@@ -94,5 +98,41 @@ fn main() {
     });
     time("format! of an upstream URL (the gateway's)", n, || {
         format!("{}{}", "http://127.0.0.1:8082", "/api/v1/rides/4711")
+    });
+
+    let traffic = dbaas::actors::traffic::Traffic::default();
+    time("traffic: record a request (one thread)", n, || {
+        traffic.record(dbaas::actors::traffic::Kind::Read, 850, true)
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = {
+        let (traffic, stop) = (traffic.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                traffic.record(dbaas::actors::traffic::Kind::Write, 2_000, true);
+            }
+        })
+    };
+    time("traffic: record a request (another thread recording)", n, || {
+        traffic.record(dbaas::actors::traffic::Kind::Read, 850, true)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = other.join();
+
+    let write = dbaas::model::wire::WriteRequest {
+        request_id: 7,
+        epoch: 3,
+        op: dbaas::model::WriteOp::Insert {
+            table: "rides".into(),
+            row: reply.result.clone().into_rows().remove(0),
+        },
+        sent_ms: 1_767_225_600_000,
+    };
+    println!(
+        "a ride's write: {} bytes encoded",
+        dbaas::model::wire::encoded_len(&write)
+    );
+    time("weigh a write for its batch (wire::encoded_len)", n, || {
+        dbaas::model::wire::encoded_len(&write)
     });
 }

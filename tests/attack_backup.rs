@@ -1346,9 +1346,8 @@ async fn a_slave_cut_off_from_the_broker_through_a_restore_catches_up_to_the_res
         suite::rabbitmqctl(&["close_connection", name, "attack"]);
     }
     // rabbitmqctl may take longer than the server keeps an idle
-    // connection: a client of fresh connections, so that none is closed
-    // under a request.
-    let db = Http::new(&b.urls.orchestrator);
+    // connection: the client lets its idle connections go sooner, so the
+    // same client goes on (none is taken for a request as it closes).
     fill(&db, "gone", 20).await;
     let r = db.send("POST", RESTORE, Some(file.body)).await;
     assert_eq!(r.status, 200, "{}", r.text());
