@@ -113,9 +113,11 @@ fn main() {
             }
         })
     };
-    time("traffic: record a request (another thread recording)", n, || {
-        traffic.record(dbaas::actors::traffic::Kind::Read, 850, true)
-    });
+    time(
+        "traffic: record a request (another thread recording)",
+        n,
+        || traffic.record(dbaas::actors::traffic::Kind::Read, 850, true),
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = other.join();
 

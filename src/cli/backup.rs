@@ -47,7 +47,7 @@ type Result<T> = std::result::Result<T, String>;
 fn client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(TIMEOUT)
-        .pool_idle_timeout(crate::http::dbclient::IDLE_TIMEOUT)
+        .pool_idle_timeout(crate::model::HTTP_IDLE_TIMEOUT)
         .build()
         .map_err(|e| format!("http client: {e}"))
 }

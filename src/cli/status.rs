@@ -40,7 +40,7 @@ pub async fn fetch(http: &reqwest::Client, base: &str) -> Result<Value> {
 pub async fn run(args: StatusArgs) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
-        .pool_idle_timeout(crate::http::dbclient::IDLE_TIMEOUT)
+        .pool_idle_timeout(crate::model::HTTP_IDLE_TIMEOUT)
         .build()
         .map_err(|e| Error::Unavailable(format!("http client: {e}")))?;
     if args.json {

@@ -6,12 +6,9 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
 
-/// How long the services' HTTP clients keep an idle connection for the
-/// next request: under the 5 s for which our servers (actix's default)
-/// keep one open. A client that kept it longer could send a request on a
-/// connection the server is closing at that moment, and a request already
-/// written to it fails instead of being retried.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long the services' HTTP clients keep an idle connection (see
+/// [`crate::model::HTTP_IDLE_TIMEOUT`]).
+pub(crate) const IDLE_TIMEOUT: Duration = crate::model::HTTP_IDLE_TIMEOUT;
 
 /// An HTTP client of the orchestrator API. Cheap to clone: the clones
 /// share one pool of kept-alive connections (up to 256 idle), so every

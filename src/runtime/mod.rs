@@ -92,7 +92,7 @@ pub(crate) const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::fro
 pub(crate) fn control_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(CONTROL_TIMEOUT)
-        .pool_idle_timeout(crate::http::dbclient::IDLE_TIMEOUT)
+        .pool_idle_timeout(crate::model::HTTP_IDLE_TIMEOUT)
         .build()
         .unwrap_or_default()
 }
