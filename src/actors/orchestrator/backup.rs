@@ -105,11 +105,13 @@ impl OrchestratorHandle {
         let request_id = fastrand::u128(..);
         let sent_ms = crate::store::wall_clock_ms();
         let parts = Arc::new(parts);
-        let gate = self.gate.clone();
-        let (reply, _alone) = self
+        // Once taken, the gate is held through every try that follows (a
+        // try that failed may have been applied, its answer lost).
+        let alone = Arc::new(Alone::new(self.gate.clone()));
+        let reply = self
             .again(|broker, stamp, within| {
                 let parts = parts.clone();
-                let gate = gate.clone();
+                let alone = alone.clone();
                 async move {
                     let head = RestorePart {
                         request_id,
@@ -119,7 +121,7 @@ impl OrchestratorHandle {
                         parts: 0,
                         entries: Vec::new(),
                     };
-                    send_restore(broker.as_ref(), stamp, head, &parts, within, gate).await
+                    send_restore(broker.as_ref(), stamp, head, &parts, within, &alone).await
                 }
             })
             .await?;
@@ -235,31 +237,56 @@ async fn ask_backup(broker: &dyn Broker, stamp: Stamp, within: Duration) -> Resu
     }
 }
 
-/// Sends the parts of a restore, the last once `gate` is held alone
-/// (the master applies the restore with it); answers the master's reply
-/// and the gate, held.
+/// The writes' gate, taken alone by a restore once, then held until the
+/// restore is over.
+struct Alone {
+    gate: Arc<RwLock<()>>,
+    held: tokio::sync::Mutex<Option<OwnedRwLockWriteGuard<()>>>,
+}
+
+impl Alone {
+    fn new(gate: Arc<RwLock<()>>) -> Self {
+        Alone {
+            gate,
+            held: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Takes the gate alone (waiting for the writes under way, until
+    /// `until`), unless it is held already.
+    async fn take(&self, until: Instant) -> Result<()> {
+        let mut held = self.held.lock().await;
+        if held.is_none() {
+            let left = until.saturating_duration_since(Instant::now());
+            let guard = tokio::time::timeout(left, self.gate.clone().write_owned())
+                .await
+                .map_err(|_| Error::Unavailable("restore: writes under way did not end".into()))?;
+            *held = Some(guard);
+        }
+        Ok(())
+    }
+}
+
+/// Sends the parts of a restore, the last once the writes' gate is held
+/// alone (the master applies the restore with it); answers the master's
+/// reply.
 async fn send_restore(
     broker: &dyn Broker,
     stamp: Stamp,
     head: RestorePart,
     parts: &[Entries],
     within: Duration,
-    gate: Arc<RwLock<()>>,
-) -> Result<(WriteReply, OwnedRwLockWriteGuard<()>)> {
+    alone: &Alone,
+) -> Result<WriteReply> {
     let until = Instant::now() + within;
     let (queue, mut answers) = reply_queue(broker, "restore").await?;
     let count =
         u32::try_from(parts.len().max(1)).map_err(|_| Error::bad("a backup of too many parts"))?;
     let empty = [Vec::new()];
     let parts = if parts.is_empty() { &empty[..] } else { parts };
-    let mut alone = None;
     for (i, entries) in parts.iter().enumerate() {
         if i + 1 == parts.len() {
-            let left = until.saturating_duration_since(Instant::now());
-            let held = tokio::time::timeout(left, gate.clone().write_owned())
-                .await
-                .map_err(|_| Error::Unavailable("restore: writes under way did not end".into()))?;
-            alone = Some(held);
+            alone.take(until).await?;
         }
         let part = RestorePart {
             part: i as u32,
@@ -274,10 +301,9 @@ async fn send_restore(
         };
         broker.publish(WRITE_Q, msg).await?;
     }
-    let alone = alone.ok_or_else(|| Error::bad("a restore of no part"))?;
     loop {
         match next_reply(&mut answers, stamp, until, "restore").await? {
-            (_, Reply::Write(answer)) => return answer.map(|a| (a, alone)),
+            (_, Reply::Write(answer)) => return answer,
             _ => continue,
         }
     }
