@@ -30,6 +30,11 @@ use crate::store::{backup_entries, check_backup, wall_clock_ms};
 /// snapshot is, while it is checked and sent.
 pub const MAX_RESTORE_BYTES: usize = 1 << 30;
 
+/// What every restore upload under way may hold together, in KiB: one
+/// largest restore. Uploads at once beyond it are answered 503 (try
+/// again), rather than the orchestrator's memory growing with each.
+static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_RESTORE_BYTES >> 10);
+
 type State = web::Data<OrchestratorState>;
 
 /// Streams a backup of the database as it is now.
@@ -107,10 +112,11 @@ pub async fn db_restore(state: State, req: HttpRequest, payload: web::Payload) -
     if let Some(refused) = too_large(&req) {
         return refused;
     }
-    let bytes = match read_upload(payload).await {
-        Ok(b) => b,
-        Err(refused) => return refused,
-    };
+    let (bytes, _held) =
+        match read_upload(payload.map(|c| c.map_err(|e| e.to_string())), &UPLOADS).await {
+            Ok(b) => b,
+            Err(refused) => return refused,
+        };
     let restore = async {
         let (head, parts) = checked(&state, &bytes)?;
         drop(bytes);
@@ -155,9 +161,16 @@ fn too_large(req: &HttpRequest) -> Option<HttpResponse> {
     })
 }
 
-/// The body, up to [`MAX_RESTORE_BYTES`].
-async fn read_upload(mut payload: web::Payload) -> std::result::Result<Vec<u8>, HttpResponse> {
+/// The body, up to [`MAX_RESTORE_BYTES`], and what it holds of `budget`
+/// (KiB, taken as it comes: 503 once every upload under way together
+/// would hold more than the budget).
+async fn read_upload<'a>(
+    payload: impl futures::Stream<Item = std::result::Result<Bytes, String>>,
+    budget: &'a tokio::sync::Semaphore,
+) -> std::result::Result<(Vec<u8>, Option<tokio::sync::SemaphorePermit<'a>>), HttpResponse> {
+    let mut payload = std::pin::pin!(payload);
     let mut bytes = Vec::new();
+    let mut held: Option<tokio::sync::SemaphorePermit<'a>> = None;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| common::bad_request(format!("reading the upload: {e}")))?;
         if bytes.len() + chunk.len() > MAX_RESTORE_BYTES {
@@ -167,8 +180,22 @@ async fn read_upload(mut payload: web::Payload) -> std::result::Result<Vec<u8>, 
             ));
         }
         bytes.extend_from_slice(&chunk);
+        let want = (bytes.len() as u32).div_ceil(1024);
+        let have = held.as_ref().map_or(0, |p| p.num_permits() as u32);
+        if want > have {
+            let more = budget.try_acquire_many(want - have).map_err(|_| {
+                common::error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "restores under way hold all the memory restores may take; try again once they end",
+                )
+            })?;
+            match held.as_mut() {
+                Some(p) => p.merge(more),
+                None => held = Some(more),
+            }
+        }
     }
-    Ok(bytes)
+    Ok((bytes, held))
 }
 
 /// The backup, opened and checked against the schema (400 with the
@@ -202,4 +229,38 @@ fn probe(state: &OrchestratorState) -> Result<ReadOp> {
         table: table.name.clone(),
         filter: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` chunks of `size` bytes.
+    fn chunks(
+        n: usize,
+        size: usize,
+    ) -> impl futures::Stream<Item = std::result::Result<Bytes, String>> {
+        futures::stream::iter((0..n).map(move |_| Ok(Bytes::from(vec![0u8; size]))))
+    }
+
+    /// Uploads under way together hold at most the budget: one past it is
+    /// answered 503 and lets go of what it took; one that ends lets go of
+    /// all it held.
+    #[actix_web::test]
+    async fn uploads_together_hold_at_most_the_budget() {
+        let budget = tokio::sync::Semaphore::new(8);
+        let Ok((first, held)) = read_upload(chunks(5, 1024), &budget).await else {
+            panic!("the first upload fits");
+        };
+        assert_eq!(first.len(), 5 * 1024);
+        assert_eq!(budget.available_permits(), 3);
+        match read_upload(chunks(4, 1024), &budget).await {
+            Err(refused) => assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE),
+            Ok(_) => panic!("a second upload past the budget was taken"),
+        }
+        assert_eq!(budget.available_permits(), 3, "the refused one let go");
+        drop(held);
+        assert_eq!(budget.available_permits(), 8);
+        assert!(read_upload(chunks(4, 1024), &budget).await.is_ok());
+    }
 }
