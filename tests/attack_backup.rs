@@ -475,30 +475,45 @@ async fn a_backup_through_a_failover_holds_exactly_the_acknowledged_rows_to_its_
     }
 }
 
-/// Writers inserting fresh users until stopped; every acknowledged one
-/// with its seq.
+/// A write a writer sent: its seq if acknowledged (None: its outcome is
+/// unknown), its name, and when its answer came (a ticket of `clock`,
+/// shared with whatever else the test orders answers against).
+type Written = (Option<u64>, String, u64);
+
+/// Writers inserting fresh users until stopped; every write with its
+/// outcome and the ticket of its answer.
 fn writers(
     db: &Http,
     n: usize,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Vec<(u64, String)>>> {
+    clock: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<Vec<Written>>> {
     (0..n)
         .map(|w| {
-            let (db, stop) = (db.clone(), stop.clone());
+            let (db, stop, clock) = (db.clone(), stop.clone(), clock.clone());
             tokio::spawn(async move {
-                let mut acked = Vec::new();
+                let mut sent = Vec::new();
                 let mut i = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let name = format!("w{w}-{i}");
                     i += 1;
-                    if let Some(seq) = insert(&db, &name).await {
-                        acked.push((seq, name));
-                    }
+                    let seq = insert(&db, &name).await;
+                    let ticket = clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    sent.push((seq, name, ticket));
                 }
-                acked
+                sent
             })
         })
         .collect()
+}
+
+/// Every write the writers sent, once they end.
+async fn written(tasks: Vec<tokio::task::JoinHandle<Vec<Written>>>) -> Vec<Written> {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("a writer"));
+    }
+    all
 }
 
 /// A restore under concurrent writes is one step in the history: every
@@ -514,17 +529,18 @@ async fn restore_under_writes_is_one_step(system: Option<System>) {
     let db = Http::new(&b.urls.orchestrator);
     fill(&db, "old", 20).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let tasks = writers(&db, 3, &stop);
+    let tasks = writers(&db, 3, &stop, &Default::default());
     // Some writes before the restore, some after it.
     let r = db.send("POST", RESTORE, Some(file.body)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let at = r.json()["seq"].as_u64().expect("a seq");
     let more = fill(&db, "after", 20).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut acked = Vec::new();
-    for t in tasks {
-        acked.extend(t.await.expect("a writer"));
-    }
+    let acked: Vec<(u64, String)> = written(tasks)
+        .await
+        .into_iter()
+        .filter_map(|(seq, name, _)| Some((seq?, name)))
+        .collect();
     let mut want = restored;
     want.extend(more);
     want.extend(
@@ -785,7 +801,7 @@ async fn the_operators_view_answers_under_load_with_a_slave_paused() {
     signal(slave, libc::SIGSTOP);
     let _paused = Paused(slave);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let tasks = writers(&db, 3, &stop);
+    let tasks = writers(&db, 3, &stop, &Default::default());
     // Listed while its session lasts (the figure of the last round it
     // answered, at most half a second old), then dropped and replaced;
     // the view answers all along.
@@ -821,11 +837,8 @@ async fn the_operators_view_answers_under_load_with_a_slave_paused() {
         assert!(out.status.success(), "{out:?}");
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut acked = 0;
-    for t in tasks {
-        acked += t.await.expect("a writer").len();
-    }
-    assert!(acked > 0, "writes went on");
+    let acked = written(tasks).await;
+    assert!(acked.iter().any(|w| w.0.is_some()), "writes went on");
 }
 
 /// With sessions long enough that a paused slave stays a member (it is
@@ -1554,15 +1567,108 @@ async fn a_restore_is_acknowledged_only_once_a_replica_holds_it_and_survives_the
     let r = restore.await.expect("the restore's answer");
     assert_eq!(r.status, 200, "{}", r.text());
     want.extend(fill(&db, "after", 10).await);
-    // The master's disk lost: its store deleted while it is stopped, then
-    // the process killed (it starts again over an empty store).
-    let id = id_of(&db, master).await;
-    signal(master, libc::SIGSTOP);
-    let store = dbaas::runtime::worker_dir(&b.data_dir().join("workers"), id);
-    std::fs::remove_dir_all(&store).unwrap_or_else(|e| panic!("{}: {e}", store.display()));
-    signal(master, libc::SIGKILL);
+    lose_the_disk(&b, &db, master).await;
     drop(paused);
     assert_eq!(users(&db, "strong").await, want);
+    want.extend(fill(&db, "later", 5).await);
+    every_replica_holds(&db, &want, 12, Duration::from_secs(90)).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
+
+/// The disk of worker `pid` lost: its store deleted while it is stopped,
+/// then the process killed (it starts again over an empty store).
+async fn lose_the_disk(system: &System, db: &Http, pid: u64) {
+    let id = id_of(db, pid).await;
+    signal(pid, libc::SIGSTOP);
+    let store = dbaas::runtime::worker_dir(&system.data_dir().join("workers"), id);
+    std::fs::remove_dir_all(&store).unwrap_or_else(|e| panic!("{}: {e}", store.display()));
+    signal(pid, libc::SIGKILL);
+}
+
+/// Every slave paused, a restore: the master applies it and it waits for
+/// a replica to install it; writers start then, and one slave is resumed.
+/// No write is acknowledged before the restore is, each one acknowledged
+/// is ordered after it, and all of them survive the master lost with its
+/// disk (a write whose outcome is unknown is there or not, nothing else).
+#[tokio::test]
+async fn writes_sent_while_a_restore_awaits_a_replica_are_acknowledged_after_it_and_survive_the_masters_disk(
+) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use std::sync::Arc;
+    let Some(b) = start_processes(&["--slaves", "2"]) else {
+        return;
+    };
+    let _log = LogOnFailure(&b);
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let mut want = fill(&db_a, "new", 30).await;
+    let file = db_a.get(BACKUP).await;
+    assert_eq!(file.status, 200, "{}", file.text());
+    let db = Http::new(&b.urls.orchestrator);
+    let master = settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let before = applied_of(&db, master).await.expect("the master's seq");
+    let slaves = pids(&db, "slave").await;
+    for &s in &slaves {
+        signal(s, libc::SIGSTOP);
+    }
+    let mut paused: Vec<Paused> = slaves.iter().map(|&s| Paused(s)).collect();
+    let clock = Arc::new(AtomicU64::new(0));
+    let restore = tokio::spawn({
+        let (db, clock) = (db.clone(), clock.clone());
+        async move {
+            let r = db.send("POST", RESTORE, Some(file.body)).await;
+            (r, clock.fetch_add(1, SeqCst))
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while applied_of(&db, master).await.unwrap_or(0) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the master did not apply the restore"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !restore.is_finished(),
+        "a restore was answered while only the master's store held it"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = writers(&db, 4, &stop, &clock);
+    drop(paused.remove(0));
+    let (r, restored) = restore.await.expect("the restore's answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let at = r.json()["seq"].as_u64().expect("a seq");
+    want.extend(fill(&db, "after", 10).await);
+    stop.store(true, SeqCst);
+    let sent = written(tasks).await;
+    let mut unknown = BTreeSet::new();
+    for (seq, name, answered) in sent {
+        let Some(seq) = seq else {
+            unknown.insert(name);
+            continue;
+        };
+        assert!(
+            seq > at,
+            "{name}, sent after the restore at {at} was applied, acknowledged at {seq}"
+        );
+        assert!(
+            answered > restored,
+            "{name} acknowledged (at {seq}) before the restore (at {at}) was"
+        );
+        want.insert(name);
+    }
+    lose_the_disk(&b, &db, master).await;
+    drop(paused);
+    let got = users(&db, "strong").await;
+    assert!(
+        want.is_subset(&got) && got.difference(&want).all(|n| unknown.contains(n)),
+        "restored at {at}; missing {:?}, extra {:?}",
+        want.difference(&got).take(5).collect::<Vec<_>>(),
+        got.difference(&want).filter(|n| !unknown.contains(*n)).take(5).collect::<Vec<_>>()
+    );
+    want.extend(got.intersection(&unknown).cloned().collect::<Vec<_>>());
     want.extend(fill(&db, "later", 5).await);
     every_replica_holds(&db, &want, 12, Duration::from_secs(90)).await;
     let log = b.log();
