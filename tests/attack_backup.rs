@@ -12,6 +12,8 @@ mod common;
 mod suite;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Http, System};
@@ -1594,17 +1596,11 @@ async fn lose_the_disk(system: &System, db: &Http, pid: u64) {
 #[tokio::test]
 async fn writes_sent_while_a_restore_awaits_a_replica_are_acknowledged_after_it_and_survive_the_masters_disk(
 ) {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-    use std::sync::Arc;
     let Some(b) = start_processes(&["--slaves", "2"]) else {
         return;
     };
     let _log = LogOnFailure(&b);
-    let a = System::start();
-    let db_a = Http::new(&a.urls.orchestrator);
-    let mut want = fill(&db_a, "new", 30).await;
-    let file = db_a.get(BACKUP).await;
-    assert_eq!(file.status, 200, "{}", file.text());
+    let (want, file) = a_backup_of("new", 30).await;
     let db = Http::new(&b.urls.orchestrator);
     let master = settled(&db, 2).await;
     fill(&db, "old", 20).await;
@@ -1615,13 +1611,7 @@ async fn writes_sent_while_a_restore_awaits_a_replica_are_acknowledged_after_it_
     }
     let mut paused: Vec<Paused> = slaves.iter().map(|&s| Paused(s)).collect();
     let clock = Arc::new(AtomicU64::new(0));
-    let restore = tokio::spawn({
-        let (db, clock) = (db.clone(), clock.clone());
-        async move {
-            let r = db.send("POST", RESTORE, Some(file.body)).await;
-            (r, clock.fetch_add(1, SeqCst))
-        }
-    });
+    let restore = restoring(&db, file, &clock);
     let deadline = Instant::now() + Duration::from_secs(30);
     while applied_of(&db, master).await.unwrap_or(0) <= before {
         assert!(
@@ -1640,37 +1630,202 @@ async fn writes_sent_while_a_restore_awaits_a_replica_are_acknowledged_after_it_
     let (r, restored) = restore.await.expect("the restore's answer");
     assert_eq!(r.status, 200, "{}", r.text());
     let at = r.json()["seq"].as_u64().expect("a seq");
-    want.extend(fill(&db, "after", 10).await);
+    let mut more = fill(&db, "after", 10).await;
     stop.store(true, SeqCst);
     let sent = written(tasks).await;
-    let mut unknown = BTreeSet::new();
-    for (seq, name, answered) in sent {
-        let Some(seq) = seq else {
-            unknown.insert(name);
-            continue;
-        };
-        assert!(
-            seq > at,
-            "{name}, sent after the restore at {at} was applied, acknowledged at {seq}"
-        );
-        assert!(
-            answered > restored,
-            "{name} acknowledged (at {seq}) before the restore (at {at}) was"
-        );
-        want.insert(name);
-    }
+    assert!(
+        sent.iter().all(|(seq, _, _)| seq.map_or(true, |s| s > at)),
+        "a write sent after the restore at {at} was applied, acknowledged before it: {:?}",
+        sent.iter()
+            .filter(|w| w.0.is_some_and(|s| s <= at))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    more.extend(acknowledged_after(&sent, at, restored));
     lose_the_disk(&b, &db, master).await;
     drop(paused);
-    let got = users(&db, "strong").await;
+    they_hold(&db, want, more, &sent, at).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
+
+/// The rows of `n` users `prefix0..`, written on a system of their own,
+/// and its backup.
+async fn a_backup_of(prefix: &str, n: usize) -> (BTreeSet<String>, common::Resp) {
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let rows = fill(&db_a, prefix, n).await;
+    let file = db_a.get(BACKUP).await;
+    assert_eq!(file.status, 200, "{}", file.text());
+    (rows, file)
+}
+
+/// `file` restored on `db`, its answer with the ticket of `clock` it came
+/// at.
+fn restoring(
+    db: &Http,
+    file: common::Resp,
+    clock: &Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<(common::Resp, u64)> {
+    let (db, clock) = (db.clone(), clock.clone());
+    tokio::spawn(async move {
+        let r = db.send("POST", RESTORE, Some(file.body)).await;
+        (r, clock.fetch_add(1, SeqCst))
+    })
+}
+
+/// The writes acknowledged after a restore at `at`, answered at ticket
+/// `restored`, checked: each one ordered after the restore was answered
+/// after it (none is acknowledged past a restore the master's store
+/// alone may hold).
+fn acknowledged_after(sent: &[Written], at: u64, restored: u64) -> Vec<String> {
+    let early: Vec<_> = sent
+        .iter()
+        .filter(|(seq, _, answered)| seq.is_some_and(|s| s > at) && *answered < restored)
+        .collect();
     assert!(
-        want.is_subset(&got) && got.difference(&want).all(|n| unknown.contains(n)),
-        "restored at {at}; missing {:?}, extra {:?}",
+        early.is_empty(),
+        "{} writes ordered after the restore at {at} acknowledged before it was: {:?}",
+        early.len(),
+        early.iter().take(5).collect::<Vec<_>>()
+    );
+    sent.iter()
+        .filter(|(seq, _, _)| seq.is_some_and(|s| s > at))
+        .map(|(_, name, _)| name.clone())
+        .collect()
+}
+
+/// A strong read holds the `restored` rows and every one of `more`
+/// (written after the restore at `at`), and of the writes `sent` nothing
+/// else than those whose outcome is unknown; then every replica comes to
+/// the same, writes after it included.
+async fn they_hold(
+    db: &Http,
+    restored: BTreeSet<String>,
+    more: BTreeSet<String>,
+    sent: &[Written],
+    at: u64,
+) {
+    let mut want = restored;
+    want.extend(more);
+    let unknown: BTreeSet<String> = sent
+        .iter()
+        .filter(|w| w.0.is_none())
+        .map(|w| w.1.clone())
+        .collect();
+    let got = users(db, "strong").await;
+    let extra: Vec<_> = got
+        .difference(&want)
+        .filter(|n| !unknown.contains(*n))
+        .take(5)
+        .collect();
+    assert!(
+        want.is_subset(&got) && extra.is_empty(),
+        "restored at {at}; missing {:?}, extra {extra:?}",
         want.difference(&got).take(5).collect::<Vec<_>>(),
-        got.difference(&want).filter(|n| !unknown.contains(*n)).take(5).collect::<Vec<_>>()
     );
     want.extend(got.intersection(&unknown).cloned().collect::<Vec<_>>());
-    want.extend(fill(&db, "later", 5).await);
-    every_replica_holds(&db, &want, 12, Duration::from_secs(90)).await;
+    want.extend(fill(db, "later", 5).await);
+    every_replica_holds(db, &want, 12, Duration::from_secs(90)).await;
+}
+
+/// The virtual host of the broker connection `name` (as
+/// [`broker_connections`] names it).
+fn vhost_of(name: &str) -> String {
+    let listed = suite::rabbitmqctl(&["list_connections", "-q", "pid", "vhost"]);
+    listed
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.rsplit_once('\t')?;
+            (n.trim() == name).then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("the connection {name} in {listed}"))
+}
+
+/// The messages ready in `queue` of `vhost`.
+fn ready_in(vhost: &str, queue: &str) -> u64 {
+    suite::rabbitmqctl(&[
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "-p",
+        vhost,
+        "name",
+        "messages",
+    ])
+    .lines()
+    .find_map(|l| {
+        let (n, m) = l.split_once('\t')?;
+        (n == queue).then(|| m.trim().parse().ok())?
+    })
+    .unwrap_or(0)
+}
+
+/// The master and every slave paused, a restore sent: its parts wait in
+/// the write queue, and the restore holds the orchestrator's gate alone.
+/// Writers start (they wait at the gate); the orchestrator's broker
+/// connections are closed, so that the master's answer cannot reach it
+/// and it sends the restore again. Then the master resumes (it applies
+/// the restore, and answers the second sending as the first) and one
+/// slave: no write ordered after the restore is acknowledged before it
+/// (meanwhile only the master's store holds it), and everything
+/// acknowledged survives the master lost with its disk.
+#[tokio::test]
+async fn writes_never_pass_a_restore_sent_again_after_the_orchestrator_lost_its_broker() {
+    let Some(b) = start_processes_with_session(Duration::from_secs(30), &["--slaves", "2"]) else {
+        return;
+    };
+    let _log = LogOnFailure(&b);
+    let (want, file) = a_backup_of("new", 30).await;
+    let db = Http::new(&b.urls.orchestrator);
+    let master = settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let connections = broker_connections(u64::from(b.pid()));
+    assert!(!connections.is_empty(), "the orchestrator's connections");
+    let vhost = vhost_of(&connections[0]);
+    let slaves = pids(&db, "slave").await;
+    let mut paused: Vec<Paused> = slaves
+        .iter()
+        .chain([&master])
+        .map(|&s| {
+            signal(s, libc::SIGSTOP);
+            Paused(s)
+        })
+        .collect();
+    let clock = Arc::new(AtomicU64::new(0));
+    let restore = restoring(&db, file, &clock);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready_in(&vhost, dbaas::broker::WRITE_Q) == 0 {
+        assert!(Instant::now() < deadline, "the restore was not sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = writers(&db, 4, &stop, &clock);
+    for name in &connections {
+        suite::rabbitmqctl(&["close_connection", name, "attack"]);
+    }
+    // The master resumes once the orchestrator has seen its answers end
+    // (the restore is sent again; the master's first answer is lost).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.log().contains("restore: the answers ended") {
+        assert!(
+            Instant::now() < deadline,
+            "the orchestrator did not see its answers end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(paused.pop()); // the master
+    drop(paused.remove(0));
+    let (r, restored) = restore.await.expect("the restore's answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let at = r.json()["seq"].as_u64().expect("a seq");
+    let mut more = fill(&db, "after", 10).await;
+    stop.store(true, SeqCst);
+    let sent = written(tasks).await;
+    more.extend(acknowledged_after(&sent, at, restored));
+    lose_the_disk(&b, &db, master).await;
+    drop(paused);
+    they_hold(&db, want, more, &sent, at).await;
     let log = b.log();
     assert!(!log.contains("panicked"), "a panic:\n{log}");
 }
