@@ -105,8 +105,16 @@ impl OrchestratorHandle {
         let request_id = fastrand::u128(..);
         let sent_ms = crate::store::wall_clock_ms();
         let parts = Arc::new(parts);
-        let gate = self.gate.clone();
-        let (reply, _alone) = self
+        // Once taken, the gate stays held through the tries that follow:
+        // a try that failed after its last part was sent (its answers
+        // lost with a broker connection) may have been applied, and a
+        // write let through between two tries would then be acknowledged
+        // past a restore that the master's store alone holds.
+        let gate = Held {
+            gate: self.gate.clone(),
+            held: Arc::default(),
+        };
+        let reply = self
             .again(|broker, stamp, within| {
                 let parts = parts.clone();
                 let gate = gate.clone();
@@ -123,6 +131,7 @@ impl OrchestratorHandle {
                 }
             })
             .await?;
+        let _alone = gate.held.lock().await.take();
         let _ = self.addr().send(Acknowledged(reply.seq)).await;
         let left = BACKUP_DEADLINE.saturating_sub(began.elapsed());
         let confirmed = super::handle::retry(left, || {
@@ -235,31 +244,43 @@ async fn ask_backup(broker: &dyn Broker, stamp: Stamp, within: Duration) -> Resu
     }
 }
 
+/// The orchestrator's gate, and the restore's hold on it once taken
+/// (kept from one try to the next).
+#[derive(Clone)]
+struct Held {
+    gate: Arc<RwLock<()>>,
+    held: Arc<tokio::sync::Mutex<Option<OwnedRwLockWriteGuard<()>>>>,
+}
+
 /// Sends the parts of a restore, the last once `gate` is held alone
-/// (the master applies the restore with it); answers the master's reply
-/// and the gate, held.
+/// (the master applies the restore with it; it stays held in `gate`
+/// whatever the answer); answers the master's reply.
 async fn send_restore(
     broker: &dyn Broker,
     stamp: Stamp,
     head: RestorePart,
     parts: &[Entries],
     within: Duration,
-    gate: Arc<RwLock<()>>,
-) -> Result<(WriteReply, OwnedRwLockWriteGuard<()>)> {
+    gate: Held,
+) -> Result<WriteReply> {
     let until = Instant::now() + within;
     let (queue, mut answers) = reply_queue(broker, "restore").await?;
     let count =
         u32::try_from(parts.len().max(1)).map_err(|_| Error::bad("a backup of too many parts"))?;
     let empty = [Vec::new()];
     let parts = if parts.is_empty() { &empty[..] } else { parts };
-    let mut alone = None;
     for (i, entries) in parts.iter().enumerate() {
         if i + 1 == parts.len() {
-            let left = until.saturating_duration_since(Instant::now());
-            let held = tokio::time::timeout(left, gate.clone().write_owned())
-                .await
-                .map_err(|_| Error::Unavailable("restore: writes under way did not end".into()))?;
-            alone = Some(held);
+            let mut held = gate.held.lock().await;
+            if held.is_none() {
+                let left = until.saturating_duration_since(Instant::now());
+                let alone = tokio::time::timeout(left, gate.gate.clone().write_owned())
+                    .await
+                    .map_err(|_| {
+                        Error::Unavailable("restore: writes under way did not end".into())
+                    })?;
+                *held = Some(alone);
+            }
         }
         let part = RestorePart {
             part: i as u32,
@@ -274,10 +295,9 @@ async fn send_restore(
         };
         broker.publish(WRITE_Q, msg).await?;
     }
-    let alone = alone.ok_or_else(|| Error::bad("a restore of no part"))?;
     loop {
         match next_reply(&mut answers, stamp, until, "restore").await? {
-            (_, Reply::Write(answer)) => return answer.map(|a| (a, alone)),
+            (_, Reply::Write(answer)) => return answer,
             _ => continue,
         }
     }
