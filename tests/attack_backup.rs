@@ -1829,3 +1829,69 @@ async fn writes_never_pass_a_restore_sent_again_after_the_orchestrator_lost_its_
     let log = b.log();
     assert!(!log.contains("panicked"), "a panic:\n{log}");
 }
+
+/// Every slave paused through a restore; one resumed installs it, and
+/// the restore is acknowledged, then `writes` writes after it. Then that
+/// slave is killed once it has applied them all (it starts again over its
+/// store), the master is lost with its disk and the other slave (which
+/// never installed the restore) resumed: the store that leads holds the
+/// restore and every write after it.
+async fn the_installer_killed_and_the_masters_disk_lost(writes: usize) {
+    let Some(b) = start_processes(&["--slaves", "2"]) else {
+        return;
+    };
+    let _log = LogOnFailure(&b);
+    let (restored, file) = a_backup_of("new", 30).await;
+    let db = Http::new(&b.urls.orchestrator);
+    let master = settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let before = applied_of(&db, master).await.expect("the master's seq");
+    let slaves = pids(&db, "slave").await;
+    for &s in &slaves {
+        signal(s, libc::SIGSTOP);
+    }
+    let mut paused: Vec<Paused> = slaves.iter().map(|&s| Paused(s)).collect();
+    let restore = restoring(&db, file, &Arc::default());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while applied_of(&db, master).await.unwrap_or(0) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the master did not apply the restore"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let installing = paused.remove(0).0;
+    let (r, _) = restore.await.expect("the restore's answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let at = r.json()["seq"].as_u64().expect("a seq");
+    let after = fill(&db, "after", writes).await;
+    let top = applied_of(&db, master).await.expect("the master's seq");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while applied_of(&db, installing).await.unwrap_or(0) < top {
+        assert!(Instant::now() < deadline, "the slave did not apply {top}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(installing, libc::SIGKILL);
+    lose_the_disk(&b, &db, master).await;
+    drop(paused);
+    they_hold(&db, restored, after, &[], at).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
+
+#[tokio::test]
+async fn the_slave_that_installed_a_restore_killed_right_after_it_and_the_masters_disk_lost_keep_it(
+) {
+    the_installer_killed_and_the_masters_disk_lost(0).await;
+}
+
+/// Fails: a slave acknowledges a sync to the broker before its store is
+/// flushed, so the last writes it applied are gone when it is killed;
+/// with the master's disk lost as well, no store holds them. (Losing a
+/// disk is beyond the promises, which keep the stores of killed workers;
+/// only a restore's install is flushed.)
+#[tokio::test]
+#[ignore = "an acknowledged write is lost: the slave's applied writes are not flushed before their syncs are acknowledged"]
+async fn writes_after_a_restore_survive_its_installer_killed_and_the_masters_disk_lost() {
+    the_installer_killed_and_the_masters_disk_lost(10).await;
+}
