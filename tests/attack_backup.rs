@@ -12,6 +12,8 @@ mod common;
 mod suite;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Http, System};
@@ -475,30 +477,45 @@ async fn a_backup_through_a_failover_holds_exactly_the_acknowledged_rows_to_its_
     }
 }
 
-/// Writers inserting fresh users until stopped; every acknowledged one
-/// with its seq.
+/// A write a writer sent: its seq if acknowledged (None: its outcome is
+/// unknown), its name, and when its answer came (a ticket of `clock`,
+/// shared with whatever else the test orders answers against).
+type Written = (Option<u64>, String, u64);
+
+/// Writers inserting fresh users until stopped; every write with its
+/// outcome and the ticket of its answer.
 fn writers(
     db: &Http,
     n: usize,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Vec<(u64, String)>>> {
+    clock: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<Vec<Written>>> {
     (0..n)
         .map(|w| {
-            let (db, stop) = (db.clone(), stop.clone());
+            let (db, stop, clock) = (db.clone(), stop.clone(), clock.clone());
             tokio::spawn(async move {
-                let mut acked = Vec::new();
+                let mut sent = Vec::new();
                 let mut i = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let name = format!("w{w}-{i}");
                     i += 1;
-                    if let Some(seq) = insert(&db, &name).await {
-                        acked.push((seq, name));
-                    }
+                    let seq = insert(&db, &name).await;
+                    let ticket = clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    sent.push((seq, name, ticket));
                 }
-                acked
+                sent
             })
         })
         .collect()
+}
+
+/// Every write the writers sent, once they end.
+async fn written(tasks: Vec<tokio::task::JoinHandle<Vec<Written>>>) -> Vec<Written> {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("a writer"));
+    }
+    all
 }
 
 /// A restore under concurrent writes is one step in the history: every
@@ -514,17 +531,18 @@ async fn restore_under_writes_is_one_step(system: Option<System>) {
     let db = Http::new(&b.urls.orchestrator);
     fill(&db, "old", 20).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let tasks = writers(&db, 3, &stop);
+    let tasks = writers(&db, 3, &stop, &Default::default());
     // Some writes before the restore, some after it.
     let r = db.send("POST", RESTORE, Some(file.body)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let at = r.json()["seq"].as_u64().expect("a seq");
     let more = fill(&db, "after", 20).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut acked = Vec::new();
-    for t in tasks {
-        acked.extend(t.await.expect("a writer"));
-    }
+    let acked: Vec<(u64, String)> = written(tasks)
+        .await
+        .into_iter()
+        .filter_map(|(seq, name, _)| Some((seq?, name)))
+        .collect();
     let mut want = restored;
     want.extend(more);
     want.extend(
@@ -785,7 +803,7 @@ async fn the_operators_view_answers_under_load_with_a_slave_paused() {
     signal(slave, libc::SIGSTOP);
     let _paused = Paused(slave);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let tasks = writers(&db, 3, &stop);
+    let tasks = writers(&db, 3, &stop, &Default::default());
     // Listed while its session lasts (the figure of the last round it
     // answered, at most half a second old), then dropped and replaced;
     // the view answers all along.
@@ -821,11 +839,8 @@ async fn the_operators_view_answers_under_load_with_a_slave_paused() {
         assert!(out.status.success(), "{out:?}");
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut acked = 0;
-    for t in tasks {
-        acked += t.await.expect("a writer").len();
-    }
-    assert!(acked > 0, "writes went on");
+    let acked = written(tasks).await;
+    assert!(acked.iter().any(|w| w.0.is_some()), "writes went on");
 }
 
 /// With sessions long enough that a paused slave stays a member (it is
@@ -1554,17 +1569,334 @@ async fn a_restore_is_acknowledged_only_once_a_replica_holds_it_and_survives_the
     let r = restore.await.expect("the restore's answer");
     assert_eq!(r.status, 200, "{}", r.text());
     want.extend(fill(&db, "after", 10).await);
-    // The master's disk lost: its store deleted while it is stopped, then
-    // the process killed (it starts again over an empty store).
-    let id = id_of(&db, master).await;
-    signal(master, libc::SIGSTOP);
-    let store = dbaas::runtime::worker_dir(&b.data_dir().join("workers"), id);
-    std::fs::remove_dir_all(&store).unwrap_or_else(|e| panic!("{}: {e}", store.display()));
-    signal(master, libc::SIGKILL);
+    lose_the_disk(&b, &db, master).await;
     drop(paused);
     assert_eq!(users(&db, "strong").await, want);
     want.extend(fill(&db, "later", 5).await);
     every_replica_holds(&db, &want, 12, Duration::from_secs(90)).await;
     let log = b.log();
     assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
+
+/// The disk of worker `pid` lost: its store deleted while it is stopped,
+/// then the process killed (it starts again over an empty store).
+async fn lose_the_disk(system: &System, db: &Http, pid: u64) {
+    let id = id_of(db, pid).await;
+    signal(pid, libc::SIGSTOP);
+    let store = dbaas::runtime::worker_dir(&system.data_dir().join("workers"), id);
+    std::fs::remove_dir_all(&store).unwrap_or_else(|e| panic!("{}: {e}", store.display()));
+    signal(pid, libc::SIGKILL);
+}
+
+/// Every slave paused, a restore: the master applies it and it waits for
+/// a replica to install it; writers start then, and one slave is resumed.
+/// No write is acknowledged before the restore is, each one acknowledged
+/// is ordered after it, and all of them survive the master lost with its
+/// disk (a write whose outcome is unknown is there or not, nothing else).
+#[tokio::test]
+async fn writes_sent_while_a_restore_awaits_a_replica_are_acknowledged_after_it_and_survive_the_masters_disk(
+) {
+    let Some(b) = start_processes(&["--slaves", "2"]) else {
+        return;
+    };
+    let _log = LogOnFailure(&b);
+    let (want, file) = a_backup_of("new", 30).await;
+    let db = Http::new(&b.urls.orchestrator);
+    let master = settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let before = applied_of(&db, master).await.expect("the master's seq");
+    let slaves = pids(&db, "slave").await;
+    for &s in &slaves {
+        signal(s, libc::SIGSTOP);
+    }
+    let mut paused: Vec<Paused> = slaves.iter().map(|&s| Paused(s)).collect();
+    let clock = Arc::new(AtomicU64::new(0));
+    let restore = restoring(&db, file, &clock);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while applied_of(&db, master).await.unwrap_or(0) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the master did not apply the restore"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !restore.is_finished(),
+        "a restore was answered while only the master's store held it"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = writers(&db, 4, &stop, &clock);
+    drop(paused.remove(0));
+    let (r, restored) = restore.await.expect("the restore's answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let at = r.json()["seq"].as_u64().expect("a seq");
+    let mut more = fill(&db, "after", 10).await;
+    stop.store(true, SeqCst);
+    let sent = written(tasks).await;
+    assert!(
+        sent.iter().all(|(seq, _, _)| seq.is_none_or(|s| s > at)),
+        "a write sent after the restore at {at} was applied, acknowledged before it: {:?}",
+        sent.iter()
+            .filter(|w| w.0.is_some_and(|s| s <= at))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    more.extend(acknowledged_after(&sent, at, restored));
+    lose_the_disk(&b, &db, master).await;
+    drop(paused);
+    they_hold(&db, want, more, &sent, at).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
+
+/// The rows of `n` users `prefix0..`, written on a system of their own,
+/// and its backup.
+async fn a_backup_of(prefix: &str, n: usize) -> (BTreeSet<String>, common::Resp) {
+    let a = System::start();
+    let db_a = Http::new(&a.urls.orchestrator);
+    let rows = fill(&db_a, prefix, n).await;
+    let file = db_a.get(BACKUP).await;
+    assert_eq!(file.status, 200, "{}", file.text());
+    (rows, file)
+}
+
+/// `file` restored on `db`, its answer with the ticket of `clock` it came
+/// at.
+fn restoring(
+    db: &Http,
+    file: common::Resp,
+    clock: &Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<(common::Resp, u64)> {
+    let (db, clock) = (db.clone(), clock.clone());
+    tokio::spawn(async move {
+        let r = db.send("POST", RESTORE, Some(file.body)).await;
+        (r, clock.fetch_add(1, SeqCst))
+    })
+}
+
+/// The writes acknowledged after a restore at `at`, answered at ticket
+/// `restored`, checked: each one ordered after the restore was answered
+/// after it (none is acknowledged past a restore the master's store
+/// alone may hold).
+fn acknowledged_after(sent: &[Written], at: u64, restored: u64) -> Vec<String> {
+    let early: Vec<_> = sent
+        .iter()
+        .filter(|(seq, _, answered)| seq.is_some_and(|s| s > at) && *answered < restored)
+        .collect();
+    assert!(
+        early.is_empty(),
+        "{} writes ordered after the restore at {at} acknowledged before it was: {:?}",
+        early.len(),
+        early.iter().take(5).collect::<Vec<_>>()
+    );
+    sent.iter()
+        .filter(|(seq, _, _)| seq.is_some_and(|s| s > at))
+        .map(|(_, name, _)| name.clone())
+        .collect()
+}
+
+/// A strong read holds the `restored` rows and every one of `more`
+/// (written after the restore at `at`), and of the writes `sent` nothing
+/// else than those whose outcome is unknown; then every replica comes to
+/// the same, writes after it included.
+async fn they_hold(
+    db: &Http,
+    restored: BTreeSet<String>,
+    more: BTreeSet<String>,
+    sent: &[Written],
+    at: u64,
+) {
+    let mut want = restored;
+    want.extend(more);
+    let unknown: BTreeSet<String> = sent
+        .iter()
+        .filter(|w| w.0.is_none())
+        .map(|w| w.1.clone())
+        .collect();
+    let got = users(db, "strong").await;
+    let extra: Vec<_> = got
+        .difference(&want)
+        .filter(|n| !unknown.contains(*n))
+        .take(5)
+        .collect();
+    assert!(
+        want.is_subset(&got) && extra.is_empty(),
+        "restored at {at}; missing {:?}, extra {extra:?}",
+        want.difference(&got).take(5).collect::<Vec<_>>(),
+    );
+    want.extend(got.intersection(&unknown).cloned().collect::<Vec<_>>());
+    want.extend(fill(db, "later", 5).await);
+    every_replica_holds(db, &want, 12, Duration::from_secs(90)).await;
+}
+
+/// The virtual host of the broker connection `name` (as
+/// [`broker_connections`] names it).
+fn vhost_of(name: &str) -> String {
+    let listed = suite::rabbitmqctl(&["list_connections", "-q", "pid", "vhost"]);
+    listed
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.rsplit_once('\t')?;
+            (n.trim() == name).then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("the connection {name} in {listed}"))
+}
+
+/// The messages ready in `queue` of `vhost`.
+fn ready_in(vhost: &str, queue: &str) -> u64 {
+    suite::rabbitmqctl(&[
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "-p",
+        vhost,
+        "name",
+        "messages",
+    ])
+    .lines()
+    .find_map(|l| {
+        let (n, m) = l.split_once('\t')?;
+        (n == queue).then(|| m.trim().parse().ok())?
+    })
+    .unwrap_or(0)
+}
+
+/// The master and every slave paused, a restore sent: its parts wait in
+/// the write queue, and the restore holds the orchestrator's gate alone.
+/// Writers start (they wait at the gate); the orchestrator's broker
+/// connections are closed, so that the master's answer cannot reach it
+/// and it sends the restore again. Then the master resumes (it applies
+/// the restore, and answers the second sending as the first) and one
+/// slave: no write ordered after the restore is acknowledged before it
+/// (meanwhile only the master's store holds it), and everything
+/// acknowledged survives the master lost with its disk.
+#[tokio::test]
+async fn writes_never_pass_a_restore_sent_again_after_the_orchestrator_lost_its_broker() {
+    let Some(b) = start_processes_with_session(Duration::from_secs(30), &["--slaves", "2"]) else {
+        return;
+    };
+    let _log = LogOnFailure(&b);
+    let (want, file) = a_backup_of("new", 30).await;
+    let db = Http::new(&b.urls.orchestrator);
+    let master = settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let connections = broker_connections(u64::from(b.pid()));
+    assert!(!connections.is_empty(), "the orchestrator's connections");
+    let vhost = vhost_of(&connections[0]);
+    let slaves = pids(&db, "slave").await;
+    let mut paused: Vec<Paused> = slaves
+        .iter()
+        .chain([&master])
+        .map(|&s| {
+            signal(s, libc::SIGSTOP);
+            Paused(s)
+        })
+        .collect();
+    let clock = Arc::new(AtomicU64::new(0));
+    let restore = restoring(&db, file, &clock);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready_in(&vhost, dbaas::broker::WRITE_Q) == 0 {
+        assert!(Instant::now() < deadline, "the restore was not sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = writers(&db, 4, &stop, &clock);
+    for name in &connections {
+        suite::rabbitmqctl(&["close_connection", name, "attack"]);
+    }
+    // The master resumes once the orchestrator has seen its answers end
+    // (the restore is sent again; the master's first answer is lost).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.log().contains("restore: the answers ended") {
+        assert!(
+            Instant::now() < deadline,
+            "the orchestrator did not see its answers end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(paused.pop()); // the master
+    drop(paused.remove(0));
+    let (r, restored) = restore.await.expect("the restore's answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let at = r.json()["seq"].as_u64().expect("a seq");
+    let mut more = fill(&db, "after", 10).await;
+    stop.store(true, SeqCst);
+    let sent = written(tasks).await;
+    more.extend(acknowledged_after(&sent, at, restored));
+    lose_the_disk(&b, &db, master).await;
+    drop(paused);
+    they_hold(&db, want, more, &sent, at).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
+
+/// Every slave paused through a restore; one resumed installs it, and
+/// the restore is acknowledged, then `writes` writes after it. Then that
+/// slave is killed once it has applied them all (it starts again over its
+/// store), the master is lost with its disk and the other slave (which
+/// never installed the restore) resumed: the store that leads holds the
+/// restore and every write after it.
+async fn the_installer_killed_and_the_masters_disk_lost(writes: usize) {
+    let Some(b) = start_processes(&["--slaves", "2"]) else {
+        return;
+    };
+    let _log = LogOnFailure(&b);
+    let (restored, file) = a_backup_of("new", 30).await;
+    let db = Http::new(&b.urls.orchestrator);
+    let master = settled(&db, 2).await;
+    fill(&db, "old", 20).await;
+    let before = applied_of(&db, master).await.expect("the master's seq");
+    let slaves = pids(&db, "slave").await;
+    for &s in &slaves {
+        signal(s, libc::SIGSTOP);
+    }
+    let mut paused: Vec<Paused> = slaves.iter().map(|&s| Paused(s)).collect();
+    let restore = restoring(&db, file, &Arc::default());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while applied_of(&db, master).await.unwrap_or(0) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the master did not apply the restore"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let installing = paused.remove(0).0;
+    let (r, _) = restore.await.expect("the restore's answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let at = r.json()["seq"].as_u64().expect("a seq");
+    let after = fill(&db, "after", writes).await;
+    let top = applied_of(&db, master).await.expect("the master's seq");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while applied_of(&db, installing).await.unwrap_or(0) < top {
+        assert!(Instant::now() < deadline, "the slave did not apply {top}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(installing, libc::SIGKILL);
+    lose_the_disk(&b, &db, master).await;
+    drop(paused);
+    they_hold(&db, restored, after, &[], at).await;
+    let log = b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
+
+/// Fails at times (left unfixed): while the installer starts again, the
+/// other slave, newer than the lost master's empty store, is elected for
+/// its store (nobody caught up) without waiting for the installer's, and
+/// leads without the acknowledged restore.
+#[tokio::test]
+#[ignore = "fails at times: an acknowledged restore is lost when its installer is away as the master loses its disk"]
+async fn the_slave_that_installed_a_restore_killed_right_after_it_and_the_masters_disk_lost_keep_it(
+) {
+    the_installer_killed_and_the_masters_disk_lost(0).await;
+}
+
+/// Fails: a slave acknowledges a sync to the broker before its store is
+/// flushed, so the last writes it applied are gone when it is killed;
+/// with the master's disk lost as well, no store holds them. (Losing a
+/// disk is beyond the promises, which keep the stores of killed workers;
+/// only a restore's install is flushed.)
+#[tokio::test]
+#[ignore = "an acknowledged write is lost: the slave's applied writes are not flushed before their syncs are acknowledged"]
+async fn writes_after_a_restore_survive_its_installer_killed_and_the_masters_disk_lost() {
+    the_installer_killed_and_the_masters_disk_lost(10).await;
 }

@@ -117,6 +117,11 @@ impl System {
     }
 
     /// Where it keeps its data.
+    /// The pid of `dbaas up` (the orchestrator and the services run in it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
     }
