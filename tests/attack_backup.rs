@@ -1532,14 +1532,47 @@ async fn id_of(db: &Http, pid: u64) -> u64 {
 /// acknowledged after it hold on the replica that leads.
 #[tokio::test]
 async fn a_restore_is_acknowledged_only_once_a_replica_holds_it_and_survives_the_masters_disk() {
-    let Some(b) = start_processes(&["--slaves", "2"]) else {
+    let Some(mut w) = a_restore_awaiting_a_replica(&Arc::default()).await else {
         return;
     };
-    let a = System::start();
-    let db_a = Http::new(&a.urls.orchestrator);
-    let mut want = fill(&db_a, "new", 30).await;
-    let file = db_a.get(BACKUP).await;
-    assert_eq!(file.status, 200, "{}", file.text());
+    let db = w.db.clone();
+    assert!(
+        !w.restore.is_finished(),
+        "a restore was answered while only the master's store held it"
+    );
+    drop(w.paused.remove(0));
+    let (r, _) = (&mut w.restore).await.expect("the restore's answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut want = w.restored.clone();
+    want.extend(fill(&db, "after", 10).await);
+    lose_the_disk(&w.b, &db, w.master).await;
+    drop(w.paused);
+    assert_eq!(users(&db, "strong").await, want);
+    want.extend(fill(&db, "later", 5).await);
+    every_replica_holds(&db, &want, 12, Duration::from_secs(90)).await;
+    let log = w.b.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
+
+/// A cluster of worker processes with two slaves and 20 rows of its own,
+/// a restore of 30 other rows sent to it while every slave is paused, and
+/// the master having applied it (so it waits for a replica).
+struct AwaitingRestore {
+    b: System,
+    db: Http,
+    master: u64,
+    /// The rows the restore brings.
+    restored: BTreeSet<String>,
+    /// Every slave, paused until dropped.
+    paused: Vec<Paused>,
+    /// The restore's answer, and the ticket of `clock` it came at.
+    restore: tokio::task::JoinHandle<(common::Resp, u64)>,
+}
+
+/// See [`AwaitingRestore`]; None when the services are not configured.
+async fn a_restore_awaiting_a_replica(clock: &Arc<AtomicU64>) -> Option<AwaitingRestore> {
+    let b = start_processes(&["--slaves", "2"])?;
+    let (restored, file) = a_backup_of("new", 30).await;
     let db = Http::new(&b.urls.orchestrator);
     let master = settled(&db, 2).await;
     fill(&db, "old", 20).await;
@@ -1548,11 +1581,8 @@ async fn a_restore_is_acknowledged_only_once_a_replica_holds_it_and_survives_the
     for &s in &slaves {
         signal(s, libc::SIGSTOP);
     }
-    let mut paused: Vec<Paused> = slaves.iter().map(|&s| Paused(s)).collect();
-    let restore = tokio::spawn({
-        let db = db.clone();
-        async move { db.send("POST", RESTORE, Some(file.body)).await }
-    });
+    let paused: Vec<Paused> = slaves.iter().map(|&s| Paused(s)).collect();
+    let restore = restoring(&db, file, clock);
     let deadline = Instant::now() + Duration::from_secs(30);
     while applied_of(&db, master).await.unwrap_or(0) <= before {
         assert!(
@@ -1561,21 +1591,14 @@ async fn a_restore_is_acknowledged_only_once_a_replica_holds_it_and_survives_the
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        !restore.is_finished(),
-        "a restore was answered while only the master's store held it"
-    );
-    drop(paused.remove(0));
-    let r = restore.await.expect("the restore's answer");
-    assert_eq!(r.status, 200, "{}", r.text());
-    want.extend(fill(&db, "after", 10).await);
-    lose_the_disk(&b, &db, master).await;
-    drop(paused);
-    assert_eq!(users(&db, "strong").await, want);
-    want.extend(fill(&db, "later", 5).await);
-    every_replica_holds(&db, &want, 12, Duration::from_secs(90)).await;
-    let log = b.log();
-    assert!(!log.contains("panicked"), "a panic:\n{log}");
+    Some(AwaitingRestore {
+        b,
+        db,
+        master,
+        restored,
+        paused,
+        restore,
+    })
 }
 
 /// The disk of worker `pid` lost: its store deleted while it is stopped,
@@ -1596,30 +1619,19 @@ async fn lose_the_disk(system: &System, db: &Http, pid: u64) {
 #[tokio::test]
 async fn writes_sent_while_a_restore_awaits_a_replica_are_acknowledged_after_it_and_survive_the_masters_disk(
 ) {
-    let Some(b) = start_processes(&["--slaves", "2"]) else {
+    let clock = Arc::new(AtomicU64::new(0));
+    let Some(w) = a_restore_awaiting_a_replica(&clock).await else {
         return;
     };
-    let _log = LogOnFailure(&b);
-    let (want, file) = a_backup_of("new", 30).await;
-    let db = Http::new(&b.urls.orchestrator);
-    let master = settled(&db, 2).await;
-    fill(&db, "old", 20).await;
-    let before = applied_of(&db, master).await.expect("the master's seq");
-    let slaves = pids(&db, "slave").await;
-    for &s in &slaves {
-        signal(s, libc::SIGSTOP);
-    }
-    let mut paused: Vec<Paused> = slaves.iter().map(|&s| Paused(s)).collect();
-    let clock = Arc::new(AtomicU64::new(0));
-    let restore = restoring(&db, file, &clock);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while applied_of(&db, master).await.unwrap_or(0) <= before {
-        assert!(
-            Instant::now() < deadline,
-            "the master did not apply the restore"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _log = LogOnFailure(&w.b);
+    let (b, db, master, want, mut paused, restore) = (
+        &w.b,
+        w.db.clone(),
+        w.master,
+        w.restored.clone(),
+        w.paused,
+        w.restore,
+    );
     assert!(
         !restore.is_finished(),
         "a restore was answered while only the master's store held it"
@@ -1642,7 +1654,7 @@ async fn writes_sent_while_a_restore_awaits_a_replica_are_acknowledged_after_it_
             .collect::<Vec<_>>()
     );
     more.extend(acknowledged_after(&sent, at, restored));
-    lose_the_disk(&b, &db, master).await;
+    lose_the_disk(b, &db, master).await;
     drop(paused);
     they_hold(&db, want, more, &sent, at).await;
     let log = b.log();
@@ -1837,29 +1849,18 @@ async fn writes_never_pass_a_restore_sent_again_after_the_orchestrator_lost_its_
 /// never installed the restore) resumed: the store that leads holds the
 /// restore and every write after it.
 async fn the_installer_killed_and_the_masters_disk_lost(writes: usize) {
-    let Some(b) = start_processes(&["--slaves", "2"]) else {
+    let Some(w) = a_restore_awaiting_a_replica(&Arc::default()).await else {
         return;
     };
-    let _log = LogOnFailure(&b);
-    let (restored, file) = a_backup_of("new", 30).await;
-    let db = Http::new(&b.urls.orchestrator);
-    let master = settled(&db, 2).await;
-    fill(&db, "old", 20).await;
-    let before = applied_of(&db, master).await.expect("the master's seq");
-    let slaves = pids(&db, "slave").await;
-    for &s in &slaves {
-        signal(s, libc::SIGSTOP);
-    }
-    let mut paused: Vec<Paused> = slaves.iter().map(|&s| Paused(s)).collect();
-    let restore = restoring(&db, file, &Arc::default());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while applied_of(&db, master).await.unwrap_or(0) <= before {
-        assert!(
-            Instant::now() < deadline,
-            "the master did not apply the restore"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _log = LogOnFailure(&w.b);
+    let (b, db, master, restored, mut paused, restore) = (
+        &w.b,
+        w.db.clone(),
+        w.master,
+        w.restored.clone(),
+        w.paused,
+        w.restore,
+    );
     let installing = paused.remove(0).0;
     let (r, _) = restore.await.expect("the restore's answer");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -1872,7 +1873,7 @@ async fn the_installer_killed_and_the_masters_disk_lost(writes: usize) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     signal(installing, libc::SIGKILL);
-    lose_the_disk(&b, &db, master).await;
+    lose_the_disk(b, &db, master).await;
     drop(paused);
     they_hold(&db, restored, after, &[], at).await;
     let log = b.log();
