@@ -102,6 +102,9 @@ pub enum Mutation {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Succession {
     heirs: BTreeSet<u64>,
+    /// Every other worker lost since a master last led: heard too when an
+    /// heir's store turns out lost (see [`eligible`]).
+    lost: BTreeSet<u64>,
     mutation: Option<Mutation>,
 }
 
@@ -129,6 +132,16 @@ impl Succession {
     pub fn master_leads(&mut self, id: u64) {
         self.heirs.clear();
         self.heirs.insert(id);
+        self.lost.clear();
+    }
+
+    /// Worker `id`, not the master, died (not stopped on purpose). Its
+    /// store matters only if an heir's store is lost: it may then be the
+    /// only one holding what was acknowledged (a restore it installed).
+    pub fn worker_lost(&mut self, id: u64) {
+        if !self.heirs.contains(&id) {
+            self.lost.insert(id);
+        }
     }
 
     /// The workers whose stores must be heard when nobody is caught up.
@@ -191,12 +204,28 @@ pub fn eligible(
         // (the worker started again over an empty or older disk): then a
         // replica with a newer history stands too, rather than that store
         // leading and the replicas' history being thrown away.
+        // A store lost with an heir's may leave what was acknowledged on
+        // one replica alone (a restore is acknowledged once one has
+        // installed it): every worker lost meanwhile is heard as well.
         let planted = succession.mutation == Some(Mutation::OnlyLastMaster);
         if let Some(best) = choose_master(&standing).filter(|_| !planted) {
-            let newer = willing
+            let newer: Vec<Candidate> = willing
                 .filter(|r| !heirs.contains(&r.id))
                 .map(|r| Candidate::from(*r))
-                .filter(|c| (c.last_epoch, c.applied_seq) > (best.last_epoch, best.applied_seq));
+                .filter(|c| (c.last_epoch, c.applied_seq) > (best.last_epoch, best.applied_seq))
+                .collect();
+            if !newer.is_empty() {
+                let away = succession
+                    .lost
+                    .iter()
+                    .find(|id| !live.iter().any(|r| r.id == **id));
+                if let Some(away) = away {
+                    return Err(format!(
+                        "an heir's store came back older than a replica's (lost); \
+                         waiting for the store of worker {away}"
+                    ));
+                }
+            }
             standing.extend(newer);
         }
         return Ok((standing, true));

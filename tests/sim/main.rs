@@ -346,20 +346,49 @@ fn scenario_a_lost_sync_was_never_repaired_under_the_old_rule() {
 /// A restore acknowledged once one slave (the other paused) installed
 /// it; then that slave crashes (its store survives) and the master is
 /// lost with its disk. The crashed slave's store is the only one that
-/// holds the restore: it must be heard before anyone leads, rather than
-/// the paused slave leading without the restore. Fails (left unfixed):
-/// the paused slave, reported ready, is elected while the installer is
-/// away, and every slave that crashes comes back with only what it had
-/// flushed (a slave acknowledges syncs before it flushes them), so that
-/// the empty store of the lost master ends up leading.
+/// holds the restore: it must be heard before anyone leads. Failed first
+/// (acknowledged writes 1-7 lost): the simulator installed a snapshot
+/// without flushing it, where `Store::install` flushes before the replica
+/// hears of it, so the crashed installer came back without the restore;
+/// with the model corrected, and the election waiting for the workers
+/// lost meanwhile once an heir's store comes back older than a
+/// replica's, it holds.
 #[test]
-#[ignore = "fails: acknowledged writes 1-7 lost when the installer crashes as the master loses its disk"]
 fn scenario_the_slave_that_installed_a_restore_crashes_as_the_master_loses_its_disk() {
     script::run(
         "setup slaves=2 respawn=40 restores=true
          write 6
          pause worker 3 3000
          write 1
+         kill worker 2
+         lose master
+         until leading
+         step 5000
+         write 3
+         settle",
+        Succession::default(),
+    )
+    .unwrap();
+}
+
+/// A restore acknowledged once one slave installed it (the other paused
+/// a moment); then that slave is killed and the master lost with its
+/// disk, and the other slave is back before the installer is. The lost
+/// master's empty store and the other slave's older history must not
+/// lead before the installer's store is heard: it alone holds the
+/// restore. Failed first (acknowledged write 7 lost: the other slave was
+/// elected for its store while the installer started again, and led
+/// without the restore); the election now waits, when an heir's store
+/// comes back older than a replica's, for every worker lost meanwhile.
+#[test]
+fn scenario_the_installer_killed_as_the_master_loses_its_disk_is_heard_first() {
+    script::run(
+        "setup slaves=2 respawn=40 restores=true
+         write 6
+         pause worker 3 5
+         send 1
+         until answered 7
+         step 3
          kill worker 2
          lose master
          until leading

@@ -259,7 +259,10 @@ impl World {
         let whole = snapshot.is_some();
         let w = self.worker(id);
         if let (Some(snap), Some(lineage)) = (snapshot, lineage.clone()) {
+            // Flushed before the replica hears of it, as `Store::install`
+            // flushes before it returns.
             w.store.install(recs_of(&snap), lineage);
+            w.store.flush();
         } else if let Some(lineage) = lineage {
             w.store.lineage = lineage;
         }

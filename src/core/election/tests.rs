@@ -154,6 +154,33 @@ fn only_caught_up_workers_or_every_lost_masters_store_may_lead() {
     }
 }
 
+/// An heir's store back older than a live replica's (its disk lost): the
+/// workers lost meanwhile are heard before anyone leads (one may hold
+/// what only it installed), then the newest history among all stands.
+#[test]
+fn a_lost_heir_store_waits_for_every_worker_lost_meanwhile() {
+    use ReportedRole::Slave;
+    let mut lost = heirs(&[1]);
+    lost.worker_lost(2);
+    let empty_heir = report(1, false, Slave, 0);
+    let other = report(3, false, Slave, 6);
+    let installer = report(2, false, Slave, 7);
+    let got = eligible(&[empty_heir, other], &lost, None);
+    assert!(
+        matches!(&got, Err(why) if why.contains("worker 2")),
+        "{got:?}"
+    );
+    let got = ids(eligible(&[empty_heir, other, installer], &lost, None).map(|(c, _)| c));
+    assert_eq!(got, Some(vec![1, 3, 2]));
+    // With the heir's store whole, nobody else is waited for.
+    let whole_heir = report(1, false, Slave, 7);
+    let got = ids(eligible(&[whole_heir, other], &lost, None).map(|(c, _)| c));
+    assert_eq!(got, Some(vec![1]));
+    // A master that leads ends it.
+    lost.master_leads(3);
+    assert!(eligible(&[report(3, false, Slave, 6)], &lost, None).is_ok());
+}
+
 #[test]
 fn a_promotee_lost_before_it_led_does_not_shadow_the_old_master() {
     use ReportedRole::Slave;

@@ -142,6 +142,8 @@ impl WatcherCore {
         let was_master = self.master_pid() == Some(pid);
         if let Some(id) = id.filter(|_| was_master) {
             self.succession.master_lost(id);
+        } else if let Some(id) = id {
+            self.succession.worker_lost(id);
         }
         let how = if seen { "exited" } else { "lost its session" };
         event(fx, "death", format!("worker pid {pid} {how}"));
