@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::{Http, System};
 use dbaas::model::backup::{self, BackupHeader, Writer, TRAILER};
-use serde_json::json;
 
-use common::backup::{insert, users, BACKUP, PASSWORD, RESTORE};
+use common::backup::{insert, users, write_user, BACKUP, RESTORE};
 
 /// A `dbaas up` of its own over the test RabbitMQ and ZooKeeper, workers
 /// as processes (None when the services are not configured).
@@ -67,14 +66,7 @@ async fn fill(db: &Http, prefix: &str, n: usize) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for i in 0..n {
         let name = format!("{prefix}{i}");
-        let row = json!({"username": name, "password": PASSWORD});
-        let r = db
-            .json(
-                "POST",
-                "/api/v1/db/write",
-                json!({"op": "insert", "table": "users", "row": row}),
-            )
-            .await;
+        let r = write_user(db, &name).await;
         assert_eq!(r.status, 200, "writing {name}: {}", r.text());
         names.insert(name);
     }

@@ -285,19 +285,24 @@ pub async fn a_batch_half_served_by_a_slave_that_is_elected_is_answered_whole(b:
     c.stop().await;
 }
 
-/// The answers of the next reply to reads on `answers`.
-async fn next_reads(
-    answers: &mut dbaas::broker::Consumer,
-) -> Vec<(u64, dbaas::error::Result<dbaas::model::ReadReply>)> {
+/// The next reply on `answers`, acknowledged.
+async fn next_reply(answers: &mut dbaas::broker::Consumer) -> Reply {
     let Ok(Some(d)) = tokio::time::timeout(DEADLINE, answers.next()).await else {
         panic!("no answer in time");
     };
     let (_, reply): (Stamp, Reply) = wire::decode(&d.message.body).unwrap();
     d.ack().await.unwrap();
-    let Reply::Reads(got) = reply else {
-        panic!("not answers to reads: {reply:?}");
-    };
-    got
+    reply
+}
+
+/// The answers of the next reply to reads on `answers`.
+async fn next_reads(
+    answers: &mut dbaas::broker::Consumer,
+) -> Vec<(u64, dbaas::error::Result<dbaas::model::ReadReply>)> {
+    match next_reply(answers).await {
+        Reply::Reads(got) => got,
+        reply => panic!("not answers to reads: {reply:?}"),
+    }
 }
 
 /// A batch of writes applied, synced and answered by a master that dies
@@ -321,15 +326,7 @@ pub async fn a_batch_of_writes_redelivered_after_a_failover_is_answered_from_the
         queue != WRITE_Q || msg.reply_to.as_deref() != Some("test.batch.failover")
     });
     let stamp = stamp(&c).await;
-    let write = |id: u64, request_id: u128, name: &str| BatchedWrite {
-        id,
-        write: WriteRequest {
-            request_id,
-            epoch: stamp.epoch,
-            op: user(name),
-            sent_ms: dbaas::store::wall_clock_ms(),
-        },
-    };
+    let write = |id: u64, request_id: u128, name: &str| batched(stamp, id, request_id, name);
     let batch = MasterRequest::Writes(vec![
         write(30, 950, "b"),
         write(31, 951, "taken"),
@@ -382,15 +379,24 @@ pub async fn a_batch_of_writes_redelivered_after_a_failover_is_answered_from_the
 async fn next_writes(
     answers: &mut dbaas::broker::Consumer,
 ) -> Vec<(u64, dbaas::error::Result<dbaas::model::WriteReply>)> {
-    let Ok(Some(d)) = tokio::time::timeout(DEADLINE, answers.next()).await else {
-        panic!("no answer in time");
-    };
-    let (_, reply): (Stamp, Reply) = wire::decode(&d.message.body).unwrap();
-    d.ack().await.unwrap();
-    let Reply::Writes(got) = reply else {
-        panic!("not answers to writes: {reply:?}");
-    };
-    got
+    match next_reply(answers).await {
+        Reply::Writes(got) => got,
+        reply => panic!("not answers to writes: {reply:?}"),
+    }
+}
+
+/// A write of batch `id` under `stamp`'s epoch: the insert of user
+/// `name`, as request `request_id`.
+fn batched(stamp: Stamp, id: u64, request_id: u128, name: &str) -> BatchedWrite {
+    BatchedWrite {
+        id,
+        write: WriteRequest {
+            request_id,
+            epoch: stamp.epoch,
+            op: user(name),
+            sent_ms: dbaas::store::wall_clock_ms(),
+        },
+    }
 }
 
 /// A batch of writes applied and flushed by a master whose syncs of it
@@ -424,15 +430,7 @@ pub async fn a_batch_applied_but_never_confirmed_is_applied_once_by_the_next_mas
         }
     });
     let stamp = stamp(&c).await;
-    let write = |id: u64, request_id: u128, name: &str| BatchedWrite {
-        id,
-        write: WriteRequest {
-            request_id,
-            epoch: stamp.epoch,
-            op: user(name),
-            sent_ms: dbaas::store::wall_clock_ms(),
-        },
-    };
+    let write = |id: u64, request_id: u128, name: &str| batched(stamp, id, request_id, name);
     let batch = MasterRequest::Writes(vec![
         write(40, 960, "b"),
         write(41, 961, "taken"),
