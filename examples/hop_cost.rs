@@ -5,7 +5,8 @@
 //! orchestrator adds to each request: recording it in the last minute's
 //! traffic (one mutex and a histogram add; alone, and with a second
 //! thread recording too), and weighing a write for its batch (its encoded
-//! size, walked without allocating).
+//! size, walked without allocating); and what a slave adds, weighing each
+//! read's answer to split a large reply.
 //!
 //! ```sh
 //! cargo run --release --example hop_cost [ITERATIONS]
@@ -136,5 +137,13 @@ fn main() {
     );
     time("weigh a write for its batch (wire::encoded_len)", n, || {
         dbaas::model::wire::encoded_len(&write)
+    });
+    let answer: (u64, dbaas::error::Result<ReadReply>) = (7, Ok(reply.clone()));
+    println!(
+        "a ride's read answer: {} bytes encoded",
+        dbaas::model::wire::encoded_len(&answer)
+    );
+    time("weigh a read's answer for its reply (the slave's split)", n, || {
+        dbaas::model::wire::encoded_len(&answer)
     });
 }

@@ -6,10 +6,6 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
 
-/// How long the services' HTTP clients keep an idle connection (see
-/// [`crate::model::HTTP_IDLE_TIMEOUT`]).
-pub(crate) const IDLE_TIMEOUT: Duration = crate::model::HTTP_IDLE_TIMEOUT;
-
 /// An HTTP client of the orchestrator API. Cheap to clone: the clones
 /// share one pool of kept-alive connections (up to 256 idle), so every
 /// worker thread of a service reuses the same connections.
@@ -34,7 +30,7 @@ impl DbClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
-            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_idle_timeout(crate::model::HTTP_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .build()
             .expect("a plain HTTP client builds");

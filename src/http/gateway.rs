@@ -38,7 +38,7 @@ impl Upstreams {
             .timeout(UPSTREAM_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(256)
-            .pool_idle_timeout(super::dbclient::IDLE_TIMEOUT)
+            .pool_idle_timeout(crate::model::HTTP_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .build()
             .expect("a plain HTTP client builds");

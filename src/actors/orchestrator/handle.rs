@@ -90,12 +90,20 @@ impl OrchestratorHandle {
         let request_id = fastrand::u128(..);
         let sent_ms = crate::store::wall_clock_ms();
         let began = Instant::now();
-        let Ok(_shared) = tokio::time::timeout(self.deadline, self.gate.read()).await else {
-            let out = Err(Error::Unavailable(
-                "a restore is being installed; writes wait for it".into(),
-            ));
-            self.count(Kind::Write, began, &out);
-            return out;
+        // Free unless a restore holds it or waits for it: taken without a
+        // timer then (writes are the hot path).
+        let _shared = match self.gate.try_read() {
+            Ok(shared) => shared,
+            Err(_) => match tokio::time::timeout(self.deadline, self.gate.read()).await {
+                Ok(shared) => shared,
+                Err(_) => {
+                    let out = Err(Error::Unavailable(
+                        "a restore is being installed; writes wait for it".into(),
+                    ));
+                    self.count(Kind::Write, began, &out);
+                    return out;
+                }
+            },
         };
         let out = retry(self.deadline.saturating_sub(began.elapsed()), || {
             self.addr.send(DbWrite {
