@@ -143,7 +143,9 @@ fn main() {
         "a ride's read answer: {} bytes encoded",
         dbaas::model::wire::encoded_len(&answer)
     );
-    time("weigh a read's answer for its reply (the slave's split)", n, || {
-        dbaas::model::wire::encoded_len(&answer)
-    });
+    time(
+        "weigh a read's answer for its reply (the slave's split)",
+        n,
+        || dbaas::model::wire::encoded_len(&answer),
+    );
 }
