@@ -1296,6 +1296,12 @@ async fn metrics_show_every_worker_and_the_batches_in_flight(urls: &Urls) {
     assert!(value("dbaas_writes_total ") >= 1);
     value("dbaas_batches_in_flight{kind=\"read\"}");
     value("dbaas_batches_in_flight{kind=\"write\"}");
+    // The user's write went in a batch of its own or with others.
+    let (batches, writes) = (
+        value("dbaas_batches_sent_total{kind=\"write\"}"),
+        value("dbaas_batched_requests_total{kind=\"write\"}"),
+    );
+    assert!(batches >= 1 && writes >= batches, "{text}");
     for w in view["workers"].as_array().expect("workers") {
         let labels = format!("{{id=\"{}\",pid=\"{}\",", w["id"], w["pid"]);
         value(&format!("dbaas_worker_applied_seq{labels}"));

@@ -51,6 +51,11 @@ pub struct OrchestratorStats {
     /// Batches of reads and of writes sent and not yet answered.
     pub read_batches: usize,
     pub write_batches: usize,
+    /// Batches sent since start, and the requests in them, by kind.
+    pub read_batches_sent: u64,
+    pub reads_sent: u64,
+    pub write_batches_sent: u64,
+    pub writes_sent: u64,
 }
 
 /// Worker: what it is and how far it got.

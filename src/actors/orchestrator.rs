@@ -95,6 +95,10 @@ impl Orchestrator {
                         crate::core::orchestrator::WRITE_WINDOW,
                     ),
                 )
+                .with_fills(
+                    window("DBAAS_READ_FILL", crate::core::orchestrator::READ_FILL),
+                    window("DBAAS_WRITE_FILL", crate::core::orchestrator::WRITE_FILL),
+                )
                 .weighing_writes(wire::encoded_len::<WriteRequest>),
             started: Instant::now(),
         }
@@ -218,7 +222,7 @@ impl Orchestrator {
     }
 }
 
-/// A window from the environment (for measuring), or the default.
+/// A window or fill from the environment (for measuring), or the default.
 fn window(var: &str, default: usize) -> usize {
     std::env::var(var)
         .ok()
@@ -394,6 +398,10 @@ impl Handler<GetStats> for Orchestrator {
             in_flight: c.in_flight,
             read_batches,
             write_batches,
+            read_batches_sent: c.read_batches_sent,
+            reads_sent: c.reads_sent,
+            write_batches_sent: c.write_batches_sent,
+            writes_sent: c.writes_sent,
         })
     }
 }

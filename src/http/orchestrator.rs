@@ -392,6 +392,12 @@ async fn metrics(state: State) -> HttpResponse {
          # TYPE dbaas_batches_in_flight gauge\n\
          dbaas_batches_in_flight{{kind=\"read\"}} {}\n\
          dbaas_batches_in_flight{{kind=\"write\"}} {}\n\
+         # TYPE dbaas_batches_sent_total counter\n\
+         dbaas_batches_sent_total{{kind=\"read\"}} {}\n\
+         dbaas_batches_sent_total{{kind=\"write\"}} {}\n\
+         # TYPE dbaas_batched_requests_total counter\n\
+         dbaas_batched_requests_total{{kind=\"read\"}} {}\n\
+         dbaas_batched_requests_total{{kind=\"write\"}} {}\n\
          # TYPE dbaas_workers gauge\ndbaas_workers {}\n",
         s.reads,
         s.writes,
@@ -400,6 +406,10 @@ async fn metrics(state: State) -> HttpResponse {
         s.in_flight,
         s.read_batches,
         s.write_batches,
+        s.read_batches_sent,
+        s.write_batches_sent,
+        s.reads_sent,
+        s.writes_sent,
         state.runtime.list().len()
     );
     // Each worker as the election watcher last heard of it, the queues,

@@ -109,8 +109,15 @@ fn unavailable(r: &Result<Reply, Error>) -> bool {
 }
 
 /// A core of epoch 1 that has learned the head `seq`.
+/// A core following `epoch`, ids from `seed`, whose batches go beside
+/// unanswered ones as soon as one request waits (the window's rule
+/// alone: the fill has its own test).
+fn core_at(epoch: u64, seed: u64) -> Core {
+    Core::new(C, epoch, seed).with_fills(1, 1)
+}
+
 fn knowing(seq: u64) -> Core {
-    let mut core = Core::new(C, 1, SEED);
+    let mut core = core_at(1, SEED);
     core.start(0);
     let h = asked(&fx(&mut core));
     core.reply(st(1), Reply::Head(seq), Some(h), 1);
@@ -120,7 +127,7 @@ fn knowing(seq: u64) -> Core {
 
 #[test]
 fn a_fresh_core_serves_no_strong_read_before_it_knows_the_head() {
-    let mut core = Core::new(C, 1, SEED);
+    let mut core = core_at(1, SEED);
     // A strong read waits; the core asks for the head.
     let r1 = core.read(Consistency::Strong, 1, "r1", 0);
     let effects = fx(&mut core);
@@ -150,7 +157,7 @@ fn a_fresh_core_serves_no_strong_read_before_it_knows_the_head() {
 
 #[test]
 fn a_started_core_asks_for_the_head_at_once_and_again_until_answered() {
-    let mut core = Core::new(C, 1, SEED);
+    let mut core = core_at(1, SEED);
     core.start(0);
     let first = asked(&fx(&mut core));
     core.start(1);
@@ -176,7 +183,7 @@ fn a_started_core_asks_for_the_head_at_once_and_again_until_answered() {
 
 #[test]
 fn an_acknowledged_write_teaches_the_head() {
-    let mut core = Core::new(C, 1, SEED);
+    let mut core = core_at(1, SEED);
     let r = core.read(Consistency::Strong, 1, "r", 0);
     asked(&fx(&mut core));
     let w = write_now(&mut core, 2, 1);
@@ -190,7 +197,7 @@ fn an_acknowledged_write_teaches_the_head() {
 
 #[test]
 fn a_deposed_masters_head_is_not_believed() {
-    let mut core = Core::new(C, 3, SEED);
+    let mut core = core_at(3, SEED);
     core.start(0);
     let h = asked(&fx(&mut core));
     core.reply(st(2), Reply::Head(5), Some(h), 1);
@@ -256,7 +263,7 @@ fn a_master_of_a_newer_epoch_makes_the_waiting_writes_go_again() {
 
 #[test]
 fn a_new_master_is_asked_for_the_head_at_once() {
-    let mut core = Core::new(C, 1, SEED);
+    let mut core = core_at(1, SEED);
     core.start(0);
     let first = asked(&fx(&mut core));
     core.set_epoch(2, 10);
@@ -314,7 +321,7 @@ fn attempts_expire_at_their_deadline() {
 
 #[test]
 fn a_strong_read_waits_for_the_head_no_longer_than_its_attempt() {
-    let mut core = Core::new(C, 1, SEED);
+    let mut core = core_at(1, SEED);
     core.read(Consistency::Strong, 1, "r", 0);
     asked(&fx(&mut core));
     core.tick(ATTEMPT_MS);
@@ -331,7 +338,7 @@ fn a_strong_read_waits_for_the_head_no_longer_than_its_attempt() {
 
 #[test]
 fn a_send_the_broker_refused_fails_its_attempts() {
-    let mut core = Core::new(C, 1, SEED);
+    let mut core = core_at(1, SEED);
     core.start(0);
     let h = asked(&fx(&mut core));
     core.write(1, "w", 0);
@@ -350,7 +357,7 @@ fn a_send_the_broker_refused_fails_its_attempts() {
 
 #[test]
 fn a_consumer_that_ended_fails_everything_waiting() {
-    let mut core = Core::new(C, 1, SEED);
+    let mut core = core_at(1, SEED);
     core.start(0);
     asked(&fx(&mut core));
     core.read(Consistency::Strong, 1, "r", 0);
@@ -369,7 +376,7 @@ fn a_consumer_that_ended_fails_everything_waiting() {
 
 #[test]
 fn correlation_ids_are_never_reused() {
-    let mut core = Core::new(C, 1, SEED);
+    let mut core = core_at(1, SEED);
     let mut ids = HashSet::new();
     core.start(0);
     assert!(ids.insert(asked(&fx(&mut core))));
@@ -400,7 +407,7 @@ fn correlation_ids_are_never_reused() {
         }
     }
     // Another seed, another run: its ids start elsewhere.
-    let mut other = Core::new(C, 1, SEED + 1_000_000);
+    let mut other = core_at(1, SEED + 1_000_000);
     assert!(!ids.contains(&other.write(0, "w", 0)));
 }
 
@@ -523,6 +530,41 @@ fn a_batch_of_writes_holds_at_most_its_bytes_and_a_heavy_write_goes_alone() {
 }
 
 #[test]
+fn a_batch_goes_beside_an_unanswered_one_only_once_it_is_full_enough() {
+    let mut core = Core::new(C, 1, SEED);
+    core.start(0);
+    let h = asked(&fx(&mut core));
+    core.reply(st(1), Reply::Head(0), Some(h), 1);
+    fx(&mut core);
+    // Nothing unanswered: a lone read goes at once.
+    let lone = core.read(Consistency::Eventual, 0, "lone", 2);
+    assert_eq!(one_read_batch(&fx(&mut core)).1, vec![lone]);
+    // Beside it, reads wait until READ_FILL of them do, then go together.
+    let crowd: Vec<u64> = (1..=READ_FILL as u32)
+        .map(|i| core.read(Consistency::Eventual, i, "c", 3))
+        .collect();
+    assert_eq!(one_read_batch(&fx(&mut core)).1, crowd);
+    assert_eq!(core.batches_in_flight(), (2, 0));
+    // The same for writes, to a master that said it leads.
+    core.reply(st(1), Reply::Leading, None, 4);
+    let first = write_now(&mut core, 100, 4);
+    let few: Vec<u64> = (1..WRITE_FILL as u32)
+        .map(|i| core.write(100 + i, "w", 5))
+        .collect();
+    assert!(fx(&mut core).is_empty(), "too few to go beside the first");
+    // The first answered: the few go at once, not full.
+    core.reply(st(1), acked(1), Some(first), 6);
+    let sent = writes_sent(&fx(&mut core));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].2, few);
+    // A slow batch holds nobody back, full or not.
+    let late = core.read(Consistency::Eventual, 200, "late", 7);
+    assert!(fx(&mut core).is_empty());
+    core.tick(7 + SLOW_MS);
+    assert_eq!(one_read_batch(&fx(&mut core)).1, vec![late]);
+}
+
+#[test]
 fn a_slow_batch_gives_up_its_place_in_the_window() {
     let mut core = knowing(0);
     for i in 0..READ_WINDOW as u32 {
@@ -558,7 +600,7 @@ fn a_read_that_expired_waiting_is_not_sent() {
 
 #[test]
 fn a_seq_acknowledged_outside_the_pipeline_holds_strong_reads_to_it() {
-    let mut core = Core::new(C, 1, SEED);
+    let mut core = core_at(1, SEED);
     let r1 = core.read(Consistency::Strong, 1, "r1", 0);
     let h = asked(&fx(&mut core));
     core.reply(st(1), Reply::Head(7), Some(h), 1);
