@@ -957,6 +957,34 @@ fn request_records_are_bounded_in_count_too() {
     assert_eq!(db.store.forgotten_through_ms(), 1_007);
 }
 
+/// Within one group (one read of the oldest record serves its writes),
+/// the bounds hold write by write, across a write that fails.
+#[test]
+fn request_records_are_bounded_within_one_group() {
+    let db = Db::new();
+    db.store.set_record_limits(RecordLimits {
+        window_ms: u64::MAX,
+        count: 3,
+    });
+    let op = clear(Some("users"));
+    let mut group = db.store.group_at(1_000);
+    for seq in 1..=10 {
+        group.apply(seq, u128::from(seq), &op).unwrap();
+        let refused = WriteOp::Require {
+            table: "users".into(),
+            key: Value::Text("nobody".into()),
+            exists: true,
+        };
+        assert!(group.apply(seq + 1, 1_000 + u128::from(seq), &refused).is_err());
+    }
+    group.commit().unwrap();
+    assert_eq!(db.store.request_records().unwrap(), 3);
+    assert!(db.store.replay(7).is_none());
+    for seq in 8..=10 {
+        assert_eq!(db.store.replay(u128::from(seq)).unwrap().seq, seq);
+    }
+}
+
 /// A request whose record may have been forgotten is stale: the master
 /// refuses it rather than apply it a second time.
 #[test]

@@ -29,6 +29,7 @@ impl Store {
             now_ms,
             limits: self.record_limits(),
             forget_from: 0,
+            oldest: None,
             forgotten,
             forgotten_before: forgotten,
         }
@@ -51,6 +52,12 @@ pub struct WriteGroup<'s> {
     /// The lowest seq whose record may still be kept (what the group
     /// forgot is below it).
     forget_from: u64,
+    /// The oldest record kept (seq, request id, made at), as last read:
+    /// within a group the records only grow at the newest end and the
+    /// clock stands still, so it stays the oldest until forgotten, and
+    /// one read of it serves every write of the group (a range read in
+    /// sled costs more than the rest of recording).
+    oldest: Option<(u64, u128, u64)>,
     /// When the newest forgotten record was made, this group's included,
     /// and before the group.
     forgotten: u64,
@@ -98,6 +105,8 @@ impl WriteGroup<'_> {
             }
             Err(e) => {
                 self.tx.rollback();
+                // What the step read as the oldest record may be its own.
+                self.oldest = None;
                 Err(e)
             }
         }
@@ -204,16 +213,25 @@ impl WriteGroup<'_> {
     /// Forgets the oldest record if it is past the window, or one too
     /// many with `newest` recorded; false when there is none to forget.
     fn forget_oldest(&mut self, newest: u64) -> Result<bool> {
-        let mut oldest = None;
-        let from = request_seq_key(self.forget_from);
-        let hi = tx::successor(&[keys::REQUEST_SEQ]);
-        self.tx
-            .scan_range(&from, hi.as_ref().map(Vec::as_slice), |k, v| {
-                oldest = Some((decode_u64(&k[1..])?, keys::decode_index(v)?));
-                Ok(false)
-            })?;
-        let Some((seq, (id, made))) = oldest else {
-            return Ok(false);
+        let (seq, id, made) = match self.oldest {
+            Some(known) => known,
+            None => {
+                let mut oldest = None;
+                let from = request_seq_key(self.forget_from);
+                let hi = tx::successor(&[keys::REQUEST_SEQ]);
+                self.tx
+                    .scan_range(&from, hi.as_ref().map(Vec::as_slice), |k, v| {
+                        let (id, made) = keys::decode_index(v)?;
+                        oldest = Some((decode_u64(&k[1..])?, id, made));
+                        Ok(false)
+                    })?;
+                // None: no record yet; the group's first is read next time.
+                let Some(found) = oldest else {
+                    return Ok(false);
+                };
+                self.oldest = Some(found);
+                found
+            }
         };
         let too_old = made.saturating_add(self.limits.window_ms) <= self.now_ms;
         let too_many = newest.saturating_sub(seq) >= self.limits.count;
@@ -221,6 +239,7 @@ impl WriteGroup<'_> {
             return Ok(false);
         }
         forget(&mut self.tx, seq, id)?;
+        self.oldest = None;
         self.forget_from = seq.saturating_add(1);
         self.forgotten = self.forgotten.max(made);
         Ok(true)
