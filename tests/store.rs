@@ -975,7 +975,9 @@ fn request_records_are_bounded_within_one_group() {
             key: Value::Text("nobody".into()),
             exists: true,
         };
-        assert!(group.apply(seq + 1, 1_000 + u128::from(seq), &refused).is_err());
+        assert!(group
+            .apply(seq + 1, 1_000 + u128::from(seq), &refused)
+            .is_err());
     }
     group.commit().unwrap();
     assert_eq!(db.store.request_records().unwrap(), 3);
