@@ -1446,3 +1446,43 @@ fn a_restore_that_does_not_fit_the_schema_changes_nothing() {
     assert_eq!(to.store.applied_seq(), 1);
     assert!(to.store.replay(5).is_none());
 }
+
+/// A blank store installs a snapshot in parts (memory bounded whatever
+/// its size), a store holding anything in one batch: both end the same
+/// as the source, indexes, counts and request records included.
+#[test]
+fn a_blank_store_installs_a_large_snapshot_in_parts_to_the_same_end() {
+    let src = Db::new();
+    src.store.begin_epoch(2).unwrap();
+    src.write(insert("users", user("ann")));
+    // Rows and records enough for several parts.
+    let mut group = src.store.group();
+    for ts in 1..=6_000 {
+        let seq = group.next_seq();
+        group
+            .apply(seq, 1000 + u128::from(seq), &auto(ride("ann", ts, ts % 7, &[])))
+            .unwrap();
+    }
+    group.commit().unwrap();
+    let snap = src.store.snapshot().unwrap();
+    assert!(snap.entries.len() > 2 * 8192, "{}", snap.entries.len());
+    let blank = Db::new();
+    let holding = Db::new();
+    holding.write(insert("users", user("zed")));
+    for dst in [&blank, &holding] {
+        dst.store.install(&snap).unwrap();
+        assert_eq!(dst.store.checksum().unwrap(), src.store.checksum().unwrap());
+        assert_eq!(dst.store.snapshot().unwrap(), snap);
+        assert_eq!((dst.store.applied_seq(), dst.store.epoch()), (6_001, 2));
+        assert_counts_exact(&dst.store);
+        assert_eq!(dst.count("rides", vec![]), 6_000);
+        // The index on (source, destination, timestamp) answers.
+        let by_route = vec![
+            Cond::new("source", CmpOp::Eq, 3),
+            Cond::new("destination", CmpOp::Eq, 99),
+        ];
+        assert_eq!(dst.count("rides", by_route.clone()), src.count("rides", by_route));
+        assert_eq!(dst.store.replay(1000 + 5_000).unwrap().seq, 5_000);
+        assert_eq!(dst.next_auto_key(), Value::Int(6_001));
+    }
+}

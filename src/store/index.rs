@@ -125,7 +125,7 @@ fn key_suffix<'k>(t: &TableSchema, row_key: &'k [u8]) -> &'k [u8] {
 }
 
 /// The index entries of `row` (stored under tree key `row_key`).
-fn entries(t: &TableSchema, row: &Row, row_key: &[u8]) -> Vec<Vec<u8>> {
+pub(super) fn entries(t: &TableSchema, row: &Row, row_key: &[u8]) -> Vec<Vec<u8>> {
     let suffix = key_suffix(t, row_key);
     t.indexes
         .iter()
@@ -326,7 +326,7 @@ pub(super) fn count(tx: &Tx, t: &TableSchema, plan: &Plan, filter: &[Cond]) -> R
 }
 
 /// What the schema's indexes are, as stored beside their entries.
-fn definitions(schema: &Schema) -> Vec<u8> {
+pub(super) fn definitions(schema: &Schema) -> Vec<u8> {
     let mut defs = String::from(LAYOUT);
     for t in schema.tables() {
         for cols in &t.indexes {

@@ -28,6 +28,10 @@ pub(super) const CLUSTER: &[u8] = b"mk";
 pub(super) const FORGOTTEN: &[u8] = b"mh";
 /// `mc` + table -> the last auto key handed out (u64 BE).
 pub(super) const COUNTER: &[u8] = b"mc";
+/// Present while a blank store installs a snapshot in parts (the seq
+/// it installs, u64 BE): a store opened with it was cut off mid-install
+/// and is made blank again (see `Store::install`).
+pub(super) const INSTALLING: &[u8] = b"mj";
 
 const TAG_BOOL: u8 = b'b';
 const TAG_INT: u8 = b'i';

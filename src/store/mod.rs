@@ -214,6 +214,7 @@ impl Store {
     }
 
     fn from_db(db: sled::Db, schema: Arc<Schema>) -> Result<Store> {
+        snapshot::finish_cut_install(&db)?;
         index::ensure(&db, &schema)?;
         aggregate::ensure(&db, &schema)?;
         let applied = read_meta(&db, keys::APPLIED_SEQ)?;

@@ -34,7 +34,25 @@ impl Store {
     /// indexes of its rows, in one batch, then flushes. The snapshot's
     /// lineage comes along with the rest; a snapshot of another cluster is
     /// refused.
+    ///
+    /// A blank store (a new worker's: no write applied, no row, no
+    /// record) installs it in parts of a few thousand entries instead,
+    /// so that memory stays bounded whatever the snapshot's size (one
+    /// batch of a million rides took tens of GB in sled). Atomic all the
+    /// same: a marker goes first (flushed), then the rows, records and
+    /// index entries in parts, then every meta entry, the counts and the
+    /// applied seq in one last batch that removes the marker. A store
+    /// opened with the marker still there was cut off mid-install: its
+    /// rows, records and index entries are removed, which leaves it blank
+    /// as it was before ([`Store::open`]). Readers wait throughout, as
+    /// for one batch.
     pub fn install(&self, snap: &Snapshot) -> Result<()> {
+        self.install_parts(snap, usize::MAX)
+    }
+
+    /// [`Store::install`], stopping (as if cut off) after `parts` parts
+    /// of an install in parts.
+    fn install_parts(&self, snap: &Snapshot, parts: usize) -> Result<()> {
         let _w = lock(&self.inner.writer);
         let meta = check(snap)?;
         if let (Some(mine), Some(theirs)) = (self.cluster(), meta.cluster) {
@@ -43,6 +61,9 @@ impl Store {
                     "a snapshot of cluster {theirs:016x} offered to cluster {mine:016x}"
                 )));
             }
+        }
+        if self.is_blank()? {
+            return self.install_in_parts(snap, meta, parts);
         }
         let mut tx = Tx::new(&self.inner.db);
         for key in self.inner.db.iter().keys() {
@@ -73,6 +94,92 @@ impl Store {
         Ok(())
     }
 
+    /// No write applied, and no row, record or index entry: only meta
+    /// entries (its cluster, an epoch learned).
+    fn is_blank(&self) -> Result<bool> {
+        if self.applied_seq() != 0 {
+            return Ok(false);
+        }
+        for prefix in BULK {
+            if self.inner.db.scan_prefix([prefix]).next().transpose()?.is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// See [`Store::install`]; the writer lock is held. Stops after
+    /// `parts` parts, as a crash would.
+    fn install_in_parts(&self, snap: &Snapshot, meta: Meta, parts: usize) -> Result<()> {
+        let db = &self.inner.db;
+        let _g = self.write_gate();
+        db.insert(keys::INSTALLING, snap.seq.to_be_bytes().to_vec())?;
+        db.flush()?;
+        // Each table's row prefix, and the rows installed of it.
+        let mut tables: Vec<_> = self
+            .schema()
+            .tables()
+            .map(|t| (keys::table_prefix(&t.name), t, 0u64))
+            .collect();
+        let mut last = Tx::new(db);
+        // Every meta entry this store has goes; the snapshot's replace
+        // them, in the last batch.
+        for key in db.scan_prefix([keys::META]).keys() {
+            last.remove(key?.to_vec());
+        }
+        let mut bulk = snap
+            .entries
+            .iter()
+            .filter(|(k, _)| !index::is_index_key(k) && !aggregate::is_aggregate_key(k))
+            .peekable();
+        let mut done = 0;
+        while bulk.peek().is_some() {
+            if done == parts {
+                return Ok(());
+            }
+            let mut batch = sled::Batch::default();
+            for (k, v) in bulk.by_ref().take(INSTALL_PART) {
+                if k.first() == Some(&keys::META) {
+                    if k != keys::INSTALLING {
+                        last.put(k.clone(), v.clone());
+                    }
+                    continue;
+                }
+                if let Some((_, t, n)) = tables.iter_mut().find(|(p, _, _)| k.starts_with(p)) {
+                    let row = keys::decode_row(v)?;
+                    for e in index::entries(t, &row, k) {
+                        batch.insert(e, Vec::new());
+                    }
+                    *n += 1;
+                }
+                batch.insert(k.as_slice(), v.as_slice());
+            }
+            db.apply_batch(batch)?;
+            done += 1;
+        }
+        last.put(keys::APPLIED_SEQ.to_vec(), snap.seq.to_be_bytes().to_vec());
+        if let Some(cluster) = self.cluster() {
+            last.put(keys::CLUSTER.to_vec(), cluster.to_be_bytes().to_vec());
+        }
+        last.put(keys::INDEX_DEFS.to_vec(), index::definitions(self.schema()));
+        for (_, t, n) in &tables {
+            if *n > 0 {
+                last.put(aggregate::count_key(&t.name), n.to_be_bytes().to_vec());
+            }
+        }
+        let (k, v) = aggregate::counted_at(snap.seq);
+        last.put(k, v);
+        last.remove(keys::INSTALLING.to_vec());
+        db.apply_batch(last.into_batch())?;
+        self.inner.applied.store(snap.seq, Ordering::Release);
+        if let Some(cluster) = meta.cluster {
+            self.inner.cluster.store(cluster, Ordering::Release);
+        }
+        self.set_lineage_cache(meta.lineage);
+        db.flush()?;
+        Ok(())
+    }
+
     /// A digest of all rows (no meta): equal on two stores holding equal
     /// rows, and (but for a 64-bit hash collision) only then.
     pub fn checksum(&self) -> Result<u64> {
@@ -88,6 +195,38 @@ impl Store {
         }
         Ok(h.0)
     }
+}
+
+/// Entries of a blank store's install written in one sled batch each.
+pub(super) const INSTALL_PART: usize = 8192;
+
+/// The prefixes of a store's bulk: rows, records, index entries.
+const BULK: [u8; 4] = [keys::DATA, keys::REQUEST, keys::REQUEST_SEQ, keys::INDEX];
+
+/// Makes a store cut off in the middle of an install in parts blank
+/// again (see [`Store::install`]): called on open, before anything reads
+/// it.
+pub(super) fn finish_cut_install(tree: &sled::Tree) -> Result<()> {
+    if tree.get(keys::INSTALLING)?.is_none() {
+        return Ok(());
+    }
+    for prefix in BULK {
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for key in tree.scan_prefix([prefix]).keys().take(INSTALL_PART) {
+                batch.remove(key?);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            tree.apply_batch(batch)?;
+        }
+    }
+    tree.remove(keys::INSTALLING)?;
+    tree.flush()?;
+    Ok(())
 }
 
 /// What a snapshot says of its store.
@@ -151,5 +290,62 @@ impl Fnv {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{Row, Schema, Value, WriteOp};
+
+    fn user(name: &str) -> WriteOp {
+        let row: Row = [
+            ("username".to_string(), Value::from(name)),
+            ("password".to_string(), Value::from("pw")),
+        ]
+        .into_iter()
+        .collect();
+        WriteOp::Insert {
+            table: "users".into(),
+            row,
+        }
+    }
+
+    /// A blank store cut off in the middle of an install in parts is
+    /// blank again when opened, and installs the snapshot afresh.
+    #[test]
+    fn an_install_in_parts_cut_off_leaves_the_store_blank() {
+        let schema = Arc::new(Schema::rideshare());
+        let src = Store::temporary(schema.clone()).unwrap();
+        let mut group = src.group();
+        for n in 0..(3 * INSTALL_PART as u64) {
+            let seq = group.next_seq();
+            group
+                .apply(seq, u128::from(seq), &user(&format!("u{n}")))
+                .unwrap();
+        }
+        group.commit().unwrap();
+        let snap = src.snapshot().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let blank_sum = {
+            let dst = Store::open(dir.path(), schema.clone()).unwrap();
+            dst.begin_epoch(1).unwrap();
+            let sum = dst.checksum().unwrap();
+            dst.install_parts(&snap, 2).unwrap();
+            // Cut off: two parts are in, the rest and the meta are not.
+            assert!(dst.inner.db.get(keys::INSTALLING).unwrap().is_some());
+            dst.flush().unwrap();
+            sum
+        };
+        let dst = Store::open(dir.path(), schema).unwrap();
+        assert_eq!((dst.applied_seq(), dst.epoch()), (0, 1));
+        assert_eq!(dst.checksum().unwrap(), blank_sum);
+        assert!(dst.is_blank().unwrap());
+        assert!(dst.inner.db.get(keys::INSTALLING).unwrap().is_none());
+        dst.install(&snap).unwrap();
+        assert_eq!(dst.checksum().unwrap(), src.checksum().unwrap());
+        assert_eq!(dst.snapshot().unwrap(), snap);
     }
 }
