@@ -12,8 +12,8 @@
 //! `--rides` defaults to 100000; `--dir` to a new directory under the
 //! system's temporary one, removed at the end (a given one is kept).
 //! `--install` also installs a snapshot of the store into a new one and
-//! prints its disk and time: the install is one sled batch held in
-//! memory, which needs gigabytes past a few hundred thousand rides.
+//! prints its disk and time (a new store installs in parts of a few
+//! thousand entries, its memory bounded).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -20,6 +20,7 @@
 //! | `mi`                                 | the index definitions followed |
 //! | `mn` table                           | the table's row count (u64 BE) |
 //! | `ma`                                 | the applied seq the counts are exact at |
+//! | `mj`                                 | the seq a blank store is installing in parts (only meanwhile) |
 //!
 //! Row keys sort like their values within a type: an `Int` is tag `i` and
 //! the big-endian i64 with its sign bit flipped, a `Text` tag `t` and its

@@ -101,7 +101,14 @@ impl Store {
             return Ok(false);
         }
         for prefix in BULK {
-            if self.inner.db.scan_prefix([prefix]).next().transpose()?.is_some() {
+            if self
+                .inner
+                .db
+                .scan_prefix([prefix])
+                .next()
+                .transpose()?
+                .is_some()
+            {
                 return Ok(false);
             }
         }
@@ -198,7 +205,11 @@ impl Store {
 }
 
 /// Entries of a blank store's install written in one sled batch each.
-pub(super) const INSTALL_PART: usize = 8192;
+/// sled keeps the garbage of a batch's page updates until the batch
+/// ends: installing a million rides took a peak of 11-13 GB in parts of
+/// 8,192 entries (flushing every 16 parts changed nothing), 1.6 GB in
+/// parts of 256, in about the same time.
+pub(super) const INSTALL_PART: usize = 256;
 
 /// The prefixes of a store's bulk: rows, records, index entries.
 const BULK: [u8; 4] = [keys::DATA, keys::REQUEST, keys::REQUEST_SEQ, keys::INDEX];
@@ -320,7 +331,7 @@ mod tests {
         let schema = Arc::new(Schema::rideshare());
         let src = Store::temporary(schema.clone()).unwrap();
         let mut group = src.group();
-        for n in 0..(3 * INSTALL_PART as u64) {
+        for n in 0..(3 * INSTALL_PART as u64 + 7) {
             let seq = group.next_seq();
             group
                 .apply(seq, u128::from(seq), &user(&format!("u{n}")))
