@@ -89,15 +89,15 @@ impl Orchestrator {
             broker,
             core: OrchestratorCore::new(cluster, epoch, seed)
                 .with_windows(
-                    window("DBAAS_READ_WINDOW", crate::core::orchestrator::READ_WINDOW),
-                    window(
+                    from_env("DBAAS_READ_WINDOW", crate::core::orchestrator::READ_WINDOW),
+                    from_env(
                         "DBAAS_WRITE_WINDOW",
                         crate::core::orchestrator::WRITE_WINDOW,
                     ),
                 )
                 .with_fills(
-                    window("DBAAS_READ_FILL", crate::core::orchestrator::READ_FILL),
-                    window("DBAAS_WRITE_FILL", crate::core::orchestrator::WRITE_FILL),
+                    from_env("DBAAS_READ_FILL", crate::core::orchestrator::READ_FILL),
+                    from_env("DBAAS_WRITE_FILL", crate::core::orchestrator::WRITE_FILL),
                 )
                 .weighing_writes(wire::encoded_len::<WriteRequest>),
             started: Instant::now(),
@@ -223,7 +223,7 @@ impl Orchestrator {
 }
 
 /// A window or fill from the environment (for measuring), or the default.
-fn window(var: &str, default: usize) -> usize {
+fn from_env(var: &str, default: usize) -> usize {
     std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())

@@ -42,8 +42,9 @@
 //! batch, which goes as soon as one is answered. So a lone request is
 //! never delayed by a timer, and under load the batches grow by
 //! themselves (a second batch of a few requests beside the first would
-//! cost the broker and the workers a message for little). A batch unanswered for [`SLOW_MS`] no longer holds
-//! its place (its slave may be paused with it): what waits behind it goes.
+//! cost the broker and the workers a message for little). A batch
+//! unanswered for [`SLOW_MS`] no longer holds its place (its slave may be
+//! paused with it): what waits behind it goes.
 //!
 //! Each request of a batch is its own attempt, under its own correlation
 //! id, answered by that id (the batch's reply names each), with its own
@@ -474,15 +475,14 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
             &mut self.writes.flying
         };
         let open = ids.len();
-        let (batches, requests) = if reads {
-            let c = &mut self.counters;
-            (&mut c.read_batches_sent, &mut c.reads_sent)
+        let c = &mut self.counters;
+        if reads {
+            c.read_batches_sent += 1;
+            c.reads_sent += open as u64;
         } else {
-            let c = &mut self.counters;
-            (&mut c.write_batches_sent, &mut c.writes_sent)
-        };
-        *batches += 1;
-        *requests += open as u64;
+            c.write_batches_sent += 1;
+            c.writes_sent += open as u64;
+        }
         lane.insert(batch, Flight { open, sent: now });
         batch
     }

@@ -36,7 +36,7 @@ impl Store {
     /// refused.
     ///
     /// A blank store (a new worker's: no write applied, no row, no
-    /// record) installs it in parts of a few thousand entries instead,
+    /// record) installs it in parts of a few hundred entries instead,
     /// so that memory stays bounded whatever the snapshot's size (one
     /// batch of a million rides took tens of GB in sled). Atomic all the
     /// same: a marker goes first (flushed), then the rows, records and
@@ -84,11 +84,7 @@ impl Store {
         {
             let _g = self.write_gate();
             self.inner.db.apply_batch(tx.into_batch())?;
-            self.inner.applied.store(snap.seq, Ordering::Release);
-            if let Some(cluster) = meta.cluster {
-                self.inner.cluster.store(cluster, Ordering::Release);
-            }
-            self.set_lineage_cache(meta.lineage);
+            self.installed(snap.seq, meta);
         }
         self.inner.db.flush()?;
         Ok(())
@@ -178,13 +174,18 @@ impl Store {
         last.put(k, v);
         last.remove(keys::INSTALLING.to_vec());
         db.apply_batch(last.into_batch())?;
-        self.inner.applied.store(snap.seq, Ordering::Release);
+        self.installed(snap.seq, meta);
+        db.flush()?;
+        Ok(())
+    }
+
+    /// What the store keeps in memory follows an installed snapshot.
+    fn installed(&self, seq: u64, meta: Meta) {
+        self.inner.applied.store(seq, Ordering::Release);
         if let Some(cluster) = meta.cluster {
             self.inner.cluster.store(cluster, Ordering::Release);
         }
         self.set_lineage_cache(meta.lineage);
-        db.flush()?;
-        Ok(())
     }
 
     /// A digest of all rows (no meta): equal on two stores holding equal

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use dbaas::broker::{Broker, Consumer, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use dbaas::model::wire::{
-    self, BatchedRead, BatchedWrite, Entry, MasterRequest, ReadBatch, ReadRequest, Reply, Stamp,
-    SyncBatch, SyncItem, SyncMessage, WriteRequest,
+    self, BatchedRead, Entry, MasterRequest, ReadBatch, ReadRequest, Reply, Stamp, SyncBatch,
+    SyncItem, SyncMessage, WriteRequest,
 };
 use dbaas::model::{Consistency, Lineage, ReadOp, ReadResult, Value, WriteOp};
 use dbaas::runtime::WorkerSpec;
 use dbaas::system::Cluster;
+
+use super::batches::batched;
 use futures::StreamExt;
 
 #[allow(unused_imports)]
@@ -407,15 +409,7 @@ pub async fn a_batch_of_writes_with_a_refusal_answers_each_write(b: Arc<dyn Brok
     let replies = "test.batch.writes";
     let mut answers = reply_queue(&c, replies).await;
     let stamp = stamp(&c).await;
-    let write = |id: u64, request_id: u128, name: &str| BatchedWrite {
-        id,
-        write: WriteRequest {
-            request_id,
-            epoch: stamp.epoch,
-            op: user(name),
-            sent_ms: dbaas::store::wall_clock_ms(),
-        },
-    };
+    let write = |id: u64, request_id: u128, name: &str| batched(stamp, id, request_id, name);
     let batch = MasterRequest::Writes(vec![
         write(20, 900, "b"),
         write(21, 901, "taken"),

@@ -387,7 +387,7 @@ async fn next_writes(
 
 /// A write of batch `id` under `stamp`'s epoch: the insert of user
 /// `name`, as request `request_id`.
-fn batched(stamp: Stamp, id: u64, request_id: u128, name: &str) -> BatchedWrite {
+pub(crate) fn batched(stamp: Stamp, id: u64, request_id: u128, name: &str) -> BatchedWrite {
     BatchedWrite {
         id,
         write: WriteRequest {
