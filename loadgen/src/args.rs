@@ -179,8 +179,11 @@ impl Plan {
                 .unwrap_or(default)
                 .trim_end_matches('/')
                 .to_owned();
-            reqwest::Url::parse(&target)
-                .map_err(|e| Error::usage(format!("--target {target:?}: {e}")))?;
+            if !target.starts_with("http://") || target.len() == "http://".len() {
+                return Err(Error::usage(format!(
+                    "--target {target:?}: an http:// URL is needed"
+                )));
+            }
             (target, None)
         };
         if args.concurrency == 0 {

@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{Plan, Stop, Workload};
 use crate::error::{Error, Result};
+use crate::http1::{Conn, Origin};
 use crate::report::{self, Report, TaskStats};
 use crate::workload::{self, Shared, Task};
 use crate::{echo, procstat};
@@ -91,17 +92,6 @@ async fn virtual_user(mut task: Task, ctl: Arc<Control>) -> TaskStats {
     stats
 }
 
-fn client(plan: &Plan) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(plan.timeout)
-        .connect_timeout(Duration::from_secs(5))
-        .pool_max_idle_per_host(plan.concurrency.max(64))
-        .tcp_nodelay(true)
-        .no_proxy()
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))
-}
-
 fn progress_bar(plan: &Plan) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
@@ -122,19 +112,24 @@ fn progress_bar(plan: &Plan) -> Option<ProgressBar> {
 
 /// Sets up the workload, runs it and tears down what it set up.
 pub(crate) async fn drive(plan: &Plan) -> Result<Report> {
-    let client = client(plan)?;
     let bar = progress_bar(plan);
     let mut echo = None;
-    let shared = match &plan.echo {
+    let (shared, origin) = match &plan.echo {
         Some(cfg) => {
             let rig = echo::start(cfg, &workload::run_prefix()).await?;
             let shared = Shared::Echo(rig.client.clone());
             echo = Some(rig);
-            shared
+            (shared, None)
         }
-        None => Shared::new(plan.workload, &plan.target, plan.keys, plan.eventual)?,
+        None => {
+            let origin = Origin::resolve(&plan.target)
+                .await
+                .map_err(|e| Error::usage(format!("--target: {e}")))?;
+            let shared = Shared::new(plan.workload, &origin, plan.keys, plan.eventual)?;
+            (shared, Some(origin))
+        }
     };
-    let result = run_tasks(plan, client, bar, &shared).await;
+    let result = run_tasks(plan, origin, bar, &shared).await;
     if let Some(mut rig) = echo {
         rig.stop().await;
     }
@@ -143,17 +138,23 @@ pub(crate) async fn drive(plan: &Plan) -> Result<Report> {
 
 async fn run_tasks(
     plan: &Plan,
-    client: reqwest::Client,
+    origin: Option<Origin>,
     bar: Option<ProgressBar>,
     shared: &Shared,
 ) -> Result<Report> {
+    // Each virtual user has a connection of its own (`amqp-echo` has no
+    // origin and its users never use theirs).
+    let conn = || {
+        let origin = origin.clone().unwrap_or_else(Origin::unused);
+        Conn::new(origin, plan.timeout)
+    };
     let mut seeded = None;
     if plan.workload == Workload::Read && plan.seed {
         if let Some(bar) = &bar {
             bar.set_message(format!("seeding {} rows", plan.keys));
             bar.enable_steady_tick(Duration::from_millis(100));
         }
-        workload::seed(&client, &plan.target, plan.keys).await?;
+        workload::seed(&mut conn(), plan.keys).await?;
         seeded = Some(plan.keys);
     }
 
@@ -167,7 +168,7 @@ async fn run_tasks(
     let started = Instant::now();
     let tasks: Vec<_> = (0..plan.concurrency)
         .map(|i| {
-            let task = Task::new(shared, client.clone(), i);
+            let task = Task::new(shared, conn(), i);
             tokio::spawn(virtual_user(task, ctl.clone()))
         })
         .collect();

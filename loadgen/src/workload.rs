@@ -8,13 +8,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderValue, CONTENT_TYPE, LOCATION};
-use reqwest::{Body, Client, Method, Request, Url};
-
 use crate::args::Workload;
 use crate::drive::ErrorLog;
 use crate::echo::{self, EchoClient};
 use crate::error::{Error, Result};
+use crate::http1::{Conn, Method, Origin};
 use crate::report::Failure;
 use rideshare::{Rider, RIDESHARE_OPS};
 
@@ -38,10 +36,6 @@ pub(crate) fn run_prefix() -> String {
     format!("{:x}{:04x}", millis % (1 << 40), fastrand::u16(..))
 }
 
-fn url(s: &str) -> Result<Url> {
-    Url::parse(s).map_err(|e| Error::usage(format!("{s:?} is not a URL: {e}")))
-}
-
 /// What every virtual user of a run shares.
 pub(crate) enum Shared {
     Read(Arc<ReadShared>),
@@ -51,21 +45,21 @@ pub(crate) enum Shared {
 }
 
 pub(crate) struct ReadShared {
-    url: Url,
+    path: String,
     keys: u64,
     /// `bodies[i]` looks up key `i`; `None` with too many keys to keep.
     bodies: Option<Vec<&'static str>>,
 }
 
 pub(crate) struct WriteShared {
-    url: Url,
+    path: String,
     prefix: String,
 }
 
 pub(crate) struct RideShared {
-    base: String,
-    users: Url,
-    rides: Url,
+    origin: Origin,
+    users: String,
+    rides: String,
     prefix: String,
 }
 
@@ -74,9 +68,14 @@ fn get_body(out: &mut String, key: u64) {
 }
 
 impl Shared {
-    /// The shared state of an HTTP workload (`amqp-echo` comes from
-    /// [`echo::start`]).
-    pub(crate) fn new(workload: Workload, target: &str, keys: u64, eventual: bool) -> Result<Self> {
+    /// The shared state of an HTTP workload against `origin` (`amqp-echo`
+    /// comes from [`echo::start`]).
+    pub(crate) fn new(
+        workload: Workload,
+        origin: &Origin,
+        keys: u64,
+        eventual: bool,
+    ) -> Result<Self> {
         Ok(match workload {
             Workload::AmqpEcho => return Err(Error::usage("amqp-echo is set up by echo::start")),
             Workload::Read => {
@@ -106,19 +105,19 @@ impl Shared {
                         .collect()
                 });
                 Shared::Read(Arc::new(ReadShared {
-                    url: url(&format!("{target}/api/v1/db/read{query}"))?,
+                    path: origin.path(&format!("/api/v1/db/read{query}")),
                     keys,
                     bodies,
                 }))
             }
             Workload::Write => Shared::Write(Arc::new(WriteShared {
-                url: url(&format!("{target}/api/v1/db/write"))?,
+                path: origin.path("/api/v1/db/write"),
                 prefix: run_prefix(),
             })),
             Workload::Rideshare => Shared::Rideshare(Arc::new(RideShared {
-                base: target.to_owned(),
-                users: url(&format!("{target}/api/v1/users"))?,
-                rides: url(&format!("{target}/api/v1/rides"))?,
+                origin: origin.clone(),
+                users: origin.path("/api/v1/users"),
+                rides: origin.path("/api/v1/rides"),
                 prefix: run_prefix(),
             })),
         })
@@ -136,15 +135,21 @@ impl Shared {
 }
 
 enum Kind {
-    Read(Arc<ReadShared>),
-    Write { shared: Arc<WriteShared>, n: u64 },
+    Read(Arc<ReadShared>, Conn),
+    Write {
+        shared: Arc<WriteShared>,
+        n: u64,
+        conn: Conn,
+    },
     Rideshare(Box<Rider>),
-    Echo { client: Arc<EchoClient>, n: u64 },
+    Echo {
+        client: Arc<EchoClient>,
+        n: u64,
+    },
 }
 
 /// One virtual user.
 pub(crate) struct Task {
-    client: Client,
     rng: fastrand::Rng,
     id: usize,
     kind: Kind,
@@ -158,31 +163,6 @@ enum Check {
     Body(&'static str),
 }
 
-fn request(method: Method, url: Url, body: Option<Body>) -> Request {
-    let mut req = Request::new(method, url);
-    if let Some(body) = body {
-        req.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        *req.body_mut() = Some(body);
-    }
-    req
-}
-
-/// An error with its causes: reqwest's own message leaves out why.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
-
 fn snippet(body: &[u8]) -> String {
     let cut = &body[..body.len().min(200)];
     let text = String::from_utf8_lossy(cut);
@@ -193,39 +173,31 @@ fn snippet(body: &[u8]) -> String {
     }
 }
 
-/// Sends `req` and checks the answer. A failure is classified and (the
-/// first few) logged.
+/// Sends a request on `conn` and checks the answer. A failure is
+/// classified and (the first few) logged.
 async fn exchange<T>(
-    client: &Client,
+    conn: &mut Conn,
     log: &ErrorLog,
     what: &'static str,
-    req: Request,
-    check: impl FnOnce(u16, Option<&HeaderValue>, &[u8]) -> Result<T, Check>,
+    (method, path, body): (Method, &str, Option<&[u8]>),
+    check: impl FnOnce(u16, Option<&str>, &[u8]) -> Result<T, Check>,
 ) -> Result<T, Failure> {
-    let resp = match client.execute(req).await {
-        Ok(resp) => resp,
+    let answer = match conn.send(method, path, body).await {
+        Ok(answer) => answer,
         Err(e) => {
-            log.note(|| format!("{what}: {}", causes(&e)));
+            log.note(|| format!("{what}: {e}"));
             return Err(Failure::Transport);
         }
     };
-    let status = resp.status().as_u16();
-    let location = resp.headers().get(LOCATION).cloned();
-    let body = match resp.bytes().await {
-        Ok(body) => body,
-        Err(e) => {
-            log.note(|| format!("{what}: answer {status} cut: {}", causes(&e)));
-            return Err(Failure::Transport);
-        }
-    };
-    match check(status, location.as_ref(), &body) {
+    let status = answer.status;
+    match check(status, answer.location, answer.body) {
         Ok(t) => Ok(t),
         Err(Check::Status) => {
-            log.note(|| format!("{what}: unexpected {status}: {}", snippet(&body)));
+            log.note(|| format!("{what}: unexpected {status}: {}", snippet(answer.body)));
             Err(Failure::Status(status))
         }
         Err(Check::Body(why)) => {
-            log.note(|| format!("{what}: {status} but {why}: {}", snippet(&body)));
+            log.note(|| format!("{what}: {status} but {why}: {}", snippet(answer.body)));
             Err(Failure::Body(status))
         }
     }
@@ -236,21 +208,23 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 impl Task {
-    pub(crate) fn new(shared: &Shared, client: Client, id: usize) -> Task {
+    /// Virtual user `id`; `conn` (its connection) is not used by
+    /// `amqp-echo`.
+    pub(crate) fn new(shared: &Shared, conn: Conn, id: usize) -> Task {
         let kind = match shared {
-            Shared::Read(s) => Kind::Read(s.clone()),
+            Shared::Read(s) => Kind::Read(s.clone(), conn),
             Shared::Write(s) => Kind::Write {
                 shared: s.clone(),
                 n: 0,
+                conn,
             },
-            Shared::Rideshare(s) => Kind::Rideshare(Box::new(Rider::new(s.clone()))),
+            Shared::Rideshare(s) => Kind::Rideshare(Box::new(Rider::new(s.clone(), conn))),
             Shared::Echo(c) => Kind::Echo {
                 client: c.clone(),
                 n: 0,
             },
         };
         Task {
-            client,
             rng: fastrand::Rng::new(),
             id,
             kind,
@@ -259,7 +233,7 @@ impl Task {
 
     pub(crate) fn op_count(&self) -> usize {
         match self.kind {
-            Kind::Read(_) | Kind::Write { .. } | Kind::Echo { .. } => 1,
+            Kind::Read(..) | Kind::Write { .. } | Kind::Echo { .. } => 1,
             Kind::Rideshare(_) => RIDESHARE_OPS.len(),
         }
     }
@@ -268,32 +242,33 @@ impl Task {
     /// went.
     pub(crate) async fn step(&mut self, log: &ErrorLog) -> (usize, Result<(), Failure>) {
         match &mut self.kind {
-            Kind::Read(s) => {
+            Kind::Read(s, conn) => {
                 let key = self.rng.u64(..s.keys);
+                let mut built = String::new();
                 let body = match &s.bodies {
-                    Some(bodies) => Body::from(bodies[key as usize]),
+                    Some(bodies) => bodies[key as usize],
                     None => {
-                        let mut b = String::with_capacity(48);
-                        get_body(&mut b, key);
-                        Body::from(b)
+                        get_body(&mut built, key);
+                        &built
                     }
                 };
-                let req = request(Method::POST, s.url.clone(), Some(body));
-                let outcome = exchange(
-                    &self.client,
-                    log,
-                    "POST db/read",
-                    req,
-                    |status, _, body| match status {
-                        200 if contains(body, br#""rows":[{"#) => Ok(()),
-                        200 => Err(Check::Body("the seeded row is missing")),
-                        _ => Err(Check::Status),
-                    },
-                )
-                .await;
+                let req = (Method::Post, s.path.as_str(), Some(body.as_bytes()));
+                let outcome =
+                    exchange(
+                        conn,
+                        log,
+                        "POST db/read",
+                        req,
+                        |status, _, body| match status {
+                            200 if contains(body, br#""rows":[{"#) => Ok(()),
+                            200 => Err(Check::Body("the seeded row is missing")),
+                            _ => Err(Check::Status),
+                        },
+                    )
+                    .await;
                 (0, outcome)
             }
-            Kind::Write { shared, n } => {
+            Kind::Write { shared, n, conn } => {
                 let mut body = String::with_capacity(128);
                 let _ = write!(
                     body,
@@ -301,8 +276,8 @@ impl Task {
                     shared.prefix, self.id, n
                 );
                 *n += 1;
-                let req = request(Method::POST, shared.url.clone(), Some(body.into()));
-                let outcome = exchange(&self.client, log, "POST db/write", req, |status, _, _| {
+                let req = (Method::Post, shared.path.as_str(), Some(body.as_bytes()));
+                let outcome = exchange(conn, log, "POST db/write", req, |status, _, _| {
                     if status == 200 {
                         Ok(())
                     } else {
@@ -319,9 +294,7 @@ impl Task {
             }
             Kind::Rideshare(rider) => {
                 let op = rider.choose(&mut self.rng);
-                let outcome = rider
-                    .run(op, &self.client, &mut self.rng, self.id, log)
-                    .await;
+                let outcome = rider.run(op, &mut self.rng, self.id, log).await;
                 (op, outcome)
             }
         }
@@ -332,15 +305,13 @@ impl Task {
 mod tests {
     use super::*;
 
-    #[test]
-    fn prebuilt_read_bodies_name_their_key() {
-        let Shared::Read(s) = Shared::new(Workload::Read, "http://h:1", 12, true).unwrap() else {
+    #[tokio::test]
+    async fn prebuilt_read_bodies_name_their_key() {
+        let origin = Origin::resolve("http://127.0.0.1:1/base/").await.unwrap();
+        let Shared::Read(s) = Shared::new(Workload::Read, &origin, 12, true).unwrap() else {
             panic!("read")
         };
-        assert_eq!(
-            s.url.as_str(),
-            "http://h:1/api/v1/db/read?consistency=eventual"
-        );
+        assert_eq!(s.path, "/base/api/v1/db/read?consistency=eventual");
         let bodies = s.bodies.as_ref().unwrap();
         assert_eq!(bodies.len(), 12);
         assert_eq!(bodies[11], r#"{"op":"get","table":"users","key":"lg-11"}"#);

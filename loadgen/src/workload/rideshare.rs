@@ -6,13 +6,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dbaas::rideshare::{areas, timestamp};
-use reqwest::header::HeaderValue;
-use reqwest::{Client, Method, Url};
-
-use super::{exchange, request, Check, RideShared, PASSWORD};
+use super::{exchange, Check, RideShared, PASSWORD};
 use crate::drive::ErrorLog;
+use crate::http1::{Conn, Method};
 use crate::report::Failure;
+use dbaas::rideshare::{areas, timestamp};
 
 /// A virtual user of `rideshare` remembers at most this many users and rides.
 const REMEMBERED: usize = 256;
@@ -36,12 +34,14 @@ struct Ride {
     creator: usize,
     source: u16,
     destination: u16,
-    url: Url,
+    /// Its path: `/api/v1/rides/{id}`.
+    path: String,
 }
 
 /// The state of one `rideshare` virtual user.
 pub(super) struct Rider {
     shared: Arc<RideShared>,
+    conn: Conn,
     /// Users it made; never fewer once two exist (full: replaced at random).
     users: Vec<String>,
     rides: Vec<Ride>,
@@ -49,9 +49,8 @@ pub(super) struct Rider {
 }
 
 /// The ride id at the end of a `Location` header.
-fn ride_id(location: &HeaderValue) -> Option<u64> {
-    let s = location.to_str().ok()?;
-    let (path, id) = s.rsplit_once('/')?;
+fn ride_id(location: &str) -> Option<u64> {
+    let (path, id) = location.rsplit_once('/')?;
     if !path.ends_with("/api/v1/rides") {
         return None;
     }
@@ -65,9 +64,10 @@ fn now_secs() -> i64 {
 }
 
 impl Rider {
-    pub(super) fn new(shared: Arc<RideShared>) -> Rider {
+    pub(super) fn new(shared: Arc<RideShared>, conn: Conn) -> Rider {
         Rider {
             shared,
+            conn,
             users: Vec::new(),
             rides: Vec::new(),
             made: 0,
@@ -113,19 +113,19 @@ impl Rider {
     pub(super) async fn run(
         &mut self,
         op: usize,
-        client: &Client,
         rng: &mut fastrand::Rng,
         id: usize,
         log: &ErrorLog,
     ) -> Result<(), Failure> {
         let s = self.shared.clone();
+        let conn = &mut self.conn;
         match op {
             ADD_USER => {
                 let name = format!("lg-{}-{id}-{}", s.prefix, self.made);
                 self.made += 1;
                 let body = format!(r#"{{"username":"{name}","password":"{PASSWORD}"}}"#);
-                let req = request(Method::PUT, s.users.clone(), Some(body.into()));
-                exchange(client, log, "PUT /api/v1/users", req, |status, _, _| {
+                let req = (Method::Put, s.users.as_str(), Some(body.as_bytes()));
+                exchange(conn, log, "PUT /api/v1/users", req, |status, _, _| {
                     if status == 201 {
                         Ok(())
                     } else {
@@ -148,9 +148,9 @@ impl Rider {
                     r#"{{"created_by":"{}","timestamp":"{at}","source":{source},"destination":{destination}}}"#,
                     self.users[creator]
                 );
-                let req = request(Method::POST, s.rides.clone(), Some(body.into()));
+                let req = (Method::Post, s.rides.as_str(), Some(body.as_bytes()));
                 let ride_id = exchange(
-                    client,
+                    conn,
                     log,
                     "POST /api/v1/rides",
                     req,
@@ -164,13 +164,11 @@ impl Rider {
                     },
                 )
                 .await?;
-                let url = Url::parse(&format!("{}/api/v1/rides/{ride_id}", s.base))
-                    .map_err(|_| Failure::Body(201))?;
                 let ride = Ride {
                     creator,
                     source,
                     destination,
-                    url,
+                    path: s.origin.path(&format!("/api/v1/rides/{ride_id}")),
                 };
                 Self::remember(&mut self.rides, ride, rng);
                 Ok(())
@@ -184,16 +182,17 @@ impl Rider {
                 } else {
                     Self::random_pair(rng)
                 };
-                let mut url = s.rides.clone();
-                let mut query = String::with_capacity(32);
-                let _ = write!(query, "source={source}&destination={destination}");
-                url.set_query(Some(&query));
-                let req = request(Method::GET, url, None);
+                let mut path = String::with_capacity(s.rides.len() + 32);
+                let _ = write!(
+                    path,
+                    "{}?source={source}&destination={destination}",
+                    s.rides
+                );
                 exchange(
-                    client,
+                    conn,
                     log,
                     "GET /api/v1/rides?",
-                    req,
+                    (Method::Get, &path, None),
                     |status, _, body| match status {
                         200 if body.starts_with(b"[") => Ok(()),
                         200 => Err(Check::Body("not a list")),
@@ -210,27 +209,21 @@ impl Rider {
                     joiner += 1;
                 }
                 let body = format!(r#"{{"username":"{}"}}"#, self.users[joiner]);
-                let req = request(Method::POST, ride.url.clone(), Some(body.into()));
-                exchange(
-                    client,
-                    log,
-                    "POST /api/v1/rides/{id}",
-                    req,
-                    |status, _, _| {
-                        if status == 200 {
-                            Ok(())
-                        } else {
-                            Err(Check::Status)
-                        }
-                    },
-                )
+                let req = (Method::Post, ride.path.as_str(), Some(body.as_bytes()));
+                exchange(conn, log, "POST /api/v1/rides/{id}", req, |status, _, _| {
+                    if status == 200 {
+                        Ok(())
+                    } else {
+                        Err(Check::Status)
+                    }
+                })
                 .await
             }
             _ => {
                 let ride = &self.rides[rng.usize(..self.rides.len())];
-                let req = request(Method::GET, ride.url.clone(), None);
+                let req = (Method::Get, ride.path.as_str(), None);
                 exchange(
-                    client,
+                    conn,
                     log,
                     "GET /api/v1/rides/{id}",
                     req,
@@ -248,16 +241,17 @@ impl Rider {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{url, Shared, Workload};
+    use super::super::{Shared, Workload};
     use super::*;
+    use crate::http1::Origin;
+    use std::time::Duration;
 
     #[test]
     fn ride_ids_come_from_the_location() {
-        let h = |s: &'static str| HeaderValue::from_static(s);
-        assert_eq!(ride_id(&h("/api/v1/rides/17")), Some(17));
-        assert_eq!(ride_id(&h("http://x:1/api/v1/rides/3")), Some(3));
-        assert_eq!(ride_id(&h("/api/v1/rides/")), None);
-        assert_eq!(ride_id(&h("/api/v1/users/3")), None);
+        assert_eq!(ride_id("/api/v1/rides/17"), Some(17));
+        assert_eq!(ride_id("http://x:1/api/v1/rides/3"), Some(3));
+        assert_eq!(ride_id("/api/v1/rides/"), None);
+        assert_eq!(ride_id("/api/v1/users/3"), None);
     }
 
     #[test]
@@ -270,15 +264,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_mix_starts_with_two_users_and_a_ride() {
-        let Shared::Rideshare(s) =
-            Shared::new(Workload::Rideshare, "http://h:1", 0, false).unwrap()
+    #[tokio::test]
+    async fn the_mix_starts_with_two_users_and_a_ride() {
+        let origin = Origin::resolve("http://127.0.0.1:1").await.unwrap();
+        let Shared::Rideshare(s) = Shared::new(Workload::Rideshare, &origin, 0, false).unwrap()
         else {
             panic!("rideshare")
         };
         let mut rider = Rider {
             shared: s,
+            conn: Conn::new(origin, Duration::from_secs(1)),
             users: vec![],
             rides: vec![],
             made: 0,
@@ -291,7 +286,7 @@ mod tests {
             creator: 0,
             source: 1,
             destination: 2,
-            url: url("http://h:1/api/v1/rides/1").unwrap(),
+            path: "/api/v1/rides/1".into(),
         });
         let mut seen = [0u32; 5];
         for _ in 0..100_000 {

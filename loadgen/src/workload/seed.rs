@@ -3,10 +3,9 @@
 
 use std::fmt::Write as _;
 
-use reqwest::{Client, Method};
-
-use super::{causes, request, snippet, url, PASSWORD};
+use super::{snippet, PASSWORD};
 use crate::error::{Error, Result};
+use crate::http1::{Conn, Method};
 
 /// A seeding batch stays under this many bytes (the server's default body
 /// cap is 64 KiB; a 413 halves the batch anyway).
@@ -47,8 +46,8 @@ fn seed_batch(from: u64, to: u64, replace: bool) -> String {
 /// Seeds rows `lg-0` .. `lg-<keys-1>` of `users` through `db/write`
 /// batches. Rows an earlier run left are replaced (a batch answered 409 is
 /// sent again as delete-and-insert pairs).
-pub(crate) async fn seed(client: &Client, target: &str, keys: u64) -> Result<()> {
-    let write = url(&format!("{target}/api/v1/db/write"))?;
+pub(crate) async fn seed(conn: &mut Conn, keys: u64) -> Result<()> {
+    let write = conn.origin().path("/api/v1/db/write");
     let per_row = seed_batch(keys - 1, keys, false).len() as u64;
     let rows = (SEED_BATCH_BYTES as u64 / per_row).clamp(1, SEED_BATCH_OPS);
     // (from, to, replace), popped from the end: lowest rows first.
@@ -59,13 +58,11 @@ pub(crate) async fn seed(client: &Client, target: &str, keys: u64) -> Result<()>
     work.reverse();
     while let Some((from, to, replace)) = work.pop() {
         let body = seed_batch(from, to, replace);
-        let req = request(Method::POST, write.clone(), Some(body.into()));
-        let resp = client
-            .execute(req)
+        let answer = conn
+            .send(Method::Post, &write, Some(body.as_bytes()))
             .await
-            .map_err(|e| Error::Unavailable(format!("seeding: {}", causes(&e))))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
+            .map_err(|e| Error::Unavailable(format!("seeding: {e}")))?;
+        let status = answer.status;
         let half = |replace| {
             let mid = from + (to - from) / 2;
             [(mid, to, replace), (from, mid, replace)]
@@ -78,7 +75,7 @@ pub(crate) async fn seed(client: &Client, target: &str, keys: u64) -> Result<()>
             _ => {
                 return Err(Error::Unavailable(format!(
                     "seeding rows {from}..{to}: {write} answered {status}: {}",
-                    snippet(text.as_bytes())
+                    snippet(answer.body)
                 )))
             }
         }
