@@ -67,20 +67,24 @@ pub fn fresh_zk(session_timeout: Duration) -> Option<CoordTarget> {
 /// The session timeout the process tests give ZooKeeper.
 pub const ZK_SESSION: Duration = Duration::from_millis(600);
 
-/// Runs `rabbitmqctl` on the test node (through `scripts/services ctl`).
-pub fn rabbitmqctl(args: &[&str]) -> String {
+/// Runs `scripts/services` with `args`; its output.
+pub fn services(args: &[&str]) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = std::process::Command::new(format!("{root}/scripts/services"))
-        .arg("ctl")
         .args(args)
         .output()
         .expect("scripts/services runs");
     assert!(
         out.status.success(),
-        "rabbitmqctl {args:?}: {}",
+        "services {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Runs `rabbitmqctl` on the test node (through `scripts/services ctl`).
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    services(&[&["ctl"], args].concat())
 }
 
 /// A virtual host of its own on the test RabbitMQ, so that tests running at
@@ -377,9 +381,11 @@ pub async fn containers_of(docker: &bollard::Docker, cluster: u64) -> Vec<String
 /// How long a `Load` waits for more acknowledged writes.
 const LOAD_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Writers that keep writing until stopped; every write acknowledged.
+/// Writers that keep writing until stopped, every write acknowledged,
+/// and readers (eventual counts) if asked for, every read answered.
 pub struct Load {
     acked: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<u64>>,
 }
@@ -404,15 +410,50 @@ impl Load {
                 })
             })
             .collect();
-        Load { acked, stop, tasks }
+        let reads = Arc::default();
+        Load {
+            acked,
+            reads,
+            stop,
+            tasks,
+        }
     }
 
+    /// Adds `readers` that count users (eventually consistent) until
+    /// stopped; every read must be answered.
+    pub fn with_readers(mut self, c: &Cluster, readers: u64) -> Load {
+        for _ in 0..readers {
+            let (orch, reads) = (c.orchestrator.clone(), self.reads.clone());
+            let stop = self.stop.clone();
+            self.tasks.push(actix::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    orch.read(count_users(), dbaas::model::Consistency::Eventual)
+                        .await
+                        .expect("every read answered");
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+                // Writes are what the total counts.
+                0
+            }));
+        }
+        self
+    }
+
+    /// Waits for `n` more acknowledged writes.
     pub async fn more(&self, n: u64) {
-        let target = self.acked.load(Ordering::Relaxed) + n;
-        let acked = self.acked.clone();
-        eventually("writes to be acknowledged", LOAD_DEADLINE, || {
-            let acked = acked.clone();
-            async move { acked.load(Ordering::Relaxed) >= target }
+        Self::progress(&self.acked, n, "writes to be acknowledged").await;
+    }
+
+    /// Waits for `n` more answered reads.
+    pub async fn more_reads(&self, n: u64) {
+        Self::progress(&self.reads, n, "reads to be answered").await;
+    }
+
+    async fn progress(counter: &Arc<AtomicU64>, n: u64, what: &str) {
+        let target = counter.load(Ordering::Relaxed) + n;
+        eventually(what, LOAD_DEADLINE, || {
+            let counter = counter.clone();
+            async move { counter.load(Ordering::Relaxed) >= target }
         })
         .await;
     }
