@@ -60,6 +60,8 @@ pub struct UpArgs {
     /// (hung, paused, cut off) is replaced about this long after it stopped
     /// answering. Shorter fails over sooner, but a worker stalled that long
     /// (a long GC-like pause, an overloaded machine) is failed over too.
+    /// Default 600 with one ZooKeeper server, 1000 with several (room for
+    /// the ensemble to elect a new leader without a failover of ours).
     #[arg(long, env = "DBAAS_SESSION_TIMEOUT_MS")]
     pub session_timeout_ms: Option<u64>,
     /// How long a request is retried (no master during a failover, no
@@ -150,8 +152,34 @@ pub struct UpConfig {
 
 /// The default root of a cluster's nodes in ZooKeeper.
 pub const ZK_ROOT: &str = "/dbaas/default";
-/// The default ZooKeeper session timeout (see `--session-timeout-ms`).
+/// The default ZooKeeper session timeout with one ZooKeeper server (see
+/// `--session-timeout-ms`).
 pub const SESSION_TIMEOUT: Duration = Duration::from_millis(600);
+/// The default with an ensemble (several servers). When the ensemble's
+/// leader dies, the other servers drop their clients too until a new
+/// leader is elected (about half a second here), and a client gives its
+/// session up 1.4 timeouts after it last heard from a server: 600 ms cut
+/// it too fine (a needless database failover in about one leader's death
+/// of twenty, `scripts/bench-zk-ensemble`); a second leaves room.
+pub const ENSEMBLE_SESSION_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The default session timeout for ZooKeeper at `hosts`
+/// (`host:port[,host:port...]`): [`ENSEMBLE_SESSION_TIMEOUT`] for several
+/// servers, else [`SESSION_TIMEOUT`].
+pub fn default_session_timeout(hosts: &str) -> Duration {
+    let servers = hosts
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|h| !h.trim().is_empty())
+        .count();
+    if servers > 1 {
+        ENSEMBLE_SESSION_TIMEOUT
+    } else {
+        SESSION_TIMEOUT
+    }
+}
 
 impl UpConfig {
     /// Where worker processes find ZooKeeper, if it is configured.
@@ -175,6 +203,8 @@ impl UpArgs {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let zk = self.zk.clone().or(file.zk);
+        let default_session = default_session_timeout(zk.as_deref().unwrap_or_default());
         let cfg = UpConfig {
             gateway_addr: self
                 .gateway_addr
@@ -207,7 +237,7 @@ impl UpArgs {
                 .sync_queue_cap
                 .or(file.sync_queue_cap)
                 .unwrap_or(crate::actors::SYNC_QUEUE_CAP),
-            zk: self.zk.clone().or(file.zk),
+            zk,
             zk_root: self
                 .zk_root
                 .clone()
@@ -216,7 +246,7 @@ impl UpArgs {
             session_timeout: self
                 .session_timeout_ms
                 .or(file.session_timeout_ms)
-                .map_or(SESSION_TIMEOUT, Duration::from_millis),
+                .map_or(default_session, Duration::from_millis),
             request_deadline: self
                 .request_deadline_ms
                 .or(file.request_deadline_ms)
@@ -299,6 +329,30 @@ mod tests {
         assert_eq!(cfg.slaves, 3);
         assert_eq!(cfg.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(cfg.gateway_addr, addr("127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn an_ensemble_gets_sessions_long_enough_to_elect_its_leader() {
+        let resolve = |zk: Option<&str>, ms: Option<u64>| {
+            UpArgs {
+                zk: zk.map(str::to_owned),
+                session_timeout_ms: ms,
+                ..UpArgs::default()
+            }
+            .resolve()
+            .unwrap()
+            .session_timeout
+        };
+        assert_eq!(resolve(None, None), SESSION_TIMEOUT);
+        assert_eq!(resolve(Some("127.0.0.1:2181"), None), SESSION_TIMEOUT);
+        assert_eq!(resolve(Some("a:1/chroot,x"), None), SESSION_TIMEOUT);
+        let ensemble = Some("127.0.0.1:2281,127.0.0.1:2282,127.0.0.1:2283");
+        assert_eq!(resolve(ensemble, None), ENSEMBLE_SESSION_TIMEOUT);
+        assert_eq!(resolve(ensemble, Some(700)), Duration::from_millis(700));
+        assert_eq!(
+            resolve(Some("a:1,b:2/root"), None),
+            ENSEMBLE_SESSION_TIMEOUT
+        );
     }
 
     #[test]

@@ -30,9 +30,10 @@ pub struct ZkArgs {
     /// The cluster's root path there.
     #[arg(long, env = "DBAAS_ZK_ROOT", default_value = crate::config::ZK_ROOT)]
     pub zk_root: String,
-    /// The session timeout in milliseconds (see `dbaas up --help`).
-    #[arg(long, env = "DBAAS_SESSION_TIMEOUT_MS", default_value_t = 600)]
-    pub session_timeout_ms: u64,
+    /// The session timeout in milliseconds (see `dbaas up --help`; by
+    /// default 600 with one server, 1000 with several).
+    #[arg(long, env = "DBAAS_SESSION_TIMEOUT_MS")]
+    pub session_timeout_ms: Option<u64>,
 }
 
 impl ZkArgs {
@@ -41,7 +42,10 @@ impl ZkArgs {
         Ok(CoordTarget {
             hosts: self.zk.clone(),
             root: self.zk_root.clone(),
-            session_timeout: std::time::Duration::from_millis(self.session_timeout_ms),
+            session_timeout: self.session_timeout_ms.map_or_else(
+                || crate::config::default_session_timeout(&self.zk),
+                std::time::Duration::from_millis,
+            ),
         })
     }
 }

@@ -18,7 +18,7 @@ use dbaas::model::{Consistency, ReadResult};
 use dbaas::runtime::CoordTarget;
 use suite::{
     amqp_url, count_users, fresh_vhost, master_id, process_cluster_at, running, services, stores,
-    Load, ZK_SESSION,
+    Load,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -57,10 +57,12 @@ impl Drop for Ensemble {
 
 async fn ensemble_cluster(dir: &Path, hosts: String) -> Option<dbaas::system::Cluster> {
     let (_, url) = fresh_vhost(&amqp_url()?);
+    // The default for an ensemble, as `dbaas up --zk a,b,c` takes.
+    let session_timeout = dbaas::config::default_session_timeout(&hosts);
     let zk = CoordTarget {
         hosts,
         root: format!("/t{}", fastrand::u64(..)),
-        session_timeout: ZK_SESSION,
+        session_timeout,
     };
     Some(process_cluster_at(dir, 2, &url, &zk, None).await)
 }
