@@ -132,7 +132,9 @@ fn parse_cluster(s: &str) -> std::result::Result<u64, String> {
 pub struct ServiceArgs {
     #[arg(long, env = "DBAAS_SERVICE_ADDR")]
     pub addr: SocketAddr,
-    /// The orchestrator's base URL.
+    /// The orchestrator's base URL, or several separated by commas: the
+    /// service moves to the next when one cannot be reached or fails, and
+    /// a write is sent again under the same idempotency key.
     #[arg(
         long,
         env = "DBAAS_ORCHESTRATOR_URL",
@@ -148,8 +150,11 @@ pub struct ServiceArgs {
 pub struct GatewayArgs {
     #[arg(long, env = "DBAAS_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// The users service's base URL, or several separated by commas (the
+    /// gateway moves to the next when it cannot connect to one).
     #[arg(long, env = "DBAAS_USERS_URL", default_value = "http://127.0.0.1:8081")]
     pub users: String,
+    /// The rides service's base URL, or several separated by commas.
     #[arg(long, env = "DBAAS_RIDES_URL", default_value = "http://127.0.0.1:8082")]
     pub rides: String,
     #[arg(long, env = "DBAAS_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
@@ -246,6 +251,7 @@ pub async fn run_service(
     args: ServiceArgs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    http::dbclient::check_urls("--orchestrator", &args.orchestrator)?;
     let listener = bind(args.addr)?;
     let name = if users { "users" } else { "rides" };
     println!("listening: {name} {}", url(&listener)?);
@@ -260,6 +266,8 @@ pub async fn run_service(
 
 /// `dbaas gateway`: the path-routing front door.
 pub async fn run_gateway(args: GatewayArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
+    http::dbclient::check_urls("--users", &args.users)?;
+    http::dbclient::check_urls("--rides", &args.rides)?;
     let listener = bind(args.addr)?;
     println!("listening: gateway {}", url(&listener)?);
     let server = http::gateway::server(listener, &args.users, &args.rides, args.body_limit)?;

@@ -105,6 +105,9 @@ contract!(
     db_api_reads_writes_and_lists_workers,
     db_api_refuses_bad_input_and_changes_nothing,
     db_api_conditional_writes_answer_412_and_write_nothing,
+    db_api_writes_named_by_an_idempotency_key_apply_once,
+    the_services_db_client_moves_on_to_an_orchestrator_that_answers,
+    a_gateway_moves_on_to_a_service_it_can_connect_to,
     no_ride_names_a_user_deleted_while_joining_or_creating,
     crash_apis_kill_and_the_cluster_elects_and_replaces,
     metrics_show_every_worker_and_the_batches_in_flight,
@@ -883,6 +886,105 @@ async fn db_api_reads_writes_and_lists_workers(urls: &Urls) {
         r.assert_json(405, json!({}));
     }
     db.get("/api/v1/nothing").await.assert_error(404);
+}
+
+/// A write sent with an `Idempotency-Key` header (again, as after an
+/// answer lost on the way) is applied once, and its repeats get the first
+/// answer; a malformed key is a 400 that writes nothing.
+async fn db_api_writes_named_by_an_idempotency_key_apply_once(urls: &Urls) {
+    let http = reqwest::Client::new();
+    let write = format!("{}/api/v1/db/write", urls.orchestrator);
+    let send = |key: &str, name: &str| {
+        let body = json!({"op": "insert", "table": "users",
+                          "row": {"username": name, "password": PASSWORD}});
+        http.post(&write)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let key = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    let first = send(key, "once").await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first: Json = first.json().await.unwrap();
+    for again in [key, "0F1E2D3C4B5A69788796A5B4C3D2E1F0"] {
+        let r = send(again, "once").await.unwrap();
+        assert_eq!(r.status(), 200, "the same key, the first answer");
+        assert_eq!(r.json::<Json>().await.unwrap(), first);
+    }
+    // Another key is another write: this one a duplicate.
+    let other = send("00000000-0000-0000-0000-000000000001", "once")
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 409);
+    for bad in [
+        "",
+        "once",
+        "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f",
+        "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f00",
+        "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1fg",
+        "--0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+    ] {
+        let r = send(bad, "never").await.unwrap();
+        assert_eq!(r.status(), 400, "key {bad:?}");
+        let body: Json = r.json().await.unwrap();
+        assert!(body["error"].is_string(), "{body}");
+    }
+    let db = Http::new(&urls.orchestrator);
+    let get = json!({"op": "get", "table": "users", "key": "never"});
+    let r = db.json("POST", "/api/v1/db/read", get).await;
+    assert_eq!(r.json()["rows"], json!([]), "{}", r.text());
+    let count = json!({"op": "count", "table": "users",
+                       "where": [{"column": "username", "op": "=", "value": "once"}]});
+    let r = db.json("POST", "/api/v1/db/read", count).await;
+    assert_eq!(r.json()["count"], json!(1), "{}", r.text());
+}
+
+/// The services' client of the DBaaS, given an orchestrator that cannot
+/// be reached before one that can, moves on to the one that answers, for
+/// reads and writes; given none that can, it fails as unavailable.
+async fn the_services_db_client_moves_on_to_an_orchestrator_that_answers(urls: &Urls) {
+    use dbaas::http::dbclient::DbClient;
+    use dbaas::model::{ReadOp, ReadResult, WriteOp};
+    let db = DbClient::new(&format!("{},{}", closed_port_url(), urls.orchestrator));
+    let op: WriteOp = serde_json::from_value(json!({"op": "insert", "table": "users",
+        "row": {"username": "mover", "password": PASSWORD}}))
+    .unwrap();
+    db.write(&op).await.expect("written through the second");
+    let count: ReadOp = serde_json::from_value(json!({"op": "count", "table": "users",
+        "where": [{"column": "username", "op": "=", "value": "mover"}]}))
+    .unwrap();
+    let read = db.read(&count).await.expect("read through the second");
+    assert_eq!(read.result, ReadResult::Count(1));
+    let none = DbClient::new(&format!("{},{}", closed_port_url(), closed_port_url()));
+    let err = none
+        .read(&count)
+        .await
+        .expect_err("no orchestrator answers");
+    assert_eq!(err.status(), 503, "{err}");
+}
+
+/// A gateway given, for each service, an instance nothing listens at
+/// before the system's own moves on to the one it can connect to, for
+/// reads and writes alike.
+async fn a_gateway_moves_on_to_a_service_it_can_connect_to(urls: &Urls) {
+    let (listener, gateway) = common::inproc::listener();
+    let users = format!("{},{}", closed_port_url(), urls.users);
+    let rides = format!("{},{}", closed_port_url(), urls.rides);
+    let _servers = Servers::start(move || async move {
+        Ok(vec![dbaas::http::gateway::server(
+            listener, &users, &rides, BODY_LIMIT,
+        )?])
+    });
+    let api = Api::new(&Urls {
+        gateway,
+        users: urls.users.clone(),
+        rides: urls.rides.clone(),
+        orchestrator: urls.orchestrator.clone(),
+    });
+    api.add_user("mover").await;
+    let id = api.add_ride("mover", FUTURE, 1, 2).await;
+    assert_eq!(api.ride(id).await["created_by"], json!("mover"));
+    assert!(api.user_list().await.contains(&"mover".to_owned()));
 }
 
 /// Bad requests to the DB API: 400 (413 over the cap) with `{"error"}`,

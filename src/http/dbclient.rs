@@ -1,21 +1,39 @@
 //! The client the RideShare services use to reach the DBaaS orchestrator:
 //! `db/read`, `db/write` and `db/clear` over HTTP, nothing else.
+//!
+//! It may know several orchestrators. It keeps to the one that last
+//! answered; when that one cannot be reached or answers 5xx, it tries the
+//! next, each once per request. A write is named by an idempotency key
+//! (the orchestrator's `Idempotency-Key` header) that every try of it
+//! carries, so a write whose answer was lost with an orchestrator is
+//! applied once however many orchestrators it reaches.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
 
-/// An HTTP client of the orchestrator API. Cheap to clone: the clones
-/// share one pool of kept-alive connections (up to 256 idle), so every
-/// worker thread of a service reuses the same connections.
+/// The URLs of one orchestrator.
 #[derive(Clone, Debug)]
-pub struct DbClient {
-    http: reqwest::Client,
+struct Orchestrator {
     read_url: String,
     read_eventual_url: String,
     write_url: String,
     clear_url: String,
+}
+
+/// An HTTP client of the orchestrator API. Cheap to clone: the clones
+/// share one pool of kept-alive connections (up to 256 idle), so every
+/// worker thread of a service reuses the same connections, and which
+/// orchestrator answered last.
+#[derive(Clone, Debug)]
+pub struct DbClient {
+    http: reqwest::Client,
+    orchestrators: Arc<[Orchestrator]>,
+    /// The one to try first.
+    current: Arc<AtomicUsize>,
 }
 
 #[derive(serde::Deserialize)]
@@ -23,23 +41,55 @@ struct ErrorBody {
     error: String,
 }
 
+/// Checks a list of base URLs given to flag `what` (`URL[,URL...]`, each
+/// `http://` or `https://`).
+pub fn check_urls(what: &str, urls: &str) -> Result<()> {
+    let bases = split(urls);
+    if bases.is_empty() {
+        return Err(Error::bad(format!("{what}: no URL given")));
+    }
+    for base in bases {
+        let url =
+            reqwest::Url::parse(base).map_err(|e| Error::bad(format!("{what} {base:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::bad(format!("{what} {base:?}: not http or https")));
+        }
+    }
+    Ok(())
+}
+
+fn split(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(|u| u.trim().trim_end_matches('/'))
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
 impl DbClient {
-    /// A client of the orchestrator at `base` (e.g. `http://127.0.0.1:8090`).
-    pub fn new(base: &str) -> Self {
-        let base = base.trim_end_matches('/');
+    /// A client of the orchestrators at `urls`, one base URL or several
+    /// separated by commas (e.g. `http://127.0.0.1:8090,http://127.0.0.1:8091`).
+    pub fn new(urls: &str) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(256)
             .pool_idle_timeout(crate::model::HTTP_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .build()
             .expect("a plain HTTP client builds");
+        let orchestrators = split(urls)
+            .into_iter()
+            .map(|base| Orchestrator {
+                read_url: format!("{base}/api/v1/db/read"),
+                read_eventual_url: format!("{base}/api/v1/db/read?consistency=eventual"),
+                write_url: format!("{base}/api/v1/db/write"),
+                clear_url: format!("{base}/api/v1/db/clear"),
+            })
+            .collect();
         DbClient {
             http,
-            read_url: format!("{base}/api/v1/db/read"),
-            read_eventual_url: format!("{base}/api/v1/db/read?consistency=eventual"),
-            write_url: format!("{base}/api/v1/db/write"),
-            clear_url: format!("{base}/api/v1/db/clear"),
+            orchestrators,
+            current: Arc::default(),
         }
     }
 
@@ -50,66 +100,122 @@ impl DbClient {
 
     /// Reads at the given consistency level.
     pub async fn read_with(&self, op: &ReadOp, level: Consistency) -> Result<ReadReply> {
-        let url = match level {
-            Consistency::Strong => &self.read_url,
-            Consistency::Eventual => &self.read_eventual_url,
-        };
-        self.post(url, Some(op)).await
+        self.post(
+            |o| match level {
+                Consistency::Strong => &o.read_url,
+                Consistency::Eventual => &o.read_eventual_url,
+            },
+            Some(op),
+            None,
+        )
+        .await
     }
 
-    /// Writes; answers once the master has made the write durable.
+    /// Writes; answers once the master has made the write durable. Every
+    /// try carries the same idempotency key.
     pub async fn write(&self, op: &WriteOp) -> Result<WriteReply> {
-        self.post(&self.write_url, Some(op)).await
+        let key = fastrand::u128(..);
+        self.post(|o| &o.write_url, Some(op), Some(key)).await
     }
 
     /// Empties the whole database.
     pub async fn clear(&self) -> Result<()> {
-        self.post::<serde_json::Value, ()>(&self.clear_url, None)
+        self.post::<serde_json::Value, ()>(|o| &o.clear_url, None, None)
             .await
             .map(|_| ())
     }
 
+    /// Sends to the orchestrator that answered last, then to each other
+    /// once while they cannot be reached or answer 5xx.
     async fn post<R: serde::de::DeserializeOwned, B: serde::Serialize>(
+        &self,
+        url: impl Fn(&Orchestrator) -> &String,
+        body: Option<&B>,
+        key: Option<u128>,
+    ) -> Result<R> {
+        let n = self.orchestrators.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last = Error::Unavailable("no orchestrator URL given".into());
+        for i in 0..n {
+            let at = (first + i) % n;
+            match self.try_one(url(&self.orchestrators[at]), body, key).await {
+                Err(Tried::Elsewhere(e)) => last = e,
+                Ok(r) => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok(r);
+                }
+                Err(Tried::Answered(e)) => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn try_one<R: serde::de::DeserializeOwned, B: serde::Serialize>(
         &self,
         url: &str,
         body: Option<&B>,
-    ) -> Result<R> {
+        key: Option<u128>,
+    ) -> std::result::Result<R, Tried> {
         let mut req = self.http.post(url);
         if let Some(token) = super::admin::token() {
             // Only `db/clear` needs it; the same deployment's token.
             req = req.bearer_auth(token);
         }
+        if let Some(key) = key {
+            req = req.header(super::orchestrator::IDEMPOTENCY_KEY, format!("{key:032x}"));
+        }
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Error::Unavailable(format!("orchestrator unreachable: {e}")))?;
+        let resp = req.send().await.map_err(|e| {
+            Tried::Elsewhere(Error::Unavailable(format!(
+                "orchestrator {url} unreachable: {e}"
+            )))
+        })?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::Unavailable(format!("orchestrator reply cut: {e}")))?;
+        let bytes = resp.bytes().await.map_err(|e| {
+            Tried::Elsewhere(Error::Unavailable(format!(
+                "orchestrator {url} reply cut: {e}"
+            )))
+        })?;
         if status == 200 {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Storage(format!("orchestrator reply unreadable: {e}")));
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                Tried::Answered(Error::Storage(format!(
+                    "orchestrator reply unreadable: {e}"
+                )))
+            });
         }
         let msg = serde_json::from_slice::<ErrorBody>(&bytes)
             .map(|b| b.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
         // The inverse of `Error::status` for what a client can act on.
         Err(match status {
-            400 => Error::BadRequest(msg),
-            409 => Error::Conflict(msg),
-            412 => Error::Precondition(msg),
+            400 => Tried::Answered(Error::BadRequest(msg)),
+            409 => Tried::Answered(Error::Conflict(msg)),
+            412 => Tried::Answered(Error::Precondition(msg)),
             // The services build DB requests from what their clients sent,
             // often repeating it (a key and a row naming the same user), so
             // a request under the services' cap can exceed the DBaaS's:
             // too much client data, not a failure of the DBaaS.
-            413 => Error::BadRequest(format!("too large for the DBaaS: {msg}")),
-            503 => Error::Unavailable(msg),
-            _ => Error::Storage(format!("orchestrator answered {status}: {msg}")),
+            413 => Tried::Answered(Error::BadRequest(format!("too large for the DBaaS: {msg}"))),
+            503 => Tried::Elsewhere(Error::Unavailable(msg)),
+            500..=599 => Tried::Elsewhere(Error::Storage(format!(
+                "orchestrator answered {status}: {msg}"
+            ))),
+            _ => Tried::Answered(Error::Storage(format!(
+                "orchestrator answered {status}: {msg}"
+            ))),
         })
     }
+}
+
+/// How one try ended, if not with an answer.
+enum Tried {
+    /// The orchestrator answered; its answer stands.
+    Answered(Error),
+    /// It could not be reached or failed: another may do.
+    Elsewhere(Error),
 }

@@ -4,11 +4,19 @@
 //!
 //! Method, path, query, headers (minus hop-by-hop ones) and body are
 //! forwarded unchanged, and the upstream's status, headers and body are
-//! copied back. Bodies are buffered under the body cap (413 above it). An
-//! upstream that cannot be reached, or that breaks off its answer, is 502.
+//! copied back. Bodies are buffered under the body cap (413 above it).
 //! The gateway answers `/healthz` itself.
+//!
+//! Each service may have several instances (`--users URL[,URL...]`): the
+//! gateway keeps to the one that answered last and moves to the next when
+//! it cannot connect to it, which is safe for every method since the
+//! request never reached it. An upstream that none can be connected to,
+//! or that breaks off its answer, is 502 (a request that reached a
+//! service is not sent to another: it may have been carried out).
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -24,15 +32,51 @@ pub const WORKERS: usize = 2;
 /// before this (their DB client gives up after 30 s).
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The instances of one service, and which answered last.
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub bases: Arc<[String]>,
+    current: Arc<AtomicUsize>,
+}
+
+impl Service {
+    /// The instances at `urls` (`URL[,URL...]`).
+    fn new(urls: &str) -> Service {
+        let bases: Vec<String> = urls
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/'))
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Service {
+            bases: bases.into(),
+            current: Arc::default(),
+        }
+    }
+
+    /// The instances in the order to try them: the one that answered last
+    /// first.
+    fn in_turn(&self) -> impl Iterator<Item = (usize, &str)> {
+        let n = self.bases.len();
+        let first = self.current.load(Ordering::Relaxed);
+        (0..n).map(move |i| {
+            let at = (first + i) % n;
+            (at, self.bases[at].as_str())
+        })
+    }
+}
+
 /// Where the gateway sends requests.
 #[derive(Clone, Debug)]
 pub struct Upstreams {
-    pub users: String,
-    pub rides: String,
+    pub users: Service,
+    pub rides: Service,
     http: reqwest::Client,
 }
 
 impl Upstreams {
+    /// The services at `users_url` and `rides_url`, each one base URL or
+    /// several separated by commas.
     pub fn new(users_url: &str, rides_url: &str) -> Self {
         let http = reqwest::Client::builder()
             .timeout(UPSTREAM_TIMEOUT)
@@ -40,17 +84,18 @@ impl Upstreams {
             .pool_max_idle_per_host(256)
             .pool_idle_timeout(crate::model::HTTP_IDLE_TIMEOUT)
             .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
             .build()
             .expect("a plain HTTP client builds");
         Upstreams {
-            users: users_url.trim_end_matches('/').to_owned(),
-            rides: rides_url.trim_end_matches('/').to_owned(),
+            users: Service::new(users_url),
+            rides: Service::new(rides_url),
             http,
         }
     }
 
-    /// The base URL of the service that owns `path`.
-    pub fn route(&self, path: &str) -> &str {
+    /// The service that owns `path`.
+    pub fn route(&self, path: &str) -> &Service {
         if path.starts_with("/api/v1/users") {
             &self.users
         } else {
@@ -132,18 +177,40 @@ fn bad_gateway(msg: impl std::fmt::Display) -> HttpResponse {
 
 async fn forward(req: HttpRequest, body: Body, upstreams: web::Data<Upstreams>) -> HttpResponse {
     let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let url = format!("{}{}", upstreams.route(req.path()), path_and_query);
     let Ok(method) = reqwest::Method::from_bytes(req.method().as_str().as_bytes()) else {
         return common::bad_request("unsupported method");
     };
-    let mut upstream = upstreams.http.request(method, &url).body(body.0);
-    let headers = req.headers().iter();
-    for (name, value) in end_to_end(headers.map(|(n, v)| (n.as_str(), v.as_bytes())).collect()) {
-        upstream = upstream.header(name, value);
+    let service = upstreams.route(req.path());
+    let headers: Vec<(&str, &[u8])> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    let headers = end_to_end(headers);
+    let mut unreachable = String::from("no upstream configured");
+    let mut answered = None;
+    for (at, base) in service.in_turn() {
+        let url = format!("{base}{path_and_query}");
+        let mut upstream = upstreams
+            .http
+            .request(method.clone(), &url)
+            .body(body.0.clone());
+        for (name, value) in &headers {
+            upstream = upstream.header(*name, *value);
+        }
+        match upstream.send().await {
+            Ok(resp) => {
+                service.current.store(at, Ordering::Relaxed);
+                answered = Some(resp);
+                break;
+            }
+            // It never reached this one: the next may take it.
+            Err(e) if e.is_connect() => unreachable = format!("upstream unreachable: {e}"),
+            Err(e) => return bad_gateway(format!("upstream failed: {e}")),
+        }
     }
-    let resp = match upstream.send().await {
-        Ok(resp) => resp,
-        Err(e) => return bad_gateway(format!("upstream unreachable: {e}")),
+    let Some(resp) = answered else {
+        return bad_gateway(unreachable);
     };
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut answer = HttpResponse::build(status);
@@ -163,7 +230,7 @@ mod tests {
 
     #[test]
     fn users_paths_go_to_users_and_everything_else_to_rides() {
-        let u = Upstreams::new("http://users/", "http://rides");
+        let u = Upstreams::new("http://users/", "http://rides,http://rides2/");
         for (path, want) in [
             ("/api/v1/users", "http://users"),
             ("/api/v1/users/alice", "http://users"),
@@ -174,8 +241,13 @@ mod tests {
             ("/api/v1/user", "http://rides"),
             ("/", "http://rides"),
         ] {
-            assert_eq!(u.route(path), want, "{path}");
+            assert_eq!(&*u.route(path).bases[0], want, "{path}");
         }
+        let rides: Vec<&str> = u.rides.in_turn().map(|(_, b)| b).collect();
+        assert_eq!(rides, ["http://rides", "http://rides2"]);
+        u.rides.current.store(1, Ordering::Relaxed);
+        let rides: Vec<&str> = u.rides.in_turn().map(|(_, b)| b).collect();
+        assert_eq!(rides, ["http://rides2", "http://rides"]);
     }
 
     #[test]

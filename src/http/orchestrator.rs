@@ -113,13 +113,40 @@ async fn db_read(state: State, params: web::Query<ReadParams>, Body(body): Body)
     common::reply(read.await)
 }
 
-async fn db_write(state: State, Body(body): Body) -> HttpResponse {
+async fn db_write(state: State, req: HttpRequest, Body(body): Body) -> HttpResponse {
     let write = async {
+        let key = idempotency_key(&req)?;
         let op: WriteOp = common::parse_json(&body)?;
         validate_write(&state.schema, &op)?;
-        state.handle.write(op).await
+        state.handle.write_keyed(op, key).await
     };
     common::reply(write.await)
+}
+
+/// The header by which a client names a write, so that sending it again
+/// (to this orchestrator or another, after a failure that left it unknown
+/// whether the write was applied) applies it once and answers what the
+/// first applied write answered.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// The write's idempotency key, if the client gave one: a UUID (or any 32
+/// hex digits, hyphens ignored), the write's request id.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<u128>, Error> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    parse_idempotency_key(value.as_bytes()).map(Some)
+}
+
+/// 32 hex digits, with any hyphens (a UUID's) left out.
+pub fn parse_idempotency_key(value: &[u8]) -> Result<u128, Error> {
+    let bad = || Error::bad(format!("{IDEMPOTENCY_KEY} must be a UUID (32 hex digits)"));
+    let digits: Vec<u8> = value.iter().copied().filter(|b| *b != b'-').collect();
+    if digits.len() != 32 || value.len() > 36 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(bad());
+    }
+    let text = std::str::from_utf8(&digits).map_err(|_| bad())?;
+    u128::from_str_radix(text, 16).map_err(|_| bad())
 }
 
 async fn db_clear(state: State, req: HttpRequest) -> HttpResponse {
