@@ -12,16 +12,9 @@
 mod suite;
 
 use std::path::Path;
-use std::time::Duration;
 
-use dbaas::model::{Consistency, ReadResult};
 use dbaas::runtime::CoordTarget;
-use suite::{
-    amqp_url, count_users, fresh_vhost, master_id, process_cluster_at, running, services, stores,
-    Load,
-};
-
-const DEADLINE: Duration = Duration::from_secs(60);
+use suite::{amqp_url, fresh_vhost, master_id, process_cluster_at, services, Load};
 
 /// Stops the ensemble however the test ends.
 struct Ensemble;
@@ -104,15 +97,5 @@ async fn the_death_of_a_zookeeper_server_leader_or_follower_costs_nothing() {
     let acked = load.stop().await;
     assert_eq!(master_id(&c).await, master, "no needless election");
     assert_eq!(c.epoch().await, epoch);
-    let count = c
-        .orchestrator
-        .read(count_users(), Consistency::Strong)
-        .await
-        .unwrap();
-    assert_eq!(count.result, ReadResult::Count(acked));
-    suite::all_applied(&c, count.seq, DEADLINE).await;
-    let ids = running(&c);
-    c.stop().await;
-    let all = stores(dir.path(), &ids);
-    assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
+    suite::nothing_lost_and_alike(c, dir.path(), acked).await;
 }

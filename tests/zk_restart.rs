@@ -6,12 +6,7 @@
 
 mod suite;
 
-use std::time::Duration;
-
-use dbaas::model::{Consistency, ReadResult};
-use suite::{count_users, master_id, process_cluster, running, services, stores, Load};
-
-const DEADLINE: Duration = Duration::from_secs(60);
+use suite::{master_id, process_cluster, services, Load};
 
 #[actix::test]
 async fn zookeeper_restarted_under_load_loses_nothing_and_elects_no_one() {
@@ -30,15 +25,5 @@ async fn zookeeper_restarted_under_load_loses_nothing_and_elects_no_one() {
     let acked = load.stop().await;
     assert_eq!(master_id(&c).await, master, "no needless election");
     assert_eq!(c.epoch().await, epoch);
-    let count = c
-        .orchestrator
-        .read(count_users(), Consistency::Strong)
-        .await
-        .unwrap();
-    assert_eq!(count.result, ReadResult::Count(acked));
-    suite::all_applied(&c, count.seq, DEADLINE).await;
-    let ids = running(&c);
-    c.stop().await;
-    let all = stores(dir.path(), &ids);
-    assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
+    suite::nothing_lost_and_alike(c, dir.path(), acked).await;
 }

@@ -67,6 +67,23 @@ pub fn fresh_zk(session_timeout: Duration) -> Option<CoordTarget> {
 /// The session timeout the process tests give ZooKeeper.
 pub const ZK_SESSION: Duration = Duration::from_millis(600);
 
+/// Every one of `acked` acknowledged writes of [`Load`] there once (a
+/// strong count of users) and applied by every worker; then the cluster
+/// stopped, and every worker's store alike.
+pub async fn nothing_lost_and_alike(c: Cluster, dir: &Path, acked: u64) {
+    let count = c
+        .orchestrator
+        .read(count_users(), dbaas::model::Consistency::Strong)
+        .await
+        .unwrap();
+    assert_eq!(count.result, dbaas::model::ReadResult::Count(acked));
+    all_applied(&c, count.seq, LOAD_DEADLINE).await;
+    let ids = running(&c);
+    c.stop().await;
+    let all = stores(dir, &ids);
+    assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
+}
+
 /// Runs `scripts/services` with `args`; its output.
 pub fn services(args: &[&str]) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
