@@ -108,6 +108,7 @@ contract!(
     db_api_writes_named_by_an_idempotency_key_apply_once,
     the_services_db_client_moves_on_to_an_orchestrator_that_answers,
     a_gateway_moves_on_to_a_service_it_can_connect_to,
+    rideshare_requests_named_by_an_idempotency_key_write_once,
     no_ride_names_a_user_deleted_while_joining_or_creating,
     crash_apis_kill_and_the_cluster_elects_and_replaces,
     metrics_show_every_worker_and_the_batches_in_flight,
@@ -987,6 +988,63 @@ async fn a_gateway_moves_on_to_a_service_it_can_connect_to(urls: &Urls) {
     assert!(api.user_list().await.contains(&"mover".to_owned()));
 }
 
+/// A RideShare request sent again with the same `Idempotency-Key` writes
+/// nothing twice and gets the first answer; a malformed key is a 400 that
+/// writes nothing.
+async fn rideshare_requests_named_by_an_idempotency_key_write_once(urls: &Urls) {
+    let http = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str, key: &str, body: Json| {
+        http.request(method, format!("{}{path}", urls.gateway))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let user = json!({"username": "keyed", "password": PASSWORD});
+    for _ in 0..2 {
+        let r = send(
+            reqwest::Method::PUT,
+            "/api/v1/users",
+            "11111111-2222-3333-4444-555555555555",
+            user.clone(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 201, "added, then the first answer again");
+    }
+    let ride = json!({"created_by": "keyed", "timestamp": FUTURE, "source": 1, "destination": 2});
+    let mut places = BTreeSet::new();
+    for _ in 0..2 {
+        let r = send(
+            reqwest::Method::POST,
+            "/api/v1/rides",
+            "21111111-2222-3333-4444-555555555555",
+            ride.clone(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 201);
+        places.insert(r.headers()["location"].to_str().unwrap().to_owned());
+    }
+    assert_eq!(places.len(), 1, "one ride, named twice: {places:?}");
+    let api = Api::new(urls);
+    assert_eq!(api.ride_count().await, 1);
+    // Without a key, the same user again is the contract's refusal.
+    api.gw
+        .json("PUT", "/api/v1/users", user.clone())
+        .await
+        .assert_error(400);
+    let r = send(
+        reqwest::Method::PUT,
+        "/api/v1/users",
+        "not-a-uuid",
+        json!({"username": "nokey", "password": PASSWORD}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(!api.user_list().await.contains(&"nokey".to_owned()));
+}
+
 /// Bad requests to the DB API: 400 (413 over the cap) with `{"error"}`,
 /// and nothing reaches storage (promise 8 of DBAAS.md).
 async fn db_api_refuses_bad_input_and_changes_nothing(urls: &Urls) {
@@ -1314,6 +1372,89 @@ async fn echo(req: actix_web::HttpRequest, body: actix_web::web::Bytes) -> actix
             "hop": header("x-hop"),
             "body": String::from_utf8_lossy(&body),
         }))
+}
+
+/// A rides instance that carries a request out and then drops the
+/// connection without answering (as one dying at the worst moment): the
+/// gateway sends the request again to the next instance, under the same
+/// key, and the ride is created once.
+#[tokio::test]
+async fn a_request_whose_answer_was_lost_is_carried_out_once() {
+    let stack = Stack::start(BODY_LIMIT);
+    let (listener, gateway) = common::inproc::listener();
+    let (dying, dying_url) = std::net::TcpListener::bind("127.0.0.1:0")
+        .map(|l| {
+            let url = format!("http://{}", l.local_addr().unwrap());
+            (l, url)
+        })
+        .unwrap();
+    let real = stack.urls.rides.clone();
+    std::thread::spawn(move || serve_then_drop(dying, real));
+    let users = stack.urls.users.clone();
+    let rides = format!("{dying_url},{}", stack.urls.rides);
+    let _servers = Servers::start(move || async move {
+        Ok(vec![dbaas::http::gateway::server(
+            listener, &users, &rides, BODY_LIMIT,
+        )?])
+    });
+    let api = Api::new(&Urls {
+        gateway,
+        ..stack.urls.clone()
+    });
+    api.add_user("lost").await;
+    let id = api.add_ride("lost", FUTURE, 3, 4).await;
+    assert_eq!(api.ride(id).await["created_by"], json!("lost"));
+    assert_eq!(api.ride_count().await, 1, "carried out once");
+}
+
+/// Takes one HTTP request on `listener`, has the rides service at `real`
+/// carry it out (headers and body as they came), and closes the
+/// connection without a word.
+fn serve_then_drop(listener: std::net::TcpListener, real: String) {
+    use std::io::{BufRead, BufReader, Read};
+    let (stream, _) = listener.accept().expect("the gateway connects");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let mut parts = line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().to_owned(),
+    );
+    let mut headers = Vec::new();
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).unwrap();
+        let h = h.trim_end().to_owned();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':').unwrap();
+        let (name, value) = (name.trim().to_owned(), value.trim().to_owned());
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse().unwrap();
+        } else if !name.eq_ignore_ascii_case("host") {
+            headers.push((name, value));
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut req = reqwest::Client::new()
+            .request(method.parse().unwrap(), format!("{real}{path}"))
+            .body(body);
+        for (n, v) in &headers {
+            req = req.header(n, v);
+        }
+        let carried = req.send().await.expect("the real instance answers");
+        assert_eq!(carried.status(), 201, "the ride was created here first");
+    });
+    // Dropped unanswered.
 }
 
 /// The gateway hands the upstream the method, path, query, end-to-end

@@ -6,8 +6,13 @@
 //! next, each once per request. A write is named by an idempotency key
 //! (the orchestrator's `Idempotency-Key` header) that every try of it
 //! carries, so a write whose answer was lost with an orchestrator is
-//! applied once however many orchestrators it reaches.
+//! applied once however many orchestrators it reaches. A service request
+//! that came with an `Idempotency-Key` (the gateway gives every request
+//! that may write one) names its writes after it ([`with_request_key`]),
+//! so that the request sent again, to this instance or another, writes
+//! once.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +44,32 @@ pub struct DbClient {
 #[derive(serde::Deserialize)]
 struct ErrorBody {
     error: String,
+}
+
+tokio::task_local! {
+    /// The idempotency key of the request being served, and how many
+    /// writes serving it has made so far.
+    static REQUEST_KEY: (u128, Cell<u128>);
+}
+
+/// Runs `serve` (the serving of one request that came with idempotency
+/// key `key`) so that its writes are named by keys derived from it: the
+/// first write `key`, the next `key + 1`, and so on. The same request sent
+/// again with the same key makes the same writes under the same keys, so
+/// each is applied once.
+pub async fn with_request_key<F: std::future::Future>(key: u128, serve: F) -> F::Output {
+    REQUEST_KEY.scope((key, Cell::new(0)), serve).await
+}
+
+/// The key of the next write: derived from the request's, or new.
+fn write_key() -> u128 {
+    REQUEST_KEY
+        .try_with(|(key, made)| {
+            let n = made.get();
+            made.set(n.wrapping_add(1));
+            key.wrapping_add(n)
+        })
+        .unwrap_or_else(|_| fastrand::u128(..))
 }
 
 /// Checks a list of base URLs given to flag `what` (`URL[,URL...]`, each
@@ -112,9 +143,11 @@ impl DbClient {
     }
 
     /// Writes; answers once the master has made the write durable. Every
-    /// try carries the same idempotency key.
+    /// try carries the same idempotency key: derived from the key of the
+    /// request being served, if it came with one ([`with_request_key`]),
+    /// else a new one.
     pub async fn write(&self, op: &WriteOp) -> Result<WriteReply> {
-        let key = fastrand::u128(..);
+        let key = write_key();
         self.post(|o| &o.write_url, Some(op), Some(key)).await
     }
 

@@ -9,10 +9,12 @@
 //!
 //! Each service may have several instances (`--users URL[,URL...]`): the
 //! gateway keeps to the one that answered last and moves to the next when
-//! it cannot connect to it, which is safe for every method since the
-//! request never reached it. An upstream that none can be connected to,
-//! or that breaks off its answer, is 502 (a request that reached a
-//! service is not sent to another: it may have been carried out).
+//! it cannot connect to it or loses the answer on the way, each instance
+//! once. That is safe for every method: a request that may write (not
+//! `GET` or `HEAD`) goes with an `Idempotency-Key` (the client's, else
+//! one the gateway makes), under which the services write, so a request
+//! carried out by an instance whose answer was lost writes nothing again
+//! elsewhere. When none answers it is a 502.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -187,6 +189,13 @@ async fn forward(req: HttpRequest, body: Body, upstreams: web::Data<Upstreams>) 
         .map(|(n, v)| (n.as_str(), v.as_bytes()))
         .collect();
     let headers = end_to_end(headers);
+    // A request that may write is named, so that sending it again (to
+    // another instance) writes once.
+    let reads_only = method == reqwest::Method::GET || method == reqwest::Method::HEAD;
+    let named = headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case(super::orchestrator::IDEMPOTENCY_KEY));
+    let key = (!reads_only && !named).then(|| format!("{:032x}", fastrand::u128(..)));
     let mut unreachable = String::from("no upstream configured");
     let mut answered = None;
     for (at, base) in service.in_turn() {
@@ -198,15 +207,18 @@ async fn forward(req: HttpRequest, body: Body, upstreams: web::Data<Upstreams>) 
         for (name, value) in &headers {
             upstream = upstream.header(*name, *value);
         }
+        if let Some(key) = &key {
+            upstream = upstream.header(super::orchestrator::IDEMPOTENCY_KEY, key.as_str());
+        }
         match upstream.send().await {
             Ok(resp) => {
                 service.current.store(at, Ordering::Relaxed);
                 answered = Some(resp);
                 break;
             }
-            // It never reached this one: the next may take it.
-            Err(e) if e.is_connect() => unreachable = format!("upstream unreachable: {e}"),
-            Err(e) => return bad_gateway(format!("upstream failed: {e}")),
+            // Not reached, or its answer lost: the next may take it (the
+            // request is named, or it only reads).
+            Err(e) => unreachable = format!("upstream failed: {e}"),
         }
     }
     let Some(resp) = answered else {

@@ -4,7 +4,9 @@
 //! HTTP server around an app.
 //!
 //! The services keep no data of their own; everything goes through
-//! [`DbClient`]. The only state a service process holds is its request
+//! [`DbClient`]. A request with an `Idempotency-Key` header (a UUID) writes
+//! under keys derived from it, so that sending it again writes nothing
+//! twice (see `dbclient`); a malformed key is a 400. The only state a service process holds is its request
 //! counter, which is per instance by design (as in the original).
 
 use std::net::TcpListener;
@@ -15,8 +17,9 @@ use actix_web::dev::{Server, Service};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 use super::common::{self, BodyLimit};
-use super::dbclient::DbClient;
+use super::dbclient::{self, DbClient};
 use crate::error::Error;
+use futures::future::LocalBoxFuture;
 
 /// Worker threads per service; the services are thin and I/O bound.
 pub const WORKERS: usize = 2;
@@ -77,7 +80,19 @@ pub fn serve(
                 if req.path().starts_with(counted_prefix) {
                     counter.increment();
                 }
-                srv.call(req)
+                let key = req
+                    .headers()
+                    .get(super::orchestrator::IDEMPOTENCY_KEY)
+                    .map(|v| super::orchestrator::parse_idempotency_key(v.as_bytes()));
+                let served: LocalBoxFuture<_> = match key {
+                    None => Box::pin(srv.call(req)),
+                    Some(Ok(key)) => Box::pin(dbclient::with_request_key(key, srv.call(req))),
+                    Some(Err(e)) => {
+                        let refused = req.into_response(common::from_error(&e));
+                        Box::pin(std::future::ready(Ok(refused)))
+                    }
+                };
+                served
             })
             .configure(configure)
     })
