@@ -924,13 +924,41 @@ async fn db_api_writes_named_by_an_idempotency_key_apply_once(urls: &Urls) {
         "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f00",
         "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1fg",
         "--0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+        "----0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+        "0f1e2d3c4b5a-6978-8796-a5b4c3d2e1f0",
+        "{0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0}",
     ] {
         let r = send(bad, "never").await.unwrap();
         assert_eq!(r.status(), 400, "key {bad:?}");
         let body: Json = r.json().await.unwrap();
         assert!(body["error"].is_string(), "{body}");
     }
+    // Two keys at once: which one would it be?
+    let twice = http
+        .post(&write)
+        .header("Idempotency-Key", "00000000-0000-0000-0000-000000000002")
+        .header("Idempotency-Key", "00000000-0000-0000-0000-000000000003")
+        .json(&json!({"op": "insert", "table": "users",
+                      "row": {"username": "never", "password": PASSWORD}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 400, "two keys");
+    // A key names one write: another write under it is another write,
+    // applied, not answered with the first one's answer.
+    let other = send(key, "other").await.unwrap();
+    assert_eq!(other.status(), 200);
+    let other: Json = other.json().await.unwrap();
+    assert_ne!(other, first, "another write, another answer");
     let db = Http::new(&urls.orchestrator);
+    let got = json!({"op": "get", "table": "users", "key": "other", "columns": ["username"]});
+    let r = db.json("POST", "/api/v1/db/read", got).await;
+    assert_eq!(
+        r.json()["rows"],
+        json!([{"username": "other"}]),
+        "{}",
+        r.text()
+    );
     let get = json!({"op": "get", "table": "users", "key": "never"});
     let r = db.json("POST", "/api/v1/db/read", get).await;
     assert_eq!(r.json()["rows"], json!([]), "{}", r.text());

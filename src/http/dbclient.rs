@@ -56,7 +56,8 @@ tokio::task_local! {
 /// key `key`) so that its writes are named by keys derived from it: the
 /// first write `key`, the next `key + 1`, and so on. The same request sent
 /// again with the same key makes the same writes under the same keys, so
-/// each is applied once.
+/// each is applied once: a handler's writes must follow from the request
+/// alone (not from the clock, say), as every RideShare handler's do.
 pub async fn with_request_key<F: std::future::Future>(key: u128, serve: F) -> F::Output {
     REQUEST_KEY.scope((key, Cell::new(0)), serve).await
 }
@@ -84,6 +85,13 @@ pub fn check_urls(what: &str, urls: &str) -> Result<()> {
             reqwest::Url::parse(base).map_err(|e| Error::bad(format!("{what} {base:?}: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Error::bad(format!("{what} {base:?}: not http or https")));
+        }
+        // The API's paths go after the base: a query or a fragment would
+        // swallow them.
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(Error::bad(format!(
+                "{what} {base:?}: a base URL has no query or fragment"
+            )));
         }
     }
     Ok(())
@@ -251,4 +259,34 @@ enum Tried {
     Answered(Error),
     /// It could not be reached or failed: another may do.
     Elsewhere(Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_checked_before_any_request() {
+        for good in [
+            "http://127.0.0.1:8090",
+            "http://a:1/, https://b/prefix",
+            "http://127.0.0.1:1,,http://127.0.0.1:2",
+        ] {
+            assert!(check_urls("--x", good).is_ok(), "{good}");
+        }
+        // A query or a fragment would swallow the paths put after them.
+        for bad in [
+            "",
+            " , ",
+            "ftp://x",
+            "127.0.0.1:8090",
+            "http://h:99999",
+            "http://",
+            "http://127.0.0.1:1#frag",
+            "http://127.0.0.1:1?x=1",
+            "http://a:1,http://b:2/?",
+        ] {
+            assert!(check_urls("--x", bad).is_err(), "{bad}");
+        }
+    }
 }

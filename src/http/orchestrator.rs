@@ -129,20 +129,39 @@ async fn db_write(state: State, req: HttpRequest, Body(body): Body) -> HttpRespo
 /// first applied write answered.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
-/// The write's idempotency key, if the client gave one: a UUID (or any 32
-/// hex digits, hyphens ignored), the write's request id.
 fn idempotency_key(req: &HttpRequest) -> Result<Option<u128>, Error> {
-    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+    request_key(req.headers())
+}
+
+/// The idempotency key a request came with, if any: one header, a UUID
+/// (8-4-4-4-12 hex digits) or 32 hex digits. Several are refused: which
+/// would it be?
+pub fn request_key(headers: &actix_web::http::header::HeaderMap) -> Result<Option<u128>, Error> {
+    let mut keys = headers.get_all(IDEMPOTENCY_KEY);
+    let Some(value) = keys.next() else {
         return Ok(None);
     };
+    if keys.next().is_some() {
+        return Err(Error::bad(format!("more than one {IDEMPOTENCY_KEY}")));
+    }
     parse_idempotency_key(value.as_bytes()).map(Some)
 }
 
-/// 32 hex digits, with any hyphens (a UUID's) left out.
+/// A UUID (hyphens after the 8th, 12th, 16th and 20th digits) or 32 hex
+/// digits without hyphens, either case.
 pub fn parse_idempotency_key(value: &[u8]) -> Result<u128, Error> {
     let bad = || Error::bad(format!("{IDEMPOTENCY_KEY} must be a UUID (32 hex digits)"));
-    let digits: Vec<u8> = value.iter().copied().filter(|b| *b != b'-').collect();
-    if digits.len() != 32 || value.len() > 36 || !digits.iter().all(u8::is_ascii_hexdigit) {
+    let digits: Vec<u8> = match value.len() {
+        32 => value.to_vec(),
+        36 if [8, 13, 18, 23].iter().all(|&i| value[i] == b'-') => value
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| ![8, 13, 18, 23].contains(i))
+            .map(|(_, b)| *b)
+            .collect(),
+        _ => return Err(bad()),
+    };
+    if !digits.iter().all(u8::is_ascii_hexdigit) {
         return Err(bad());
     }
     let text = std::str::from_utf8(&digits).map_err(|_| bad())?;

@@ -80,14 +80,11 @@ pub fn serve(
                 if req.path().starts_with(counted_prefix) {
                     counter.increment();
                 }
-                let key = req
-                    .headers()
-                    .get(super::orchestrator::IDEMPOTENCY_KEY)
-                    .map(|v| super::orchestrator::parse_idempotency_key(v.as_bytes()));
+                let key = super::orchestrator::request_key(req.headers());
                 let served: LocalBoxFuture<_> = match key {
-                    None => Box::pin(srv.call(req)),
-                    Some(Ok(key)) => Box::pin(dbclient::with_request_key(key, srv.call(req))),
-                    Some(Err(e)) => {
+                    Ok(None) => Box::pin(srv.call(req)),
+                    Ok(Some(key)) => Box::pin(dbclient::with_request_key(key, srv.call(req))),
+                    Err(e) => {
                         let refused = req.into_response(common::from_error(&e));
                         Box::pin(std::future::ready(Ok(refused)))
                     }

@@ -91,12 +91,16 @@ impl OrchestratorHandle {
     }
 
     /// A write the client named with `key` (its idempotency key), if it
-    /// did: the key is the request id, so the same write sent again
-    /// through any orchestrator is applied once and answered as the
-    /// first time, for as long as the store keeps request records (ten
-    /// minutes; see `store`).
+    /// did: the key and the write's fingerprint make the request id, so
+    /// the same write sent again under the same key, through any
+    /// orchestrator, is applied once and answered as the first time, for
+    /// as long as the store keeps request records (ten minutes; see
+    /// `store`). Another write under the same key is another request.
     pub async fn write_keyed(&self, op: WriteOp, key: Option<u128>) -> Result<WriteReply> {
-        let request_id = key.unwrap_or_else(|| fastrand::u128(..));
+        let request_id = match key {
+            Some(key) => key ^ crate::model::wire::fingerprint(&op),
+            None => fastrand::u128(..),
+        };
         let sent_ms = crate::store::wall_clock_ms();
         let began = Instant::now();
         // Free unless a restore holds it or waits for it: taken without a
