@@ -996,24 +996,29 @@ async fn the_services_db_client_moves_on_to_an_orchestrator_that_answers(urls: &
 /// before the system's own moves on to the one it can connect to, for
 /// reads and writes alike.
 async fn a_gateway_moves_on_to_a_service_it_can_connect_to(urls: &Urls) {
-    let (listener, gateway) = common::inproc::listener();
     let users = format!("{},{}", closed_port_url(), urls.users);
     let rides = format!("{},{}", closed_port_url(), urls.rides);
-    let _servers = Servers::start(move || async move {
+    let (_gateway, api) = gateway_in_front(urls, users, rides);
+    api.add_user("mover").await;
+    let id = api.add_ride("mover", FUTURE, 1, 2).await;
+    assert_eq!(api.ride(id).await["created_by"], json!("mover"));
+    assert!(api.user_list().await.contains(&"mover".to_owned()));
+}
+
+/// A gateway of its own in front of the services at `users` and `rides`
+/// (lists of URLs), and the API through it to the system at `urls`.
+fn gateway_in_front(urls: &Urls, users: String, rides: String) -> (Servers, Api) {
+    let (listener, gateway) = common::inproc::listener();
+    let servers = Servers::start(move || async move {
         Ok(vec![dbaas::http::gateway::server(
             listener, &users, &rides, BODY_LIMIT,
         )?])
     });
     let api = Api::new(&Urls {
         gateway,
-        users: urls.users.clone(),
-        rides: urls.rides.clone(),
-        orchestrator: urls.orchestrator.clone(),
+        ..urls.clone()
     });
-    api.add_user("mover").await;
-    let id = api.add_ride("mover", FUTURE, 1, 2).await;
-    assert_eq!(api.ride(id).await["created_by"], json!("mover"));
-    assert!(api.user_list().await.contains(&"mover".to_owned()));
+    (servers, api)
 }
 
 /// A RideShare request sent again with the same `Idempotency-Key` writes
@@ -1028,32 +1033,31 @@ async fn rideshare_requests_named_by_an_idempotency_key_write_once(urls: &Urls) 
             .send()
     };
     let user = json!({"username": "keyed", "password": PASSWORD});
-    for _ in 0..2 {
-        let r = send(
+    let ride = json!({"created_by": "keyed", "timestamp": FUTURE, "source": 1, "destination": 2});
+    let mut locations = Vec::new();
+    for (method, path, key, body) in [
+        (
             reqwest::Method::PUT,
             "/api/v1/users",
             "11111111-2222-3333-4444-555555555555",
-            user.clone(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.status(), 201, "added, then the first answer again");
-    }
-    let ride = json!({"created_by": "keyed", "timestamp": FUTURE, "source": 1, "destination": 2});
-    let mut places = BTreeSet::new();
-    for _ in 0..2 {
-        let r = send(
+            &user,
+        ),
+        (
             reqwest::Method::POST,
             "/api/v1/rides",
             "21111111-2222-3333-4444-555555555555",
-            ride.clone(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.status(), 201);
-        places.insert(r.headers()["location"].to_str().unwrap().to_owned());
+            &ride,
+        ),
+    ] {
+        for _ in 0..2 {
+            let r = send(method.clone(), path, key, body.clone()).await.unwrap();
+            assert_eq!(r.status(), 201, "{path}: done, then the first answer again");
+            let location = r.headers().get("location").cloned();
+            locations.push(location.map(|l| l.to_str().unwrap().to_owned()));
+        }
     }
-    assert_eq!(places.len(), 1, "one ride, named twice: {places:?}");
+    assert!(locations[2].is_some());
+    assert_eq!(locations[2], locations[3], "one ride, named twice");
     let api = Api::new(urls);
     assert_eq!(api.ride_count().await, 1);
     // Without a key, the same user again is the contract's refusal.
@@ -1409,26 +1413,11 @@ async fn echo(req: actix_web::HttpRequest, body: actix_web::web::Bytes) -> actix
 #[tokio::test]
 async fn a_request_whose_answer_was_lost_is_carried_out_once() {
     let stack = Stack::start(BODY_LIMIT);
-    let (listener, gateway) = common::inproc::listener();
-    let (dying, dying_url) = std::net::TcpListener::bind("127.0.0.1:0")
-        .map(|l| {
-            let url = format!("http://{}", l.local_addr().unwrap());
-            (l, url)
-        })
-        .unwrap();
+    let (dying, dying_url) = common::inproc::listener();
     let real = stack.urls.rides.clone();
     std::thread::spawn(move || serve_then_drop(dying, real));
-    let users = stack.urls.users.clone();
     let rides = format!("{dying_url},{}", stack.urls.rides);
-    let _servers = Servers::start(move || async move {
-        Ok(vec![dbaas::http::gateway::server(
-            listener, &users, &rides, BODY_LIMIT,
-        )?])
-    });
-    let api = Api::new(&Urls {
-        gateway,
-        ..stack.urls.clone()
-    });
+    let (_gateway, api) = gateway_in_front(&stack.urls, stack.urls.users.clone(), rides);
     api.add_user("lost").await;
     let id = api.add_ride("lost", FUTURE, 3, 4).await;
     assert_eq!(api.ride(id).await["created_by"], json!("lost"));
