@@ -74,7 +74,7 @@ fn write_key() -> u128 {
 }
 
 /// Checks a list of base URLs given to flag `what` (`URL[,URL...]`, each
-/// `http://` or `https://`).
+/// `http://`: the clients are built without TLS).
 pub fn check_urls(what: &str, urls: &str) -> Result<()> {
     let bases = split(urls);
     if bases.is_empty() {
@@ -83,8 +83,10 @@ pub fn check_urls(what: &str, urls: &str) -> Result<()> {
     for base in bases {
         let url =
             reqwest::Url::parse(base).map_err(|e| Error::bad(format!("{what} {base:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Error::bad(format!("{what} {base:?}: not http or https")));
+        if url.scheme() != "http" {
+            return Err(Error::bad(format!(
+                "{what} {base:?}: only http:// (this build speaks no TLS)"
+            )));
         }
         // The API's paths go after the base: a query or a fragment would
         // swallow them.
@@ -269,7 +271,7 @@ mod tests {
     fn base_urls_are_checked_before_any_request() {
         for good in [
             "http://127.0.0.1:8090",
-            "http://a:1/, https://b/prefix",
+            "http://a:1/, http://b/prefix",
             "http://127.0.0.1:1,,http://127.0.0.1:2",
         ] {
             assert!(check_urls("--x", good).is_ok(), "{good}");
@@ -279,6 +281,7 @@ mod tests {
             "",
             " , ",
             "ftp://x",
+            "https://a:1",
             "127.0.0.1:8090",
             "http://h:99999",
             "http://",
