@@ -4,10 +4,11 @@
 //! HTTP server around an app.
 //!
 //! The services keep no data of their own; everything goes through
-//! [`DbClient`]. A request with an `Idempotency-Key` header (a UUID) writes
-//! under keys derived from it, so that sending it again writes nothing
-//! twice (see `dbclient`); a malformed key is a 400. The only state a service process holds is its request
-//! counter, which is per instance by design (as in the original).
+//! [`DbClient`]. A request with an `Idempotency-Key` header (a UUID)
+//! writes under keys derived from it, so that sending it again writes
+//! nothing twice (see `dbclient`); a malformed key is a 400. The only
+//! state a service process holds is its request counter, which is per
+//! instance by design (as in the original).
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
