@@ -151,7 +151,8 @@ pub struct GatewayArgs {
     #[arg(long, env = "DBAAS_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
     /// The users service's base URL, or several separated by commas (the
-    /// gateway moves to the next when it cannot connect to one).
+    /// gateway moves to the next when it cannot connect to one or loses
+    /// its answer).
     #[arg(long, env = "DBAAS_USERS_URL", default_value = "http://127.0.0.1:8081")]
     pub users: String,
     /// The rides service's base URL, or several separated by commas.
@@ -251,7 +252,7 @@ pub async fn run_service(
     args: ServiceArgs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    http::dbclient::check_urls("--orchestrator", &args.orchestrator)?;
+    http::instances::check_urls("--orchestrator", &args.orchestrator)?;
     let listener = bind(args.addr)?;
     let name = if users { "users" } else { "rides" };
     println!("listening: {name} {}", url(&listener)?);
@@ -266,8 +267,8 @@ pub async fn run_service(
 
 /// `dbaas gateway`: the path-routing front door.
 pub async fn run_gateway(args: GatewayArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
-    http::dbclient::check_urls("--users", &args.users)?;
-    http::dbclient::check_urls("--rides", &args.rides)?;
+    http::instances::check_urls("--users", &args.users)?;
+    http::instances::check_urls("--rides", &args.rides)?;
     let listener = bind(args.addr)?;
     println!("listening: gateway {}", url(&listener)?);
     let server = http::gateway::server(listener, &args.users, &args.rides, args.body_limit)?;

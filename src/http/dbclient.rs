@@ -13,10 +13,9 @@
 //! once.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use super::instances::Instances;
 use crate::error::{Error, Result};
 use crate::model::{Consistency, ReadOp, ReadReply, WriteOp, WriteReply};
 
@@ -36,9 +35,7 @@ struct Orchestrator {
 #[derive(Clone, Debug)]
 pub struct DbClient {
     http: reqwest::Client,
-    orchestrators: Arc<[Orchestrator]>,
-    /// The one to try first.
-    current: Arc<AtomicUsize>,
+    orchestrators: Instances<Orchestrator>,
 }
 
 #[derive(serde::Deserialize)]
@@ -73,39 +70,6 @@ fn write_key() -> u128 {
         .unwrap_or_else(|_| fastrand::u128(..))
 }
 
-/// Checks a list of base URLs given to flag `what` (`URL[,URL...]`, each
-/// `http://`: the clients are built without TLS).
-pub fn check_urls(what: &str, urls: &str) -> Result<()> {
-    let bases = split(urls);
-    if bases.is_empty() {
-        return Err(Error::bad(format!("{what}: no URL given")));
-    }
-    for base in bases {
-        let url =
-            reqwest::Url::parse(base).map_err(|e| Error::bad(format!("{what} {base:?}: {e}")))?;
-        if url.scheme() != "http" {
-            return Err(Error::bad(format!(
-                "{what} {base:?}: only http:// (this build speaks no TLS)"
-            )));
-        }
-        // The API's paths go after the base: a query or a fragment would
-        // swallow them.
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(Error::bad(format!(
-                "{what} {base:?}: a base URL has no query or fragment"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn split(urls: &str) -> Vec<&str> {
-    urls.split(',')
-        .map(|u| u.trim().trim_end_matches('/'))
-        .filter(|u| !u.is_empty())
-        .collect()
-}
-
 impl DbClient {
     /// A client of the orchestrators at `urls`, one base URL or several
     /// separated by commas (e.g. `http://127.0.0.1:8090,http://127.0.0.1:8091`).
@@ -118,19 +82,15 @@ impl DbClient {
             .tcp_nodelay(true)
             .build()
             .expect("a plain HTTP client builds");
-        let orchestrators = split(urls)
-            .into_iter()
-            .map(|base| Orchestrator {
-                read_url: format!("{base}/api/v1/db/read"),
-                read_eventual_url: format!("{base}/api/v1/db/read?consistency=eventual"),
-                write_url: format!("{base}/api/v1/db/write"),
-                clear_url: format!("{base}/api/v1/db/clear"),
-            })
-            .collect();
+        let orchestrators = Instances::new(urls, |base| Orchestrator {
+            read_url: format!("{base}/api/v1/db/read"),
+            read_eventual_url: format!("{base}/api/v1/db/read?consistency=eventual"),
+            write_url: format!("{base}/api/v1/db/write"),
+            clear_url: format!("{base}/api/v1/db/clear"),
+        });
         DbClient {
             http,
             orchestrators,
-            current: Arc::default(),
         }
     }
 
@@ -176,22 +136,18 @@ impl DbClient {
         body: Option<&B>,
         key: Option<u128>,
     ) -> Result<R> {
-        let n = self.orchestrators.len();
-        let first = self.current.load(Ordering::Relaxed);
         let mut last = Error::Unavailable("no orchestrator URL given".into());
-        for i in 0..n {
-            let at = (first + i) % n;
-            match self.try_one(url(&self.orchestrators[at]), body, key).await {
-                Err(Tried::Elsewhere(e)) => last = e,
-                Ok(r) => {
-                    self.current.store(at, Ordering::Relaxed);
-                    return Ok(r);
+        for (at, orchestrator) in self.orchestrators.in_turn() {
+            let answer = match self.try_one(url(orchestrator), body, key).await {
+                Err(Tried::Elsewhere(e)) => {
+                    last = e;
+                    continue;
                 }
-                Err(Tried::Answered(e)) => {
-                    self.current.store(at, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
+                Ok(r) => Ok(r),
+                Err(Tried::Answered(e)) => Err(e),
+            };
+            self.orchestrators.answered(at);
+            return answer;
         }
         Err(last)
     }
@@ -261,35 +217,4 @@ enum Tried {
     Answered(Error),
     /// It could not be reached or failed: another may do.
     Elsewhere(Error),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_urls_are_checked_before_any_request() {
-        for good in [
-            "http://127.0.0.1:8090",
-            "http://a:1/, http://b/prefix",
-            "http://127.0.0.1:1,,http://127.0.0.1:2",
-        ] {
-            assert!(check_urls("--x", good).is_ok(), "{good}");
-        }
-        // A query or a fragment would swallow the paths put after them.
-        for bad in [
-            "",
-            " , ",
-            "ftp://x",
-            "https://a:1",
-            "127.0.0.1:8090",
-            "http://h:99999",
-            "http://",
-            "http://127.0.0.1:1#frag",
-            "http://127.0.0.1:1?x=1",
-            "http://a:1,http://b:2/?",
-        ] {
-            assert!(check_urls("--x", bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -17,8 +17,6 @@
 //! elsewhere. When none answers it is a 502.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -26,6 +24,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 use super::common::{self, Body, BodyLimit};
+use super::instances::Instances;
 
 /// Worker threads of the gateway.
 pub const WORKERS: usize = 2;
@@ -34,45 +33,11 @@ pub const WORKERS: usize = 2;
 /// before this (their DB client gives up after 30 s).
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The instances of one service, and which answered last.
-#[derive(Clone, Debug)]
-pub struct Service {
-    pub bases: Arc<[String]>,
-    current: Arc<AtomicUsize>,
-}
-
-impl Service {
-    /// The instances at `urls` (`URL[,URL...]`).
-    fn new(urls: &str) -> Service {
-        let bases: Vec<String> = urls
-            .split(',')
-            .map(|u| u.trim().trim_end_matches('/'))
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned)
-            .collect();
-        Service {
-            bases: bases.into(),
-            current: Arc::default(),
-        }
-    }
-
-    /// The instances in the order to try them: the one that answered last
-    /// first.
-    fn in_turn(&self) -> impl Iterator<Item = (usize, &str)> {
-        let n = self.bases.len();
-        let first = self.current.load(Ordering::Relaxed);
-        (0..n).map(move |i| {
-            let at = (first + i) % n;
-            (at, self.bases[at].as_str())
-        })
-    }
-}
-
 /// Where the gateway sends requests.
 #[derive(Clone, Debug)]
 pub struct Upstreams {
-    pub users: Service,
-    pub rides: Service,
+    pub users: Instances<String>,
+    pub rides: Instances<String>,
     http: reqwest::Client,
 }
 
@@ -90,14 +55,14 @@ impl Upstreams {
             .build()
             .expect("a plain HTTP client builds");
         Upstreams {
-            users: Service::new(users_url),
-            rides: Service::new(rides_url),
+            users: Instances::new(users_url, str::to_owned),
+            rides: Instances::new(rides_url, str::to_owned),
             http,
         }
     }
 
     /// The service that owns `path`.
-    pub fn route(&self, path: &str) -> &Service {
+    pub fn route(&self, path: &str) -> &Instances<String> {
         if path.starts_with("/api/v1/users") {
             &self.users
         } else {
@@ -212,7 +177,7 @@ async fn forward(req: HttpRequest, body: Body, upstreams: web::Data<Upstreams>) 
         }
         match upstream.send().await {
             Ok(resp) => {
-                service.current.store(at, Ordering::Relaxed);
+                service.answered(at);
                 answered = Some(resp);
                 break;
             }
@@ -253,13 +218,9 @@ mod tests {
             ("/api/v1/user", "http://rides"),
             ("/", "http://rides"),
         ] {
-            assert_eq!(&*u.route(path).bases[0], want, "{path}");
+            let first = u.route(path).in_turn().next().map(|(_, b)| b.as_str());
+            assert_eq!(first, Some(want), "{path}");
         }
-        let rides: Vec<&str> = u.rides.in_turn().map(|(_, b)| b).collect();
-        assert_eq!(rides, ["http://rides", "http://rides2"]);
-        u.rides.current.store(1, Ordering::Relaxed);
-        let rides: Vec<&str> = u.rides.in_turn().map(|(_, b)| b).collect();
-        assert_eq!(rides, ["http://rides2", "http://rides"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod common;
 pub mod dbclient;
 pub mod gateway;
+pub mod instances;
 pub mod orchestrator;
 pub mod rides;
 pub mod service;

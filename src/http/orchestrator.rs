@@ -115,7 +115,7 @@ async fn db_read(state: State, params: web::Query<ReadParams>, Body(body): Body)
 
 async fn db_write(state: State, req: HttpRequest, Body(body): Body) -> HttpResponse {
     let write = async {
-        let key = idempotency_key(&req)?;
+        let key = request_key(req.headers())?;
         let op: WriteOp = common::parse_json(&body)?;
         validate_write(&state.schema, &op)?;
         state.handle.write_keyed(op, key).await
@@ -128,10 +128,6 @@ async fn db_write(state: State, req: HttpRequest, Body(body): Body) -> HttpRespo
 /// whether the write was applied) applies it once and answers what the
 /// first applied write answered.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
-
-fn idempotency_key(req: &HttpRequest) -> Result<Option<u128>, Error> {
-    request_key(req.headers())
-}
 
 /// The idempotency key a request came with, if any: one header, a UUID
 /// (8-4-4-4-12 hex digits) or 32 hex digits. Several are refused: which

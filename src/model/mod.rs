@@ -2,6 +2,7 @@
 //! messages that carry them, and the validation that guards storage.
 
 pub mod backup;
+pub mod fnv;
 mod lineage;
 mod ops;
 pub mod schema;

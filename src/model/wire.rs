@@ -407,21 +407,17 @@ pub fn encoded_len<T: Encode>(msg: &T) -> usize {
 /// gives the same fingerprint in every process of the same version (the
 /// encoding is canonical: rows are ordered maps).
 pub fn fingerprint<T: Encode>(msg: &T) -> u128 {
-    struct Fnv(u128);
-    impl bincode::enc::write::Writer for Fnv {
+    struct Hashing(super::fnv::Fnv128);
+    impl bincode::enc::write::Writer for Hashing {
         fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
-            const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013B;
-            for b in bytes {
-                self.0 ^= u128::from(*b);
-                self.0 = self.0.wrapping_mul(PRIME);
-            }
+            self.0.write(bytes);
             Ok(())
         }
     }
-    let mut fnv = Fnv(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d);
+    let mut h = Hashing(super::fnv::Fnv128::default());
     // Hashing cannot fail for these types.
-    let _ = bincode::encode_into_writer(msg, &mut fnv, config());
-    fnv.0
+    let _ = bincode::encode_into_writer(msg, &mut h, config());
+    h.0 .0
 }
 
 /// The stamp of a message, without decoding its body.

@@ -192,7 +192,7 @@ impl Store {
     /// rows, and (but for a 64-bit hash collision) only then.
     pub fn checksum(&self) -> Result<u64> {
         let _r = self.read_gate();
-        let mut h = Fnv::default();
+        let mut h = crate::model::fnv::Fnv64::default();
         for entry in self.inner.db.scan_prefix([keys::DATA]) {
             let (k, v) = entry?;
             // Length prefixes keep ("ab","c") and ("a","bc") apart.
@@ -284,25 +284,6 @@ fn check(snap: &Snapshot) -> Result<Meta> {
         meta.lineage.begin(epoch, 0);
     }
     Ok(meta)
-}
-
-/// 64-bit FNV-1a: a hash fixed by its definition (unlike std's hasher),
-/// so that workers built by different compilers agree.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
 }
 
 #[cfg(test)]
