@@ -224,9 +224,11 @@ pub async fn run_orchestrator(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let listener = bind(args.addr)?;
+    let addr = url(&listener)?;
     let target = args.zk.target()?;
     let scale = args.scale.resolve(&crate::config::ScaleFile::default())?;
     let cluster = start_cluster(ClusterConfig {
+        addr: addr.clone(),
         amqp: Some(args.amqp),
         zk: Some(target),
         data_dir: args.data_dir,
@@ -239,7 +241,7 @@ pub async fn run_orchestrator(
     })
     .await?;
     let state = OrchestratorState::of(&cluster);
-    println!("listening: orchestrator {}", url(&listener)?);
+    println!("listening: orchestrator {addr}");
     let server = http::orchestrator::server(listener, state, args.body_limit, 2)?;
     serve(server, shutdown).await;
     cluster.stop().await;

@@ -28,15 +28,16 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actors::scaler::{ScalePolicy, Scaler, StopScaling};
-use crate::actors::watcher::{ElectionWatcher, GetCluster, StopWatching};
+use crate::actors::watcher::{
+    ClusterView, ElectionWatcher, GetCluster, GetStanding, Me, Resign, StopWatching,
+};
+use crate::actors::{lease::Lease, scaler::ReadCounter};
 use crate::actors::{Orchestrator, OrchestratorHandle};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::model::Schema;
-use crate::runtime::{self, WorkerRuntime, WorkerSpec};
+use crate::runtime::{self, WorkerRuntime};
 
-/// How many times a worker is tried at startup.
-const START_TRIES: u32 = 3;
 /// How long starting workers may take before `up` gives up.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -55,33 +56,10 @@ pub struct Cluster {
     pub cluster: u64,
     /// Scales the slaves with the read load, once started.
     pub scaler: Option<Addr<Scaler>>,
-}
-
-/// The ids of the workers an earlier run left under `dir` (their
-/// directories' names: their stores are the workers' own business).
-fn worker_ids(dir: &Path) -> Result<Vec<u64>> {
-    let mut ids: Vec<u64> = std::fs::read_dir(dir)?
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("worker-"))
-                .and_then(|n| n.parse().ok())
-        })
-        .collect();
-    ids.sort_unstable();
-    Ok(ids)
-}
-
-/// `slaves + 1` worker ids: those found first, then new ones after.
-fn plan(found: &[u64], slaves: usize) -> Vec<u64> {
-    let mut ids = found.to_vec();
-    let mut next = found.iter().max().copied().unwrap_or(0) + 1;
-    while ids.len() < slaves + 1 {
-        ids.push(next);
-        next += 1;
-    }
-    ids
+    /// Valid while this orchestrator leads.
+    lease: Arc<Lease>,
+    /// The other orchestrators' client reads.
+    others_reads: ReadCounter,
 }
 
 impl Cluster {
@@ -93,9 +71,7 @@ impl Cluster {
         Self::start_with(data_dir, slaves, broker, runtime, coordination).await
     }
 
-    /// Starts the orchestrator, the election watcher and `slaves + 1`
-    /// workers through `runtime` (re-using what `data_dir` holds), and
-    /// returns once a master leads and every slave is caught up.
+    /// [`Cluster::start_as`] an orchestrator without a DB API of its own.
     pub async fn start_with(
         data_dir: &Path,
         slaves: usize,
@@ -103,66 +79,57 @@ impl Cluster {
         runtime: Arc<dyn WorkerRuntime>,
         coordination: Coordination,
     ) -> Result<Cluster> {
+        Self::start_as(data_dir, slaves, broker, runtime, coordination, String::new()).await
+    }
+
+    /// Starts one orchestrator of the cluster (its DB API at `addr`) and
+    /// its election watcher. If no other orchestrator leads, this one
+    /// does: it brings up `slaves + 1` workers through `runtime`
+    /// (re-using what `data_dir` holds). Returns once a master leads and,
+    /// where this one leads, every slave is caught up.
+    pub async fn start_as(
+        data_dir: &Path,
+        slaves: usize,
+        broker: Arc<dyn Broker>,
+        runtime: Arc<dyn WorkerRuntime>,
+        coordination: Coordination,
+        addr: String,
+    ) -> Result<Cluster> {
         let schema = Arc::new(Schema::rideshare());
-        let dir = workers_dir(data_dir)?;
+        workers_dir(data_dir)?;
         let connect = coordination.connector();
         let coord = connect().await?;
         let id = identity(coord.as_ref(), data_dir).await?;
         coord.close().await;
-        // Workers an earlier orchestrator left running (containers) are
-        // taken on, not started again.
-        let adopted: Vec<u64> = runtime.adopt(id).await?.iter().map(|w| w.id).collect();
-        let ids = plan(&worker_ids(&dir)?, slaves);
         let orch_broker = broker.clone();
-        let addr = Orchestrator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+        let orch = Orchestrator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
             Orchestrator::new(orch_broker, id, 0)
         });
-        let (rt, orch, expect) = (runtime.clone(), addr.clone(), ids.len());
+        let handle = OrchestratorHandle::new(orch.clone());
+        let (lease, others_reads) = (Arc::new(Lease::new()), ReadCounter::default());
+        let me = Me {
+            addr,
+            reads: handle.reads(),
+            others: others_reads.clone(),
+            lease: lease.clone(),
+            slaves,
+        };
+        let rt = runtime.clone();
         let watcher = ElectionWatcher::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            ElectionWatcher::new(id, connect, rt, orch.recipient(), expect)
+            ElectionWatcher::new(id, connect, rt, orch.recipient(), me)
         });
-        tracing::info!(
-            cluster = format!("{id:016x}"),
-            workers = expect,
-            "cluster starting"
-        );
-        for wid in ids.into_iter().filter(|w| !adopted.contains(w)) {
-            let spec = WorkerSpec {
-                id: wid,
-                cluster: id,
-            };
-            // The watcher may have started it already: hearing from
-            // `/master` that the last run's master is gone, it starts that
-            // worker over its store (the election waits for that store).
-            let running = |rt: &dyn WorkerRuntime| rt.list().iter().any(|w| w.id == wid);
-            // A start may fail for a moment (a store its killed process
-            // held, a container name being freed): tried again, bounded.
-            let mut tries = 0;
-            while !running(runtime.as_ref()) {
-                let Err(e) = runtime.start(spec).await else {
-                    break;
-                };
-                if running(runtime.as_ref()) {
-                    tracing::info!(worker = wid, "worker started by the watcher meanwhile");
-                    break;
-                }
-                tries += 1;
-                if tries == START_TRIES {
-                    return Err(e);
-                }
-                tracing::warn!(worker = wid, error = %e, "worker did not start; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+        tracing::info!(cluster = format!("{id:016x}"), slaves, "cluster starting");
         let cluster = Cluster {
             broker,
             runtime,
-            orchestrator: OrchestratorHandle::new(addr),
+            orchestrator: handle,
             watcher,
             coordination,
             schema,
             cluster: id,
             scaler: None,
+            lease,
+            others_reads,
         };
         cluster.wait_ready(START_DEADLINE).await?;
         Ok(cluster)
@@ -173,16 +140,29 @@ impl Cluster {
         self.watcher.send(GetCluster).await.map_or(0, |v| v.epoch)
     }
 
-    /// Waits until a master leads and every worker is ready, as the
-    /// workers say and as the watcher sees it (what an election goes by).
+    /// Waits until a master leads and, if this orchestrator leads, every
+    /// worker is ready, as the workers say and as the watcher sees it
+    /// (what an election goes by).
     pub async fn wait_ready(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
         loop {
+            let standing = self.watcher.send(GetStanding).await.ok();
+            if let Some(e) = standing.as_ref().and_then(|s| s.error.clone()) {
+                return Err(Error::Unavailable(e));
+            }
+            let leading = standing.as_ref().is_some_and(|s| s.leading);
+            let acting = standing.as_ref().is_some_and(|s| s.acting);
             let view = self.watcher.send(GetCluster).await.ok();
             let running = self.runtime.list();
+            let leads = |v: &ClusterView| {
+                v.workers
+                    .iter()
+                    .any(|w| Some(w.pid) == v.master && w.state == "leading")
+            };
             let mut ready = view.as_ref().is_some_and(|v| {
                 v.master.is_some()
                     && v.workers.iter().any(|w| Some(w.pid) == v.master)
+                    && (acting || !leading && leads(v))
                     && running.iter().all(|r| {
                         v.workers
                             .iter()
@@ -204,20 +184,28 @@ impl Cluster {
         }
     }
 
-    /// Starts the Scaler: from now on the number of slaves follows the
-    /// reads through this cluster's orchestrator handle.
+    /// Starts the Scaler: from now on, while this orchestrator leads, the
+    /// number of slaves follows the reads through every orchestrator.
     pub fn start_scaler(&mut self, policy: ScalePolicy) {
         let (id, reads) = (self.cluster, self.orchestrator.reads());
         let (rt, watcher) = (self.runtime.clone(), self.watcher.clone());
+        let (lease, others) = (self.lease.clone(), self.others_reads.clone());
         let addr = Scaler::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            Scaler::new(id, policy, reads, rt, watcher)
+            Scaler::new(id, policy, (reads, others), lease, rt, watcher)
         });
         self.scaler = Some(addr);
     }
 
     /// Stops scaling and watching (no elections or replacements from now
     /// on), then the workers cleanly (slaves first), then the orchestrator.
+    /// Workers that outlive an orchestrator (containers) are left to the
+    /// others when there are others: only the last one stops them.
     pub async fn stop(&self) {
+        let others = self
+            .watcher
+            .send(GetCluster)
+            .await
+            .map_or(0, |v| v.orchestrators.len().saturating_sub(1));
         if let Some(scaler) = &self.scaler {
             let _ = scaler.send(StopScaling).await;
         }
@@ -230,7 +218,10 @@ impl Cluster {
                 _ => break,
             }
         }
-        runtime::stop_all(self.runtime.as_ref()).await;
+        if others == 0 || !self.runtime.outlives_orchestrator() {
+            runtime::stop_all(self.runtime.as_ref()).await;
+        }
+        let _ = self.watcher.send(Resign).await;
         self.orchestrator
             .addr()
             .do_send(crate::actors::messages::Shutdown);
@@ -240,14 +231,3 @@ impl Cluster {
 #[cfg(test)]
 mod scaler_tests;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn workers_found_are_kept_and_new_ones_follow() {
-        assert_eq!(plan(&[], 2), [1, 2, 3]);
-        assert_eq!(plan(&[2, 5], 2), [2, 5, 6]);
-        assert_eq!(plan(&[1, 2, 3, 4], 1), [1, 2, 3, 4]);
-    }
-}

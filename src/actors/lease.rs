@@ -45,7 +45,9 @@ impl Lease {
 
     /// Valid until `from + by` (or longer, if it already was).
     pub fn extend(&self, from: Instant, by: Duration) {
-        let until = self.nanos(from + by).max(1);
+        // A session that never expires (the in-process coordinator's)
+        // gives a lease without end.
+        let until = from.checked_add(by).map_or(u64::MAX, |t| self.nanos(t)).max(1);
         self.until.fetch_max(until, Ordering::AcqRel);
     }
 
@@ -63,7 +65,7 @@ impl Lease {
 /// of a round trip: well inside the timeout, for clock granularity and
 /// the time the check itself takes.
 pub fn lease_span(session_timeout: Duration) -> Duration {
-    session_timeout * 3 / 5
+    session_timeout / 5 * 3
 }
 
 #[cfg(test)]

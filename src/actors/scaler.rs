@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::lease::Lease;
 use super::now_ms;
 use super::watcher::{ClusterView, ElectionWatcher, GetCluster, Note, ReserveId, Retiring};
 use crate::coord::election::ReportedRole;
@@ -46,6 +47,10 @@ impl ReadCounter {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn add_n(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn peek(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -56,6 +61,10 @@ pub struct Scaler {
     cluster: u64,
     core: ScalerCore,
     reads: ReadCounter,
+    /// The other orchestrators' reads (the leading one scales for all).
+    others: ReadCounter,
+    /// Held while this orchestrator leads: only then does it scale.
+    lease: Arc<Lease>,
     runtime: Arc<dyn WorkerRuntime>,
     watcher: Addr<ElectionWatcher>,
     /// The core's clock: Unix milliseconds at the start, then monotonic
@@ -69,10 +78,14 @@ pub struct Scaler {
 }
 
 impl Scaler {
+    /// `reads`: this orchestrator's; `others`: the other orchestrators'
+    /// (as the watcher hears them); `lease`: held while this orchestrator
+    /// leads.
     pub fn new(
         cluster: u64,
         policy: ScalePolicy,
-        reads: ReadCounter,
+        (reads, others): (ReadCounter, ReadCounter),
+        lease: Arc<Lease>,
         runtime: Arc<dyn WorkerRuntime>,
         watcher: Addr<ElectionWatcher>,
     ) -> Self {
@@ -80,6 +93,8 @@ impl Scaler {
             cluster,
             core: ScalerCore::new(policy),
             reads,
+            others,
+            lease,
             runtime,
             watcher,
             epoch: (Instant::now(), now_ms()),
@@ -87,6 +102,11 @@ impl Scaler {
             asked: HashMap::new(),
             stopping: Vec::new(),
         }
+    }
+
+    /// Every orchestrator's client reads so far.
+    fn all_reads(&self) -> u64 {
+        self.reads.peek() + self.others.peek()
     }
 
     fn now(&self) -> u64 {
@@ -170,6 +190,11 @@ impl Scaler {
     }
 
     fn start_slave(&mut self, ctx: &mut Context<Self>) {
+        if !self.lease.valid() {
+            let error = "this orchestrator does not lead now".to_owned();
+            self.feed(ctx, Input::StartFailed { id: None, error });
+            return;
+        }
         let (watcher, runtime, cluster) =
             (self.watcher.clone(), self.runtime.clone(), self.cluster);
         let start = async move {
@@ -199,6 +224,10 @@ impl Scaler {
     /// Stops slave `id` for good once the watcher agrees: it is no master,
     /// no election runs, and from now on the watcher never elects it.
     fn retire(&mut self, ctx: &mut Context<Self>, id: u64, pid: u64) {
+        if !self.lease.valid() {
+            self.feed(ctx, Input::RetireRefused { id });
+            return;
+        }
         let (watcher, runtime) = (self.watcher.clone(), self.runtime.clone());
         let stop = async move {
             match watcher.send(Retiring(pid)).await {
@@ -262,8 +291,11 @@ impl Actor for Scaler {
             "scaler starting"
         );
         ctx.run_interval(POLL, |act, ctx| {
-            let reads = act.reads.peek();
-            act.feed(ctx, Input::Tick { reads });
+            // Another orchestrator scales while this one does not lead.
+            if act.lease.valid() {
+                let reads = act.all_reads();
+                act.feed(ctx, Input::Tick { reads });
+            }
         });
     }
 }
@@ -279,11 +311,15 @@ impl Handler<ScaleNow> for Scaler {
     type Result = ResponseFuture<Result<ScaleDecision>>;
 
     fn handle(&mut self, _: ScaleNow, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.lease.valid() {
+            let e = Error::Unavailable("this orchestrator does not lead; the leading one scales".into());
+            return Box::pin(async move { Err(e) });
+        }
         let (tx, rx) = oneshot::channel();
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.asked.insert(ticket, tx);
-        let reads = self.reads.peek();
+        let reads = self.all_reads();
         self.feed(ctx, Input::DecideNow { reads, ticket });
         Box::pin(async move {
             rx.await
@@ -301,7 +337,7 @@ impl Handler<GetScaler> for Scaler {
     type Result = MessageResult<GetScaler>;
 
     fn handle(&mut self, _: GetScaler, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.core.view(self.reads.peek(), self.now()))
+        MessageResult(self.core.view(self.all_reads(), self.now()))
     }
 }
 

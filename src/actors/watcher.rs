@@ -13,10 +13,13 @@
 
 mod api;
 mod coord_io;
+mod lead;
 
 pub use api::{
-    CrashMaster, CrashSlave, GetCluster, Note, ReserveId, Retiring, SetHungAfter, StopWatching,
+    CrashMaster, CrashSlave, GetCluster, GetStanding, Note, ReserveId, Resign, Retiring,
+    SetHungAfter, Standing, StopWatching,
 };
+pub use lead::{Me, OrchestratorView};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -25,7 +28,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde::Serialize;
 
+use super::lease::Lease;
 use super::messages::SetEpoch;
+use super::scaler::ReadCounter;
 use super::worker::Connector;
 use super::{next_retry, now_ms, FIRST_RETRY};
 use crate::coord::election::{self, worker_path, MasterRecord, ReportedRole, MASTER, WORKERS};
@@ -34,6 +39,7 @@ use crate::core::watcher::{self as wcore, Effect, Input, Running, WatcherCore};
 use crate::error::{Error, Result};
 use crate::runtime::{Exit, WorkerRuntime, WorkerSpec};
 use coord_io::{follow, read_view, run_election, Changed};
+use lead::Lead;
 
 /// How long a master's node may be missing right after the watcher's
 /// session (re)opened before that counts as a death.
@@ -89,6 +95,11 @@ pub struct ClusterView {
     /// The Scaler's policy and last decision, when it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaler: Option<crate::core::scaler::ScalerView>,
+    /// Whether this orchestrator leads (its watcher and Scaler act).
+    pub leading: bool,
+    /// Every orchestrator serving the cluster, as the coordinator lists
+    /// them.
+    pub orchestrators: Vec<OrchestratorView>,
 }
 
 /// Watches the workers, elects, and asks for replacements.
@@ -104,15 +115,20 @@ pub struct ElectionWatcher {
     totals: BTreeMap<&'static str, u64>,
     /// The core's clock counts from here.
     born: Instant,
+    /// This orchestrator, whether it leads, and the others.
+    lead: Lead,
+    hung_after: u64,
 }
 
 impl ElectionWatcher {
+    /// The watcher of orchestrator `me`; it brings up `slaves + 1`
+    /// workers when it begins to lead.
     pub fn new(
         cluster: u64,
         connect: Connector,
         runtime: Arc<dyn WorkerRuntime>,
         orchestrator: Recipient<SetEpoch>,
-        expect: usize,
+        me: Me,
     ) -> Self {
         ElectionWatcher {
             cluster,
@@ -120,12 +136,15 @@ impl ElectionWatcher {
             coord: None,
             runtime,
             orchestrator,
-            core: WatcherCore::new(expect, 0),
+            core: WatcherCore::new(me.slaves + 1, 0),
             events: VecDeque::new(),
             totals: BTreeMap::new(),
             born: Instant::now(),
+            lead: Lead::new(me),
+            hung_after: wcore::HUNG_AFTER_MS,
         }
     }
+
 
     fn now(&self) -> u64 {
         u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -142,11 +161,20 @@ impl ElectionWatcher {
             .collect()
     }
 
-    /// Feeds `input` to the core and carries out what it decides.
+    /// Feeds `input` to the core and carries out what it decides: all of
+    /// it while this orchestrator leads under a valid lease; otherwise
+    /// only the epoch is passed on (another orchestrator acts).
     fn step(&mut self, ctx: &mut Context<Self>, input: Input) {
         let effects = self.core.on(input, self.now(), &self.running());
         for effect in effects {
-            self.carry_out(ctx, effect);
+            if self.acting() || matches!(effect, Effect::SetEpoch(_)) {
+                self.carry_out(ctx, effect);
+            } else if self.lead.ready && self.lead.leading {
+                // Its lease ran out (paused, cut off): another may lead
+                // by now. What it decided is not carried out; it looks
+                // again at who leads.
+                self.step_down(ctx, "its lease ran out");
+            }
         }
     }
 
@@ -250,7 +278,9 @@ impl ElectionWatcher {
                 act.step(ctx, Input::Connected);
                 let me = ctx.address();
                 actix::spawn(follow(coord.clone(), WORKERS, true, me.clone()));
-                actix::spawn(follow(coord, MASTER, false, me));
+                actix::spawn(follow(coord.clone(), MASTER, false, me.clone()));
+                actix::spawn(follow(coord, election::LEADER, false, me));
+                act.register(ctx);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "election watcher: no coordinator session; retrying");
@@ -334,7 +364,11 @@ impl Actor for ElectionWatcher {
             }
         });
         // Reports change without their node's children changing.
-        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.refresh(ctx));
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            act.refresh(ctx);
+            act.look_around(ctx);
+        });
+        ctx.run_interval(lead::RENEW_EVERY, |act, ctx| act.renew(ctx));
     }
 }
 
@@ -342,9 +376,14 @@ impl Handler<Changed> for ElectionWatcher {
     type Result = ();
 
     fn handle(&mut self, msg: Changed, ctx: &mut Context<Self>) {
+        let current = self.coord.as_ref().map(|c| c.session_id());
+        if current != Some(msg.session) {
+            return; // a word of an earlier session
+        }
         if msg.session_ended {
             if self.coord.take().is_some() {
                 tracing::warn!("election watcher: session ended; opening another");
+                self.let_go(ctx, "its coordinator session ended");
                 self.step(ctx, Input::Disconnected);
                 self.connect(ctx, FIRST_RETRY);
             }
@@ -352,6 +391,8 @@ impl Handler<Changed> for ElectionWatcher {
         }
         if msg.path == MASTER {
             self.read_master(ctx);
+        } else if msg.path == election::LEADER {
+            self.contend(ctx);
         } else {
             self.refresh(ctx);
         }

@@ -5,6 +5,11 @@
 //!   kept fresh by the worker.
 //! - `/master`: a [`MasterRecord`], written by the election watcher with a
 //!   compare-and-set on its version, so two elections cannot both win.
+//! - `/orchestrators/<session>` (ephemeral, one per orchestrator): an
+//!   [`OrchestratorRecord`], kept fresh by its orchestrator.
+//! - `/leader` (ephemeral): the [`OrchestratorRecord`] of the orchestrator
+//!   whose watcher and Scaler act (elect, start and stop workers); the
+//!   others only follow.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +19,30 @@ pub const WORKERS: &str = "/workers";
 pub const MASTER: &str = "/master";
 /// The cluster's identity.
 pub const CLUSTER: &str = "/cluster";
+/// Where the orchestrators register.
+pub const ORCHESTRATORS: &str = "/orchestrators";
+/// The leading orchestrator.
+pub const LEADER: &str = "/leader";
+
+/// The path of the node of the orchestrator whose session is `session`.
+pub fn orchestrator_path(session: u64) -> String {
+    format!("{ORCHESTRATORS}/{session:016x}")
+}
+
+/// What an orchestrator's node (and `/leader`) holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrchestratorRecord {
+    /// Its process id.
+    pub pid: u64,
+    /// Its DB API's base URL.
+    pub addr: String,
+    /// Its coordinator session (what its ephemeral nodes belong to).
+    pub session: u64,
+    /// The client reads it has served since it started (the leading
+    /// one's Scaler adds up everyone's).
+    #[serde(default)]
+    pub reads: u64,
+}
 
 /// The path of worker `pid`'s node.
 pub fn worker_path(pid: u64) -> String {

@@ -172,10 +172,16 @@ async fn db_clear(state: State, req: HttpRequest) -> HttpResponse {
     common::reply(cleared.map(|_| serde_json::json!({})))
 }
 
-/// Every worker's pid, master included, ascending.
+/// Every worker's pid, master included, ascending: those registered with
+/// the coordinator (whichever orchestrator started them) and those this
+/// one's runtime runs.
 async fn worker_list(state: State) -> HttpResponse {
     let mut pids: Vec<u64> = state.runtime.list().iter().map(|w| w.pid).collect();
+    if let Ok(view) = state.watcher.send(GetCluster).await {
+        pids.extend(view.workers.iter().map(|w| w.pid));
+    }
     pids.sort_unstable();
+    pids.dedup();
     common::ok_json(&pids)
 }
 

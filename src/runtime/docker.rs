@@ -412,6 +412,10 @@ impl WorkerRuntime for DockerRuntime {
 
     /// Adopts the running worker containers of `cluster` (an orchestrator
     /// started again finds its workers), and removes those that exited.
+    fn outlives_orchestrator(&self) -> bool {
+        true
+    }
+
     async fn adopt(&self, cluster: u64) -> Result<Vec<WorkerInfo>> {
         let mut adopted = Vec::new();
         for c in self.containers(cluster).await? {

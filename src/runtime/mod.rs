@@ -77,6 +77,12 @@ pub trait WorkerRuntime: Send + Sync + 'static {
             _ => Ok(()),
         }
     }
+    /// Whether its workers outlive the orchestrator that started them
+    /// (containers), so that another can take them on; a child process
+    /// dies with its parent.
+    fn outlives_orchestrator(&self) -> bool {
+        false
+    }
     /// Takes on the workers of `cluster` an earlier run left running, and
     /// answers them (only a runtime whose workers outlive it has any).
     async fn adopt(&self, _cluster: u64) -> Result<Vec<WorkerInfo>> {
@@ -157,6 +163,91 @@ pub fn worker_dir(data_dir: &Path, id: u64) -> PathBuf {
     data_dir.join(format!("worker-{id}"))
 }
 
+/// How many times a worker is tried when the workers are brought up.
+const START_TRIES: u32 = 3;
+
+/// The ids of the workers an earlier run left under `dir` (their
+/// directories' names: their stores are the workers' own business).
+fn worker_ids(dir: &Path) -> Result<Vec<u64>> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other?,
+    };
+    let mut ids: Vec<u64> = entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("worker-"))
+                .and_then(|n| n.parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// `slaves + 1` worker ids: those found first, then new ones after.
+fn plan(found: &[u64], slaves: usize) -> Vec<u64> {
+    let mut ids = found.to_vec();
+    let mut next = found.iter().max().copied().unwrap_or(0) + 1;
+    while ids.len() < slaves + 1 {
+        ids.push(next);
+        next += 1;
+    }
+    ids
+}
+
+/// Brings the workers of `cluster` up, as the leading orchestrator does
+/// when it begins to lead: takes on those running (containers another
+/// orchestrator started), and starts the others over the stores found
+/// under the runtime's directory, and new ones up to `slaves + 1`.
+/// Answers how many workers there are.
+///
+/// `history`: the cluster has had a master. Then a directory holding no
+/// worker's store, with no worker running, is the wrong one (an
+/// orchestrator of the process runtime that does not share the others'
+/// data directory): starting empty workers there would elect one of them
+/// over the history, so it is refused.
+pub async fn ensure_workers(
+    rt: &dyn WorkerRuntime,
+    cluster: u64,
+    slaves: usize,
+    history: bool,
+) -> Result<usize> {
+    let adopted: Vec<u64> = rt.adopt(cluster).await?.iter().map(|w| w.id).collect();
+    let mut found = worker_ids(rt.workers_dir())?;
+    if found.is_empty() && adopted.is_empty() && rt.list().is_empty() && history {
+        return Err(crate::error::Error::bad(format!(
+            "{} holds none of the cluster's workers, and none runs: every orchestrator \
+             of a cluster must use the same data directory",
+            rt.workers_dir().display()
+        )));
+    }
+    found.extend(adopted);
+    found.sort_unstable();
+    found.dedup();
+    let ids = plan(&found, slaves);
+    let runs = |id: u64| rt.list().iter().any(|w| w.id == id);
+    for &id in &ids {
+        let spec = WorkerSpec { id, cluster };
+        // A start may fail for a moment (a store its killed process
+        // held, a container name being freed): tried again, bounded.
+        let mut tries = 0;
+        while !runs(id) {
+            let Err(e) = rt.start(spec).await else {
+                break;
+            };
+            tries += 1;
+            if tries == START_TRIES {
+                return Err(e);
+            }
+            tracing::warn!(worker = id, error = %e, "worker did not start; trying again");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+    Ok(ids.len())
+}
+
 /// Stops every worker, slaves first, so the master settles last.
 pub async fn stop_all(rt: &dyn WorkerRuntime) {
     let mut workers = Vec::new();
@@ -169,5 +260,17 @@ pub async fn stop_all(rt: &dyn WorkerRuntime) {
         if let Err(e) = rt.stop(id).await {
             tracing::warn!(worker = id, error = %e, "stop failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_found_are_kept_and_new_ones_follow() {
+        assert_eq!(plan(&[], 2), [1, 2, 3]);
+        assert_eq!(plan(&[2, 5], 2), [2, 5, 6]);
+        assert_eq!(plan(&[1, 2, 3, 4], 1), [1, 2, 3, 4]);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::coord::election::{CLUSTER, MASTER};
+use crate::coord::election::{CLUSTER, MASTER, ORCHESTRATORS};
 use crate::coord::{CoordError, Coordinator, NodeKind};
 use crate::error::{Error, Result};
 
@@ -12,8 +12,10 @@ const IDENTITY_FILE: &str = "cluster-id";
 
 /// The cluster's identity: the data directory's (a new one for a new
 /// directory), which the coordinator's root must hold too. A root that
-/// holds another cluster's is refused, unless the directory is new: a new
-/// cluster then takes the root over (and its `/master` goes).
+/// holds another cluster's is refused, unless the directory is new: then
+/// it joins the cluster if orchestrators serve it now (one more
+/// orchestrator needs no data of its own), and otherwise a new cluster
+/// takes the root over (and its `/master` goes).
 pub(super) async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result<u64> {
     let file = data_dir.join(IDENTITY_FILE);
     let ours = match std::fs::read_to_string(&file) {
@@ -31,6 +33,12 @@ pub(super) async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result
             )))
         }
         (Some(id), None) => id,
+        // Orchestrators serve it now: this one joins them.
+        (None, Some(t)) if serving(coord).await? => {
+            let id = parse_identity(&t)?;
+            std::fs::write(&file, format!("{id:016x}\n"))?;
+            return Ok(id);
+        }
         (None, _) => {
             let id = fastrand::u64(1..);
             std::fs::write(&file, format!("{id:016x}\n"))?;
@@ -52,6 +60,15 @@ pub(super) async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result
         other => other?,
     }
     Ok(id)
+}
+
+/// Whether any orchestrator is registered (its session alive).
+async fn serving(coord: &dyn Coordinator) -> Result<bool> {
+    match coord.children(ORCHESTRATORS).await {
+        Ok(children) => Ok(!children.is_empty()),
+        Err(CoordError::NoNode) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn parse_identity(text: &str) -> Result<u64> {

@@ -52,6 +52,8 @@ pub struct ClusterConfig {
     pub hung_after: Duration,
     /// The Scaler's policy, if one runs.
     pub scale: Option<ScalePolicy>,
+    /// This orchestrator's DB API base URL, as the others list it.
+    pub addr: String,
 }
 
 impl ClusterConfig {
@@ -67,6 +69,7 @@ impl ClusterConfig {
             request_deadline: cfg.request_deadline,
             hung_after: cfg.hung_after,
             scale: cfg.scale,
+            addr: String::new(),
         }
     }
 }
@@ -82,8 +85,15 @@ pub async fn start_cluster(cfg: ClusterConfig) -> Result<Cluster> {
         cfg.workers,
     )
     .await?;
-    let mut cluster =
-        Cluster::start_with(&cfg.data_dir, cfg.slaves, broker, runtime, coordination).await?;
+    let mut cluster = Cluster::start_as(
+        &cfg.data_dir,
+        cfg.slaves,
+        broker,
+        runtime,
+        coordination,
+        cfg.addr,
+    )
+    .await?;
     cluster.orchestrator = cluster.orchestrator.with_deadline(cfg.request_deadline);
     cluster
         .watcher
@@ -106,13 +116,17 @@ pub async fn run_up(cfg: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     .map(bind);
     let [orch_l, users_l, rides_l, gateway_l] = listeners;
     let (orch_l, users_l, rides_l, gateway_l) = (orch_l?, users_l?, rides_l?, gateway_l?);
-    let cluster = start_cluster(ClusterConfig::of_up(&cfg)).await?;
     let (orch_url, users_url, rides_url, gateway_url) = (
         url(&orch_l)?,
         url(&users_l)?,
         url(&rides_l)?,
         url(&gateway_l)?,
     );
+    let cluster = start_cluster(ClusterConfig {
+        addr: orch_url.clone(),
+        ..ClusterConfig::of_up(&cfg)
+    })
+    .await?;
     let state = OrchestratorState::of(&cluster);
     let servers = [
         http::gateway::server(gateway_l, &users_url, &rides_url, cfg.body_limit)?,

@@ -4,6 +4,52 @@
 
 use super::*;
 
+impl ElectionWatcher {
+    /// Only the leading orchestrator's watcher kills workers: the others
+    /// say which one leads.
+    fn must_lead(&self) -> Result<()> {
+        if self.acting() {
+            return Ok(());
+        }
+        let leader = self
+            .lead
+            .views()
+            .into_iter()
+            .find(|o| o.leading)
+            .map_or_else(|| "none now".to_owned(), |o| o.addr);
+        Err(Error::Unavailable(format!(
+            "this orchestrator does not lead; the leading one: {leader}"
+        )))
+    }
+}
+
+/// This orchestrator's standing: whether it leads, with its workers up.
+#[derive(Clone, Debug)]
+pub struct Standing {
+    pub leading: bool,
+    /// It leads, its workers were brought up and its watcher acts.
+    pub acting: bool,
+    /// Why bringing the workers up failed last, while it leads.
+    pub error: Option<String>,
+}
+
+/// Asks for [`Standing`].
+#[derive(Message)]
+#[rtype(result = "Standing")]
+pub struct GetStanding;
+
+impl Handler<GetStanding> for ElectionWatcher {
+    type Result = MessageResult<GetStanding>;
+
+    fn handle(&mut self, _: GetStanding, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(Standing {
+            leading: self.lead.leading,
+            acting: self.acting(),
+            error: self.lead.error.clone(),
+        })
+    }
+}
+
 /// Kill the master (`POST /api/v1/crash/master`); answers its pid.
 #[derive(Message)]
 #[rtype(result = "Result<u64>")]
@@ -29,6 +75,9 @@ impl Handler<CrashMaster> for ElectionWatcher {
     type Result = ResponseActFuture<Self, Result<u64>>;
 
     fn handle(&mut self, _: CrashMaster, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.must_lead() {
+            return Box::pin(fut::ready(Err(e)));
+        }
         match self.core.live_master() {
             Some(m) => self.crash(m.pid),
             None => Box::pin(fut::ready(Err(Error::Unavailable("no master now".into())))),
@@ -40,6 +89,9 @@ impl Handler<CrashSlave> for ElectionWatcher {
     type Result = ResponseActFuture<Self, Result<u64>>;
 
     fn handle(&mut self, _: CrashSlave, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.must_lead() {
+            return Box::pin(fut::ready(Err(e)));
+        }
         let master = self.core.master().map(|m| m.pid);
         let slave = self
             .running()
@@ -92,6 +144,8 @@ impl Handler<GetCluster> for ElectionWatcher {
             events: self.events.iter().cloned().collect(),
             totals: self.totals.clone(),
             scaler: None,
+            leading: self.lead.leading,
+            orchestrators: self.lead.views(),
         })
     }
 }
@@ -107,6 +161,7 @@ impl Handler<SetHungAfter> for ElectionWatcher {
 
     fn handle(&mut self, SetHungAfter(d): SetHungAfter, _ctx: &mut Context<Self>) {
         let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.hung_after = ms;
         self.core.set_hung_after(ms);
     }
 }
@@ -160,6 +215,30 @@ impl Handler<StopWatching> for ElectionWatcher {
     type Result = ();
 
     fn handle(&mut self, _: StopWatching, ctx: &mut Context<Self>) {
+        self.lead.stopped = true;
         self.step(ctx, Input::Stop);
+    }
+}
+
+/// Ends the watcher's coordinator session (the cluster has stopped, or
+/// this orchestrator leaves it): its node and `/leader`, if it held it,
+/// go at once, so that another orchestrator leads without waiting for the
+/// session to expire.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resign;
+
+impl Handler<Resign> for ElectionWatcher {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Resign, ctx: &mut Context<Self>) -> Self::Result {
+        self.lead.stopped = true;
+        self.step_down(ctx, "it stops");
+        let coord = self.coord.take();
+        Box::pin(async move {
+            if let Some(c) = coord {
+                c.close().await;
+            }
+        })
     }
 }

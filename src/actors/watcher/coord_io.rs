@@ -8,7 +8,10 @@ use actix::prelude::*;
 
 use super::ElectionWatcher;
 use crate::actors::FIRST_RETRY;
-use crate::coord::election::{self, MasterRecord, WorkerReport, MASTER, WORKERS};
+use crate::coord::election::{
+    self, orchestrator_path, MasterRecord, OrchestratorRecord, WorkerReport, LEADER, MASTER,
+    ORCHESTRATORS, WORKERS,
+};
 use crate::coord::{CoordError, Coordinator, NodeKind, WatchEvent};
 use crate::core::election::{ballot, Ballot, Succession};
 use crate::error::{Error, Result};
@@ -91,6 +94,64 @@ pub(super) async fn run_election(
 pub(super) struct Changed {
     pub path: &'static str,
     pub session_ended: bool,
+    /// The session the watch was set in (a late word of an ended session
+    /// must not end the one opened since).
+    pub session: u64,
+}
+
+/// Registers this orchestrator (its ephemeral node), or brings its
+/// record up to date.
+pub(super) async fn register(coord: Arc<dyn Coordinator>, me: OrchestratorRecord) -> Result<()> {
+    let path = orchestrator_path(coord.session_id());
+    let data = election::encode(&me);
+    match coord.set(&path, &data, None).await {
+        Err(CoordError::NoNode) => {}
+        other => return other.map(drop).map_err(Into::into),
+    }
+    coord.ensure(ORCHESTRATORS).await?;
+    match coord.create(&path, &data, NodeKind::Ephemeral).await {
+        Err(CoordError::NodeExists) => Ok(()),
+        other => other.map_err(Into::into),
+    }
+}
+
+/// Whether `/leader` is this session's: it takes it if nobody holds it.
+pub(super) async fn contend(coord: Arc<dyn Coordinator>, me: OrchestratorRecord) -> Result<bool> {
+    let data = election::encode(&me);
+    match coord.create(LEADER, &data, NodeKind::Ephemeral).await {
+        Ok(()) => Ok(true),
+        Err(CoordError::NodeExists) => holds_lead(coord).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `/leader` names this session.
+pub(super) async fn holds_lead(coord: Arc<dyn Coordinator>) -> Result<bool> {
+    let node = coord.get(LEADER).await?;
+    let leader = node.and_then(|n| election::decode::<OrchestratorRecord>(&n.data));
+    Ok(leader.is_some_and(|l| l.session == coord.session_id()))
+}
+
+/// Every registered orchestrator, and the session that leads.
+pub(super) async fn read_orchestrators(
+    coord: Arc<dyn Coordinator>,
+) -> Result<(Vec<OrchestratorRecord>, Option<u64>)> {
+    let mut all = Vec::new();
+    let children = match coord.children(ORCHESTRATORS).await {
+        Err(CoordError::NoNode) => Vec::new(),
+        other => other?,
+    };
+    for child in children {
+        let node = coord.get(&format!("{ORCHESTRATORS}/{child}")).await?;
+        if let Some(r) = node.and_then(|n| election::decode::<OrchestratorRecord>(&n.data)) {
+            all.push(r);
+        }
+    }
+    let leader = coord.get(LEADER).await?;
+    let leader = leader
+        .and_then(|n| election::decode::<OrchestratorRecord>(&n.data))
+        .map(|l| l.session);
+    Ok((all, leader))
 }
 
 /// Tells the watcher each change of `path` (or of its children) until
@@ -102,6 +163,7 @@ pub(super) async fn follow(
     watcher: Addr<ElectionWatcher>,
 ) {
     let _ = coord.ensure(WORKERS).await;
+    let session = coord.session_id();
     loop {
         let watched = if children {
             coord.watch_children(path).await.map(|(_, w)| w)
@@ -113,6 +175,7 @@ pub(super) async fn follow(
                 watcher.do_send(Changed {
                     path,
                     session_ended: false,
+                    session,
                 });
                 if watch.await == WatchEvent::SessionEnded {
                     break;
@@ -125,5 +188,6 @@ pub(super) async fn follow(
     watcher.do_send(Changed {
         path,
         session_ended: true,
+        session,
     });
 }

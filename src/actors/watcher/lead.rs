@@ -1,0 +1,315 @@
+//! Which orchestrator's watcher acts. Any number of orchestrators serve
+//! one cluster; each registers under `/orchestrators` and the one that
+//! holds `/leader` (an ephemeral node, so it goes with its session) leads:
+//! its watcher elects, starts and kills workers, and its Scaler scales.
+//! The others' watchers only follow `/master` (their orchestrators need
+//! the epoch) and take `/leader` when it goes.
+//!
+//! Leading is under a lease, as a master's writes are ([`Lease`]): every
+//! round trip that finds `/leader` still this session's extends it to a
+//! safe part of the session timeout from the round trip's start, and the
+//! watcher carries out nothing while it is not valid. A paused or cut-off
+//! leader finds its lease run out before its session can have expired,
+//! so before another can hold `/leader`; what it decided meanwhile is not
+//! carried out, and it looks again at who leads. Elections are written by
+//! compare-and-set through its own session, which fails once that session
+//! has expired.
+//!
+//! Beginning to lead, a watcher brings the workers up
+//! ([`runtime::ensure_workers`]: containers still running are taken on,
+//! missing workers started over their stores) and starts from a fresh
+//! core. Child processes die with the orchestrator that started them: a
+//! leader of the process runtime that lets go of leading while it lives
+//! on (its session ended, another holds `/leader`) stops its workers, so
+//! that the next leader can start them over their stores.
+
+use std::collections::BTreeMap;
+
+use super::coord_io::{contend, holds_lead, read_orchestrators, register};
+use super::*;
+use crate::actors::lease::lease_span;
+use crate::coord::election::OrchestratorRecord;
+use crate::runtime;
+
+/// How often the leader checks that `/leader` is still its own (each
+/// check that says so extends its lease).
+pub(super) const RENEW_EVERY: Duration = Duration::from_millis(100);
+/// How long after a failed start-up the leader tries again.
+const STARTUP_RETRY: Duration = Duration::from_secs(1);
+
+/// Who this orchestrator is.
+#[derive(Clone, Debug)]
+pub struct Me {
+    /// Its DB API's base URL (empty when it has none).
+    pub addr: String,
+    /// Its client reads, told to the others through its node.
+    pub reads: ReadCounter,
+    /// The others' client reads, added up as their nodes tell them (for
+    /// the Scaler).
+    pub others: ReadCounter,
+    /// Valid while it leads (the Scaler acts only then).
+    pub lease: Arc<Lease>,
+    /// How many slaves it brings up when it begins to lead.
+    pub slaves: usize,
+}
+
+/// One orchestrator as the cluster view shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct OrchestratorView {
+    pub pid: u64,
+    pub addr: String,
+    pub leading: bool,
+}
+
+/// This orchestrator's standing.
+#[derive(Debug)]
+pub(super) struct Lead {
+    pub me: Me,
+    /// It holds `/leader` (as far as it knows).
+    pub leading: bool,
+    /// It leads with its workers up and a fresh core.
+    pub ready: bool,
+    pub lease: Arc<Lease>,
+    contending: bool,
+    startup: Option<SpawnHandle>,
+    /// Why the last start-up failed.
+    pub error: Option<String>,
+    /// Every registered orchestrator, and the session that leads.
+    pub orchestrators: Vec<OrchestratorRecord>,
+    pub leader: Option<u64>,
+    /// The others' reads, added up as their nodes tell them.
+    pub others_reads: ReadCounter,
+    /// Each other orchestrator's count when last read, by session.
+    seen: BTreeMap<u64, u64>,
+    /// The cluster is shutting down: no leading from now on.
+    pub stopped: bool,
+}
+
+impl Lead {
+    pub fn new(me: Me) -> Self {
+        Lead {
+            lease: me.lease.clone(),
+            others_reads: me.others.clone(),
+            me,
+            leading: false,
+            ready: false,
+            contending: false,
+            startup: None,
+            error: None,
+            orchestrators: Vec::new(),
+            leader: None,
+            seen: BTreeMap::new(),
+            stopped: false,
+        }
+    }
+
+    fn record(&self, session: u64) -> OrchestratorRecord {
+        OrchestratorRecord {
+            pid: u64::from(std::process::id()),
+            addr: self.me.addr.clone(),
+            session,
+            reads: self.me.reads.peek(),
+        }
+    }
+
+    /// Adds what each other orchestrator served since it was last read.
+    fn count_reads(&mut self, all: &[OrchestratorRecord], mine: u64) {
+        let mut seen = BTreeMap::new();
+        for r in all.iter().filter(|r| r.session != mine) {
+            // One seen for the first time counts from now on.
+            let before = self.seen.get(&r.session).copied().unwrap_or(r.reads);
+            self.others_reads.add_n(r.reads.saturating_sub(before));
+            seen.insert(r.session, r.reads);
+        }
+        self.seen = seen;
+    }
+
+    pub fn views(&self) -> Vec<OrchestratorView> {
+        self.orchestrators
+            .iter()
+            .map(|r| OrchestratorView {
+                pid: r.pid,
+                addr: r.addr.clone(),
+                leading: Some(r.session) == self.leader,
+            })
+            .collect()
+    }
+}
+
+impl ElectionWatcher {
+    /// Whether what the core decides is carried out now.
+    pub(super) fn acting(&self) -> bool {
+        self.lead.leading && self.lead.ready && self.lead.lease.valid()
+    }
+
+    /// Registers this orchestrator, then contends for `/leader`.
+    pub(super) fn register(&mut self, ctx: &mut Context<Self>) {
+        let Some(coord) = self.coord.clone() else {
+            return;
+        };
+        let me = self.lead.record(coord.session_id());
+        ctx.spawn(
+            register(coord, me)
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(()) => act.contend(ctx),
+                    Err(e) => tracing::warn!(error = %e, "cannot register this orchestrator"),
+                }),
+        );
+    }
+
+    /// Takes `/leader` if nobody holds it.
+    pub(super) fn contend(&mut self, ctx: &mut Context<Self>) {
+        let Some(coord) = self.coord.clone() else {
+            return;
+        };
+        if self.lead.stopped || self.lead.leading || self.lead.contending {
+            return;
+        }
+        self.lead.contending = true;
+        let (me, asked) = (self.lead.record(coord.session_id()), Instant::now());
+        let timeout = coord.session_timeout();
+        ctx.spawn(
+            contend(coord, me)
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.lead.contending = false;
+                    match res {
+                        Ok(true) if !act.lead.stopped => {
+                            act.lead.lease.extend(asked, lease_span(timeout));
+                            act.take_lead(ctx);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "cannot contend for /leader"),
+                    }
+                }),
+        );
+    }
+
+    fn take_lead(&mut self, ctx: &mut Context<Self>) {
+        if self.lead.leading {
+            return;
+        }
+        self.lead.leading = true;
+        self.lead.ready = false;
+        let detail = format!(
+            "orchestrator pid {} ({}) leads",
+            std::process::id(),
+            self.lead.me.addr
+        );
+        self.event("leading", detail);
+        self.start_up(ctx);
+    }
+
+    /// Brings the workers up, then starts from a fresh core.
+    fn start_up(&mut self, ctx: &mut Context<Self>) {
+        let Some(coord) = self.coord.clone() else {
+            return;
+        };
+        let (rt, cluster, slaves) = (self.runtime.clone(), self.cluster, self.lead.me.slaves);
+        let up = async move {
+            let history = coord.get(MASTER).await?.is_some();
+            runtime::ensure_workers(rt.as_ref(), cluster, slaves, history).await
+        };
+        let handle = ctx.spawn(up.into_actor(self).map(|res, act, ctx| {
+            act.lead.startup = None;
+            if !act.lead.leading {
+                return;
+            }
+            match res {
+                Ok(expect) => {
+                    let mut core = WatcherCore::new(expect, act.now());
+                    core.set_hung_after(act.hung_after);
+                    act.core = core;
+                    act.lead.ready = true;
+                    act.lead.error = None;
+                    act.step(ctx, Input::Connected);
+                    act.refresh(ctx);
+                    act.read_master(ctx);
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    act.event("startup", format!("the workers did not come up: {why}"));
+                    act.lead.error = Some(why);
+                    ctx.run_later(STARTUP_RETRY, |act, ctx| {
+                        if act.lead.leading && !act.lead.ready && act.lead.startup.is_none() {
+                            act.start_up(ctx);
+                        }
+                    });
+                }
+            }
+        }));
+        self.lead.startup = Some(handle);
+    }
+
+    /// Stops acting. `release`: another orchestrator may lead now, so
+    /// workers that die with this one are stopped for the next leader to
+    /// start over their stores.
+    pub(super) fn step_down(&mut self, ctx: &mut Context<Self>, why: &str) {
+        if !self.lead.leading {
+            return;
+        }
+        self.lead.leading = false;
+        self.lead.ready = false;
+        self.lead.lease.revoke();
+        if let Some(h) = self.lead.startup.take() {
+            ctx.cancel_future(h);
+        }
+        self.event("resigned", format!("this orchestrator stops leading: {why}"));
+    }
+
+    /// [`Self::step_down`], and the workers that die with this
+    /// orchestrator are stopped: another leads, or may.
+    pub(super) fn let_go(&mut self, ctx: &mut Context<Self>, why: &str) {
+        let was = self.lead.leading;
+        self.step_down(ctx, why);
+        if was && !self.runtime.outlives_orchestrator() {
+            let rt = self.runtime.clone();
+            actix::spawn(async move { runtime::stop_all(rt.as_ref()).await });
+        }
+    }
+
+    /// Checks that `/leader` is still this session's, extending the lease.
+    pub(super) fn renew(&mut self, ctx: &mut Context<Self>) {
+        let Some(coord) = self.coord.clone() else {
+            return;
+        };
+        if !self.lead.leading {
+            return;
+        }
+        let (asked, timeout) = (Instant::now(), coord.session_timeout());
+        ctx.spawn(
+            holds_lead(coord)
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(true) => act.lead.lease.extend(asked, lease_span(timeout)),
+                    Ok(false) => act.let_go(ctx, "another orchestrator holds /leader"),
+                    Err(_) => {} // the lease runs out by itself
+                }),
+        );
+    }
+
+    /// Tells the others this orchestrator's reads, reads theirs, and
+    /// contends for `/leader` when it may be free.
+    pub(super) fn look_around(&mut self, ctx: &mut Context<Self>) {
+        let Some(coord) = self.coord.clone() else {
+            return;
+        };
+        let mine = coord.session_id();
+        let me = self.lead.record(mine);
+        let look = async move {
+            register(coord.clone(), me).await?;
+            read_orchestrators(coord).await
+        };
+        ctx.spawn(look.into_actor(self).map(move |res, act, ctx| {
+            if let Ok((all, leader)) = res {
+                act.lead.count_reads(&all, mine);
+                act.lead.orchestrators = all;
+                act.lead.leader = leader;
+            }
+            if !act.lead.leading {
+                act.contend(ctx);
+            }
+        }));
+    }
+}

@@ -1,0 +1,441 @@
+//! Several orchestrators serving one cluster, each a `dbaas orchestrator`
+//! process of its own over the real RabbitMQ and ZooKeeper, with the
+//! users and rides services given all of them and a gateway in front.
+//! Exactly one leads (its watcher and Scaler act); any of them serves
+//! reads and writes; a strong read through one sees what another
+//! acknowledged; the leading one's SIGKILL under load loses nothing and
+//! fails no request: the services move on, the other orchestrator takes
+//! the lead and brings the workers back (with the process runtime they
+//! die with the orchestrator that started them).
+
+mod common;
+mod suite;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::api::PASSWORD;
+use serde_json::{json, Value as Json};
+use suite::{amqp_url, eventually, fresh_vhost, zk_hosts, ZK_SESSION};
+
+const STARTUP: Duration = Duration::from_secs(60);
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A `dbaas` child process; SIGKILLed on drop.
+struct Node {
+    child: Child,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl Node {
+    /// Starts `dbaas <args>` and waits for its `ready` line; its URL is
+    /// the first it says it listens on.
+    fn start(args: &[String], log: &Path) -> Node {
+        let err = std::fs::File::create(log).expect("a log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dbaas"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("dbaas starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + STARTUP;
+        let mut url = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|e| {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("{args:?} not ready ({e}); log:\n{text}")
+            });
+            let line = line.trim();
+            if line == "ready" {
+                break;
+            }
+            if let Some(rest) = line.strip_prefix("listening: ") {
+                if url.is_empty() {
+                    url = rest.split_once(' ').map_or("", |(_, u)| u).to_owned();
+                }
+            }
+        }
+        Node {
+            child,
+            url,
+            log: log.to_owned(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, sig: i32) {
+        suite::signal(u64::from(self.pid()), sig);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A cluster's shared settings: its RabbitMQ virtual host, its ZooKeeper
+/// root, its data directory (shared: the process runtime's workers are
+/// started over their stores by whichever orchestrator leads).
+struct Cluster {
+    amqp: String,
+    zk: String,
+    root: String,
+    dir: tempfile::TempDir,
+    n: AtomicU64,
+}
+
+impl Cluster {
+    fn new() -> Option<Cluster> {
+        let (_, amqp) = fresh_vhost(&amqp_url()?);
+        Some(Cluster {
+            amqp,
+            zk: zk_hosts()?,
+            root: format!("/t{}", fastrand::u64(..)),
+            dir: tempfile::tempdir().expect("a temp dir"),
+            n: AtomicU64::new(0),
+        })
+    }
+
+    fn log(&self, name: &str) -> std::path::PathBuf {
+        let n = self.n.fetch_add(1, Ordering::Relaxed);
+        self.dir.path().join(format!("{name}-{n}.log"))
+    }
+
+    /// One more orchestrator.
+    fn orchestrator(&self) -> Node {
+        let data = self.dir.path().join("data");
+        let args = [
+            "orchestrator",
+            "--addr",
+            "127.0.0.1:0",
+            "--amqp",
+            &self.amqp,
+            "--zk",
+            &self.zk,
+            "--zk-root",
+            &self.root,
+            "--session-timeout-ms",
+            &ZK_SESSION.as_millis().to_string(),
+            "--slaves",
+            "2",
+            "--data-dir",
+            &data.display().to_string(),
+        ];
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Node::start(&args, &self.log("orchestrator"))
+    }
+
+    /// The users and rides services over `orchestrators`, and a gateway.
+    fn front(&self, orchestrators: &[&Node]) -> [Node; 3] {
+        let list: Vec<&str> = orchestrators.iter().map(|o| o.url.as_str()).collect();
+        let list = list.join(",");
+        let service = |kind: &str| {
+            let args = [kind, "--addr", "127.0.0.1:0", "--orchestrator", &list];
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            Node::start(&args, &self.log(kind))
+        };
+        let (users, rides) = (service("users"), service("rides"));
+        let args = [
+            "gateway",
+            "--addr",
+            "127.0.0.1:0",
+            "--users",
+            &users.url,
+            "--rides",
+            &rides.url,
+        ];
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let gateway = Node::start(&args, &self.log("gateway"));
+        [users, rides, gateway]
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// `GET /api/v1/cluster` of an orchestrator.
+async fn cluster_view(orch: &Node) -> Option<Json> {
+    let r = http()
+        .get(format!("{}/api/v1/cluster", orch.url))
+        .send()
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
+/// The pid of the orchestrator that leads, as `orch` lists them.
+async fn leader_pid(orch: &Node) -> Option<u64> {
+    let view = cluster_view(orch).await?;
+    view["orchestrators"]
+        .as_array()?
+        .iter()
+        .find(|o| o["leading"] == json!(true))
+        .and_then(|o| o["pid"].as_u64())
+}
+
+/// Whether `orch` leads with a master leading and every worker serving.
+async fn leads_a_settled_cluster(orch: &Node, workers: usize) -> bool {
+    let Some(v) = cluster_view(orch).await else {
+        return false;
+    };
+    let states: Vec<&str> = v["workers"]
+        .as_array()
+        .map(|w| w.iter().filter_map(|w| w["state"].as_str()).collect())
+        .unwrap_or_default();
+    v["leading"] == json!(true)
+        && states.len() == workers
+        && states.iter().filter(|s| **s == "leading").count() == 1
+        && states.iter().all(|s| matches!(*s, "leading" | "serving"))
+}
+
+async fn db_write(orch: &Node, body: Json) -> Json {
+    let r = http()
+        .post(format!("{}/api/v1/db/write", orch.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("the orchestrator answers");
+    assert_eq!(r.status(), 200);
+    r.json().await.expect("a JSON answer")
+}
+
+async fn db_read(orch: &Node, body: Json) -> Json {
+    let r = http()
+        .post(format!("{}/api/v1/db/read?consistency=strong", orch.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("the orchestrator answers");
+    assert_eq!(r.status(), 200);
+    r.json().await.expect("a JSON answer")
+}
+
+async fn count_users(orch: &Node) -> u64 {
+    let n = db_read(orch, json!({"op": "count", "table": "users"})).await;
+    n["count"].as_u64().expect("a count")
+}
+
+#[actix::test]
+async fn two_orchestrators_one_leads_and_both_serve_and_a_strong_read_sees_the_others_writes() {
+    let Some(c) = Cluster::new() else {
+        return;
+    };
+    let a = c.orchestrator();
+    let b = c.orchestrator();
+    // One leads, and both list both.
+    for o in [&a, &b] {
+        let view = cluster_view(o).await.expect("a cluster view");
+        let listed = view["orchestrators"].as_array().expect("a list").clone();
+        assert_eq!(listed.len(), 2, "{view}");
+        assert_eq!(
+            listed.iter().filter(|o| o["leading"] == json!(true)).count(),
+            1,
+            "{view}"
+        );
+        let mut addrs: Vec<&str> = listed.iter().filter_map(|o| o["addr"].as_str()).collect();
+        addrs.sort_unstable();
+        let mut want = [a.url.as_str(), b.url.as_str()];
+        want.sort_unstable();
+        assert_eq!(addrs, want, "{view}");
+    }
+    assert_eq!(leader_pid(&a).await, Some(u64::from(a.pid())));
+    // Every write acknowledged through one is seen by the next strong
+    // read through the other, each way.
+    for i in 0..100u64 {
+        let (w, r) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let user = json!({"op": "insert", "table": "users",
+                          "row": {"username": format!("u{i}"), "password": PASSWORD}});
+        db_write(w, user).await;
+        assert_eq!(count_users(r).await, i + 1, "write {i}");
+    }
+    // The follower does not crash workers; the leader says where it is.
+    let r = http()
+        .post(format!("{}/api/v1/crash/slave", b.url))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(r.status(), 503);
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.contains(&a.url), "{text}");
+}
+
+/// Steady RideShare writes (new users) and reads through the gateway,
+/// counting acknowledged writes and failures.
+struct Load {
+    acked: Arc<Mutex<Vec<String>>>,
+    failed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(gateway: &str, writers: u64, readers: u64) -> Load {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let (failed, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let (acked, failed, stop) = (acked.clone(), failed.clone(), stop.clone());
+            let url = format!("{gateway}/api/v1/users");
+            tasks.push(actix::spawn(async move {
+                let http = http();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let name = format!("w{w}-{i}");
+                    let body = json!({"username": name, "password": PASSWORD});
+                    match http.put(&url).json(&body).send().await {
+                        Ok(r) if r.status() == 201 => acked.lock().unwrap().push(name),
+                        Ok(r) => {
+                            let status = r.status();
+                            let text = r.text().await.unwrap_or_default();
+                            eprintln!("write {name}: {status} {text}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            eprintln!("write {name}: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        for _ in 0..readers {
+            let (failed, stop) = (failed.clone(), stop.clone());
+            let url = format!("{gateway}/api/v1/users");
+            tasks.push(actix::spawn(async move {
+                let http = http();
+                while !stop.load(Ordering::Relaxed) {
+                    match http.get(&url).send().await {
+                        Ok(r) if matches!(r.status().as_u16(), 200 | 204) => {
+                            let _ = r.bytes().await;
+                        }
+                        other => {
+                            eprintln!("read: {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        Load {
+            acked,
+            failed,
+            stop,
+            tasks,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    async fn more(&self, n: usize) {
+        let target = self.acked() + n;
+        let acked = self.acked.clone();
+        eventually("writes to be acknowledged", DEADLINE, move || {
+            let acked = acked.clone();
+            async move { acked.lock().unwrap().len() >= target }
+        })
+        .await;
+    }
+
+    /// Stops; answers the acknowledged names and the failures.
+    async fn stop(self) -> (Vec<String>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("a load task");
+        }
+        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
+        (acked, self.failed.load(Ordering::Relaxed))
+    }
+}
+
+#[actix::test]
+async fn the_leading_orchestrators_death_under_load_loses_nothing_and_fails_no_request() {
+    let Some(c) = Cluster::new() else {
+        return;
+    };
+    let a = c.orchestrator();
+    let b = c.orchestrator();
+    let front = c.front(&[&a, &b]);
+    let gateway = &front[2];
+    let load = Load::start(&gateway.url, 4, 2);
+    load.more(100).await;
+    assert_eq!(leader_pid(&b).await, Some(u64::from(a.pid())));
+    drop(a); // SIGKILL: its workers go with it
+    load.more(50).await;
+    eventually("the other orchestrator to lead a settled cluster", DEADLINE, || {
+        leads_a_settled_cluster(&b, 3)
+    })
+    .await;
+    assert_eq!(leader_pid(&b).await, Some(u64::from(b.pid())));
+    load.more(100).await;
+    let (acked, failed) = load.stop().await;
+    assert_eq!(failed, 0, "requests failed; orchestrator log:\n{}", b.log());
+    // Every acknowledged user is there, once; every replica agrees.
+    let r = http()
+        .get(format!("{}/api/v1/users", gateway.url))
+        .send()
+        .await
+        .expect("the list");
+    let listed: Vec<String> = r.json().await.expect("a list of names");
+    let listed: std::collections::BTreeSet<String> = listed.into_iter().collect();
+    let missing: Vec<&String> = acked.iter().filter(|n| !listed.contains(*n)).collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert_eq!(count_users(&b).await, listed.len() as u64);
+    eventually("every worker to apply everything", DEADLINE, || async {
+        let v = cluster_view(&b).await.unwrap_or_default();
+        let lags: Vec<u64> = v["workers"]
+            .as_array()
+            .map(|w| w.iter().filter_map(|w| w["lag"].as_u64()).collect())
+            .unwrap_or_default();
+        lags.len() == 3 && lags.iter().all(|&l| l == 0)
+    })
+    .await;
+    // The last orchestrator stops its workers cleanly; their stores agree.
+    let workers: Vec<u64> = {
+        let v = cluster_view(&b).await.expect("a view");
+        v["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .filter_map(|w| w["id"].as_u64())
+            .collect()
+    };
+    drop(front);
+    b.signal(libc::SIGTERM);
+    let mut b = b;
+    let status = b.child.wait().expect("its exit");
+    assert!(status.success(), "{}", b.log());
+    let all = suite::stores(&c.dir.path().join("data"), &workers);
+    assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
+}
