@@ -132,7 +132,8 @@ pub async fn a_strong_read_sees_what_another_orchestrator_acknowledged(b: Arc<dy
     })
     .await;
     assert!(!read.is_finished(), "served before the slave had seq 6");
-    for msg in std::mem::take(&mut *held.lock().unwrap()) {
+    let held: Vec<Message> = std::mem::take(&mut *held.lock().unwrap());
+    for msg in held {
         c.broker.publish_fanout(SYNC_X, msg).await.unwrap();
     }
     let got = read.await.unwrap().expect("the read succeeds");
