@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dbaas::actors::watcher::StopWatching;
-use dbaas::broker::{Message, RESPONSE_Q, WRITE_Q};
+use dbaas::broker::{Message, WRITE_Q};
 use dbaas::model::wire::{self, MasterRequest, Stamp, WriteRequest};
 use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp, WriteResult};
 use dbaas::runtime::WorkerSpec;
@@ -54,25 +54,28 @@ async fn all_applied(c: &Cluster, seq: u64) {
 }
 
 #[actix::test]
-async fn rabbitmqctl_shows_the_four_queues_while_the_system_runs() {
+async fn rabbitmqctl_shows_the_queues_while_the_system_runs() {
     let dir = tempfile::tempdir().unwrap();
     let Some((c, vhost)) = process_cluster(dir.path(), 1).await else {
         return;
     };
     let queues = rabbitmqctl(&["list_queues", "-p", &vhost, "name"]);
-    for q in ["readQ", "writeQ", "responseQ"] {
+    let replies = c.orchestrator.reply_queue().await.unwrap();
+    for q in ["readQ", "writeQ", "responseQ", replies.as_str()] {
         assert!(
             queues.lines().any(|l| l.trim() == q),
             "{q} missing: {queues}"
         );
     }
     let exchanges = rabbitmqctl(&["list_exchanges", "-p", &vhost, "name", "type"]);
-    assert!(
-        exchanges
-            .lines()
-            .any(|l| l.split_whitespace().eq(["syncQ", "fanout"])),
-        "syncQ fanout missing: {exchanges}"
-    );
+    for x in ["syncQ", "leading"] {
+        assert!(
+            exchanges
+                .lines()
+                .any(|l| l.split_whitespace().eq([x, "fanout"])),
+            "{x} fanout missing: {exchanges}"
+        );
+    }
     c.stop().await;
 }
 
@@ -234,8 +237,10 @@ async fn a_new_cluster_on_a_used_virtual_host_keeps_only_its_own_rows() {
         signal(pid(&old, id), libc::SIGSTOP);
     }
     write_users(&old, "old-lagging", 200).await;
-    // The orchestrator goes: replies to what is sent now stay in
-    // responseQ. Then the master stops taking writeQ: writes stay there.
+    // The orchestrator goes: replies to what is sent now stay in its
+    // reply queue (until the broker deletes it, unused). Then the master
+    // stops taking writeQ: writes stay there.
+    let replies = old.orchestrator.reply_queue().await.unwrap();
     old.orchestrator
         .addr()
         .do_send(dbaas::actors::messages::Shutdown);
@@ -254,7 +259,7 @@ async fn a_new_cluster_on_a_used_virtual_host_keeps_only_its_own_rows() {
         let msg = Message {
             body: wire::encode(stamp, &req),
             correlation_id: Some(fastrand::u64(..)),
-            reply_to: Some(RESPONSE_Q.into()),
+            reply_to: Some(replies.clone()),
         };
         let broker = broker.clone();
         async move { broker.publish(WRITE_Q, msg).await.unwrap() }
@@ -262,8 +267,8 @@ async fn a_new_cluster_on_a_used_virtual_host_keeps_only_its_own_rows() {
     for i in 0..20 {
         publish(i).await;
     }
-    eventually("replies left in responseQ", DEADLINE, || async {
-        queue_depths(&vhost).get(RESPONSE_Q).copied().unwrap_or(0) >= 20
+    eventually("replies left in the old reply queue", DEADLINE, || async {
+        queue_depths(&vhost).get(&replies).copied().unwrap_or(0) >= 20
     })
     .await;
     signal(pid(&old, m), libc::SIGSTOP);
@@ -274,7 +279,7 @@ async fn a_new_cluster_on_a_used_virtual_host_keeps_only_its_own_rows() {
         old.runtime.kill(w.id).await.unwrap();
     }
     let left = queue_depths(&vhost);
-    assert!(left["writeQ"] >= 20 && left["responseQ"] >= 20, "{left:?}");
+    assert!(left["writeQ"] >= 20 && left[&replies] >= 20, "{left:?}");
     assert!(left["sync.2"] >= 1 && left["sync.3"] >= 1, "{left:?}");
     let old_id = old.cluster;
     drop(old);

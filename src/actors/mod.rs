@@ -4,15 +4,19 @@
 //! HTTP db/read  ─> Orchestrator ─readQ (round robin)─> SlaveWorker ─┐
 //! HTTP db/write ─> Orchestrator ─writeQ─> MasterWorker              │
 //!                       ^           MasterWorker ─syncQ (fanout)─> every SlaveWorker
-//!                       └──────────── responseQ <────────────────────┘
+//!                       └──── reply.<tag> (its own) <────────────────┘
+//!                                   MasterWorker ─leading (fanout)─> every Orchestrator's reply.<tag>
 //! ElectionWatcher ─/workers, /master (coordinator)─ every Worker (its role: a MasterWorker or a SlaveWorker)
 //! ```
 //!
 //! - **Orchestrator** publishes a read with the highest sequence number it
 //!   has acknowledged (strong reads) and a write with a request id and the
 //!   current epoch, every message stamped with the cluster and epoch, and
-//!   matches replies from `responseQ` by correlation id: a reply of another
-//!   cluster, or one no request waits for, changes nothing.
+//!   matches replies from its own reply queue by correlation id: a reply
+//!   of another cluster, or one no request waits for, changes nothing.
+//!   Several may serve one cluster: each consumes its own queue, hears of
+//!   a new master on the `leading` exchange, and (read-index) sends a
+//!   strong read only with a head the master answered after it began.
 //!   [`OrchestratorHandle`] retries retryable failures within a deadline.
 //! - **MasterWorker** consumes `writeQ` in groups: answers each write under
 //!   the next sequence number (atomically with the request id it answers;

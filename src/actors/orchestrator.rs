@@ -1,24 +1,37 @@
 //! The Orchestrator actor: RPC over the queues. Reads go to `readQ` carrying
 //! the last acknowledged sequence number (strong reads), writes go to
 //! `writeQ` carrying a request id and the epoch, both in batches (many
-//! requests to a message, as the core decides); replies come back on
-//! `responseQ`, one for a batch (or for part of one), and each answer in
+//! requests to a message, as the core decides); replies come back on the
+//! orchestrator's own reply queue (`reply.<tag>`, named in each request's
+//! `reply_to`), one for a batch (or for part of one), and each answer in
 //! it is matched by its correlation id. [`OrchestratorHandle`]
 //! retries what may be retried within a deadline. What each arrival means
 //! is decided by [`OrchestratorCore`]; this actor turns arrivals into its
 //! inputs and carries out its effects.
 //!
-//! A strong read carries how far the history is acknowledged. An
-//! orchestrator started again does not know it (the acknowledgements were
-//! an earlier run's): it asks the master (`MasterRequest::Head`) as soon as
-//! it consumes `responseQ`, and strong reads wait for the answer.
+//! Several orchestrators may serve one cluster at once: each consumes its
+//! own reply queue (so none takes another's replies), declared by itself
+//! and deleted by the broker once it has gone unused for a while
+//! ([`broker::REPLY_QUEUE_KIND`]); it binds the queue to the `leading`
+//! exchange, where a new master announces itself to all of them. A queue
+//! gone while the orchestrator was cut off from the broker is declared and
+//! bound again when it subscribes again; what waited fails over to its
+//! retry as the consumer ends.
+//!
+//! A strong read carries how far the history is acknowledged. With
+//! read-index on (the default; [`Orchestrator::with_read_index`]) each
+//! waits for a head the master answered to an ask sent after it began, so
+//! that it sees what every orchestrator acknowledged (see
+//! [`crate::core::orchestrator`]); off (one orchestrator alone), only a
+//! fresh orchestrator asks the master (`MasterRequest::Head`), once, as
+//! soon as it consumes its queue, and strong reads wait for that answer.
 //!
 //! Every message is stamped with the cluster and epoch. A reply of another
-//! cluster, or one that matches no pending request (left in the durable
-//! `responseQ` by an earlier run, or late after its attempt gave up),
-//! changes nothing. A write answered under an epoch older than the one the
-//! orchestrator follows came from a deposed master: it is retried, and the
-//! current master answers it (from its record, if it has the write).
+//! cluster, or one that matches no pending request (late after its attempt
+//! gave up), changes nothing. A write answered under an epoch older than
+//! the one the orchestrator follows came from a deposed master: it is
+//! retried, and the current master answers it (from its record, if it has
+//! the write).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,7 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{DbRead, DbWrite, GetStats, OrchestratorStats, SetEpoch, Shutdown};
 use super::{next_retry, FIRST_RETRY};
-use crate::broker::{self, Broker, Delivery, Message, READ_Q, RESPONSE_Q, WRITE_Q};
+use crate::broker::{self, Broker, Delivery, Message, LEADING_X, READ_Q, WRITE_Q};
 use crate::core::orchestrator::{Effect, OrchestratorCore, Outgoing};
 use crate::error::{Error, Result};
 use crate::model::wire::{
@@ -62,6 +75,8 @@ pub struct Orchestrator {
     core: OrchestratorCore<Waiter, ReadOp, WriteRequest>,
     /// The core's clock starts here.
     started: Instant,
+    /// Its own reply queue, named in every request's `reply_to`.
+    reply_queue: String,
     /// The last reply of each batch, to acknowledge with those before it,
     /// in order (RabbitMQ closes a channel that acks a tag twice).
     acks: mpsc::UnboundedSender<Delivery>,
@@ -76,14 +91,22 @@ struct Unsent {
     why: String,
 }
 
+/// The name of the orchestrator's own reply queue.
+#[derive(Message)]
+#[rtype(result = "String")]
+pub(super) struct GetReplyQueue;
+
 impl Orchestrator {
-    /// The orchestrator of `cluster`, following `epoch`.
+    /// The orchestrator of `cluster`, following `epoch`, with read-index
+    /// on (see [`Orchestrator::with_read_index`]).
     pub fn new(broker: Arc<dyn Broker>, cluster: u64, epoch: u64) -> Self {
         let (acks, acks_rx) = mpsc::unbounded_channel();
-        // Ids not from 0: a reply left in the durable `responseQ` by an
-        // earlier run must not match a request of this one.
+        // Ids not from 0: a late reply to an earlier run (published to a
+        // reply queue this one reuses by chance) must not match a request
+        // of this one.
         let seed = fastrand::u64(..u64::MAX / 2);
         Orchestrator {
+            reply_queue: broker::reply_queue(fastrand::u64(..)),
             acks,
             acks_rx: Some(acks_rx),
             broker,
@@ -99,9 +122,22 @@ impl Orchestrator {
                     from_env("DBAAS_READ_FILL", crate::core::orchestrator::READ_FILL),
                     from_env("DBAAS_WRITE_FILL", crate::core::orchestrator::WRITE_FILL),
                 )
-                .weighing_writes(wire::encoded_len::<WriteRequest>),
+                .weighing_writes(wire::encoded_len::<WriteRequest>)
+                .with_read_index(true),
             started: Instant::now(),
         }
+    }
+
+    /// The same orchestrator with read-index on or off. On, a strong read
+    /// waits for the master's head asked after it began (one ask serves
+    /// every read that waits meanwhile), and sees every write acknowledged
+    /// before it by any orchestrator of the cluster: needed when several
+    /// serve it. Off, it sees what this orchestrator acknowledged and what
+    /// the master had when this one started: enough for an orchestrator
+    /// alone, and a round trip to the master cheaper.
+    pub fn with_read_index(mut self, on: bool) -> Self {
+        self.core = self.core.with_read_index(on);
+        self
     }
 
     /// Milliseconds since the actor was made: the core's time.
@@ -121,7 +157,7 @@ impl Orchestrator {
         let msg = Message {
             body,
             correlation_id: Some(id),
-            reply_to: Some(RESPONSE_Q.to_owned()),
+            reply_to: Some(self.reply_queue.clone()),
         };
         async move {
             if let Err(e) = broker.publish(queue, msg).await {
@@ -193,12 +229,20 @@ impl Orchestrator {
         }
     }
 
-    /// Consumes `responseQ`; retried with backoff while the broker is away.
+    /// Declares its reply queue (again: the broker may have deleted it
+    /// while this orchestrator was cut off), binds it to the `leading`
+    /// exchange and consumes it; retried with backoff while the broker is
+    /// away.
     fn subscribe(&mut self, ctx: &mut Context<Self>, wait: Duration) {
         let broker = self.broker.clone();
+        let queue = self.reply_queue.clone();
         let subscribe = async move {
             broker::declare_topology(broker.as_ref()).await?;
-            broker.consume(RESPONSE_Q, 1000).await
+            broker
+                .declare_queue(&queue, broker::REPLY_QUEUE_KIND)
+                .await?;
+            broker.bind(&queue, LEADING_X).await?;
+            broker.consume(&queue, 1000).await
         };
         ctx.wait(
             subscribe
@@ -213,7 +257,8 @@ impl Orchestrator {
                         act.carry_out(ctx);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot consume responseQ; retrying");
+                        let queue = &act.reply_queue;
+                        tracing::warn!(error = %e, queue, "cannot consume the reply queue; retrying");
                         let next = next_retry(wait);
                         ctx.run_later(wait, move |act, ctx| act.subscribe(ctx, next));
                     }
@@ -301,7 +346,8 @@ impl StreamHandler<Vec<Delivery>> for Orchestrator {
         // this consumer; fail it now so that it is retried at once.
         tracing::warn!(
             in_flight = self.core.stats().in_flight,
-            "responseQ consumer ended; resubscribing"
+            queue = self.reply_queue,
+            "reply queue consumer ended; resubscribing"
         );
         let now = self.now();
         self.core.consumer_ended(now);
@@ -381,6 +427,14 @@ impl Handler<SetEpoch> for Orchestrator {
         let now = self.now();
         self.core.set_epoch(epoch, now);
         self.carry_out(ctx);
+    }
+}
+
+impl Handler<GetReplyQueue> for Orchestrator {
+    type Result = String;
+
+    fn handle(&mut self, _: GetReplyQueue, _ctx: &mut Context<Self>) -> String {
+        self.reply_queue.clone()
     }
 }
 

@@ -1,4 +1,4 @@
-//! The broker seam: the four queues of the original system and the few
+//! The broker seam: the queues and exchanges of the system and the few
 //! primitives they need, behind one small trait with two implementations:
 //! an in-process twin ([`inproc::InProcBroker`], the embedded default and
 //! the actor tests' broker) and RabbitMQ.
@@ -49,8 +49,34 @@ pub const READ_Q: &str = "readQ";
 pub const WRITE_Q: &str = "writeQ";
 /// The fanout exchange the master publishes applied writes to.
 pub const SYNC_X: &str = "syncQ";
-/// Replies for the orchestrator.
+/// The shared reply queue of earlier versions, where every orchestrator
+/// would take the others' replies. Nothing publishes to it or consumes it
+/// now (each orchestrator has its own, see [`reply_queue`]); it is still
+/// declared because the cluster view and its metrics list its depth.
 pub const RESPONSE_Q: &str = "responseQ";
+/// The fanout exchange a master announces itself on (`Reply::Leading`):
+/// every orchestrator binds its own reply queue to it, so each hears of
+/// the new master and sends its waiting writes again at once.
+pub const LEADING_X: &str = "leading";
+/// Ready messages an orchestrator's reply queue keeps (the oldest go
+/// first): far above a live orchestrator's in-flight replies; reached
+/// only while nobody consumes it, when the replies are of no use anyway.
+pub const REPLY_QUEUE_CAP: u32 = 10_000;
+/// How long an orchestrator's reply queue may stay without a consumer
+/// before the broker deletes it (`x-expires`): a stopped or killed
+/// orchestrator's queue would otherwise stay, bound to [`LEADING_X`], for
+/// ever. One cut off from the broker longer finds it gone and declares it
+/// again; what it waited for then fails over to its retry.
+pub const REPLY_QUEUE_IDLE_MS: u32 = 60_000;
+/// How an orchestrator's reply queue is declared: deleted by the broker
+/// once unused, and durable until then, so that a broker restart does not
+/// take it from under a consumer that reconnects at once. (A transient,
+/// auto-deleted queue would go with its consumer's connection at once,
+/// but RabbitMQ deprecates non-exclusive transient queues.)
+pub const REPLY_QUEUE_KIND: QueueKind = QueueKind::Own {
+    max: REPLY_QUEUE_CAP,
+    idle_ms: REPLY_QUEUE_IDLE_MS,
+};
 /// Messages a slave's sync queue keeps while nobody consumes it (the
 /// oldest go first; the slave then finds a gap and takes a snapshot).
 pub const SYNC_QUEUE_CAP: u32 = 10_000;
@@ -254,15 +280,24 @@ pub trait Broker: Send + Sync + 'static {
 }
 
 /// Declares the fixed topology: `readQ`, `writeQ` (bounded: see
-/// [`WRITE_Q_KIND`]), `responseQ` and the `syncQ` exchange.
+/// [`WRITE_Q_KIND`]), `responseQ` (see [`RESPONSE_Q`]), and the `syncQ`
+/// and `leading` exchanges.
 pub async fn declare_topology(broker: &dyn Broker) -> Result<()> {
     broker.declare_queue(READ_Q, QueueKind::Durable).await?;
     broker.declare_queue(WRITE_Q, WRITE_Q_KIND).await?;
     broker.declare_queue(RESPONSE_Q, QueueKind::Durable).await?;
-    broker.declare_fanout(SYNC_X).await
+    broker.declare_fanout(SYNC_X).await?;
+    broker.declare_fanout(LEADING_X).await
 }
 
 /// The name of a slave's own sync queue.
 pub fn sync_queue(worker_id: u64) -> String {
     format!("sync.{worker_id}")
+}
+
+/// The name of an orchestrator's own reply queue, from a tag it draws at
+/// random (so that two orchestrators, or two runs of one, never share
+/// one).
+pub fn reply_queue(tag: u64) -> String {
+    format!("reply.{tag:016x}")
 }

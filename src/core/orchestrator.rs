@@ -11,10 +11,10 @@
 //!
 //! What it guarantees:
 //! - only the reply to an attempt still waiting counts: a reply of another
-//!   cluster, or one whose correlation id matches nothing (left in the
-//!   durable `responseQ` by an earlier run, or late), changes nothing.
-//!   Ids count up from a seed the driver draws at random, so a restarted
-//!   orchestrator does not reuse an earlier run's;
+//!   cluster, or one whose correlation id matches nothing (late, or sent
+//!   to this reply queue by mistake), changes nothing. Ids count up from a
+//!   seed the driver draws at random, so a restarted orchestrator does not
+//!   reuse an earlier run's;
 //! - a write answered under an epoch older than the one followed came
 //!   from a deposed master: it is answered [`Error::Fenced`], so retried;
 //! - a newer master (announced, named by the watcher, or answering) makes
@@ -27,7 +27,34 @@
 //!   write teaches it too: its request was sent by this run, so it was
 //!   applied after every write an earlier run acknowledged, and it is
 //!   acknowledged only once every earlier seq is. Eventual reads never
-//!   wait for the head.
+//!   wait for the head;
+//! - with read-index on ([`OrchestratorCore::with_read_index`]), a strong
+//!   read sees every write acknowledged before it began by *any*
+//!   orchestrator of the cluster, not only this one (see below).
+//!
+//! # Read index
+//!
+//! Several orchestrators may send writes to the same master: what one of
+//! them acknowledged, another has not heard of, so its own acknowledged
+//! seq is no bound for its strong reads. With read-index on, a strong
+//! read that begins at `t` goes only in a batch whose min seq is at least
+//! a head the master answered to an ask *sent after `t`* (Raft's
+//! ReadIndex): the master answers the head only while its lease holds, so
+//! every write acknowledged before `t`, by whichever orchestrator, is at
+//! or below it.
+//!
+//! Asks are batched, one at a time: a strong read arriving while none is
+//! unanswered sends one at once and rides it; those arriving while one is
+//! unanswered wait (`parked`) and ride the next, sent as soon as the
+//! current one is answered. An answer releases every read that rode its
+//! ask, with min seq the larger of the head and what this run knows
+//! acknowledged. An ask unanswered in its wait ([`HEAD_BACKOFF`]), refused
+//! by the broker, answered by a deposed master (an epoch older than the one
+//! followed), or outlived by its master (a newer one leads) is sent again;
+//! its reads, having begun before the new ask, ride that one. Each read
+//! still gives up at its own deadline; the asks' wait halves with each
+//! answer, down to the first, so that a master slow to answer under load
+//! is not asked again and again.
 //!
 //! # Batches
 //!
@@ -235,6 +262,9 @@ pub struct Counters {
     /// The same for writes.
     pub write_batches_sent: u64,
     pub writes_sent: u64,
+    /// Asks for the head sent (again after a failed one too): beside
+    /// `reads`, how well strong reads share them under read-index.
+    pub head_asks: u64,
 }
 
 /// What is known of the head.
@@ -255,8 +285,16 @@ struct Head {
 pub struct OrchestratorCore<W, P, Q = P> {
     cluster: u64,
     pending: BTreeMap<u64, Attempt<W>>,
-    /// Strong reads waiting for the head (their attempts are pending).
+    /// Strong reads waiting for an ask for the head to be sent (their
+    /// attempts are pending): one is unanswered, or waits to be sent
+    /// again.
     parked: Vec<(u64, P)>,
+    /// Strong reads that began before the ask for the head now (or last)
+    /// sent: its answer releases them.
+    riding: Vec<(u64, P)>,
+    /// Whether every strong read waits for a head asked after it began
+    /// (module docs, "Read index"), or only for the first head.
+    read_index: bool,
     /// Reads waiting to go (strong or not), and their batches unanswered.
     reads: Lane<(bool, P)>,
     /// Writes waiting to go, and their batches unanswered.
@@ -277,6 +315,8 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
             cluster,
             pending: BTreeMap::new(),
             parked: Vec::new(),
+            riding: Vec::new(),
+            read_index: false,
             reads: Lane::new(READ_WINDOW, READ_BATCH).filled(READ_FILL),
             writes: Lane::new(WRITE_WINDOW, WRITE_BATCH).filled(WRITE_FILL),
             next_id: seed,
@@ -319,12 +359,19 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
         self
     }
 
+    /// The same core with read-index on or off (off by default): on,
+    /// each strong read waits for a head asked after it began, so that it
+    /// sees what other orchestrators acknowledged too (module docs).
+    pub fn with_read_index(mut self, on: bool) -> Self {
+        self.read_index = on;
+        self
+    }
+
     /// Asks for the head at once, so that the first strong read need not
-    /// wait for it.
+    /// wait for it (without read-index; with it, the ask teaches the
+    /// counters the head early, and reads ask their own).
     pub fn start(&mut self, now: u64) {
-        if !self.head.known && self.head.asking.is_none() {
-            self.ask_head(now);
-        }
+        self.ask_if_wanted(now);
     }
 
     /// The effects decided since they were last taken.
@@ -358,7 +405,8 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
         self.next_id
     }
 
-    /// Whether the head is known (strong reads are sent at once).
+    /// Whether the head was learned (without read-index, strong reads
+    /// are sent at once from then on).
     pub fn knows_head(&self) -> bool {
         self.head.known
     }
@@ -388,15 +436,16 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
     }
 
     /// A read: it goes in a batch ([`Effect::SendReads`]) at once or with
-    /// the next (module docs); strong while the head is not known, once it
-    /// is. Answers its correlation id.
+    /// the next (module docs); strong, once the head is known (without
+    /// read-index), or once an ask sent after it is answered (with it).
+    /// Answers its correlation id.
     pub fn read(&mut self, consistency: Consistency, waiter: W, op: P, now: u64) -> u64 {
         self.counters.reads += 1;
         let id = self.attempt(Waiting::Read(waiter), now.saturating_add(ATTEMPT_MS));
         match consistency {
-            Consistency::Strong if !self.head.known => {
+            Consistency::Strong if self.read_index || !self.head.known => {
                 self.parked.push((id, op));
-                self.start(now);
+                self.ask_if_wanted(now);
             }
             _ => {
                 let strong = consistency == Consistency::Strong;
@@ -503,7 +552,7 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
         self.send_writes(now);
     }
 
-    /// A reply on `responseQ`, with its correlation id.
+    /// A reply on the orchestrator's reply queue, with its correlation id.
     pub fn reply(&mut self, stamp: Stamp, reply: Reply, id: Option<u64>, now: u64) {
         if stamp.cluster != self.cluster {
             return;
@@ -573,6 +622,7 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
             self.head.asking = None;
             self.head.retry_at = Some(now.saturating_add(self.head.wait));
             self.head.wait = HEAD_BACKOFF.next(self.head.wait);
+            // Its reads ride the next ask, sent after its wait.
         }
         self.send_waiting(now);
     }
@@ -588,11 +638,13 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
         self.send_waiting(now);
     }
 
-    /// The `responseQ` consumer ended: nothing waiting will be answered on
-    /// it; every attempt fails now, to be retried at once.
+    /// The reply queue's consumer ended: nothing waiting will be answered
+    /// on it (the queue itself may be gone); every attempt fails now, to
+    /// be retried at once.
     pub fn consumer_ended(&mut self, now: u64) {
-        self.fail_where("responseQ consumer ended", |_| true);
+        self.fail_where("reply queue consumer ended", |_| true);
         self.parked.clear();
+        self.riding.clear();
         if self.head.asking.take().is_some() {
             self.head.retry_at = Some(now);
         }
@@ -601,25 +653,23 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
     }
 
     /// Time passes: attempts past their deadline fail (retryably), and an
-    /// unanswered ask for the head is sent again.
+    /// unanswered ask for the head is sent again (while it is wanted).
     pub fn tick(&mut self, now: u64) {
         let why = "no reply within the attempt's deadline";
         if self.fail_where(why, |a| a.deadline <= now) {
             self.head.asking = None;
             self.head.wait = HEAD_BACKOFF.next(self.head.wait);
-            self.ask_head(now);
         }
         let pending = &self.pending;
         self.parked.retain(|(id, _)| pending.contains_key(id));
+        self.riding.retain(|(id, _)| pending.contains_key(id));
         self.reads
             .waiting
             .retain(|(id, _)| pending.contains_key(id));
         self.writes
             .waiting
             .retain(|(id, _)| pending.contains_key(id));
-        if self.head.retry_at.is_some_and(|at| at <= now) {
-            self.start(now);
-        }
+        self.ask_if_wanted(now);
         self.send_waiting(now);
     }
 
@@ -673,10 +723,29 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
         }
     }
 
+    /// Whether a head is wanted: none learned yet, or strong reads wait
+    /// for one (only while none is learned, without read-index).
+    fn wants_head(&self) -> bool {
+        !self.head.known || !self.parked.is_empty() || !self.riding.is_empty()
+    }
+
+    /// Asks for the head if it is wanted, none is unanswered, and no
+    /// refused ask's wait runs.
+    fn ask_if_wanted(&mut self, now: u64) {
+        let due = self.head.retry_at.is_none_or(|at| at <= now);
+        if self.head.asking.is_none() && due && self.wants_head() {
+            self.ask_head(now);
+        }
+    }
+
+    /// Sends an ask for the head: every strong read waiting began before
+    /// it, so its answer releases them all.
     fn ask_head(&mut self, now: u64) {
         let id = self.attempt(Waiting::Head, now.saturating_add(self.head.wait));
         self.head.asking = Some(id);
         self.head.retry_at = None;
+        self.riding.append(&mut self.parked);
+        self.counters.head_asks += 1;
         let stamp = self.stamp();
         self.out.push(Effect::AskHead { id, stamp });
     }
@@ -687,30 +756,48 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
             // A deposed master's head may lack what its successor
             // acknowledged: ask again.
             Reply::Head(seq) if stamp.epoch >= self.counters.epoch => {
+                self.head.wait = (self.head.wait / 2).max(HEAD_BACKOFF.first);
                 self.learn_head(*seq);
+                // The reads that began before the ask go, at least at the
+                // head; those that came since ride the next ask.
+                let riding = std::mem::take(&mut self.riding);
+                self.release(riding);
+                self.ask_if_wanted(now);
                 self.send_waiting(now);
             }
             _ => {
                 self.head.wait = HEAD_BACKOFF.next(self.head.wait);
-                self.ask_head(now);
+                self.ask_if_wanted(now);
             }
         }
     }
 
-    /// Every write acknowledged so far has a seq at most `seq`: strong
-    /// reads that waited go now.
+    /// Every write acknowledged so far has a seq at most `seq`. Without
+    /// read-index, the first time: strong reads that waited go now, and
+    /// none waits from now on. With it, each read waits for its own ask
+    /// (a seq this run acknowledged says nothing of other orchestrators').
     fn learn_head(&mut self, seq: u64) {
         self.counters.last_acked_seq = self.counters.last_acked_seq.max(seq);
         if self.head.known {
             return;
         }
         self.head.known = true;
+        if self.read_index {
+            return;
+        }
         self.head.retry_at = None;
         if let Some(id) = self.head.asking.take() {
             self.pending.remove(&id);
         }
-        // The strong reads that waited go first, with the next batches.
-        for (id, op) in self.parked.drain(..).rev() {
+        let mut waited = std::mem::take(&mut self.riding);
+        waited.append(&mut self.parked);
+        self.release(waited);
+    }
+
+    /// Strong reads that waited for the head go first, with the next
+    /// batches, at the seq known acknowledged then.
+    fn release(&mut self, reads: Vec<(u64, P)>) {
+        for (id, op) in reads.into_iter().rev() {
             self.reads.waiting.push_front((id, (true, op)));
         }
     }

@@ -56,8 +56,10 @@ pub enum MasterRequest {
     },
     /// The orchestrator asks how far the history is acknowledged (a
     /// ReadIndex): answered with [`Reply::Head`] once every write the
-    /// master applied before it is confirmed on `syncQ`, so a strong read
-    /// that waits for that seq sees every acknowledged write.
+    /// master applied before it is confirmed on `syncQ`, and only while
+    /// its lease holds (a deposed master's would miss its successor's
+    /// writes), so a strong read that waits for that seq sees every write
+    /// acknowledged before the ask, through any orchestrator.
     Head,
     /// Several writes in one message, applied in this order, each under
     /// its own request id (deduplicated on its own), answered together
@@ -312,7 +314,8 @@ impl SnapshotParts {
     }
 }
 
-/// Replies, on `responseQ` (or a slave's snapshot reply queue).
+/// Replies, on the asker's reply queue (an orchestrator's own, or a
+/// slave's snapshot reply queue).
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub enum Reply {
     Write(Result<WriteReply>),
@@ -324,8 +327,9 @@ pub enum Reply {
     /// older messages still decode).
     SnapshotPart(SnapshotPart),
     /// A master (its epoch in the stamp) consumes `writeQ` now: writes
-    /// still waiting on an older one are sent again (on `responseQ`, with
-    /// no correlation id).
+    /// still waiting on an older one are sent again (on the `leading`
+    /// exchange, to every orchestrator's reply queue, with no correlation
+    /// id).
     Leading,
     /// The answer to [`MasterRequest::Head`]: every write acknowledged so
     /// far has a seq at most this.

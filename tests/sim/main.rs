@@ -49,6 +49,16 @@ fn schedules() -> u64 {
 /// seeds are shared out over the machine's cores (each schedule is a
 /// world of its own, so the answer is the same however they are run).
 fn first_failure(from: u64, n: u64, rule: &Succession) -> Option<nemesis::Failure> {
+    first_failure_with(from, n, rule, |_| {})
+}
+
+/// [`first_failure`], with each seed's setup changed by `tweak`.
+fn first_failure_with(
+    from: u64,
+    n: u64,
+    rule: &Succession,
+    tweak: fn(&mut world::Setup),
+) -> Option<nemesis::Failure> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let chunk = n.div_ceil(threads.max(1)).max(1);
     std::thread::scope(|s| {
@@ -57,7 +67,7 @@ fn first_failure(from: u64, n: u64, rule: &Succession) -> Option<nemesis::Failur
                 let start = from + t * chunk;
                 let end = (start + chunk).min(from + n);
                 s.spawn(move || {
-                    (start..end).find_map(|seed| nemesis::run(seed, rule.clone()).err())
+                    (start..end).find_map(|seed| nemesis::run_with(seed, rule.clone(), tweak).err())
                 })
             })
             .collect();
@@ -81,6 +91,24 @@ fn random_schedules_keep_every_promise() {
     );
 }
 
+/// The orchestrator with read-index on, and every strong read held to
+/// every write a master answered before it began (what it must see with
+/// other orchestrators beside it): a quarter as many schedules (each
+/// reseeds its schedule, since the orchestrator's effects differ).
+/// `DBAAS_SIM_READ_INDEX=1` replays a seed (`replay`) so.
+#[test]
+fn random_schedules_with_read_index_keep_every_promise() {
+    let n = schedules().div_ceil(4);
+    if let Some(f) = first_failure_with(first_seed(), n, &Succession::default(), read_index) {
+        panic!("read-index: {f}");
+    }
+}
+
+fn read_index(s: &mut world::Setup) {
+    s.read_index = true;
+    s.reads_see_every_answer = true;
+}
+
 #[test]
 fn replay() {
     let Some(seed) = std::env::var("DBAAS_SIM_SEED")
@@ -89,7 +117,13 @@ fn replay() {
     else {
         return; // nothing to replay
     };
-    match nemesis::run(seed, Succession::default()) {
+    let indexed = std::env::var("DBAAS_SIM_READ_INDEX").is_ok_and(|v| v == "1");
+    let run = nemesis::run_with(seed, Succession::default(), |s| {
+        if indexed {
+            read_index(s);
+        }
+    });
+    match run {
         Ok(trace) => println!("seed {seed} keeps every promise\n{trace}"),
         Err(f) => panic!("{f}"),
     }
@@ -643,6 +677,28 @@ const ANSWERED_TO_NOBODY: &str = "setup slaves=2 session=30 hung=5000 flush=0
 #[test]
 fn scenario_a_write_answered_after_its_orchestrator_restarted_binds_no_read() {
     script::run(ANSWERED_TO_NOBODY, Succession::default()).unwrap();
+}
+
+/// The same write, as if another orchestrator beside this one had sent
+/// it (its client told at seq 21): the checker now holds each strong read
+/// to every write a master answered before it began, and the read served
+/// at seq 20 misses it. The rule without read-index is not enough for
+/// several orchestrators.
+#[test]
+fn scenario_a_write_answered_to_another_orchestrator_is_missed_without_read_index() {
+    let text = ANSWERED_TO_NOBODY.replace("flush=0", "flush=0 check=every-answer");
+    let err = script::run(&text, Succession::default()).unwrap_err();
+    assert!(err.contains("a master answered before it began"), "{err}");
+}
+
+/// With read-index the read asks the master for its head after it began
+/// (21), and is served only by a slave that has applied that far.
+#[test]
+fn scenario_a_write_answered_to_another_orchestrator_is_seen_with_read_index() {
+    let text = ANSWERED_TO_NOBODY
+        .replace("flush=0", "flush=0 orchestrator=read-index")
+        .replace("expect served a strong read that must see 20 writes", "");
+    script::run(&text, Succession::default()).unwrap();
 }
 
 /// A master paused between applying a group and publishing its syncs is

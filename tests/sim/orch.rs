@@ -11,6 +11,13 @@
 //! what was acknowledged before, and asks the master
 //! (`MasterRequest::Head`, on `writeQ` like a write).
 //!
+//! With read-index on (`Setup::read_index`) every strong read waits for a
+//! head asked after it began; with `Setup::reads_see_every_answer` the
+//! checker holds each strong read to every write a master answered before
+//! it began, not only those its orchestrator delivered: what it must see
+//! when other orchestrators (whose clients may have been told) share the
+//! cluster.
+//!
 //! A restore's answer from the master tells its client nothing yet: as
 //! `OrchestratorHandle::restore` does, the orchestrator then sends a
 //! strong read (which carries the restore's seq, acknowledged), tried
@@ -29,7 +36,7 @@ use dbaas::core::replica::{Delivered, Input};
 use dbaas::model::wire::{Reply, Stamp};
 use dbaas::model::{Consistency, WriteReply, WriteResult};
 
-use super::world::{World, CLUSTER};
+use super::world::{Setup, World, CLUSTER};
 
 /// `writeQ` entries that are asks for the head, not writes.
 pub const HEAD: u64 = 1 << 62;
@@ -46,12 +53,23 @@ pub const CONFIRM: u64 = 1 << 59;
 /// with a read, a write carries its number.
 pub type Orch = OrchestratorCore<u64, (), u64>;
 
-/// A new orchestrator following `epoch`, its ids from `seed`, with these
-/// windows (read and write batches unanswered).
-pub fn orchestrator(epoch: u64, seed: u64, now: u64, windows: (usize, usize)) -> Orch {
-    let mut o = Orch::new(CLUSTER, epoch, seed % (1 << 40)).with_windows(windows.0, windows.1);
+/// A new orchestrator following `epoch`, its ids from `seed`, with the
+/// setup's windows (read and write batches unanswered) and read-index.
+pub fn orchestrator(epoch: u64, seed: u64, now: u64, setup: &Setup) -> Orch {
+    let (reads, writes) = setup.windows;
+    let mut o = Orch::new(CLUSTER, epoch, seed % (1 << 40))
+        .with_windows(reads, writes)
+        .with_read_index(setup.read_index);
     o.start(now);
     o
+}
+
+/// How many writes a strong read must see: of those its orchestrator
+/// acknowledged, and of those any master answered.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MustSee {
+    acked: usize,
+    answered: usize,
 }
 
 /// Strong reads under way: where each went, and how many acknowledged
@@ -59,16 +77,16 @@ pub fn orchestrator(epoch: u64, seed: u64, now: u64, windows: (usize, usize)) ->
 #[derive(Debug, Default)]
 pub struct Reads {
     /// By correlation id: the acknowledged writes when it began.
-    started: BTreeMap<u64, usize>,
+    started: BTreeMap<u64, MustSee>,
     /// By token: the worker serving it and what it must see.
-    at: BTreeMap<u64, (u64, usize)>,
+    at: BTreeMap<u64, (u64, MustSee)>,
     /// Served and checked.
     pub checked: u64,
     /// Reads confirming a restore, by correlation id: the restore.
     confirming: BTreeMap<u64, u64>,
     /// Client reads not served yet, by number: what each must see, and
     /// the wait before its next try (the handle's backoff).
-    pub outstanding: BTreeMap<u64, (usize, u64)>,
+    pub outstanding: BTreeMap<u64, (MustSee, u64)>,
     /// Client reads to ask again: when, and which.
     again: Vec<(u64, u64)>,
     /// Client read numbers, by correlation id.
@@ -89,7 +107,7 @@ impl World {
     /// A client's strong read, asked again (under a new attempt) each
     /// time it fails, until one is served.
     pub fn strong_read(&mut self) {
-        let n = self.acked_log.len();
+        let n = self.must_see();
         self.next_read += 1;
         let first = dbaas::actors::REQUEST_RETRY.first_wait().as_millis() as u64;
         self.reads_state
@@ -97,6 +115,14 @@ impl World {
             .insert(self.next_read, (n, first));
         self.ask_read(self.next_read);
         self.orch_effects();
+    }
+
+    /// What a strong read beginning now must see.
+    fn must_see(&self) -> MustSee {
+        MustSee {
+            acked: self.acked_log.len(),
+            answered: self.answered_log.len(),
+        }
     }
 
     /// An attempt of client read `number`: it must see what was
@@ -130,7 +156,7 @@ impl World {
     /// one is served).
     fn confirm_restore(&mut self, write: u64) {
         let now = self.now;
-        let n = self.acked_log.len();
+        let n = self.must_see();
         let id = self
             .orch
             .read(Consistency::Strong, READER | CONFIRM | write, (), now);
@@ -179,7 +205,7 @@ impl World {
         let id = slaves[self.rng.usize(0..slaves.len())];
         let mut batch = Vec::with_capacity(reads.len());
         for out in reads {
-            let must_see = self.reads_state.started.remove(&out.id).unwrap_or(0);
+            let must_see = self.reads_state.started.remove(&out.id).unwrap_or_default();
             let token = READ | out.id;
             self.log(format!(
                 "read {} to worker {id} at min seq {}",
@@ -225,18 +251,30 @@ impl World {
                 .iter()
                 .map(|r| r.write)
                 .collect();
-            let missing: Vec<u64> = self.acked_log[..must_see]
+            let missing: Vec<u64> = self.acked_log[..must_see.acked]
                 .iter()
                 .filter(|w| !has.contains(w))
                 .copied()
                 .collect();
             self.reads_state.checked += 1;
             self.log(format!(
-                "worker {id} served a strong read that must see {must_see} writes"
+                "worker {id} served a strong read that must see {} writes",
+                must_see.acked
             ));
             if !missing.is_empty() {
                 self.broken.push(format!(
                     "a strong read on worker {id} missed writes acknowledged before it began: {missing:?}"
+                ));
+            }
+            let unseen: Vec<u64> = self.answered_log[..must_see.answered]
+                .iter()
+                .filter(|w| !has.contains(w))
+                .copied()
+                .collect();
+            if self.setup.reads_see_every_answer && !unseen.is_empty() {
+                self.broken.push(format!(
+                    "a strong read on worker {id} missed writes a master answered before it began \
+                     (another orchestrator's clients may have been told): {unseen:?}"
                 ));
             }
         }
@@ -386,11 +424,11 @@ impl World {
         self.log("the orchestrator restarts".into());
         let epoch = self.master.map_or(0, |m| m.epoch);
         let seed = self.rng.u64(..);
-        self.orch = orchestrator(epoch, seed, self.now, self.setup.windows);
+        self.orch = orchestrator(epoch, seed, self.now, &self.setup);
         // Its clients' requests died with it.
         self.write_attempts.clear();
         if self.setup.zero_head {
-            let o = std::mem::replace(&mut self.orch, orchestrator(0, 0, 0, (1, 1)));
+            let o = std::mem::replace(&mut self.orch, orchestrator(0, 0, 0, &self.setup));
             self.orch = o.trusting_a_zero_head();
         }
         self.reads_state.started.clear();

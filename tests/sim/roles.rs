@@ -302,8 +302,8 @@ impl World {
                             // Acknowledged once a replica serves a strong
                             // read past it: see `orch.rs`.
                             self.restores_answered.insert(entry);
-                        } else {
-                            self.acked.insert(entry);
+                        } else if self.acked.insert(entry) {
+                            self.answered_log.push(entry);
                         }
                         self.orch_answered(entry, seq, l.epoch);
                     }

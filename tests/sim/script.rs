@@ -41,8 +41,12 @@
 //!
 //! `setup` also takes `log=64`: how many writes a master's log keeps for
 //! catch-ups, `windows=2,2`: how many batches of reads and of writes
-//! the orchestrator may have unanswered, and `restores=true`: one valid
-//! write in thirteen is a restore (writes 7, 20, 33, ...).
+//! the orchestrator may have unanswered, `restores=true`: one valid
+//! write in thirteen is a restore (writes 7, 20, 33, ...),
+//! `orchestrator=read-index`: strong reads wait for a head asked after
+//! they began, and must see every write a master answered before they
+//! began (as with other orchestrators beside this one), and
+//! `check=every-answer`: that check alone.
 
 use dbaas::core::election::Succession;
 use dbaas::core::pipeline::Mutation;
@@ -260,6 +264,11 @@ fn parse_setup(words: &[&str]) -> Result<Setup, String> {
                 })
             }
             "orchestrator" if v == "zero-head" => s.zero_head = true,
+            "orchestrator" if v == "read-index" => {
+                s.read_index = true;
+                s.reads_see_every_answer = true;
+            }
+            "check" if v == "every-answer" => s.reads_see_every_answer = true,
             "replica" if v == "trust-resubscribe" => {
                 s.replica_mutation = Some(dbaas::core::replica::Mutation::TrustResubscribe)
             }

@@ -252,6 +252,14 @@ pub struct Setup {
     pub replica_mutation: Option<dbaas::core::replica::Mutation>,
     /// The orchestrator's windows: read and write batches unanswered.
     pub windows: (usize, usize),
+    /// Whether the orchestrator's strong reads wait for a head asked
+    /// after they began (read-index).
+    pub read_index: bool,
+    /// Whether a strong read must see every write a master answered
+    /// before it began, told to a client or not (as it must when other
+    /// orchestrators, whose clients were told, share the cluster), beside
+    /// every write its own orchestrator acknowledged.
+    pub reads_see_every_answer: bool,
     /// How many writes a master's log keeps (for catch-ups).
     pub log_writes: usize,
     /// Whether some writes are restores (see [`restore`]).
@@ -278,6 +286,8 @@ impl Default for Setup {
             ),
             log_writes: 64,
             restores: false,
+            read_index: false,
+            reads_see_every_answer: false,
         }
     }
 }
@@ -352,6 +362,9 @@ pub struct World {
     /// answer that reached no client), and the strong reads under way.
     pub orch: super::orch::Orch,
     pub acked_log: Vec<u64>,
+    /// Every write a master answered as applied, in order (what another
+    /// orchestrator's clients may have been told).
+    pub answered_log: Vec<u64>,
     pub next_read: u64,
     pub reads_state: super::orch::Reads,
     pub trace: Vec<Event>,
@@ -392,8 +405,9 @@ impl World {
             refused: BTreeSet::new(),
             answered_in: BTreeMap::new(),
             broken: Vec::new(),
-            orch: super::orch::orchestrator(0, seed, 0, setup.windows),
+            orch: super::orch::orchestrator(0, seed, 0, &setup),
             acked_log: Vec::new(),
+            answered_log: Vec::new(),
             next_read: 0,
             reads_state: super::orch::Reads::default(),
             trace: Vec::new(),

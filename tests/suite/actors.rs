@@ -56,6 +56,7 @@ macro_rules! every_script {
             a_deposed_masters_syncs_are_not_applied,
             a_reply_that_matches_no_request_changes_nothing,
             a_restarted_orchestrator_serves_strong_reads_past_every_acknowledged_write,
+            a_strong_read_sees_what_another_orchestrator_acknowledged,
             a_killed_master_is_replaced_by_election_and_no_acknowledged_write_is_lost,
             crash_master_and_crash_slave_kill_and_workers_are_replaced,
             a_master_whose_session_expired_is_deposed_and_takes_no_write,

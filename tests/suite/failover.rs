@@ -11,7 +11,7 @@ use dbaas::actors::watcher::{CrashMaster, CrashSlave, GetCluster};
 use dbaas::broker::faults::{Fault, FaultyBroker};
 use dbaas::broker::{Broker, Message, QueueKind, SYNC_X, WRITE_Q};
 use dbaas::model::wire::{self, MasterRequest, Reply, Stamp, WriteRequest};
-use dbaas::model::{ReadResult, WriteResult};
+use dbaas::model::{Consistency, ReadResult, WriteResult};
 use dbaas::system::Cluster;
 use futures::StreamExt;
 
@@ -348,9 +348,20 @@ pub async fn a_master_cut_off_from_the_coordinator_pauses_and_carries_on(b: Arc<
         !taking_writes(&c, m).await
     })
     .await;
-    // Reads go on meanwhile.
-    read(&c, count_users()).await;
+    // Eventual reads go on meanwhile. A strong one waits for a master
+    // that may answer the head (read-index: no other may have taken
+    // writes meanwhile), and is served once this one is back.
+    c.orchestrator
+        .read(count_users(), Consistency::Eventual)
+        .await
+        .expect("an eventual read needs no master");
+    let strong = c.orchestrator.clone();
+    let strong = actix::spawn(async move { strong.read(count_users(), Consistency::Strong).await });
     server.reconnect(session);
+    strong
+        .await
+        .unwrap()
+        .expect("a strong read, once the master is back");
     writers.wait_for(20).await;
     assert_eq!(master_id(&c).await, m, "no needless election");
     assert_eq!(c.epoch().await, epoch);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use dbaas::actors::watcher::GetCluster;
 use dbaas::broker::faults::FaultyBroker;
-use dbaas::broker::{Broker, Message, QueueKind, SYNC_X, WRITE_Q};
+use dbaas::broker::{Broker, Message, QueueKind, LEADING_X, SYNC_X, WRITE_Q};
 use dbaas::model::wire::{
     self, Entry, MasterRequest, Reply, Stamp, SyncBatch, SyncItem, SyncMessage,
 };
@@ -80,9 +80,9 @@ pub async fn messages_of_an_earlier_cluster_on_the_same_broker_are_ignored(b: Ar
             .await
             .unwrap();
     }
-    // The master dies too; writes nobody answers stay in writeQ, and a
-    // reply nobody took stays in responseQ.
+    // The master dies too; writes nobody answers stay in writeQ.
     let old_stamp = stamp(&old).await;
+    let old_replies = old.orchestrator.reply_queue().await.unwrap();
     old.runtime.kill(m).await.unwrap();
     for i in 0..5 {
         let req = MasterRequest::Write(dbaas::model::wire::WriteRequest {
@@ -95,16 +95,10 @@ pub async fn messages_of_an_earlier_cluster_on_the_same_broker_are_ignored(b: Ar
         let msg = Message {
             body: req,
             correlation_id: Some(fastrand::u64(..)),
-            reply_to: Some(dbaas::broker::RESPONSE_Q.into()),
+            reply_to: Some(old_replies.clone()),
         };
         b.publish(WRITE_Q, msg).await.unwrap();
     }
-    let stale = Reply::Write(Ok(dbaas::model::WriteReply {
-        seq: 1_000,
-        result: dbaas::model::WriteResult::Cleared,
-    }));
-    let stale = Message::reply(wire::encode(old_stamp, &stale), Some(fastrand::u64(..)));
-    b.publish(dbaas::broker::RESPONSE_Q, stale).await.unwrap();
     old.orchestrator
         .addr()
         .do_send(dbaas::actors::messages::Shutdown);
@@ -117,6 +111,22 @@ pub async fn messages_of_an_earlier_cluster_on_the_same_broker_are_ignored(b: Ar
     let c = cluster(&dir, 1, b.clone()).await;
     assert_ne!(c.cluster, old_id);
     assert_eq!(c.epoch().await, 1);
+    // A reply and an announcement of the old cluster reach the new
+    // orchestrator's own queue (a late reply to a queue name drawn again;
+    // an old master announcing itself, of a higher epoch).
+    let stale = Reply::Write(Ok(dbaas::model::WriteReply {
+        seq: 1_000,
+        result: dbaas::model::WriteResult::Cleared,
+    }));
+    let stale = Message::reply(wire::encode(old_stamp, &stale), Some(fastrand::u64(..)));
+    let replies = c.orchestrator.reply_queue().await.unwrap();
+    b.publish(&replies, stale).await.unwrap();
+    let old_leader = Stamp {
+        epoch: 9,
+        ..old_stamp
+    };
+    let leading = Message::reply(wire::encode(old_leader, &Reply::Leading), None);
+    b.publish_fanout(LEADING_X, leading).await.unwrap();
     for i in 0..60 {
         let w = c
             .orchestrator
@@ -129,6 +139,7 @@ pub async fn messages_of_an_earlier_cluster_on_the_same_broker_are_ignored(b: Ar
     assert!(read(&c, get_user("old30")).await.into_rows().is_empty());
     let stats = c.orchestrator.stats().await.unwrap();
     assert_eq!(stats.last_acked_seq, 60, "a stale reply moved nothing");
+    assert_eq!(stats.epoch, 1, "an old cluster's master is not followed");
     let (m, slaves) = super::roles(&c).await;
     c.stop().await;
     let all = stores(dir.path(), &[1, 2]);
@@ -387,14 +398,12 @@ pub async fn a_reply_that_matches_no_request_changes_nothing(b: Arc<dyn Broker>)
             current: 99,
         })),
     ];
+    let queue = c.orchestrator.reply_queue().await.unwrap();
     for r in &replies {
         let msg = Message::reply(wire::encode(stamp(&c).await, r), Some(fastrand::u64(..)));
-        c.broker
-            .publish(dbaas::broker::RESPONSE_Q, msg)
-            .await
-            .unwrap();
+        c.broker.publish(&queue, msg).await.unwrap();
     }
-    // This write's reply comes after them on responseQ.
+    // This write's reply comes after them on the orchestrator's queue.
     let w = c.orchestrator.write(user("b")).await.unwrap();
     let stats = c.orchestrator.stats().await.unwrap();
     assert_eq!(

@@ -24,7 +24,7 @@ use super::lease::Lease;
 use super::messages::{GetStatus, Shutdown, WorkerStatus};
 use super::{blocking, reply_to};
 use super::{next_retry, FIRST_RETRY};
-use crate::broker::{self, Broker, Delivery, Message, RESPONSE_Q, SYNC_X, WRITE_Q};
+use crate::broker::{self, Broker, Delivery, Message, LEADING_X, SYNC_X, WRITE_Q};
 use crate::core::catchup::{self, Served, SyncLog};
 use crate::core::pipeline::sync_runs;
 use crate::error::{Error, Result};
@@ -133,14 +133,15 @@ impl MasterWorker {
         }));
     }
 
-    /// Tells the orchestrator this master consumes `writeQ` now, so that
-    /// writes it sent before to a deposed master go again (best effort: its
-    /// first answer says the same).
+    /// Tells every orchestrator (on the `leading` exchange, which each
+    /// binds its reply queue to) that this master consumes `writeQ` now,
+    /// so that writes they sent before to a deposed master go again (best
+    /// effort: its first answer to each says the same).
     fn announce(&self) {
         let (broker, stamp) = (self.broker.clone(), self.stamp);
         actix::spawn(async move {
             let msg = Message::reply(wire::encode(stamp, &Reply::Leading), None);
-            let _ = broker.publish(RESPONSE_Q, msg).await;
+            let _ = broker.publish_fanout(LEADING_X, msg).await;
         });
     }
 

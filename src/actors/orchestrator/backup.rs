@@ -1,9 +1,10 @@
 //! Backups and restores, through the master on `writeQ` like everything
 //! that changes or reads the whole history. Each asks on a private reply
 //! queue of its own (as a slave asks for a snapshot), so the parts of one
-//! answer do not mix with `responseQ`'s traffic; the orchestrator actor
-//! lends its broker and its stamp, and learns a restore's seq as
-//! acknowledged, so that strong reads after it wait for it.
+//! answer do not mix with the request pipeline's replies; the
+//! orchestrator actor lends its broker and its stamp, and learns a
+//! restore's seq as acknowledged, so that strong reads after it wait for
+//! it.
 //!
 //! A backup is the master's whole store at its seq, sent once every write
 //! up to it is confirmed on `syncQ`. A restore goes in parts under one

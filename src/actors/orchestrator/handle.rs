@@ -11,7 +11,7 @@ use tokio::sync::RwLock;
 use actix::prelude::*;
 
 use super::traffic::{Kind, Traffic};
-use super::{Orchestrator, REQUEST_DEADLINE};
+use super::{GetReplyQueue, Orchestrator, REQUEST_DEADLINE};
 use crate::actors::messages::{DbRead, DbWrite, GetStats, OrchestratorStats};
 use crate::actors::scaler::ReadCounter;
 use crate::core::backoff::Backoff;
@@ -141,6 +141,12 @@ impl OrchestratorHandle {
 
     pub async fn stats(&self) -> Result<OrchestratorStats> {
         self.addr.send(GetStats).await.map_err(mailbox)
+    }
+
+    /// The name of the orchestrator's own reply queue (`reply.<tag>`):
+    /// the one queue of the cluster view that is this orchestrator's.
+    pub async fn reply_queue(&self) -> Result<String> {
+        self.addr.send(GetReplyQueue).await.map_err(mailbox)
     }
 }
 

@@ -615,3 +615,169 @@ fn a_seq_acknowledged_outside_the_pipeline_holds_strong_reads_to_it() {
     core.acknowledged(8, 5);
     assert_eq!(core.stats().last_acked_seq, 9);
 }
+
+/// A core with read-index on that has answered its first ask (the
+/// head `seq`).
+fn indexed(seq: u64) -> Core {
+    let mut core = core_at(1, SEED).with_read_index(true);
+    core.start(0);
+    let h = asked(&fx(&mut core));
+    core.reply(st(1), Reply::Head(seq), Some(h), 1);
+    assert!(fx(&mut core).is_empty(), "no read waited");
+    core
+}
+
+/// The asks for the head among `fx`.
+fn asks(fx: &[Fx]) -> usize {
+    fx.iter()
+        .filter(|e| matches!(e, Effect::AskHead { .. }))
+        .count()
+}
+
+#[test]
+fn with_read_index_a_strong_read_waits_for_a_head_asked_after_it_began() {
+    let mut core = indexed(3);
+    // The head is known, yet a strong read waits: for an ask of its own.
+    let r1 = core.read(Consistency::Strong, 1, "r1", 10);
+    let effects = fx(&mut core);
+    let a1 = asked(&effects);
+    assert!(reads_sent(&effects).is_empty());
+    // One arriving while that ask is out cannot ride it (the master may
+    // have answered it already): it waits for the next, not sent yet.
+    let r2 = core.read(Consistency::Strong, 2, "r2", 11);
+    assert!(fx(&mut core).is_empty(), "one ask at a time");
+    // Eventual reads never wait.
+    let e = core.read(Consistency::Eventual, 3, "e", 11);
+    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(e, 0, "e")]]);
+    // The answer releases the read that began before the ask, at the
+    // head; the next ask goes at once, for the one that came since.
+    core.reply(st(1), Reply::Head(8), Some(a1), 12);
+    let effects = fx(&mut core);
+    assert_eq!(reads_sent(&effects), vec![vec![(r1, 8, "r1")]]);
+    let a2 = asked(&effects);
+    let r3 = core.read(Consistency::Strong, 4, "r3", 13);
+    assert!(fx(&mut core).is_empty());
+    // Those that waited go together, with the newer head.
+    core.reply(st(1), read_reply(), Some(e), 14);
+    core.reply(st(1), read_reply(), Some(r1), 14);
+    fx(&mut core);
+    core.reply(st(1), Reply::Head(9), Some(a2), 15);
+    let effects = fx(&mut core);
+    assert_eq!(reads_sent(&effects), vec![vec![(r2, 9, "r2")]]);
+    let a3 = asked(&effects);
+    core.reply(st(1), Reply::Head(9), Some(a3), 16);
+    let effects = fx(&mut core);
+    assert_eq!(reads_sent(&effects), vec![vec![(r3, 9, "r3")]]);
+    assert_eq!(asks(&effects), 0, "nobody waits: no ask");
+    let stats = core.stats();
+    assert_eq!((stats.head_asks, stats.last_acked_seq), (4, 9));
+}
+
+#[test]
+fn with_read_index_a_read_goes_at_the_larger_of_the_head_and_its_own_acks() {
+    let mut core = indexed(0);
+    core.reply(st(1), Reply::Leading, None, 1);
+    let r = core.read(Consistency::Strong, 1, "r", 2);
+    let h = asked(&fx(&mut core));
+    // A write this run acknowledged says nothing of the others': the
+    // read still waits for its ask.
+    let w = write_now(&mut core, 2, 3);
+    core.reply(st(1), acked(20), Some(w), 4);
+    let effects = fx(&mut core);
+    assert!(reads_sent(&effects).is_empty());
+    assert_eq!(delivered(effects).len(), 1);
+    // The master answered the ask before it applied that write.
+    core.reply(st(1), Reply::Head(19), Some(h), 5);
+    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r, 20, "r")]]);
+}
+
+#[test]
+fn with_read_index_a_failed_ask_goes_again_and_its_reads_ride_the_new_one() {
+    let mut core = indexed(0);
+    let r1 = core.read(Consistency::Strong, 1, "r1", 10);
+    let a1 = asked(&fx(&mut core));
+    let r2 = core.read(Consistency::Strong, 2, "r2", 11);
+    fx(&mut core);
+    // Unanswered in its wait: asked again, both reads riding the new ask
+    // (sent after both began); the late answer to the first counts for
+    // nothing.
+    core.tick(10 + HEAD_BACKOFF.first);
+    let a2 = asked(&fx(&mut core));
+    core.reply(st(1), Reply::Head(4), Some(a1), 300);
+    assert!(reads_sent(&fx(&mut core)).is_empty());
+    // A deposed master's answer: asked again.
+    core.set_epoch(2, 301);
+    let a3 = asked(&fx(&mut core));
+    assert_ne!(a2, a3, "a new master is asked at once");
+    core.reply(st(1), Reply::Head(4), Some(a3), 302);
+    let a4 = asked(&fx(&mut core));
+    // Refused by the broker: asked again after its wait.
+    core.unsent(a4, "refused", 303);
+    let r3 = core.read(Consistency::Strong, 3, "r3", 304);
+    assert!(fx(&mut core).is_empty(), "no ask before the wait is over");
+    // (The new master's ask waited the first wait; the deposed answer
+    // doubled it.)
+    let wait = HEAD_BACKOFF.next(HEAD_BACKOFF.first);
+    core.tick(303 + wait - 1);
+    assert!(fx(&mut core).is_empty());
+    core.tick(303 + wait);
+    let a5 = asked(&fx(&mut core));
+    core.reply(st(2), Reply::Head(6), Some(a5), 303 + wait + 1);
+    let sent = reads_sent(&fx(&mut core));
+    assert_eq!(
+        sent,
+        vec![vec![(r1, 6, "r1"), (r2, 6, "r2"), (r3, 6, "r3")]]
+    );
+}
+
+#[test]
+fn with_read_index_the_asks_wait_shrinks_again_once_answered() {
+    let mut core = indexed(0);
+    core.read(Consistency::Strong, 1, "r", 0);
+    fx(&mut core);
+    // Two asks go unanswered: the third waits four times the first.
+    let mut now = HEAD_BACKOFF.first;
+    core.tick(now);
+    fx(&mut core);
+    now += HEAD_BACKOFF.first * 2;
+    core.tick(now);
+    let h = asked(&fx(&mut core));
+    core.reply(st(1), Reply::Head(1), Some(h), now + 1);
+    fx(&mut core);
+    // Answered: the next ask waits half as long, not four times.
+    core.read(Consistency::Strong, 2, "r2", now + 2);
+    let h = asked(&fx(&mut core));
+    core.tick(now + 2 + HEAD_BACKOFF.first * 2 - 1);
+    assert!(fx(&mut core).is_empty());
+    core.tick(now + 2 + HEAD_BACKOFF.first * 2);
+    assert_ne!(asked(&fx(&mut core)), h);
+}
+
+#[test]
+fn with_read_index_nothing_is_asked_once_no_read_waits() {
+    let mut core = indexed(0);
+    core.read(Consistency::Strong, 1, "r", 0);
+    let h = asked(&fx(&mut core));
+    // The broker refuses the ask; the read gives up before the retry.
+    core.unsent(h, "refused", 1);
+    core.tick(ATTEMPT_MS);
+    let effects = fx(&mut core);
+    assert_eq!(asks(&effects), 0);
+    assert!(unavailable(&delivered(effects)[0].1));
+    core.tick(ATTEMPT_MS * 2);
+    assert!(fx(&mut core).is_empty());
+    // The consumer ends with a read riding an ask: both go, and nothing
+    // is asked again until a strong read comes.
+    core.read(Consistency::Strong, 2, "r2", ATTEMPT_MS * 3);
+    asked(&fx(&mut core));
+    core.consumer_ended(ATTEMPT_MS * 3 + 1);
+    assert_eq!(delivered(fx(&mut core)).len(), 1);
+    core.start(ATTEMPT_MS * 3 + 2);
+    core.tick(ATTEMPT_MS * 3 + 3);
+    assert!(fx(&mut core).is_empty());
+    assert_eq!(core.stats().in_flight, 0);
+    let r3 = core.read(Consistency::Strong, 3, "r3", ATTEMPT_MS * 4);
+    let h = asked(&fx(&mut core));
+    core.reply(st(1), Reply::Head(2), Some(h), ATTEMPT_MS * 4 + 1);
+    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r3, 2, "r3")]]);
+}

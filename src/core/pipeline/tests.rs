@@ -114,6 +114,32 @@ fn without_a_lease_nothing_is_published_or_answered() {
     assert_eq!(p.published(2, false, g, 0, true), vec![Effect::Requeue(g)]);
 }
 
+/// A head promises every write acknowledged so far: a master whose lease
+/// ran out (paused, deposed meanwhile) does not answer one, however its
+/// group stands, and it goes back to `writeQ` for whoever leads.
+#[test]
+fn a_head_is_answered_only_under_the_lease() {
+    let mut p = Pipeline::new(5);
+    // At what is confirmed: answered with the lease, not without.
+    let (h, fx) = p.applied(0, false, &[], 5);
+    assert_eq!(fx, vec![Effect::Requeue(h)]);
+    // Waiting for an earlier write's sync, the lease runs out meanwhile.
+    let (w, _) = p.applied(1, true, &[(6, 6)], 0);
+    let (h, fx) = p.applied(2, true, &[], 6);
+    assert!(fx.is_empty());
+    assert_eq!(
+        p.published(3, false, w, 0, true),
+        vec![Effect::Requeue(w), Effect::Requeue(h)]
+    );
+    // Or the master's tick finds it run out first.
+    let (w, _) = p.applied(4, true, &[(7, 7)], 0);
+    let (h, _) = p.applied(5, true, &[], 7);
+    assert_eq!(
+        p.tick(6, false),
+        vec![Effect::Requeue(w), Effect::Requeue(h)]
+    );
+}
+
 #[test]
 fn a_stop_requeues_every_group_and_late_confirms_are_ignored() {
     let mut p = Pipeline::new(0);
