@@ -8,7 +8,7 @@
 //! ```text
 //! clients ─HTTP─> gateway ─> users service ─┐
 //!                         └> rides service ─┴─HTTP db/read, db/write─> orchestrator
-//! orchestrator ─readQ (work queue, round robin)─> slave workers ─reply─> the orchestrator's own reply.<tag>
+//! orchestrator ─readQ (work queue, round robin)─> slave workers ─reply─> the orchestrator's own responseQ.<tag>
 //! orchestrator ─writeQ─> master worker ─syncQ (fanout)─> every slave's own queue
 //!                        master worker ─leading (fanout)─> every orchestrator's reply queue
 //! ```

@@ -79,7 +79,15 @@ impl Cluster {
         runtime: Arc<dyn WorkerRuntime>,
         coordination: Coordination,
     ) -> Result<Cluster> {
-        Self::start_as(data_dir, slaves, broker, runtime, coordination, String::new()).await
+        Self::start_as(
+            data_dir,
+            slaves,
+            broker,
+            runtime,
+            coordination,
+            String::new(),
+        )
+        .await
     }
 
     /// Starts one orchestrator of the cluster (its DB API at `addr`) and
@@ -102,8 +110,12 @@ impl Cluster {
         let id = identity(coord.as_ref(), data_dir).await?;
         coord.close().await;
         let orch_broker = broker.clone();
+        // Other orchestrators may acknowledge writes only where they can
+        // join (ZooKeeper): only there must a strong read learn the
+        // master's head first. The embedded cluster has one orchestrator.
+        let read_index = matches!(coordination, Coordination::ZooKeeper(_));
         let orch = Orchestrator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            Orchestrator::new(orch_broker, id, 0)
+            Orchestrator::new(orch_broker, id, 0).with_read_index(read_index)
         });
         let handle = OrchestratorHandle::new(orch.clone());
         let (lease, others_reads) = (Arc::new(Lease::new()), ReadCounter::default());
@@ -230,4 +242,3 @@ impl Cluster {
 
 #[cfg(test)]
 mod scaler_tests;
-

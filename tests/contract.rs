@@ -1568,9 +1568,13 @@ async fn metrics_show_every_worker_and_the_batches_in_flight(urls: &Urls) {
         value(&format!("dbaas_worker_lag{labels}"));
     }
     // The queues, what the watcher and the Scaler did, the latencies.
-    for q in ["readQ", "writeQ", "responseQ"] {
+    for q in ["readQ", "writeQ"] {
         value(&format!("dbaas_queue_depth{{queue=\"{q}\"}} "));
     }
+    assert!(
+        text.contains("dbaas_queue_depth{queue=\"responseQ."),
+        "{text}"
+    );
     assert!(value("dbaas_elections_total ") >= 1);
     value("dbaas_failovers_total ");
     value("dbaas_respawns_total ");

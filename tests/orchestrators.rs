@@ -253,11 +253,21 @@ async fn two_orchestrators_one_leads_and_both_serve_and_a_strong_read_sees_the_o
     let b = c.orchestrator();
     // One leads, and both list both.
     for o in [&a, &b] {
+        eventually("both orchestrators listed", DEADLINE, || async {
+            let view = cluster_view(o).await.unwrap_or_default();
+            view["orchestrators"]
+                .as_array()
+                .is_some_and(|l| l.len() == 2)
+        })
+        .await;
         let view = cluster_view(o).await.expect("a cluster view");
         let listed = view["orchestrators"].as_array().expect("a list").clone();
         assert_eq!(listed.len(), 2, "{view}");
         assert_eq!(
-            listed.iter().filter(|o| o["leading"] == json!(true)).count(),
+            listed
+                .iter()
+                .filter(|o| o["leading"] == json!(true))
+                .count(),
             1,
             "{view}"
         );
@@ -300,7 +310,10 @@ struct Load {
 impl Load {
     fn start(gateway: &str, writers: u64, readers: u64) -> Load {
         let acked = Arc::new(Mutex::new(Vec::new()));
-        let (failed, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (failed, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
         let mut tasks = Vec::new();
         for w in 0..writers {
             let (acked, failed, stop) = (acked.clone(), failed.clone(), stop.clone());
@@ -390,14 +403,21 @@ async fn the_leading_orchestrators_death_under_load_loses_nothing_and_fails_no_r
     let gateway = &front[2];
     let load = Load::start(&gateway.url, 4, 2);
     load.more(100).await;
-    assert_eq!(leader_pid(&b).await, Some(u64::from(a.pid())));
-    drop(a); // SIGKILL: its workers go with it
-    load.more(50).await;
-    eventually("the other orchestrator to lead a settled cluster", DEADLINE, || {
-        leads_a_settled_cluster(&b, 3)
+    eventually("the first orchestrator to lead", DEADLINE, || async {
+        leader_pid(&b).await == Some(u64::from(a.pid()))
     })
     .await;
+    drop(a); // SIGKILL: its workers go with it
+    load.more(50).await;
+    eventually(
+        "the other orchestrator to lead a settled cluster",
+        DEADLINE,
+        || leads_a_settled_cluster(&b, 3),
+    )
+    .await;
     assert_eq!(leader_pid(&b).await, Some(u64::from(b.pid())));
+    let events = cluster_view(&b).await.unwrap_or_default()["events"].clone();
+    eprintln!("after the leader's death: {events}");
     load.more(100).await;
     let (acked, failed) = load.stop().await;
     assert_eq!(failed, 0, "requests failed; orchestrator log:\n{}", b.log());

@@ -47,7 +47,10 @@ impl Lease {
     pub fn extend(&self, from: Instant, by: Duration) {
         // A session that never expires (the in-process coordinator's)
         // gives a lease without end.
-        let until = from.checked_add(by).map_or(u64::MAX, |t| self.nanos(t)).max(1);
+        let until = from
+            .checked_add(by)
+            .map_or(u64::MAX, |t| self.nanos(t))
+            .max(1);
         self.until.fetch_max(until, Ordering::AcqRel);
     }
 

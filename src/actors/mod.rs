@@ -4,8 +4,8 @@
 //! HTTP db/read  ─> Orchestrator ─readQ (round robin)─> SlaveWorker ─┐
 //! HTTP db/write ─> Orchestrator ─writeQ─> MasterWorker              │
 //!                       ^           MasterWorker ─syncQ (fanout)─> every SlaveWorker
-//!                       └──── reply.<tag> (its own) <────────────────┘
-//!                                   MasterWorker ─leading (fanout)─> every Orchestrator's reply.<tag>
+//!                       └──── responseQ.<tag> (its own) <────────────────┘
+//!                                   MasterWorker ─leading (fanout)─> every Orchestrator's responseQ.<tag>
 //! ElectionWatcher ─/workers, /master (coordinator)─ every Worker (its role: a MasterWorker or a SlaveWorker)
 //! ```
 //!

@@ -2,7 +2,7 @@
 //! the last acknowledged sequence number (strong reads), writes go to
 //! `writeQ` carrying a request id and the epoch, both in batches (many
 //! requests to a message, as the core decides); replies come back on the
-//! orchestrator's own reply queue (`reply.<tag>`, named in each request's
+//! orchestrator's own reply queue (`responseQ.<tag>`, named in each request's
 //! `reply_to`), one for a batch (or for part of one), and each answer in
 //! it is matched by its correlation id. [`OrchestratorHandle`]
 //! retries what may be retried within a deadline. What each arrival means

@@ -312,7 +312,9 @@ impl Handler<ScaleNow> for Scaler {
 
     fn handle(&mut self, _: ScaleNow, ctx: &mut Context<Self>) -> Self::Result {
         if !self.lease.valid() {
-            let e = Error::Unavailable("this orchestrator does not lead; the leading one scales".into());
+            let e = Error::Unavailable(
+                "this orchestrator does not lead; the leading one scales".into(),
+            );
             return Box::pin(async move { Err(e) });
         }
         let (tx, rx) = oneshot::channel();

@@ -145,7 +145,6 @@ impl ElectionWatcher {
         }
     }
 
-
     fn now(&self) -> u64 {
         u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -279,7 +278,8 @@ impl ElectionWatcher {
                 let me = ctx.address();
                 actix::spawn(follow(coord.clone(), WORKERS, true, me.clone()));
                 actix::spawn(follow(coord.clone(), MASTER, false, me.clone()));
-                actix::spawn(follow(coord, election::LEADER, false, me));
+                actix::spawn(follow(coord.clone(), election::LEADER, false, me.clone()));
+                actix::spawn(follow(coord, election::ORCHESTRATORS, true, me));
                 act.register(ctx);
             }
             Err(e) => {
@@ -393,6 +393,9 @@ impl Handler<Changed> for ElectionWatcher {
             self.read_master(ctx);
         } else if msg.path == election::LEADER {
             self.contend(ctx);
+            self.look_around(ctx);
+        } else if msg.path == election::ORCHESTRATORS {
+            self.look_around(ctx);
         } else {
             self.refresh(ctx);
         }

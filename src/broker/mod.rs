@@ -49,10 +49,8 @@ pub const READ_Q: &str = "readQ";
 pub const WRITE_Q: &str = "writeQ";
 /// The fanout exchange the master publishes applied writes to.
 pub const SYNC_X: &str = "syncQ";
-/// The shared reply queue of earlier versions, where every orchestrator
-/// would take the others' replies. Nothing publishes to it or consumes it
-/// now (each orchestrator has its own, see [`reply_queue`]); it is still
-/// declared because the cluster view and its metrics list its depth.
+/// The replies' queue, the original's name: one per orchestrator now,
+/// `responseQ.<tag>` ([`reply_queue`]), since several serve at once.
 pub const RESPONSE_Q: &str = "responseQ";
 /// The fanout exchange a master announces itself on (`Reply::Leading`):
 /// every orchestrator binds its own reply queue to it, so each hears of
@@ -280,12 +278,11 @@ pub trait Broker: Send + Sync + 'static {
 }
 
 /// Declares the fixed topology: `readQ`, `writeQ` (bounded: see
-/// [`WRITE_Q_KIND`]), `responseQ` (see [`RESPONSE_Q`]), and the `syncQ`
-/// and `leading` exchanges.
+/// [`WRITE_Q_KIND`]), and the `syncQ` and `leading` exchanges (each
+/// orchestrator declares its own `responseQ.<tag>`).
 pub async fn declare_topology(broker: &dyn Broker) -> Result<()> {
     broker.declare_queue(READ_Q, QueueKind::Durable).await?;
     broker.declare_queue(WRITE_Q, WRITE_Q_KIND).await?;
-    broker.declare_queue(RESPONSE_Q, QueueKind::Durable).await?;
     broker.declare_fanout(SYNC_X).await?;
     broker.declare_fanout(LEADING_X).await
 }
@@ -297,7 +294,9 @@ pub fn sync_queue(worker_id: u64) -> String {
 
 /// The name of an orchestrator's own reply queue, from a tag it draws at
 /// random (so that two orchestrators, or two runs of one, never share
-/// one).
+/// one): `responseQ.<tag>`, the original's `responseQ` made one per
+/// orchestrator, since several serve at once and each must get the
+/// replies to its own requests.
 pub fn reply_queue(tag: u64) -> String {
-    format!("reply.{tag:016x}")
+    format!("{RESPONSE_Q}.{tag:016x}")
 }

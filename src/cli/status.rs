@@ -248,7 +248,7 @@ mod tests {
             "totals": {"election": 3, "failover": 2, "death": 1},
             "orchestrator": {"last_acked_seq": 10, "in_flight": 0},
             "traffic": {"reads": {"rate": 12.5, "errors": 0, "p99_ms": 1.5}, "writes": {"rate": 2.0, "errors": 1, "p99_ms": null}},
-            "queues": {"readQ": 0, "writeQ": 0, "responseQ": 0, "sync.2": 0, "sync.3": 7}
+            "queues": {"readQ": 0, "writeQ": 0, "responseQ.5f0c2a91d3b7e648": 0, "sync.2": 0, "sync.3": 7}
         });
         let out = render(&doc);
         assert!(

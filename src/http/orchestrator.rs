@@ -285,11 +285,10 @@ async fn probe(state: &OrchestratorState, view: &ClusterView) -> Probed {
         .zip(served)
         .filter_map(|(w, s)| Some((w.id, s.ok()?.ok()?.reads_served)))
         .collect();
-    let mut names = vec![
-        broker::READ_Q.to_owned(),
-        broker::WRITE_Q.to_owned(),
-        broker::RESPONSE_Q.to_owned(),
-    ];
+    let mut names = vec![broker::READ_Q.to_owned(), broker::WRITE_Q.to_owned()];
+    if let Ok(replies) = state.handle.reply_queue().await {
+        names.push(replies);
+    }
     names.extend(
         view.workers
             .iter()

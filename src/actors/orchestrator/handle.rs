@@ -143,7 +143,7 @@ impl OrchestratorHandle {
         self.addr.send(GetStats).await.map_err(mailbox)
     }
 
-    /// The name of the orchestrator's own reply queue (`reply.<tag>`):
+    /// The name of the orchestrator's own reply queue (`responseQ.<tag>`):
     /// the one queue of the cluster view that is this orchestrator's.
     pub async fn reply_queue(&self) -> Result<String> {
         self.addr.send(GetReplyQueue).await.map_err(mailbox)

@@ -163,6 +163,7 @@ pub(super) async fn follow(
     watcher: Addr<ElectionWatcher>,
 ) {
     let _ = coord.ensure(WORKERS).await;
+    let _ = coord.ensure(ORCHESTRATORS).await;
     let session = coord.session_id();
     loop {
         let watched = if children {

@@ -255,7 +255,10 @@ impl ElectionWatcher {
         if let Some(h) = self.lead.startup.take() {
             ctx.cancel_future(h);
         }
-        self.event("resigned", format!("this orchestrator stops leading: {why}"));
+        self.event(
+            "resigned",
+            format!("this orchestrator stops leading: {why}"),
+        );
     }
 
     /// [`Self::step_down`], and the workers that die with this
