@@ -29,7 +29,7 @@ use actix::prelude::*;
 
 use crate::actors::scaler::{ScalePolicy, Scaler, StopScaling};
 use crate::actors::watcher::{
-    ClusterView, ElectionWatcher, GetCluster, GetStanding, Me, Resign, StopWatching,
+    ClusterView, CountOthers, ElectionWatcher, GetCluster, GetStanding, Me, Resign, StopWatching,
 };
 use crate::actors::{lease::Lease, scaler::ReadCounter};
 use crate::actors::{Orchestrator, OrchestratorHandle};
@@ -213,11 +213,7 @@ impl Cluster {
     /// Workers that outlive an orchestrator (containers) are left to the
     /// others when there are others: only the last one stops them.
     pub async fn stop(&self) {
-        let others = self
-            .watcher
-            .send(GetCluster)
-            .await
-            .map_or(0, |v| v.orchestrators.len().saturating_sub(1));
+        let others = self.watcher.send(CountOthers).await.unwrap_or(0);
         if let Some(scaler) = &self.scaler {
             let _ = scaler.send(StopScaling).await;
         }

@@ -128,6 +128,11 @@ impl Cluster {
 
     /// One more orchestrator.
     fn orchestrator(&self) -> Node {
+        self.orchestrator_with(&[])
+    }
+
+    /// One more orchestrator, with more flags.
+    fn orchestrator_with(&self, extra: &[&str]) -> Node {
         let data = self.dir.path().join("data");
         let args = [
             "orchestrator",
@@ -146,7 +151,7 @@ impl Cluster {
             "--data-dir",
             &data.display().to_string(),
         ];
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = args.iter().chain(extra).map(|s| s.to_string()).collect();
         Node::start(&args, &self.log("orchestrator"))
     }
 
@@ -458,4 +463,158 @@ async fn the_leading_orchestrators_death_under_load_loses_nothing_and_fails_no_r
     assert!(status.success(), "{}", b.log());
     let all = suite::stores(&c.dir.path().join("data"), &workers);
     assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
+}
+
+/// What a cluster view says of the workers: the epoch, the master's pid
+/// and every worker's pid.
+fn workers_of(view: &Json) -> (u64, u64, Vec<u64>) {
+    let mut pids: Vec<u64> = view["workers"]
+        .as_array()
+        .map(|w| w.iter().filter_map(|w| w["pid"].as_u64()).collect())
+        .unwrap_or_default();
+    pids.sort_unstable();
+    let epoch = view["epoch"].as_u64().unwrap_or(0);
+    (epoch, view["master"].as_u64().unwrap_or(0), pids)
+}
+
+fn kinds(view: &Json) -> Vec<String> {
+    view["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// With the Docker runtime the workers outlive the orchestrator that
+/// started them. The leading orchestrator is paused (SIGSTOP) past its
+/// session: the other takes the lead and the containers over, and acts
+/// (a master it kills is replaced by an election and a new container).
+/// The paused one, resumed, finds its lease run out and its session
+/// ended: it lets go and changes nothing (no election, no worker started
+/// or killed, the containers left running), and both serve on.
+#[actix::test]
+async fn a_paused_leading_orchestrator_resumed_late_changes_nothing() {
+    let Some(c) = Cluster::new() else {
+        return;
+    };
+    let Some((docker, image)) = suite::docker_image().await else {
+        return;
+    };
+    let docker_args = ["--runtime", "docker", "--image", image.as_str()];
+    let a = c.orchestrator_with(&docker_args);
+    let b = c.orchestrator_with(&docker_args);
+    let cluster = {
+        let v = cluster_view(&a).await.expect("a view");
+        u64::from_str_radix(v["cluster"].as_str().expect("an id"), 16).expect("hex")
+    };
+    eventually(
+        "the first orchestrator to lead, listed by both",
+        DEADLINE,
+        || async {
+            leader_pid(&b).await == Some(u64::from(a.pid()))
+                && leader_pid(&a).await == Some(u64::from(a.pid()))
+        },
+    )
+    .await;
+    let (epoch, master, pids) = workers_of(&cluster_view(&b).await.expect("a view"));
+    assert_eq!(pids.len(), 3);
+    a.signal(libc::SIGSTOP);
+    // The other takes the lead and the very same containers.
+    eventually("the other orchestrator to lead", DEADLINE, || {
+        leads_a_settled_cluster(&b, 3)
+    })
+    .await;
+    let v = cluster_view(&b).await.expect("a view");
+    assert_eq!(workers_of(&v), (epoch, master, pids.clone()), "{v}");
+    // It acts: the master it kills is replaced.
+    let r = http()
+        .post(format!("{}/api/v1/crash/master", b.url))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(r.status(), 200);
+    eventually("a new master and a replacement", DEADLINE, || async {
+        let v = cluster_view(&b).await.unwrap_or_default();
+        let (e, m, p) = workers_of(&v);
+        e > epoch && m != master && p.len() == 3 && leads_a_settled_cluster(&b, 3).await
+    })
+    .await;
+    let settled = workers_of(&cluster_view(&b).await.expect("a view"));
+    a.signal(libc::SIGCONT);
+    eventually("the resumed orchestrator to let go", DEADLINE, || async {
+        let v = cluster_view(&a).await.unwrap_or_default();
+        v["leading"] == json!(false) && kinds(&v).iter().any(|k| k == "resigned")
+    })
+    .await;
+    eventually("the resumed orchestrator to follow", DEADLINE, || async {
+        leader_pid(&a).await == Some(u64::from(b.pid()))
+    })
+    .await;
+    // Nothing changed: the same master, epoch and workers, and nothing
+    // started, elected or killed by the resumed one.
+    let after = cluster_view(&a).await.expect("a view");
+    let resumed: Vec<String> = kinds(&after)
+        .into_iter()
+        .skip_while(|k| k != "resigned")
+        .collect();
+    assert!(
+        resumed.iter().all(|k| k == "resigned"),
+        "the resumed orchestrator acted: {after}"
+    );
+    let v = cluster_view(&b).await.expect("a view");
+    assert_eq!(workers_of(&v), settled, "{v}");
+    assert!(leads_a_settled_cluster(&b, 3).await, "{v}");
+    // Both serve.
+    for (i, o) in [&a, &b].into_iter().enumerate() {
+        let user = json!({"op": "insert", "table": "users",
+                          "row": {"username": format!("after{i}"), "password": PASSWORD}});
+        db_write(o, user).await;
+    }
+    assert_eq!(count_users(&a).await, 2);
+    // The follower leaves the containers to the leader; the last one
+    // stops them.
+    for o in [a, b] {
+        o.signal(libc::SIGTERM);
+        let mut o = o;
+        let status = o.child.wait().expect("its exit");
+        assert!(status.success(), "{}", o.log());
+    }
+    let left = running_containers(&docker, cluster).await;
+    for name in &left {
+        let _ = docker
+            .remove_container(
+                name.trim_start_matches('/'),
+                Some(
+                    bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                        .force(true)
+                        .build(),
+                ),
+            )
+            .await;
+    }
+    assert!(left.is_empty(), "containers left running: {left:?}");
+}
+
+/// The names of the running containers of `cluster`.
+async fn running_containers(docker: &bollard::Docker, cluster: u64) -> Vec<String> {
+    let filters = std::collections::HashMap::from([
+        (
+            "label".to_owned(),
+            vec![format!("dbaas.cluster={cluster:016x}")],
+        ),
+        ("status".to_owned(), vec!["running".to_owned()]),
+    ]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .expect("containers listed")
+        .into_iter()
+        .flat_map(|c| c.names.unwrap_or_default())
+        .collect()
 }

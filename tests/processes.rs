@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbaas::actors::watcher::StopWatching;
+use dbaas::actors::watcher::{Resign, StopWatching};
 use dbaas::broker::{Message, WRITE_Q};
 use dbaas::model::wire::{self, MasterRequest, Stamp, WriteRequest};
 use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp, WriteResult};
@@ -283,6 +283,9 @@ async fn a_new_cluster_on_a_used_virtual_host_keeps_only_its_own_rows() {
     assert!(left["writeQ"] >= 20 && left[&replies] >= 20, "{left:?}");
     assert!(left["sync.2"] >= 1 && left["sync.3"] >= 1, "{left:?}");
     let old_id = old.cluster;
+    // Its coordinator session ends, as the process's would: a fresh data
+    // directory joins a cluster only while orchestrators serve it.
+    old.watcher.send(Resign).await.unwrap();
     drop(old);
 
     // A fresh data directory on the same virtual host and ZooKeeper root:

@@ -16,8 +16,8 @@ mod coord_io;
 mod lead;
 
 pub use api::{
-    CrashMaster, CrashSlave, GetCluster, GetStanding, Note, ReserveId, Resign, Retiring,
-    SetHungAfter, Standing, StopWatching,
+    CountOthers, CrashMaster, CrashSlave, GetCluster, GetStanding, Note, ReserveId, Resign,
+    Retiring, SetHungAfter, Standing, StopWatching,
 };
 pub use lead::{Me, OrchestratorView};
 

@@ -242,3 +242,27 @@ impl Handler<Resign> for ElectionWatcher {
         })
     }
 }
+
+/// How many other orchestrators serve the cluster now, as the coordinator
+/// says (the cached list when it cannot be asked).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountOthers;
+
+impl Handler<CountOthers> for ElectionWatcher {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _: CountOthers, _ctx: &mut Context<Self>) -> Self::Result {
+        let cached = self.lead.orchestrators.len().saturating_sub(1);
+        let Some(coord) = self.coord.clone() else {
+            return Box::pin(async move { cached });
+        };
+        let mine = coord.session_id();
+        Box::pin(async move {
+            match coord_io::read_orchestrators(coord).await {
+                Ok((all, _)) => all.iter().filter(|o| o.session != mine).count(),
+                Err(_) => cached,
+            }
+        })
+    }
+}
