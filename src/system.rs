@@ -107,8 +107,9 @@ impl Cluster {
         workers_dir(data_dir)?;
         let connect = coordination.connector();
         let coord = connect().await?;
+        // Its session stays open (registered) until this orchestrator
+        // has registered for good (see `identity`).
         let id = identity(coord.as_ref(), data_dir).await?;
-        coord.close().await;
         let orch_broker = broker.clone();
         // Other orchestrators may acknowledge writes only where they can
         // join (ZooKeeper): only there must a strong read learn the
@@ -143,8 +144,9 @@ impl Cluster {
             lease,
             others_reads,
         };
-        cluster.wait_ready(START_DEADLINE).await?;
-        Ok(cluster)
+        let ready = cluster.wait_ready(START_DEADLINE).await;
+        coord.close().await;
+        ready.map(|()| cluster)
     }
 
     /// The epoch the elected master leads.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::coord::election::{CLUSTER, MASTER, ORCHESTRATORS};
+use crate::coord::election::{orchestrator_path, CLUSTER, MASTER, ORCHESTRATORS};
 use crate::coord::{CoordError, Coordinator, NodeKind};
 use crate::error::{Error, Result};
 
@@ -16,7 +16,19 @@ const IDENTITY_FILE: &str = "cluster-id";
 /// it joins the cluster if orchestrators serve it now (one more
 /// orchestrator needs no data of its own), and otherwise a new cluster
 /// takes the root over (and its `/master` goes).
+///
+/// The session `coord` is registered under `/orchestrators` first (a node
+/// without a record, which views skip), and should stay open until the
+/// orchestrator has registered for good: another orchestrator starting
+/// meanwhile then finds this one serving, and joins its cluster rather
+/// than taking the root over.
 pub(super) async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result<u64> {
+    coord.ensure(ORCHESTRATORS).await?;
+    let mine = orchestrator_path(coord.session_id());
+    match coord.create(&mine, b"", NodeKind::Ephemeral).await {
+        Ok(()) | Err(CoordError::NodeExists) => {}
+        Err(e) => return Err(e.into()),
+    }
     let file = data_dir.join(IDENTITY_FILE);
     let ours = match std::fs::read_to_string(&file) {
         Ok(text) => Some(parse_identity(text.trim())?),
@@ -25,6 +37,9 @@ pub(super) async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result
     };
     let theirs = coord.get(CLUSTER).await?;
     let theirs = theirs.map(|n| String::from_utf8_lossy(&n.data).into_owned());
+    // Nothing here yet: an orchestrator started at the same moment may
+    // make the cluster first, and then this one joins it.
+    let first = ours.is_none() && theirs.is_none();
     let id = match (ours, theirs) {
         (Some(id), Some(t)) if parse_identity(&t).ok() == Some(id) => return Ok(id),
         (Some(id), Some(t)) => {
@@ -54,6 +69,13 @@ pub(super) async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result
         .create(CLUSTER, text.as_bytes(), NodeKind::Persistent)
         .await
     {
+        Err(CoordError::NodeExists) if first => {
+            let made = coord.get(CLUSTER).await?.map(|n| n.data);
+            let made = made.ok_or_else(|| Error::Unavailable("/cluster went meanwhile".into()))?;
+            let id = parse_identity(String::from_utf8_lossy(&made).trim())?;
+            std::fs::write(&file, format!("{id:016x}\n"))?;
+            return Ok(id);
+        }
         Err(CoordError::NodeExists) => {
             coord.set(CLUSTER, text.as_bytes(), None).await?;
         }
@@ -62,10 +84,13 @@ pub(super) async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result
     Ok(id)
 }
 
-/// Whether any orchestrator is registered (its session alive).
+/// Whether another orchestrator is registered (its session alive).
 async fn serving(coord: &dyn Coordinator) -> Result<bool> {
+    let mine = orchestrator_path(coord.session_id());
     match coord.children(ORCHESTRATORS).await {
-        Ok(children) => Ok(!children.is_empty()),
+        Ok(children) => Ok(children
+            .iter()
+            .any(|c| format!("{ORCHESTRATORS}/{c}") != mine)),
         Err(CoordError::NoNode) => Ok(false),
         Err(e) => Err(e.into()),
     }
@@ -101,5 +126,36 @@ mod tests {
         // The first directory on that root now: refused.
         assert!(identity(&coord, dir.path()).await.is_err());
         assert!(parse_identity("0").is_err() && parse_identity("zz").is_err());
+    }
+
+    #[actix::test]
+    async fn a_new_directory_joins_a_cluster_orchestrators_serve() {
+        let server = InProcServer::new();
+        let coord = server.connect("/a").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let id = identity(&coord, dir.path()).await.unwrap();
+        // Another orchestrator's session, registered.
+        let other = server.connect("/a").unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        assert_eq!(identity(&other, fresh.path()).await.unwrap(), id);
+        // Kept in its file: the same cluster next time, served or not.
+        coord.close().await;
+        assert_eq!(identity(&other, fresh.path()).await.unwrap(), id);
+    }
+
+    #[actix::test]
+    async fn orchestrators_started_at_once_on_a_fresh_root_agree() {
+        let server = InProcServer::new();
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let coords: Vec<_> = (0..3).map(|_| server.connect("/a").unwrap()).collect();
+        let ids = futures::future::join_all(
+            coords
+                .iter()
+                .zip(&dirs)
+                .map(|(c, d)| identity(c, d.path())),
+        )
+        .await;
+        let ids: Vec<u64> = ids.into_iter().map(Result::unwrap).collect();
+        assert!(ids.iter().all(|&i| i == ids[0]), "{ids:?}");
     }
 }
