@@ -63,7 +63,11 @@ fn start(exe: &Path, args: &[&str], log: &Path) -> (Node, String) {
             }
         }
     }
-    assert!(!url.is_empty(), "{args:?} did not start; see {}", log.display());
+    assert!(
+        !url.is_empty(),
+        "{args:?} did not start; see {}",
+        log.display()
+    );
     (Node(child), url)
 }
 
@@ -161,7 +165,13 @@ async fn main() {
     let (_users, users) = service("users");
     let (_rides, rides) = service("rides");
     let gw_args = [
-        "gateway", "--addr", "127.0.0.1:0", "--users", &users, "--rides", &rides,
+        "gateway",
+        "--addr",
+        "127.0.0.1:0",
+        "--users",
+        &users,
+        "--rides",
+        &rides,
     ];
     let (_gateway, gateway) = start(&exe, &gw_args, &log_path("gateway"));
     let http = reqwest::Client::builder()
@@ -207,7 +217,10 @@ async fn main() {
             if let Some(i) = found {
                 break i;
             }
-            assert!(Instant::now() < deadline, "round {round}: no settled leader");
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no settled leader"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let other = 1 - leader;

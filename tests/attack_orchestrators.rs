@@ -376,7 +376,6 @@ fn kinds(view: &Json) -> Vec<String> {
         .unwrap_or_default()
 }
 
-
 /// A loopback address with a port free right now.
 fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
@@ -410,7 +409,10 @@ async fn wait_settled(orchs: &[Option<Node>], workers: usize) -> usize {
         if let Some(i) = settled_leader(orchs, workers).await {
             return i;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for a settled cluster");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for a settled cluster"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -484,7 +486,10 @@ async fn the_leader_killed_again_and_again_under_load_loses_nothing_and_fails_no
         .iter()
         .map(|a| Some(c.orchestrator_at(a, &[])))
         .collect();
-    let urls: Vec<String> = orchs.iter().map(|o| o.as_ref().unwrap().url.clone()).collect();
+    let urls: Vec<String> = orchs
+        .iter()
+        .map(|o| o.as_ref().unwrap().url.clone())
+        .collect();
     let front = c.front_over(&urls);
     let gateway = &front[2];
     let load = Load::start(&gateway.url, 4, 2);
@@ -492,7 +497,10 @@ async fn the_leader_killed_again_and_again_under_load_loses_nothing_and_fails_no
     for round in 0..4 {
         let l = wait_settled(&orchs, 3).await;
         let t = Instant::now();
-        eprintln!("round {round}: killing orchestrator {l} (acked {})", load.acked());
+        eprintln!(
+            "round {round}: killing orchestrator {l} (acked {})",
+            load.acked()
+        );
         orchs[l] = None; // SIGKILL
         let other = orchs[1 - l].as_ref().unwrap();
         eventually("the other to lead a settled cluster", DEADLINE, || {
@@ -510,7 +518,10 @@ async fn the_leader_killed_again_and_again_under_load_loses_nothing_and_fails_no
     assert_eq!(failed, 0, "requests failed");
     let mut leader = None;
     for o in &orchs {
-        if cluster_view(o).await.is_some_and(|v| v["leading"] == json!(true)) {
+        if cluster_view(o)
+            .await
+            .is_some_and(|v| v["leading"] == json!(true))
+        {
             leader = Some(o.pid());
         }
     }
@@ -552,7 +563,12 @@ async fn the_leader_paused_around_its_lease_edge_again_and_again() {
     let orchs: Vec<Node> = orchs.into_iter().flatten().collect();
     for o in &orchs {
         let v = cluster_view(o).await.unwrap_or_default();
-        eprintln!("orchestrator {}: totals {} events {}", o.pid(), v["totals"], v["events"]);
+        eprintln!(
+            "orchestrator {}: totals {} events {}",
+            o.pid(),
+            v["totals"],
+            v["events"]
+        );
     }
     let logs: String = orchs.iter().map(Node::log).collect();
     assert!(panics(&logs).is_empty(), "{:?}", panics(&logs));
@@ -579,7 +595,10 @@ async fn three_orchestrators_started_at_once_agree_on_one_cluster_and_one_leader
             std::thread::spawn(move || c.orchestrator())
         })
         .collect();
-    let orchs: Vec<Node> = starts.into_iter().map(|t| t.join().expect("started")).collect();
+    let orchs: Vec<Node> = starts
+        .into_iter()
+        .map(|t| t.join().expect("started"))
+        .collect();
     eventually("every orchestrator to list three", DEADLINE, || async {
         for o in &orchs {
             let v = cluster_view(o).await.unwrap_or_default();
@@ -597,7 +616,10 @@ async fn three_orchestrators_started_at_once_agree_on_one_cluster_and_one_leader
         ids.push(v["cluster"].as_str().unwrap_or_default().to_owned());
         leading += usize::from(v["leading"] == json!(true));
     }
-    assert!(ids.iter().all(|i| *i == ids[0]), "cluster ids differ: {ids:?}");
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "cluster ids differ: {ids:?}"
+    );
     assert_eq!(leading, 1, "orchestrators leading");
     let opts: Vec<Option<Node>> = orchs.into_iter().map(Some).collect();
     eventually("a settled cluster", DEADLINE, || async {
@@ -658,7 +680,10 @@ async fn a_strong_read_through_b_sees_a_write_acked_by_a_while_a_slave_is_paused
     // It may have been taken for hung, killed and started again by now.
     // SAFETY: kill(2) has no memory effects.
     unsafe { libc::kill(slave as libc::pid_t, libc::SIGCONT) };
-    assert!(stale.is_empty(), "strong reads missed acknowledged writes: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "strong reads missed acknowledged writes: {stale:?}"
+    );
 }
 
 /// Which of `orchs` says it leads (settled or not), by index.
@@ -697,7 +722,11 @@ async fn the_leader_paused_past_its_session_with_its_workers_running_on() {
         let l = wait_settled(&orchs, 3).await;
         let node = orchs[l].as_ref().unwrap();
         let pause = Duration::from_millis(1500 + 1000 * round);
-        eprintln!("round {round}: pausing {} for {pause:?} (acked {})", node.pid(), load.acked());
+        eprintln!(
+            "round {round}: pausing {} for {pause:?} (acked {})",
+            node.pid(),
+            load.acked()
+        );
         node.signal(libc::SIGSTOP);
         std::thread::sleep(pause); // the fault's length, not a synchronisation
         node.signal(libc::SIGCONT);
@@ -711,7 +740,12 @@ async fn the_leader_paused_past_its_session_with_its_workers_running_on() {
     let orchs: Vec<Node> = orchs.into_iter().flatten().collect();
     for o in &orchs {
         let v = cluster_view(o).await.unwrap_or_default();
-        eprintln!("orchestrator {}: totals {} events {}", o.pid(), v["totals"], v["events"]);
+        eprintln!(
+            "orchestrator {}: totals {} events {}",
+            o.pid(),
+            v["totals"],
+            v["events"]
+        );
     }
     let logs: String = orchs.iter().map(Node::log).collect();
     assert!(panics(&logs).is_empty(), "{:?}", panics(&logs));
@@ -736,14 +770,19 @@ async fn the_master_and_the_leader_killed_at_once_under_load() {
         .iter()
         .map(|a| Some(c.orchestrator_at(a, &[])))
         .collect();
-    let urls: Vec<String> = orchs.iter().map(|o| o.as_ref().unwrap().url.clone()).collect();
+    let urls: Vec<String> = orchs
+        .iter()
+        .map(|o| o.as_ref().unwrap().url.clone())
+        .collect();
     let front = c.front_over(&urls);
     let gateway = &front[2];
     let load = Load::start(&gateway.url, 4, 2);
     load.more(50).await;
     for round in 0..3 {
         let l = wait_settled(&orchs, 3).await;
-        let v = cluster_view(orchs[l].as_ref().unwrap()).await.expect("a view");
+        let v = cluster_view(orchs[l].as_ref().unwrap())
+            .await
+            .expect("a view");
         let master = v["master"].as_u64().expect("a master");
         eprintln!("round {round}: killing master {master} and orchestrator {l}");
         suite::signal(master, libc::SIGKILL);
@@ -782,7 +821,10 @@ async fn the_next_leader_killed_while_it_starts_the_workers() {
         .iter()
         .map(|a| Some(c.orchestrator_at(a, &[])))
         .collect();
-    let urls: Vec<String> = orchs.iter().map(|o| o.as_ref().unwrap().url.clone()).collect();
+    let urls: Vec<String> = orchs
+        .iter()
+        .map(|o| o.as_ref().unwrap().url.clone())
+        .collect();
     let front = c.front_over(&urls);
     let gateway = &front[2];
     let load = Load::start(&gateway.url, 4, 2);
@@ -834,8 +876,7 @@ fn worker_processes(data: &Path) -> Vec<String> {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.get(1).is_some_and(|a| a == "worker") && args.iter().any(|a| a.contains(&data))
-        {
+        if args.get(1).is_some_and(|a| a == "worker") && args.iter().any(|a| a.contains(&data)) {
             // A zombie has an empty cmdline, so this one runs.
             found.push(args.join(" "));
         }
@@ -844,7 +885,11 @@ fn worker_processes(data: &Path) -> Vec<String> {
 }
 
 /// Strong reads through `orch` in a loop until stopped.
-fn read_through(orch: &Node, stop: Arc<AtomicBool>, failed: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+fn read_through(
+    orch: &Node,
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
     let url = format!("{}/api/v1/db/read?consistency=strong", orch.url);
     actix::spawn(async move {
         let http = http();
@@ -889,15 +934,26 @@ async fn only_the_leader_scales_and_a_paused_one_starts_no_extra_workers() {
         return;
     };
     let scale = [
-        "--scale-window", "2", "--reads-per-slave", "40", "--min-slaves", "2",
-        "--max-slaves", "4", "--max-step", "2",
+        "--scale-window",
+        "2",
+        "--reads-per-slave",
+        "40",
+        "--min-slaves",
+        "2",
+        "--max-slaves",
+        "4",
+        "--max-step",
+        "2",
     ];
     let a = c.orchestrator_with(&scale);
     let b = c.orchestrator_with(&scale);
     let orchs = [Some(a), Some(b)];
     let first = wait_settled(&orchs, 3).await;
     let data = c.dir.path().join("data");
-    let (stop, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (stop, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     // Reads only through the follower: the leader must count them.
     let follower = orchs[1 - first].as_ref().unwrap();
     let mut readers: Vec<_> = (0..3)
@@ -907,14 +963,23 @@ async fn only_the_leader_scales_and_a_paused_one_starts_no_extra_workers() {
     let deadline = Instant::now() + DEADLINE;
     loop {
         most = most.max(worker_processes(&data).len());
-        let v = cluster_view(orchs[first].as_ref().unwrap()).await.unwrap_or_default();
+        let v = cluster_view(orchs[first].as_ref().unwrap())
+            .await
+            .unwrap_or_default();
         if v["workers"].as_array().map_or(0, Vec::len) > 3 {
             break;
         }
-        assert!(Instant::now() < deadline, "the leader never scaled up on the follower's reads: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "the leader never scaled up on the follower's reads: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    readers.push(read_through(orchs[first].as_ref().unwrap(), stop.clone(), failed.clone()));
+    readers.push(read_through(
+        orchs[first].as_ref().unwrap(),
+        stop.clone(),
+        failed.clone(),
+    ));
     // Pauses around the lease edge while reads come through both.
     for round in 0..6 {
         let l = wait_settled_any(&orchs).await;
@@ -960,7 +1025,12 @@ async fn only_the_leader_scales_and_a_paused_one_starts_no_extra_workers() {
     let mut bad = Vec::new();
     for o in orchs.iter().flatten() {
         let v = cluster_view(o).await.unwrap_or_default();
-        eprintln!("orchestrator {}: totals {} events {}", o.pid(), v["totals"], v["events"]);
+        eprintln!(
+            "orchestrator {}: totals {} events {}",
+            o.pid(),
+            v["totals"],
+            v["events"]
+        );
         bad.extend(scaled_while_following(&v));
     }
     let logs: String = orchs.iter().flatten().map(Node::log).collect();
@@ -982,7 +1052,10 @@ async fn only_the_leader_scales_and_a_paused_one_starts_no_extra_workers() {
         }
     }
     eprintln!("most worker processes seen at once: {most}");
-    assert!(over.is_empty(), "more slaves than --max-slaves 4: {over:#?}");
+    assert!(
+        over.is_empty(),
+        "more slaves than --max-slaves 4: {over:#?}"
+    );
     assert_eq!(failed.load(Ordering::Relaxed), 0, "reads failed");
 }
 
@@ -995,7 +1068,10 @@ async fn wait_settled_any(orchs: &[Option<Node>]) -> usize {
                 return i;
             }
         }
-        assert!(Instant::now() < deadline, "timed out waiting for a settled cluster");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for a settled cluster"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -1015,13 +1091,22 @@ async fn a_leader_again_scales_on_the_workers_before_they_are_up() {
         return;
     };
     let scale = [
-        "--scale-window", "1", "--reads-per-slave", "1000000", "--min-slaves", "2",
-        "--max-slaves", "2",
+        "--scale-window",
+        "1",
+        "--reads-per-slave",
+        "1000000",
+        "--min-slaves",
+        "2",
+        "--max-slaves",
+        "2",
     ];
     let a = c.orchestrator_with(&scale);
     let b = c.orchestrator_with(&scale);
     let orchs = [Some(a), Some(b)];
-    let (stop, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (stop, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let readers: Vec<_> = orchs
         .iter()
         .flatten()

@@ -54,6 +54,19 @@ impl Lease {
         self.until.fetch_max(until, Ordering::AcqRel);
     }
 
+    /// Valid until `other` runs out (or longer, if it already was).
+    pub fn extend_as(&self, other: &Lease) {
+        let until = other.until.load(Ordering::Acquire);
+        if until == 0 {
+            return;
+        }
+        let end = other
+            .base
+            .checked_add(Duration::from_nanos(until))
+            .map_or(u64::MAX, |t| self.nanos(t));
+        self.until.fetch_max(end.max(1), Ordering::AcqRel);
+    }
+
     /// Not valid from now on, until extended again.
     pub fn revoke(&self) {
         self.until.store(0, Ordering::Release);

@@ -65,6 +65,8 @@ pub struct Scaler {
     others: ReadCounter,
     /// Held while this orchestrator leads: only then does it scale.
     lease: Arc<Lease>,
+    /// Whether it led at the last poll.
+    leading: bool,
     runtime: Arc<dyn WorkerRuntime>,
     watcher: Addr<ElectionWatcher>,
     /// The core's clock: Unix milliseconds at the start, then monotonic
@@ -95,12 +97,25 @@ impl Scaler {
             reads,
             others,
             lease,
+            leading: false,
             runtime,
             watcher,
             epoch: (Instant::now(), now_ms()),
             next_ticket: 0,
             asked: HashMap::new(),
             stopping: Vec::new(),
+        }
+    }
+
+    /// This orchestrator begins to lead (again): what an earlier spell
+    /// of leading left (a window under way, decisions it could not carry
+    /// out) is dropped, and the first window starts now, on the workers
+    /// it has just brought up.
+    fn begin_leading(&mut self) {
+        self.core = ScalerCore::new(*self.core.policy());
+        for (_, tx) in self.asked.drain() {
+            let e = Error::Unavailable("leadership changed; ask again".into());
+            let _ = tx.send(Err(e));
         }
     }
 
@@ -292,7 +307,12 @@ impl Actor for Scaler {
         );
         ctx.run_interval(POLL, |act, ctx| {
             // Another orchestrator scales while this one does not lead.
-            if act.lease.valid() {
+            let leads = act.lease.valid();
+            if leads && !act.leading {
+                act.begin_leading();
+            }
+            act.leading = leads;
+            if leads {
                 let reads = act.all_reads();
                 act.feed(ctx, Input::Tick { reads });
             }
@@ -316,6 +336,10 @@ impl Handler<ScaleNow> for Scaler {
                 "this orchestrator does not lead; the leading one scales".into(),
             );
             return Box::pin(async move { Err(e) });
+        }
+        if !self.leading {
+            self.begin_leading();
+            self.leading = true;
         }
         let (tx, rx) = oneshot::channel();
         let ticket = self.next_ticket;

@@ -148,13 +148,9 @@ mod tests {
         let server = InProcServer::new();
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let coords: Vec<_> = (0..3).map(|_| server.connect("/a").unwrap()).collect();
-        let ids = futures::future::join_all(
-            coords
-                .iter()
-                .zip(&dirs)
-                .map(|(c, d)| identity(c, d.path())),
-        )
-        .await;
+        let ids =
+            futures::future::join_all(coords.iter().zip(&dirs).map(|(c, d)| identity(c, d.path())))
+                .await;
         let ids: Vec<u64> = ids.into_iter().map(Result::unwrap).collect();
         assert!(ids.iter().all(|&i| i == ids[0]), "{ids:?}");
     }

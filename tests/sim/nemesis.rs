@@ -130,7 +130,8 @@ fn fault(w: &mut World, rng: &mut fastrand::Rng) {
     if live.is_empty() {
         return;
     }
-    match rng.u8(0..10) {
+    match rng.u8(0..11) {
+        10 => w.another_orchestrator_leads(),
         9 => {
             let slaves = w.slaves();
             if !slaves.is_empty() {

@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use dbaas::core::orchestrator::{Effect, OrchestratorCore, Outgoing};
 use dbaas::core::replica::{Delivered, Input};
+use dbaas::core::watcher::{Input as WatcherInput, WatcherCore};
 use dbaas::model::wire::{Reply, Stamp};
 use dbaas::model::{Consistency, WriteReply, WriteResult};
 
@@ -441,5 +442,48 @@ impl World {
         self.reads_state.number.clear();
         self.reads_state.again.clear();
         self.orch_effects();
+    }
+
+    /// The leading orchestrator dies, or is paused past its lease, and
+    /// another takes the lead, as `actors::watcher::lead` does: the
+    /// orchestrator core starts afresh (what it knew is gone) and the
+    /// writes its clients had under way are sent again through it under
+    /// the same numbers (the services move on to another orchestrator with
+    /// the same idempotency key); the watcher and the Scaler start from
+    /// fresh cores, on what the coordinator and the runtime say now; and
+    /// nothing the old leader had under way reaches them (its lease ran
+    /// out: what it decided is not carried out, what it was told is lost).
+    pub fn another_orchestrator_leads(&mut self) {
+        self.log("another orchestrator takes the lead".into());
+        let retried: Vec<u64> = self
+            .write_attempts
+            .keys()
+            .copied()
+            .filter(|&w| !self.is_restore(w))
+            .collect();
+        self.restart_orchestrator();
+        self.reads_state.gated.extend(retried);
+        self.pump_gate();
+        self.inbox.clear();
+        let expect = self.workers.values().filter(|w| !w.retired).count();
+        let expect = expect.max(self.setup.slaves + 1);
+        let mut core = WatcherCore::new(expect, self.now).with_succession(self.rule.clone());
+        core.set_hung_after(self.setup.hung_after);
+        self.watcher = core;
+        if let Some(s) = &mut self.scaler {
+            *s = dbaas::core::scaler::ScalerCore::new(*s.policy());
+            self.scaler_inbox.clear();
+        }
+        let running = self.running();
+        let record = self.master.map(|m| (m, self.version));
+        let view = self.view();
+        for input in [
+            WatcherInput::Connected,
+            WatcherInput::Master(record),
+            WatcherInput::View(view),
+        ] {
+            let effects = self.watcher.on(input, self.now, &running);
+            self.carry_out(effects);
+        }
     }
 }

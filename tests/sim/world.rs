@@ -367,6 +367,9 @@ pub struct World {
     pub answered_log: Vec<u64>,
     pub next_read: u64,
     pub reads_state: super::orch::Reads,
+    /// The election rule a watcher core starts with (a planted bug, in
+    /// tests of the checker): a new leading orchestrator's too.
+    pub rule: Succession,
     pub trace: Vec<Event>,
 }
 
@@ -390,7 +393,7 @@ impl World {
             master: None,
             version: 0,
             coord_down_until: None,
-            watcher: WatcherCore::new(setup.slaves + 1, 0).with_succession(succession),
+            watcher: WatcherCore::new(setup.slaves + 1, 0).with_succession(succession.clone()),
             inbox: Vec::new(),
             starts: Vec::new(),
             scaler: None,
@@ -410,6 +413,7 @@ impl World {
             answered_log: Vec::new(),
             next_read: 0,
             reads_state: super::orch::Reads::default(),
+            rule: succession,
             trace: Vec::new(),
             setup,
         };

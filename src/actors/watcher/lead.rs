@@ -47,7 +47,9 @@ pub struct Me {
     /// The others' client reads, added up as their nodes tell them (for
     /// the Scaler).
     pub others: ReadCounter,
-    /// Valid while it leads (the Scaler acts only then).
+    /// Valid while its watcher acts: it leads, its workers are up and its
+    /// own lease is valid (the Scaler acts only then, on a view of the
+    /// workers this leader brought up).
     pub lease: Arc<Lease>,
     /// How many slaves it brings up when it begins to lead.
     pub slaves: usize,
@@ -70,6 +72,8 @@ pub(super) struct Lead {
     /// It leads with its workers up and a fresh core.
     pub ready: bool,
     pub lease: Arc<Lease>,
+    /// [`Me::lease`]: extended with `lease` only while `ready`.
+    acting: Arc<Lease>,
     contending: bool,
     startup: Option<SpawnHandle>,
     /// Why the last start-up failed.
@@ -88,7 +92,8 @@ pub(super) struct Lead {
 impl Lead {
     pub fn new(me: Me) -> Self {
         Lead {
-            lease: me.lease.clone(),
+            lease: Arc::new(Lease::new()),
+            acting: me.lease.clone(),
             others_reads: me.others.clone(),
             me,
             leading: false,
@@ -222,6 +227,7 @@ impl ElectionWatcher {
                     core.set_hung_after(act.hung_after);
                     act.core = core;
                     act.lead.ready = true;
+                    act.lead.acting.extend_as(&act.lead.lease);
                     act.lead.error = None;
                     act.step(ctx, Input::Connected);
                     act.refresh(ctx);
@@ -252,6 +258,7 @@ impl ElectionWatcher {
         self.lead.leading = false;
         self.lead.ready = false;
         self.lead.lease.revoke();
+        self.lead.acting.revoke();
         if let Some(h) = self.lead.startup.take() {
             ctx.cancel_future(h);
         }
@@ -285,7 +292,12 @@ impl ElectionWatcher {
             holds_lead(coord)
                 .into_actor(self)
                 .map(move |res, act, ctx| match res {
-                    Ok(true) => act.lead.lease.extend(asked, lease_span(timeout)),
+                    Ok(true) => {
+                        act.lead.lease.extend(asked, lease_span(timeout));
+                        if act.lead.ready {
+                            act.lead.acting.extend(asked, lease_span(timeout));
+                        }
+                    }
                     Ok(false) => act.let_go(ctx, "another orchestrator holds /leader"),
                     Err(_) => {} // the lease runs out by itself
                 }),
