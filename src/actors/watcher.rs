@@ -118,6 +118,8 @@ pub struct ElectionWatcher {
     /// This orchestrator, whether it leads, and the others.
     lead: Lead,
     hung_after: u64,
+    /// What `/succession` was last set to.
+    kept: crate::core::election::SuccessionRecord,
 }
 
 impl ElectionWatcher {
@@ -142,6 +144,7 @@ impl ElectionWatcher {
             born: Instant::now(),
             lead: Lead::new(me),
             hung_after: wcore::HUNG_AFTER_MS,
+            kept: Default::default(),
         }
     }
 
@@ -175,6 +178,25 @@ impl ElectionWatcher {
                 self.step_down(ctx, "its lease ran out");
             }
         }
+        self.keep_succession();
+    }
+
+    /// Keeps what the succession knows in the coordinator when it
+    /// changed (each election also keeps it first, see `run_election`).
+    fn keep_succession(&mut self) {
+        let now = self.core.succession();
+        if !self.acting() || now == self.kept {
+            return;
+        }
+        let Some(coord) = self.coord.clone() else {
+            return;
+        };
+        self.kept = now.clone();
+        actix::spawn(async move {
+            if let Err(e) = coord_io::keep_succession(coord, &now).await {
+                tracing::warn!(error = %e, "cannot keep the succession");
+            }
+        });
     }
 
     fn carry_out(&mut self, ctx: &mut Context<Self>, effect: Effect) {

@@ -23,6 +23,9 @@ pub const CLUSTER: &str = "/cluster";
 pub const ORCHESTRATORS: &str = "/orchestrators";
 /// The leading orchestrator.
 pub const LEADER: &str = "/leader";
+/// Which stores must be heard before anyone is elected (what the leading
+/// watcher's succession knows: `core::election::SuccessionRecord`).
+pub const SUCCESSION: &str = "/succession";
 
 /// The path of the node of the orchestrator whose session is `session`.
 pub fn orchestrator_path(session: u64) -> String {

@@ -108,7 +108,35 @@ pub struct Succession {
     mutation: Option<Mutation>,
 }
 
+/// What a [`Succession`] knows, as kept in the coordinator (`/succession`)
+/// so that a watcher that starts afresh (another orchestrator took the
+/// lead, or this one started again) knows which stores must be heard: a
+/// fresh one would otherwise take the cluster for a new one and elect any
+/// worker, over stores that hold acknowledged writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SuccessionRecord {
+    pub heirs: BTreeSet<u64>,
+    pub lost: BTreeSet<u64>,
+}
+
 impl Succession {
+    /// What it knows, to keep.
+    pub fn record(&self) -> SuccessionRecord {
+        SuccessionRecord {
+            heirs: self.heirs.clone(),
+            lost: self.lost.clone(),
+        }
+    }
+
+    /// Takes on what a record says besides what it knows (more heirs only
+    /// make an election wait for more stores; a master that leads clears
+    /// them).
+    pub fn inherit(&mut self, record: &SuccessionRecord) {
+        self.heirs.extend(&record.heirs);
+        self.lost
+            .extend(record.lost.iter().filter(|id| !self.heirs.contains(id)));
+    }
+
     /// With a planted bug (tests of the checker only).
     pub fn mutated(mutation: Mutation) -> Self {
         Succession {

@@ -222,6 +222,17 @@ impl WatcherCore {
         self
     }
 
+    /// What its succession knows, to keep in the coordinator.
+    pub fn succession(&self) -> crate::core::election::SuccessionRecord {
+        self.succession.record()
+    }
+
+    /// Takes on the succession a watcher before it kept: which stores
+    /// must be heard before anyone is elected over them.
+    pub fn inherit(&mut self, record: &crate::core::election::SuccessionRecord) {
+        self.succession.inherit(record);
+    }
+
     /// The cluster is shutting down.
     pub fn stopped(&self) -> bool {
         self.stopped

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::coord::election::{orchestrator_path, CLUSTER, MASTER, ORCHESTRATORS};
+use crate::coord::election::{orchestrator_path, CLUSTER, MASTER, ORCHESTRATORS, SUCCESSION};
 use crate::coord::{CoordError, Coordinator, NodeKind};
 use crate::error::{Error, Result};
 
@@ -57,9 +57,13 @@ pub(super) async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result
         (None, _) => {
             let id = fastrand::u64(1..);
             std::fs::write(&file, format!("{id:016x}\n"))?;
-            match coord.delete(MASTER, None).await {
-                Ok(()) | Err(CoordError::NoNode) => {}
-                Err(e) => return Err(e.into()),
+            // A new cluster: what an earlier one's watchers kept is not
+            // its history.
+            for path in [MASTER, SUCCESSION] {
+                match coord.delete(path, None).await {
+                    Ok(()) | Err(CoordError::NoNode) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             id
         }

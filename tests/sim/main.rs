@@ -464,10 +464,34 @@ fn seeds_that_once_failed_keep_every_promise() {
     // finished its drain at the fence; now a drain fails when the sync
     // consumer ends during it, or while the replica is not yet confirmed
     // current.
-    for seed in [834, 2942, 8156, 5437, 1472, 6955, 2989, 7890] {
+    // With another orchestrator taking the lead now and then (a fresh
+    // watcher core): 20, a worker killed just before the change was never
+    // started again (its death was the old leader's to act on); now the
+    // new leader starts every worker whose store is kept, as
+    // `runtime::ensure_workers` does. 2500, see below.
+    for seed in [834, 2942, 8156, 5437, 1472, 6955, 2989, 7890, 20, 2500] {
         if let Err(f) = nemesis::run(seed, Succession::default()) {
             panic!("{f}");
         }
+    }
+}
+
+/// Seed 2500: a master was lost and its promotee killed before it led;
+/// then another orchestrator took the lead. Its watcher, starting afresh,
+/// took the cluster for a new one (no master lost that it knew of) and
+/// elected a worker whose store lacked 22 acknowledged writes, over the
+/// lost master's store, which held them. Now every election first keeps
+/// the succession in `/succession`, and a new leader's watcher starts from
+/// it: it waits for that store.
+#[test]
+fn a_new_leading_orchestrator_waits_for_the_stores_its_predecessors_waited_for() {
+    let forgetful = nemesis::run_with(2500, Succession::default(), |s| {
+        s.forget_succession = true;
+    });
+    let f = forgetful.expect_err("a watcher without the succession elects over writes");
+    assert!(f.why.contains("missed writes acknowledged"), "{}", f.why);
+    if let Err(f) = nemesis::run(2500, Succession::default()) {
+        panic!("{f}");
     }
 }
 

@@ -469,10 +469,29 @@ impl World {
         let expect = expect.max(self.setup.slaves + 1);
         let mut core = WatcherCore::new(expect, self.now).with_succession(self.rule.clone());
         core.set_hung_after(self.setup.hung_after);
+        // Which stores an election must hear, as the watchers before it
+        // kept (`/succession`).
+        if !self.setup.forget_succession {
+            core.inherit(&self.kept);
+        }
         self.watcher = core;
         if let Some(s) = &mut self.scaler {
             *s = dbaas::core::scaler::ScalerCore::new(*s.policy());
             self.scaler_inbox.clear();
+        }
+        // It brings the workers up first (`runtime::ensure_workers`):
+        // every worker whose store is kept (not retired) and that does not
+        // run is started over it.
+        let down: Vec<u64> = self
+            .workers
+            .values()
+            .filter(|w| !w.alive && !w.retired)
+            .map(|w| w.id)
+            .filter(|id| !self.starts.iter().any(|(_, s, _)| s == id))
+            .collect();
+        for id in down {
+            self.log(format!("the new leader starts worker {id}"));
+            self.starts.push((self.now, id, 1));
         }
         let running = self.running();
         let record = self.master.map(|m| (m, self.version));

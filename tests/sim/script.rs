@@ -264,6 +264,7 @@ fn parse_setup(words: &[&str]) -> Result<Setup, String> {
                 })
             }
             "orchestrator" if v == "zero-head" => s.zero_head = true,
+            "leader" if v == "forgets-succession" => s.forget_succession = true,
             "orchestrator" if v == "read-index" => {
                 s.read_index = true;
                 s.reads_see_every_answer = true;

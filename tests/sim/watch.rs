@@ -55,6 +55,7 @@ impl World {
             let running = self.running();
             let effects = self.watcher.on(input, now, &running);
             self.carry_out(effects);
+            self.kept = self.watcher.succession();
         }
     }
 
@@ -68,6 +69,7 @@ impl World {
                     known,
                     leaving,
                 } => {
+                    self.kept = succession.record();
                     let outcome = self.election(dead, &succession, known, &leaving);
                     self.tell(Input::Elected(outcome), lag);
                 }

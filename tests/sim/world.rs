@@ -248,6 +248,10 @@ pub struct Setup {
     /// A bug planted in the orchestrator: started again, it takes the
     /// head to be 0.
     pub zero_head: bool,
+    /// A bug planted in the next leading orchestrator: its watcher starts
+    /// without the succession the ones before it kept (as every watcher
+    /// did before `/succession`).
+    pub forget_succession: bool,
     /// A bug planted in every replica.
     pub replica_mutation: Option<dbaas::core::replica::Mutation>,
     /// The orchestrator's windows: read and write batches unanswered.
@@ -279,6 +283,7 @@ impl Default for Setup {
             hung_after: 100,
             pipeline_mutation: None,
             zero_head: false,
+            forget_succession: false,
             replica_mutation: None,
             windows: (
                 dbaas::core::orchestrator::READ_WINDOW,
@@ -370,6 +375,9 @@ pub struct World {
     /// The election rule a watcher core starts with (a planted bug, in
     /// tests of the checker): a new leading orchestrator's too.
     pub rule: Succession,
+    /// What `/succession` holds: kept before each election and after
+    /// each step of the watcher.
+    pub kept: dbaas::core::election::SuccessionRecord,
     pub trace: Vec<Event>,
 }
 
@@ -414,6 +422,7 @@ impl World {
             next_read: 0,
             reads_state: super::orch::Reads::default(),
             rule: succession,
+            kept: Default::default(),
             trace: Vec::new(),
             setup,
         };

@@ -10,10 +10,10 @@ use super::ElectionWatcher;
 use crate::actors::FIRST_RETRY;
 use crate::coord::election::{
     self, orchestrator_path, MasterRecord, OrchestratorRecord, WorkerReport, LEADER, MASTER,
-    ORCHESTRATORS, WORKERS,
+    ORCHESTRATORS, SUCCESSION, WORKERS,
 };
 use crate::coord::{CoordError, Coordinator, NodeKind, WatchEvent};
-use crate::core::election::{ballot, Ballot, Succession};
+use crate::core::election::{ballot, Ballot, Succession, SuccessionRecord};
 use crate::error::{Error, Result};
 
 /// How many times an election reads and writes `/master` again when it
@@ -49,6 +49,9 @@ pub(super) async fn run_election(
     known: Option<i32>,
     leaving: BTreeSet<u64>,
 ) -> Result<((MasterRecord, i32), bool)> {
+    // Kept before anyone is elected on it: a watcher that starts afresh
+    // must know which stores to hear.
+    keep_succession(coord.clone(), &succession.record()).await?;
     let mut known = known;
     for _ in 0..ELECTION_TRIES {
         let view = read_view(coord.clone()).await?;
@@ -86,6 +89,34 @@ pub(super) async fn run_election(
     Err(Error::Unavailable(
         "/master kept changing during the election".into(),
     ))
+}
+
+/// Writes what the succession knows to `/succession`.
+pub(super) async fn keep_succession(
+    coord: Arc<dyn Coordinator>,
+    record: &SuccessionRecord,
+) -> Result<()> {
+    let data = election::encode(record);
+    match coord.set(SUCCESSION, &data, None).await {
+        Err(CoordError::NoNode) => {}
+        other => return other.map(drop).map_err(Into::into),
+    }
+    match coord.create(SUCCESSION, &data, NodeKind::Persistent).await {
+        Err(CoordError::NodeExists) => coord
+            .set(SUCCESSION, &data, None)
+            .await
+            .map(drop)
+            .map_err(Into::into),
+        other => other.map_err(Into::into),
+    }
+}
+
+/// What `/succession` says (nothing kept yet: empty).
+pub(super) async fn read_succession(coord: Arc<dyn Coordinator>) -> Result<SuccessionRecord> {
+    let node = coord.get(SUCCESSION).await?;
+    Ok(node
+        .and_then(|n| election::decode(&n.data))
+        .unwrap_or_default())
 }
 
 /// A path changed (`children`: its children) or the session ended.

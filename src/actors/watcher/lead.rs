@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-use super::coord_io::{contend, holds_lead, read_orchestrators, register};
+use super::coord_io::{contend, holds_lead, read_orchestrators, read_succession, register};
 use super::*;
 use crate::actors::lease::lease_span;
 use crate::coord::election::OrchestratorRecord;
@@ -214,7 +214,9 @@ impl ElectionWatcher {
         let (rt, cluster, slaves) = (self.runtime.clone(), self.cluster, self.lead.me.slaves);
         let up = async move {
             let history = coord.get(MASTER).await?.is_some();
-            runtime::ensure_workers(rt.as_ref(), cluster, slaves, history).await
+            let succession = read_succession(coord).await?;
+            let n = runtime::ensure_workers(rt.as_ref(), cluster, slaves, history).await?;
+            Ok::<_, crate::error::Error>((n, succession))
         };
         let handle = ctx.spawn(up.into_actor(self).map(|res, act, ctx| {
             act.lead.startup = None;
@@ -222,9 +224,13 @@ impl ElectionWatcher {
                 return;
             }
             match res {
-                Ok(expect) => {
+                Ok((expect, succession)) => {
                     let mut core = WatcherCore::new(expect, act.now());
                     core.set_hung_after(act.hung_after);
+                    // Which stores an election must hear, as the watchers
+                    // before it knew.
+                    core.inherit(&succession);
+                    act.kept = succession;
                     act.core = core;
                     act.lead.ready = true;
                     act.lead.acting.extend_as(&act.lead.lease);
