@@ -97,6 +97,7 @@
 
 pub mod messages;
 
+pub mod counter;
 pub mod lease;
 pub mod scaler;
 pub mod watcher;

@@ -13,7 +13,6 @@
 //! policy, the window under way and the last decision with its progress.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,25 +35,7 @@ use crate::runtime::{WorkerInfo, WorkerRuntime, WorkerSpec};
 /// a window, its end, slaves catching up are seen this soon).
 const POLL: Duration = Duration::from_millis(100);
 
-/// Client db reads, each request once: the orchestrator's handle counts,
-/// the Scaler reads the count (it only grows; the core keeps where each
-/// window began).
-#[derive(Clone, Debug, Default)]
-pub struct ReadCounter(Arc<AtomicU64>);
-
-impl ReadCounter {
-    pub fn add(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn add_n(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn peek(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+pub use super::counter::ReadCounter;
 
 /// Scales the slaves with the read load.
 pub struct Scaler {

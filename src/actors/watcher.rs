@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use super::lease::Lease;
 use super::messages::SetEpoch;
-use super::scaler::ReadCounter;
+use super::counter::ReadCounter;
 use super::worker::Connector;
 use super::{next_retry, now_ms, FIRST_RETRY};
 use crate::coord::election::{self, worker_path, MasterRecord, ReportedRole, MASTER, WORKERS};

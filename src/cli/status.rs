@@ -139,6 +139,20 @@ pub fn render(doc: &Value) -> String {
         num(&doc["orchestrator"]["last_acked_seq"]),
         doc["workers"].as_array().map_or(0, Vec::len),
     );
+    if let Some(orchs) = doc["orchestrators"].as_array().filter(|o| !o.is_empty()) {
+        let listed: Vec<String> = orchs
+            .iter()
+            .map(|o| {
+                let lead = if o["leading"] == Value::Bool(true) {
+                    " (leading)"
+                } else {
+                    ""
+                };
+                format!("{} pid {}{lead}", text(&o["addr"]), num(&o["pid"]))
+            })
+            .collect();
+        let _ = writeln!(out, "orchestrators: {}", listed.join(", "));
+    }
     let t = &doc["traffic"];
     if t.is_object() {
         let _ = writeln!(
@@ -247,10 +261,20 @@ mod tests {
             ],
             "totals": {"election": 3, "failover": 2, "death": 1},
             "orchestrator": {"last_acked_seq": 10, "in_flight": 0},
+            "orchestrators": [
+                {"pid": 7, "addr": "http://127.0.0.1:8090", "leading": true},
+                {"pid": 8, "addr": "http://127.0.0.1:8091", "leading": false}
+            ],
             "traffic": {"reads": {"rate": 12.5, "errors": 0, "p99_ms": 1.5}, "writes": {"rate": 2.0, "errors": 1, "p99_ms": null}},
             "queues": {"readQ": 0, "writeQ": 0, "responseQ.5f0c2a91d3b7e648": 0, "sync.2": 0, "sync.3": 7}
         });
         let out = render(&doc);
+        assert!(
+            out.contains(
+                "orchestrators: http://127.0.0.1:8090 pid 7 (leading), http://127.0.0.1:8091 pid 8"
+            ),
+            "{out}"
+        );
         assert!(
             out.contains("master pid 20  epoch 3  acked seq 10  workers 3"),
             "{out}"
