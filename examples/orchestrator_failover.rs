@@ -98,7 +98,7 @@ async fn settled(http: &reqwest::Client, orch: &str, workers: usize) -> bool {
         .as_array()
         .map(|w| w.iter().filter_map(|w| w["state"].as_str()).collect())
         .unwrap_or_default();
-    v["leading"] == json!(true)
+    v["acting"] == json!(true)
         && states.len() == workers
         && states.iter().filter(|s| **s == "leading").count() == 1
         && states.iter().all(|s| matches!(*s, "leading" | "serving"))

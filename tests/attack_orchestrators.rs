@@ -226,7 +226,7 @@ async fn leads_a_settled_cluster(orch: &Node, workers: usize) -> bool {
         .as_array()
         .map(|w| w.iter().filter_map(|w| w["state"].as_str()).collect())
         .unwrap_or_default();
-    v["leading"] == json!(true)
+    v["acting"] == json!(true)
         && states.len() == workers
         && states.iter().filter(|s| **s == "leading").count() == 1
         && states.iter().all(|s| matches!(*s, "leading" | "serving"))

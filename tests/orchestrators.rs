@@ -216,7 +216,7 @@ async fn leads_a_settled_cluster(orch: &Node, workers: usize) -> bool {
         .as_array()
         .map(|w| w.iter().filter_map(|w| w["state"].as_str()).collect())
         .unwrap_or_default();
-    v["leading"] == json!(true)
+    v["acting"] == json!(true)
         && states.len() == workers
         && states.iter().filter(|s| **s == "leading").count() == 1
         && states.iter().all(|s| matches!(*s, "leading" | "serving"))
@@ -504,6 +504,8 @@ async fn a_paused_leading_orchestrator_resumed_late_changes_nothing() {
         return;
     };
     let docker_args = ["--runtime", "docker", "--image", image.as_str()];
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("{:>6} ms  {what}", t0.elapsed().as_millis());
     let a = c.orchestrator_with(&docker_args);
     let b = c.orchestrator_with(&docker_args);
     let cluster = {
@@ -521,12 +523,14 @@ async fn a_paused_leading_orchestrator_resumed_late_changes_nothing() {
     .await;
     let (epoch, master, pids) = workers_of(&cluster_view(&b).await.expect("a view"));
     assert_eq!(pids.len(), 3);
+    phase("both up; pausing the leader");
     a.signal(libc::SIGSTOP);
     // The other takes the lead and the very same containers.
     eventually("the other orchestrator to lead", DEADLINE, || {
         leads_a_settled_cluster(&b, 3)
     })
     .await;
+    phase("the other leads");
     let v = cluster_view(&b).await.expect("a view");
     assert_eq!(workers_of(&v), (epoch, master, pids.clone()), "{v}");
     // It acts: the master it kills is replaced.
@@ -543,6 +547,7 @@ async fn a_paused_leading_orchestrator_resumed_late_changes_nothing() {
     })
     .await;
     let settled = workers_of(&cluster_view(&b).await.expect("a view"));
+    phase("failed over; resuming the paused one");
     a.signal(libc::SIGCONT);
     eventually("the resumed orchestrator to let go", DEADLINE, || async {
         let v = cluster_view(&a).await.unwrap_or_default();
@@ -553,6 +558,7 @@ async fn a_paused_leading_orchestrator_resumed_late_changes_nothing() {
         leader_pid(&a).await == Some(u64::from(b.pid()))
     })
     .await;
+    phase("the resumed one follows");
     // Nothing changed: the same master, epoch and workers, and nothing
     // started, elected or killed by the resumed one.
     let after = cluster_view(&a).await.expect("a view");
@@ -573,7 +579,9 @@ async fn a_paused_leading_orchestrator_resumed_late_changes_nothing() {
                           "row": {"username": format!("after{i}"), "password": PASSWORD}});
         db_write(o, user).await;
     }
+    phase("both wrote");
     assert_eq!(count_users(&a).await, 2);
+    phase("read");
     // The follower leaves the containers to the leader; the last one
     // stops them.
     for o in [a, b] {
@@ -581,6 +589,7 @@ async fn a_paused_leading_orchestrator_resumed_late_changes_nothing() {
         let mut o = o;
         let status = o.child.wait().expect("its exit");
         assert!(status.success(), "{}", o.log());
+        phase("one stopped");
     }
     let left = running_containers(&docker, cluster).await;
     for name in &left {

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde::Serialize;
 
+use super::counter::ReadCounter;
 use super::lease::Lease;
 use super::messages::SetEpoch;
-use super::counter::ReadCounter;
 use super::worker::Connector;
 use super::{next_retry, now_ms, FIRST_RETRY};
 use crate::coord::election::{self, worker_path, MasterRecord, ReportedRole, MASTER, WORKERS};
@@ -95,8 +95,11 @@ pub struct ClusterView {
     /// The Scaler's policy and last decision, when it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaler: Option<crate::core::scaler::ScalerView>,
-    /// Whether this orchestrator leads (its watcher and Scaler act).
+    /// Whether this orchestrator holds the lead.
     pub leading: bool,
+    /// Whether its watcher acts: it leads, with the workers it brought up
+    /// and a valid lease (until then a new leader only starts up).
+    pub acting: bool,
     /// Every orchestrator serving the cluster, as the coordinator lists
     /// them.
     pub orchestrators: Vec<OrchestratorView>,

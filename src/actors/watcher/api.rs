@@ -140,11 +140,18 @@ impl Handler<GetCluster> for ElectionWatcher {
             master: master.map(|m| m.pid),
             epoch: master.map_or(0, |m| m.epoch),
             workers,
-            starting: self.core.starting(),
+            // A watcher that does not act starts nothing (what its core
+            // decided was not carried out).
+            starting: if self.acting() {
+                self.core.starting()
+            } else {
+                0
+            },
             events: self.events.iter().cloned().collect(),
             totals: self.totals.clone(),
             scaler: None,
             leading: self.lead.leading,
+            acting: self.acting(),
             orchestrators: self.lead.views(),
         })
     }
