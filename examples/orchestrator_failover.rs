@@ -13,7 +13,7 @@
 //!
 //! `scripts/bench-orchestrators` runs it (it starts the services); by
 //! hand, after `cargo build --release --bins --examples`:
-//! `target/release/examples/orchestrator_failover AMQP_URL ZK_HOSTS [ROUNDS]`
+//! `target/release/examples/orchestrator_failover AMQP_URL ZK_HOSTS [ROUNDS] [process|docker]`
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -118,6 +118,9 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (amqp, zk) = (&args[1], &args[2]);
     let rounds: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(10);
+    // `docker`: the workers are containers (of `dbaas:latest`, which a
+    // static `dbaas` builds of itself), which outlive the orchestrators.
+    let docker = args.get(4).is_some_and(|m| m == "docker");
     let exe: PathBuf = std::env::current_exe()
         .expect("own path")
         .parent()
@@ -154,6 +157,12 @@ async fn main() {
             "--data-dir",
             &data,
         ];
+        let runtime: &[&str] = if docker {
+            &["--runtime", "docker"]
+        } else {
+            &[]
+        };
+        let args: Vec<&str> = args.iter().chain(runtime).copied().collect();
         start(&exe, &args, &log_path("orchestrator")).0
     };
     let mut orchs = [Some(orchestrator(0)), Some(orchestrator(1))];
@@ -294,5 +303,14 @@ async fn main() {
         );
     }
     println!("{acked} writes acknowledged, {errors} errors, {rounds} leader kills");
-    drop(orchs);
+    // Stopped cleanly, one after the other: the last stops the workers
+    // (containers outlive the others).
+    for o in orchs.into_iter().flatten() {
+        let mut o = o;
+        // SAFETY: kill(2) on our own child, not reaped yet.
+        unsafe {
+            libc::kill(o.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = o.0.wait();
+    }
 }

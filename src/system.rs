@@ -228,7 +228,15 @@ impl Cluster {
                 _ => break,
             }
         }
-        if others == 0 || !self.runtime.outlives_orchestrator() {
+        let outlive = self.runtime.outlives_orchestrator();
+        if outlive && others == 0 {
+            // The last one stops every worker of the cluster, those it
+            // had not taken on yet too (it may not have led).
+            if let Err(e) = self.runtime.adopt(self.cluster).await {
+                tracing::warn!(error = %e, "cannot take the workers on to stop them");
+            }
+        }
+        if others == 0 || !outlive {
             runtime::stop_all(self.runtime.as_ref()).await;
         }
         let _ = self.watcher.send(Resign).await;

@@ -512,6 +512,7 @@ async fn a_paused_leading_orchestrator_resumed_late_changes_nothing() {
         let v = cluster_view(&a).await.expect("a view");
         u64::from_str_radix(v["cluster"].as_str().expect("an id"), 16).expect("hex")
     };
+    let _cleanup = Containers(cluster);
     eventually(
         "the first orchestrator to lead, listed by both",
         DEADLINE,
@@ -626,4 +627,30 @@ async fn running_containers(docker: &bollard::Docker, cluster: u64) -> Vec<Strin
         .into_iter()
         .flat_map(|c| c.names.unwrap_or_default())
         .collect()
+}
+
+/// Removes the containers of a cluster however the test ends (a failed
+/// one leaves them running otherwise: they outlive the orchestrators).
+struct Containers(u64);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let label = format!("label=dbaas.cluster={:016x}", self.0);
+        let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
 }
