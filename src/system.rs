@@ -114,7 +114,10 @@ impl Cluster {
         // Other orchestrators may acknowledge writes only where they can
         // join (ZooKeeper): only there must a strong read learn the
         // master's head first. The embedded cluster has one orchestrator.
-        let read_index = matches!(coordination, Coordination::ZooKeeper(_));
+        // `DBAAS_READ_INDEX=0` turns it off (for measuring what it costs:
+        // a strong read may then miss another orchestrator's writes).
+        let read_index = matches!(coordination, Coordination::ZooKeeper(_))
+            && std::env::var("DBAAS_READ_INDEX").map_or(true, |v| v != "0");
         let orch = Orchestrator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
             Orchestrator::new(orch_broker, id, 0).with_read_index(read_index)
         });
