@@ -6,375 +6,16 @@
 
 #![allow(dead_code)]
 
-mod common;
 mod suite;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::api::PASSWORD;
 use serde_json::{json, Value as Json};
-use suite::{amqp_url, eventually, fresh_vhost, zk_hosts, ZK_SESSION};
-
-const STARTUP: Duration = Duration::from_secs(60);
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A `dbaas` child process; SIGKILLed on drop.
-struct Node {
-    child: Child,
-    url: String,
-    log: std::path::PathBuf,
-}
-
-impl Node {
-    /// Starts `dbaas <args>` and waits for its `ready` line; its URL is
-    /// the first it says it listens on.
-    fn start(args: &[String], log: &Path) -> Node {
-        let err = std::fs::File::create(log).expect("a log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dbaas"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("dbaas starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + STARTUP;
-        let mut url = String::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|e| {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                panic!("{args:?} not ready ({e}); log:\n{text}")
-            });
-            let line = line.trim();
-            if line == "ready" {
-                break;
-            }
-            if let Some(rest) = line.strip_prefix("listening: ") {
-                if url.is_empty() {
-                    url = rest.split_once(' ').map_or("", |(_, u)| u).to_owned();
-                }
-            }
-        }
-        Node {
-            child,
-            url,
-            log: log.to_owned(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, sig: i32) {
-        suite::signal(u64::from(self.pid()), sig);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A cluster's shared settings: its RabbitMQ virtual host, its ZooKeeper
-/// root, its data directory (shared: the process runtime's workers are
-/// started over their stores by whichever orchestrator leads).
-struct Cluster {
-    amqp: String,
-    zk: String,
-    root: String,
-    dir: tempfile::TempDir,
-    n: AtomicU64,
-}
-
-impl Cluster {
-    fn new() -> Option<Cluster> {
-        let (_, amqp) = fresh_vhost(&amqp_url()?);
-        Some(Cluster {
-            amqp,
-            zk: zk_hosts()?,
-            root: format!("/t{}", fastrand::u64(..)),
-            dir: tempfile::tempdir().expect("a temp dir"),
-            n: AtomicU64::new(0),
-        })
-    }
-
-    fn log(&self, name: &str) -> std::path::PathBuf {
-        let n = self.n.fetch_add(1, Ordering::Relaxed);
-        self.dir.path().join(format!("{name}-{n}.log"))
-    }
-
-    /// One more orchestrator.
-    fn orchestrator(&self) -> Node {
-        self.orchestrator_with(&[])
-    }
-
-    /// One more orchestrator, with more flags.
-    fn orchestrator_with(&self, extra: &[&str]) -> Node {
-        self.orchestrator_at("127.0.0.1:0", extra)
-    }
-
-    /// One more orchestrator listening on `addr` (a fixed port, so that a
-    /// restarted one is found where the services look for it).
-    fn orchestrator_at(&self, addr: &str, extra: &[&str]) -> Node {
-        let data = self.dir.path().join("data");
-        let args = [
-            "orchestrator",
-            "--addr",
-            addr,
-            "--amqp",
-            &self.amqp,
-            "--zk",
-            &self.zk,
-            "--zk-root",
-            &self.root,
-            "--session-timeout-ms",
-            &ZK_SESSION.as_millis().to_string(),
-            "--slaves",
-            "2",
-            "--data-dir",
-            &data.display().to_string(),
-        ];
-        let args: Vec<String> = args.iter().chain(extra).map(|s| s.to_string()).collect();
-        Node::start(&args, &self.log("orchestrator"))
-    }
-
-    /// The users and rides services over `orchestrators`, and a gateway.
-    fn front(&self, orchestrators: &[&Node]) -> [Node; 3] {
-        let list: Vec<String> = orchestrators.iter().map(|o| o.url.clone()).collect();
-        self.front_over(&list)
-    }
-
-    /// The users and rides services over the orchestrators at `urls`, and
-    /// a gateway.
-    fn front_over(&self, urls: &[String]) -> [Node; 3] {
-        let list = urls.join(",");
-        let service = |kind: &str| {
-            let args = [kind, "--addr", "127.0.0.1:0", "--orchestrator", &list];
-            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            Node::start(&args, &self.log(kind))
-        };
-        let (users, rides) = (service("users"), service("rides"));
-        let args = [
-            "gateway",
-            "--addr",
-            "127.0.0.1:0",
-            "--users",
-            &users.url,
-            "--rides",
-            &rides.url,
-        ];
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let gateway = Node::start(&args, &self.log("gateway"));
-        [users, rides, gateway]
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("an HTTP client")
-}
-
-/// `GET /api/v1/cluster` of an orchestrator.
-async fn cluster_view(orch: &Node) -> Option<Json> {
-    let r = http()
-        .get(format!("{}/api/v1/cluster", orch.url))
-        .send()
-        .await
-        .ok()?;
-    r.json().await.ok()
-}
-
-/// The pid of the orchestrator that leads, as `orch` lists them.
-async fn leader_pid(orch: &Node) -> Option<u64> {
-    let view = cluster_view(orch).await?;
-    view["orchestrators"]
-        .as_array()?
-        .iter()
-        .find(|o| o["leading"] == json!(true))
-        .and_then(|o| o["pid"].as_u64())
-}
-
-/// Whether `orch` leads with a master leading and every worker serving.
-async fn leads_a_settled_cluster(orch: &Node, workers: usize) -> bool {
-    let Some(v) = cluster_view(orch).await else {
-        return false;
-    };
-    let states: Vec<&str> = v["workers"]
-        .as_array()
-        .map(|w| w.iter().filter_map(|w| w["state"].as_str()).collect())
-        .unwrap_or_default();
-    v["acting"] == json!(true)
-        && states.len() == workers
-        && states.iter().filter(|s| **s == "leading").count() == 1
-        && states.iter().all(|s| matches!(*s, "leading" | "serving"))
-}
-
-async fn db_write(orch: &Node, body: Json) -> Json {
-    let r = http()
-        .post(format!("{}/api/v1/db/write", orch.url))
-        .json(&body)
-        .send()
-        .await
-        .expect("the orchestrator answers");
-    assert_eq!(r.status(), 200);
-    r.json().await.expect("a JSON answer")
-}
-
-async fn db_read(orch: &Node, body: Json) -> Json {
-    let r = http()
-        .post(format!("{}/api/v1/db/read?consistency=strong", orch.url))
-        .json(&body)
-        .send()
-        .await
-        .expect("the orchestrator answers");
-    assert_eq!(r.status(), 200);
-    r.json().await.expect("a JSON answer")
-}
-
-async fn count_users(orch: &Node) -> u64 {
-    let n = db_read(orch, json!({"op": "count", "table": "users"})).await;
-    n["count"].as_u64().expect("a count")
-}
-
-/// Steady RideShare writes (new users) and reads through the gateway,
-/// counting acknowledged writes and failures.
-struct Load {
-    acked: Arc<Mutex<Vec<String>>>,
-    failed: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(gateway: &str, writers: u64, readers: u64) -> Load {
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let (failed, stop) = (
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let mut tasks = Vec::new();
-        for w in 0..writers {
-            let (acked, failed, stop) = (acked.clone(), failed.clone(), stop.clone());
-            let url = format!("{gateway}/api/v1/users");
-            tasks.push(actix::spawn(async move {
-                let http = http();
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let name = format!("w{w}-{i}");
-                    let body = json!({"username": name, "password": PASSWORD});
-                    match http.put(&url).json(&body).send().await {
-                        Ok(r) if r.status() == 201 => acked.lock().unwrap().push(name),
-                        Ok(r) => {
-                            let status = r.status();
-                            let text = r.text().await.unwrap_or_default();
-                            eprintln!("write {name}: {status} {text}");
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            eprintln!("write {name}: {e}");
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    i += 1;
-                }
-            }));
-        }
-        for _ in 0..readers {
-            let (failed, stop) = (failed.clone(), stop.clone());
-            let url = format!("{gateway}/api/v1/users");
-            tasks.push(actix::spawn(async move {
-                let http = http();
-                while !stop.load(Ordering::Relaxed) {
-                    match http.get(&url).send().await {
-                        Ok(r) if matches!(r.status().as_u16(), 200 | 204) => {
-                            let _ = r.bytes().await;
-                        }
-                        other => {
-                            eprintln!("read: {other:?}");
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }));
-        }
-        Load {
-            acked,
-            failed,
-            stop,
-            tasks,
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    async fn more(&self, n: usize) {
-        let target = self.acked() + n;
-        let acked = self.acked.clone();
-        eventually("writes to be acknowledged", DEADLINE, move || {
-            let acked = acked.clone();
-            async move { acked.lock().unwrap().len() >= target }
-        })
-        .await;
-    }
-
-    /// Stops; answers the acknowledged names and the failures.
-    async fn stop(self) -> (Vec<String>, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.expect("a load task");
-        }
-        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
-        (acked, self.failed.load(Ordering::Relaxed))
-    }
-}
-
-/// What a cluster view says of the workers: the epoch, the master's pid
-/// and every worker's pid.
-fn workers_of(view: &Json) -> (u64, u64, Vec<u64>) {
-    let mut pids: Vec<u64> = view["workers"]
-        .as_array()
-        .map(|w| w.iter().filter_map(|w| w["pid"].as_u64()).collect())
-        .unwrap_or_default();
-    pids.sort_unstable();
-    let epoch = view["epoch"].as_u64().unwrap_or(0);
-    (epoch, view["master"].as_u64().unwrap_or(0), pids)
-}
-
-fn kinds(view: &Json) -> Vec<String> {
-    view["events"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(|e| e["kind"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use suite::eventually;
+use suite::nodes::*;
 
 /// A loopback address with a port free right now.
 fn free_addr() -> String {
@@ -554,11 +195,11 @@ async fn the_leader_paused_around_its_lease_edge_again_and_again() {
         let pause = Duration::from_millis(300 + 75 * round);
         eprintln!("round {round}: pausing {} for {pause:?}", l.pid());
         l.signal(libc::SIGSTOP);
-        std::thread::sleep(pause); // the fault's length, not a synchronisation
+        tokio::time::sleep(pause).await; // the fault's length, not a synchronisation
         l.signal(libc::SIGCONT);
         load.more(20).await;
     }
-    let leader = Some(wait_settled(&orchs, 3).await);
+    let leader = wait_settled(&orchs, 3).await;
     let (acked, failed) = load.stop().await;
     let orchs: Vec<Node> = orchs.into_iter().flatten().collect();
     for o in &orchs {
@@ -573,7 +214,7 @@ async fn the_leader_paused_around_its_lease_edge_again_and_again() {
     let logs: String = orchs.iter().map(Node::log).collect();
     assert!(panics(&logs).is_empty(), "{:?}", panics(&logs));
     assert_eq!(failed, 0, "requests failed");
-    let lnode = &orchs[leader.unwrap()];
+    let lnode = &orchs[leader];
     let lpid = lnode.pid();
     let workers = check_nothing_lost(&c, gateway, lnode, &acked).await;
     drop(front);
@@ -728,7 +369,7 @@ async fn the_leader_paused_past_its_session_with_its_workers_running_on() {
             load.acked()
         );
         node.signal(libc::SIGSTOP);
-        std::thread::sleep(pause); // the fault's length, not a synchronisation
+        tokio::time::sleep(pause).await; // the fault's length, not a synchronisation
         node.signal(libc::SIGCONT);
         let t = Instant::now();
         wait_settled(&orchs, 3).await;
@@ -991,7 +632,7 @@ async fn only_the_leader_scales_and_a_paused_one_starts_no_extra_workers() {
         while t.elapsed() < pause {
             // the fault's length; sampling the processes meanwhile
             most = most.max(worker_processes(&data).len());
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         node.signal(libc::SIGCONT);
         let t = Instant::now();
@@ -1128,7 +769,7 @@ async fn a_leader_again_scales_on_the_workers_before_they_are_up() {
         let node = orchs[l].as_ref().unwrap();
         eprintln!("round {round}: pausing {} past its session", node.pid());
         node.signal(libc::SIGSTOP);
-        std::thread::sleep(Duration::from_millis(1500)); // the fault's length
+        tokio::time::sleep(Duration::from_millis(1500)).await; // the fault's length
         node.signal(libc::SIGCONT);
         wait_settled(&orchs, 3).await;
         // A window or two under the new leader.

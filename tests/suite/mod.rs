@@ -6,6 +6,7 @@ pub mod batches;
 pub mod catchup;
 pub mod failover;
 pub mod holes;
+pub mod nodes;
 pub mod restarts;
 pub mod scaler;
 
