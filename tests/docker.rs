@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bollard::query_parameters::KillContainerOptionsBuilder;
 use dbaas::actors::messages::Shutdown;
-use dbaas::actors::watcher::{CrashMaster, CrashSlave, GetCluster, SetHungAfter, StopWatching};
+use dbaas::actors::watcher::{CrashMaster, CrashSlave, GetCluster, Resign, SetHungAfter};
 use dbaas::model::{Consistency, ReadResult};
 use dbaas::runtime::DockerRuntime;
 use dbaas::system::Cluster;
@@ -153,8 +153,9 @@ async fn an_orchestrator_started_again_adopts_the_running_containers() {
     let before = c.watcher.send(GetCluster).await.unwrap();
     let mut pids: Vec<u64> = c.runtime.list().iter().map(|w| w.pid).collect();
     pids.sort_unstable();
-    // The orchestrator goes (its watcher and actors), the containers stay.
-    c.watcher.send(StopWatching).await.unwrap();
+    // The orchestrator goes (its watcher, its coordinator session and
+    // its actors), the containers stay.
+    c.watcher.send(Resign).await.unwrap();
     c.orchestrator.addr().do_send(Shutdown);
     drop(c);
     let c = docker_cluster_at(dir.path(), 2, docker.clone(), &image, &url, &zk).await;
@@ -230,7 +231,7 @@ async fn an_orchestrator_started_again_after_a_kill_meanwhile_starts_no_extra_wo
     let m = v.master.unwrap();
     let victim = *c.runtime.list().iter().find(|w| w.pid == m).unwrap();
     let cluster = c.cluster;
-    c.watcher.send(StopWatching).await.unwrap();
+    c.watcher.send(Resign).await.unwrap();
     c.orchestrator.addr().do_send(Shutdown);
     drop(c);
     docker_kill(&docker, cluster, victim.id).await;

@@ -157,10 +157,19 @@ impl Succession {
     /// every acknowledged write, and stays an heir until another leads
     /// (deposed alive, it may hold writes a promotee killed mid-drain
     /// never got: a slave acknowledges syncs before sled flushes them).
+    ///
+    /// The workers lost meanwhile are forgotten only when a new master
+    /// begins to lead (it drained every acknowledged write they held),
+    /// not each time the same one is seen leading: those lost while it
+    /// leads may hold what only they and it hold (a restore one of them
+    /// installed), should its store be lost later.
     pub fn master_leads(&mut self, id: u64) {
+        let same = self.heirs.len() == 1 && self.heirs.contains(&id);
         self.heirs.clear();
         self.heirs.insert(id);
-        self.lost.clear();
+        if !same {
+            self.lost.clear();
+        }
     }
 
     /// Worker `id`, not the master, died (not stopped on purpose). Its
