@@ -408,7 +408,7 @@ impl Handler<Changed> for ElectionWatcher {
         if msg.session_ended {
             if self.coord.take().is_some() {
                 tracing::warn!("election watcher: session ended; opening another");
-                self.let_go(ctx, "its coordinator session ended");
+                self.step_down(ctx, "its coordinator session ended");
                 self.step(ctx, Input::Disconnected);
                 self.connect(ctx, FIRST_RETRY);
             }

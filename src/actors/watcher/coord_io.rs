@@ -146,21 +146,23 @@ pub(super) async fn register(coord: Arc<dyn Coordinator>, me: OrchestratorRecord
     }
 }
 
-/// Whether `/leader` is this session's: it takes it if nobody holds it.
-pub(super) async fn contend(coord: Arc<dyn Coordinator>, me: OrchestratorRecord) -> Result<bool> {
+/// Takes `/leader` if nobody holds it; answers who holds it then.
+pub(super) async fn contend(
+    coord: Arc<dyn Coordinator>,
+    me: OrchestratorRecord,
+) -> Result<Option<OrchestratorRecord>> {
     let data = election::encode(&me);
     match coord.create(LEADER, &data, NodeKind::Ephemeral).await {
-        Ok(()) => Ok(true),
-        Err(CoordError::NodeExists) => holds_lead(coord).await,
+        Ok(()) => Ok(Some(me)),
+        Err(CoordError::NodeExists) => leader(coord).await,
         Err(e) => Err(e.into()),
     }
 }
 
-/// Whether `/leader` names this session.
-pub(super) async fn holds_lead(coord: Arc<dyn Coordinator>) -> Result<bool> {
+/// Who holds `/leader`.
+pub(super) async fn leader(coord: Arc<dyn Coordinator>) -> Result<Option<OrchestratorRecord>> {
     let node = coord.get(LEADER).await?;
-    let leader = node.and_then(|n| election::decode::<OrchestratorRecord>(&n.data));
-    Ok(leader.is_some_and(|l| l.session == coord.session_id()))
+    Ok(node.and_then(|n| election::decode::<OrchestratorRecord>(&n.data)))
 }
 
 /// Every registered orchestrator, and the session that leads.

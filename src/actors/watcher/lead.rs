@@ -19,13 +19,15 @@
 //! ([`runtime::ensure_workers`]: containers still running are taken on,
 //! missing workers started over their stores) and starts from a fresh
 //! core. Child processes die with the orchestrator that started them: a
-//! leader of the process runtime that lets go of leading while it lives
-//! on (its session ended, another holds `/leader`) stops its workers, so
-//! that the next leader can start them over their stores.
+//! leader of the process runtime that finds another orchestrator holding
+//! `/leader` while it lives on stops its workers, so that the new leader
+//! can start them over their stores. Its own session ending is not
+//! enough (ZooKeeper restarted, say): it keeps them, and takes the lead
+//! again once its old session's node has gone, unless another did first.
 
 use std::collections::BTreeMap;
 
-use super::coord_io::{contend, holds_lead, read_orchestrators, read_succession, register};
+use super::coord_io::{contend, leader, read_orchestrators, read_succession, register};
 use super::*;
 use crate::actors::lease::lease_span;
 use crate::coord::election::OrchestratorRecord;
@@ -173,22 +175,40 @@ impl ElectionWatcher {
         }
         self.lead.contending = true;
         let (me, asked) = (self.lead.record(coord.session_id()), Instant::now());
-        let timeout = coord.session_timeout();
+        let (mine, timeout) = (coord.session_id(), coord.session_timeout());
         ctx.spawn(
             contend(coord, me)
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.lead.contending = false;
                     match res {
-                        Ok(true) if !act.lead.stopped => {
+                        Ok(Some(l)) if l.session == mine && !act.lead.stopped => {
                             act.lead.lease.extend(asked, lease_span(timeout));
                             act.take_lead(ctx);
                         }
+                        // Another orchestrator leads: what dies with this
+                        // one goes, for it to start.
+                        Ok(Some(l)) if l.pid != u64::from(std::process::id()) => {
+                            act.release_workers();
+                        }
+                        // Nobody, or this process's own ended session
+                        // (its node goes when that session expires).
                         Ok(_) => {}
                         Err(e) => tracing::debug!(error = %e, "cannot contend for /leader"),
                     }
                 }),
         );
+    }
+
+    /// Stops the workers that die with this orchestrator (child
+    /// processes), so that the orchestrator that leads now can start them
+    /// over their stores; containers are left to it.
+    fn release_workers(&mut self) {
+        if self.runtime.outlives_orchestrator() || self.runtime.list().is_empty() {
+            return;
+        }
+        let rt = self.runtime.clone();
+        actix::spawn(async move { runtime::stop_all(rt.as_ref()).await });
     }
 
     fn take_lead(&mut self, ctx: &mut Context<Self>) {
@@ -274,17 +294,6 @@ impl ElectionWatcher {
         );
     }
 
-    /// [`Self::step_down`], and the workers that die with this
-    /// orchestrator are stopped: another leads, or may.
-    pub(super) fn let_go(&mut self, ctx: &mut Context<Self>, why: &str) {
-        let was = self.lead.leading;
-        self.step_down(ctx, why);
-        if was && !self.runtime.outlives_orchestrator() {
-            let rt = self.runtime.clone();
-            actix::spawn(async move { runtime::stop_all(rt.as_ref()).await });
-        }
-    }
-
     /// Checks that `/leader` is still this session's, extending the lease.
     pub(super) fn renew(&mut self, ctx: &mut Context<Self>) {
         let Some(coord) = self.coord.clone() else {
@@ -294,17 +303,22 @@ impl ElectionWatcher {
             return;
         }
         let (asked, timeout) = (Instant::now(), coord.session_timeout());
+        let mine = coord.session_id();
         ctx.spawn(
-            holds_lead(coord)
+            leader(coord)
                 .into_actor(self)
                 .map(move |res, act, ctx| match res {
-                    Ok(true) => {
+                    Ok(Some(l)) if l.session == mine => {
                         act.lead.lease.extend(asked, lease_span(timeout));
                         if act.lead.ready {
                             act.lead.acting.extend(asked, lease_span(timeout));
                         }
                     }
-                    Ok(false) => act.let_go(ctx, "another orchestrator holds /leader"),
+                    Ok(Some(_)) => {
+                        act.step_down(ctx, "another orchestrator holds /leader");
+                        act.release_workers();
+                    }
+                    Ok(None) => act.step_down(ctx, "/leader went"),
                     Err(_) => {} // the lease runs out by itself
                 }),
         );
