@@ -243,7 +243,7 @@ async fn a_paused_leading_orchestrator_resumed_late_changes_nothing() {
         assert!(status.success(), "{}", o.log());
         phase("one stopped");
     }
-    let left = running_containers(&docker, cluster).await;
+    let left = suite::running_containers_of(&docker, cluster).await;
     for name in &left {
         let _ = docker
             .remove_container(
@@ -257,27 +257,6 @@ async fn a_paused_leading_orchestrator_resumed_late_changes_nothing() {
             .await;
     }
     assert!(left.is_empty(), "containers left running: {left:?}");
-}
-
-/// The names of the running containers of `cluster`.
-async fn running_containers(docker: &bollard::Docker, cluster: u64) -> Vec<String> {
-    let filters = std::collections::HashMap::from([
-        (
-            "label".to_owned(),
-            vec![format!("dbaas.cluster={cluster:016x}")],
-        ),
-        ("status".to_owned(), vec!["running".to_owned()]),
-    ]);
-    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    docker
-        .list_containers(Some(options))
-        .await
-        .expect("containers listed")
-        .into_iter()
-        .flat_map(|c| c.names.unwrap_or_default())
-        .collect()
 }
 
 /// Removes the containers of a cluster however the test ends (a failed

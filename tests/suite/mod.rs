@@ -379,12 +379,21 @@ pub async fn docker_cluster_at(
 
 /// The names of the containers of `cluster` the engine has, running or not.
 pub async fn containers_of(docker: &bollard::Docker, cluster: u64) -> Vec<String> {
+    list_containers(docker, cluster, true).await
+}
+
+/// The names of the running containers of `cluster`.
+pub async fn running_containers_of(docker: &bollard::Docker, cluster: u64) -> Vec<String> {
+    list_containers(docker, cluster, false).await
+}
+
+async fn list_containers(docker: &bollard::Docker, cluster: u64, all: bool) -> Vec<String> {
     let filters = std::collections::HashMap::from([(
         "label".to_owned(),
         vec![format!("dbaas.cluster={cluster:016x}")],
     )]);
     let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
-        .all(true)
+        .all(all)
         .filters(&filters)
         .build();
     docker

@@ -228,9 +228,10 @@ pub async fn leads_a_settled_cluster(orch: &Node, workers: usize) -> bool {
         && states.iter().all(|s| matches!(*s, "leading" | "serving"))
 }
 
-pub async fn db_write(orch: &Node, body: Json) -> Json {
+/// `POST <orch><path>` with `body`; its JSON answer, which must be a 200.
+async fn db(orch: &Node, path: &str, body: Json) -> Json {
     let r = http()
-        .post(format!("{}/api/v1/db/write", orch.url))
+        .post(format!("{}{path}", orch.url))
         .json(&body)
         .send()
         .await
@@ -239,15 +240,12 @@ pub async fn db_write(orch: &Node, body: Json) -> Json {
     r.json().await.expect("a JSON answer")
 }
 
+pub async fn db_write(orch: &Node, body: Json) -> Json {
+    db(orch, "/api/v1/db/write", body).await
+}
+
 pub async fn db_read(orch: &Node, body: Json) -> Json {
-    let r = http()
-        .post(format!("{}/api/v1/db/read?consistency=strong", orch.url))
-        .json(&body)
-        .send()
-        .await
-        .expect("the orchestrator answers");
-    assert_eq!(r.status(), 200);
-    r.json().await.expect("a JSON answer")
+    db(orch, "/api/v1/db/read?consistency=strong", body).await
 }
 
 pub async fn count_users(orch: &Node) -> u64 {
