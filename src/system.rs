@@ -17,7 +17,7 @@ mod up;
 pub use backends::{
     backends, embedded_runtime, workers_dir, Coordination, Workers, EMBEDDED_SESSION,
 };
-use identity::identity;
+use identity::identify;
 pub(crate) use up::{bind, url};
 pub use up::{run_up, start_cluster, ClusterConfig};
 
@@ -106,10 +106,9 @@ impl Cluster {
         let schema = Arc::new(Schema::rideshare());
         workers_dir(data_dir)?;
         let connect = coordination.connector();
-        let coord = connect().await?;
         // Its session stays open (registered) until this orchestrator
         // has registered for good (see `identity`).
-        let id = identity(coord.as_ref(), data_dir).await?;
+        let (coord, id) = identify(&connect, data_dir, START_DEADLINE).await?;
         let orch_broker = broker.clone();
         // Other orchestrators may acknowledge writes only where they can
         // join (ZooKeeper): only there must a strong read learn the

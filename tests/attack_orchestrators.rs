@@ -43,6 +43,16 @@ async fn settled_leader(orchs: &[Option<Node>], workers: usize) -> Option<usize>
     None
 }
 
+/// What each of `orchs` says of the cluster (for a failure's message).
+async fn views(orchs: &[Option<Node>]) -> String {
+    let mut out = String::new();
+    for o in orchs.iter().flatten() {
+        let v = cluster_view(o).await.unwrap_or_default();
+        out += &format!("\norchestrator {}: {v}", o.pid());
+    }
+    out
+}
+
 /// Waits for one of `orchs` to lead a settled cluster; its index.
 async fn wait_settled(orchs: &[Option<Node>], workers: usize) -> usize {
     let deadline = Instant::now() + DEADLINE;
@@ -50,10 +60,12 @@ async fn wait_settled(orchs: &[Option<Node>], workers: usize) -> usize {
         if let Some(i) = settled_leader(orchs, workers).await {
             return i;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for a settled cluster"
-        );
+        if Instant::now() > deadline {
+            panic!(
+                "timed out waiting for a settled cluster of {workers}: {}",
+                views(orchs).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -709,10 +721,12 @@ async fn wait_settled_any(orchs: &[Option<Node>]) -> usize {
                 return i;
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for a settled cluster"
-        );
+        if Instant::now() > deadline {
+            panic!(
+                "timed out waiting for a settled cluster: {}",
+                views(orchs).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -2,13 +2,52 @@
 //! and in the coordinator's root.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::actors::worker::Connector;
 use crate::coord::election::{orchestrator_path, CLUSTER, MASTER, ORCHESTRATORS, SUCCESSION};
 use crate::coord::{CoordError, Coordinator, NodeKind};
+use crate::core::backoff::RECONNECT;
 use crate::error::{Error, Result};
 
 /// The file in the data directory that holds the cluster's identity.
 const IDENTITY_FILE: &str = "cluster-id";
+
+/// Opens the session an orchestrator starts with and learns the
+/// cluster's identity through it ([`identity`]). While the coordinator
+/// is unavailable (a ZooKeeper that misses a ping on a loaded machine, an
+/// ensemble electing its leader) it tries again, on a new session, with
+/// the backoff of every reconnect, until `within` has passed: a passing
+/// outage delays a start, it does not end it. Any other error ends it at
+/// once.
+pub(super) async fn identify(
+    connect: &Connector,
+    data_dir: &Path,
+    within: Duration,
+) -> Result<(Arc<dyn Coordinator>, u64)> {
+    let deadline = Instant::now() + within;
+    let mut wait = RECONNECT.first_wait();
+    loop {
+        let attempt = match connect().await {
+            Ok(coord) => match identity(coord.as_ref(), data_dir).await {
+                Ok(id) => return Ok((coord, id)),
+                Err(e) => {
+                    // Its registration goes with it (or with its expiry).
+                    coord.close().await;
+                    e
+                }
+            },
+            Err(e) => e.into(),
+        };
+        if !attempt.is_retryable() || Instant::now() + wait > deadline {
+            return Err(attempt);
+        }
+        tracing::warn!(error = %attempt, "coordinator unavailable at start; trying again");
+        tokio::time::sleep(wait).await;
+        wait = RECONNECT.next_wait(wait);
+    }
+}
 
 /// The cluster's identity: the data directory's (a new one for a new
 /// directory), which the coordinator's root must hold too. A root that
@@ -40,6 +79,7 @@ pub(super) async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result
     // Nothing here yet: an orchestrator started at the same moment may
     // make the cluster first, and then this one joins it.
     let first = ours.is_none() && theirs.is_none();
+    let fresh = ours.is_none();
     let id = match (ours, theirs) {
         (Some(id), Some(t)) if parse_identity(&t).ok() == Some(id) => return Ok(id),
         (Some(id), Some(t)) => {
@@ -55,8 +95,9 @@ pub(super) async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result
             return Ok(id);
         }
         (None, _) => {
+            // Kept in the directory only once the root holds it (below):
+            // an attempt cut off before that leaves the directory new.
             let id = fastrand::u64(1..);
-            std::fs::write(&file, format!("{id:016x}\n"))?;
             // A new cluster: what an earlier one's watchers kept is not
             // its history.
             for path in [MASTER, SUCCESSION] {
@@ -85,6 +126,9 @@ pub(super) async fn identity(coord: &dyn Coordinator, data_dir: &Path) -> Result
         }
         other => other?,
     }
+    if fresh {
+        std::fs::write(&file, format!("{id:016x}\n"))?;
+    }
     Ok(id)
 }
 
@@ -111,6 +155,7 @@ fn parse_identity(text: &str) -> Result<u64> {
 mod tests {
     use super::*;
     use crate::coord::inproc::InProcServer;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[actix::test]
     async fn one_identity_per_data_directory_and_root() {
@@ -145,6 +190,80 @@ mod tests {
         // Kept in its file: the same cluster next time, served or not.
         coord.close().await;
         assert_eq!(identity(&other, fresh.path()).await.unwrap(), id);
+    }
+
+    /// Sessions of `server` under `/a`, the first `cut` of them cut off
+    /// as soon as they open (a ZooKeeper that stops answering one's
+    /// pings on a loaded machine: seen in CI as an orchestrator that
+    /// exited at start, "no response from connection in 240ms").
+    /// Also how many sessions it has opened.
+    fn cutting(server: &InProcServer, cut: usize) -> (Connector, Arc<AtomicUsize>) {
+        let (server, made) = (server.clone(), Arc::new(AtomicUsize::new(0)));
+        let count = made.clone();
+        let connect: Connector = Arc::new(move || {
+            let s = server.connect("/a");
+            if let Ok(s) = &s {
+                if made.fetch_add(1, Ordering::SeqCst) < cut {
+                    server.disconnect(s.session_id());
+                }
+            }
+            Box::pin(async move { s.map(|s| Arc::new(s) as Arc<dyn Coordinator>) })
+        });
+        (connect, count)
+    }
+
+    #[actix::test]
+    async fn a_start_outlasts_a_coordinator_that_cuts_its_first_sessions_off() {
+        let server = InProcServer::new();
+        let dir = tempfile::tempdir().unwrap();
+        let within = Duration::from_secs(30);
+        let (connect, opened) = cutting(&server, 3);
+        let (coord, id) = identify(&connect, dir.path(), within).await.unwrap();
+        assert_eq!(opened.load(Ordering::SeqCst), 4);
+        assert_ne!(id, 0);
+        // The root and the directory agree, and only the live session is
+        // registered.
+        assert_eq!(identity(coord.as_ref(), dir.path()).await.unwrap(), id);
+        let probe = server.connect("/a").unwrap();
+        let cluster = probe.get(CLUSTER).await.unwrap().unwrap().data;
+        assert_eq!(String::from_utf8_lossy(&cluster), format!("{id:016x}"));
+        let live = probe.children(ORCHESTRATORS).await.unwrap();
+        let mine = orchestrator_path(coord.session_id());
+        assert_eq!(live.len(), 1, "{live:?}");
+        assert!(mine.ends_with(&live[0]), "{live:?}");
+    }
+
+    #[actix::test]
+    async fn a_start_cut_off_for_good_fails_and_leaves_the_directory_new() {
+        let server = InProcServer::new();
+        let dir = tempfile::tempdir().unwrap();
+        let within = Duration::from_millis(300);
+        let e = identify(&cutting(&server, usize::MAX).0, dir.path(), within)
+            .await
+            .err()
+            .expect("no start without a coordinator");
+        assert!(e.is_retryable(), "{e}");
+        assert!(!dir.path().join(IDENTITY_FILE).exists());
+    }
+
+    #[actix::test]
+    async fn a_refusal_ends_a_start_at_once() {
+        let server = InProcServer::new();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let coord = server.connect("/a").unwrap();
+        identity(&coord, a.path()).await.unwrap();
+        coord.close().await;
+        identity(&server.connect("/a").unwrap(), b.path())
+            .await
+            .unwrap();
+        // `a` on a root that belongs to `b`'s cluster now.
+        let (connect, opened) = cutting(&server, 0);
+        let e = identify(&connect, a.path(), Duration::from_secs(60))
+            .await
+            .err()
+            .expect("refused");
+        assert!(!e.is_retryable(), "{e}");
+        assert_eq!(opened.load(Ordering::SeqCst), 1, "tried again");
     }
 
     #[actix::test]
