@@ -67,6 +67,12 @@ impl Lease {
         self.until.fetch_max(end.max(1), Ordering::AcqRel);
     }
 
+    /// Sets the lease to run until `until` (shorter or longer than now).
+    pub fn set(&self, until: Instant) {
+        self.until
+            .store(self.nanos(until).max(1), Ordering::Release);
+    }
+
     /// Not valid from now on, until extended again.
     pub fn revoke(&self) {
         self.until.store(0, Ordering::Release);

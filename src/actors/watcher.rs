@@ -29,12 +29,13 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use super::counter::ReadCounter;
-use super::lease::Lease;
+use super::lease::{lease_span, Lease};
 use super::messages::SetEpoch;
 use super::worker::Connector;
 use super::{next_retry, now_ms, FIRST_RETRY};
 use crate::coord::election::{self, worker_path, MasterRecord, ReportedRole, MASTER, WORKERS};
 use crate::coord::Coordinator;
+use crate::core::lead::Input as LeadInput;
 use crate::core::watcher::{self as wcore, Effect, Input, Running, WatcherCore};
 use crate::error::{Error, Result};
 use crate::runtime::{Exit, WorkerRuntime, WorkerSpec};
@@ -170,15 +171,21 @@ impl ElectionWatcher {
     /// it while this orchestrator leads under a valid lease; otherwise
     /// only the epoch is passed on (another orchestrator acts).
     fn step(&mut self, ctx: &mut Context<Self>, input: Input) {
-        let effects = self.core.on(input, self.now(), &self.running());
+        let now = self.now();
+        let effects = self.core.on(input, now, &self.running());
+        // Whether its decisions are carried out: if its lease ran out
+        // (paused, cut off), another may lead by now; it steps down and
+        // looks again at who leads.
+        let acting = if effects.iter().any(|e| !matches!(e, Effect::SetEpoch(_))) {
+            let (acting, lead) = self.lead.core.decide(now);
+            self.lead_effects(ctx, lead);
+            acting
+        } else {
+            false
+        };
         for effect in effects {
-            if self.acting() || matches!(effect, Effect::SetEpoch(_)) {
+            if acting || matches!(effect, Effect::SetEpoch(_)) {
                 self.carry_out(ctx, effect);
-            } else if self.lead.ready && self.lead.leading {
-                // Its lease ran out (paused, cut off): another may lead
-                // by now. What it decided is not carried out; it looks
-                // again at who leads.
-                self.step_down(ctx, "its lease ran out");
             }
         }
         self.keep_succession();
@@ -299,6 +306,9 @@ impl ElectionWatcher {
         ctx.spawn(connect.into_actor(self).map(move |res, act, ctx| match res {
             Ok(coord) => {
                 act.coord = Some(coord.clone());
+                let (session, timeout) = (coord.session_id(), coord.session_timeout());
+                let span = u64::try_from(lease_span(timeout).as_millis()).unwrap_or(u64::MAX);
+                act.lead_on(ctx, LeadInput::Connected { session, span });
                 act.step(ctx, Input::Connected);
                 let me = ctx.address();
                 actix::spawn(follow(coord.clone(), WORKERS, true, me.clone()));
@@ -408,7 +418,7 @@ impl Handler<Changed> for ElectionWatcher {
         if msg.session_ended {
             if self.coord.take().is_some() {
                 tracing::warn!("election watcher: session ended; opening another");
-                self.step_down(ctx, "its coordinator session ended");
+                self.lead_on(ctx, LeadInput::SessionEnded);
                 self.step(ctx, Input::Disconnected);
                 self.connect(ctx, FIRST_RETRY);
             }

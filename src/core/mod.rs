@@ -13,6 +13,8 @@
 //!   replica that asks is current, caught up from the log, or given a
 //!   snapshot.
 //! - [`election`]: who may lead and who leads after a master is lost.
+//! - [`lead`]: which orchestrator acts (holds `/leader` under a lease,
+//!   its workers up), and when it steps down.
 //! - [`pipeline`]: when the master may answer a group of writes
 //!   (every earlier seq's sync confirmed, the lease held).
 //! - [`role`]: a worker's role (follow, drain, lead, follow again) and
@@ -30,6 +32,7 @@
 pub mod backoff;
 pub mod catchup;
 pub mod election;
+pub mod lead;
 pub mod orchestrator;
 pub mod pipeline;
 pub mod replica;

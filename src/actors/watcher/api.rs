@@ -43,9 +43,9 @@ impl Handler<GetStanding> for ElectionWatcher {
 
     fn handle(&mut self, _: GetStanding, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(Standing {
-            leading: self.lead.leading,
+            leading: self.lead.core.leading(),
             acting: self.acting(),
-            error: self.lead.error.clone(),
+            error: self.lead.core.refused().map(str::to_owned),
         })
     }
 }
@@ -150,7 +150,7 @@ impl Handler<GetCluster> for ElectionWatcher {
             events: self.events.iter().cloned().collect(),
             totals: self.totals.clone(),
             scaler: None,
-            leading: self.lead.leading,
+            leading: self.lead.core.leading(),
             acting: self.acting(),
             orchestrators: self.lead.views(),
         })
@@ -222,7 +222,7 @@ impl Handler<StopWatching> for ElectionWatcher {
     type Result = ();
 
     fn handle(&mut self, _: StopWatching, ctx: &mut Context<Self>) {
-        self.lead.stopped = true;
+        self.lead_on(ctx, LeadInput::Retire);
         self.step(ctx, Input::Stop);
     }
 }
@@ -239,8 +239,7 @@ impl Handler<Resign> for ElectionWatcher {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Resign, ctx: &mut Context<Self>) -> Self::Result {
-        self.lead.stopped = true;
-        self.step_down(ctx, "it stops");
+        self.lead_on(ctx, LeadInput::Stop);
         let coord = self.coord.take();
         Box::pin(async move {
             if let Some(c) = coord {

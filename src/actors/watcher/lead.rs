@@ -1,36 +1,28 @@
-//! Which orchestrator's watcher acts. Any number of orchestrators serve
-//! one cluster; each registers under `/orchestrators` and the one that
-//! holds `/leader` (an ephemeral node, so it goes with its session) leads:
-//! its watcher elects, starts and kills workers, and its Scaler scales.
-//! The others' watchers only follow `/master` (their orchestrators need
-//! the epoch) and take `/leader` when it goes.
+//! Which orchestrator's watcher acts: the I/O around the leadership's
+//! state machine ([`crate::core::lead`], which says why it is safe). Any
+//! number of orchestrators serve one cluster; each registers under
+//! `/orchestrators`, and the one that holds `/leader` (an ephemeral node,
+//! so it goes with its session) leads: its watcher elects, starts and
+//! kills workers, and its Scaler scales. The others' watchers only follow
+//! `/master` (their orchestrators need the epoch) and take `/leader` when
+//! it goes.
 //!
-//! Leading is under a lease, as a master's writes are ([`Lease`]): every
-//! round trip that finds `/leader` still this session's extends it to a
-//! safe part of the session timeout from the round trip's start, and the
-//! watcher carries out nothing while it is not valid. A paused or cut-off
-//! leader finds its lease run out before its session can have expired,
-//! so before another can hold `/leader`; what it decided meanwhile is not
-//! carried out, and it looks again at who leads. Elections are written by
-//! compare-and-set through its own session, which fails once that session
-//! has expired.
-//!
-//! Beginning to lead, a watcher brings the workers up
-//! ([`runtime::ensure_workers`]: containers still running are taken on,
-//! missing workers started over their stores) and starts from a fresh
-//! core. Child processes die with the orchestrator that started them: a
-//! leader of the process runtime that finds another orchestrator holding
-//! `/leader` while it lives on stops its workers, so that the new leader
-//! can start them over their stores. Its own session ending is not
-//! enough (ZooKeeper restarted, say): it keeps them, and takes the lead
-//! again once its old session's node has gone, unless another did first.
+//! Here: contending for `/leader` (create it, read who holds it), checking
+//! it every [`RENEW_EVERY`] while leading (each check that finds it this
+//! session's extends the lease), bringing the workers up on taking the
+//! lead ([`runtime::ensure_workers`]: containers still running are taken
+//! on, missing workers started over their stores, then a fresh core),
+//! stopping child-process workers when another orchestrator holds
+//! `/leader`, and telling the others this orchestrator's reads. Elections
+//! are written by compare-and-set through its own session, which fails
+//! once that session has expired.
 
 use std::collections::BTreeMap;
 
 use super::coord_io::{contend, leader, read_orchestrators, read_succession, register};
 use super::*;
-use crate::actors::lease::lease_span;
 use crate::coord::election::OrchestratorRecord;
+use crate::core::lead::{Effect as LeadEffect, Holder, LeadCore};
 use crate::runtime;
 
 /// How often the leader checks that `/leader` is still its own (each
@@ -69,17 +61,12 @@ pub struct OrchestratorView {
 #[derive(Debug)]
 pub(super) struct Lead {
     pub me: Me,
-    /// It holds `/leader` (as far as it knows).
-    pub leading: bool,
-    /// It leads with its workers up and a fresh core.
-    pub ready: bool,
-    pub lease: Arc<Lease>,
-    /// [`Me::lease`]: extended with `lease` only while `ready`.
+    /// The decisions ([`LeadCore`]): whether it leads, acts, steps down.
+    pub core: LeadCore,
+    /// [`Me::lease`]: the core's acting lease, for the Scaler's thread.
     acting: Arc<Lease>,
     contending: bool,
     startup: Option<SpawnHandle>,
-    /// Why the last start-up failed.
-    pub error: Option<String>,
     /// Every registered orchestrator, and the session that leads.
     pub orchestrators: Vec<OrchestratorRecord>,
     pub leader: Option<u64>,
@@ -87,26 +74,20 @@ pub(super) struct Lead {
     pub others_reads: ReadCounter,
     /// Each other orchestrator's count when last read, by session.
     seen: BTreeMap<u64, u64>,
-    /// The cluster is shutting down: no leading from now on.
-    pub stopped: bool,
 }
 
 impl Lead {
     pub fn new(me: Me) -> Self {
         Lead {
-            lease: Arc::new(Lease::new()),
+            core: LeadCore::new(u64::from(std::process::id())),
             acting: me.lease.clone(),
             others_reads: me.others.clone(),
             me,
-            leading: false,
-            ready: false,
             contending: false,
             startup: None,
-            error: None,
             orchestrators: Vec::new(),
             leader: None,
             seen: BTreeMap::new(),
-            stopped: false,
         }
     }
 
@@ -143,10 +124,56 @@ impl Lead {
     }
 }
 
+/// Who holds `/leader`, as the core needs it.
+fn holder(l: Option<OrchestratorRecord>) -> Option<Holder> {
+    l.map(|l| Holder {
+        session: l.session,
+        pid: l.pid,
+    })
+}
+
 impl ElectionWatcher {
     /// Whether what the core decides is carried out now.
     pub(super) fn acting(&self) -> bool {
-        self.lead.leading && self.lead.ready && self.lead.lease.valid()
+        self.lead.core.acting(self.now())
+    }
+
+    /// Feeds the leadership `input` and carries out what it decides.
+    pub(super) fn lead_on(&mut self, ctx: &mut Context<Self>, input: LeadInput) {
+        let effects = self.lead.core.on(input);
+        self.lead_effects(ctx, effects);
+    }
+
+    /// Carries out what the leadership decided, and tells the Scaler's
+    /// lease.
+    pub(super) fn lead_effects(&mut self, ctx: &mut Context<Self>, effects: Vec<LeadEffect>) {
+        match self.lead.core.acting_until() {
+            Some(ms) => self.lead.acting.set(self.born + Duration::from_millis(ms)),
+            None => self.lead.acting.revoke(),
+        }
+        for effect in effects {
+            match effect {
+                LeadEffect::StartUp => self.take_lead(ctx),
+                LeadEffect::StartUpLater => {
+                    ctx.run_later(STARTUP_RETRY, |act, ctx| {
+                        let core = &act.lead.core;
+                        if core.leading() && !core.ready() && act.lead.startup.is_none() {
+                            act.start_up(ctx);
+                        }
+                    });
+                }
+                LeadEffect::StepDown(why) => {
+                    if let Some(h) = self.lead.startup.take() {
+                        ctx.cancel_future(h);
+                    }
+                    self.event(
+                        "resigned",
+                        format!("this orchestrator stops leading: {why}"),
+                    );
+                }
+                LeadEffect::ReleaseWorkers => self.release_workers(),
+            }
+        }
     }
 
     /// Registers this orchestrator, then contends for `/leader`.
@@ -170,30 +197,24 @@ impl ElectionWatcher {
         let Some(coord) = self.coord.clone() else {
             return;
         };
-        if self.lead.stopped || self.lead.leading || self.lead.contending {
+        if !self.lead.core.may_contend() || self.lead.contending {
             return;
         }
         self.lead.contending = true;
-        let (me, asked) = (self.lead.record(coord.session_id()), Instant::now());
-        let (mine, timeout) = (coord.session_id(), coord.session_timeout());
+        let (me, asked) = (self.lead.record(coord.session_id()), self.now());
         ctx.spawn(
             contend(coord, me)
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.lead.contending = false;
                     match res {
-                        Ok(Some(l)) if l.session == mine && !act.lead.stopped => {
-                            act.lead.lease.extend(asked, lease_span(timeout));
-                            act.take_lead(ctx);
-                        }
-                        // Another orchestrator leads: what dies with this
-                        // one goes, for it to start.
-                        Ok(Some(l)) if l.pid != u64::from(std::process::id()) => {
-                            act.release_workers();
-                        }
-                        // Nobody, or this process's own ended session
-                        // (its node goes when that session expires).
-                        Ok(_) => {}
+                        Ok(l) => act.lead_on(
+                            ctx,
+                            LeadInput::Contended {
+                                asked,
+                                holder: holder(l),
+                            },
+                        ),
                         Err(e) => tracing::debug!(error = %e, "cannot contend for /leader"),
                     }
                 }),
@@ -212,11 +233,6 @@ impl ElectionWatcher {
     }
 
     fn take_lead(&mut self, ctx: &mut Context<Self>) {
-        if self.lead.leading {
-            return;
-        }
-        self.lead.leading = true;
-        self.lead.ready = false;
         let detail = format!(
             "orchestrator pid {} ({}) leads",
             std::process::id(),
@@ -240,7 +256,7 @@ impl ElectionWatcher {
         };
         let handle = ctx.spawn(up.into_actor(self).map(|res, act, ctx| {
             act.lead.startup = None;
-            if !act.lead.leading {
+            if !act.lead.core.leading() {
                 return;
             }
             match res {
@@ -252,9 +268,7 @@ impl ElectionWatcher {
                     core.inherit(&succession);
                     act.kept = succession;
                     act.core = core;
-                    act.lead.ready = true;
-                    act.lead.acting.extend_as(&act.lead.lease);
-                    act.lead.error = None;
+                    act.lead_on(ctx, LeadInput::StartedUp);
                     act.step(ctx, Input::Connected);
                     act.refresh(ctx);
                     act.read_master(ctx);
@@ -262,36 +276,14 @@ impl ElectionWatcher {
                 Err(e) => {
                     let why = e.to_string();
                     act.event("startup", format!("the workers did not come up: {why}"));
-                    act.lead.error = Some(why);
-                    ctx.run_later(STARTUP_RETRY, |act, ctx| {
-                        if act.lead.leading && !act.lead.ready && act.lead.startup.is_none() {
-                            act.start_up(ctx);
-                        }
-                    });
+                    // A passing outage (the coordinator, the runtime) is
+                    // tried again; only a refusal ends a start.
+                    let refused = !e.is_retryable();
+                    act.lead_on(ctx, LeadInput::StartUpFailed { why, refused });
                 }
             }
         }));
         self.lead.startup = Some(handle);
-    }
-
-    /// Stops acting. `release`: another orchestrator may lead now, so
-    /// workers that die with this one are stopped for the next leader to
-    /// start over their stores.
-    pub(super) fn step_down(&mut self, ctx: &mut Context<Self>, why: &str) {
-        if !self.lead.leading {
-            return;
-        }
-        self.lead.leading = false;
-        self.lead.ready = false;
-        self.lead.lease.revoke();
-        self.lead.acting.revoke();
-        if let Some(h) = self.lead.startup.take() {
-            ctx.cancel_future(h);
-        }
-        self.event(
-            "resigned",
-            format!("this orchestrator stops leading: {why}"),
-        );
     }
 
     /// Checks that `/leader` is still this session's, extending the lease.
@@ -299,29 +291,16 @@ impl ElectionWatcher {
         let Some(coord) = self.coord.clone() else {
             return;
         };
-        if !self.lead.leading {
+        if !self.lead.core.leading() {
             return;
         }
-        let (asked, timeout) = (Instant::now(), coord.session_timeout());
-        let mine = coord.session_id();
-        ctx.spawn(
-            leader(coord)
-                .into_actor(self)
-                .map(move |res, act, ctx| match res {
-                    Ok(Some(l)) if l.session == mine => {
-                        act.lead.lease.extend(asked, lease_span(timeout));
-                        if act.lead.ready {
-                            act.lead.acting.extend(asked, lease_span(timeout));
-                        }
-                    }
-                    Ok(Some(_)) => {
-                        act.step_down(ctx, "another orchestrator holds /leader");
-                        act.release_workers();
-                    }
-                    Ok(None) => act.step_down(ctx, "/leader went"),
-                    Err(_) => {} // the lease runs out by itself
-                }),
-        );
+        let asked = self.now();
+        ctx.spawn(leader(coord).into_actor(self).map(move |res, act, ctx| {
+            if let Ok(l) = res {
+                let holder = holder(l);
+                act.lead_on(ctx, LeadInput::Checked { asked, holder });
+            } // else the lease runs out by itself
+        }));
     }
 
     /// Tells the others this orchestrator's reads, reads theirs, and
@@ -342,9 +321,7 @@ impl ElectionWatcher {
                 act.lead.orchestrators = all;
                 act.lead.leader = leader;
             }
-            if !act.lead.leading {
-                act.contend(ctx);
-            }
+            act.contend(ctx);
         }));
     }
 }
