@@ -388,3 +388,35 @@ async fn a_slave_stopped_on_purpose_takes_its_sync_queue_with_it() {
     assert!(queues.contains_key(&format!("sync.{}", slave_ids(&c).await[0])));
     c.stop().await;
 }
+
+/// Two starts of one worker at once (a replacement asked twice for one
+/// death, say): the second is refused while the first waits for the new
+/// process to say where its control API is, so one process runs over the
+/// worker's store, not two. The runtime listed a worker only once it had
+/// started, so both once went ahead (seen under load as worker 1 started
+/// three times).
+#[actix::test]
+async fn two_starts_of_one_worker_at_once_start_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _vhost)) = process_cluster(dir.path(), 1).await else {
+        return;
+    };
+    let spec = WorkerSpec {
+        id: 9,
+        cluster: c.cluster,
+    };
+    let (a, b) = futures::join!(c.runtime.start(spec), c.runtime.start(spec));
+    let started: Vec<u64> = [&a, &b]
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|w| w.pid))
+        .collect();
+    assert_eq!(started.len(), 1, "{a:?} {b:?}");
+    let refused = [a, b]
+        .into_iter()
+        .find_map(Result::err)
+        .expect("one refused");
+    assert!(refused.to_string().contains("runs already"), "{refused}");
+    let nines = c.runtime.list().iter().filter(|w| w.id == 9).count();
+    assert_eq!(nines, 1);
+    c.stop().await;
+}

@@ -188,7 +188,8 @@ pub struct WatcherCore {
     started_at: u64,
     electing: bool,
     stopped: bool,
-    starting: usize,
+    /// The workers whose replacement is being started, by id.
+    starting: BTreeSet<u64>,
     hung_after: u64,
 }
 
@@ -211,7 +212,7 @@ impl WatcherCore {
             started_at: now,
             electing: false,
             stopped: false,
-            starting: 0,
+            starting: BTreeSet::new(),
             hung_after: HUNG_AFTER_MS,
         }
     }
@@ -259,7 +260,7 @@ impl WatcherCore {
 
     /// Replacements being started.
     pub fn starting(&self) -> usize {
-        self.starting
+        self.starting.len()
     }
 
     /// What became of worker `pid`, if it is known.

@@ -3,7 +3,7 @@
 //! small control listener on loopback (status). A worker's pid is
 //! its OS pid.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,7 +51,24 @@ pub struct ProcessRuntime {
     sync_cap: u32,
     http: reqwest::Client,
     workers: Arc<Mutex<BTreeMap<u64, Running>>>,
+    /// Workers being started: not listed until they say where their
+    /// control API is, and not to be started twice meanwhile (two
+    /// processes over one store).
+    starting: Arc<Mutex<BTreeSet<u64>>>,
     exits: broadcast::Sender<Exit>,
+}
+
+/// A worker's id held as being started, until dropped.
+struct Starting {
+    ids: Arc<Mutex<BTreeSet<u64>>>,
+    id: u64,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        ids.remove(&self.id);
+    }
 }
 
 fn io(e: impl std::fmt::Display) -> Error {
@@ -70,6 +87,7 @@ impl ProcessRuntime {
             sync_cap: crate::broker::SYNC_QUEUE_CAP,
             http: super::control_client(),
             workers: Arc::default(),
+            starting: Arc::default(),
             exits: broadcast::channel(EXITS).0,
         }
     }
@@ -211,9 +229,17 @@ fn send_signal(pid: u64, signal: i32) {
 #[async_trait]
 impl WorkerRuntime for ProcessRuntime {
     async fn start(&self, spec: WorkerSpec) -> Result<WorkerInfo> {
-        if self.workers().contains_key(&spec.id) {
-            return Err(Error::bad(format!("worker {} runs already", spec.id)));
-        }
+        let _starting = {
+            let workers = self.workers();
+            let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+            if workers.contains_key(&spec.id) || !starting.insert(spec.id) {
+                return Err(Error::bad(format!("worker {} runs already", spec.id)));
+            }
+            Starting {
+                ids: self.starting.clone(),
+                id: spec.id,
+            }
+        };
         let mut child = self.command(spec).spawn().map_err(io)?;
         let pid = child.id().ok_or_else(|| io("exited at once"))?;
         let control = control_url(&mut child, spec.id).await?;

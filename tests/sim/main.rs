@@ -470,7 +470,15 @@ fn seeds_that_once_failed_keep_every_promise() {
     // started again (its death was the old leader's to act on); now the
     // new leader starts every worker whose store is kept, as
     // `runtime::ensure_workers` does. 2500, see below.
-    for seed in [834, 2942, 8156, 5437, 1472, 6955, 2989, 7890, 20, 2500] {
+    // With the process exit a watcher's kill causes told to it too, and
+    // a second start of a worker whose start is under way taken for the
+    // broken promise it is (two processes over one store; seen under
+    // load in the Scaler's pause attack as worker 1 started three times):
+    // 28, a promotee killed: its exit buried it, a view that still held
+    // its node made it live again, and its session's end then buried it
+    // again and started it a second time; 8156 likewise. Now the watcher
+    // never starts a worker whose start is under way.
+    for seed in [834, 2942, 8156, 5437, 1472, 6955, 2989, 7890, 20, 2500, 28] {
         if let Err(f) = nemesis::run(seed, Succession::default()) {
             panic!("{f}");
         }

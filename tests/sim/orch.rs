@@ -475,6 +475,7 @@ impl World {
             core.inherit(&self.kept);
         }
         self.watcher = core;
+        self.starts_asked.clear();
         if let Some(s) = &mut self.scaler {
             *s = dbaas::core::scaler::ScalerCore::new(*s.policy());
             self.scaler_inbox.clear();
@@ -491,7 +492,9 @@ impl World {
             .collect();
         for id in down {
             self.log(format!("the new leader starts worker {id}"));
-            self.starts.push((self.now, id, 1));
+            // Tries 0: `ensure_workers`' own start, awaited before the
+            // new core exists (not told to it).
+            self.starts.push((self.now, id, 0));
         }
         let running = self.running();
         let record = self.master.map(|m| (m, self.version));

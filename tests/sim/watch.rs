@@ -78,6 +78,13 @@ impl World {
                     tries,
                     after_ms,
                 } => {
+                    // A runtime need not refuse a second start of a worker
+                    // while the first is under way (the process runtime
+                    // did not: two processes over one store).
+                    if !self.starts_asked.insert(id) {
+                        self.broken
+                            .push(format!("two starts of worker {id} under way at once"));
+                    }
                     let (lo, hi) = self.setup.respawn_after;
                     let at = self.now + after_ms + self.rng.u64(lo..=hi);
                     self.starts.push((at, id, tries));
@@ -89,6 +96,15 @@ impl World {
                         .is_some_and(|w| w.alive && w.pid == pid)
                     {
                         self.die(id);
+                        // The runtime sees the process exit too, before
+                        // or after the kill is told done.
+                        let exit = Input::Exited {
+                            id,
+                            pid,
+                            expected: false,
+                            gone: true,
+                        };
+                        self.tell(exit, lag);
                     }
                     self.tell(Input::HungKilled { id, pid }, lag);
                 }
@@ -163,13 +179,16 @@ impl World {
             .partition(|&(at, _, _)| at <= now);
         self.starts = later;
         for (_, id, tries) in due {
+            self.starts_asked.remove(&id);
             let runs = self.workers.get(&id).is_some_and(|w| w.alive);
             let result = if runs {
                 Err(format!("worker {id} runs already"))
             } else {
                 Ok(self.revive(id))
             };
-            self.tell(Input::Started { id, result, tries }, 0);
+            if tries > 0 {
+                self.tell(Input::Started { id, result, tries }, 0);
+            }
         }
     }
 

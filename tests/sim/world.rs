@@ -339,6 +339,10 @@ pub struct World {
     pub inbox: Vec<(u64, Input)>,
     /// Starts under way: when they finish, the worker, the tries left.
     pub starts: Vec<(u64, u64, u32)>,
+    /// The workers whose start the leading watcher's core asked for and
+    /// that has not finished (an earlier leader's may still be under way:
+    /// the runtime refuses one of the two).
+    pub starts_asked: BTreeSet<u64>,
     /// The Scaler, when a run has one; what it is owed; its starts.
     pub scaler: Option<dbaas::core::scaler::ScalerCore>,
     pub scaler_inbox: Vec<dbaas::core::scaler::Input>,
@@ -404,6 +408,7 @@ impl World {
             watcher: WatcherCore::new(setup.slaves + 1, 0).with_succession(succession.clone()),
             inbox: Vec::new(),
             starts: Vec::new(),
+            starts_asked: BTreeSet::new(),
             scaler: None,
             scaler_inbox: Vec::new(),
             scaler_starts: Vec::new(),

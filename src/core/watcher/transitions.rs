@@ -240,11 +240,15 @@ impl WatcherCore {
 
     /// Starts a replacement: the dead worker again over its own store, or
     /// a worker with a new id if that one runs; nothing if it runs again
-    /// already under another pid.
+    /// already under another pid, or is being started (one death seen
+    /// twice: its exit, then a view that still held its node and then
+    /// did not; two processes over one store otherwise).
     fn respawn(&mut self, dead: Option<u64>, dead_pid: u64, running: &[Running], fx: &mut Fx) {
         let runs = |id: u64| running.iter().any(|w| w.id == id);
         if let Some(id) = dead {
-            if running.iter().any(|w| w.id == id && w.pid != dead_pid) {
+            if self.starting.contains(&id)
+                || running.iter().any(|w| w.id == id && w.pid != dead_pid)
+            {
                 return;
             }
         }
@@ -256,7 +260,9 @@ impl WatcherCore {
     }
 
     fn start(&mut self, id: u64, tries: u32, after_ms: u64, fx: &mut Fx) {
-        self.starting += 1;
+        if !self.starting.insert(id) {
+            return; // under way already
+        }
         fx.push(Effect::Start {
             id,
             tries,
@@ -265,7 +271,7 @@ impl WatcherCore {
     }
 
     fn on_started(&mut self, id: u64, result: Result<u64, String>, tries: u32, fx: &mut Fx) {
-        self.starting = self.starting.saturating_sub(1);
+        self.starting.remove(&id);
         match result {
             Ok(pid) => event(fx, "respawn", format!("worker {id} started, pid {pid}")),
             Err(e) => {
