@@ -100,9 +100,14 @@
 //!   ([`core::scaler::target_slaves`]) within a bounded maximum (16 by
 //!   default) and step (4 a decision), starting new slaves a few at a
 //!   time, counting each client read once.
+//! - *One orchestrator acts*: any number serve the DB API; the one whose
+//!   session holds `/leader` runs the ElectionWatcher's and the Scaler's
+//!   decisions, under a lease that runs out before its session can
+//!   expire ([`core::lead`]); strong reads through any of them learn the
+//!   master's head first (read-index).
 //! - *Every decision is deterministic*: the election rule, the
-//!   ElectionWatcher, a worker's role, a slave's replica and the Scaler
-//!   are pure functions and state machines in [`core`] (no I/O, no
+//!   ElectionWatcher, the orchestrators' leadership, a worker's role, a
+//!   slave's replica and the Scaler are pure functions and state machines in [`core`] (no I/O, no
 //!   clock); the actors carry out what they decide, and the seeded
 //!   simulator of the test suite runs the same machines under faults.
 //!   If no caught-up slave is left when a master dies, the election waits
@@ -116,8 +121,10 @@
 //! against writes in flight. A slave that lagged more than its capped
 //! queue holds cannot be elected over a caught-up one; if only such
 //! slaves are left when the master dies, the master's own store is started
-//! again and elected. Two orchestrators of one cluster at once are not
-//! supported. A backup and a restore are held whole in memory on the
+//! again and elected. With the process runtime the workers are children
+//! of the leading orchestrator: its death restarts them (over their
+//! stores), and one paused past its session holds them until it resumes.
+//! A backup and a restore are held whole in memory on the
 //! orchestrator and the master (as a snapshot is on a slave), a restore
 //! up to 1 GiB; the parts of a restore the orchestrator gave up on stay in
 //! the master's memory until the next restore.

@@ -51,7 +51,7 @@
 //!
 //! SlaveWorker, Worker, ElectionWatcher and Scaler decide nothing
 //! themselves: each drives a state machine of [`crate::core`]
-//! (`ReplicaCore`, `RoleCore`, `WatcherCore`, `ScalerCore`), feeding it
+//! (`ReplicaCore`, `RoleCore`, `WatcherCore` and `LeadCore`, `ScalerCore`), feeding it
 //! what arrives and carrying out the effects it answers; the seeded
 //! simulator of the test suite drives the same machines.
 //!
@@ -77,8 +77,12 @@
 //!   goes back to `writeQ` and its sync is published again (slaves drop
 //!   the duplicate). Later groups wait, bounded, for its seq before they
 //!   answer.
-//! - the orchestrator: in-flight requests fail back to clients; nothing
-//!   acknowledged is lost.
+//! - an orchestrator: in-flight requests fail back to its clients, which
+//!   move on to another (a write under the same request id, so it
+//!   applies once); nothing acknowledged is lost. The leading one's death
+//!   or pause: its lease runs out before its session can expire, and
+//!   another takes `/leader` once it has, adopts the workers (or, with
+//!   child processes, starts them again over their stores) and acts.
 //! - the broker: every consumer's stream ends; each actor subscribes again
 //!   with backoff (the broker client reconnects on the next call). What was
 //!   unacknowledged is redelivered (writes and syncs are persistent, reads
