@@ -119,10 +119,12 @@ fn not_found(e: &lapin::Error) -> bool {
 /// A queue's declaration: its flags and arguments. Every durable queue is
 /// of `queue_type` (quorum queues take every argument used here in
 /// RabbitMQ 3.10 and later: `x-max-length` with either overflow,
-/// `x-expires`, `x-message-ttl`).
+/// `x-expires`, `x-message-ttl`). A classic queue is declared without
+/// `x-queue-type`, as before there was a choice, so that the queues a
+/// broker keeps from then are declared again as they are.
 fn queue_arguments(kind: QueueKind, queue_type: QueueType) -> (QueueDeclareOptions, FieldTable) {
     let (opts, mut args) = kind_arguments(kind);
-    if opts.durable {
+    if opts.durable && queue_type == QueueType::Quorum {
         args.insert(
             "x-queue-type".into(),
             AMQPValue::LongString(queue_type.as_str().into()),
@@ -264,11 +266,14 @@ impl AmqpBroker {
             return Ok(l); // another task reconnected meanwhile
         }
         let nodes = self.target.urls.len();
-        // The node of a connection lost is tried last: it has just failed
-        // (killed, cut off, or its queues' leaders lost).
-        let lost = lock(&self.live).as_ref().map(|l| l.node);
+        // The node of a connection lost is tried last, once: it has just
+        // failed (killed, cut off, or its queues' leaders lost).
+        let lost = lock(&self.live)
+            .as_ref()
+            .filter(|l| !l.moved_on.swap(true, std::sync::atomic::Ordering::Relaxed))
+            .map(|l| l.node);
         if let Some(lost) = lost {
-            if nodes > 1 && backoff.node == lost {
+            if backoff.node == lost {
                 backoff.node = (lost + 1) % nodes;
             }
         }
@@ -623,7 +628,25 @@ impl Broker for AmqpBroker {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{queue_arguments, redact, AMQPValue, QueueKind, QueueType};
+
+    #[test]
+    fn durable_queues_are_of_the_queue_type_transient_ones_classic() {
+        let queue_type = |kind, t| {
+            let (_, args) = queue_arguments(kind, t);
+            args.inner().get("x-queue-type").cloned()
+        };
+        let quorum = Some(AMQPValue::LongString("quorum".into()));
+        let own = QueueKind::Own {
+            max: 10,
+            idle_ms: 100,
+        };
+        for kind in [QueueKind::Durable, QueueKind::Capped(3), own] {
+            assert_eq!(queue_type(kind, QueueType::Quorum), quorum);
+            assert_eq!(queue_type(kind, QueueType::Classic), None);
+        }
+        assert_eq!(queue_type(QueueKind::Transient, QueueType::Quorum), None);
+    }
 
     #[test]
     fn passwords_stay_out_of_logs() {

@@ -55,6 +55,8 @@ pub(super) struct Live {
     pub(super) in_doubt: AtomicBool,
     /// The index of its node in the target's list.
     pub(super) node: usize,
+    /// Lost, it has made the next connection attempt go to the next node.
+    pub(super) moved_on: AtomicBool,
 }
 
 impl Live {
@@ -62,6 +64,7 @@ impl Live {
         Live {
             conn,
             node,
+            moved_on: AtomicBool::new(false),
             publish: Default::default(),
             next: AtomicUsize::new(0),
             in_doubt: AtomicBool::new(false),
