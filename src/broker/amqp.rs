@@ -292,7 +292,11 @@ impl AmqpBroker {
                 Ok(l)
             }
             Err(e) => {
-                tracing::warn!(url = %redact(url), error = %e, "could not connect to the broker");
+                if nodes > 1 {
+                    tracing::warn!(url = %redact(url), error = %e, "could not connect to this node");
+                } else {
+                    tracing::debug!(url = %redact(url), error = %e, "could not connect to the broker");
+                }
                 backoff.node = (node + 1) % nodes;
                 backoff.failed += 1;
                 // Every node in turn at once; then wait before the next
@@ -332,12 +336,13 @@ impl AmqpBroker {
     }
 
     /// Deletes a queue only if it holds no message and has no consumer;
-    /// false if it does. With classic queues the broker checks both in the
-    /// same step. Quorum queues refuse that (RabbitMQ answers
-    /// `NOT_IMPLEMENTED`, closing the connection): the queue's counts are
-    /// read first, and a message published between the look and the delete
-    /// goes with the queue, as one published between the delete and the
-    /// declaration after it does (see `QueueKind::Bounded`).
+    /// false if it does. The broker checks both in the same step for a
+    /// classic queue, but refuses to for a quorum queue (RabbitMQ answers
+    /// `NOT_IMPLEMENTED`, closing the connection). So when this client
+    /// declares quorum queues (the queue there may be one), the queue's
+    /// counts are read first, and a message published between the look
+    /// and the delete goes with the queue, as one published between the
+    /// delete and the declaration after it does (see `QueueKind::Bounded`).
     async fn delete_if_idle(&self, name: &str) -> Result<bool> {
         if self.target.queue_type == QueueType::Quorum {
             let opts = QueueDeclareOptions {

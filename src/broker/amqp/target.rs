@@ -2,7 +2,8 @@
 //! the type of the queues declared there.
 //!
 //! `--amqp` takes `URL[,URL...]`: the AMQP URLs of the nodes of one
-//! cluster (or of the one node). A client connects to one of them, and
+//! cluster (or of the one node; a comma in a URL, in a password say, is
+//! written `%2C`). A client connects to one of them, and
 //! when it loses that node moves on to the next in the list (lapin takes
 //! one URL, and its own recovery would only try that one again).
 //!
