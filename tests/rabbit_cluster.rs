@@ -2,8 +2,9 @@
 //! rabbit-cluster-*`, started by `scripts/test`, which sets
 //! `DBAAS_TEST_AMQP_CLUSTER` to their URLs), with quorum queues: the broker
 //! semantics hold over it, a client moves to the next node when its node
-//! dies, and the system under a steady mixed load loses nothing when the
-//! node holding its queues' leaders is SIGKILLed. A test binary of its
+//! dies, and the system under a steady mixed load (writes, eventual and
+//! strong reads) loses nothing when the node holding its queues' leaders
+//! is SIGKILLed. A test binary of its
 //! own; its tests take turns, since they kill nodes of the one cluster.
 
 mod suite;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use dbaas::broker::amqp::{AmqpBroker, QueueType};
 use dbaas::broker::{conformance, Broker, Message, QueueKind, WRITE_Q};
+use dbaas::model::{Consistency, ReadResult};
 use futures::StreamExt;
 use suite::{eventually, fresh_zk, master_id, process_cluster_at, services, Load, ZK_SESSION};
 
@@ -304,7 +306,32 @@ async fn killing_the_rabbitmq_node_of_the_queue_leaders_under_load_loses_nothing
     // Writes (each acknowledged, none failing) and eventual reads (each
     // answered): a client may wait longer across the kill, within the
     // orchestrator's request deadline, but sees no error.
-    let load = Load::start(&c, 4).with_readers(&c, 2);
+    let load = Arc::new(Load::start(&c, 4).with_readers(&c, 2));
+    // And strong reads, each answered, never counting fewer users than
+    // were acknowledged before it was asked.
+    let stop_strong = Arc::new(AtomicBool::new(false));
+    let strong = {
+        let (orch, load, stop) = (c.orchestrator.clone(), load.clone(), stop_strong.clone());
+        actix::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let floor = load.acked();
+                let r = orch
+                    .read(suite::count_users(), Consistency::Strong)
+                    .await
+                    .expect("every strong read answered");
+                let ReadResult::Count(n) = r.result else {
+                    panic!("not a count: {r:?}");
+                };
+                assert!(
+                    n >= floor,
+                    "a strong read counted {n} < {floor} acknowledged"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
     load.more(50).await;
     let mut killed = Vec::new();
     for _ in 0..2 {
@@ -318,7 +345,12 @@ async fn killing_the_rabbitmq_node_of_the_queue_leaders_under_load_loses_nothing
         launch(victim);
         load.more(50).await;
     }
-    eprintln!("killed nodes {killed:?}, each holding writeQ's leader");
+    stop_strong.store(true, Ordering::Relaxed);
+    let strong_reads = strong.await.expect("the strong reader finished");
+    eprintln!("killed nodes {killed:?}, each holding writeQ's leader; {strong_reads} strong reads");
+    let Ok(load) = Arc::try_unwrap(load) else {
+        panic!("the load is shared still");
+    };
     let acked = load.stop().await;
     suite::nothing_lost_and_alike(c, dir.path(), acked).await;
 }
