@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::broker::amqp::{AmqpTarget, QueueType};
 use crate::core::scaler::{Limit, ScalePolicy};
 use crate::error::{Error, Result};
 use crate::http::common::DEFAULT_BODY_LIMIT;
@@ -42,9 +43,16 @@ pub struct UpArgs {
     #[arg(long, env = "DBAAS_BODY_LIMIT")]
     pub body_limit: Option<usize>,
     /// Run over this RabbitMQ (`amqp://...`), with the workers as child
-    /// processes, instead of the in-process broker.
+    /// processes, instead of the in-process broker. Several nodes of one
+    /// cluster: `URL,URL,...` (a client moves to the next when it loses
+    /// its node).
     #[arg(long, env = "DBAAS_AMQP_URL")]
     pub amqp: Option<String>,
+    /// The type of the durable queues: `classic` (the default with one
+    /// `--amqp` URL) or `quorum` (replicated over the cluster's nodes; the
+    /// default with several).
+    #[arg(long, env = "DBAAS_QUEUE_TYPE")]
+    pub queue_type: Option<QueueType>,
     /// Most messages a slave's sync queue keeps while the slave is away
     /// (the oldest go first; the slave then catches up by snapshot).
     #[arg(long, env = "DBAAS_SYNC_QUEUE_CAP")]
@@ -111,6 +119,7 @@ struct FileConfig {
     slaves: Option<usize>,
     body_limit: Option<usize>,
     amqp: Option<String>,
+    queue_type: Option<QueueType>,
     sync_queue_cap: Option<u32>,
     zk: Option<String>,
     zk_root: Option<String>,
@@ -137,6 +146,8 @@ pub struct UpConfig {
     pub data_dir: PathBuf,
     pub slaves: usize,
     pub body_limit: usize,
+    /// The broker's nodes and queue type, as [`AmqpTarget`] writes them
+    /// (`URL,...,queue-type=T`): the one string every worker is given.
     pub amqp: Option<String>,
     pub sync_queue_cap: u32,
     pub zk: Option<String>,
@@ -232,7 +243,10 @@ impl UpArgs {
                 .body_limit
                 .or(file.body_limit)
                 .unwrap_or(DEFAULT_BODY_LIMIT),
-            amqp: self.amqp.clone().or(file.amqp),
+            amqp: amqp_target(
+                self.amqp.clone().or(file.amqp),
+                self.queue_type.or(file.queue_type),
+            )?,
             sync_queue_cap: self
                 .sync_queue_cap
                 .or(file.sync_queue_cap)
@@ -283,6 +297,18 @@ impl UpArgs {
             ));
         }
         Ok(cfg)
+    }
+}
+
+/// The broker setting, checked and with its queue type: `--amqp` and
+/// `--queue-type` (which needs `--amqp`).
+pub fn amqp_target(amqp: Option<String>, queue_type: Option<QueueType>) -> Result<Option<String>> {
+    match (amqp, queue_type) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(Error::bad(
+            "--queue-type is a RabbitMQ setting: give --amqp with it",
+        )),
+        (Some(list), t) => Ok(Some(AmqpTarget::parse(&list, t)?.to_string())),
     }
 }
 
@@ -392,6 +418,54 @@ mod tests {
             };
             assert!(args.resolve().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_broker_list_and_queue_type_are_checked_and_travel_together() {
+        let resolve = |amqp: Option<&str>, t: Option<QueueType>| {
+            UpArgs {
+                amqp: amqp.map(str::to_owned),
+                queue_type: t,
+                ..UpArgs::default()
+            }
+            .resolve()
+            .map(|c| c.amqp)
+        };
+        let (a, b) = ("amqp://h:5772/%2f", "amqp://h:5773/%2f");
+        assert_eq!(resolve(None, None).unwrap(), None);
+        assert_eq!(
+            resolve(Some(a), None).unwrap().unwrap(),
+            format!("{a},queue-type=classic")
+        );
+        assert_eq!(
+            resolve(Some(&format!("{a},{b}")), None).unwrap().unwrap(),
+            format!("{a},{b},queue-type=quorum")
+        );
+        assert_eq!(
+            resolve(Some(&format!("{a},{b}")), Some(QueueType::Classic))
+                .unwrap()
+                .unwrap(),
+            format!("{a},{b},queue-type=classic")
+        );
+        assert!(resolve(None, Some(QueueType::Quorum)).is_err());
+        assert!(resolve(Some("h:5672"), None).is_err());
+        assert!(resolve(Some(&format!("{a},")), None).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("amqp = \"{a}\"\nqueue_type = \"quorum\"\n")).unwrap();
+        let cfg = UpArgs {
+            config: Some(path.clone()),
+            ..UpArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(cfg.amqp.unwrap(), format!("{a},queue-type=quorum"));
+        std::fs::write(&path, "queue_type = \"fast\"\n").unwrap();
+        let bad = UpArgs {
+            config: Some(path),
+            ..UpArgs::default()
+        };
+        assert!(bad.resolve().is_err());
     }
 
     #[test]

@@ -63,7 +63,9 @@ pub struct WorkerArgs {
     /// Most messages the sync queue of a slave keeps while it is away.
     #[arg(long, env = "DBAAS_SYNC_QUEUE_CAP", default_value_t = crate::actors::SYNC_QUEUE_CAP)]
     pub sync_queue_cap: u32,
-    /// The RabbitMQ to use.
+    /// The RabbitMQ to use: `URL[,URL...]` (the nodes of one cluster),
+    /// perhaps with the queue type as one more element
+    /// (`queue-type=classic|quorum`), as its orchestrator gives it.
     #[arg(long, env = "DBAAS_AMQP_URL")]
     pub amqp: String,
     #[command(flatten)]
@@ -84,9 +86,13 @@ pub struct OrchestratorArgs {
         default_value = "127.0.0.1:8090"
     )]
     pub addr: SocketAddr,
-    /// The RabbitMQ to use.
+    /// The RabbitMQ to use: `URL[,URL...]` (the nodes of one cluster).
     #[arg(long, env = "DBAAS_AMQP_URL")]
     pub amqp: String,
+    /// The type of the durable queues: `classic` (the default with one
+    /// URL) or `quorum` (the default with several).
+    #[arg(long, env = "DBAAS_QUEUE_TYPE")]
+    pub queue_type: Option<crate::broker::amqp::QueueType>,
     #[command(flatten)]
     pub zk: ZkArgs,
     /// Where the workers (child processes) keep their databases.
@@ -181,7 +187,7 @@ async fn worker_status(state: WorkerState) -> HttpResponse {
 /// `dbaas worker`: one worker over RabbitMQ, coordinated by ZooKeeper; it
 /// starts as a slave and leads when elected.
 pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let broker = Arc::new(AmqpBroker::new(&args.amqp));
+    let broker = Arc::new(AmqpBroker::new(&args.amqp)?);
     let schema = Arc::new(Schema::rideshare());
     let at = StoreAt {
         dir: crate::runtime::worker_dir(&args.data_dir, args.id),
@@ -229,7 +235,7 @@ pub async fn run_orchestrator(
     let scale = args.scale.resolve(&crate::config::ScaleFile::default())?;
     let cluster = start_cluster(ClusterConfig {
         addr: addr.clone(),
-        amqp: Some(args.amqp),
+        amqp: crate::config::amqp_target(Some(args.amqp), args.queue_type)?,
         zk: Some(target),
         data_dir: args.data_dir,
         slaves: args.slaves,

@@ -8,10 +8,25 @@
 //! lost with a broker restart is retried by the orchestrator.
 //!
 //! When the connection breaks, every call fails with
-//! [`Error::Unavailable`] and the next call reconnects (with backoff);
-//! consumers' streams end, and their actors subscribe again. A publishing
-//! channel the broker closes (it does over a publish to a missing exchange)
-//! is replaced alone.
+//! [`Error::Unavailable`] and the next call reconnects; consumers' streams
+//! end, and their actors subscribe again. A publishing channel the broker
+//! closes (it does over a publish to a missing exchange) is replaced
+//! alone.
+//!
+//! Given several nodes of a cluster ([`AmqpTarget`]), a client connects to
+//! one; when it loses that node, the next call connects to the next node
+//! in the list, and so on round the list, waiting (with backoff) only once
+//! every node has failed in a row. A publish the broker nacks (a quorum
+//! queue whose leader was lost answers so, and the channel that saw it
+//! goes on nacking) puts its connection in doubt: the next call opens a
+//! new one, on the next node.
+//!
+//! Durable queues are of the target's [`QueueType`]: quorum queues on a
+//! cluster survive the loss of a minority of its nodes; transient ones
+//! (`QueueKind::Transient`: a reply queue for one exchange of messages)
+//! are classic, on the node their client is connected to, since quorum
+//! queues cannot be transient, and one that goes with its node goes with
+//! its client's connection too, which declares a new one.
 //!
 //! No call waits on the broker without bound. A publisher confirm is waited
 //! for [`CONFIRM_TIMEOUT`]; everything else (connecting, opening a channel,
@@ -52,8 +67,10 @@ use crate::core::backoff::{Backoff, RECONNECT};
 use crate::error::{Error, Result};
 
 mod connection;
+pub mod target;
 
 use connection::{connect, Live};
+pub use target::{AmqpTarget, QueueType};
 
 /// Publishing channels per connection.
 const PUBLISH_CHANNELS: usize = 4;
@@ -99,8 +116,24 @@ fn not_found(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
 }
 
-/// A queue's declaration: its flags and arguments.
-fn queue_arguments(kind: QueueKind) -> (QueueDeclareOptions, FieldTable) {
+/// A queue's declaration: its flags and arguments. Every durable queue is
+/// of `queue_type` (quorum queues take every argument used here in
+/// RabbitMQ 3.10 and later: `x-max-length` with either overflow,
+/// `x-expires`, `x-message-ttl`). A classic queue is declared without
+/// `x-queue-type`, as before there was a choice, so that the queues a
+/// broker keeps from then are declared again as they are.
+fn queue_arguments(kind: QueueKind, queue_type: QueueType) -> (QueueDeclareOptions, FieldTable) {
+    let (opts, mut args) = kind_arguments(kind);
+    if opts.durable && queue_type == QueueType::Quorum {
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(queue_type.as_str().into()),
+        );
+    }
+    (opts, args)
+}
+
+fn kind_arguments(kind: QueueKind) -> (QueueDeclareOptions, FieldTable) {
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
@@ -150,38 +183,70 @@ fn properties(msg: &Message, persistent: bool) -> BasicProperties {
     props
 }
 
-/// A RabbitMQ connection that reconnects by itself.
+/// A RabbitMQ connection that reconnects by itself, to the next node of
+/// its target when it loses one.
 pub struct AmqpBroker {
-    url: String,
+    target: AmqpTarget,
     live: Mutex<Option<Arc<Live>>>,
     connecting: tokio::sync::Mutex<Attempts>,
 }
 
-/// When the next connection attempt may be made, and the wait after it.
+/// When the next connection attempt may be made, the wait after it, and
+/// which node it goes to.
 struct Attempts {
     next_try: Instant,
     wait: Duration,
+    /// The index of the URL to try next.
+    node: usize,
+    /// Attempts failed in a row: one round of the list fails before the
+    /// backoff waits.
+    failed: usize,
 }
 
 impl AmqpBroker {
-    /// A broker at `url` (`amqp://user:pass@host:port/vhost`); connects on
-    /// first use.
-    pub fn new(url: &str) -> Self {
+    /// A broker at `target` (`URL[,URL...]`, see [`AmqpTarget`]); connects
+    /// on first use. Fails only on a malformed list.
+    pub fn new(target: &str) -> Result<Self> {
+        Ok(Self::at(target.parse()?))
+    }
+
+    /// A broker at `target`; connects on first use.
+    pub fn at(target: AmqpTarget) -> Self {
         AmqpBroker {
-            url: url.to_owned(),
+            target,
             live: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(Attempts {
                 next_try: Instant::now(),
                 wait: BACKOFF.first_wait(),
+                node: 0,
+                failed: 0,
             }),
         }
     }
 
-    /// Connects now, to fail early on a wrong address.
-    pub async fn connect(url: &str) -> Result<Self> {
-        let b = Self::new(url);
-        b.live().await?;
-        Ok(b)
+    /// Connects now, to fail early on a wrong address (when no node of
+    /// the list answers).
+    pub async fn connect(target: &str) -> Result<Self> {
+        let b = Self::new(target)?;
+        let nodes = b.target.urls.len();
+        let mut last = None;
+        for _ in 0..nodes {
+            match b.live().await {
+                Ok(_) => return Ok(b),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| unavailable("no node")))
+    }
+
+    /// The queue type of the durable queues declared here.
+    pub fn queue_type(&self) -> QueueType {
+        self.target.queue_type
+    }
+
+    /// The index of the node of the connection up now, if any.
+    pub fn node(&self) -> Option<usize> {
+        self.current().map(|l| l.node)
     }
 
     fn current(&self) -> Option<Arc<Live>> {
@@ -200,20 +265,46 @@ impl AmqpBroker {
         if let Some(l) = self.current() {
             return Ok(l); // another task reconnected meanwhile
         }
+        let nodes = self.target.urls.len();
+        // The node of a connection lost is tried last, once: it has just
+        // failed (killed, cut off, or its queues' leaders lost).
+        let lost = lock(&self.live)
+            .as_ref()
+            .filter(|l| !l.moved_on.swap(true, std::sync::atomic::Ordering::Relaxed))
+            .map(|l| l.node);
+        if let Some(lost) = lost {
+            if backoff.node == lost {
+                backoff.node = (lost + 1) % nodes;
+            }
+        }
         tokio::time::sleep_until(backoff.next_try.into()).await;
-        match connect(&self.url).await {
+        let node = backoff.node;
+        let url = &self.target.urls[node];
+        match connect(url).await {
             Ok(conn) => {
                 backoff.wait = BACKOFF.first_wait();
-                let l = Arc::new(Live::new(conn));
+                backoff.failed = 0;
+                let l = Arc::new(Live::new(conn, node));
                 if let Some(old) = lock(&self.live).replace(l.clone()) {
                     old.retire();
                 }
-                tracing::info!(url = %redact(&self.url), "connected to the broker");
+                tracing::info!(url = %redact(url), "connected to the broker");
                 Ok(l)
             }
             Err(e) => {
-                backoff.next_try = Instant::now() + backoff.wait;
-                backoff.wait = BACKOFF.next_wait(backoff.wait);
+                if nodes > 1 {
+                    tracing::warn!(url = %redact(url), error = %e, "could not connect to this node");
+                } else {
+                    tracing::debug!(url = %redact(url), error = %e, "could not connect to the broker");
+                }
+                backoff.node = (node + 1) % nodes;
+                backoff.failed += 1;
+                // Every node in turn at once; then wait before the next
+                // round.
+                if backoff.failed % nodes == 0 {
+                    backoff.next_try = Instant::now() + backoff.wait;
+                    backoff.wait = BACKOFF.next_wait(backoff.wait);
+                }
                 Err(e)
             }
         }
@@ -233,7 +324,7 @@ impl AmqpBroker {
 
     /// Declares a queue; false when it exists with other arguments.
     async fn declare(&self, name: &str, kind: QueueKind) -> Result<bool> {
-        let (opts, args) = queue_arguments(kind);
+        let (opts, args) = queue_arguments(kind, self.target.queue_type);
         self.with_channel("queue.declare", |ch| async move {
             match ch.queue_declare(name.into(), opts, args).await {
                 Ok(_) => Ok(true),
@@ -244,9 +335,38 @@ impl AmqpBroker {
         .await
     }
 
-    /// Deletes a queue only if it holds no message and has no consumer
-    /// (the broker checks both in the same step); false if it does.
+    /// Deletes a queue only if it holds no message and has no consumer;
+    /// false if it does. The broker checks both in the same step for a
+    /// classic queue, but refuses to for a quorum queue (RabbitMQ answers
+    /// `NOT_IMPLEMENTED`, closing the connection). So when this client
+    /// declares quorum queues (the queue there may be one), the queue's
+    /// counts are read first, and a message published between the look
+    /// and the delete goes with the queue, as one published between the
+    /// delete and the declaration after it does (see `QueueKind::Bounded`).
     async fn delete_if_idle(&self, name: &str) -> Result<bool> {
+        if self.target.queue_type == QueueType::Quorum {
+            let opts = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let idle = self
+                .with_channel("queue.declare passive", |ch| async move {
+                    match ch
+                        .queue_declare(name.into(), opts, FieldTable::default())
+                        .await
+                    {
+                        Ok(q) => Ok(q.message_count() == 0 && q.consumer_count() == 0),
+                        // Gone meanwhile: nothing to delete.
+                        Err(e) if not_found(&e) => Ok(true),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+            if idle {
+                self.delete_queue(name).await?;
+            }
+            return Ok(idle);
+        }
         let opts = QueueDeleteOptions {
             if_unused: true,
             if_empty: true,
@@ -278,6 +398,13 @@ impl AmqpBroker {
             .bounded("a publisher confirm", CONFIRM_TIMEOUT, confirm)
             .await?;
         if confirmation.is_nack() {
+            // After the loss of a quorum queue's leader, the channel that
+            // saw it may go on nacking: a new connection (see the module
+            // docs). A queue full (`reject-publish`) nacks too, and costs
+            // a new connection as well: it happens only while nobody
+            // consumes `writeQ`.
+            live.in_doubt
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(Error::Unavailable("broker refused the message".into()));
         }
         Ok(())
@@ -506,7 +633,25 @@ impl Broker for AmqpBroker {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{queue_arguments, redact, AMQPValue, QueueKind, QueueType};
+
+    #[test]
+    fn durable_queues_are_of_the_queue_type_transient_ones_classic() {
+        let queue_type = |kind, t| {
+            let (_, args) = queue_arguments(kind, t);
+            args.inner().get("x-queue-type").cloned()
+        };
+        let quorum = Some(AMQPValue::LongString("quorum".into()));
+        let own = QueueKind::Own {
+            max: 10,
+            idle_ms: 100,
+        };
+        for kind in [QueueKind::Durable, QueueKind::Capped(3), own] {
+            assert_eq!(queue_type(kind, QueueType::Quorum), quorum);
+            assert_eq!(queue_type(kind, QueueType::Classic), None);
+        }
+        assert_eq!(queue_type(QueueKind::Transient, QueueType::Quorum), None);
+    }
 
     #[test]
     fn passwords_stay_out_of_logs() {

@@ -70,13 +70,23 @@ pub const REPLY_QUEUE_IDLE_MS: u32 = 60_000;
 /// once unused, and durable until then, so that a broker restart does not
 /// take it from under a consumer that reconnects at once. (A transient,
 /// auto-deleted queue would go with its consumer's connection at once,
-/// but RabbitMQ deprecates non-exclusive transient queues.)
+/// but RabbitMQ deprecates non-exclusive transient queues.) On a RabbitMQ
+/// cluster it is a quorum queue, as every durable queue is there: it must
+/// survive its node's death, since a durable classic queue on a dead node
+/// can be neither consumed nor declared again until the node returns, and
+/// its orchestrator would get no answer to anything meanwhile. (A
+/// transient classic one would go with its node and could be declared
+/// again elsewhere, for half a read's broker CPU: BENCHMARKS.md.)
 pub const REPLY_QUEUE_KIND: QueueKind = QueueKind::Own {
     max: REPLY_QUEUE_CAP,
     idle_ms: REPLY_QUEUE_IDLE_MS,
 };
 /// Messages a slave's sync queue keeps while nobody consumes it (the
 /// oldest go first; the slave then finds a gap and takes a snapshot).
+/// On a RabbitMQ cluster a slave's sync queue is a quorum queue: what it
+/// holds could be made up by a snapshot, but a durable classic queue on a
+/// dead node could not be consumed nor declared again until the node
+/// returned, and its slave would apply nothing meanwhile.
 pub const SYNC_QUEUE_CAP: u32 = 10_000;
 
 /// A message as published.
@@ -128,6 +138,11 @@ pub const WRITE_Q_TTL_MS: u32 = 15_000;
 pub const SYNC_QUEUE_IDLE_MS: u32 = 60_000;
 
 /// How a queue is declared.
+///
+/// Over RabbitMQ, every durable kind (all but [`QueueKind::Transient`])
+/// is of the broker's queue type: classic on one node, quorum (replicated)
+/// on a cluster; see `amqp::QueueType`. Quorum queues keep a cap a
+/// little less exactly: see `conformance::run_all_quorum`.
 ///
 /// Declaring a queue that exists with another kind fails (RabbitMQ answers
 /// `PRECONDITION_FAILED`), except for [`QueueKind::Capped`] and

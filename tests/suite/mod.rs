@@ -471,6 +471,11 @@ impl Load {
         Self::progress(&self.acked, n, "writes to be acknowledged").await;
     }
 
+    /// How many writes have been acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
     /// Waits for `n` more answered reads.
     pub async fn more_reads(&self, n: u64) {
         Self::progress(&self.reads, n, "reads to be answered").await;

@@ -53,12 +53,18 @@ pub(super) struct Live {
     /// A wait on this connection timed out while the broker had not said it
     /// blocks it: it may be dead without lapin knowing yet.
     pub(super) in_doubt: AtomicBool,
+    /// The index of its node in the target's list.
+    pub(super) node: usize,
+    /// Lost, it has made the next connection attempt go to the next node.
+    pub(super) moved_on: AtomicBool,
 }
 
 impl Live {
-    pub(super) fn new(conn: Connection) -> Self {
+    pub(super) fn new(conn: Connection, node: usize) -> Self {
         Live {
             conn,
+            node,
+            moved_on: AtomicBool::new(false),
             publish: Default::default(),
             next: AtomicUsize::new(0),
             in_doubt: AtomicBool::new(false),
