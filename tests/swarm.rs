@@ -217,3 +217,136 @@ async fn orchestrators_that_come_and_go_adopt_the_worker_services() {
     c.orchestrator.write(user("after")).await.unwrap();
     check_and_stop(c, &dir, 22, &docker).await;
 }
+
+/// Removes the worker services of a cluster however a test ends (they
+/// outlive the orchestrators, and a failed test would leave them).
+struct Services(u64);
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        let label = format!("label=dbaas.cluster={:016x}", self.0);
+        let Ok(out) = std::process::Command::new("docker")
+            .args(["service", "ls", "-q", "--filter", &label])
+            .output()
+        else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["service", "rm"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+/// Two `dbaas orchestrator --runtime swarm` processes under RideShare
+/// writes and reads through the gateway. The leading one is SIGKILLed:
+/// the other takes the lead and the very same services over. Then the
+/// master's task container is killed (`docker kill`) under the same load:
+/// an election, the worker started again. No request fails, nothing
+/// acknowledged is lost, every replica agrees; the last orchestrator's
+/// stop leaves no service.
+#[actix::test]
+async fn the_leaders_sigkill_then_a_masters_container_kill_under_rideshare_load_lose_nothing() {
+    use suite::nodes::{
+        cluster_view, count_users, http, leader_pid, leads_a_settled_cluster, workers_of,
+        Cluster as Nodes, Load as Rides, DEADLINE,
+    };
+    let Some(c) = Nodes::new() else {
+        return;
+    };
+    let Some((docker, image)) = swarm_image().await else {
+        return;
+    };
+    let swarm = ["--runtime", "swarm", "--image", image.as_str()];
+    let a = c.orchestrator_with(&swarm);
+    let b = c.orchestrator_with(&swarm);
+    let cluster = {
+        let v = cluster_view(&a).await.expect("a view");
+        u64::from_str_radix(v["cluster"].as_str().expect("an id"), 16).expect("hex")
+    };
+    let _cleanup = Services(cluster);
+    let front = c.front(&[&a, &b]);
+    let gateway = &front[2];
+    let load = Rides::start(&gateway.url, 4, 2);
+    load.more(100).await;
+    eventually("the first orchestrator to lead", DEADLINE, || async {
+        leader_pid(&b).await == Some(u64::from(a.pid())) && leads_a_settled_cluster(&a, 3).await
+    })
+    .await;
+    let (_, master, pids) = workers_of(&cluster_view(&a).await.expect("a view"));
+    assert_eq!(pids.len(), 3);
+
+    drop(a); // SIGKILL: its workers' services stay
+    load.more(50).await;
+    eventually("the other to lead the same workers", DEADLINE, || async {
+        leads_a_settled_cluster(&b, 3).await
+            && workers_of(&cluster_view(&b).await.unwrap_or_default()).2 == pids
+    })
+    .await;
+    assert_eq!(services_of(&docker, cluster).await.len(), 3);
+
+    // `docker kill` of the master's task container, under the load.
+    let v = cluster_view(&b).await.expect("a view");
+    let (epoch, master_now, _) = workers_of(&v);
+    assert_eq!(master_now, master, "the master stayed: {v}");
+    let id = v["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .find(|w| w["pid"].as_u64() == Some(master))
+        .and_then(|w| w["id"].as_u64())
+        .expect("the master's id");
+    docker_kill(&docker, cluster, id).await;
+    eventually("a new master and the worker back", DEADLINE, || async {
+        let v = cluster_view(&b).await.unwrap_or_default();
+        let (e, m, p) = workers_of(&v);
+        e > epoch
+            && m != master
+            && p.len() == 3
+            && !p.contains(&master)
+            && leads_a_settled_cluster(&b, 3).await
+    })
+    .await;
+    load.more(100).await;
+    let (acked, failed) = load.stop().await;
+    assert_eq!(failed, 0, "requests failed; orchestrator log:\n{}", b.log());
+    let r = http()
+        .get(format!("{}/api/v1/users", gateway.url))
+        .send()
+        .await
+        .expect("the list");
+    let listed: Vec<String> = r.json().await.expect("a list of names");
+    let listed: std::collections::BTreeSet<String> = listed.into_iter().collect();
+    let missing: Vec<&String> = acked.iter().filter(|n| !listed.contains(*n)).collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert_eq!(count_users(&b).await, listed.len() as u64);
+    eventually("every worker to apply everything", DEADLINE, || async {
+        let v = cluster_view(&b).await.unwrap_or_default();
+        let lags: Vec<u64> = v["workers"]
+            .as_array()
+            .map(|w| w.iter().filter_map(|w| w["lag"].as_u64()).collect())
+            .unwrap_or_default();
+        lags.len() == 3 && lags.iter().all(|&l| l == 0)
+    })
+    .await;
+    let workers: Vec<u64> = cluster_view(&b).await.expect("a view")["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter_map(|w| w["id"].as_u64())
+        .collect();
+    drop(front);
+    b.signal(libc::SIGTERM);
+    let mut b = b;
+    let status = b.child.wait().expect("its exit");
+    assert!(status.success(), "{}", b.log());
+    assert!(services_of(&docker, cluster).await.is_empty());
+    let all = stores(&c.dir.path().join("data"), &workers);
+    assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
+}
