@@ -113,6 +113,30 @@ fn ended(state: Option<TaskState>) -> bool {
     )
 }
 
+/// The node for a worker among the `ready` ones, given the nodes the
+/// cluster's other workers are pinned to: the one holding fewest of them,
+/// then its `home` (where it ran, its store there), then `local` (the
+/// manager's), then by id.
+fn choose_node(
+    ready: &[String],
+    pinned: &[String],
+    home: Option<&str>,
+    local: &str,
+) -> Option<String> {
+    ready
+        .iter()
+        .min_by_key(|n| {
+            let count = pinned.iter().filter(|p| p == n).count();
+            (
+                count,
+                Some(n.as_str()) != home,
+                n.as_str() != local,
+                n.as_str(),
+            )
+        })
+        .cloned()
+}
+
 struct Running {
     info: WorkerInfo,
     /// The service's id.
@@ -334,7 +358,7 @@ impl SwarmRuntime {
             })
             .filter_map(|n| n.id)
             .collect();
-        let mut load: HashMap<String, usize> = ready.iter().map(|n| (n.clone(), 0)).collect();
+        let mut pinned = Vec::new();
         for s in self.services(spec.cluster).await? {
             let worker = s
                 .spec
@@ -345,19 +369,18 @@ impl SwarmRuntime {
             if worker == Some(spec.id) {
                 continue;
             }
-            let pinned = s
+            let constraints = s
                 .spec
                 .and_then(|s| s.task_template)
                 .and_then(|t| t.placement)
                 .and_then(|p| p.constraints)
                 .unwrap_or_default();
-            for c in pinned {
-                if let Some(n) = c.strip_prefix("node.id==") {
-                    if let Some(count) = load.get_mut(n) {
-                        *count += 1;
-                    }
-                }
-            }
+            pinned.extend(
+                constraints
+                    .iter()
+                    .filter_map(|c| c.strip_prefix("node.id=="))
+                    .map(str::to_owned),
+            );
         }
         let home = self
             .homes
@@ -365,9 +388,7 @@ impl SwarmRuntime {
             .unwrap_or_else(|p| p.into_inner())
             .get(&spec.id)
             .cloned();
-        load.into_iter()
-            .min_by_key(|(n, count)| (*count, Some(n) != home.as_ref(), *n != self.node, n.clone()))
-            .map(|(n, _)| n)
+        choose_node(&ready, &pinned, home.as_deref(), &self.node)
             .ok_or_else(|| swarm_err("the swarm has no node ready to run a worker"))
     }
 
@@ -734,6 +755,38 @@ impl WorkerRuntime for SwarmRuntime {
 mod tests {
     use super::*;
     use bollard::models::{LocalNodeState, SwarmInfo};
+
+    #[test]
+    fn workers_spread_over_the_nodes_and_go_home_when_they_can() {
+        let nodes = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ready = nodes(&["a", "b", "c"]);
+        // The manager's node first, then one worker a node.
+        assert_eq!(choose_node(&ready, &[], None, "b").as_deref(), Some("b"));
+        let on = nodes(&["b"]);
+        assert_eq!(choose_node(&ready, &on, None, "b").as_deref(), Some("a"));
+        let on = nodes(&["b", "a"]);
+        assert_eq!(choose_node(&ready, &on, None, "b").as_deref(), Some("c"));
+        // More workers than nodes: the least loaded.
+        let on = nodes(&["b", "a", "c", "b"]);
+        assert_eq!(choose_node(&ready, &on, None, "b").as_deref(), Some("a"));
+        // Home, where its store is, while it holds no more than another.
+        let on = nodes(&["b"]);
+        assert_eq!(
+            choose_node(&ready, &on, Some("c"), "b").as_deref(),
+            Some("c")
+        );
+        let on = nodes(&["c"]);
+        assert_eq!(
+            choose_node(&ready, &on, Some("c"), "b").as_deref(),
+            Some("b")
+        );
+        // A home that is not ready is no choice; no node ready, none.
+        assert_eq!(
+            choose_node(&ready, &[], Some("z"), "b").as_deref(),
+            Some("b")
+        );
+        assert_eq!(choose_node(&[], &[], None, "b"), None);
+    }
 
     #[test]
     fn an_engine_that_is_no_swarm_manager_is_refused_with_what_to_do() {
