@@ -82,11 +82,12 @@ pub struct UpArgs {
     #[arg(long, env = "DBAAS_HUNG_AFTER_MS")]
     pub hung_after_ms: Option<u64>,
     /// What runs the workers over RabbitMQ: `process` (child processes,
-    /// the default) or `docker` (containers through the Docker engine).
+    /// the default), `docker` (containers through the Docker engine) or
+    /// `swarm` (services of the Docker Swarm the engine manages).
     #[arg(long, env = "DBAAS_RUNTIME")]
     pub runtime: Option<RuntimeKind>,
-    /// The worker image with `--runtime docker` (built from this binary,
-    /// or by docker/build, when missing or stale).
+    /// The worker image with `--runtime docker` or `swarm` (built from
+    /// this binary, or by docker/build, when missing or stale).
     #[arg(long, env = "DBAAS_IMAGE")]
     pub image: Option<String>,
     #[command(flatten)]
@@ -102,6 +103,8 @@ pub enum RuntimeKind {
     Process,
     /// Docker containers.
     Docker,
+    /// Docker Swarm services, across the nodes of a swarm.
+    Swarm,
 }
 
 /// The default worker image.
@@ -291,10 +294,15 @@ impl UpArgs {
             return Err(Error::bad("a sync queue must hold at least one message"));
         }
         check_root(&cfg.zk_root)?;
-        if cfg.runtime == RuntimeKind::Docker && cfg.amqp.is_none() {
-            return Err(Error::bad(
-                "worker containers need RabbitMQ and ZooKeeper: give --amqp and --zk with --runtime docker",
-            ));
+        for (kind, name) in [
+            (RuntimeKind::Docker, "docker"),
+            (RuntimeKind::Swarm, "swarm"),
+        ] {
+            if cfg.runtime == kind && cfg.amqp.is_none() {
+                return Err(Error::bad(format!(
+                    "worker containers need RabbitMQ and ZooKeeper: give --amqp and --zk with --runtime {name}"
+                )));
+            }
         }
         Ok(cfg)
     }
@@ -466,6 +474,26 @@ mod tests {
             ..UpArgs::default()
         };
         assert!(bad.resolve().is_err());
+    }
+
+    #[test]
+    fn container_runtimes_without_rabbitmq_are_refused_by_name() {
+        for (kind, name) in [
+            (RuntimeKind::Docker, "docker"),
+            (RuntimeKind::Swarm, "swarm"),
+        ] {
+            let args = UpArgs {
+                runtime: Some(kind),
+                ..UpArgs::default()
+            };
+            let e = args.resolve().unwrap_err().to_string();
+            assert!(e.contains(&format!("--runtime {name}")), "{e}");
+        }
+        let text = "runtime = \"swarm\"\namqp = \"amqp://h\"\nzk = \"h:2181\"\n";
+        assert_eq!(
+            toml::from_str::<FileConfig>(text).unwrap().runtime,
+            Some(RuntimeKind::Swarm)
+        );
     }
 
     #[test]

@@ -75,6 +75,12 @@ pub struct WorkerArgs {
     /// Where the control listener (status) listens.
     #[arg(long, env = "DBAAS_CONTROL_ADDR", default_value = "127.0.0.1:0")]
     pub control_addr: SocketAddr,
+    /// The number the worker is known by (in the coordinator, the cluster
+    /// view and the crash APIs) instead of its process id: a worker in a
+    /// pid namespace of its own, as a Swarm task is, is process 1 like
+    /// every other.
+    #[arg(long, env = "DBAAS_WORKER_PID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pid: Option<u64>,
 }
 
 /// Flags of `dbaas orchestrator`.
@@ -114,10 +120,11 @@ pub struct OrchestratorArgs {
     /// milliseconds.
     #[arg(long, env = "DBAAS_HUNG_AFTER_MS", default_value_t = crate::actors::watcher::HUNG_AFTER.as_millis() as u64)]
     pub hung_after_ms: u64,
-    /// What runs the workers: `process` (child processes) or `docker`.
+    /// What runs the workers: `process` (child processes), `docker` or
+    /// `swarm`.
     #[arg(long, env = "DBAAS_RUNTIME", default_value = "process")]
     pub runtime: crate::config::RuntimeKind,
-    /// The worker image with `--runtime docker`.
+    /// The worker image with `--runtime docker` or `swarm`.
     #[arg(long, env = "DBAAS_IMAGE", default_value = crate::config::IMAGE)]
     pub image: String,
     #[command(flatten)]
@@ -197,7 +204,7 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) ->
     let target = args.zk.target()?;
     let cfg = WorkerConfig {
         id: args.id,
-        pid: u64::from(std::process::id()),
+        pid: args.pid.unwrap_or_else(|| u64::from(std::process::id())),
         cluster: args.cluster,
         sync_cap: args.sync_queue_cap,
         session_timeout: target.session_timeout,

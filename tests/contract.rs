@@ -67,6 +67,21 @@ macro_rules! contract {
                 crate::stop_docker_system(system).await;
             }
         }
+        mod up_swarm {
+            /// Every script in turn against one `dbaas up --runtime swarm`
+            /// (workers as services of a single-node swarm), the data and
+            /// the request counts cleared between them; then a clean stop
+            /// leaves no service.
+            #[tokio::test]
+            async fn every_script_with_worker_services() {
+                let Some(system) = crate::swarm_system().await else { return };
+                $(
+                    crate::fresh_state(&system.urls).await;
+                    super::$name(&system.urls).await;
+                )*
+                crate::stop_swarm_system(system).await;
+            }
+        }
         mod in_process {
             $(
                 #[tokio::test]
@@ -1771,6 +1786,51 @@ async fn docker_system() -> Option<System> {
         "100000",
     ]);
     Some(system)
+}
+
+/// `dbaas up` over RabbitMQ and ZooKeeper with its workers as services of
+/// the swarm the engine manages (decisions of the Scaler only far apart).
+async fn swarm_system() -> Option<System> {
+    let (_, image) = suite::swarm_image().await?;
+    let base = suite::amqp_url()?;
+    let zk = suite::fresh_zk(suite::ZK_SESSION)?;
+    let (_, url) = suite::fresh_vhost(&base);
+    let system = System::start_with(&[
+        "--amqp",
+        &url,
+        "--zk",
+        &zk.hosts,
+        "--zk-root",
+        &zk.root,
+        "--runtime",
+        "swarm",
+        "--image",
+        &image,
+        "--scale-window",
+        "100000",
+    ]);
+    Some(system)
+}
+
+/// Stops `dbaas up --runtime swarm` with SIGTERM: it exits cleanly and
+/// leaves no worker service, and soon no container, behind.
+async fn stop_swarm_system(system: System) {
+    let (docker, _) = suite::docker_image().await.expect("the engine");
+    let id = std::fs::read_to_string(system.data_dir().join("cluster-id")).expect("its identity");
+    let cluster = u64::from_str_radix(id.trim(), 16).expect("a cluster id");
+    assert_eq!(suite::services_of(&docker, cluster).await.len(), 2);
+    let status = system.stop(std::time::Duration::from_secs(60));
+    assert!(status.success(), "dbaas up exited with {status}");
+    assert!(suite::services_of(&docker, cluster).await.is_empty());
+    suite::eventually(
+        "no container left",
+        std::time::Duration::from_secs(60),
+        || {
+            let docker = docker.clone();
+            async move { suite::containers_of(&docker, cluster).await.is_empty() }
+        },
+    )
+    .await;
 }
 
 /// Clears the data and the request counts, as a fresh system has them.

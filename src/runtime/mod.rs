@@ -1,16 +1,19 @@
-//! The worker runtime seam: how workers are started and stopped. Three
+//! The worker runtime seam: how workers are started and stopped. Four
 //! implementations share it: in-process actors (the embedded default, here),
-//! local child processes and Docker containers ([`docker`]). A worker's
-//! "pid" is its process id (a container's `State.Pid`); in-process workers
-//! use numbers of their own.
+//! local child processes, Docker containers ([`docker`]) and Docker Swarm
+//! services ([`swarm`]). A worker's "pid" is its process id (a container's
+//! `State.Pid`); in-process workers and Swarm tasks use numbers of their
+//! own.
 
 pub mod docker;
 mod inproc;
 mod process;
+pub mod swarm;
 
 pub use docker::DockerRuntime;
 pub use inproc::{InProcessRuntime, Launcher, LocalSpec, LocalWorker};
 pub use process::{CoordTarget, ProcessRuntime};
+pub use swarm::SwarmRuntime;
 
 use std::path::{Path, PathBuf};
 

@@ -15,7 +15,7 @@ use crate::coord::Coordinator;
 use crate::error::{Error, Result};
 use crate::model::Schema;
 use crate::runtime::{
-    self, CoordTarget, DockerRuntime, InProcessRuntime, ProcessRuntime, WorkerRuntime,
+    self, CoordTarget, DockerRuntime, InProcessRuntime, ProcessRuntime, SwarmRuntime, WorkerRuntime,
 };
 
 /// The session timeout of the in-process coordinator (its sessions end
@@ -96,6 +96,8 @@ pub enum Workers {
     Processes,
     /// Docker containers from this image.
     Containers { image: String },
+    /// Services of the Docker Swarm the engine manages, from this image.
+    Services { image: String },
 }
 
 impl Workers {
@@ -104,6 +106,9 @@ impl Workers {
         match kind {
             crate::config::RuntimeKind::Process => Workers::Processes,
             crate::config::RuntimeKind::Docker => Workers::Containers {
+                image: image.to_owned(),
+            },
+            crate::config::RuntimeKind::Swarm => Workers::Services {
                 image: image.to_owned(),
             },
         }
@@ -135,6 +140,20 @@ pub async fn backends(
                     let docker = runtime::docker::connect().await?;
                     worker_image(&docker, &image).await?;
                     let rt = DockerRuntime::new(docker, &image, url, &dir, zk.clone())?;
+                    Arc::new(rt.with_sync_cap(sync_cap))
+                }
+                Workers::Services { image } => {
+                    let docker = runtime::docker::connect().await?;
+                    // Refused before any image is built when the engine
+                    // manages no swarm.
+                    runtime::swarm::manager_node(
+                        &docker
+                            .info()
+                            .await
+                            .map_err(|e| Error::Unavailable(format!("docker: {e}")))?,
+                    )?;
+                    worker_image(&docker, &image).await?;
+                    let rt = SwarmRuntime::new(docker, &image, url, &dir, zk.clone()).await?;
                     Arc::new(rt.with_sync_cap(sync_cap))
                 }
             };

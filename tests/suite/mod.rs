@@ -377,6 +377,95 @@ pub async fn docker_cluster_at(
         .expect("cluster starts")
 }
 
+/// The engine and the worker image for the Swarm tests: the engine must
+/// manage a swarm (`scripts/test` makes it a single-node one); None, or a
+/// failure under `DBAAS_REQUIRE_SERVICES=1`, when it does not.
+pub async fn swarm_image() -> Option<(bollard::Docker, String)> {
+    let (docker, image) = docker_image().await?;
+    let info = docker.info().await.expect("docker info");
+    if let Err(e) = dbaas::runtime::swarm::manager_node(&info) {
+        assert!(
+            std::env::var("DBAAS_REQUIRE_SERVICES").is_err(),
+            "{e}, but Swarm tests are required"
+        );
+        eprintln!("skipped: {e}");
+        return None;
+    }
+    Some((docker, image))
+}
+
+/// A cluster whose workers are Swarm services of the test image, on a
+/// fresh virtual host and ZooKeeper root; with its broker URL and
+/// coordinator.
+pub async fn swarm_cluster(dir: &Path, slaves: usize) -> Option<(Cluster, String, CoordTarget)> {
+    let (docker, image) = swarm_image().await?;
+    let (_, url) = fresh_vhost(&amqp_url()?);
+    let zk = fresh_zk(ZK_SESSION)?;
+    let c = swarm_cluster_at(dir, slaves, docker, &image, &url, &zk).await;
+    Some((c, url, zk))
+}
+
+/// A cluster of worker services on the broker at `url` and ZooKeeper at
+/// `zk`, adopting those of its cluster that run already.
+pub async fn swarm_cluster_at(
+    dir: &Path,
+    slaves: usize,
+    docker: bollard::Docker,
+    image: &str,
+    url: &str,
+    zk: &CoordTarget,
+) -> Cluster {
+    logs();
+    let broker: Arc<dyn Broker> = Arc::new(
+        AmqpBroker::connect(url)
+            .await
+            .expect("RabbitMQ is reachable"),
+    );
+    let workers = dbaas::system::workers_dir(dir).unwrap();
+    let rt = dbaas::runtime::SwarmRuntime::new(docker, image, url, &workers, zk.clone())
+        .await
+        .expect("the Swarm runtime");
+    let coordination = Coordination::ZooKeeper(zk.clone());
+    Cluster::start_with(dir, slaves, broker, Arc::new(rt), coordination)
+        .await
+        .expect("cluster starts")
+}
+
+/// The worker services of `cluster` the swarm has.
+pub async fn services_of(docker: &bollard::Docker, cluster: u64) -> Vec<bollard::models::Service> {
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![format!("dbaas.cluster={cluster:016x}")],
+    )]);
+    let options = bollard::query_parameters::ListServicesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    docker
+        .list_services(Some(options))
+        .await
+        .expect("services listed")
+}
+
+/// The running container of worker `id` of `cluster` (a Swarm task's).
+pub async fn worker_container(docker: &bollard::Docker, cluster: u64, id: u64) -> String {
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![
+            format!("dbaas.cluster={cluster:016x}"),
+            format!("dbaas.worker={id}"),
+        ],
+    )]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let running = docker
+        .list_containers(Some(options))
+        .await
+        .expect("containers listed");
+    assert_eq!(running.len(), 1, "worker {id}'s containers: {running:?}");
+    running[0].id.clone().expect("a container id")
+}
+
 /// The names of the containers of `cluster` the engine has, running or not.
 pub async fn containers_of(docker: &bollard::Docker, cluster: u64) -> Vec<String> {
     list_containers(docker, cluster, true).await
