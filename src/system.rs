@@ -192,9 +192,17 @@ impl Cluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(Error::Unavailable(
-                    "workers did not become ready in time".into(),
-                ));
+                let states: Vec<String> = view
+                    .iter()
+                    .flat_map(|v| &v.workers)
+                    .map(|w| format!("{}/{}:{}", w.id, w.pid, w.state))
+                    .collect();
+                let ids: Vec<u64> = running.iter().map(|r| r.id).collect();
+                return Err(Error::Unavailable(format!(
+                    "workers did not become ready in time (leading {leading}, acting {acting}, \
+                     master {:?}, the watcher's view {states:?}, running {ids:?})",
+                    view.as_ref().and_then(|v| v.master)
+                )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 
 /// How long `up` may take to print `ready`.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+/// Longer than the system's own start deadline (60 s), so that a start
+/// that fails says why before this gives up on it.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(75);
 
 /// The addresses of a running RideShare system.
 #[derive(Clone, Debug)]

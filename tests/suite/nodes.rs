@@ -16,7 +16,10 @@ use super::{amqp_url, eventually, fresh_vhost, zk_hosts, ZK_SESSION};
 /// A valid password: 40 hex digits.
 pub const PASSWORD: &str = "3d725109c7e7c0bfb9d709836735B56D943D263F";
 
-pub const STARTUP: Duration = Duration::from_secs(60);
+/// How long a node may take to say it is ready: longer than the system's
+/// own start deadline (60 s), so that a start that fails says why before
+/// the test gives up on it.
+pub const STARTUP: Duration = Duration::from_secs(75);
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A `dbaas` child process; SIGKILLed on drop.
