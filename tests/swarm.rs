@@ -279,6 +279,32 @@ async fn a_paused_master_task_is_replaced_and_started_again() {
     check_and_stop(c, &dir, acked, &docker).await;
 }
 
+/// Two starts of one worker at once: one starts it, the other is refused
+/// (it would remove the first's service of the same name), and one
+/// service runs for it.
+#[actix::test]
+async fn a_worker_is_not_started_twice_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _, _)) = swarm_cluster(dir.path(), 1).await else {
+        return;
+    };
+    let (docker, _) = swarm_image().await.unwrap();
+    let spec = dbaas::runtime::WorkerSpec {
+        id: 50,
+        cluster: c.cluster,
+    };
+    let (one, two) = tokio::join!(c.runtime.start(spec), c.runtime.start(spec));
+    assert!(one.is_ok() != two.is_ok(), "{one:?} {two:?}");
+    let refused = one.err().or(two.err()).unwrap().to_string();
+    assert!(refused.contains("runs already"), "{refused}");
+    assert_eq!(services_of(&docker, c.cluster).await.len(), 3);
+    assert_eq!(c.runtime.list().len(), 3);
+    c.runtime.retire(50).await.unwrap();
+    let cluster = c.cluster;
+    c.stop().await;
+    assert!(services_of(&docker, cluster).await.is_empty());
+}
+
 /// Removes the worker services of a cluster however a test ends (they
 /// outlive the orchestrators, and a failed test would leave them).
 struct Services(u64);
