@@ -2,8 +2,11 @@
 //! single-node swarm (`scripts/test` makes the engine one), a real
 //! RabbitMQ and ZooKeeper: the cluster up as services and down with none
 //! left, a task's container killed under the runtime's feet (`docker
-//! kill`) while writes are in flight, and orchestrators that go and come
-//! adopting the services they find, a worker killed meanwhile included.
+//! kill`) or paused while writes are in flight, the Scaler starting and
+//! stopping services, and orchestrators that go and come adopting the
+//! services they find (in this process, and as SIGKILLed `dbaas
+//! orchestrator` processes under RideShare load), a worker killed
+//! meanwhile included.
 //! The image is the Docker tests' own, built `FROM scratch` from this
 //! build's static `dbaas`.
 
@@ -14,7 +17,7 @@ use std::time::Duration;
 use bollard::models::TaskSpecRestartPolicyConditionEnum;
 use bollard::query_parameters::KillContainerOptionsBuilder;
 use dbaas::actors::messages::Shutdown;
-use dbaas::actors::watcher::{CrashMaster, GetCluster, Resign};
+use dbaas::actors::watcher::{CrashMaster, GetCluster, Resign, SetHungAfter};
 use dbaas::model::{Consistency, ReadResult};
 use dbaas::system::Cluster;
 use suite::{
@@ -216,6 +219,90 @@ async fn orchestrators_that_come_and_go_adopt_the_worker_services() {
     assert_eq!(services_of(&docker, c.cluster).await.len(), 3);
     c.orchestrator.write(user("after")).await.unwrap();
     check_and_stop(c, &dir, 22, &docker).await;
+}
+
+/// The Scaler starts worker services as the reads grow and stops them as
+/// they fall, no read failing; none is left.
+#[actix::test]
+async fn the_scaler_starts_and_stops_worker_services_with_the_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _, _)) = swarm_cluster(dir.path(), 1).await else {
+        return;
+    };
+    let (docker, _) = swarm_image().await.unwrap();
+    let cluster = c.cluster;
+    suite::scaler::scales_every_window(c).await;
+    assert!(services_of(&docker, cluster).await.is_empty());
+    eventually("no container left", DEADLINE, || async {
+        containers_of(&docker, cluster).await.is_empty()
+    })
+    .await;
+}
+
+/// `docker pause` of the master's task container under writes, for good:
+/// another master is elected at its session's expiry; taken for hung, the
+/// paused worker is thawed, killed and started again over its store (a
+/// new service, Swarm restarting nothing); nothing is lost.
+#[actix::test]
+async fn a_paused_master_task_is_replaced_and_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _, _)) = swarm_cluster(dir.path(), 2).await else {
+        return;
+    };
+    let (docker, _) = swarm_image().await.unwrap();
+    c.watcher
+        .send(SetHungAfter(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let load = Load::start(&c, 4);
+    load.more(30).await;
+    let view = c.watcher.send(GetCluster).await.unwrap();
+    let (old, epoch) = (view.master.unwrap(), view.epoch);
+    let id = c.runtime.list().iter().find(|w| w.pid == old).unwrap().id;
+    let container = worker_container(&docker, c.cluster, id).await;
+    docker.pause_container(&container).await.unwrap();
+    eventually("the paused worker started again", DEADLINE, || async {
+        let v = c.watcher.send(GetCluster).await.unwrap();
+        v.epoch > epoch
+            && c.runtime.list().iter().any(|w| w.id == id && w.pid != old)
+            && v.events.iter().any(|e| e.kind == "hung")
+            && v.workers.len() == 3
+            && c.runtime.list().len() == 3
+            && services_of(&docker, c.cluster).await.len() == 3
+            && v.workers
+                .iter()
+                .all(|w| w.state == "serving" || w.state == "leading")
+    })
+    .await;
+    load.more(30).await;
+    let acked = load.stop().await;
+    check_and_stop(c, &dir, acked, &docker).await;
+}
+
+/// Two starts of one worker at once: one starts it, the other is refused
+/// (it would remove the first's service of the same name), and one
+/// service runs for it.
+#[actix::test]
+async fn a_worker_is_not_started_twice_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _, _)) = swarm_cluster(dir.path(), 1).await else {
+        return;
+    };
+    let (docker, _) = swarm_image().await.unwrap();
+    let spec = dbaas::runtime::WorkerSpec {
+        id: 50,
+        cluster: c.cluster,
+    };
+    let (one, two) = tokio::join!(c.runtime.start(spec), c.runtime.start(spec));
+    assert!(one.is_ok() != two.is_ok(), "{one:?} {two:?}");
+    let refused = one.err().or(two.err()).unwrap().to_string();
+    assert!(refused.contains("runs already"), "{refused}");
+    assert_eq!(services_of(&docker, c.cluster).await.len(), 3);
+    assert_eq!(c.runtime.list().len(), 3);
+    c.runtime.retire(50).await.unwrap();
+    let cluster = c.cluster;
+    c.stop().await;
+    assert!(services_of(&docker, cluster).await.is_empty());
 }
 
 /// Removes the worker services of a cluster however a test ends (they

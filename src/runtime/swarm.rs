@@ -41,7 +41,7 @@
 //!
 //! [`adopt`]: super::WorkerRuntime::adopt
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -158,6 +158,19 @@ struct Placed {
     container: String,
 }
 
+/// A worker's id held as being started, until dropped.
+struct Starting {
+    ids: Arc<Mutex<BTreeSet<u64>>>,
+    id: u64,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        ids.remove(&self.id);
+    }
+}
+
 /// Starts workers as Swarm services.
 pub struct SwarmRuntime {
     docker: Docker,
@@ -171,6 +184,10 @@ pub struct SwarmRuntime {
     /// The manager's own node.
     node: String,
     workers: Arc<Mutex<BTreeMap<u64, Running>>>,
+    /// Workers being started: not listed until their task runs and says
+    /// where its control API is, and not to be started twice meanwhile
+    /// (a second start would remove the first's service of the same name).
+    starting: Arc<Mutex<BTreeSet<u64>>>,
     /// The node each worker last ran on (where its store is).
     homes: Mutex<HashMap<u64, String>>,
     last_pid: Mutex<u64>,
@@ -208,6 +225,7 @@ impl SwarmRuntime {
             http: super::control_client(),
             node,
             workers: Arc::default(),
+            starting: Arc::default(),
             homes: Mutex::default(),
             last_pid: Mutex::new(0),
             exits: broadcast::channel(EXITS).0,
@@ -614,9 +632,17 @@ impl SwarmRuntime {
 #[async_trait]
 impl WorkerRuntime for SwarmRuntime {
     async fn start(&self, spec: WorkerSpec) -> Result<WorkerInfo> {
-        if self.workers().contains_key(&spec.id) {
-            return Err(Error::bad(format!("worker {} runs already", spec.id)));
-        }
+        let _starting = {
+            let workers = self.workers();
+            let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+            if workers.contains_key(&spec.id) || !starting.insert(spec.id) {
+                return Err(Error::bad(format!("worker {} runs already", spec.id)));
+            }
+            Starting {
+                ids: self.starting.clone(),
+                id: spec.id,
+            }
+        };
         let name = Self::service_name(spec.cluster, spec.id);
         // A service of that name left behind (its task ended) goes first.
         self.remove_leftover(&name).await?;
