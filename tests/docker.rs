@@ -296,3 +296,25 @@ async fn a_paused_master_container_is_replaced_and_started_again() {
     let acked = load.stop().await;
     check_and_stop(c, &dir, acked, &docker).await;
 }
+
+/// Two starts of one worker container at once: the second is refused
+/// while the first is under way (it once removed the first's container
+/// by its name, to make room for its own), and one container runs.
+#[actix::test]
+async fn a_worker_container_is_not_started_twice_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((c, _, _)) = docker_cluster(dir.path(), 1).await else {
+        return;
+    };
+    let spec = dbaas::runtime::WorkerSpec {
+        id: 50,
+        cluster: c.cluster,
+    };
+    let (one, two) = tokio::join!(c.runtime.start(spec), c.runtime.start(spec));
+    assert!(one.is_ok() != two.is_ok(), "{one:?} {two:?}");
+    let refused = one.err().or(two.err()).unwrap().to_string();
+    assert!(refused.contains("runs already"), "{refused}");
+    assert_eq!(c.runtime.list().len(), 3);
+    c.runtime.retire(50).await.unwrap();
+    c.stop().await;
+}

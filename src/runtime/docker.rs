@@ -40,7 +40,7 @@ mod image;
 
 pub use image::{ensure_image, is_static};
 
-use super::{CoordTarget, Exit, WorkerInfo, WorkerRuntime, WorkerSpec, EXITS};
+use super::{CoordTarget, Exit, StartingSet, WorkerInfo, WorkerRuntime, WorkerSpec, EXITS};
 use crate::error::{Error, Result};
 use crate::model::WorkerStatus;
 
@@ -83,6 +83,8 @@ pub struct DockerRuntime {
     sync_cap: u32,
     http: reqwest::Client,
     workers: Arc<Mutex<BTreeMap<u64, Running>>>,
+    /// Workers being started (see [`StartingSet`]).
+    starting: StartingSet,
     exits: broadcast::Sender<Exit>,
 }
 
@@ -107,6 +109,7 @@ impl DockerRuntime {
             sync_cap: crate::broker::SYNC_QUEUE_CAP,
             http: super::control_client(),
             workers: Arc::default(),
+            starting: StartingSet::default(),
             exits: broadcast::channel(EXITS).0,
         })
     }
@@ -316,9 +319,8 @@ impl DockerRuntime {
 #[async_trait]
 impl WorkerRuntime for DockerRuntime {
     async fn start(&self, spec: WorkerSpec) -> Result<WorkerInfo> {
-        if self.workers().contains_key(&spec.id) {
-            return Err(Error::bad(format!("worker {} runs already", spec.id)));
-        }
+        let runs = self.workers().contains_key(&spec.id);
+        let _starting = self.starting.hold(spec.id, runs)?;
         let name = Self::container_name(spec.cluster, spec.id);
         // A container of that name left behind (exited) goes first; its
         // removal may be under way already (the name stays taken until it

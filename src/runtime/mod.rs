@@ -266,6 +266,43 @@ pub async fn stop_all(rt: &dyn WorkerRuntime) {
     }
 }
 
+/// The workers being started by one runtime: not listed until they have
+/// started, and not to be started twice meanwhile (two processes over one
+/// store; a second start of a container or service would remove the
+/// first's).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StartingSet(std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>);
+
+impl StartingSet {
+    /// Holds worker `id` as being started until the answer is dropped;
+    /// refused if it runs already (`runs`) or is being started.
+    pub(crate) fn hold(&self, id: u64, runs: bool) -> Result<Starting> {
+        let mut ids = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if runs || !ids.insert(id) {
+            return Err(crate::error::Error::bad(format!(
+                "worker {id} runs already"
+            )));
+        }
+        Ok(Starting {
+            set: self.clone(),
+            id,
+        })
+    }
+}
+
+/// A worker's id held as being started, until dropped.
+pub(crate) struct Starting {
+    set: StartingSet,
+    id: u64,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let mut ids = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
+        ids.remove(&self.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

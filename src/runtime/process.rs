@@ -3,7 +3,7 @@
 //! small control listener on loopback (status). A worker's pid is
 //! its OS pid.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{broadcast, watch};
 
-use super::{Exit, WorkerInfo, WorkerRuntime, WorkerSpec, EXITS};
+use super::{Exit, StartingSet, WorkerInfo, WorkerRuntime, WorkerSpec, EXITS};
 use crate::error::{Error, Result};
 use crate::model::WorkerStatus;
 
@@ -54,21 +54,8 @@ pub struct ProcessRuntime {
     /// Workers being started: not listed until they say where their
     /// control API is, and not to be started twice meanwhile (two
     /// processes over one store).
-    starting: Arc<Mutex<BTreeSet<u64>>>,
+    starting: StartingSet,
     exits: broadcast::Sender<Exit>,
-}
-
-/// A worker's id held as being started, until dropped.
-struct Starting {
-    ids: Arc<Mutex<BTreeSet<u64>>>,
-    id: u64,
-}
-
-impl Drop for Starting {
-    fn drop(&mut self) {
-        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        ids.remove(&self.id);
-    }
 }
 
 fn io(e: impl std::fmt::Display) -> Error {
@@ -87,7 +74,7 @@ impl ProcessRuntime {
             sync_cap: crate::broker::SYNC_QUEUE_CAP,
             http: super::control_client(),
             workers: Arc::default(),
-            starting: Arc::default(),
+            starting: StartingSet::default(),
             exits: broadcast::channel(EXITS).0,
         }
     }
@@ -229,17 +216,8 @@ fn send_signal(pid: u64, signal: i32) {
 #[async_trait]
 impl WorkerRuntime for ProcessRuntime {
     async fn start(&self, spec: WorkerSpec) -> Result<WorkerInfo> {
-        let _starting = {
-            let workers = self.workers();
-            let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
-            if workers.contains_key(&spec.id) || !starting.insert(spec.id) {
-                return Err(Error::bad(format!("worker {} runs already", spec.id)));
-            }
-            Starting {
-                ids: self.starting.clone(),
-                id: spec.id,
-            }
-        };
+        let runs = self.workers().contains_key(&spec.id);
+        let _starting = self.starting.hold(spec.id, runs)?;
         let mut child = self.command(spec).spawn().map_err(io)?;
         let pid = child.id().ok_or_else(|| io("exited at once"))?;
         let control = control_url(&mut child, spec.id).await?;

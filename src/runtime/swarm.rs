@@ -41,7 +41,7 @@
 //!
 //! [`adopt`]: super::WorkerRuntime::adopt
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,7 +63,7 @@ use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 
 use super::docker::{CLUSTER_LABEL, ROLE_LABEL, WORKER_LABEL};
-use super::{CoordTarget, Exit, WorkerInfo, WorkerRuntime, WorkerSpec, EXITS};
+use super::{CoordTarget, Exit, StartingSet, WorkerInfo, WorkerRuntime, WorkerSpec, EXITS};
 use crate::error::{Error, Result};
 use crate::model::WorkerStatus;
 
@@ -158,19 +158,6 @@ struct Placed {
     container: String,
 }
 
-/// A worker's id held as being started, until dropped.
-struct Starting {
-    ids: Arc<Mutex<BTreeSet<u64>>>,
-    id: u64,
-}
-
-impl Drop for Starting {
-    fn drop(&mut self) {
-        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        ids.remove(&self.id);
-    }
-}
-
 /// Starts workers as Swarm services.
 pub struct SwarmRuntime {
     docker: Docker,
@@ -187,7 +174,7 @@ pub struct SwarmRuntime {
     /// Workers being started: not listed until their task runs and says
     /// where its control API is, and not to be started twice meanwhile
     /// (a second start would remove the first's service of the same name).
-    starting: Arc<Mutex<BTreeSet<u64>>>,
+    starting: StartingSet,
     /// The node each worker last ran on (where its store is).
     homes: Mutex<HashMap<u64, String>>,
     last_pid: Mutex<u64>,
@@ -225,7 +212,7 @@ impl SwarmRuntime {
             http: super::control_client(),
             node,
             workers: Arc::default(),
-            starting: Arc::default(),
+            starting: StartingSet::default(),
             homes: Mutex::default(),
             last_pid: Mutex::new(0),
             exits: broadcast::channel(EXITS).0,
@@ -632,17 +619,8 @@ impl SwarmRuntime {
 #[async_trait]
 impl WorkerRuntime for SwarmRuntime {
     async fn start(&self, spec: WorkerSpec) -> Result<WorkerInfo> {
-        let _starting = {
-            let workers = self.workers();
-            let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
-            if workers.contains_key(&spec.id) || !starting.insert(spec.id) {
-                return Err(Error::bad(format!("worker {} runs already", spec.id)));
-            }
-            Starting {
-                ids: self.starting.clone(),
-                id: spec.id,
-            }
-        };
+        let runs = self.workers().contains_key(&spec.id);
+        let _starting = self.starting.hold(spec.id, runs)?;
         let name = Self::service_name(spec.cluster, spec.id);
         // A service of that name left behind (its task ended) goes first.
         self.remove_leftover(&name).await?;
