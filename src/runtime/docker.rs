@@ -412,12 +412,12 @@ impl WorkerRuntime for DockerRuntime {
         &self.data_dir
     }
 
-    /// Adopts the running worker containers of `cluster` (an orchestrator
-    /// started again finds its workers), and removes those that exited.
     fn outlives_orchestrator(&self) -> bool {
         true
     }
 
+    /// Adopts the running worker containers of `cluster` (an orchestrator
+    /// started again finds its workers), and removes those that exited.
     async fn adopt(&self, cluster: u64) -> Result<Vec<WorkerInfo>> {
         let mut adopted = Vec::new();
         for c in self.containers(cluster).await? {
