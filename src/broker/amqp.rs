@@ -16,10 +16,10 @@
 //! Given several nodes of a cluster ([`AmqpTarget`]), a client connects to
 //! one; when it loses that node, the next call connects to the next node
 //! in the list, and so on round the list, waiting (with backoff) only once
-//! every node has failed in a row. A publish the broker nacks (a quorum
-//! queue whose leader was lost answers so, and the channel that saw it
-//! goes on nacking) puts its connection in doubt: the next call opens a
-//! new one, on the next node.
+//! every node has failed in a row. With quorum queues, a publish the
+//! broker nacks (a quorum queue whose leader was lost answers so, and the
+//! channel that saw it goes on nacking) puts its connection in doubt: the
+//! next call opens a new one, on the next node.
 //!
 //! Durable queues are of the target's [`QueueType`]: quorum queues on a
 //! cluster survive the loss of a minority of its nodes; transient ones
@@ -400,11 +400,14 @@ impl AmqpBroker {
         if confirmation.is_nack() {
             // After the loss of a quorum queue's leader, the channel that
             // saw it may go on nacking: a new connection (see the module
-            // docs). A queue full (`reject-publish`) nacks too, and costs
-            // a new connection as well: it happens only while nobody
-            // consumes `writeQ`.
-            live.in_doubt
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            // docs). A quorum queue full (`reject-publish`) nacks too, and
+            // costs a new connection as well: it happens only while nobody
+            // consumes `writeQ`. Classic queues nack only when full, and
+            // keep their connection.
+            if self.target.queue_type == QueueType::Quorum {
+                live.in_doubt
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             return Err(Error::Unavailable("broker refused the message".into()));
         }
         Ok(())

@@ -117,18 +117,25 @@ impl MasterWorker {
             broker.consume_ranked(WRITE_Q, PREFETCH, priority).await
         };
         self.subscribing = true;
-        ctx.wait(subscribe.into_actor(self).map(move |res, act, ctx| {
-            act.subscribing = false;
-            match res {
-                Ok(consumer) => {
-                    act.consumer = Some(ctx.add_stream(consumer.ready_chunks(GROUP)));
-                    act.announce();
-                }
-                Err(e) => {
-                    tracing::warn!(worker = act.id, error = %e, "cannot consume writeQ; retrying");
-                    let next = next_retry(wait);
-                    ctx.run_later(wait, move |act, ctx| act.subscribe(ctx, next));
-                }
+        ctx.wait(subscribe.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(consumer) => {
+                act.subscribing = false;
+                act.consumer = Some(ctx.add_stream(consumer.ready_chunks(GROUP)));
+                act.announce();
+            }
+            Err(e) => {
+                tracing::warn!(worker = act.id, error = %e, "cannot consume writeQ; retrying");
+                // The retry is the one attempt under way: `subscribing`
+                // stays set until it runs, so that the lease's checks
+                // (every 10 ms) start no other meanwhile, and it subscribes
+                // only if nothing else has (and the lease still holds).
+                let next = next_retry(wait);
+                ctx.run_later(wait, move |act, ctx| {
+                    act.subscribing = false;
+                    if act.consumer.is_none() && act.lease.valid() {
+                        act.subscribe(ctx, next);
+                    }
+                });
             }
         }));
     }
