@@ -475,6 +475,7 @@ impl World {
             core.inherit(&self.kept);
         }
         self.watcher = core;
+        self.leadership += 1;
         self.starts_asked.clear();
         if let Some(s) = &mut self.scaler {
             *s = dbaas::core::scaler::ScalerCore::new(*s.policy());
@@ -488,13 +489,13 @@ impl World {
             .values()
             .filter(|w| !w.alive && !w.retired)
             .map(|w| w.id)
-            .filter(|id| !self.starts.iter().any(|(_, s, _)| s == id))
+            .filter(|id| !self.starts.iter().any(|(_, s, _, _)| s == id))
             .collect();
         for id in down {
             self.log(format!("the new leader starts worker {id}"));
             // Tries 0: `ensure_workers`' own start, awaited before the
             // new core exists (not told to it).
-            self.starts.push((self.now, id, 0));
+            self.starts.push((self.now, id, 0, self.leadership));
         }
         let running = self.running();
         let record = self.master.map(|m| (m, self.version));

@@ -87,7 +87,7 @@ impl World {
                     }
                     let (lo, hi) = self.setup.respawn_after;
                     let at = self.now + after_ms + self.rng.u64(lo..=hi);
-                    self.starts.push((at, id, tries));
+                    self.starts.push((at, id, tries, self.leadership));
                 }
                 Effect::Kill { id, pid } => {
                     if self
@@ -176,17 +176,22 @@ impl World {
         let now = self.now;
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.starts)
             .into_iter()
-            .partition(|&(at, _, _)| at <= now);
+            .partition(|&(at, _, _, _)| at <= now);
         self.starts = later;
-        for (_, id, tries) in due {
-            self.starts_asked.remove(&id);
+        for (_, id, tries, asked_by) in due {
+            // An earlier leader's start finishes for nobody: its watcher
+            // is gone (the new one finds the worker in its views).
+            let told = tries > 0 && asked_by == self.leadership;
+            if told {
+                self.starts_asked.remove(&id);
+            }
             let runs = self.workers.get(&id).is_some_and(|w| w.alive);
             let result = if runs {
                 Err(format!("worker {id} runs already"))
             } else {
                 Ok(self.revive(id))
             };
-            if tries > 0 {
+            if told {
                 self.tell(Input::Started { id, result, tries }, 0);
             }
         }

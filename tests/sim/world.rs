@@ -337,8 +337,12 @@ pub struct World {
     pub coord_down_until: Option<u64>,
     /// Inputs on their way to the watcher, and when they arrive.
     pub inbox: Vec<(u64, Input)>,
-    /// Starts under way: when they finish, the worker, the tries left.
-    pub starts: Vec<(u64, u64, u32)>,
+    /// Starts under way: when they finish, the worker, the tries left,
+    /// and the leadership that asked (its result goes to that one's
+    /// watcher only).
+    pub starts: Vec<(u64, u64, u32, u64)>,
+    /// How many times another orchestrator took the lead.
+    pub leadership: u64,
     /// The workers whose start the leading watcher's core asked for and
     /// that has not finished (an earlier leader's may still be under way:
     /// the runtime refuses one of the two).
@@ -408,6 +412,7 @@ impl World {
             watcher: WatcherCore::new(setup.slaves + 1, 0).with_succession(succession.clone()),
             inbox: Vec::new(),
             starts: Vec::new(),
+            leadership: 0,
             starts_asked: BTreeSet::new(),
             scaler: None,
             scaler_inbox: Vec::new(),
