@@ -7,6 +7,15 @@
 //! service created or removed by it), the new leader's workers stay the
 //! same, nothing acknowledged is lost, the replicas agree and the last
 //! orchestrator's stop leaves no service.
+//!
+//! FAILS (a finding): `the_last_orchestrator_stopped_right_after_the_other_is_killed_leaves_no_service`:
+//! `Cluster::stop` decides "the last one stops every worker" from
+//! `CountOthers` (the registered orchestrators), and a SIGKILLed one stays
+//! registered until its ZooKeeper session expires; the survivor, stopped
+//! cleanly within that time, resigns and exits 0 leaving every worker
+//! service running, with no orchestrator left to remove them.
+//! The two pause attacks held (they pass): the resumed orchestrator only
+//! finishes an in-flight start whose service the new leader adopted.
 
 #![allow(dead_code)]
 
@@ -73,14 +82,31 @@ async fn by_worker(docker: &bollard::Docker, cluster: u64) -> BTreeMap<u64, Vec<
     out
 }
 
+/// `text` without its terminal colour escapes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for ch in text.chars() {
+        match (esc, ch) {
+            (false, '\x1b') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
 /// Lines of the part of `log` after byte `from` that say the orchestrator
-/// acted on the swarm (created, started or removed a worker service).
-fn acts(log: &str, from: usize) -> Vec<String> {
-    log.get(from..)
-        .unwrap_or_default()
+/// acted on the swarm (created or removed a worker service), but for a
+/// start that ended on a service of one of `theirs` (pids the leader took
+/// on: the paused one's in-flight start merely saw its task run).
+fn acts(log: &str, from: usize, theirs: &[u64]) -> Vec<String> {
+    strip_ansi(log.get(from..).unwrap_or_default())
         .lines()
         .filter(|l| {
-            l.contains("worker service runs")
+            (l.contains("worker service runs")
+                && !theirs.iter().any(|p| l.contains(&format!("pid={p} "))))
                 || l.contains("removed a worker service")
                 || l.contains("removing a worker service")
                 || l.contains("adopted a running worker")
@@ -229,7 +255,7 @@ async fn the_leader_paused_while_it_creates_a_replacement_service_acts_no_more_o
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let a_acts = acts(&orchs[a].log(), mark);
+        let a_acts = acts(&orchs[a].log(), mark, &settled);
         if !a_acts.is_empty() {
             findings.push(format!(
                 "round {round}: {a_pid} acted on the swarm after it resumed while {b_pid} led:\n{}",
@@ -246,7 +272,7 @@ async fn the_leader_paused_while_it_creates_a_replacement_service_acts_no_more_o
                 "round {round}: {b_pid}'s workers changed after {a_pid} resumed: {settled:?} -> {now:?}; \
                  services before {settled_services:?} after {:?}; {b_pid}'s log since:\n{}",
                 by_worker(&docker, cluster).await,
-                acts(&orchs[b].log(), b_mark).join("\n")
+                acts(&orchs[b].log(), b_mark, &[]).join("\n")
             ));
         }
         load.more(30).await;
@@ -320,6 +346,7 @@ fn orchestrator_pid(root: &str, known: &[u32]) -> Option<u32> {
 
 /// The cluster id an orchestrator's log says it starts (`cluster starting`).
 fn cluster_in_log(log: &str) -> Option<u64> {
+    let log = strip_ansi(log);
     let line = log.lines().find(|l| l.contains("cluster starting"))?;
     let rest = &line[line.find("cluster=")? + "cluster=".len()..];
     let hex: String = rest
@@ -418,7 +445,7 @@ async fn the_first_leader_paused_while_it_creates_the_first_service_acts_no_more
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let a_acts = acts(&std::fs::read_to_string(&log_a).unwrap_or_default(), mark);
+    let a_acts = acts(&std::fs::read_to_string(&log_a).unwrap_or_default(), mark, &settled);
     if !a_acts.is_empty() {
         findings.push(format!(
             "{a_pid} acted on the swarm after it resumed while {} led:\n{}",
@@ -436,17 +463,21 @@ async fn the_first_leader_paused_while_it_creates_the_first_service_acts_no_more
             "the leader's workers changed after {a_pid} resumed: {settled:?} -> {now:?}; services \
              before {settled_services:?} after {:?}; leader's log since:\n{}",
             by_worker(&docker, cluster).await,
-            acts(&b.log(), b_mark).join("\n")
+            acts(&b.log(), b_mark, &[]).join("\n")
         ));
     }
     // The first orchestrator: ready by now (or failed); stopped cleanly.
     let a = a_thread.join().ok();
-    if let Some(a) = &a {
-        a.signal(libc::SIGTERM);
+    suite::signal(u64::from(a_pid), libc::SIGTERM);
+    if let Some(mut a) = a {
+        let status = a.child.wait().expect("its exit");
+        assert!(status.success(), "{}", a.log());
     } else {
-        suite::signal(u64::from(a_pid), libc::SIGTERM);
+        eventually("the first orchestrator to exit", DEADLINE, || async {
+            !std::path::Path::new(&format!("/proc/{a_pid}")).exists()
+        })
+        .await;
     }
-    drop(a);
     b.signal(libc::SIGTERM);
     let mut b = b;
     let status = b.child.wait().expect("its exit");
@@ -454,4 +485,41 @@ async fn the_first_leader_paused_while_it_creates_the_first_service_acts_no_more
     let left = by_worker(&docker, cluster).await;
     assert!(left.is_empty(), "services left after the last orchestrator stopped: {left:?}");
     assert!(findings.is_empty(), "{}", findings.join("\n\n"));
+}
+
+/// Two orchestrators lead and follow a settled swarm cluster. The
+/// follower is SIGKILLed, and the leader, now the last orchestrator, is
+/// stopped cleanly (SIGTERM) right after: it must stop the workers (it is
+/// the last), yet it counts the killed one, still registered until its
+/// session expires, as another orchestrator and leaves the services to it:
+/// services are left behind with no orchestrator at all.
+#[actix::test]
+async fn the_last_orchestrator_stopped_right_after_the_other_is_killed_leaves_no_service() {
+    let Some(c) = Nodes::new() else {
+        return;
+    };
+    let Some((docker, image)) = swarm_image().await else {
+        return;
+    };
+    let swarm = ["--runtime", "swarm", "--image", image.as_str()];
+    let a = c.orchestrator_with(&swarm);
+    let b = c.orchestrator_with(&swarm);
+    let cluster = cluster_of(&a).await;
+    let _cleanup = Services(cluster);
+    eventually("the first to lead a settled cluster", DEADLINE, || async {
+        leads_a_settled_cluster(&a, 3).await && leader_pid(&b).await == Some(u64::from(a.pid()))
+    })
+    .await;
+    assert_eq!(services_of(&docker, cluster).await.len(), 3);
+    drop(b); // SIGKILL
+    a.signal(libc::SIGTERM);
+    let mut a = a;
+    let status = a.child.wait().expect("its exit");
+    assert!(status.success(), "{}", a.log());
+    let left = by_worker(&docker, cluster).await;
+    assert!(
+        left.is_empty(),
+        "services left after the last orchestrator stopped: {left:?}; its log:\n{}",
+        a.log()
+    );
 }
