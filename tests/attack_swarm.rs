@@ -523,3 +523,91 @@ async fn the_last_orchestrator_stopped_right_after_the_other_is_killed_leaves_no
         a.log()
     );
 }
+
+/// Three `--runtime swarm` orchestrators; the leader is SIGKILLed, then the
+/// next one as soon as it leads (while it adopts the services), twice in
+/// quick succession: the third leads a settled cluster of the very same
+/// worker services (one per worker id), and once the killed ones' sessions
+/// have gone its stop leaves no service.
+#[actix::test]
+async fn two_swarm_leaders_killed_in_quick_succession_leave_one_service_per_worker() {
+    let Some(c) = Nodes::new() else {
+        return;
+    };
+    let Some((docker, image)) = swarm_image().await else {
+        return;
+    };
+    let swarm = ["--runtime", "swarm", "--image", image.as_str()];
+    let mut orchs: Vec<Option<Node>> = (0..3).map(|_| Some(c.orchestrator_with(&swarm))).collect();
+    let cluster = cluster_of(orchs[0].as_ref().unwrap()).await;
+    let _cleanup = Services(cluster);
+    let deadline = Instant::now() + DEADLINE;
+    let first = loop {
+        if let Some(p) = settled_pid(&orchs).await {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no settled leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let pids = workers_of(&cluster_view(orchs.iter().flatten().find(|o| o.pid() == first).unwrap()).await.unwrap()).2;
+    let i = orchs.iter().position(|o| o.as_ref().is_some_and(|o| o.pid() == first)).unwrap();
+    orchs[i] = None; // SIGKILL
+    // The next to take /leader, killed at once.
+    let deadline = Instant::now() + DEADLINE;
+    let j = 'found: loop {
+        for (j, o) in orchs.iter().enumerate() {
+            if let Some(o) = o {
+                if leader_pid(o).await == Some(u64::from(o.pid())) {
+                    break 'found j;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "nobody took the lead");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    orchs[j] = None; // SIGKILL
+    let last = orchs.iter().flatten().next().unwrap();
+    let mut findings = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while !leads_a_settled_cluster(last, 3).await {
+        assert!(
+            Instant::now() < deadline,
+            "the last never led a settled cluster: {}; {:?}",
+            cluster_view(last).await.unwrap_or_default(),
+            by_worker(&docker, cluster).await
+        );
+        let twice: Vec<_> = by_worker(&docker, cluster).await.into_iter().filter(|(_, s)| s.len() > 1).collect();
+        if !twice.is_empty() {
+            findings.push(format!("a worker with two services: {twice:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let now = workers_of(&cluster_view(last).await.unwrap()).2;
+    eprintln!("workers {pids:?} -> {now:?}");
+    let services = by_worker(&docker, cluster).await;
+    assert!(services.values().all(|s| s.len() == 1) && services.len() == 3, "{services:?}");
+    // The killed ones' sessions gone (see the finding above), then the stop.
+    eventually("the killed orchestrators to be gone", DEADLINE, || async {
+        cluster_view(last).await.unwrap_or_default()["orchestrators"]
+            .as_array()
+            .is_some_and(|o| o.len() == 1)
+    })
+    .await;
+    let mut last = orchs.into_iter().flatten().next().unwrap();
+    last.signal(libc::SIGTERM);
+    let status = last.child.wait().expect("its exit");
+    assert!(status.success(), "{}", last.log());
+    let left = by_worker(&docker, cluster).await;
+    assert!(left.is_empty(), "services left: {left:?}");
+    assert!(findings.is_empty(), "{}", findings.join("\n"));
+}
+
+/// The pid of whichever of `orchs` leads a settled cluster of 3.
+async fn settled_pid(orchs: &[Option<Node>]) -> Option<u32> {
+    for o in orchs.iter().flatten() {
+        if leads_a_settled_cluster(o, 3).await {
+            return Some(o.pid());
+        }
+    }
+    None
+}
