@@ -225,7 +225,7 @@ impl Cluster {
     /// Workers that outlive an orchestrator (containers) are left to the
     /// others when there are others: only the last one stops them.
     pub async fn stop(&self) {
-        let others = self.watcher.send(CountOthers).await.unwrap_or(0);
+        let mut others = self.watcher.send(CountOthers).await.unwrap_or(0);
         if let Some(scaler) = &self.scaler {
             let _ = scaler.send(StopScaling).await;
         }
@@ -239,6 +239,19 @@ impl Cluster {
             }
         }
         let outlive = self.runtime.outlives_orchestrator();
+        if outlive && others > 0 {
+            // One killed a moment ago stays registered until its session
+            // expires: wait that long before leaving the workers to the
+            // others, or nobody would stop them (found by the swarm attack:
+            // the other SIGKILLed, this one stopped at once).
+            let until = Instant::now()
+                + self.coordination.session_timeout() * 2
+                + Duration::from_millis(500);
+            while others > 0 && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                others = self.watcher.send(CountOthers).await.unwrap_or(others);
+            }
+        }
         if outlive && others == 0 {
             // The last one stops every worker of the cluster, those it
             // had not taken on yet too (it may not have led).

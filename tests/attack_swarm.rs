@@ -173,7 +173,10 @@ async fn the_leader_paused_while_it_creates_a_replacement_service_acts_no_more_o
             if leads_a_settled_cluster(&orchs[1], 3).await {
                 break (1, 0);
             }
-            assert!(Instant::now() < deadline, "no settled leader (round {round})");
+            assert!(
+                Instant::now() < deadline,
+                "no settled leader (round {round})"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let (a_pid, b_pid) = (orchs[a].pid(), orchs[b].pid());
@@ -209,7 +212,10 @@ async fn the_leader_paused_while_it_creates_a_replacement_service_acts_no_more_o
             if fresh && (mode == 1 || runs(cluster, vid)) {
                 break;
             }
-            assert!(Instant::now() < deadline, "no replacement service (round {round})");
+            assert!(
+                Instant::now() < deadline,
+                "no replacement service (round {round})"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         orchs[a].signal(libc::SIGSTOP);
@@ -251,7 +257,9 @@ async fn the_leader_paused_while_it_creates_a_replacement_service_acts_no_more_o
                 .filter(|(_, s)| s.len() > 1)
                 .collect();
             if !twice.is_empty() {
-                findings.push(format!("round {round}, after {a_pid} resumed: a worker with two services: {twice:?}"));
+                findings.push(format!(
+                    "round {round}, after {a_pid} resumed: a worker with two services: {twice:?}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -279,7 +287,11 @@ async fn the_leader_paused_while_it_creates_a_replacement_service_acts_no_more_o
     }
     let (acked, failed) = load.stop().await;
     // Whoever leads now.
-    let l = if leads_a_settled_cluster(&orchs[0], 3).await { 0 } else { 1 };
+    let l = if leads_a_settled_cluster(&orchs[0], 3).await {
+        0
+    } else {
+        1
+    };
     let r = http()
         .get(format!("{}/api/v1/users", gateway.url))
         .send()
@@ -314,7 +326,10 @@ async fn the_leader_paused_while_it_creates_a_replacement_service_acts_no_more_o
     let all = stores(&c.dir.path().join("data"), &workers);
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
     assert_eq!(failed, 0, "requests failed");
-    assert!(left.is_empty(), "services left after the last orchestrator stopped: {left:?}");
+    assert!(
+        left.is_empty(),
+        "services left after the last orchestrator stopped: {left:?}"
+    );
     assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
     assert!(findings.is_empty(), "{}", findings.join("\n\n"));
     let _ = &mut orchs;
@@ -392,7 +407,10 @@ async fn the_first_leader_paused_while_it_creates_the_first_service_acts_no_more
         if let (Some(pid), Some(cluster)) = (orchestrator_pid(&c.root, &[]), cluster_in_log(&log)) {
             break (pid, cluster);
         }
-        assert!(Instant::now() < deadline, "the first orchestrator never started:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "the first orchestrator never started:\n{log}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let _cleanup = Services(cluster);
@@ -404,7 +422,9 @@ async fn the_first_leader_paused_while_it_creates_the_first_service_acts_no_more
     suite::signal(u64::from(a_pid), libc::SIGSTOP);
     let first = by_worker(&docker, cluster).await;
     eprintln!("{a_pid} stopped with services {first:?}");
-    let b = start(c.clone(), swarm.clone()).join().expect("the second orchestrator ready");
+    let b = start(c.clone(), swarm.clone())
+        .join()
+        .expect("the second orchestrator ready");
     let mut findings = Vec::new();
     let deadline = Instant::now() + DEADLINE;
     while !leads_a_settled_cluster(&b, 3).await {
@@ -423,7 +443,9 @@ async fn the_first_leader_paused_while_it_creates_the_first_service_acts_no_more
             .filter(|(_, s)| s.len() > 1)
             .collect();
         if !twice.is_empty() {
-            findings.push(format!("while {a_pid} was stopped: a worker with two services: {twice:?}"));
+            findings.push(format!(
+                "while {a_pid} was stopped: a worker with two services: {twice:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -432,7 +454,10 @@ async fn the_first_leader_paused_while_it_creates_the_first_service_acts_no_more
     let mark = std::fs::read_to_string(&log_a).unwrap_or_default().len();
     let b_mark = b.log().len();
     suite::signal(u64::from(a_pid), libc::SIGCONT);
-    eprintln!("{} leads {settled:?} with {settled_services:?}; {a_pid} resumed", b.pid());
+    eprintln!(
+        "{} leads {settled:?} with {settled_services:?}; {a_pid} resumed",
+        b.pid()
+    );
     let watch = Instant::now() + Duration::from_secs(5);
     while Instant::now() < watch {
         let twice: Vec<_> = by_worker(&docker, cluster)
@@ -441,11 +466,17 @@ async fn the_first_leader_paused_while_it_creates_the_first_service_acts_no_more
             .filter(|(_, s)| s.len() > 1)
             .collect();
         if !twice.is_empty() {
-            findings.push(format!("after {a_pid} resumed: a worker with two services: {twice:?}"));
+            findings.push(format!(
+                "after {a_pid} resumed: a worker with two services: {twice:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let a_acts = acts(&std::fs::read_to_string(&log_a).unwrap_or_default(), mark, &settled);
+    let a_acts = acts(
+        &std::fs::read_to_string(&log_a).unwrap_or_default(),
+        mark,
+        &settled,
+    );
     if !a_acts.is_empty() {
         findings.push(format!(
             "{a_pid} acted on the swarm after it resumed while {} led:\n{}",
@@ -483,16 +514,20 @@ async fn the_first_leader_paused_while_it_creates_the_first_service_acts_no_more
     let status = b.child.wait().expect("its exit");
     assert!(status.success(), "{}", b.log());
     let left = by_worker(&docker, cluster).await;
-    assert!(left.is_empty(), "services left after the last orchestrator stopped: {left:?}");
+    assert!(
+        left.is_empty(),
+        "services left after the last orchestrator stopped: {left:?}"
+    );
     assert!(findings.is_empty(), "{}", findings.join("\n\n"));
 }
 
 /// Two orchestrators lead and follow a settled swarm cluster. The
 /// follower is SIGKILLed, and the leader, now the last orchestrator, is
 /// stopped cleanly (SIGTERM) right after: it must stop the workers (it is
-/// the last), yet it counts the killed one, still registered until its
-/// session expires, as another orchestrator and leaves the services to it:
-/// services are left behind with no orchestrator at all.
+/// the last). It counted the killed one, still registered until its
+/// session expires, as another orchestrator and left the services to it,
+/// with no orchestrator at all; now it waits for the others' sessions to
+/// expire before it leaves the workers to them.
 #[actix::test]
 async fn the_last_orchestrator_stopped_right_after_the_other_is_killed_leaves_no_service() {
     let Some(c) = Nodes::new() else {
@@ -549,10 +584,18 @@ async fn two_swarm_leaders_killed_in_quick_succession_leave_one_service_per_work
         assert!(Instant::now() < deadline, "no settled leader");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let pids = workers_of(&cluster_view(orchs.iter().flatten().find(|o| o.pid() == first).unwrap()).await.unwrap()).2;
-    let i = orchs.iter().position(|o| o.as_ref().is_some_and(|o| o.pid() == first)).unwrap();
+    let pids = workers_of(
+        &cluster_view(orchs.iter().flatten().find(|o| o.pid() == first).unwrap())
+            .await
+            .unwrap(),
+    )
+    .2;
+    let i = orchs
+        .iter()
+        .position(|o| o.as_ref().is_some_and(|o| o.pid() == first))
+        .unwrap();
     orchs[i] = None; // SIGKILL
-    // The next to take /leader, killed at once.
+                     // The next to take /leader, killed at once.
     let deadline = Instant::now() + DEADLINE;
     let j = 'found: loop {
         for (j, o) in orchs.iter().enumerate() {
@@ -576,7 +619,11 @@ async fn two_swarm_leaders_killed_in_quick_succession_leave_one_service_per_work
             cluster_view(last).await.unwrap_or_default(),
             by_worker(&docker, cluster).await
         );
-        let twice: Vec<_> = by_worker(&docker, cluster).await.into_iter().filter(|(_, s)| s.len() > 1).collect();
+        let twice: Vec<_> = by_worker(&docker, cluster)
+            .await
+            .into_iter()
+            .filter(|(_, s)| s.len() > 1)
+            .collect();
         if !twice.is_empty() {
             findings.push(format!("a worker with two services: {twice:?}"));
         }
@@ -585,7 +632,10 @@ async fn two_swarm_leaders_killed_in_quick_succession_leave_one_service_per_work
     let now = workers_of(&cluster_view(last).await.unwrap()).2;
     eprintln!("workers {pids:?} -> {now:?}");
     let services = by_worker(&docker, cluster).await;
-    assert!(services.values().all(|s| s.len() == 1) && services.len() == 3, "{services:?}");
+    assert!(
+        services.values().all(|s| s.len() == 1) && services.len() == 3,
+        "{services:?}"
+    );
     // The killed ones' sessions gone (see the finding above), then the stop.
     eventually("the killed orchestrators to be gone", DEADLINE, || async {
         cluster_view(last).await.unwrap_or_default()["orchestrators"]
