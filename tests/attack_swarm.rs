@@ -203,7 +203,10 @@ async fn the_leader_paused_while_it_creates_a_replacement_service_acts_no_more_o
         // (the window between running and being taken on).
         let mode = round / 2;
         let deadline = Instant::now() + DEADLINE;
+        #[allow(clippy::while_immutable_condition)]
         while mode > 0 {
+            // Left by `break` once the replacement is where this mode
+            // wants it.
             let now = by_worker(&docker, cluster).await;
             let fresh = now.get(&vid).is_some_and(|s| {
                 s.iter()
