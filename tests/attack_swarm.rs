@@ -31,31 +31,6 @@ use suite::nodes::{
 };
 use suite::{eventually, services_of, stores, swarm_image, worker_container};
 
-/// Removes the worker services of a cluster however a test ends.
-struct Services(u64);
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        let label = format!("label=dbaas.cluster={:016x}", self.0);
-        let Ok(out) = std::process::Command::new("docker")
-            .args(["service", "ls", "-q", "--filter", &label])
-            .output()
-        else {
-            return;
-        };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["service", "rm"])
-                .args(&ids)
-                .output();
-        }
-    }
-}
-
 /// `docker kill` of worker `id`'s task container.
 async fn docker_kill(docker: &bollard::Docker, cluster: u64, id: u64) {
     let container = worker_container(docker, cluster, id).await;
@@ -157,7 +132,7 @@ async fn the_leader_paused_while_it_creates_a_replacement_service_acts_no_more_o
     let swarm = ["--runtime", "swarm", "--image", image.as_str()];
     let mut orchs = [c.orchestrator_with(&swarm), c.orchestrator_with(&swarm)];
     let cluster = cluster_of(&orchs[0]).await;
-    let _cleanup = Services(cluster);
+    let _cleanup = suite::Services(cluster);
     let front = c.front(&[&orchs[0], &orchs[1]]);
     let gateway = &front[2];
     let load = Rides::start(&gateway.url, 4, 2);
@@ -203,23 +178,23 @@ async fn the_leader_paused_while_it_creates_a_replacement_service_acts_no_more_o
         // (the window between running and being taken on).
         let mode = round / 2;
         let deadline = Instant::now() + DEADLINE;
-        #[allow(clippy::while_immutable_condition)]
-        while mode > 0 {
-            // Left by `break` once the replacement is where this mode
-            // wants it.
-            let now = by_worker(&docker, cluster).await;
-            let fresh = now.get(&vid).is_some_and(|s| {
-                s.iter()
-                    .any(|(_, p)| !before[&vid].iter().any(|(_, q)| q == p))
-            });
-            if fresh && (mode == 1 || runs(cluster, vid)) {
-                break;
+        // Mode 0 stops it at once; the others wait for the replacement.
+        if mode > 0 {
+            loop {
+                let now = by_worker(&docker, cluster).await;
+                let fresh = now.get(&vid).is_some_and(|s| {
+                    s.iter()
+                        .any(|(_, p)| !before[&vid].iter().any(|(_, q)| q == p))
+                });
+                if fresh && (mode == 1 || runs(cluster, vid)) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no replacement service (round {round})"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no replacement service (round {round})"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         orchs[a].signal(libc::SIGSTOP);
         eprintln!("round {round}: {a_pid} stopped (mode {mode}) while replacing worker {vid}");
@@ -416,7 +391,7 @@ async fn the_first_leader_paused_while_it_creates_the_first_service_acts_no_more
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
-    let _cleanup = Services(cluster);
+    let _cleanup = suite::Services(cluster);
     let deadline = Instant::now() + DEADLINE;
     while by_worker(&docker, cluster).await.is_empty() {
         assert!(Instant::now() < deadline, "no service created");
@@ -543,7 +518,7 @@ async fn the_last_orchestrator_stopped_right_after_the_other_is_killed_leaves_no
     let a = c.orchestrator_with(&swarm);
     let b = c.orchestrator_with(&swarm);
     let cluster = cluster_of(&a).await;
-    let _cleanup = Services(cluster);
+    let _cleanup = suite::Services(cluster);
     eventually("the first to lead a settled cluster", DEADLINE, || async {
         leads_a_settled_cluster(&a, 3).await && leader_pid(&b).await == Some(u64::from(a.pid()))
     })
@@ -578,7 +553,7 @@ async fn two_swarm_leaders_killed_in_quick_succession_leave_one_service_per_work
     let swarm = ["--runtime", "swarm", "--image", image.as_str()];
     let mut orchs: Vec<Option<Node>> = (0..3).map(|_| Some(c.orchestrator_with(&swarm))).collect();
     let cluster = cluster_of(orchs[0].as_ref().unwrap()).await;
-    let _cleanup = Services(cluster);
+    let _cleanup = suite::Services(cluster);
     let deadline = Instant::now() + DEADLINE;
     let first = loop {
         if let Some(p) = settled_pid(&orchs).await {

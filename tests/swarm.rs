@@ -305,32 +305,6 @@ async fn a_worker_is_not_started_twice_at_once() {
     assert!(services_of(&docker, cluster).await.is_empty());
 }
 
-/// Removes the worker services of a cluster however a test ends (they
-/// outlive the orchestrators, and a failed test would leave them).
-struct Services(u64);
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        let label = format!("label=dbaas.cluster={:016x}", self.0);
-        let Ok(out) = std::process::Command::new("docker")
-            .args(["service", "ls", "-q", "--filter", &label])
-            .output()
-        else {
-            return;
-        };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["service", "rm"])
-                .args(&ids)
-                .output();
-        }
-    }
-}
-
 /// Two `dbaas orchestrator --runtime swarm` processes under RideShare
 /// writes and reads through the gateway. The leading one is SIGKILLed:
 /// the other takes the lead and the very same services over. Then the
@@ -357,7 +331,7 @@ async fn the_leaders_sigkill_then_a_masters_container_kill_under_rideshare_load_
         let v = cluster_view(&a).await.expect("a view");
         u64::from_str_radix(v["cluster"].as_str().expect("an id"), 16).expect("hex")
     };
-    let _cleanup = Services(cluster);
+    let _cleanup = suite::Services(cluster);
     let front = c.front(&[&a, &b]);
     let gateway = &front[2];
     let load = Rides::start(&gateway.url, 4, 2);

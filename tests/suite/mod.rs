@@ -588,3 +588,29 @@ impl Load {
         total
     }
 }
+
+/// Removes the worker services of a cluster however a test ends (they
+/// outlive the orchestrators, and a failed test would leave them).
+pub struct Services(pub u64);
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        let label = format!("label=dbaas.cluster={:016x}", self.0);
+        let Ok(out) = std::process::Command::new("docker")
+            .args(["service", "ls", "-q", "--filter", &label])
+            .output()
+        else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["service", "rm"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
