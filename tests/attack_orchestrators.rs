@@ -17,113 +17,6 @@ use serde_json::{json, Value as Json};
 use suite::eventually;
 use suite::nodes::*;
 
-/// A loopback address with a port free right now.
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-    l.local_addr().expect("an address").to_string()
-}
-
-/// Lines of `log` that say a task panicked.
-fn panics(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| l.contains("panicked"))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Which of `orchs` (by index) leads a settled cluster of `workers`.
-async fn settled_leader(orchs: &[Option<Node>], workers: usize) -> Option<usize> {
-    for (i, o) in orchs.iter().enumerate() {
-        if let Some(o) = o {
-            if leads_a_settled_cluster(o, workers).await {
-                return Some(i);
-            }
-        }
-    }
-    None
-}
-
-/// What each of `orchs` says of the cluster (for a failure's message).
-async fn views(orchs: &[Option<Node>]) -> String {
-    let mut out = String::new();
-    for o in orchs.iter().flatten() {
-        let v = cluster_view(o).await.unwrap_or_default();
-        out += &format!("\norchestrator {}: {v}", o.pid());
-    }
-    out
-}
-
-/// Waits for one of `orchs` to lead a settled cluster; its index.
-async fn wait_settled(orchs: &[Option<Node>], workers: usize) -> usize {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(i) = settled_leader(orchs, workers).await {
-            return i;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for a settled cluster of {workers}: {}",
-                views(orchs).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Every acknowledged name listed once through the gateway, every worker
-/// caught up, then every orchestrator stopped (followers first) and the
-/// stores compared.
-async fn check_nothing_lost(
-    c: &Cluster,
-    gateway: &Node,
-    leader: &Node,
-    acked: &[String],
-) -> Vec<u64> {
-    let r = http()
-        .get(format!("{}/api/v1/users", gateway.url))
-        .send()
-        .await
-        .expect("the list");
-    let listed: Vec<String> = r.json().await.expect("a list of names");
-    let set: std::collections::BTreeSet<String> = listed.iter().cloned().collect();
-    assert_eq!(set.len(), listed.len(), "a name listed twice");
-    let missing: Vec<&String> = acked.iter().filter(|n| !set.contains(*n)).collect();
-    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
-    assert_eq!(count_users(leader).await, listed.len() as u64);
-    eventually("every worker to apply everything", DEADLINE, || async {
-        let v = cluster_view(leader).await.unwrap_or_default();
-        let lags: Vec<u64> = v["workers"]
-            .as_array()
-            .map(|w| w.iter().filter_map(|w| w["lag"].as_u64()).collect())
-            .unwrap_or_default();
-        lags.len() == 3 && lags.iter().all(|&l| l == 0)
-    })
-    .await;
-    let _ = c;
-    let v = cluster_view(leader).await.expect("a view");
-    v["workers"]
-        .as_array()
-        .expect("workers")
-        .iter()
-        .filter_map(|w| w["id"].as_u64())
-        .collect()
-}
-
-/// Stops `orchs` (those that do not lead first), each cleanly, and
-/// compares the workers' stores.
-fn stop_and_compare(c: &Cluster, orchs: Vec<Node>, leader_pid: u32, workers: &[u64]) {
-    let (lead, rest): (Vec<Node>, Vec<Node>) =
-        orchs.into_iter().partition(|o| o.pid() == leader_pid);
-    for o in rest.into_iter().chain(lead) {
-        o.signal(libc::SIGTERM);
-        let mut o = o;
-        let status = o.child.wait().expect("its exit");
-        assert!(status.success(), "{}", o.log());
-    }
-    let all = suite::stores(&c.dir.path().join("data"), workers);
-    assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
-}
-
 /// The leading orchestrator SIGKILLed again and again under steady
 /// writes and reads through the gateway (A dies, A comes back as a new
 /// process on its address, B dies, ...): every time the other takes the
@@ -180,7 +73,7 @@ async fn the_leader_killed_again_and_again_under_load_loses_nothing_and_fails_no
     }
     let leader = leader.expect("one leads");
     let lnode = orchs.iter().find(|o| o.pid() == leader).unwrap();
-    let workers = check_nothing_lost(&c, gateway, lnode, &acked).await;
+    let workers = check_nothing_lost(gateway, lnode, &acked).await;
     drop(front);
     stop_and_compare(&c, orchs, leader, &workers);
 }
@@ -228,7 +121,7 @@ async fn the_leader_paused_around_its_lease_edge_again_and_again() {
     assert_eq!(failed, 0, "requests failed");
     let lnode = &orchs[leader];
     let lpid = lnode.pid();
-    let workers = check_nothing_lost(&c, gateway, lnode, &acked).await;
+    let workers = check_nothing_lost(gateway, lnode, &acked).await;
     drop(front);
     stop_and_compare(&c, orchs, lpid, &workers);
 }
@@ -404,7 +297,7 @@ async fn the_leader_paused_past_its_session_with_its_workers_running_on() {
     assert!(panics(&logs).is_empty(), "{:?}", panics(&logs));
     assert_eq!(failed, 0, "requests failed");
     let lpid = orchs[l].pid();
-    let workers = check_nothing_lost(&c, gateway, &orchs[l], &acked).await;
+    let workers = check_nothing_lost(gateway, &orchs[l], &acked).await;
     drop(front);
     stop_and_compare(&c, orchs, lpid, &workers);
 }
@@ -455,7 +348,7 @@ async fn the_master_and_the_leader_killed_at_once_under_load() {
     assert!(panics(&logs).is_empty(), "{:?}", panics(&logs));
     assert_eq!(failed, 0, "requests failed");
     let lpid = orchs[l].pid();
-    let workers = check_nothing_lost(&c, gateway, &orchs[l], &acked).await;
+    let workers = check_nothing_lost(gateway, &orchs[l], &acked).await;
     drop(front);
     stop_and_compare(&c, orchs, lpid, &workers);
 }
@@ -511,7 +404,7 @@ async fn the_next_leader_killed_while_it_starts_the_workers() {
     assert!(panics(&logs).is_empty(), "{:?}", panics(&logs));
     assert_eq!(failed, 0, "requests failed");
     let ln = orchs.iter().find(|o| o.pid() == lpid).unwrap();
-    let workers = check_nothing_lost(&c, gateway, ln, &acked).await;
+    let workers = check_nothing_lost(gateway, ln, &acked).await;
     drop(front);
     stop_and_compare(&c, orchs, lpid, &workers);
 }

@@ -10,10 +10,10 @@
 
 mod suite;
 
-use std::process::Command;
 use std::time::Instant;
 
 use serde_json::json;
+use suite::clusters::Containers;
 use suite::eventually;
 use suite::nodes::*;
 
@@ -257,30 +257,4 @@ async fn a_paused_leading_orchestrator_resumed_late_changes_nothing() {
             .await;
     }
     assert!(left.is_empty(), "containers left running: {left:?}");
-}
-
-/// Removes the containers of a cluster however the test ends (a failed
-/// one leaves them running otherwise: they outlive the orchestrators).
-struct Containers(u64);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let label = format!("label=dbaas.cluster={:016x}", self.0);
-        let Ok(out) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &label])
-            .output()
-        else {
-            return;
-        };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
-        }
-    }
 }

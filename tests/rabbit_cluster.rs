@@ -18,78 +18,17 @@ use dbaas::broker::amqp::{AmqpBroker, QueueType};
 use dbaas::broker::{conformance, Broker, Message, QueueKind, WRITE_Q};
 use dbaas::model::{Consistency, ReadResult};
 use futures::StreamExt;
-use suite::{eventually, fresh_zk, master_id, process_cluster_at, services, Load, ZK_SESSION};
+use suite::clusters::rabbits::{self, all_up, fresh_vhost, kill, launch, leader};
+use suite::{eventually, fresh_zk, master_id, process_cluster_at, Load, ZK_SESSION};
 
 /// One test at a time kills nodes.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// The cluster's URLs (comma separated), or None when it is not
-/// configured (a failure under `DBAAS_REQUIRE_SERVICES=1`).
-fn cluster_urls() -> Option<String> {
-    match std::env::var("DBAAS_TEST_AMQP_CLUSTER") {
-        Ok(urls) if !urls.is_empty() => Some(urls),
-        _ => {
-            assert!(
-                std::env::var("DBAAS_REQUIRE_SERVICES").is_err(),
-                "DBAAS_TEST_AMQP_CLUSTER is not set but services are required"
-            );
-            eprintln!("skipped: DBAAS_TEST_AMQP_CLUSTER is not set (scripts/test sets it)");
-            None
-        }
-    }
-}
-
-fn ctl(node: usize, args: &[&str]) -> String {
-    let n = node.to_string();
-    services(&[&["rabbit-cluster-ctl", &n], args].concat())
-}
-
-/// Every node running in the cluster (an earlier test that failed may
-/// have left one down).
-fn all_up() {
-    for n in ["1", "2", "3"] {
-        services(&["rabbit-cluster-launch", n]);
-    }
-}
-
-fn kill(node: usize) {
-    services(&["rabbit-cluster-kill", &node.to_string()]);
-}
-
-/// Starts node `node` again and waits until it runs in the cluster.
-fn launch(node: usize) {
-    services(&["rabbit-cluster-launch", &node.to_string()]);
-}
-
-/// The node (1-3) holding the leader of quorum queue `queue`.
-fn leader(vhost: &str, queue: &str) -> usize {
-    services(&["rabbit-cluster-leader", vhost, queue])
-        .parse()
-        .expect("a node number")
-}
-
-/// A virtual host of its own on the cluster; its name and the URL list
-/// pointing at it.
-fn fresh_vhost(urls: &str) -> (String, String) {
-    let vhost = format!("t{}", fastrand::u64(..));
-    ctl(1, &["add_vhost", &vhost]);
-    ctl(
-        1,
-        &["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"],
-    );
-    let list = urls
-        .split(',')
-        .map(|u| format!("{}/{vhost}", u.rsplit_once('/').map_or(u, |(b, _)| b)))
-        .collect::<Vec<_>>()
-        .join(",");
-    (vhost, list)
-}
-
 #[actix::test]
 async fn quorum_queues_keep_the_broker_semantics() {
-    let Some(urls) = cluster_urls() else { return };
+    let Some(urls) = rabbits::urls() else { return };
     let _turn = SERIAL.lock().await;
     all_up();
     let (_, list) = fresh_vhost(&urls);
@@ -206,7 +145,7 @@ struct ConsumerTask {
 
 #[actix::test]
 async fn a_client_moves_to_the_next_node_when_its_node_dies_and_loses_no_confirmed_message() {
-    let Some(urls) = cluster_urls() else { return };
+    let Some(urls) = rabbits::urls() else { return };
     let _turn = SERIAL.lock().await;
     all_up();
     let (vhost, list) = fresh_vhost(&urls);
@@ -313,7 +252,7 @@ async fn every_confirmed_message_arrives(
 /// carries on, and every confirmed message arrives.
 #[actix::test]
 async fn a_publisher_whose_queue_leader_dies_on_another_node_publishes_again() {
-    let Some(urls) = cluster_urls() else { return };
+    let Some(urls) = rabbits::urls() else { return };
     let _turn = SERIAL.lock().await;
     all_up();
     let (vhost, list) = fresh_vhost(&urls);
@@ -353,7 +292,7 @@ async fn a_publisher_whose_queue_leader_dies_on_another_node_publishes_again() {
 
 #[actix::test]
 async fn killing_the_rabbitmq_node_of_the_queue_leaders_under_load_loses_nothing() {
-    let Some(urls) = cluster_urls() else { return };
+    let Some(urls) = rabbits::urls() else { return };
     let _turn = SERIAL.lock().await;
     all_up();
     let (vhost, list) = fresh_vhost(&urls);

@@ -14,39 +14,8 @@ mod suite;
 use std::path::Path;
 
 use dbaas::runtime::CoordTarget;
-use suite::{amqp_url, fresh_vhost, master_id, process_cluster_at, services, Load};
-
-/// Stops the ensemble however the test ends.
-struct Ensemble;
-
-impl Ensemble {
-    fn start() -> (Ensemble, String) {
-        services(&["ensemble-start"]);
-        (Ensemble, services(&["ensemble-hosts"]))
-    }
-
-    fn leader() -> String {
-        services(&["ensemble-leader"])
-    }
-
-    fn kill(n: &str) {
-        services(&["ensemble-kill", n]);
-    }
-
-    /// Starts server `n` again and waits for a quorum of all three.
-    fn launch(n: &str) {
-        services(&["ensemble-launch", n]);
-    }
-}
-
-impl Drop for Ensemble {
-    fn drop(&mut self) {
-        let _ =
-            std::process::Command::new(format!("{}/scripts/services", env!("CARGO_MANIFEST_DIR")))
-                .arg("ensemble-stop")
-                .output();
-    }
-}
+use suite::clusters::Ensemble;
+use suite::{amqp_url, fresh_vhost, master_id, process_cluster_at, Load};
 
 async fn ensemble_cluster(dir: &Path, hosts: String) -> Option<dbaas::system::Cluster> {
     let (_, url) = fresh_vhost(&amqp_url()?);

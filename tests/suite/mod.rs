@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod batches;
 pub mod catchup;
+pub mod clusters;
 pub mod failover;
 pub mod holes;
 pub mod nodes;

@@ -104,18 +104,27 @@ pub struct Cluster {
     pub root: String,
     pub dir: tempfile::TempDir,
     pub n: AtomicU64,
+    /// The orchestrators' ZooKeeper session timeout.
+    pub session: Duration,
 }
 
 impl Cluster {
     pub fn new() -> Option<Cluster> {
         let (_, amqp) = fresh_vhost(&amqp_url()?);
-        Some(Cluster {
+        Some(Cluster::over(amqp, zk_hosts()?, ZK_SESSION))
+    }
+
+    /// A cluster over the broker(s) at `amqp` (a URL list) and the
+    /// ZooKeeper server(s) `zk`, on a fresh root.
+    pub fn over(amqp: String, zk: String, session: Duration) -> Cluster {
+        Cluster {
             amqp,
-            zk: zk_hosts()?,
+            zk,
             root: format!("/t{}", fastrand::u64(..)),
             dir: tempfile::tempdir().expect("a temp dir"),
             n: AtomicU64::new(0),
-        })
+            session,
+        }
     }
 
     pub fn log(&self, name: &str) -> std::path::PathBuf {
@@ -148,7 +157,7 @@ impl Cluster {
             "--zk-root",
             &self.root,
             "--session-timeout-ms",
-            &ZK_SESSION.as_millis().to_string(),
+            &self.session.as_millis().to_string(),
             "--slaves",
             "2",
             "--data-dir",
@@ -257,12 +266,15 @@ pub async fn count_users(orch: &Node) -> u64 {
 }
 
 /// Steady RideShare writes (new users) and reads through the gateway,
-/// counting acknowledged writes and failures.
+/// counting acknowledged writes and failures, and keeping the longest
+/// request's time.
 pub struct Load {
     pub acked: Arc<Mutex<Vec<String>>>,
     pub failed: Arc<AtomicU64>,
     pub stop: Arc<AtomicBool>,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The longest request since the last `take_slowest`, in ms.
+    pub slowest_ms: Arc<AtomicU64>,
 }
 
 impl Load {
@@ -272,9 +284,11 @@ impl Load {
             Arc::new(AtomicU64::new(0)),
             Arc::new(AtomicBool::new(false)),
         );
+        let slowest_ms = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for w in 0..writers {
             let (acked, failed, stop) = (acked.clone(), failed.clone(), stop.clone());
+            let slowest = slowest_ms.clone();
             let url = format!("{gateway}/api/v1/users");
             tasks.push(actix::spawn(async move {
                 let http = http();
@@ -282,7 +296,10 @@ impl Load {
                 while !stop.load(Ordering::Relaxed) {
                     let name = format!("w{w}-{i}");
                     let body = json!({"username": name, "password": PASSWORD});
-                    match http.put(&url).json(&body).send().await {
+                    let t = Instant::now();
+                    let answer = http.put(&url).json(&body).send().await;
+                    slowest.fetch_max(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    match answer {
                         Ok(r) if r.status() == 201 => acked.lock().unwrap().push(name),
                         Ok(r) => {
                             let status = r.status();
@@ -301,11 +318,15 @@ impl Load {
         }
         for _ in 0..readers {
             let (failed, stop) = (failed.clone(), stop.clone());
+            let slowest = slowest_ms.clone();
             let url = format!("{gateway}/api/v1/users");
             tasks.push(actix::spawn(async move {
                 let http = http();
                 while !stop.load(Ordering::Relaxed) {
-                    match http.get(&url).send().await {
+                    let t = Instant::now();
+                    let answer = http.get(&url).send().await;
+                    slowest.fetch_max(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    match answer {
                         Ok(r) if matches!(r.status().as_u16(), 200 | 204) => {
                             let _ = r.bytes().await;
                         }
@@ -322,7 +343,13 @@ impl Load {
             failed,
             stop,
             tasks,
+            slowest_ms,
         }
+    }
+
+    /// The longest request since the last call (or the start), in ms.
+    pub fn take_slowest(&self) -> u64 {
+        self.slowest_ms.swap(0, Ordering::Relaxed)
     }
 
     pub fn acked(&self) -> usize {
@@ -371,4 +398,105 @@ pub fn kinds(view: &Json) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A loopback address with a port free right now.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    l.local_addr().expect("an address").to_string()
+}
+
+/// Lines of `log` that say a task panicked.
+pub fn panics(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("panicked"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Which of `orchs` (by index) leads a settled cluster of `workers`.
+pub async fn settled_leader(orchs: &[Option<Node>], workers: usize) -> Option<usize> {
+    for (i, o) in orchs.iter().enumerate() {
+        if let Some(o) = o {
+            if leads_a_settled_cluster(o, workers).await {
+                return Some(i);
+            }
+        }
+    }
+    None
+}
+
+/// What each of `orchs` says of the cluster (for a failure's message).
+pub async fn views(orchs: &[Option<Node>]) -> String {
+    let mut out = String::new();
+    for o in orchs.iter().flatten() {
+        let v = cluster_view(o).await.unwrap_or_default();
+        out += &format!("\norchestrator {}: {v}", o.pid());
+    }
+    out
+}
+
+/// Waits for one of `orchs` to lead a settled cluster; its index.
+pub async fn wait_settled(orchs: &[Option<Node>], workers: usize) -> usize {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(i) = settled_leader(orchs, workers).await {
+            return i;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out waiting for a settled cluster of {workers}: {}",
+                views(orchs).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every acknowledged name listed once through the gateway, every worker
+/// caught up, then every orchestrator stopped (followers first) and the
+/// stores compared.
+pub async fn check_nothing_lost(gateway: &Node, leader: &Node, acked: &[String]) -> Vec<u64> {
+    let r = http()
+        .get(format!("{}/api/v1/users", gateway.url))
+        .send()
+        .await
+        .expect("the list");
+    let listed: Vec<String> = r.json().await.expect("a list of names");
+    let set: std::collections::BTreeSet<String> = listed.iter().cloned().collect();
+    assert_eq!(set.len(), listed.len(), "a name listed twice");
+    let missing: Vec<&String> = acked.iter().filter(|n| !set.contains(*n)).collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert_eq!(count_users(leader).await, listed.len() as u64);
+    eventually("every worker to apply everything", DEADLINE, || async {
+        let v = cluster_view(leader).await.unwrap_or_default();
+        let lags: Vec<u64> = v["workers"]
+            .as_array()
+            .map(|w| w.iter().filter_map(|w| w["lag"].as_u64()).collect())
+            .unwrap_or_default();
+        lags.len() == 3 && lags.iter().all(|&l| l == 0)
+    })
+    .await;
+    let v = cluster_view(leader).await.expect("a view");
+    v["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter_map(|w| w["id"].as_u64())
+        .collect()
+}
+
+/// Stops `orchs` (those that do not lead first), each cleanly, and
+/// compares the workers' stores.
+pub fn stop_and_compare(c: &Cluster, orchs: Vec<Node>, leader_pid: u32, workers: &[u64]) {
+    let (lead, rest): (Vec<Node>, Vec<Node>) =
+        orchs.into_iter().partition(|o| o.pid() == leader_pid);
+    for o in rest.into_iter().chain(lead) {
+        o.signal(libc::SIGTERM);
+        let mut o = o;
+        let status = o.child.wait().expect("its exit");
+        assert!(status.success(), "{}", o.log());
+    }
+    let all = super::stores(&c.dir.path().join("data"), workers);
+    assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
 }

@@ -1,0 +1,141 @@
+//! The replicated services of `scripts/services`: a ZooKeeper ensemble of
+//! three servers and a RabbitMQ cluster of three nodes on this host, each
+//! with kills and starts of one member; and a guard for the worker
+//! containers of a cluster (they outlive its orchestrators).
+
+use std::process::Command;
+
+use super::services;
+
+/// The ensemble (`scripts/services ensemble-*`), stopped however the test
+/// ends. A test binary that uses it runs alone (cargo runs one at a
+/// time): it has fixed ports.
+pub struct Ensemble;
+
+impl Ensemble {
+    /// Starts all three servers afresh; the guard and the connection
+    /// string.
+    pub fn start() -> (Ensemble, String) {
+        services(&["ensemble-start"]);
+        (Ensemble, services(&["ensemble-hosts"]))
+    }
+
+    /// The number ("1" to "3") of the server leading now.
+    pub fn leader() -> String {
+        services(&["ensemble-leader"])
+    }
+
+    /// SIGKILLs server `n`.
+    pub fn kill(n: &str) {
+        services(&["ensemble-kill", n]);
+    }
+
+    /// Starts server `n` again and waits for a quorum of all three.
+    pub fn launch(n: &str) {
+        services(&["ensemble-launch", n]);
+    }
+}
+
+impl Drop for Ensemble {
+    fn drop(&mut self) {
+        let _ = Command::new(format!("{}/scripts/services", env!("CARGO_MANIFEST_DIR")))
+            .arg("ensemble-stop")
+            .output();
+    }
+}
+
+/// The RabbitMQ cluster (`scripts/services rabbit-cluster-*`, started by
+/// `scripts/test`, which sets `DBAAS_TEST_AMQP_CLUSTER` to its URLs).
+pub mod rabbits {
+    use super::services;
+
+    /// The cluster's URLs (comma separated), or None when it is not
+    /// configured (a failure under `DBAAS_REQUIRE_SERVICES=1`).
+    pub fn urls() -> Option<String> {
+        match std::env::var("DBAAS_TEST_AMQP_CLUSTER") {
+            Ok(urls) if !urls.is_empty() => Some(urls),
+            _ => {
+                assert!(
+                    std::env::var("DBAAS_REQUIRE_SERVICES").is_err(),
+                    "DBAAS_TEST_AMQP_CLUSTER is not set but services are required"
+                );
+                eprintln!("skipped: DBAAS_TEST_AMQP_CLUSTER is not set (scripts/test sets it)");
+                None
+            }
+        }
+    }
+
+    /// `rabbitmqctl` on node `node` (1-3).
+    pub fn ctl(node: usize, args: &[&str]) -> String {
+        let n = node.to_string();
+        services(&[&["rabbit-cluster-ctl", &n], args].concat())
+    }
+
+    /// Every node running in the cluster (an earlier test that failed may
+    /// have left one down).
+    pub fn all_up() {
+        for n in 1..=3 {
+            launch(n);
+        }
+    }
+
+    /// SIGKILLs node `node`.
+    pub fn kill(node: usize) {
+        services(&["rabbit-cluster-kill", &node.to_string()]);
+    }
+
+    /// Starts node `node` again and waits until it runs in the cluster.
+    pub fn launch(node: usize) {
+        services(&["rabbit-cluster-launch", &node.to_string()]);
+    }
+
+    /// The node (1-3) holding the leader of quorum queue `queue`.
+    pub fn leader(vhost: &str, queue: &str) -> usize {
+        services(&["rabbit-cluster-leader", vhost, queue])
+            .parse()
+            .expect("a node number")
+    }
+
+    /// A virtual host of its own on the cluster; its name and the URL list
+    /// pointing at it.
+    pub fn fresh_vhost(urls: &str) -> (String, String) {
+        let vhost = format!("t{}", fastrand::u64(..));
+        ctl(1, &["add_vhost", &vhost]);
+        ctl(
+            1,
+            &["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"],
+        );
+        let list = urls
+            .split(',')
+            .map(|u| format!("{}/{vhost}", u.rsplit_once('/').map_or(u, |(b, _)| b)))
+            .collect::<Vec<_>>()
+            .join(",");
+        (vhost, list)
+    }
+}
+
+/// Removes the containers of a cluster however the test ends (a failed
+/// one leaves them running otherwise: they outlive the orchestrators).
+pub struct Containers(pub u64);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let label = format!("label=dbaas.cluster={:016x}", self.0);
+        let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
