@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dbaas::error::Error;
 use dbaas::model::{Consistency, ReadOp, ReadResult, Row, Value, WriteOp, WriteResult};
-use suite::{eventually, process_cluster, rabbitmqctl};
+use suite::{eventually, process_cluster, rabbitmqctl_off};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 /// How long the broker stays down.
@@ -109,9 +109,9 @@ async fn the_system_recovers_from_a_broker_restart_and_keeps_every_acknowledged_
         async move { a.load(Ordering::Relaxed) > 100 }
     })
     .await;
-    rabbitmqctl(&["stop_app"]);
+    rabbitmqctl_off(&["stop_app"]).await;
     tokio::time::sleep(OUTAGE).await;
-    rabbitmqctl(&["start_app"]);
+    rabbitmqctl_off(&["start_app"]).await;
     let before = acked_count.load(Ordering::Relaxed);
     eventually(
         "writes acknowledged again after the restart",

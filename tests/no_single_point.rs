@@ -56,7 +56,7 @@ async fn every_kind_of_part_killed_in_turn_under_one_gateway_load_loses_nothing(
     let Some((docker, image)) = suite::docker_image().await else {
         return;
     };
-    rabbits::all_up();
+    rabbits::all_up().await;
     let (vhost, amqp) = rabbits::fresh_vhost(&urls);
     let (_ensemble, hosts) = Ensemble::start();
     let session = dbaas::config::default_session_timeout(&hosts);
@@ -106,7 +106,7 @@ async fn every_kind_of_part_killed_in_turn_under_one_gateway_load_loses_nothing(
                     orchs[l] = Some(c.orchestrator_at(&addrs[l], &args));
                 }
                 Part::ZooKeeperLeader | Part::ZooKeeperFollower => {
-                    let leading = Ensemble::leader();
+                    let leading = Ensemble::leader().await;
                     let victim = if matches!(part, Part::ZooKeeperLeader) {
                         leading
                     } else {
@@ -116,15 +116,15 @@ async fn every_kind_of_part_killed_in_turn_under_one_gateway_load_loses_nothing(
                             .expect("a follower")
                             .to_owned()
                     };
-                    Ensemble::kill(&victim);
+                    Ensemble::kill(&victim).await;
                     load.more(30).await;
-                    Ensemble::launch(&victim);
+                    Ensemble::launch(&victim).await;
                 }
                 Part::RabbitNodeOfTheQueueLeader => {
-                    let victim = rabbits::leader(&vhost, WRITE_Q);
-                    rabbits::kill(victim);
+                    let victim = rabbits::leader(&vhost, WRITE_Q).await;
+                    rabbits::kill(victim).await;
                     load.more(30).await;
-                    rabbits::launch(victim);
+                    rabbits::launch(victim).await;
                 }
                 Part::Master | Part::Slave => {
                     let state = if matches!(part, Part::Master) {

@@ -30,7 +30,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 async fn quorum_queues_keep_the_broker_semantics() {
     let Some(urls) = rabbits::urls() else { return };
     let _turn = SERIAL.lock().await;
-    all_up();
+    all_up().await;
     let (_, list) = fresh_vhost(&urls);
     let b = AmqpBroker::connect(&list)
         .await
@@ -147,7 +147,7 @@ struct ConsumerTask {
 async fn a_client_moves_to_the_next_node_when_its_node_dies_and_loses_no_confirmed_message() {
     let Some(urls) = rabbits::urls() else { return };
     let _turn = SERIAL.lock().await;
-    all_up();
+    all_up().await;
     let (vhost, list) = fresh_vhost(&urls);
     const Q: &str = "moves";
     let pb = Arc::new(AmqpBroker::connect(&list).await.unwrap());
@@ -162,7 +162,7 @@ async fn a_client_moves_to_the_next_node_when_its_node_dies_and_loses_no_confirm
     assert_eq!(passed.node(), Some(1));
     assert_eq!(passed.depth(Q).await.unwrap(), Some(0));
     drop(passed);
-    assert_eq!(leader(&vhost, Q), 1);
+    assert_eq!(leader(&vhost, Q).await, 1);
     let stop = Arc::new(AtomicBool::new(false));
     let p = publisher(pb.clone(), Q, stop.clone());
     let c = consumer(cb.clone(), Q, stop.clone());
@@ -172,27 +172,27 @@ async fn a_client_moves_to_the_next_node_when_its_node_dies_and_loses_no_confirm
     .await;
     // SIGKILLed with publishes between publish and confirm (the publisher
     // never waits between two).
-    kill(1);
+    kill(1).await;
     let at_kill = p.count();
     eventually("publishes confirmed again", DEADLINE, || async {
         p.count() > at_kill + 200
     })
     .await;
     assert_ne!(pb.node(), Some(0), "the publisher moved to another node");
-    launch(1);
+    launch(1).await;
     // The queue's leader moved off the dead node; the node back, the
     // leader's node dies too.
-    let second = leader(&vhost, Q);
+    let second = leader(&vhost, Q).await;
     assert_ne!(second, 1);
     let before = p.count();
-    kill(second);
+    kill(second).await;
     eventually(
         "publishes confirmed after the second kill",
         DEADLINE,
         || async { p.count() > before + 200 },
     )
     .await;
-    launch(second);
+    launch(second).await;
     let (confirmed, errors, subscriptions) =
         every_confirmed_message_arrives(cb, Q, stop, p, c).await;
     eprintln!(
@@ -254,7 +254,7 @@ async fn every_confirmed_message_arrives(
 async fn a_publisher_whose_queue_leader_dies_on_another_node_publishes_again() {
     let Some(urls) = rabbits::urls() else { return };
     let _turn = SERIAL.lock().await;
-    all_up();
+    all_up().await;
     let (vhost, list) = fresh_vhost(&urls);
     const Q: &str = "leaderdies";
     // Declared from the third node: its leader is there (client-local).
@@ -263,7 +263,7 @@ async fn a_publisher_whose_queue_leader_dies_on_another_node_publishes_again() {
     let declarer = AmqpBroker::connect(&third_first).await.unwrap();
     declarer.declare_queue(Q, QueueKind::Durable).await.unwrap();
     drop(declarer);
-    assert_eq!(leader(&vhost, Q), 3);
+    assert_eq!(leader(&vhost, Q).await, 3);
     let pb = Arc::new(AmqpBroker::connect(&list).await.unwrap());
     let cb = Arc::new(AmqpBroker::connect(&list).await.unwrap());
     assert_eq!((pb.node(), cb.node()), (Some(0), Some(0)));
@@ -274,14 +274,14 @@ async fn a_publisher_whose_queue_leader_dies_on_another_node_publishes_again() {
         p.count() > 200
     })
     .await;
-    kill(3);
+    kill(3).await;
     let at_kill = p.count();
     eventually("publishes confirmed again", DEADLINE, || async {
         p.count() > at_kill + 200
     })
     .await;
-    assert_ne!(leader(&vhost, Q), 3);
-    launch(3);
+    assert_ne!(leader(&vhost, Q).await, 3);
+    launch(3).await;
     let (confirmed, errors, subscriptions) =
         every_confirmed_message_arrives(cb, Q, stop, p, c).await;
     eprintln!(
@@ -294,7 +294,7 @@ async fn a_publisher_whose_queue_leader_dies_on_another_node_publishes_again() {
 async fn killing_the_rabbitmq_node_of_the_queue_leaders_under_load_loses_nothing() {
     let Some(urls) = rabbits::urls() else { return };
     let _turn = SERIAL.lock().await;
-    all_up();
+    all_up().await;
     let (vhost, list) = fresh_vhost(&urls);
     let Some(zk) = fresh_zk(ZK_SESSION) else {
         return;
@@ -336,12 +336,12 @@ async fn killing_the_rabbitmq_node_of_the_queue_leaders_under_load_loses_nothing
     for _ in 0..2 {
         // The node holding `writeQ`'s leader (the first time also every
         // client's connection: all connect to the first node first).
-        let victim = leader(&vhost, WRITE_Q);
-        kill(victim);
+        let victim = leader(&vhost, WRITE_Q).await;
+        kill(victim).await;
         killed.push(victim);
         load.more(50).await;
         load.more_reads(50).await;
-        launch(victim);
+        launch(victim).await;
         load.more(50).await;
     }
     stop_strong.store(true, Ordering::Relaxed);

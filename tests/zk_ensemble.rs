@@ -49,14 +49,14 @@ async fn the_death_of_a_zookeeper_server_leader_or_follower_costs_nothing() {
     // elected last.
     let mut leaders_killed = 0;
     for victim in ["1", "2", "3", "leader"] {
-        let leader = Ensemble::leader();
+        let leader = Ensemble::leader().await;
         let victim = if victim == "leader" { &leader } else { victim };
         leaders_killed += usize::from(*victim == leader);
-        Ensemble::kill(victim);
+        Ensemble::kill(victim).await;
         // Two of three are a quorum: writes and reads go on.
         load.more(50).await;
         load.more_reads(50).await;
-        Ensemble::launch(victim);
+        Ensemble::launch(victim).await;
         load.more(50).await;
     }
     assert!(

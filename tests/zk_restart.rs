@@ -6,7 +6,7 @@
 
 mod suite;
 
-use suite::{master_id, process_cluster, services, Load};
+use suite::{master_id, process_cluster, services_off, Load};
 
 #[actix::test]
 async fn zookeeper_restarted_under_load_loses_nothing_and_elects_no_one() {
@@ -17,10 +17,10 @@ async fn zookeeper_restarted_under_load_loses_nothing_and_elects_no_one() {
     let (master, epoch) = (master_id(&c).await, c.epoch().await);
     let load = Load::start(&c, 4).with_readers(&c, 2);
     load.more(50).await;
-    services(&["zk-stop"]);
+    services_off(&["zk-stop"]).await;
     // Reads are served while ZooKeeper is away.
     load.more_reads(50).await;
-    services(&["zk-start"]);
+    services_off(&["zk-start"]).await;
     load.more(100).await;
     let acked = load.stop().await;
     assert_eq!(master_id(&c).await, master, "no needless election");

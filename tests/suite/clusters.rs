@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use super::services;
+use super::{services, services_off};
 
 /// The ensemble (`scripts/services ensemble-*`), stopped however the test
 /// ends. A test binary that uses it runs alone (cargo runs one at a
@@ -21,18 +21,18 @@ impl Ensemble {
     }
 
     /// The number ("1" to "3") of the server leading now.
-    pub fn leader() -> String {
-        services(&["ensemble-leader"])
+    pub async fn leader() -> String {
+        services_off(&["ensemble-leader"]).await
     }
 
     /// SIGKILLs server `n`.
-    pub fn kill(n: &str) {
-        services(&["ensemble-kill", n]);
+    pub async fn kill(n: &str) {
+        services_off(&["ensemble-kill", n]).await;
     }
 
     /// Starts server `n` again and waits for a quorum of all three.
-    pub fn launch(n: &str) {
-        services(&["ensemble-launch", n]);
+    pub async fn launch(n: &str) {
+        services_off(&["ensemble-launch", n]).await;
     }
 }
 
@@ -46,8 +46,10 @@ impl Drop for Ensemble {
 
 /// The RabbitMQ cluster (`scripts/services rabbit-cluster-*`, started by
 /// `scripts/test`, which sets `DBAAS_TEST_AMQP_CLUSTER` to its URLs).
+/// What takes a while runs off the test's runtime (see
+/// [`super::services_off`]).
 pub mod rabbits {
-    use super::services;
+    use super::{services, services_off};
 
     /// The cluster's URLs (comma separated), or None when it is not
     /// configured (a failure under `DBAAS_REQUIRE_SERVICES=1`).
@@ -73,25 +75,26 @@ pub mod rabbits {
 
     /// Every node running in the cluster (an earlier test that failed may
     /// have left one down).
-    pub fn all_up() {
+    pub async fn all_up() {
         for n in 1..=3 {
-            launch(n);
+            launch(n).await;
         }
     }
 
     /// SIGKILLs node `node`.
-    pub fn kill(node: usize) {
-        services(&["rabbit-cluster-kill", &node.to_string()]);
+    pub async fn kill(node: usize) {
+        services_off(&["rabbit-cluster-kill", &node.to_string()]).await;
     }
 
     /// Starts node `node` again and waits until it runs in the cluster.
-    pub fn launch(node: usize) {
-        services(&["rabbit-cluster-launch", &node.to_string()]);
+    pub async fn launch(node: usize) {
+        services_off(&["rabbit-cluster-launch", &node.to_string()]).await;
     }
 
     /// The node (1-3) holding the leader of quorum queue `queue`.
-    pub fn leader(vhost: &str, queue: &str) -> usize {
-        services(&["rabbit-cluster-leader", vhost, queue])
+    pub async fn leader(vhost: &str, queue: &str) -> usize {
+        services_off(&["rabbit-cluster-leader", vhost, queue])
+            .await
             .parse()
             .expect("a node number")
     }

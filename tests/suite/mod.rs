@@ -106,6 +106,26 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
     services(&[&["ctl"], args].concat())
 }
 
+/// [`services`] on a thread of its own: the test's runtime, which runs its
+/// load and often the orchestrator itself, goes on meanwhile (a start of
+/// a RabbitMQ node or a wait for a ZooKeeper quorum takes seconds, which
+/// on the runtime's one thread would freeze the clients and the system
+/// under test alike).
+pub async fn services_off(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        services(&args)
+    })
+    .await
+    .expect("scripts/services ran")
+}
+
+/// [`rabbitmqctl`] on a thread of its own (see [`services_off`]).
+pub async fn rabbitmqctl_off(args: &[&str]) -> String {
+    services_off(&[&["ctl"], args].concat()).await
+}
+
 /// A virtual host of its own on the test RabbitMQ, so that tests running at
 /// once do not share queues; its name and URL.
 pub fn fresh_vhost(base_url: &str) -> (String, String) {
