@@ -111,6 +111,24 @@ fn inequivalent(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406)
 }
 
+/// Whether the broker refused a declaration because the queue there is of
+/// the other queue type (an earlier run's): RabbitMQ names the argument
+/// it found inequivalent, `x-queue-type`, first of all.
+fn other_type(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if amqp.get_id() == 406 && amqp.get_message().as_str().contains("'x-queue-type'"))
+}
+
+/// What a declaration came to.
+#[derive(PartialEq)]
+enum Declared {
+    Done,
+    /// The queue exists with other arguments; of the other queue type?
+    Refused {
+        other_type: bool,
+    },
+}
+
 /// The broker's answer to a passive declare of a queue that is not there.
 fn not_found(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
@@ -322,13 +340,15 @@ impl AmqpBroker {
         live.bounded(what, OP_TIMEOUT, f(ch)).await
     }
 
-    /// Declares a queue; false when it exists with other arguments.
-    async fn declare(&self, name: &str, kind: QueueKind) -> Result<bool> {
+    /// Declares a queue; refused when it exists with other arguments.
+    async fn declare(&self, name: &str, kind: QueueKind) -> Result<Declared> {
         let (opts, args) = queue_arguments(kind, self.target.queue_type);
         self.with_channel("queue.declare", |ch| async move {
             match ch.queue_declare(name.into(), opts, args).await {
-                Ok(_) => Ok(true),
-                Err(e) if inequivalent(&e) => Ok(false),
+                Ok(_) => Ok(Declared::Done),
+                Err(e) if inequivalent(&e) => Ok(Declared::Refused {
+                    other_type: other_type(&e),
+                }),
                 Err(e) => Err(e),
             }
         })
@@ -336,50 +356,37 @@ impl AmqpBroker {
     }
 
     /// Deletes a queue only if it holds no message and has no consumer;
-    /// false if it does. The broker checks both in the same step for a
-    /// classic queue, but refuses to for a quorum queue (RabbitMQ answers
-    /// `NOT_IMPLEMENTED`, closing the connection). So when this client
-    /// declares quorum queues (the queue there may be one), the queue's
-    /// counts are read first, and a message published between the look
-    /// and the delete goes with the queue, as one published between the
-    /// delete and the declaration after it does (see `QueueKind::Bounded`).
+    /// false if it does. The queue's counts are read first (a passive
+    /// declaration), then it is deleted: the broker would check both in
+    /// the same step for a classic queue (`if-unused`, `if-empty`), but
+    /// refuses to for a quorum queue (RabbitMQ answers `NOT_IMPLEMENTED`,
+    /// closing the connection), and the queue found may be of either type
+    /// whatever this client declares (an earlier run's). A message
+    /// published between the look and the delete goes with the queue, as
+    /// one published between the delete and the declaration after it does
+    /// (see `QueueKind::Bounded`).
     async fn delete_if_idle(&self, name: &str) -> Result<bool> {
-        if self.target.queue_type == QueueType::Quorum {
-            let opts = QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            };
-            let idle = self
-                .with_channel("queue.declare passive", |ch| async move {
-                    match ch
-                        .queue_declare(name.into(), opts, FieldTable::default())
-                        .await
-                    {
-                        Ok(q) => Ok(q.message_count() == 0 && q.consumer_count() == 0),
-                        // Gone meanwhile: nothing to delete.
-                        Err(e) if not_found(&e) => Ok(true),
-                        Err(e) => Err(e),
-                    }
-                })
-                .await?;
-            if idle {
-                self.delete_queue(name).await?;
-            }
-            return Ok(idle);
-        }
-        let opts = QueueDeleteOptions {
-            if_unused: true,
-            if_empty: true,
-            ..QueueDeleteOptions::default()
+        let opts = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
         };
-        self.with_channel("queue.delete", |ch| async move {
-            match ch.queue_delete(name.into(), opts).await {
-                Ok(_) => Ok(true),
-                Err(e) if inequivalent(&e) => Ok(false),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        let idle = self
+            .with_channel("queue.declare passive", |ch| async move {
+                match ch
+                    .queue_declare(name.into(), opts, FieldTable::default())
+                    .await
+                {
+                    Ok(q) => Ok(q.message_count() == 0 && q.consumer_count() == 0),
+                    // Gone meanwhile: nothing to delete.
+                    Err(e) if not_found(&e) => Ok(true),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if idle {
+            self.delete_queue(name).await?;
+        }
+        Ok(idle)
     }
 
     async fn send(&self, exchange: &str, key: &str, msg: Message, persistent: bool) -> Result<()> {
@@ -492,9 +499,9 @@ struct Subscription {
 #[async_trait]
 impl Broker for AmqpBroker {
     async fn declare_queue(&self, name: &str, kind: QueueKind) -> Result<()> {
-        if self.declare(name, kind).await? {
+        let Declared::Refused { other_type } = self.declare(name, kind).await? else {
             return Ok(());
-        }
+        };
         if matches!(kind, QueueKind::Bounded { .. }) {
             // See `QueueKind::Bounded`: only an empty, unused queue goes.
             if !self.delete_if_idle(name).await? {
@@ -516,12 +523,19 @@ impl Broker for AmqpBroker {
             // See `QueueKind::Capped`: its caller accepts losing the content.
             tracing::info!(queue = name, ?kind, "declaring a queue again with its cap");
             self.delete_queue(name).await?;
+        } else if kind == QueueKind::Durable && other_type && self.delete_if_idle(name).await? {
+            // See `QueueKind::Durable`: an earlier run's, of the other type.
+            tracing::info!(
+                queue = name,
+                ?kind,
+                "declaring an empty, unused queue of the other type again"
+            );
         } else {
             return Err(Error::Unavailable(format!(
                 "broker: queue {name:?} exists with other arguments than {kind:?}"
             )));
         }
-        if self.declare(name, kind).await? {
+        if self.declare(name, kind).await? == Declared::Done {
             Ok(())
         } else {
             Err(Error::Unavailable(format!(

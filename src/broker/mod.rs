@@ -146,14 +146,21 @@ pub const SYNC_QUEUE_IDLE_MS: u32 = 60_000;
 ///
 /// Declaring a queue that exists with another kind fails (RabbitMQ answers
 /// `PRECONDITION_FAILED`), except for [`QueueKind::Capped`] and
-/// [`QueueKind::Own`], which replace it, and [`QueueKind::Bounded`], which
+/// [`QueueKind::Own`], which replace it, [`QueueKind::Bounded`], which
 /// replaces it only if it is empty and unused (else keeps it as it is,
-/// with a warning). A broker keeps queues of an earlier run, declared
-/// with the arguments of their time: this is how they are brought to the
-/// current ones.
+/// with a warning), and, over RabbitMQ, [`QueueKind::Durable`] over a
+/// queue of the other queue type, which it replaces only if it is empty
+/// and unused (else fails). A broker keeps queues of an earlier run,
+/// declared with the arguments of their time, or of the other queue type
+/// (an earlier run with classic queues, this one with quorum queues, or
+/// the reverse): this is how they are brought to the current ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueueKind {
-    /// Survives broker restarts; messages are persistent.
+    /// Survives broker restarts; messages are persistent. Declared over
+    /// a queue of the other queue type (an earlier run's `readQ`, say):
+    /// if that queue holds nothing and has no consumer, it is deleted and
+    /// declared afresh; otherwise, or over other arguments, the
+    /// declaration fails.
     Durable,
     /// Removed when its last consumer goes away.
     Transient,
