@@ -356,16 +356,33 @@ impl AmqpBroker {
     }
 
     /// Deletes a queue only if it holds no message and has no consumer;
-    /// false if it does. The queue's counts are read first (a passive
-    /// declaration), then it is deleted: the broker would check both in
-    /// the same step for a classic queue (`if-unused`, `if-empty`), but
-    /// refuses to for a quorum queue (RabbitMQ answers `NOT_IMPLEMENTED`,
-    /// closing the connection), and the queue found may be of either type
-    /// whatever this client declares (an earlier run's). A message
-    /// published between the look and the delete goes with the queue, as
-    /// one published between the delete and the declaration after it does
-    /// (see `QueueKind::Bounded`).
-    async fn delete_if_idle(&self, name: &str) -> Result<bool> {
+    /// false if it does. A classic queue is deleted so in one step (the
+    /// broker checks both, `if-unused` and `if-empty`); a quorum queue
+    /// refuses that (RabbitMQ answers `NOT_IMPLEMENTED`, closing the
+    /// connection), so its counts are read first (a passive declaration),
+    /// then it is deleted, and a message published between the look and
+    /// the delete goes with the queue, as one published between the delete
+    /// and the declaration after it does (see `QueueKind::Bounded`).
+    /// `classic` says whether the queue there is a classic one: of this
+    /// client's type unless its declaration was refused for the type (an
+    /// earlier run's).
+    async fn delete_if_idle(&self, name: &str, classic: bool) -> Result<bool> {
+        if classic {
+            let opts = QueueDeleteOptions {
+                if_unused: true,
+                if_empty: true,
+                ..QueueDeleteOptions::default()
+            };
+            return self
+                .with_channel("queue.delete", |ch| async move {
+                    match ch.queue_delete(name.into(), opts).await {
+                        Ok(_) => Ok(true),
+                        Err(e) if inequivalent(&e) => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await;
+        }
         let opts = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
@@ -502,9 +519,12 @@ impl Broker for AmqpBroker {
         let Declared::Refused { other_type } = self.declare(name, kind).await? else {
             return Ok(());
         };
+        // The queue there is a classic one if this client declares classic
+        // queues and the broker refused it for other arguments than the type.
+        let classic = (self.target.queue_type == QueueType::Classic) != other_type;
         if matches!(kind, QueueKind::Bounded { .. }) {
             // See `QueueKind::Bounded`: only an empty, unused queue goes.
-            if !self.delete_if_idle(name).await? {
+            if !self.delete_if_idle(name, classic).await? {
                 tracing::warn!(
                     queue = name,
                     ?kind,
@@ -523,7 +543,10 @@ impl Broker for AmqpBroker {
             // See `QueueKind::Capped`: its caller accepts losing the content.
             tracing::info!(queue = name, ?kind, "declaring a queue again with its cap");
             self.delete_queue(name).await?;
-        } else if kind == QueueKind::Durable && other_type && self.delete_if_idle(name).await? {
+        } else if kind == QueueKind::Durable
+            && other_type
+            && self.delete_if_idle(name, classic).await?
+        {
             // See `QueueKind::Durable`: an earlier run's, of the other type.
             tracing::info!(
                 queue = name,
