@@ -58,24 +58,7 @@ async fn the_leader_killed_again_and_again_under_load_loses_nothing_and_fails_no
         load.more(30).await;
     }
     let (acked, failed) = load.stop().await;
-    let orchs: Vec<Node> = orchs.into_iter().flatten().collect();
-    let logs: String = orchs.iter().map(Node::log).collect();
-    assert!(panics(&logs).is_empty(), "{:?}", panics(&logs));
-    assert_eq!(failed, 0, "requests failed");
-    let mut leader = None;
-    for o in &orchs {
-        if cluster_view(o)
-            .await
-            .is_some_and(|v| v["leading"] == json!(true))
-        {
-            leader = Some(o.pid());
-        }
-    }
-    let leader = leader.expect("one leads");
-    let lnode = orchs.iter().find(|o| o.pid() == leader).unwrap();
-    let workers = check_nothing_lost(gateway, lnode, &acked).await;
-    drop(front);
-    stop_and_compare(&c, orchs, leader, &workers);
+    nothing_failed_or_lost(&c, orchs, front, &acked, failed).await;
 }
 
 /// The leading orchestrator paused (SIGSTOP) around its lease's edge

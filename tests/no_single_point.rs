@@ -157,26 +157,7 @@ async fn every_kind_of_part_killed_in_turn_under_one_gateway_load_loses_nothing(
     }
     let (acked, failed) = load.stop().await;
     eprintln!("longest requests per kill: {pauses:?}");
-    let orchs: Vec<Node> = orchs.into_iter().flatten().collect();
-    let logs: String = orchs.iter().map(Node::log).collect();
-    assert!(panics(&logs).is_empty(), "{:?}", panics(&logs));
-    // The bound on the clients' errors: none (each kill costs them time
-    // only).
-    assert_eq!(failed, 0, "requests failed");
-    let mut leader = None;
-    for o in &orchs {
-        if cluster_view(o)
-            .await
-            .is_some_and(|v| v["leading"] == json!(true))
-        {
-            leader = Some(o.pid());
-        }
-    }
-    let leader = leader.expect("one leads");
-    let lnode = orchs.iter().find(|o| o.pid() == leader).expect("listed");
-    let workers = check_nothing_lost(gateway, lnode, &acked).await;
-    drop(front);
-    stop_and_compare(&c, orchs, leader, &workers);
+    nothing_failed_or_lost(&c, orchs, front, &acked, failed).await;
     let left = suite::running_containers_of(&docker, cluster).await;
     assert!(left.is_empty(), "containers left running: {left:?}");
 }

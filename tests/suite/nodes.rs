@@ -500,3 +500,35 @@ pub fn stop_and_compare(c: &Cluster, orchs: Vec<Node>, leader_pid: u32, workers:
     let all = super::stores(&c.dir.path().join("data"), workers);
     assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
 }
+
+/// How a run of several orchestrators ends: no task panicked in their
+/// logs and no request failed (each kill cost the clients time only);
+/// every acknowledged name is listed once through the gateway and every
+/// worker caught up; then the front goes, every orchestrator stops
+/// cleanly (the leader last) and the workers' stores are compared.
+pub async fn nothing_failed_or_lost(
+    c: &Cluster,
+    orchs: Vec<Option<Node>>,
+    front: [Node; 3],
+    acked: &[String],
+    failed: u64,
+) {
+    let orchs: Vec<Node> = orchs.into_iter().flatten().collect();
+    let logs: String = orchs.iter().map(Node::log).collect();
+    assert!(panics(&logs).is_empty(), "{:?}", panics(&logs));
+    assert_eq!(failed, 0, "requests failed");
+    let mut leader = None;
+    for o in &orchs {
+        if cluster_view(o)
+            .await
+            .is_some_and(|v| v["leading"] == json!(true))
+        {
+            leader = Some(o.pid());
+        }
+    }
+    let leader = leader.expect("one leads");
+    let lnode = orchs.iter().find(|o| o.pid() == leader).expect("listed");
+    let workers = check_nothing_lost(&front[2], lnode, acked).await;
+    drop(front);
+    stop_and_compare(c, orchs, leader, &workers);
+}
