@@ -25,7 +25,7 @@ use dbaas::broker::{self, Broker, Message, READ_Q, WRITE_Q};
 use dbaas::error::Error;
 use dbaas::model::{Consistency, ReadOp, ReadResult, Value, WriteResult};
 use dbaas::system::Cluster;
-use suite::clusters::rabbits::{self, all_up, ctl, fresh_vhost, kill, launch, leader};
+use suite::clusters::rabbits::{self, all_up, fresh_vhost, kill, launch, leader, queue_types};
 use suite::{
     all_applied, eventually, fresh_zk, master_id, process_cluster_at, roles, running, services,
     stores, user, Load, ZK_SESSION,
@@ -64,28 +64,6 @@ impl Drop for Paused {
     fn drop(&mut self) {
         suite::signal(self.0, libc::SIGCONT);
     }
-}
-
-/// The type of each queue of a virtual host, by name.
-fn queue_types(vhost: &str) -> std::collections::BTreeMap<String, String> {
-    ctl(
-        1,
-        &[
-            "list_queues",
-            "-p",
-            vhost,
-            "--no-table-headers",
-            "-q",
-            "name",
-            "type",
-        ],
-    )
-    .lines()
-    .filter_map(|l| {
-        let mut f = l.split_whitespace();
-        Some((f.next()?.to_owned(), f.next()?.to_owned()))
-    })
-    .collect()
 }
 
 /// A cluster of worker processes (a master and `slaves`) on the virtual

@@ -77,11 +77,11 @@ async fn every_kind_of_part_killed_in_turn_under_one_gateway_load_loses_nothing(
     let load = Load::start(&gateway.url, 4, 2);
     load.more(50).await;
     // Several URLs: quorum queues, replicated on every node.
-    let queues = rabbits::ctl(1, &["list_queues", "-q", "-p", &vhost, "name", "type"]);
-    let write_q = queues.lines().find(|l| l.starts_with(WRITE_Q));
-    assert!(
-        write_q.is_some_and(|l| l.ends_with("quorum")),
-        "writeQ is not a quorum queue: {queues}"
+    let types = rabbits::queue_types(&vhost);
+    assert_eq!(
+        types.get(WRITE_Q).map(String::as_str),
+        Some("quorum"),
+        "writeQ is not a quorum queue: {types:?}"
     );
     let mut pauses = Vec::new();
     for round in 0..2 {

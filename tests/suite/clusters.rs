@@ -54,17 +54,7 @@ pub mod rabbits {
     /// The cluster's URLs (comma separated), or None when it is not
     /// configured (a failure under `DBAAS_REQUIRE_SERVICES=1`).
     pub fn urls() -> Option<String> {
-        match std::env::var("DBAAS_TEST_AMQP_CLUSTER") {
-            Ok(urls) if !urls.is_empty() => Some(urls),
-            _ => {
-                assert!(
-                    std::env::var("DBAAS_REQUIRE_SERVICES").is_err(),
-                    "DBAAS_TEST_AMQP_CLUSTER is not set but services are required"
-                );
-                eprintln!("skipped: DBAAS_TEST_AMQP_CLUSTER is not set (scripts/test sets it)");
-                None
-            }
-        }
+        super::super::service_env("DBAAS_TEST_AMQP_CLUSTER")
     }
 
     /// `rabbitmqctl` on node `node` (1-3).
@@ -97,6 +87,18 @@ pub mod rabbits {
             .await
             .parse()
             .expect("a node number")
+    }
+
+    /// The type of each queue of a virtual host, by name.
+    pub fn queue_types(vhost: &str) -> std::collections::BTreeMap<String, String> {
+        let args = ["list_queues", "-p", vhost, "--no-table-headers", "-q"];
+        ctl(1, &[&args[..], &["name", "type"]].concat())
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?.to_owned(), f.next()?.to_owned()))
+            })
+            .collect()
     }
 
     /// A virtual host of its own on the cluster; its name and the URL list

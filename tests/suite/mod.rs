@@ -23,37 +23,33 @@ use dbaas::runtime::{CoordTarget, ProcessRuntime};
 use dbaas::store::Store;
 use dbaas::system::{Cluster, Coordination};
 
-/// The RabbitMQ the tests use (`scripts/services env`), or None when it is
-/// not configured; `DBAAS_REQUIRE_SERVICES=1` (set by `scripts/test`) makes
-/// its absence a failure rather than a skip.
-pub fn amqp_url() -> Option<String> {
-    match std::env::var("DBAAS_TEST_AMQP_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
+/// The service address `scripts/test` passes in `var`, or None when it is
+/// not set; `DBAAS_REQUIRE_SERVICES=1` (set by `scripts/test`) makes its
+/// absence a failure rather than a skip.
+pub fn service_env(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
         _ => {
             assert!(
                 std::env::var("DBAAS_REQUIRE_SERVICES").is_err(),
-                "DBAAS_TEST_AMQP_URL is not set but services are required"
+                "{var} is not set but services are required"
             );
-            eprintln!("skipped: DBAAS_TEST_AMQP_URL is not set (scripts/test sets it)");
+            eprintln!("skipped: {var} is not set (scripts/test sets it)");
             None
         }
     }
 }
 
-/// The ZooKeeper the tests use (`scripts/services env`), or None when it
-/// is not configured (a failure under `DBAAS_REQUIRE_SERVICES=1`).
+/// The RabbitMQ the tests use (`scripts/services env`); see
+/// [`service_env`].
+pub fn amqp_url() -> Option<String> {
+    service_env("DBAAS_TEST_AMQP_URL")
+}
+
+/// The ZooKeeper the tests use (`scripts/services env`); see
+/// [`service_env`].
 pub fn zk_hosts() -> Option<String> {
-    match std::env::var("DBAAS_TEST_ZK") {
-        Ok(hosts) if !hosts.is_empty() => Some(hosts),
-        _ => {
-            assert!(
-                std::env::var("DBAAS_REQUIRE_SERVICES").is_err(),
-                "DBAAS_TEST_ZK is not set but services are required"
-            );
-            eprintln!("skipped: DBAAS_TEST_ZK is not set (scripts/test sets it)");
-            None
-        }
-    }
+    service_env("DBAAS_TEST_ZK")
 }
 
 /// A root of its own on the test ZooKeeper, so that tests running at once
