@@ -2,7 +2,9 @@
 //! tests that need a publish to fail between two others, a message the
 //! broker "confirms" but loses, or an acknowledgement that never arrives
 //! (the worker died between applying and acknowledging). It also lets a
-//! test watch every publish, to check an ordering as it happens.
+//! test watch every publish, to check an ordering as it happens, refuse
+//! subscriptions, and end every consumer's stream at once (as a client
+//! does when it replaces a connection in doubt).
 //!
 //! Rules are closures a test sets and may change while the system runs;
 //! without rules it passes everything through.
@@ -36,12 +38,14 @@ pub enum Settle {
 type PublishRule = Box<dyn FnMut(&str, &Message) -> Fault + Send>;
 type PublishedHook = Box<dyn FnMut(&str, &Message, bool) + Send>;
 type SettleRule = Box<dyn FnMut(&str, &Message, Settle) -> bool + Send>;
+type ConsumeRule = Box<dyn FnMut(&str) -> bool + Send>;
 
 #[derive(Default)]
 struct Rules {
     publish: Option<PublishRule>,
     published: Option<PublishedHook>,
     settle: Option<SettleRule>,
+    consume: Option<ConsumeRule>,
 }
 
 /// Wraps a broker; clones share the rules.
@@ -49,6 +53,8 @@ struct Rules {
 pub struct FaultyBroker {
     inner: Arc<dyn Broker>,
     rules: Arc<Mutex<Rules>>,
+    /// Bumped to end every consumer's stream.
+    ended: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl FaultyBroker {
@@ -56,6 +62,7 @@ impl FaultyBroker {
         FaultyBroker {
             inner,
             rules: Arc::default(),
+            ended: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -79,6 +86,18 @@ impl FaultyBroker {
     /// goes away, as if its worker died first).
     pub fn on_settle(&self, rule: impl FnMut(&str, &Message, Settle) -> bool + Send + 'static) {
         self.rules().settle = Some(Box::new(rule));
+    }
+
+    /// Decides each subscription by queue (false: refused, the subscriber
+    /// sees an error).
+    pub fn on_consume(&self, rule: impl FnMut(&str) -> bool + Send + 'static) {
+        self.rules().consume = Some(Box::new(rule));
+    }
+
+    /// Ends the stream of every consumer there is now; what they held goes
+    /// back to its queue, as when their connection is closed.
+    pub fn end_consumers(&self) {
+        self.ended.send_modify(|n| *n += 1);
     }
 
     /// Removes every rule.
@@ -191,9 +210,21 @@ impl Broker for FaultyBroker {
     }
 
     async fn consume_ranked(&self, queue: &str, prefetch: u16, priority: i32) -> Result<Consumer> {
+        let refused = match self.rules().consume.as_mut() {
+            Some(rule) => !rule(queue),
+            None => false,
+        };
+        if refused {
+            return Err(Error::Unavailable("injected: consume refused".into()));
+        }
+        let mut ended = self.ended.subscribe();
+        ended.mark_unchanged();
         let inner = self.inner.consume_ranked(queue, prefetch, priority).await?;
         let (queue, rules) = (queue.to_owned(), self.rules.clone());
-        Ok(Box::pin(inner.map(move |d| {
+        let end = async move {
+            let _ = ended.changed().await;
+        };
+        Ok(Box::pin(inner.take_until(end).map(move |d| {
             let acker = FaultyAcker {
                 queue: queue.clone(),
                 message: d.message.clone(),
@@ -249,6 +280,25 @@ mod tests {
         b.clear();
         let mut c = b.consume("q", 10).await.unwrap();
         let d = c.next().await.unwrap();
+        assert_eq!((d.message.body.clone(), d.redelivered), (vec![1], true));
+    }
+
+    #[tokio::test]
+    async fn refuses_subscriptions_and_ends_consumers() {
+        let b = FaultyBroker::new(Arc::new(InProcBroker::new()));
+        b.declare_queue("q", QueueKind::Durable).await.unwrap();
+        b.on_consume(|q| q != "q");
+        assert!(b.consume("q", 10).await.is_err());
+        b.clear();
+        let mut c = b.consume("q", 10).await.unwrap();
+        b.publish("q", Message::new(vec![1])).await.unwrap();
+        let d = c.next().await.unwrap();
+        // Held, not acknowledged: back to the queue when its consumer ends.
+        b.end_consumers();
+        assert!(c.next().await.is_none(), "the stream ended");
+        drop((d, c));
+        let mut again = b.consume("q", 10).await.unwrap();
+        let d = again.next().await.unwrap();
         assert_eq!((d.message.body.clone(), d.redelivered), (vec![1], true));
     }
 }

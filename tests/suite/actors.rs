@@ -55,6 +55,7 @@ macro_rules! every_script {
             a_lost_sync_is_repaired_by_a_snapshot,
             a_deposed_masters_syncs_are_not_applied,
             a_reply_that_matches_no_request_changes_nothing,
+            a_master_refused_its_subscription_for_a_while_ends_with_one_consumer,
             a_restarted_orchestrator_serves_strong_reads_past_every_acknowledged_write,
             a_strong_read_sees_what_another_orchestrator_acknowledged,
             a_killed_master_is_replaced_by_election_and_no_acknowledged_write_is_lost,
