@@ -23,9 +23,17 @@
 //! seq's sync does not come within [`PREFIX_WAIT_MS`] of its own, or when
 //! the master stops.
 //!
+//! A master whose lease ran out and came back (it claimed its place
+//! again) starts its prefix again at what its store holds
+//! ([`Pipeline::resume`]), as a new master does: the groups it put back
+//! may never come back (their clients gave up and `writeQ` let them
+//! expire), and a gap no group owns would hold back every later answer
+//! for good. A slave that misses one of those seqs asks for them (a
+//! catch-up or a snapshot), as it does from a new master.
+//!
 //! Inputs: [`Pipeline::applied`], [`Pipeline::published`],
-//! [`Pipeline::tick`], [`Pipeline::stop`]; each returns [`Effect`]s for the
-//! driver (`actors/master.rs`) to carry out.
+//! [`Pipeline::tick`], [`Pipeline::resume`], [`Pipeline::stop`]; each
+//! returns [`Effect`]s for the driver (`actors/master.rs`) to carry out.
 
 use std::collections::BTreeMap;
 
@@ -144,6 +152,8 @@ pub struct Pipeline {
     groups: BTreeMap<GroupId, Group>,
     next_group: GroupId,
     mutation: Option<Mutation>,
+    /// The lease ran out since the prefix last started: groups went back.
+    lapsed: bool,
 }
 
 impl Pipeline {
@@ -154,6 +164,7 @@ impl Pipeline {
             groups: BTreeMap::new(),
             next_group: 0,
             mutation: None,
+            lapsed: false,
         }
     }
 
@@ -192,6 +203,7 @@ impl Pipeline {
         if !runs.is_empty() && !lease_valid {
             // A master whose lease ran out sends nothing more: its writes
             // go back to writeQ for whoever leads.
+            self.lapsed = true;
             return (group, vec![Effect::Requeue(group)]);
         }
         let effects = (0..runs.len())
@@ -246,6 +258,7 @@ impl Pipeline {
             };
             let requeue = self.mutation == Some(Mutation::RequeueOnFailedPublish);
             if !lease_valid || requeue {
+                self.lapsed |= !lease_valid;
                 self.groups.remove(&group);
                 effects.push(Effect::Requeue(group));
             }
@@ -263,6 +276,7 @@ impl Pipeline {
     /// `writeQ`; without the lease, every group goes back.
     pub fn tick(&mut self, now: u64, lease_valid: bool) -> Vec<Effect> {
         if !lease_valid {
+            self.lapsed = true;
             return self.stop();
         }
         let mut effects = Vec::new();
@@ -290,6 +304,20 @@ impl Pipeline {
             effects.push(Effect::Requeue(id));
         }
         effects
+    }
+
+    /// The lease holds again, the store holding every seq up to `applied`:
+    /// after a lapse, the prefix starts again there (see the module docs).
+    /// Groups applied since the lapse are kept, each still waiting for its
+    /// own runs.
+    pub fn resume(&mut self, applied: u64) {
+        if std::mem::take(&mut self.lapsed) && applied > self.confirmed.through() {
+            let beyond = std::mem::take(&mut self.confirmed.beyond);
+            self.confirmed = Confirmed::starting_at(applied);
+            for (first, last) in beyond {
+                self.confirmed.confirm(first, last);
+            }
+        }
     }
 
     /// The master stops: nothing more is answered; every group goes back.

@@ -93,6 +93,11 @@ impl Groups {
         inner.carry(effects);
     }
 
+    /// The lease holds again (see [`Pipeline::resume`]).
+    pub(super) fn resume(&self, applied: u64) {
+        self.lock().core.resume(applied);
+    }
+
     /// The master stops: every group still out goes back.
     pub(super) fn stop(&self) {
         let mut inner = self.lock();

@@ -120,6 +120,10 @@ impl MasterWorker {
         ctx.wait(subscribe.into_actor(self).map(move |res, act, ctx| match res {
             Ok(consumer) => {
                 act.subscribing = false;
+                // After a lapse of the lease, what went back to writeQ may
+                // never come back: the prefix starts again at what the
+                // store holds (see `Pipeline::resume`).
+                act.groups.resume(act.store.applied_seq());
                 act.consumer = Some(ctx.add_stream(consumer.ready_chunks(GROUP)));
                 act.announce();
             }

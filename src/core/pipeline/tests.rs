@@ -168,3 +168,47 @@ fn sync_runs_are_consecutive_and_carry_each_write_once() {
         vec![Some(1), Some(1), Some(1), None, Some(0), Some(1)]
     );
 }
+
+/// Found under load against a RabbitMQ cluster whose nodes were all
+/// killed and started again: the master's session expired meanwhile, its
+/// groups went back (their syncs had failed), and it claimed its place
+/// again. Their clients had given up and `writeQ` let them expire, so
+/// nothing filled the gap: every later group waited for it and went
+/// back, for good, and no catch-up went out.
+#[test]
+fn after_a_lapse_the_prefix_starts_again_at_the_store() {
+    let mut p = Pipeline::new(10);
+    let (lost, _) = p.applied(0, true, &[(11, 12)], 0);
+    assert!(p.published(1, true, lost, 0, false).is_empty());
+    // The lease runs out: the group goes back, and never returns.
+    assert_eq!(p.tick(2, false), vec![Effect::Requeue(lost)]);
+    // The lease holds again; the store holds 12.
+    p.resume(12);
+    let (g, _) = p.applied(3, true, &[(13, 13)], 0);
+    assert_eq!(p.published(4, true, g, 0, true), vec![Effect::Answer(g)]);
+    assert_eq!(p.synced(), 13);
+    // Without a lapse, resuming changes nothing: a gap a group owns waits
+    // for that group.
+    let (h, _) = p.applied(5, true, &[(14, 14)], 0);
+    let (k, _) = p.applied(6, true, &[(15, 15)], 0);
+    p.resume(15);
+    assert!(p.published(7, true, k, 0, true).is_empty());
+    assert_eq!(
+        p.published(8, true, h, 0, true),
+        vec![Effect::Answer(h), Effect::Answer(k)]
+    );
+}
+
+/// What a resumed pipeline had confirmed past its gap still counts.
+#[test]
+fn resuming_keeps_the_runs_confirmed_past_the_store() {
+    let mut p = Pipeline::new(0);
+    let (a, _) = p.applied(0, true, &[(1, 1)], 0);
+    let (b, _) = p.applied(1, true, &[(2, 3)], 0);
+    assert!(p.published(2, true, b, 0, true).is_empty());
+    assert!(p.published(3, true, a, 0, false).is_empty());
+    p.tick(4, false);
+    // The store holds 1 only on this model's count; 2-3 were confirmed.
+    p.resume(1);
+    assert_eq!(p.synced(), 3);
+}
