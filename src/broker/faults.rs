@@ -46,6 +46,9 @@ struct Rules {
     published: Option<PublishedHook>,
     settle: Option<SettleRule>,
     consume: Option<ConsumeRule>,
+    /// Queues whose messages given back (a nack with requeue) are dropped
+    /// instead, as when they expire there before anyone takes them again.
+    drop_requeued: Vec<String>,
 }
 
 /// Wraps a broker; clones share the rules.
@@ -92,6 +95,12 @@ impl FaultyBroker {
     /// sees an error).
     pub fn on_consume(&self, rule: impl FnMut(&str) -> bool + Send + 'static) {
         self.rules().consume = Some(Box::new(rule));
+    }
+
+    /// Drops what is given back to `queue` (a nack with requeue) instead
+    /// of requeueing it: it expired before anyone took it again.
+    pub fn drop_requeued(&self, queue: &str) {
+        self.rules().drop_requeued.push(queue.to_owned());
     }
 
     /// Ends the stream of every consumer there is now; what they held goes
@@ -172,7 +181,12 @@ impl Acker for FaultyAcker {
     }
 
     async fn nack(&self, requeue: bool) -> Result<()> {
+        let dropped = requeue && {
+            let rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+            rules.drop_requeued.contains(&self.queue)
+        };
         match self.pass(Settle::Nack { requeue }) {
+            Some(d) if dropped => d.ack().await,
             Some(d) => d.nack(requeue).await,
             None => Ok(()),
         }

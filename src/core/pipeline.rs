@@ -24,16 +24,18 @@
 //! the master stops.
 //!
 //! A master whose lease ran out and came back (it claimed its place
-//! again) starts its prefix again at what its store holds
-//! ([`Pipeline::resume`]), as a new master does: the groups it put back
-//! may never come back (their clients gave up and `writeQ` let them
-//! expire), and a gap no group owns would hold back every later answer
-//! for good. A slave that misses one of those seqs asks for them (a
-//! catch-up or a snapshot), as it does from a new master.
+//! again) cannot count on the groups it put back: they may never come back
+//! (their clients gave up and `writeQ` let them expire), and a gap no
+//! group owns would hold back every later answer for good. So it sends
+//! their syncs again itself, from its log, as a group of their own
+//! ([`Pipeline::gap_after_lapse`]), before it takes writes again; only if
+//! its log no longer holds them does it count them as sent
+//! ([`Pipeline::resume`]), as a new master counts what its store holds.
 //!
 //! Inputs: [`Pipeline::applied`], [`Pipeline::published`],
-//! [`Pipeline::tick`], [`Pipeline::resume`], [`Pipeline::stop`]; each
-//! returns [`Effect`]s for the driver (`actors/master.rs`) to carry out.
+//! [`Pipeline::tick`], [`Pipeline::gap_after_lapse`],
+//! [`Pipeline::resume`], [`Pipeline::stop`]; each returns [`Effect`]s for
+//! the driver (`actors/master.rs`) to carry out.
 
 use std::collections::BTreeMap;
 
@@ -307,7 +309,20 @@ impl Pipeline {
     }
 
     /// The lease holds again, the store holding every seq up to `applied`:
-    /// after a lapse, the prefix starts again there (see the module docs).
+    /// after a lapse, the seqs the prefix lacks up to there (their groups
+    /// went back), for the driver to send again as a group of their own
+    /// (see the module docs). `None` without a lapse, or without a gap.
+    pub fn gap_after_lapse(&mut self, applied: u64) -> Option<(u64, u64)> {
+        if !std::mem::take(&mut self.lapsed) {
+            return None;
+        }
+        let from = self.confirmed.through().saturating_add(1);
+        (applied >= from).then_some((from, applied))
+    }
+
+    /// The lease holds again, the store holding every seq up to `applied`,
+    /// and the gap left by a lapse cannot be sent again (the log no longer
+    /// holds it): the prefix starts again there, as a new master's does.
     /// Groups applied since the lapse are kept, each still waiting for its
     /// own runs.
     pub fn resume(&mut self, applied: u64) {

@@ -369,6 +369,68 @@ pub async fn a_master_cut_off_from_the_coordinator_pauses_and_carries_on(b: Arc<
     check_all(c, &dir, acked).await;
 }
 
+/// Found by CI against a RabbitMQ cluster whose nodes were all killed at
+/// once: the master's group went back to `writeQ` (its syncs had failed)
+/// when its lease lapsed, and never came back (`writeQ` let it expire);
+/// the master took its lease again and every later group waited behind
+/// the gap, for good. It sends the gap's syncs again from its log: writes
+/// are acknowledged again, and the slave gets every seq.
+pub async fn a_master_whose_lease_lapsed_sends_again_what_went_back_and_never_returned(
+    b: Arc<dyn Broker>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let fb = FaultyBroker::new(b);
+    let c = cluster(&dir, 1, Arc::new(fb.clone())).await;
+    for i in 0..5 {
+        c.orchestrator.write(user(&format!("u{i}"))).await.unwrap();
+    }
+    all_applied(&c, 5, DEADLINE).await;
+    let m = master_id(&c).await;
+    // Every sync is refused from now on; what goes back to writeQ is gone.
+    fb.on_publish(|target, _| {
+        if target == SYNC_X {
+            Fault::Fail
+        } else {
+            Fault::Pass
+        }
+    });
+    fb.drop_requeued(WRITE_Q);
+    let orch = c.orchestrator.clone();
+    let abandoned = actix::spawn(async move { orch.write(user("gap")).await });
+    eventually("the master to apply the write", DEADLINE, || async {
+        c.runtime.status(m).await.is_ok_and(|s| s.applied_seq >= 6)
+    })
+    .await;
+    // Its client's retries are lost too, until it gives up.
+    fb.on_publish(|target, _| match target {
+        SYNC_X => Fault::Fail,
+        WRITE_Q => Fault::Lose,
+        _ => Fault::Pass,
+    });
+    // The lease lapses with the group out, and comes back.
+    let session = master_session(&c).await;
+    let server = embedded(&c);
+    server.disconnect(session);
+    eventually("the master to stop taking writes", DEADLINE, || async {
+        !taking_writes(&c, m).await
+    })
+    .await;
+    let gave_up = abandoned.await.unwrap();
+    assert!(gave_up.is_err(), "nothing could answer it: {gave_up:?}");
+    fb.on_publish(|_, _| Fault::Pass);
+    server.reconnect(session);
+    let after = c.orchestrator.write(user("after")).await;
+    assert!(after.is_ok(), "a write after the lapse: {after:?}");
+    assert_eq!(master_id(&c).await, m, "no election");
+    fb.clear();
+    let seq = c.orchestrator.stats().await.unwrap().last_acked_seq;
+    all_applied(&c, seq, DEADLINE).await;
+    let ids: Vec<u64> = c.runtime.list().into_iter().map(|w| w.id).collect();
+    c.stop().await;
+    let all = stores(dir.path(), &ids);
+    assert!(all.iter().all(|s| *s == all[0]), "workers differ");
+}
+
 pub async fn a_killed_slave_is_replaced_and_the_replacement_catches_up(b: Arc<dyn Broker>) {
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(&dir, 2, b).await;

@@ -93,7 +93,12 @@ impl Groups {
         inner.carry(effects);
     }
 
-    /// The lease holds again (see [`Pipeline::resume`]).
+    /// The gap a lapse of the lease left (see [`Pipeline::gap_after_lapse`]).
+    pub(super) fn gap_after_lapse(&self, applied: u64) -> Option<(u64, u64)> {
+        self.lock().core.gap_after_lapse(applied)
+    }
+
+    /// The gap a lapse left counts as sent (see [`Pipeline::resume`]).
     pub(super) fn resume(&self, applied: u64) {
         self.lock().core.resume(applied);
     }

@@ -120,10 +120,7 @@ impl MasterWorker {
         ctx.wait(subscribe.into_actor(self).map(move |res, act, ctx| match res {
             Ok(consumer) => {
                 act.subscribing = false;
-                // After a lapse of the lease, what went back to writeQ may
-                // never come back: the prefix starts again at what the
-                // store holds (see `Pipeline::resume`).
-                act.groups.resume(act.store.applied_seq());
+                act.refill_gap();
                 act.consumer = Some(ctx.add_stream(consumer.ready_chunks(GROUP)));
                 act.announce();
             }
@@ -153,6 +150,69 @@ impl MasterWorker {
         actix::spawn(async move {
             let msg = Message::reply(wire::encode(stamp, &Reply::Leading), None);
             let _ = broker.publish_fanout(LEADING_X, msg).await;
+        });
+    }
+
+    /// After a lapse of the lease, the syncs of the groups that went back
+    /// to `writeQ` (which may never come back) go out again from the log,
+    /// as a group of their own, so that no later group waits behind them
+    /// for good (see [`crate::core::pipeline`]); before any new write.
+    fn refill_gap(&mut self) {
+        let applied = self.store.applied_seq();
+        let Some((from, through)) = self.groups.gap_after_lapse(applied) else {
+            return;
+        };
+        let parts = {
+            let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            catchup::parts(&log, &self.lineage, from, through)
+        };
+        if parts.is_empty() {
+            tracing::warn!(
+                worker = self.id,
+                from,
+                through,
+                "the log no longer holds the syncs of groups that went back; counting them as sent"
+            );
+            self.groups.resume(applied);
+            return;
+        }
+        tracing::info!(
+            worker = self.id,
+            from,
+            through,
+            parts = parts.len(),
+            "sending again the syncs of groups that went back"
+        );
+        let runs: Vec<(u64, u64)> = parts.iter().map(|p| p.batch.span()).collect();
+        let items: Vec<SyncItem> = parts
+            .into_iter()
+            .map(|p| SyncItem::Writes(p.batch))
+            .collect();
+        let (group, mut steps) = self.groups.applied(&runs, 0);
+        let (broker, stamp, groups) = (self.broker.clone(), self.stamp, self.groups.clone());
+        actix::spawn(async move {
+            let mut out = futures::stream::FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    step = steps.recv() => match step {
+                        Some(Step::Publish(run)) => {
+                            let msg = items
+                                .get(run)
+                                .map(|item| Message::new(wire::encode(stamp, item)));
+                            let (broker, groups) = (broker.clone(), groups.clone());
+                            out.push(async move {
+                                let ok = match msg {
+                                    Some(msg) => broker.publish_fanout(SYNC_X, msg).await.is_ok(),
+                                    None => false,
+                                };
+                                groups.published(group, run, ok);
+                            });
+                        }
+                        Some(Step::Answer | Step::Requeue) | None => break,
+                    },
+                    Some(()) = out.next(), if !out.is_empty() => {}
+                }
+            }
         });
     }
 

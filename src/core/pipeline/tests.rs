@@ -212,3 +212,34 @@ fn resuming_keeps_the_runs_confirmed_past_the_store() {
     p.resume(1);
     assert_eq!(p.synced(), 3);
 }
+
+/// The gap a lapse left is handed to the driver once, to send again as a
+/// group of its own; its confirm lets the later groups through.
+#[test]
+fn after_a_lapse_the_gap_goes_out_again_as_a_group() {
+    let mut p = Pipeline::new(10);
+    assert_eq!(p.gap_after_lapse(10), None, "no lapse, no gap");
+    let (lost, _) = p.applied(0, true, &[(11, 12)], 0);
+    assert!(p.published(1, true, lost, 0, false).is_empty());
+    assert_eq!(p.tick(2, false), vec![Effect::Requeue(lost)]);
+    assert_eq!(p.gap_after_lapse(12), Some((11, 12)));
+    assert_eq!(p.gap_after_lapse(12), None, "handed out once");
+    let (refill, fx) = p.applied(3, true, &[(11, 12)], 0);
+    assert_eq!(
+        fx,
+        vec![Effect::Publish {
+            group: refill,
+            run: 0
+        }]
+    );
+    let (g, _) = p.applied(4, true, &[(13, 13)], 0);
+    assert!(
+        p.published(5, true, g, 0, true).is_empty(),
+        "behind the gap"
+    );
+    assert_eq!(
+        p.published(6, true, refill, 0, true),
+        vec![Effect::Answer(refill), Effect::Answer(g)]
+    );
+    assert_eq!(p.synced(), 13);
+}
