@@ -335,19 +335,26 @@ pub async fn a_master_that_claimed_its_place_again_is_not_elected_over_while_it_
     assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
 }
 
+/// Cuts master `m` off from the coordinator (its lease lapses) and waits
+/// until it takes no writes; reconnect the session with the server.
+async fn cut_off(c: &Cluster, m: u64) -> (dbaas::coord::inproc::InProcServer, u64) {
+    let session = master_session(c).await;
+    let server = embedded(c);
+    server.disconnect(session);
+    eventually("the master to stop taking writes", DEADLINE, || async {
+        !taking_writes(c, m).await
+    })
+    .await;
+    (server, session)
+}
+
 pub async fn a_master_cut_off_from_the_coordinator_pauses_and_carries_on(b: Arc<dyn Broker>) {
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(&dir, 1, b).await;
     let writers = Writers::start(&c, "p", 4);
     writers.wait_for(20).await;
     let (m, epoch) = (master_id(&c).await, c.epoch().await);
-    let session = master_session(&c).await;
-    let server = embedded(&c);
-    server.disconnect(session);
-    eventually("the master to stop taking writes", DEADLINE, || async {
-        !taking_writes(&c, m).await
-    })
-    .await;
+    let (server, session) = cut_off(&c, m).await;
     // Eventual reads go on meanwhile. A strong one waits for a master
     // that may answer the head (read-index: no other may have taken
     // writes meanwhile), and is served once this one is back.
@@ -408,13 +415,7 @@ pub async fn a_master_whose_lease_lapsed_sends_again_what_went_back_and_never_re
         _ => Fault::Pass,
     });
     // The lease lapses with the group out, and comes back.
-    let session = master_session(&c).await;
-    let server = embedded(&c);
-    server.disconnect(session);
-    eventually("the master to stop taking writes", DEADLINE, || async {
-        !taking_writes(&c, m).await
-    })
-    .await;
+    let (server, session) = cut_off(&c, m).await;
     let gave_up = abandoned.await.unwrap();
     assert!(gave_up.is_err(), "nothing could answer it: {gave_up:?}");
     fb.on_publish(|_, _| Fault::Pass);
