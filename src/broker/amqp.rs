@@ -11,11 +11,7 @@
 //! [`Error::Unavailable`] and the next call reconnects; consumers' streams
 //! end, and their actors subscribe again. A publishing channel the broker
 //! closes (it does over a publish to a missing exchange) is replaced
-//! alone. A node that hangs (paused, or cut off without a reset) breaks
-//! nothing by itself: the client asks for a heartbeat
-//! ([`connection::HEARTBEAT`]) and fails a connection left silent for
-//! twice as long, and the consumers of a connection replaced because it
-//! was in doubt (below) end at once rather than when its close completes.
+//! alone.
 //!
 //! Given several nodes of a cluster ([`AmqpTarget`]), a client connects to
 //! one; when it loses that node, the next call connects to the next node
@@ -515,8 +511,6 @@ struct Subscription {
     _channel: Channel,
     inner: lapin::Consumer,
     live: Arc<Live>,
-    /// Resolves when `live` is replaced (see [`Live::retired`]).
-    retired: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 #[async_trait]
@@ -657,24 +651,15 @@ impl Broker for AmqpBroker {
             args,
         );
         let inner = live.bounded("basic.consume", OP_TIMEOUT, consuming).await?;
-        let retired = Box::pin(live.retired());
         let sub = Subscription {
             _channel: channel,
             inner,
             live,
-            retired,
         };
         Ok(Box::pin(futures::stream::unfold(
             sub,
             |mut sub| async move {
-                let next = tokio::select! {
-                    next = sub.inner.next() => next?,
-                    () = &mut sub.retired => {
-                        tracing::warn!("consumer ended: its connection was replaced");
-                        return None;
-                    }
-                };
-                match next {
+                match sub.inner.next().await? {
                     Ok(d) => Some((delivery(d, &sub.live), sub)),
                     Err(e) => {
                         tracing::warn!(error = %e, "consumer ended");
@@ -706,17 +691,6 @@ mod tests {
             assert_eq!(queue_type(kind, QueueType::Classic), None);
         }
         assert_eq!(queue_type(QueueKind::Transient, QueueType::Quorum), None);
-    }
-
-    #[test]
-    fn a_heartbeat_unless_the_url_names_one() {
-        let heartbeat = |url| super::connection::uri(url).unwrap().query.heartbeat;
-        let default = Some(super::connection::HEARTBEAT);
-        assert_eq!(heartbeat("amqp://u:p@h:5672/%2f"), default);
-        assert_eq!(heartbeat("amqp://h:5672/v?frame_max=8192"), default);
-        assert_eq!(heartbeat("amqp://h:5672/v?heartbeat=30"), Some(30));
-        assert_eq!(heartbeat("amqp://h:5672/v?heartbeat=0"), Some(0));
-        assert!(super::connection::uri("amqp://h:notaport/v").is_err());
     }
 
     #[test]

@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use lapin::options::ConfirmSelectOptions;
-use lapin::uri::AMQPUri;
 use lapin::ConnectionProperties;
-use tokio::sync::watch;
 
 use super::*;
 
@@ -30,28 +28,12 @@ pub(super) fn io_runtime() -> Result<&'static tokio::runtime::Runtime> {
         .map_err(|e| unavailable(format!("no runtime for the connection: {e}")))
 }
 
-/// The AMQP heartbeat asked for when the URL does not name one, in seconds:
-/// lapin counts a broker silent for twice as long gone, and fails the
-/// connection. Without it (the broker proposes 60 s), a hung node (paused,
-/// or cut off without a reset) held a client that only consumes for two
-/// minutes.
-pub(super) const HEARTBEAT: u16 = 5;
-
-/// `url` parsed, with [`HEARTBEAT`] unless it names its own.
-pub(super) fn uri(url: &str) -> Result<AMQPUri> {
-    let mut uri: AMQPUri = url
-        .parse()
-        .map_err(|e| unavailable(format!("bad URL: {e}")))?;
-    uri.query.heartbeat.get_or_insert(HEARTBEAT);
-    Ok(uri)
-}
-
 /// Connects to `url`, bounded; the connection's tasks run on the I/O
 /// runtime (lapin binds them to the runtime it connects from).
 pub(super) async fn connect(url: &str) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name("dbaas".into());
-    let uri = uri(url)?;
-    let mut task = io_runtime()?.spawn(async move { Connection::connect_uri(uri, props).await });
+    let url = url.to_owned();
+    let mut task = io_runtime()?.spawn(async move { Connection::connect(&url, props).await });
     match tokio::time::timeout(OP_TIMEOUT, &mut task).await {
         Ok(Ok(connected)) => connected.map_err(unavailable),
         Ok(Err(e)) => Err(unavailable(e)),
@@ -75,9 +57,6 @@ pub(super) struct Live {
     pub(super) node: usize,
     /// Lost, it has made the next connection attempt go to the next node.
     pub(super) moved_on: AtomicBool,
-    /// Set once it is replaced: its consumers end then, rather than when
-    /// its close completes, which a hung node never lets happen.
-    retired: watch::Sender<bool>,
 }
 
 impl Live {
@@ -89,15 +68,6 @@ impl Live {
             publish: Default::default(),
             next: AtomicUsize::new(0),
             in_doubt: AtomicBool::new(false),
-            retired: watch::Sender::new(false),
-        }
-    }
-
-    /// Resolves once the connection is replaced.
-    pub(super) fn retired(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self.retired.subscribe();
-        async move {
-            let _ = rx.wait_for(|r| *r).await;
         }
     }
 
@@ -145,12 +115,10 @@ impl Live {
         Ok(ch)
     }
 
-    /// Ends the consumers of a replaced connection (their actors subscribe
-    /// again on the new one), and closes it in the background if it is still
-    /// up (it was in doubt). What its consumers held goes back to their
-    /// queues once the broker sees the connection gone.
+    /// Closes a connection replaced while it is still up (it was in doubt),
+    /// in the background: its consumers' streams end, and their actors
+    /// subscribe again on the new one.
     pub(super) fn retire(self: Arc<Self>) {
-        self.retired.send_replace(true);
         if !self.conn.status().connected() {
             return;
         }
