@@ -326,7 +326,16 @@ impl Pipeline {
     /// Groups applied since the lapse are kept, each still waiting for its
     /// own runs.
     pub fn resume(&mut self, applied: u64) {
-        if std::mem::take(&mut self.lapsed) && applied > self.confirmed.through() {
+        if std::mem::take(&mut self.lapsed) {
+            self.count_sent(applied);
+        }
+    }
+
+    /// Every seq up to `applied` counts as sent: the gap a lapse left
+    /// that [`Pipeline::gap_after_lapse`] handed out, when the driver
+    /// cannot send it again (its log no longer holds it).
+    pub fn count_sent(&mut self, applied: u64) {
+        if applied > self.confirmed.through() {
             let beyond = std::mem::take(&mut self.confirmed.beyond);
             self.confirmed = Confirmed::starting_at(applied);
             for (first, last) in beyond {

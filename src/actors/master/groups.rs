@@ -98,9 +98,9 @@ impl Groups {
         self.lock().core.gap_after_lapse(applied)
     }
 
-    /// The gap a lapse left counts as sent (see [`Pipeline::resume`]).
-    pub(super) fn resume(&self, applied: u64) {
-        self.lock().core.resume(applied);
+    /// The gap a lapse left counts as sent (see [`Pipeline::count_sent`]).
+    pub(super) fn count_sent(&self, applied: u64) {
+        self.lock().core.count_sent(applied);
     }
 
     /// The master stops: every group still out goes back.

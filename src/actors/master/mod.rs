@@ -26,11 +26,12 @@ use super::{blocking, reply_to};
 use super::{next_retry, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, LEADING_X, SYNC_X, WRITE_Q};
 use crate::core::catchup::{self, Served, SyncLog};
-use crate::core::pipeline::sync_runs;
+use crate::core::pipeline::{sync_runs, GroupId};
 use crate::error::{Error, Result};
 use crate::model::wire::{self, Reply, Stamp, SyncBatch, SyncItem, SyncMessage};
 use crate::model::{Lineage, WriteReply};
 use crate::store::Store;
+use tokio::sync::mpsc;
 
 /// Most writes taken from `writeQ` into one group commit.
 const GROUP: usize = 256;
@@ -173,7 +174,7 @@ impl MasterWorker {
                 through,
                 "the log no longer holds the syncs of groups that went back; counting them as sent"
             );
-            self.groups.resume(applied);
+            self.groups.count_sent(applied);
             return;
         }
         tracing::info!(
@@ -188,31 +189,10 @@ impl MasterWorker {
             .into_iter()
             .map(|p| SyncItem::Writes(p.batch))
             .collect();
-        let (group, mut steps) = self.groups.applied(&runs, 0);
+        let (group, steps) = self.groups.applied(&runs, 0);
         let (broker, stamp, groups) = (self.broker.clone(), self.stamp, self.groups.clone());
         actix::spawn(async move {
-            let mut out = futures::stream::FuturesUnordered::new();
-            loop {
-                tokio::select! {
-                    step = steps.recv() => match step {
-                        Some(Step::Publish(run)) => {
-                            let msg = items
-                                .get(run)
-                                .map(|item| Message::new(wire::encode(stamp, item)));
-                            let (broker, groups) = (broker.clone(), groups.clone());
-                            out.push(async move {
-                                let ok = match msg {
-                                    Some(msg) => broker.publish_fanout(SYNC_X, msg).await.is_ok(),
-                                    None => false,
-                                };
-                                groups.published(group, run, ok);
-                            });
-                        }
-                        Some(Step::Answer | Step::Requeue) | None => break,
-                    },
-                    Some(()) = out.next(), if !out.is_empty() => {}
-                }
-            }
+            publish_group(broker.as_ref(), &groups, stamp, group, steps, &items).await;
         });
     }
 
@@ -391,7 +371,7 @@ async fn finish_group(
         })
         .max()
         .unwrap_or(0);
-    let (group, mut steps) = sender.groups.applied(&runs, needs);
+    let (group, steps) = sender.groups.applied(&runs, needs);
     let items: Vec<SyncItem> = messages
         .into_iter()
         .map(|writes| {
@@ -401,32 +381,7 @@ async fn finish_group(
             })
         })
         .collect();
-    // Publishes (and, when one fails, publishes again) as the pipeline
-    // says, until it answers or requeues the group. Each attempt encodes
-    // its run: no copy of a message is kept for a retry that seldom comes.
-    let publish = |run: usize| {
-        let msg = items
-            .get(run)
-            .map(|item| Message::new(wire::encode(sender.stamp, item)));
-        async move {
-            let ok = match msg {
-                Some(msg) => broker.publish_fanout(SYNC_X, msg).await.is_ok(),
-                None => false,
-            };
-            sender.groups.published(group, run, ok);
-        }
-    };
-    let mut out = futures::stream::FuturesUnordered::new();
-    let synced = loop {
-        tokio::select! {
-            step = steps.recv() => match step {
-                Some(Step::Publish(run)) => out.push(publish(run)),
-                Some(Step::Answer) => break true,
-                Some(Step::Requeue) | None => break false,
-            },
-            Some(()) = out.next(), if !out.is_empty() => {}
-        }
-    };
+    let synced = publish_group(broker, sender.groups, sender.stamp, group, steps, &items).await;
     // Each delivery's requests: with their ids, what they came to, and
     // whether they may be answered now.
     let mut per: Vec<Vec<(Option<u64>, Outcome, bool)>> =
@@ -446,6 +401,43 @@ async fn finish_group(
         .map(|(d, requests)| settle(broker, sender.stamp, d, requests));
     futures::future::join_all(settle).await;
     synced
+}
+
+/// Publishes `group`'s runs (`items`, one sync message each) to `syncQ`,
+/// and again when one fails, as the pipeline says, until it answers the
+/// group (true) or puts it back (false). Each attempt encodes its run: no
+/// copy of a message is kept for a retry that seldom comes.
+async fn publish_group(
+    broker: &dyn Broker,
+    groups: &Groups,
+    stamp: Stamp,
+    group: GroupId,
+    mut steps: mpsc::UnboundedReceiver<Step>,
+    items: &[SyncItem],
+) -> bool {
+    let publish = |run: usize| {
+        let msg = items
+            .get(run)
+            .map(|item| Message::new(wire::encode(stamp, item)));
+        async move {
+            let ok = match msg {
+                Some(msg) => broker.publish_fanout(SYNC_X, msg).await.is_ok(),
+                None => false,
+            };
+            groups.published(group, run, ok);
+        }
+    };
+    let mut out = futures::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            step = steps.recv() => match step {
+                Some(Step::Publish(run)) => out.push(publish(run)),
+                Some(Step::Answer) => return true,
+                Some(Step::Requeue) | None => return false,
+            },
+            Some(()) = out.next(), if !out.is_empty() => {}
+        }
+    }
 }
 
 /// A group's sync messages: the seqs each holds, its writes, and the

@@ -243,3 +243,16 @@ fn after_a_lapse_the_gap_goes_out_again_as_a_group() {
     );
     assert_eq!(p.synced(), 13);
 }
+
+/// When the driver cannot send the gap again, it counts it as sent: the
+/// lapse flag is already spent by then, and that must not matter.
+#[test]
+fn a_gap_handed_out_can_be_counted_as_sent() {
+    let mut p = Pipeline::new(10);
+    let (lost, _) = p.applied(0, true, &[(11, 12)], 0);
+    assert!(p.published(1, true, lost, 0, false).is_empty());
+    p.tick(2, false);
+    assert_eq!(p.gap_after_lapse(12), Some((11, 12)));
+    p.count_sent(12);
+    assert_eq!(p.synced(), 12);
+}
