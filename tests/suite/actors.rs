@@ -157,6 +157,21 @@ pub(super) async fn cluster(dir: &tempfile::TempDir, slaves: usize, b: Arc<dyn B
         .expect("cluster starts")
 }
 
+/// One slave over a fault-injecting broker around `b`, with users `u0` to
+/// `u4` written and applied everywhere; the broker, to set faults on.
+pub(super) async fn faulty_cluster_of_five(
+    dir: &tempfile::TempDir,
+    b: Arc<dyn Broker>,
+) -> (dbaas::broker::faults::FaultyBroker, Cluster) {
+    let fb = dbaas::broker::faults::FaultyBroker::new(b);
+    let c = cluster(dir, 1, Arc::new(fb.clone())).await;
+    for i in 0..5 {
+        c.orchestrator.write(user(&format!("u{i}"))).await.unwrap();
+    }
+    super::all_applied(&c, 5, DEADLINE).await;
+    (fb, c)
+}
+
 pub(super) fn get_user(name: &str) -> ReadOp {
     ReadOp::Get {
         table: "users".into(),

@@ -16,7 +16,8 @@ use dbaas::system::Cluster;
 use futures::StreamExt;
 
 use super::actors::{
-    cluster, count_users, embedded, get_user, master_session, read, taking_writes, user, DEADLINE,
+    cluster, count_users, embedded, faulty_cluster_of_five, get_user, master_session, read,
+    taking_writes, user, DEADLINE,
 };
 use super::{all_applied, eventually, master_id, roles, running, stores};
 
@@ -386,12 +387,7 @@ pub async fn a_master_whose_lease_lapsed_sends_again_what_went_back_and_never_re
     b: Arc<dyn Broker>,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let fb = FaultyBroker::new(b);
-    let c = cluster(&dir, 1, Arc::new(fb.clone())).await;
-    for i in 0..5 {
-        c.orchestrator.write(user(&format!("u{i}"))).await.unwrap();
-    }
-    all_applied(&c, 5, DEADLINE).await;
+    let (fb, c) = faulty_cluster_of_five(&dir, b).await;
     let m = master_id(&c).await;
     // Every sync is refused from now on; what goes back to writeQ is gone.
     fb.on_publish(|target, _| {

@@ -11,8 +11,8 @@ use dbaas::broker::{Broker, Message, LEADING_X, SYNC_X};
 use dbaas::model::wire::{self, Reply, Stamp};
 use dbaas::model::{Consistency, ReadResult};
 
-use super::actors::{cluster, DEADLINE};
-use super::{all_applied, count_users, eventually, user};
+use super::actors::{cluster, faulty_cluster_of_five, DEADLINE};
+use super::{count_users, eventually, user};
 
 /// An orchestrator started again does not know how far the history is
 /// acknowledged (the acknowledgements were its predecessor's). A strong
@@ -22,12 +22,7 @@ pub async fn a_restarted_orchestrator_serves_strong_reads_past_every_acknowledge
     b: Arc<dyn Broker>,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let fb = FaultyBroker::new(b);
-    let c = cluster(&dir, 1, Arc::new(fb.clone())).await;
-    for i in 0..5 {
-        c.orchestrator.write(user(&format!("u{i}"))).await.unwrap();
-    }
-    all_applied(&c, 5, DEADLINE).await;
+    let (fb, c) = faulty_cluster_of_five(&dir, b).await;
     // The sync of the next write is held back: the broker confirms it (so
     // the write is acknowledged), the slave does not get it yet.
     let held: Arc<Mutex<Vec<Message>>> = Arc::default();
