@@ -269,7 +269,7 @@ fn snapshot(view: &ClusterView, listed: &[WorkerInfo]) -> ClusterSnapshot {
                 state: state(w.pid),
             })
             .collect(),
-        starting: view.starting,
+        starting: view.starting_ids.clone(),
     }
 }
 

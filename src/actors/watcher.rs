@@ -89,6 +89,10 @@ pub struct ClusterView {
     pub workers: Vec<WorkerView>,
     /// Replacements being started, not yet running.
     pub starting: usize,
+    /// Their ids (for the Scaler: one may run already, before its start
+    /// is told done).
+    #[serde(skip)]
+    pub starting_ids: Vec<u64>,
     pub events: Vec<ClusterEvent>,
     /// Every event since the watcher started, counted by kind, and the
     /// failovers: the elections after the first this watcher saw.

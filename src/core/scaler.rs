@@ -285,9 +285,9 @@ impl ScalerCore {
             return no_decision(due, "no master leads now");
         };
         let others = view.workers.iter().filter(|w| w.pid != master).count();
-        // Replacements the watcher is starting count too.
+        // Replacements the watcher is starting count too (once).
         let from = others
-            .saturating_add(view.starting)
+            .saturating_add(view.starting_not_running())
             .saturating_add(self.starts_in_flight);
         let plan = Plan::new(&self.policy, due, from, now);
         let decision = plan.decision.clone();
@@ -342,7 +342,7 @@ impl ScalerCore {
             .iter()
             .filter(|w| w.state == MemberState::CatchingUp && !self.catching_up.contains(&w.id))
             .count();
-        [others, view.starting, self.starts_in_flight]
+        [others, view.starting_not_running(), self.starts_in_flight]
             .into_iter()
             .fold(self.catching_up.len(), usize::saturating_add)
     }

@@ -190,6 +190,10 @@ pub struct WatcherCore {
     stopped: bool,
     /// The workers whose replacement is being started, by id.
     starting: BTreeSet<u64>,
+    /// Deaths seen while their worker was being started, by id: the
+    /// pids. One of the process the start made (it ran, and died, before
+    /// the watcher heard its start was done) is handled once it hears.
+    died_starting: BTreeMap<u64, BTreeSet<u64>>,
     hung_after: u64,
 }
 
@@ -213,6 +217,7 @@ impl WatcherCore {
             electing: false,
             stopped: false,
             starting: BTreeSet::new(),
+            died_starting: BTreeMap::new(),
             hung_after: HUNG_AFTER_MS,
         }
     }
@@ -261,6 +266,11 @@ impl WatcherCore {
     /// Replacements being started.
     pub fn starting(&self) -> usize {
         self.starting.len()
+    }
+
+    /// The ids of the workers being started.
+    pub fn starting_ids(&self) -> Vec<u64> {
+        self.starting.iter().copied().collect()
     }
 
     /// What became of worker `pid`, if it is known.

@@ -585,6 +585,46 @@ fn scenario_a_scale_up_then_down_racing_failovers() {
     .unwrap();
 }
 
+/// A replacement the watcher started runs (the runtime lists it) before
+/// the watcher hears its start is done: a decision then counted it twice,
+/// once running and once being started, and fell a slave short (seen on
+/// real RabbitMQ: from 2 where 1 slave ran).
+#[test]
+fn scenario_a_replacement_seen_running_before_its_start_is_heard_counts_once() {
+    script::run(
+        "setup slaves=1
+         scale on
+         write 10
+         kill slaves
+         until started unheard
+         decide
+         expect scaler decides from 1 to
+         expect no scaler decides from 2 to",
+        Succession::default(),
+    )
+    .unwrap();
+}
+
+/// A replacement dies after it runs, before the watcher hears its start
+/// is done: the watcher took the death for one seen twice (its worker
+/// being started already) and never started it again (random schedules
+/// 299, 146 and 4 found it, stuck on that worker's store).
+#[test]
+fn scenario_a_replacement_dead_before_its_start_is_heard_is_started_again() {
+    script::run(
+        "setup slaves=2
+         write 10
+         kill slaves
+         until started unheard
+         kill unheard
+         write 10
+         settle
+         expect and died before that was told",
+        Succession::default(),
+    )
+    .unwrap();
+}
+
 #[test]
 fn scenario_a_paused_master_is_deposed_and_follows_when_it_comes_back() {
     script::run(

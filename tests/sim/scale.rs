@@ -54,7 +54,10 @@ impl World {
                 let snapshot = self.cluster_snapshot();
                 self.scaler_inbox.push(Input::Cluster(snapshot));
             }
-            Effect::Announce(d) => self.log(format!("scaler decides: {}", d.reason)),
+            Effect::Announce(d) => self.log(format!(
+                "scaler decides from {} to {}: {}",
+                d.from, d.to, d.reason
+            )),
             Effect::NoDecision { detail } => self.log(format!("scaler: {detail}")),
             Effect::StartSlave => {
                 let running = self.running();
@@ -103,7 +106,7 @@ impl World {
         ClusterSnapshot {
             master,
             workers,
-            starting: self.watcher.starting(),
+            starting: self.watcher.starting_ids(),
         }
     }
 
@@ -164,6 +167,27 @@ impl World {
         for input in std::mem::take(&mut self.scaler_inbox) {
             self.scaler_step(input);
         }
+    }
+
+    /// Asks the Scaler for a decision now, on the reads counted so far.
+    pub fn decide_now(&mut self) {
+        let reads = self.reads;
+        self.scaler_step(Input::DecideNow { reads, ticket: 1 });
+        // Its look at the cluster, at once.
+        for input in std::mem::take(&mut self.scaler_inbox) {
+            self.scaler_step(input);
+        }
+    }
+
+    /// A worker that runs while the watcher still counts it as being
+    /// started (its start is done; the watcher has not heard yet).
+    pub fn started_unheard(&self) -> Option<u64> {
+        let starting = self.watcher.starting_ids();
+        let running = self.running();
+        running
+            .iter()
+            .map(|r| r.id)
+            .find(|id| starting.contains(id))
     }
 
     /// Starts the Scaler with `policy` (off until then).

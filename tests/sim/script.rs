@@ -33,6 +33,10 @@
 //! step 100          run 100 ms
 //! scale on          the Scaler runs (a 300 ms window, 20 reads a slave,
 //!                   at most 4 slaves, 2 a decision)
+//! decide            the Scaler decides now, on the reads so far
+//! until started unheard  run until a worker the watcher started runs,
+//!                   before the watcher hears its start is done
+//! kill unheard      kill that worker
 //! reads 200         clients read 200 times
 //! settle            stop faults, run until quiet, check every promise
 //! expect some words an event so far says these words
@@ -196,6 +200,16 @@ fn command(w: &mut World, words: &[&str]) -> Result<(), String> {
         }
         ["scale", "on"] => {
             w.with_scaler(super::scale::policy());
+            Ok(())
+        }
+        ["decide"] => {
+            w.decide_now();
+            Ok(())
+        }
+        ["until", "started", "unheard"] => until(w, |w| w.started_unheard().is_some()),
+        ["kill", "unheard"] => {
+            let id = w.started_unheard().ok_or("no worker runs unheard")?;
+            w.kill(id);
             Ok(())
         }
         ["reads", _] => {

@@ -191,8 +191,11 @@ impl World {
             } else {
                 Ok(self.revive(id))
             };
+            // (Told a moment later: the worker may run, and be seen to,
+            // before its watcher hears its start is done.)
             if told {
-                self.tell(Input::Started { id, result, tries }, 0);
+                let lag = self.setup.watch_lag;
+                self.tell(Input::Started { id, result, tries }, lag);
             }
         }
     }

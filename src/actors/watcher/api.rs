@@ -147,6 +147,11 @@ impl Handler<GetCluster> for ElectionWatcher {
             } else {
                 0
             },
+            starting_ids: if self.acting() {
+                self.core.starting_ids()
+            } else {
+                Vec::new()
+            },
             events: self.events.iter().cloned().collect(),
             totals: self.totals.clone(),
             scaler: None,

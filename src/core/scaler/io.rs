@@ -31,8 +31,18 @@ pub struct ClusterSnapshot {
     pub master: Option<u64>,
     /// Every worker the runtime runs, the master too.
     pub workers: Vec<Member>,
-    /// Replacements the watcher is starting, not yet running.
-    pub starting: usize,
+    /// The ids of the replacements the watcher is starting. One may run
+    /// already (and be among `workers`) before the watcher hears its
+    /// start is done: it counts once.
+    pub starting: Vec<u64>,
+}
+
+impl ClusterSnapshot {
+    /// Replacements being started that do not run yet.
+    pub fn starting_not_running(&self) -> usize {
+        let runs = |id: &u64| self.workers.iter().any(|w| w.id == *id);
+        self.starting.iter().filter(|id| !runs(id)).count()
+    }
 }
 
 /// What happened, for the core to act on.

@@ -65,7 +65,9 @@ impl WatcherCore {
             Input::Woke(Timer::CheckPromotion { pid, epoch }) => {
                 self.check_promotion(pid, epoch, now, running, &mut fx)
             }
-            Input::Started { id, result, tries } => self.on_started(id, result, tries, &mut fx),
+            Input::Started { id, result, tries } => {
+                self.on_started(id, result, tries, running, &mut fx)
+            }
             Input::HungKilled { id, pid } => {
                 if !self.stopped {
                     // An elected worker killed for not taking its
@@ -246,9 +248,13 @@ impl WatcherCore {
     fn respawn(&mut self, dead: Option<u64>, dead_pid: u64, running: &[Running], fx: &mut Fx) {
         let runs = |id: u64| running.iter().any(|w| w.id == id);
         if let Some(id) = dead {
-            if self.starting.contains(&id)
-                || running.iter().any(|w| w.id == id && w.pid != dead_pid)
-            {
+            if self.starting.contains(&id) {
+                // The process being started may be the one that died:
+                // judged when the start is told done.
+                self.died_starting.entry(id).or_default().insert(dead_pid);
+                return;
+            }
+            if running.iter().any(|w| w.id == id && w.pid != dead_pid) {
                 return;
             }
         }
@@ -270,9 +276,27 @@ impl WatcherCore {
         });
     }
 
-    fn on_started(&mut self, id: u64, result: Result<u64, String>, tries: u32, fx: &mut Fx) {
+    fn on_started(
+        &mut self,
+        id: u64,
+        result: Result<u64, String>,
+        tries: u32,
+        running: &[Running],
+        fx: &mut Fx,
+    ) {
         self.starting.remove(&id);
+        let died = self.died_starting.remove(&id).unwrap_or_default();
         match result {
+            Ok(pid) if died.contains(&pid) => {
+                event(
+                    fx,
+                    "respawn",
+                    format!("worker {id} started, pid {pid}, and died before that was told"),
+                );
+                if !self.stopped {
+                    self.respawn(Some(id), pid, running, fx);
+                }
+            }
             Ok(pid) => event(fx, "respawn", format!("worker {id} started, pid {pid}")),
             Err(e) => {
                 event(fx, "respawn", format!("worker {id} did not start: {e}"));

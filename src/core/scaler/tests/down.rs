@@ -71,7 +71,7 @@ fn a_hung_slave_goes_first_and_the_master_never() {
         let view = ClusterSnapshot {
             master: Some(MASTER),
             workers: workers.to_vec(),
-            starting: 0,
+            starting: Vec::new(),
         };
         assert_eq!(surplus_slave(&view).map(|w| w.id), *want, "{workers:?}");
     }

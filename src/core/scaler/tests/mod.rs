@@ -25,7 +25,7 @@ fn cluster(slaves: u64) -> ClusterSnapshot {
     ClusterSnapshot {
         master: Some(MASTER),
         workers,
-        starting: 0,
+        starting: Vec::new(),
     }
 }
 

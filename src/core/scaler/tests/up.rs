@@ -125,10 +125,10 @@ fn starts_wait_for_slaves_catching_up_within_patience() {
     );
     let mut view = cluster(1);
     view.workers.push(member(9, MemberState::CatchingUp));
-    view.starting = 1;
+    view.starting = vec![7];
     let fx = core.on(Input::Cluster(view.clone()), 0);
     assert_eq!(starts(&fx), 0);
-    view.starting = 0;
+    view.starting.clear();
     let fx = core.on(Input::Tick { reads: 200 }, 100);
     assert_eq!(fx, vec![Effect::Observe]);
     assert_eq!(starts(&core.on(Input::Cluster(view.clone()), 100)), 1);
