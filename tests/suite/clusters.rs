@@ -64,11 +64,11 @@ pub mod rabbits {
     }
 
     /// Every node running in the cluster (an earlier test that failed may
-    /// have left one down).
+    /// have left some down). Launched together: each launch waits until
+    /// its node sees all three running, which one node down would stop
+    /// if they went one at a time.
     pub async fn all_up() {
-        for n in 1..=3 {
-            launch(n).await;
-        }
+        futures::future::join_all((1..=3).map(launch)).await;
     }
 
     /// SIGKILLs node `node`.
