@@ -283,6 +283,16 @@ impl AmqpBroker {
         if let Some(l) = self.current() {
             return Ok(l); // another task reconnected meanwhile
         }
+        if let Some(old) = lock(&self.live).as_ref() {
+            tracing::debug!(
+                connected = old.conn.status().connected(),
+                in_doubt = old.in_doubt.load(std::sync::atomic::Ordering::Relaxed),
+                closing = old.conn.status().closing(),
+                closed = old.conn.status().closed(),
+                errored = old.conn.status().errored(),
+                "replacing the connection"
+            );
+        }
         let nodes = self.target.urls.len();
         // The node of a connection lost is tried last, once: it has just
         // failed (killed, cut off, or its queues' leaders lost).
@@ -431,6 +441,11 @@ impl AmqpBroker {
             if self.target.queue_type == QueueType::Quorum {
                 live.in_doubt
                     .store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    exchange,
+                    key,
+                    "a publish was refused; the connection is replaced"
+                );
             }
             return Err(Error::Unavailable("broker refused the message".into()));
         }

@@ -49,6 +49,27 @@ struct Rules {
     /// Queues whose messages given back (a nack with requeue) are dropped
     /// instead, as when they expire there before anyone takes them again.
     drop_requeued: Vec<String>,
+    dangling: Option<Dangling>,
+}
+
+/// A queue whose delete is cut short, leaving its binding to an exchange
+/// behind without it (RabbitMQ, when a node dies during the delete):
+/// every publish to that exchange is refused until the queue is declared
+/// again and deleted.
+struct Dangling {
+    queue: String,
+    exchange: String,
+    stage: DangleStage,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DangleStage {
+    /// The next delete of the queue is cut short.
+    Armed,
+    /// Its binding is left without it.
+    Left,
+    /// Declared again: the next delete takes both away.
+    Declared,
 }
 
 /// Wraps a broker; clones share the rules.
@@ -103,6 +124,27 @@ impl FaultyBroker {
         self.rules().drop_requeued.push(queue.to_owned());
     }
 
+    /// The next delete of `queue` is cut short: the queue goes, its
+    /// delete fails, and its binding to `exchange` stays behind, so that
+    /// every publish to `exchange` is refused until `queue` is declared
+    /// again and deleted (as RabbitMQ does when a node dies during the
+    /// delete).
+    pub fn dangle_on_delete(&self, queue: &str, exchange: &str) {
+        self.rules().dangling = Some(Dangling {
+            queue: queue.to_owned(),
+            exchange: exchange.to_owned(),
+            stage: DangleStage::Armed,
+        });
+    }
+
+    /// Whether a binding is left without its queue now.
+    pub fn dangles(&self) -> bool {
+        self.rules()
+            .dangling
+            .as_ref()
+            .is_some_and(|d| d.stage != DangleStage::Armed)
+    }
+
     /// Ends the stream of every consumer there is now; what they held goes
     /// back to its queue, as when their connection is closed.
     pub fn end_consumers(&self) {
@@ -115,9 +157,17 @@ impl FaultyBroker {
     }
 
     async fn send(&self, target: &str, msg: Message, fanout: bool) -> Result<()> {
-        let fault = match self.rules().publish.as_mut() {
-            Some(rule) => rule(target, &msg),
-            None => Fault::Pass,
+        let fault = {
+            let mut rules = self.rules();
+            let left = rules
+                .dangling
+                .as_ref()
+                .is_some_and(|d| fanout && d.exchange == target && d.stage != DangleStage::Armed);
+            match rules.publish.as_mut() {
+                _ if left => Fault::Fail,
+                Some(rule) => rule(target, &msg),
+                None => Fault::Pass,
+            }
         };
         match fault {
             Fault::Fail => return Err(Error::Unavailable("injected: publish refused".into())),
@@ -196,7 +246,13 @@ impl Acker for FaultyAcker {
 #[async_trait]
 impl Broker for FaultyBroker {
     async fn declare_queue(&self, name: &str, kind: QueueKind) -> Result<()> {
-        self.inner.declare_queue(name, kind).await
+        self.inner.declare_queue(name, kind).await?;
+        if let Some(d) = self.rules().dangling.as_mut() {
+            if d.queue == name && d.stage == DangleStage::Left {
+                d.stage = DangleStage::Declared;
+            }
+        }
+        Ok(())
     }
 
     async fn declare_fanout(&self, exchange: &str) -> Result<()> {
@@ -208,7 +264,29 @@ impl Broker for FaultyBroker {
     }
 
     async fn delete_queue(&self, name: &str) -> Result<()> {
-        self.inner.delete_queue(name).await
+        let stage = self
+            .rules()
+            .dangling
+            .as_ref()
+            .filter(|d| d.queue == name)
+            .map(|d| d.stage);
+        self.inner.delete_queue(name).await?;
+        let mut rules = self.rules();
+        match stage {
+            Some(DangleStage::Armed) => {
+                if let Some(d) = rules.dangling.as_mut() {
+                    d.stage = DangleStage::Left;
+                }
+                Err(Error::Unavailable(
+                    "injected: the delete was cut short".into(),
+                ))
+            }
+            Some(DangleStage::Declared) => {
+                rules.dangling = None;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn depth(&self, queue: &str) -> Result<Option<u64>> {

@@ -63,6 +63,7 @@ macro_rules! every_script {
             a_master_whose_session_expired_is_deposed_and_takes_no_write,
             a_master_cut_off_from_the_coordinator_pauses_and_carries_on,
             a_master_whose_lease_lapsed_sends_again_what_went_back_and_never_returned,
+            a_sync_queue_left_bound_by_a_cut_delete_does_not_stop_writes,
             a_killed_slave_is_replaced_and_the_replacement_catches_up,
             a_master_that_claimed_its_place_again_is_not_elected_over_while_it_may_lead,
             a_fault_storm_with_master_kills_loses_and_duplicates_nothing,

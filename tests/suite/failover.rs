@@ -428,6 +428,34 @@ pub async fn a_master_whose_lease_lapsed_sends_again_what_went_back_and_never_re
     assert!(all.iter().all(|s| *s == all[0]), "workers differ");
 }
 
+/// Found against a RabbitMQ cluster (a master and the node of `writeQ`'s
+/// leader killed together): the promoted slave's delete of its own sync
+/// queue was cut short by the node's death, which left the queue's
+/// binding to the sync exchange behind without it, and RabbitMQ refused
+/// every sync from then on: no write was acknowledged again. The new
+/// master makes sure its old queue is gone (declared again, then
+/// deleted), and writes are acknowledged.
+pub async fn a_sync_queue_left_bound_by_a_cut_delete_does_not_stop_writes(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (fb, c) = faulty_cluster_of_five(&dir, b).await;
+    let (_, slaves) = roles(&c).await;
+    let heir = slaves[0];
+    fb.dangle_on_delete(&dbaas::broker::sync_queue(heir), SYNC_X);
+    c.watcher.send(CrashMaster).await.unwrap().unwrap();
+    eventually("the slave to lead", DEADLINE, || async {
+        roles(&c).await.0 == Some(heir)
+    })
+    .await;
+    let w = c.orchestrator.write(user("after")).await;
+    assert!(w.is_ok(), "a write after the failover: {w:?}");
+    assert!(!fb.dangles(), "the binding left behind is gone");
+    all_applied(&c, w.unwrap().seq, DEADLINE).await;
+    let ids: Vec<u64> = c.runtime.list().into_iter().map(|w| w.id).collect();
+    c.stop().await;
+    let all = stores(dir.path(), &ids);
+    assert!(all.iter().all(|s| *s == all[0]), "workers differ");
+}
+
 pub async fn a_killed_slave_is_replaced_and_the_replacement_catches_up(b: Arc<dyn Broker>) {
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(&dir, 2, b).await;

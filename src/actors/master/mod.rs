@@ -196,6 +196,42 @@ impl MasterWorker {
         });
     }
 
+    /// Its sync queue from when it was a slave, gone for sure. The slave
+    /// deletes it as it stops, but a delete cut short by the death of a
+    /// RabbitMQ node can leave the queue's binding to the sync exchange
+    /// behind without the queue; RabbitMQ then refuses every sync
+    /// published there, for good (seen: no write acknowledged again). A
+    /// declaration gives the binding its queue again, and the delete
+    /// after it takes both away; retried until both are done.
+    fn remove_own_sync_queue(&mut self, ctx: &mut Context<Self>) {
+        let (broker, id) = (self.broker.clone(), self.id);
+        let queue = broker::sync_queue(id);
+        let kind = broker::QueueKind::Own {
+            max: broker::SYNC_QUEUE_CAP,
+            idle_ms: broker::SYNC_QUEUE_IDLE_MS,
+        };
+        ctx.spawn(
+            async move {
+                let mut wait = FIRST_RETRY;
+                loop {
+                    let removed = async {
+                        broker.declare_queue(&queue, kind).await?;
+                        broker.delete_queue(&queue).await
+                    };
+                    match removed.await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::debug!(worker = id, error = %e, "own sync queue not removed yet; retrying");
+                            tokio::time::sleep(wait).await;
+                            wait = next_retry(wait);
+                        }
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
     /// Follows the lease: no consumer while it is not valid (what the
     /// consumer held goes back to `writeQ`), one again once it is.
     fn follow_lease(&mut self, ctx: &mut Context<Self>) {
@@ -235,6 +271,7 @@ impl Actor for MasterWorker {
                 act.groups = Arc::new(Groups::new(applied, act.lease.clone()));
                 let first = applied.saturating_add(1);
                 act.log = Arc::new(Mutex::new(SyncLog::new(first, catchup::LIMITS)));
+                act.remove_own_sync_queue(ctx);
                 act.follow_lease(ctx);
                 ctx.run_interval(LEASE_CHECK, |act, ctx| {
                     act.groups.tick();
