@@ -31,7 +31,7 @@ pub struct ZkArgs {
     #[arg(long, env = "DBAAS_ZK_ROOT", default_value = crate::config::ZK_ROOT)]
     pub zk_root: String,
     /// The session timeout in milliseconds (see `dbaas up --help`; by
-    /// default 600 with one server, 1000 with several).
+    /// default 600 with one server, 1500 with several).
     #[arg(long, env = "DBAAS_SESSION_TIMEOUT_MS")]
     pub session_timeout_ms: Option<u64>,
 }
