@@ -163,10 +163,13 @@ impl FaultyBroker {
                 .dangling
                 .as_ref()
                 .is_some_and(|d| fanout && d.exchange == target && d.stage != DangleStage::Armed);
-            match rules.publish.as_mut() {
-                _ if left => Fault::Fail,
-                Some(rule) => rule(target, &msg),
-                None => Fault::Pass,
+            if left {
+                Fault::Fail
+            } else {
+                rules
+                    .publish
+                    .as_mut()
+                    .map_or(Fault::Pass, |rule| rule(target, &msg))
             }
         };
         match fault {

@@ -135,23 +135,20 @@ impl Handler<GetCluster> for ElectionWatcher {
                 reads_served: None,
             })
             .collect();
+        // A watcher that does not act starts nothing (what its core
+        // decided was not carried out).
+        let starting_ids = if self.acting() {
+            self.core.starting_ids()
+        } else {
+            Vec::new()
+        };
         MessageResult(ClusterView {
             cluster: format!("{:016x}", self.cluster),
             master: master.map(|m| m.pid),
             epoch: master.map_or(0, |m| m.epoch),
             workers,
-            // A watcher that does not act starts nothing (what its core
-            // decided was not carried out).
-            starting: if self.acting() {
-                self.core.starting()
-            } else {
-                0
-            },
-            starting_ids: if self.acting() {
-                self.core.starting_ids()
-            } else {
-                Vec::new()
-            },
+            starting: starting_ids.len(),
+            starting_ids,
             events: self.events.iter().cloned().collect(),
             totals: self.totals.clone(),
             scaler: None,
