@@ -9,9 +9,11 @@
 //!
 //! When the connection breaks, every call fails with
 //! [`Error::Unavailable`] and the next call reconnects; consumers' streams
-//! end, and their actors subscribe again. A publishing channel the broker
-//! closes (it does over a publish to a missing exchange) is replaced
-//! alone.
+//! end, and their actors subscribe again. A connection to a node that
+//! hangs does not break by itself: heartbeats ([`HEARTBEAT`]) break it,
+//! and a connection put in doubt (below) ends its consumers at once. A
+//! publishing channel the broker closes (it does over a publish to a
+//! missing exchange) is replaced alone.
 //!
 //! Given several nodes of a cluster ([`AmqpTarget`]), a client connects to
 //! one; when it loses that node, the next call connects to the next node
@@ -86,6 +88,12 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`OP_TIMEOUT`]: a client's write waits on it, and a publish that fails
 /// is simply made again.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// The heartbeat interval asked of the broker (a URL's `?heartbeat=N`
+/// overrides it). A connection that hears nothing for two intervals is
+/// dropped by lapin: that is how a consumer learns that its node hangs
+/// (paused, or its host frozen), where nothing else would tell it; the
+/// broker's default (60 s) would leave it waiting two minutes.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// The reply code of a normal close.
 const REPLY_SUCCESS: u16 = 200;
 
@@ -439,8 +447,7 @@ impl AmqpBroker {
             // consumes `writeQ`. Classic queues nack only when full, and
             // keep their connection.
             if self.target.queue_type == QueueType::Quorum {
-                live.in_doubt
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                live.doubt();
                 tracing::info!(
                     exchange,
                     key,
@@ -526,6 +533,8 @@ struct Subscription {
     _channel: Channel,
     inner: lapin::Consumer,
     live: Arc<Live>,
+    /// Resolves when the connection is put in doubt: the stream ends then.
+    doubted: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 #[async_trait]
@@ -669,12 +678,21 @@ impl Broker for AmqpBroker {
         let sub = Subscription {
             _channel: channel,
             inner,
+            doubted: Box::pin(live.doubted()),
             live,
         };
         Ok(Box::pin(futures::stream::unfold(
             sub,
             |mut sub| async move {
-                match sub.inner.next().await? {
+                let next = tokio::select! {
+                    biased;
+                    () = &mut sub.doubted => {
+                        tracing::info!("consumer ended: its connection is in doubt");
+                        return None;
+                    }
+                    next = sub.inner.next() => next,
+                };
+                match next? {
                     Ok(d) => Some((delivery(d, &sub.live), sub)),
                     Err(e) => {
                         tracing::warn!(error = %e, "consumer ended");

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use lapin::options::ConfirmSelectOptions;
+use lapin::uri::AMQPUri;
 use lapin::ConnectionProperties;
+use tokio::sync::watch;
 
 use super::*;
 
@@ -29,11 +31,16 @@ pub(super) fn io_runtime() -> Result<&'static tokio::runtime::Runtime> {
 }
 
 /// Connects to `url`, bounded; the connection's tasks run on the I/O
-/// runtime (lapin binds them to the runtime it connects from).
+/// runtime (lapin binds them to the runtime it connects from). Unless the
+/// URL asks for another (`?heartbeat=N`), heartbeats are [`HEARTBEAT`]
+/// apart.
 pub(super) async fn connect(url: &str) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name("dbaas".into());
-    let url = url.to_owned();
-    let mut task = io_runtime()?.spawn(async move { Connection::connect(&url, props).await });
+    let mut uri: AMQPUri = url.parse().map_err(unavailable)?;
+    uri.query
+        .heartbeat
+        .get_or_insert(HEARTBEAT.as_secs() as u16);
+    let mut task = io_runtime()?.spawn(async move { Connection::connect_uri(uri, props).await });
     match tokio::time::timeout(OP_TIMEOUT, &mut task).await {
         Ok(Ok(connected)) => connected.map_err(unavailable),
         Ok(Err(e)) => Err(unavailable(e)),
@@ -53,6 +60,10 @@ pub(super) struct Live {
     /// A wait on this connection timed out while the broker had not said it
     /// blocks it: it may be dead without lapin knowing yet.
     pub(super) in_doubt: AtomicBool,
+    /// Turns true when the connection is put in doubt: its consumers end
+    /// then, rather than when its close is answered, which a hung node
+    /// never does.
+    doubted: watch::Sender<bool>,
     /// The index of its node in the target's list.
     pub(super) node: usize,
     /// Lost, it has made the next connection attempt go to the next node.
@@ -68,6 +79,23 @@ impl Live {
             publish: Default::default(),
             next: AtomicUsize::new(0),
             in_doubt: AtomicBool::new(false),
+            doubted: watch::channel(false).0,
+        }
+    }
+
+    /// Puts the connection in doubt: the next call opens another, and its
+    /// consumers end now, so that their actors subscribe on that other.
+    pub(super) fn doubt(&self) {
+        self.in_doubt.store(true, Ordering::Relaxed);
+        self.doubted.send_replace(true);
+    }
+
+    /// Resolves once the connection is in doubt.
+    pub(super) fn doubted(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.doubted.subscribe();
+        async move {
+            // (An error: the connection is gone, and its consumers with it.)
+            let _ = rx.wait_for(|d| *d).await;
         }
     }
 
@@ -87,7 +115,7 @@ impl Live {
             Err(_) => {
                 let blocked = self.conn.status().blocked();
                 if !blocked {
-                    self.in_doubt.store(true, Ordering::Relaxed);
+                    self.doubt();
                 }
                 tracing::warn!(what, blocked, "the broker did not answer in time");
                 Err(timed_out(what, limit))
