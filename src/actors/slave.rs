@@ -34,7 +34,7 @@ use futures::StreamExt;
 use tokio::sync::oneshot;
 
 use super::messages::{Drain, GetStatus, Rejoined, Resume, Shutdown, WorkerStatus};
-use super::{blocking, reply_to_queue};
+use super::{blocking, next_retry, reply_to_queue, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use crate::core::replica::{
     Consumer, Delivered, Effect, Input, Level, ReplicaCore, Token, GAP_WAIT_MS,
@@ -54,6 +54,10 @@ const APPLY_GROUP: u64 = 1024;
 /// How often the core is given the time (read deadlines, the gap clock
 /// and retries are this precise).
 const TICK: Duration = Duration::from_millis(50);
+/// How long a slave stopped on purpose tries to delete its sync queue:
+/// well within the 15 s a runtime gives a worker to stop, with its flush
+/// and its session's close after it.
+const REMOVE_WITHIN: Duration = Duration::from_secs(8);
 /// How long a slave waits without progress for a write it knows exists
 /// (a later one came, or a read asked for it) before it takes a snapshot.
 pub const GAP_WAIT: Duration = Duration::from_millis(GAP_WAIT_MS);

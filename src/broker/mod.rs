@@ -309,6 +309,18 @@ pub async fn declare_topology(broker: &dyn Broker) -> Result<()> {
     broker.declare_fanout(LEADING_X).await
 }
 
+/// Deletes a queue bound to an exchange for good: declares it (as `kind`)
+/// first, then deletes it. A delete cut short by a node's death can leave
+/// the queue gone and its binding behind, and RabbitMQ then refuses every
+/// publish to the exchange (to `syncQ`: every write stalls); declared
+/// again, the binding has its queue back, and the delete takes both. A
+/// delete that fails after the declaration leaves a queue with no
+/// consumer, which an own queue's expiry removes.
+pub async fn declare_and_delete(broker: &dyn Broker, queue: &str, kind: QueueKind) -> Result<()> {
+    broker.declare_queue(queue, kind).await?;
+    broker.delete_queue(queue).await
+}
+
 /// The name of a slave's own sync queue.
 pub fn sync_queue(worker_id: u64) -> String {
     format!("sync.{worker_id}")

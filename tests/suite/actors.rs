@@ -71,6 +71,7 @@ macro_rules! every_script {
             the_scaler_decides_at_the_end_of_each_window,
             a_scale_decision_counts_the_replacement_being_started,
             a_master_elected_during_a_scale_down_is_not_stopped,
+            a_slave_retired_with_its_queue_delete_cut_short_does_not_stop_writes,
             reads_are_counted_once_through_a_slave_crash,
             a_stop_right_after_a_crash_leaves_no_worker,
             a_request_older_than_the_records_is_refused_not_applied,

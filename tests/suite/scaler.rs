@@ -8,11 +8,11 @@ use std::time::Duration;
 use dbaas::actors::scaler::{GetScaler, ScaleNow, ScalePolicy};
 use dbaas::actors::watcher::{CrashMaster, CrashSlave, GetCluster};
 use dbaas::actors::OrchestratorHandle;
-use dbaas::broker::Broker;
+use dbaas::broker::{Broker, SYNC_X};
 use dbaas::model::Consistency;
 use dbaas::system::Cluster;
 
-use super::actors::{cluster, get_user};
+use super::actors::{cluster, faulty_cluster_of_five, get_user};
 use super::{count_users, eventually, user};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -186,6 +186,45 @@ pub async fn scales_when_asked(mut c: Cluster) {
     client_reads(&c, 5).await;
     c.stop().await;
     assert!(c.runtime.list().is_empty());
+}
+
+/// A slave retired by the Scaler whose delete of its sync queue is cut
+/// short (a RabbitMQ node dying during it can leave the queue gone and its
+/// binding to `syncQ` behind: every sync is refused then, and no write is
+/// acknowledged again): it declares the queue again and deletes it before
+/// it stops, and writes go on.
+pub async fn a_slave_retired_with_its_queue_delete_cut_short_does_not_stop_writes(
+    b: Arc<dyn Broker>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (fb, mut c) = faulty_cluster_of_five(&dir, b).await;
+    c.start_scaler(policy(Duration::from_secs(3600)));
+    let scaler = c.scaler.clone().unwrap();
+    client_reads(&c, 45).await;
+    let up = scaler.send(ScaleNow).await.unwrap().unwrap();
+    assert_eq!((up.from, up.to), (1, 3));
+    slaves_ready(&c, 3).await;
+    // The highest pid goes first.
+    let master = c.watcher.send(GetCluster).await.unwrap().master.unwrap();
+    let retired = c
+        .runtime
+        .list()
+        .into_iter()
+        .filter(|w| w.pid != master)
+        .max_by_key(|w| w.pid)
+        .unwrap();
+    fb.dangle_on_delete(&dbaas::broker::sync_queue(retired.id), SYNC_X);
+    let down = scaler.send(ScaleNow).await.unwrap().unwrap();
+    assert_eq!((down.from, down.to), (3, 1));
+    slaves_ready(&c, 1).await;
+    assert!(
+        c.runtime.list().iter().all(|w| w.id != retired.id),
+        "the slave is retired"
+    );
+    assert!(!fb.dangles(), "the binding left behind is gone");
+    let w = c.orchestrator.write(user("after")).await;
+    assert!(w.is_ok(), "a write after the slave's retirement: {w:?}");
+    c.stop().await;
 }
 
 /// Over a cluster of one slave, with a 2 s window: 45 reads give 3

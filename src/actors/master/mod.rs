@@ -214,11 +214,7 @@ impl MasterWorker {
             async move {
                 let mut wait = FIRST_RETRY;
                 loop {
-                    let removed = async {
-                        broker.declare_queue(&queue, kind).await?;
-                        broker.delete_queue(&queue).await
-                    };
-                    match removed.await {
+                    match broker::declare_and_delete(broker.as_ref(), &queue, kind).await {
                         Ok(()) => return,
                         Err(e) => {
                             tracing::debug!(worker = id, error = %e, "own sync queue not removed yet; retrying");

@@ -93,13 +93,38 @@ impl Handler<Shutdown> for SlaveWorker {
     /// queue: a slave stopped on purpose must not leave a queue filling
     /// behind it. If it comes back, it binds a new one and takes a
     /// snapshot (one that says "you are current" if nothing was written).
-    /// Answers once the queue is gone (a process exits right after).
+    /// The queue is declared before each try to delete it (see
+    /// [`broker::declare_and_delete`]: a delete cut short would otherwise
+    /// leave its binding, and every write would stall), retried for at
+    /// most [`REMOVE_WITHIN`], well within the time a runtime gives a
+    /// worker to stop. Answers once the queue is gone, or that time is out
+    /// (a process exits right after).
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         self.feed(ctx, Input::Shutdown);
         let (broker, queue, id) = (self.broker.clone(), broker::sync_queue(self.id), self.id);
+        let kind = QueueKind::Own {
+            max: self.sync_cap,
+            idle_ms: broker::SYNC_QUEUE_IDLE_MS,
+        };
         let delete = async move {
-            if let Err(e) = broker.delete_queue(&queue).await {
-                tracing::warn!(worker = id, error = %e, "cannot delete the sync queue");
+            let mut wait = FIRST_RETRY;
+            let removed = tokio::time::timeout(REMOVE_WITHIN, async {
+                loop {
+                    match broker::declare_and_delete(broker.as_ref(), &queue, kind).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::warn!(worker = id, error = %e, "cannot delete the sync queue; retrying");
+                            tokio::time::sleep(wait).await;
+                            wait = next_retry(wait);
+                        }
+                    }
+                }
+            });
+            if removed.await.is_err() {
+                tracing::warn!(
+                    worker = id,
+                    "the sync queue is not deleted; stopping all the same"
+                );
             }
         };
         Box::pin(delete.into_actor(self).map(|(), _act, ctx| ctx.stop()))
