@@ -31,7 +31,9 @@
 //! its client's connection too, which declares a new one.
 //!
 //! No call waits on the broker without bound. A publisher confirm is waited
-//! for [`CONFIRM_TIMEOUT`]; everything else (connecting, opening a channel,
+//! for [`CONFIRM_TIMEOUT`]; a connection attempt to a node of a cluster
+//! [`FIRST_CONNECT_TIMEOUT`] in the first round of its list; everything
+//! else (connecting otherwise, opening a channel,
 //! declaring, binding, deleting, sending a publish, consuming, setting the
 //! prefetch, settling a delivery) [`OP_TIMEOUT`]; then the call fails with
 //! [`Error::Unavailable`]. A publish that fails so may still reach the
@@ -82,6 +84,15 @@ const BACKOFF: Backoff = RECONNECT;
 /// confirm: ample for a broker under load, and short enough that the
 /// caller's retry comes well within its own deadlines.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection attempt waits, in the first round of a cluster's
+/// list after a success: a node that hangs (paused, its host frozen)
+/// accepts the TCP connection and never answers the handshake, which a
+/// node that works answers in milliseconds. So a fresh process (a worker
+/// just started, perhaps elected and given two seconds to lead) whose
+/// first node hangs is on the next within a second, not ten. After a
+/// whole round failed, attempts wait [`OP_TIMEOUT`] (a broker so loaded
+/// that no handshake is answered within a second is still reached).
+pub const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a publish waits for its confirm. A persistent message's confirm
 /// waits for a disk write, and RabbitMQ withholds confirms without bound
 /// while a memory or disk alarm blocks publishers. Shorter than
@@ -316,7 +327,12 @@ impl AmqpBroker {
         tokio::time::sleep_until(backoff.next_try.into()).await;
         let node = backoff.node;
         let url = &self.target.urls[node];
-        match connect(url).await {
+        let limit = if nodes > 1 && backoff.failed < nodes {
+            FIRST_CONNECT_TIMEOUT
+        } else {
+            OP_TIMEOUT
+        };
+        match connect(url, limit).await {
             Ok(conn) => {
                 backoff.wait = BACKOFF.first_wait();
                 backoff.failed = 0;

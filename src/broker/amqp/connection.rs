@@ -34,19 +34,19 @@ pub(super) fn io_runtime() -> Result<&'static tokio::runtime::Runtime> {
 /// runtime (lapin binds them to the runtime it connects from). Unless the
 /// URL asks for another (`?heartbeat=N`), heartbeats are [`HEARTBEAT`]
 /// apart.
-pub(super) async fn connect(url: &str) -> Result<Connection> {
+pub(super) async fn connect(url: &str, limit: Duration) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name("dbaas".into());
     let mut uri: AMQPUri = url.parse().map_err(unavailable)?;
     uri.query
         .heartbeat
         .get_or_insert(HEARTBEAT.as_secs() as u16);
     let mut task = io_runtime()?.spawn(async move { Connection::connect_uri(uri, props).await });
-    match tokio::time::timeout(OP_TIMEOUT, &mut task).await {
+    match tokio::time::timeout(limit, &mut task).await {
         Ok(Ok(connected)) => connected.map_err(unavailable),
         Ok(Err(e)) => Err(unavailable(e)),
         Err(_) => {
             task.abort();
-            Err(timed_out("connecting", OP_TIMEOUT))
+            Err(timed_out("connecting", limit))
         }
     }
 }
