@@ -77,6 +77,13 @@ pub struct Drain {
     pub heir: bool,
 }
 
+/// Slave, drained: stop, for its worker leads on its store now. As
+/// [`Shutdown`], but its sync queue stays for the master it becomes to
+/// remove, in the background: the switch does not wait on the broker.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Promoted;
+
 /// Slave: its worker opened a new coordinator session (see
 /// `core::replica::Input::Rejoined`).
 #[derive(Message, Debug)]

@@ -33,7 +33,7 @@ use actix::prelude::*;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
-use super::messages::{Drain, GetStatus, Rejoined, Resume, Shutdown, WorkerStatus};
+use super::messages::{Drain, GetStatus, Promoted, Rejoined, Resume, Shutdown, WorkerStatus};
 use super::{blocking, next_retry, reply_to_queue, FIRST_RETRY};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use crate::core::replica::{

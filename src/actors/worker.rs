@@ -29,7 +29,7 @@ use actix::prelude::*;
 use futures::future::BoxFuture;
 
 use super::lease::{lease_span, Lease};
-use super::messages::{Drain, GetStatus, Rejoined, Resume, Shutdown, WorkerStatus};
+use super::messages::{Drain, GetStatus, Promoted, Rejoined, Resume, Shutdown, WorkerStatus};
 use super::{blocking, MasterWorker, SlaveWorker, FIRST_RETRY};
 use crate::broker::Broker;
 use crate::coord::election::{self, worker_path, MasterRecord, WorkerReport, MASTER};
@@ -356,7 +356,8 @@ impl Worker {
     /// state machine.
     fn stop_role(&mut self, ctx: &mut Context<Self>) {
         let stop: BoxFuture<'static, ()> = match std::mem::replace(&mut self.role, Role::Idle) {
-            Role::Slave(a) => Box::pin(async move { a.send(Shutdown).await.unwrap_or(()) }),
+            // (A slave is stopped only once drained, to lead.)
+            Role::Slave(a) => Box::pin(async move { a.send(Promoted).await.unwrap_or(()) }),
             Role::Master(a) => Box::pin(async move { a.send(Shutdown).await.unwrap_or(()) }),
             Role::Idle => Box::pin(async {}),
         };

@@ -67,7 +67,8 @@ pub enum Effect {
     Drain,
     /// The drain failed: the slave goes on serving as it was.
     Resume,
-    /// Stop the slave (drained: its sync queue goes with it).
+    /// Stop the slave (drained: the master it becomes removes its sync
+    /// queue).
     StopSlave,
     /// Stop the master (it settles what it holds).
     StopMaster,

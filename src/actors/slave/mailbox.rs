@@ -131,6 +131,17 @@ impl Handler<Shutdown> for SlaveWorker {
     }
 }
 
+impl Handler<Promoted> for SlaveWorker {
+    type Result = ();
+
+    /// Stops consuming (what it held goes back) and stops; its sync queue
+    /// is the master's to remove (`MasterWorker::remove_own_sync_queue`).
+    fn handle(&mut self, _: Promoted, ctx: &mut Context<Self>) {
+        self.feed(ctx, Input::Shutdown);
+        ctx.stop();
+    }
+}
+
 impl Handler<Drain> for SlaveWorker {
     type Result = ResponseFuture<Result<u64>>;
 
