@@ -346,6 +346,47 @@ async fn the_node_of_each_queues_leader_killed_in_turn_under_load_loses_nothing(
     suite::nothing_lost_and_alike(c, dir.path(), acked + 1).await;
 }
 
+/// A run under writes: a fresh virtual host, a master and two slaves on
+/// it, four writers and a strong reader, 50 writes acknowledged.
+struct UnderWrites {
+    vhost: String,
+    dir: tempfile::TempDir,
+    c: Cluster,
+    w: Attempts,
+    strong: StrongReads,
+}
+
+impl UnderWrites {
+    async fn start(urls: &str) -> Option<UnderWrites> {
+        all_up().await;
+        let (vhost, list) = fresh_vhost(urls);
+        let dir = tempfile::tempdir().unwrap();
+        let c = start(dir.path(), 2, &list).await?;
+        let w = Attempts::start(&c, 4);
+        let strong = StrongReads::start(&c, w.counter(), true);
+        w.more_acked(50).await;
+        Some(UnderWrites {
+            vhost,
+            dir,
+            c,
+            w,
+            strong,
+        })
+    }
+
+    /// Stops the reads; once every node runs again and `workers` workers
+    /// have settled, every acknowledged write is there, and the stores
+    /// are alike.
+    async fn check(self, workers: usize) {
+        let (served, failed_reads) = self.strong.stop().await;
+        eprintln!("{served} strong reads served, {failed_reads} failed");
+        all_up().await;
+        settled(&self.c, workers).await;
+        let (acked, failed) = self.w.stop().await;
+        acknowledged_there_and_alike(self.c, self.dir.path(), &acked, &failed).await;
+    }
+}
+
 /// A node paused (SIGSTOP): the connections to it hang instead of
 /// breaking, and a queue leader on it is neither dead nor answering.
 /// First the node every client connected to (the first of the list), then
@@ -355,15 +396,10 @@ async fn the_node_of_each_queues_leader_killed_in_turn_under_load_loses_nothing(
 async fn a_paused_node_holds_up_writes_and_reads_only_for_a_while() {
     let Some(urls) = rabbits::urls() else { return };
     let _turn = SERIAL.lock().await;
-    all_up().await;
-    let (vhost, list) = fresh_vhost(&urls);
-    let dir = tempfile::tempdir().unwrap();
-    let Some(c) = start(dir.path(), 2, &list).await else {
+    let Some(run) = UnderWrites::start(&urls).await else {
         return;
     };
-    let w = Attempts::start(&c, 4);
-    let strong = StrongReads::start(&c, w.counter(), true);
-    w.more_acked(50).await;
+    let w = &run.w;
     for round in 0..2 {
         // The node paused last, counted gone by the others meanwhile,
         // is restarted by autoheal once back, and joins again.
@@ -371,7 +407,7 @@ async fn a_paused_node_holds_up_writes_and_reads_only_for_a_while() {
         let node = if round == 0 {
             1
         } else {
-            leader(&vhost, WRITE_Q).await
+            leader(&run.vhost, WRITE_Q).await
         };
         let paused = Paused::node(node);
         let failed = w.failed();
@@ -386,13 +422,8 @@ async fn a_paused_node_holds_up_writes_and_reads_only_for_a_while() {
             w.failed() - failed
         );
     }
-    let (served, failed_reads) = strong.stop().await;
-    eprintln!("{served} strong reads served, {failed_reads} failed");
-    all_up().await;
-    settled(&c, 3).await;
-    no_worker_died(&c).await;
-    let (acked, failed) = w.stop().await;
-    acknowledged_there_and_alike(c, dir.path(), &acked, &failed).await;
+    no_worker_died(&run.c).await;
+    run.check(3).await;
 }
 
 /// The node of `writeQ`'s leader paused for 3 s, shorter than the net
@@ -402,28 +433,17 @@ async fn a_paused_node_holds_up_writes_and_reads_only_for_a_while() {
 async fn a_node_paused_briefly_again_and_again_loses_nothing() {
     let Some(urls) = rabbits::urls() else { return };
     let _turn = SERIAL.lock().await;
-    all_up().await;
-    let (vhost, list) = fresh_vhost(&urls);
-    let dir = tempfile::tempdir().unwrap();
-    let Some(c) = start(dir.path(), 2, &list).await else {
+    let Some(run) = UnderWrites::start(&urls).await else {
         return;
     };
-    let w = Attempts::start(&c, 4);
-    let strong = StrongReads::start(&c, w.counter(), true);
-    w.more_acked(50).await;
     for _ in 0..3 {
-        let paused = Paused::node(leader(&vhost, WRITE_Q).await);
+        let paused = Paused::node(leader(&run.vhost, WRITE_Q).await);
         // The fault's length, not a wait for anything.
         tokio::time::sleep(Duration::from_secs(3)).await;
         drop(paused);
-        w.more_acked(20).await;
+        run.w.more_acked(20).await;
     }
-    let (served, failed_reads) = strong.stop().await;
-    eprintln!("{served} strong reads served, {failed_reads} failed");
-    all_up().await;
-    settled(&c, 3).await;
-    let (acked, failed) = w.stop().await;
-    acknowledged_there_and_alike(c, dir.path(), &acked, &failed).await;
+    run.check(3).await;
 }
 
 /// The master SIGKILLed while node 1 hangs: the node every process tries
@@ -437,30 +457,20 @@ async fn a_node_paused_briefly_again_and_again_loses_nothing() {
 async fn the_master_killed_while_the_first_node_hangs_is_replaced() {
     let Some(urls) = rabbits::urls() else { return };
     let _turn = SERIAL.lock().await;
-    all_up().await;
-    let (_, list) = fresh_vhost(&urls);
-    let dir = tempfile::tempdir().unwrap();
-    let Some(c) = start(dir.path(), 2, &list).await else {
+    let Some(run) = UnderWrites::start(&urls).await else {
         return;
     };
-    let w = Attempts::start(&c, 4);
-    let strong = StrongReads::start(&c, w.counter(), true);
-    w.more_acked(50).await;
-    let (master, epoch) = (master_id(&c).await, c.epoch().await);
+    let c = &run.c;
+    let (master, epoch) = (master_id(c).await, c.epoch().await);
     let paused = Paused::node(1);
     c.runtime.kill(master).await.unwrap();
     eventually("a master while node 1 hangs", DEADLINE, || async {
-        c.epoch().await > epoch && roles(&c).await.0.is_some()
+        c.epoch().await > epoch && roles(c).await.0.is_some()
     })
     .await;
-    w.more_acked(20).await;
+    run.w.more_acked(20).await;
     drop(paused);
-    let (served, failed_reads) = strong.stop().await;
-    eprintln!("{served} strong reads served, {failed_reads} failed");
-    all_up().await;
-    settled(&c, 3).await;
-    let (acked, failed) = w.stop().await;
-    acknowledged_there_and_alike(c, dir.path(), &acked, &failed).await;
+    run.check(3).await;
 }
 
 /// Bindings of a virtual host whose queue is gone.
@@ -495,24 +505,20 @@ fn dangling_bindings(vhost: &str) -> Vec<String> {
 async fn a_slave_retired_while_its_sync_queues_node_hangs_leaves_no_binding_behind() {
     let Some(urls) = rabbits::urls() else { return };
     let _turn = SERIAL.lock().await;
-    all_up().await;
-    let (vhost, list) = fresh_vhost(&urls);
-    let dir = tempfile::tempdir().unwrap();
-    let Some(mut c) = start(dir.path(), 2, &list).await else {
+    let Some(mut run) = UnderWrites::start(&urls).await else {
         return;
     };
-    c.start_scaler(ScalePolicy {
+    // (However many strong reads were made, the decision is one slave.)
+    run.c.start_scaler(ScalePolicy {
         window: Duration::from_secs(3600),
-        reads_per_slave: 20,
+        reads_per_slave: 1_000_000,
         min_slaves: 1,
         max_slaves: Some(4),
         max_step: Some(4),
     });
-    let scaler = c.scaler.clone().unwrap();
-    let w = Attempts::start(&c, 4);
-    w.more_acked(50).await;
+    let (c, scaler) = (&run.c, run.c.scaler.clone().unwrap());
     // The highest pid goes first.
-    let master = master_id(&c).await;
+    let master = master_id(c).await;
     let retired = c
         .runtime
         .list()
@@ -520,7 +526,7 @@ async fn a_slave_retired_while_its_sync_queues_node_hangs_leaves_no_binding_behi
         .filter(|x| x.id != master)
         .max_by_key(|x| x.pid)
         .unwrap();
-    let paused = Paused::node(leader(&vhost, &broker::sync_queue(retired.id)).await);
+    let paused = Paused::node(leader(&run.vhost, &broker::sync_queue(retired.id)).await);
     let down = scaler.send(ScaleNow).await.unwrap().unwrap();
     assert_eq!((down.from, down.to), (2, 1));
     eventually("the slave retired", DEADLINE, || async {
@@ -529,21 +535,17 @@ async fn a_slave_retired_while_its_sync_queues_node_hangs_leaves_no_binding_behi
     .await;
     drop(paused);
     all_up().await;
-    w.more_acked(50).await;
+    run.w.more_acked(50).await;
     // (rabbitmqctl takes a second or two: off the runtime's thread.)
-    let dangling = {
-        let vhost = vhost.clone();
-        tokio::task::spawn_blocking(move || dangling_bindings(&vhost))
-            .await
-            .unwrap()
-    };
+    let vhost = run.vhost.clone();
+    let dangling = tokio::task::spawn_blocking(move || dangling_bindings(&vhost))
+        .await
+        .unwrap();
     assert!(
         dangling.is_empty(),
         "bindings without their queue: {dangling:?}"
     );
-    settled(&c, 2).await;
-    let (acked, failed) = w.stop().await;
-    acknowledged_there_and_alike(c, dir.path(), &acked, &failed).await;
+    run.check(2).await;
 }
 
 /// Two nodes of three SIGKILLed: the quorum queues have no quorum. No

@@ -120,9 +120,10 @@ pub use orchestrator::{
 };
 pub use slave::{SlaveWorker, GAP_WAIT};
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::broker::{Broker, Delivery, Message};
+use crate::broker::{Broker, Delivery, Message, QueueKind};
 use crate::error::{Error, Result};
 use crate::model::wire::{self, Reply, Stamp};
 
@@ -133,6 +134,22 @@ pub(crate) const FIRST_RETRY: Duration =
 /// The wait after `wait` ([`crate::core::backoff::RECONNECT`]).
 pub(crate) fn next_retry(wait: Duration) -> Duration {
     crate::core::backoff::RECONNECT.next_wait(wait)
+}
+
+/// Deletes worker `worker`'s `queue` for good ([`broker::declare_and_delete`]),
+/// trying again with backoff until it is done.
+pub(crate) async fn remove_queue(
+    broker: Arc<dyn Broker>,
+    queue: String,
+    kind: QueueKind,
+    worker: u64,
+) {
+    let mut wait = FIRST_RETRY;
+    while let Err(e) = crate::broker::declare_and_delete(broker.as_ref(), &queue, kind).await {
+        tracing::warn!(worker, queue, error = %e, "cannot delete the queue yet; retrying");
+        tokio::time::sleep(wait).await;
+        wait = next_retry(wait);
+    }
 }
 
 /// Now, in Unix milliseconds (the cluster view's clock).

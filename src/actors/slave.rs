@@ -34,7 +34,7 @@ use futures::StreamExt;
 use tokio::sync::oneshot;
 
 use super::messages::{Drain, GetStatus, Promoted, Rejoined, Resume, Shutdown, WorkerStatus};
-use super::{blocking, next_retry, reply_to_queue, FIRST_RETRY};
+use super::{blocking, remove_queue, reply_to_queue};
 use crate::broker::{self, Broker, Delivery, Message, QueueKind, READ_Q, SYNC_X, WRITE_Q};
 use crate::core::replica::{
     Consumer, Delivered, Effect, Input, Level, ReplicaCore, Token, GAP_WAIT_MS,

@@ -196,13 +196,13 @@ impl MasterWorker {
         });
     }
 
-    /// Its sync queue from when it was a slave, gone for sure. The slave
-    /// deletes it as it stops, but a delete cut short by the death of a
-    /// RabbitMQ node can leave the queue's binding to the sync exchange
-    /// behind without the queue; RabbitMQ then refuses every sync
-    /// published there, for good (seen: no write acknowledged again). A
-    /// declaration gives the binding its queue again, and the delete
-    /// after it takes both away; retried until both are done.
+    /// Its sync queue from when it was a slave, gone for sure, in the
+    /// background (the slave stopped to lead leaves it, so that the switch
+    /// does not wait on the broker). Declared before it is deleted: a
+    /// delete cut short by the death of a RabbitMQ node can leave the
+    /// queue's binding to the sync exchange behind without the queue, and
+    /// RabbitMQ then refuses every sync published there, for good (seen:
+    /// no write acknowledged again). Retried until both are done.
     fn remove_own_sync_queue(&mut self, ctx: &mut Context<Self>) {
         let (broker, id) = (self.broker.clone(), self.id);
         let queue = broker::sync_queue(id);
@@ -210,22 +210,7 @@ impl MasterWorker {
             max: broker::SYNC_QUEUE_CAP,
             idle_ms: broker::SYNC_QUEUE_IDLE_MS,
         };
-        ctx.spawn(
-            async move {
-                let mut wait = FIRST_RETRY;
-                loop {
-                    match broker::declare_and_delete(broker.as_ref(), &queue, kind).await {
-                        Ok(()) => return,
-                        Err(e) => {
-                            tracing::debug!(worker = id, error = %e, "own sync queue not removed yet; retrying");
-                            tokio::time::sleep(wait).await;
-                            wait = next_retry(wait);
-                        }
-                    }
-                }
-            }
-            .into_actor(self),
-        );
+        ctx.spawn(super::remove_queue(broker, queue, kind, id).into_actor(self));
     }
 
     /// Follows the lease: no consumer while it is not valid (what the

@@ -107,19 +107,8 @@ impl Handler<Shutdown> for SlaveWorker {
             idle_ms: broker::SYNC_QUEUE_IDLE_MS,
         };
         let delete = async move {
-            let mut wait = FIRST_RETRY;
-            let removed = tokio::time::timeout(REMOVE_WITHIN, async {
-                loop {
-                    match broker::declare_and_delete(broker.as_ref(), &queue, kind).await {
-                        Ok(()) => return,
-                        Err(e) => {
-                            tracing::warn!(worker = id, error = %e, "cannot delete the sync queue; retrying");
-                            tokio::time::sleep(wait).await;
-                            wait = next_retry(wait);
-                        }
-                    }
-                }
-            });
+            let removed =
+                tokio::time::timeout(REMOVE_WITHIN, remove_queue(broker, queue, kind, id));
             if removed.await.is_err() {
                 tracing::warn!(
                     worker = id,
