@@ -137,12 +137,10 @@ impl FaultyBroker {
         });
     }
 
-    /// Whether a binding is left without its queue now.
-    pub fn dangles(&self) -> bool {
-        self.rules()
-            .dangling
-            .as_ref()
-            .is_some_and(|d| d.stage != DangleStage::Armed)
+    /// Whether the cut delete armed by [`Self::dangle_on_delete`] has
+    /// happened and its binding is gone since.
+    pub fn dangle_spent(&self) -> bool {
+        self.rules().dangling.is_none()
     }
 
     /// Ends the stream of every consumer there is now; what they held goes
