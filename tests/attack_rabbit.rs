@@ -510,11 +510,8 @@ async fn a_slave_retired_while_its_sync_queues_node_hangs_leaves_no_binding_behi
     };
     // (However many strong reads were made, the decision is one slave.)
     run.c.start_scaler(ScalePolicy {
-        window: Duration::from_secs(3600),
         reads_per_slave: 1_000_000,
-        min_slaves: 1,
-        max_slaves: Some(4),
-        max_step: Some(4),
+        ..suite::scaler::policy(Duration::from_secs(3600))
     });
     let (c, scaler) = (&run.c, run.c.scaler.clone().unwrap());
     // The highest pid goes first.

@@ -62,7 +62,8 @@ pub(super) struct Live {
     pub(super) in_doubt: AtomicBool,
     /// Turns true when the connection is put in doubt: its consumers end
     /// then, rather than when its close is answered, which a hung node
-    /// never does.
+    /// never does. (`in_doubt` says the same, as a plain atomic load for
+    /// every call's `usable` check; `doubt` sets both.)
     doubted: watch::Sender<bool>,
     /// The index of its node in the target's list.
     pub(super) node: usize,
