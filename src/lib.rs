@@ -103,8 +103,9 @@
 //! - *One orchestrator acts*: any number serve the DB API; the one whose
 //!   session holds `/leader` runs the ElectionWatcher's and the Scaler's
 //!   decisions, under a lease that runs out before its session can
-//!   expire ([`core::lead`]); strong reads through any of them learn the
-//!   master's head first (read-index).
+//!   expire ([`core::lead`]); a strong read through any of them is
+//!   answered only if read at or past a head the master gave after it
+//!   began (read-index).
 //! - *Every decision is deterministic*: the election rule, the
 //!   ElectionWatcher, the orchestrators' leadership, a worker's role, a
 //!   slave's replica and the Scaler are pure functions and state machines in [`core`] (no I/O, no

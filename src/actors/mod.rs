@@ -15,8 +15,9 @@
 //!   matches replies from its own reply queue by correlation id: a reply
 //!   of another cluster, or one no request waits for, changes nothing.
 //!   Several may serve one cluster: each consumes its own queue, hears of
-//!   a new master on the `leading` exchange, and (read-index) sends a
-//!   strong read only with a head the master answered after it began.
+//!   a new master on the `leading` exchange, and (read-index) hands over
+//!   a strong read's answer only if the slave read at or past a head the
+//!   master answered after the read began.
 //!   [`OrchestratorHandle`] retries retryable failures within a deadline.
 //! - **MasterWorker** consumes `writeQ` in groups: answers each write under
 //!   the next sequence number (atomically with the request id it answers;

@@ -20,11 +20,12 @@
 //!
 //! A strong read carries how far the history is acknowledged. With
 //! read-index on (the default; [`Orchestrator::with_read_index`]) each
-//! waits for a head the master answered to an ask sent after it began, so
-//! that it sees what every orchestrator acknowledged (see
-//! [`crate::core::orchestrator`]); off (one orchestrator alone), only a
-//! fresh orchestrator asks the master (`MasterRequest::Head`), once, as
-//! soon as it consumes its queue, and strong reads wait for that answer.
+//! one's answer waits for a head the master answered to an ask sent after
+//! it began, and counts only if read at or past it, so that it sees what
+//! every orchestrator acknowledged (see [`crate::core::orchestrator`],
+//! "Checked reads"); off (one orchestrator alone), only a fresh
+//! orchestrator asks the master (`MasterRequest::Head`), once, as soon as
+//! it consumes its queue, and strong reads' answers wait for that answer.
 //!
 //! Every message is stamped with the cluster and epoch. A reply of another
 //! cluster, or one that matches no pending request (late after its attempt
@@ -128,9 +129,9 @@ impl Orchestrator {
         }
     }
 
-    /// The same orchestrator with read-index on or off. On, a strong read
-    /// waits for the master's head asked after it began (one ask serves
-    /// every read that waits meanwhile), and sees every write acknowledged
+    /// The same orchestrator with read-index on or off. On, a strong read's
+    /// answer waits for the master's head asked after it began (one ask
+    /// serves every read that began meanwhile), and sees every write acknowledged
     /// before it by any orchestrator of the cluster: needed when several
     /// serve it. Off, it sees what this orchestrator acknowledged and what
     /// the master had when this one started: enough for an orchestrator
@@ -151,7 +152,7 @@ impl Orchestrator {
         ctx: &Context<Self>,
         queue: &'static str,
         id: u64,
-        body: Vec<u8>,
+        (body, transient): (Vec<u8>, bool),
     ) -> impl Future<Output = ()> + 'static {
         let (broker, addr) = (self.broker.clone(), ctx.address());
         let msg = Message {
@@ -160,7 +161,14 @@ impl Orchestrator {
             reply_to: Some(self.reply_queue.clone()),
         };
         async move {
-            if let Err(e) = broker.publish(queue, msg).await {
+            // An ask for the head is asked again when unanswered: the
+            // broker need not write it down.
+            let sent = if transient {
+                broker.publish_transient(queue, msg).await
+            } else {
+                broker.publish(queue, msg).await
+            };
+            if let Err(e) = sent {
                 addr.do_send(Unsent {
                     id,
                     why: format!("{queue}: {e}"),
@@ -182,14 +190,15 @@ impl Orchestrator {
                     batch,
                     stamp,
                     reads,
-                } => sends.push((READ_Q, batch, read_body(stamp, reads))),
+                } => sends.push((READ_Q, batch, (read_body(stamp, reads), false))),
                 Effect::SendWrites {
                     batch,
                     stamp,
                     writes,
-                } => sends.push((WRITE_Q, batch, write_body(stamp, writes))),
+                } => sends.push((WRITE_Q, batch, (write_body(stamp, writes), false))),
                 Effect::AskHead { id, stamp } => {
-                    sends.push((WRITE_Q, id, wire::encode(stamp, &MasterRequest::Head)));
+                    let ask = wire::encode(stamp, &MasterRequest::Head);
+                    sends.push((WRITE_Q, id, (ask, true)));
                 }
             }
         }

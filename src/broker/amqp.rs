@@ -671,6 +671,10 @@ impl Broker for AmqpBroker {
         self.send("", queue, msg, queue == WRITE_Q).await
     }
 
+    async fn publish_transient(&self, queue: &str, msg: Message) -> Result<()> {
+        self.send("", queue, msg, false).await
+    }
+
     async fn publish_fanout(&self, exchange: &str, msg: Message) -> Result<()> {
         self.send(exchange, "", msg, true).await
     }

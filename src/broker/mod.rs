@@ -281,6 +281,13 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes to a queue; returns once the broker has it (or has dropped
     /// it, when there is no such queue).
     async fn publish(&self, queue: &str, msg: Message) -> Result<()>;
+    /// Like [`Broker::publish`], but the message need not survive a
+    /// broker restart even on a durable queue (RabbitMQ then need not
+    /// write it before confirming it): for what its sender asks again
+    /// when unanswered, such as an ask for the head on `writeQ`.
+    async fn publish_transient(&self, queue: &str, msg: Message) -> Result<()> {
+        self.publish(queue, msg).await
+    }
     /// Publishes to a fanout exchange; returns once the broker has it.
     async fn publish_fanout(&self, exchange: &str, msg: Message) -> Result<()>;
     /// Starts a consumer with at most `prefetch` unacknowledged deliveries.

@@ -22,8 +22,9 @@
 //! - a strong read carries the highest acknowledged seq. A fresh core does
 //!   not know it (the acknowledgements were given by an earlier run): it
 //!   asks the master ([`MasterRequest::Head`](crate::model::wire::MasterRequest::Head)),
-//!   again with [`Backoff`] while unanswered, and strong reads wait for
-//!   the answer, each within its attempt's deadline. An acknowledged
+//!   again with [`Backoff`] while unanswered, and a strong read's answer
+//!   waits for the head (see "Checked reads"), each within its attempt's
+//!   deadline. An acknowledged
 //!   write teaches it too: its request was sent by this run, so it was
 //!   applied after every write an earlier run acknowledged, and it is
 //!   acknowledged only once every earlier seq is. Eventual reads never
@@ -46,15 +47,30 @@
 //! Asks are batched, one at a time: a strong read arriving while none is
 //! unanswered sends one at once and rides it; those arriving while one is
 //! unanswered wait (`parked`) and ride the next, sent as soon as the
-//! current one is answered. An answer releases every read that rode its
-//! ask, with min seq the larger of the head and what this run knows
-//! acknowledged. An ask unanswered in its wait ([`HEAD_BACKOFF`]), refused
+//! current one is answered. An answer checks every read that rode its
+//! ask (see "Checked reads"). An ask unanswered in its wait ([`HEAD_BACKOFF`]), refused
 //! by the broker, answered by a deposed master (an epoch older than the one
 //! followed), or outlived by its master (a newer one leads) is sent again;
 //! its reads, having begun before the new ask, ride that one. Each read
 //! still gives up at its own deadline; the asks' wait halves with each
 //! answer, down to the first, so that a master slow to answer under load
 //! is not asked again and again.
+//!
+//! # Checked reads
+//!
+//! A strong read that needs a head not known yet (with read-index, every
+//! strong read; without, those before the first head is learned) does not
+//! wait for it to go: it goes at once, at the seq this run knows
+//! acknowledged, while its ask is under way, so that the two round trips
+//! overlap instead of adding up. Its answer tells the seq the slave had
+//! applied when it read (`ReadReply::seq`). The answer is handed over
+//! only once the head its ask learned is known, and only if the slave
+//! read at or past it: then the read saw every write acknowledged before
+//! it began. An answer read below the head is dropped and the read goes
+//! again, under a new correlation id (a late copy of the old answer then
+//! matches nothing), at least at the head, where the slave waits for it.
+//! An error is handed over at once (it shows no data; a retryable one is
+//! retried as a new read).
 //!
 //! # Batches
 //!
@@ -130,11 +146,26 @@ enum Waiting<W> {
 }
 
 #[derive(Debug)]
-struct Attempt<W> {
+struct Attempt<W, P> {
     waiting: Waiting<W>,
     deadline: u64,
-    /// The batch it went in (0: none yet, or not batched).
+    /// The batch it went in (0: none yet, not batched, or answered).
     batch: u64,
+    /// A strong read whose answer waits for the head (module docs,
+    /// "Checked reads").
+    check: Option<Check<P>>,
+}
+
+/// What a checked read keeps until its head is known.
+#[derive(Debug)]
+struct Check<P> {
+    /// Its operation, to send it again should the slave read below the
+    /// head.
+    op: P,
+    /// The head its ask learned.
+    head: Option<u64>,
+    /// Its answer, and the seq the slave read at, until then.
+    held: Option<(u64, Reply)>,
 }
 
 /// A read to send in a batch: its correlation id, the seq the slave must
@@ -284,17 +315,19 @@ struct Head {
 #[derive(Debug)]
 pub struct OrchestratorCore<W, P, Q = P> {
     cluster: u64,
-    pending: BTreeMap<u64, Attempt<W>>,
-    /// Strong reads waiting for an ask for the head to be sent (their
+    pending: BTreeMap<u64, Attempt<W, P>>,
+    /// Checked reads waiting for an ask for the head to be sent (their
     /// attempts are pending): one is unanswered, or waits to be sent
     /// again.
-    parked: Vec<(u64, P)>,
-    /// Strong reads that began before the ask for the head now (or last)
-    /// sent: its answer releases them.
-    riding: Vec<(u64, P)>,
+    parked: Vec<u64>,
+    /// Checked reads that began before the ask for the head now (or last)
+    /// sent: its answer checks them.
+    riding: Vec<u64>,
     /// Whether every strong read waits for a head asked after it began
     /// (module docs, "Read index"), or only for the first head.
     read_index: bool,
+    /// A planted bug ([`Self::trusting_early_answers`]).
+    trusting_early_answers: bool,
     /// Reads waiting to go (strong or not), and their batches unanswered.
     reads: Lane<(bool, P)>,
     /// Writes waiting to go, and their batches unanswered.
@@ -307,7 +340,7 @@ pub struct OrchestratorCore<W, P, Q = P> {
     out: Vec<Effect<W, P, Q>>,
 }
 
-impl<W, P, Q> OrchestratorCore<W, P, Q> {
+impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
     /// The core of `cluster`'s orchestrator, following `epoch`; ids count
     /// up from `seed`. It does not know the head: call [`Self::start`].
     pub fn new(cluster: u64, epoch: u64, seed: u64) -> Self {
@@ -317,6 +350,7 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
             parked: Vec::new(),
             riding: Vec::new(),
             read_index: false,
+            trusting_early_answers: false,
             reads: Lane::new(READ_WINDOW, READ_BATCH).filled(READ_FILL),
             writes: Lane::new(WRITE_WINDOW, WRITE_BATCH).filled(WRITE_FILL),
             next_id: seed,
@@ -396,7 +430,15 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
     /// orchestrator takes the head to be 0, so its strong reads act as
     /// eventual until its first acknowledged write.
     pub fn trusting_a_zero_head(mut self) -> Self {
-        self.learn_head(0);
+        self.learn_head(0, 0);
+        self
+    }
+
+    /// A planted bug, for checking that the simulator catches it (never
+    /// used in production): a checked read's answer is handed over once
+    /// its head is known, whatever seq the slave read at.
+    pub fn trusting_early_answers(mut self) -> Self {
+        self.trusting_early_answers = true;
         self
     }
 
@@ -425,6 +467,7 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
             waiting,
             deadline,
             batch: 0,
+            check: None,
         };
         self.pending.insert(id, attempt);
         id
@@ -436,23 +479,27 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
     }
 
     /// A read: it goes in a batch ([`Effect::SendReads`]) at once or with
-    /// the next (module docs); strong, once the head is known (without
-    /// read-index), or once an ask sent after it is answered (with it).
-    /// Answers its correlation id.
+    /// the next (module docs). A strong one's answer is handed over once
+    /// the head is known (without read-index), or once an ask sent after
+    /// it began is answered (with it), if the slave read at or past that
+    /// head ("Checked reads"). Answers its correlation id.
     pub fn read(&mut self, consistency: Consistency, waiter: W, op: P, now: u64) -> u64 {
         self.counters.reads += 1;
         let id = self.attempt(Waiting::Read(waiter), now.saturating_add(ATTEMPT_MS));
-        match consistency {
-            Consistency::Strong if self.read_index || !self.head.known => {
-                self.parked.push((id, op));
-                self.ask_if_wanted(now);
+        let strong = consistency == Consistency::Strong;
+        if strong && (self.read_index || !self.head.known) {
+            if let Some(a) = self.pending.get_mut(&id) {
+                a.check = Some(Check {
+                    op: op.clone(),
+                    head: None,
+                    held: None,
+                });
             }
-            _ => {
-                let strong = consistency == Consistency::Strong;
-                self.reads.waiting.push_back((id, (strong, op)));
-                self.send_reads(now);
-            }
+            self.parked.push(id);
+            self.ask_if_wanted(now);
         }
+        self.reads.waiting.push_back((id, (strong, op)));
+        self.send_reads(now);
         id
     }
 
@@ -538,7 +585,7 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
 
     /// An attempt left `pending`: its batch has one answer fewer to wait
     /// for.
-    fn settled(&mut self, attempt: &Attempt<W>) {
+    fn settled(&mut self, attempt: &Attempt<W, P>) {
         match attempt.waiting {
             Waiting::Read(_) => self.reads.settled(attempt.batch),
             Waiting::Write(_) => self.writes.settled(attempt.batch),
@@ -562,7 +609,26 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
             return;
         }
         // Only the answer to an attempt still waiting counts.
-        let Some(attempt) = id.and_then(|id| self.pending.remove(&id)) else {
+        let Some(id) = id.filter(|id| self.pending.contains_key(id)) else {
+            return;
+        };
+        if let (Reply::Read(Ok(r)), Some(a)) = (&reply, self.pending.get_mut(&id)) {
+            if let Some(check) = a.check.as_mut() {
+                let served = r.seq;
+                // Its batch has its answer (a copy later settles nothing).
+                let batch = std::mem::take(&mut a.batch);
+                self.reads.settled(batch);
+                match check.head {
+                    Some(head) => self.checked(id, head, served, reply, now),
+                    // Held for its head; the copy read furthest is kept.
+                    None if check.held.as_ref().is_some_and(|(s, _)| *s >= served) => {}
+                    None => check.held = Some((served, reply)),
+                }
+                self.send_waiting(now);
+                return;
+            }
+        }
+        let Some(attempt) = self.pending.remove(&id) else {
             return;
         };
         self.settled(&attempt);
@@ -570,7 +636,48 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
         self.send_waiting(now);
     }
 
-    fn answered(&mut self, stamp: Stamp, reply: Reply, attempt: Attempt<W>, now: u64) {
+    /// A checked read's answer, read at `served`, now that its head is
+    /// known: handed over if the slave read at or past it, else the read
+    /// goes again ("Checked reads").
+    fn checked(&mut self, id: u64, head: u64, served: u64, reply: Reply, now: u64) {
+        let Some(mut attempt) = self.pending.remove(&id) else {
+            return;
+        };
+        if served >= head || self.trusting_early_answers {
+            if let Waiting::Read(w) = attempt.waiting {
+                self.deliver(w, Ok(reply));
+            }
+            return;
+        }
+        // Under a new id: a late copy of the answer read too early then
+        // matches nothing. It goes first, at least at the head.
+        let Some(op) = attempt.check.as_ref().map(|c| c.op.clone()) else {
+            return;
+        };
+        attempt.batch = 0;
+        let again = self.next();
+        self.pending.insert(again, attempt);
+        self.reads.waiting.push_front((again, (true, op)));
+        self.send_reads(now);
+    }
+
+    /// The head that the ask `reads` rode learned: each of them whose
+    /// answer is held is handed over or goes again; the others are
+    /// checked when their answer comes.
+    fn check_reads(&mut self, reads: Vec<u64>, head: u64, now: u64) {
+        for id in reads {
+            let Some(check) = self.pending.get_mut(&id).and_then(|a| a.check.as_mut()) else {
+                continue;
+            };
+            let head = check.head.map_or(head, |h| h.max(head));
+            check.head = Some(head);
+            if let Some((served, reply)) = check.held.take() {
+                self.checked(id, head, served, reply, now);
+            }
+        }
+    }
+
+    fn answered(&mut self, stamp: Stamp, reply: Reply, attempt: Attempt<W, P>, now: u64) {
         let waiter = match attempt.waiting {
             Waiting::Head => return self.head_answered(stamp, &reply, now),
             Waiting::Read(w) => return self.deliver(w, Ok(reply)),
@@ -589,7 +696,7 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
                 let seq = w.seq;
                 self.counters.writes += 1;
                 self.deliver(waiter, Ok(Reply::Write(Ok(w))));
-                self.learn_head(seq);
+                self.learn_head(seq, now);
                 self.new_master(stamp.epoch, now);
             }
             // The master moved on to a newer epoch: carry it from now on.
@@ -608,7 +715,7 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
     /// travels on a reply queue of its own): strong reads from now on
     /// wait for it, as for a write's.
     pub fn acknowledged(&mut self, seq: u64, now: u64) {
-        self.learn_head(seq);
+        self.learn_head(seq, now);
         self.send_waiting(now);
     }
 
@@ -661,8 +768,8 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
             self.head.wait = HEAD_BACKOFF.next(self.head.wait);
         }
         let pending = &self.pending;
-        self.parked.retain(|(id, _)| pending.contains_key(id));
-        self.riding.retain(|(id, _)| pending.contains_key(id));
+        self.parked.retain(|id| pending.contains_key(id));
+        self.riding.retain(|id| pending.contains_key(id));
         self.reads
             .waiting
             .retain(|(id, _)| pending.contains_key(id));
@@ -675,9 +782,9 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
 
     /// Fails (retryably) the attempts `which` selects; answers whether an
     /// ask for the head was among them.
-    fn fail_where(&mut self, why: &str, mut which: impl FnMut(&Attempt<W>) -> bool) -> bool {
+    fn fail_where(&mut self, why: &str, mut which: impl FnMut(&Attempt<W, P>) -> bool) -> bool {
         let mut head = false;
-        let failed: Vec<Attempt<W>> = self
+        let failed: Vec<Attempt<W, P>> = self
             .pending
             .extract_if(.., |_, a| which(a))
             .map(|(_, a)| a)
@@ -757,11 +864,11 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
             // acknowledged: ask again.
             Reply::Head(seq) if stamp.epoch >= self.counters.epoch => {
                 self.head.wait = (self.head.wait / 2).max(HEAD_BACKOFF.first);
-                self.learn_head(*seq);
-                // The reads that began before the ask go, at least at the
-                // head; those that came since ride the next ask.
+                self.learn_head(*seq, now);
+                // The reads that began before the ask are checked against
+                // the head; those that came since ride the next ask.
                 let riding = std::mem::take(&mut self.riding);
-                self.release(riding);
+                self.check_reads(riding, *seq, now);
                 self.ask_if_wanted(now);
                 self.send_waiting(now);
             }
@@ -773,10 +880,11 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
     }
 
     /// Every write acknowledged so far has a seq at most `seq`. Without
-    /// read-index, the first time: strong reads that waited go now, and
-    /// none waits from now on. With it, each read waits for its own ask
-    /// (a seq this run acknowledged says nothing of other orchestrators').
-    fn learn_head(&mut self, seq: u64) {
+    /// read-index, the first time: strong reads that waited are checked
+    /// against it, and none waits from now on. With it, each read waits
+    /// for its own ask (a seq this run acknowledged says nothing of other
+    /// orchestrators').
+    fn learn_head(&mut self, seq: u64, now: u64) {
         self.counters.last_acked_seq = self.counters.last_acked_seq.max(seq);
         if self.head.known {
             return;
@@ -791,15 +899,8 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
         }
         let mut waited = std::mem::take(&mut self.riding);
         waited.append(&mut self.parked);
-        self.release(waited);
-    }
-
-    /// Strong reads that waited for the head go first, with the next
-    /// batches, at the seq known acknowledged then.
-    fn release(&mut self, reads: Vec<(u64, P)>) {
-        for (id, op) in reads.into_iter().rev() {
-            self.reads.waiting.push_front((id, (true, op)));
-        }
+        let head = self.counters.last_acked_seq;
+        self.check_reads(waited, head, now);
     }
 }
 
@@ -807,7 +908,10 @@ impl<W, P, Q> OrchestratorCore<W, P, Q> {
 /// still wait (not failed at their deadline meanwhile), at most a batch
 /// in number and in bytes (a first request heavier than a batch goes
 /// alone).
-fn take_batch<W, T>(lane: &mut Lane<T>, pending: &BTreeMap<u64, Attempt<W>>) -> Vec<(u64, T)> {
+fn take_batch<W, P, T>(
+    lane: &mut Lane<T>,
+    pending: &BTreeMap<u64, Attempt<W, P>>,
+) -> Vec<(u64, T)> {
     let mut batch = Vec::new();
     let mut bytes = 0usize;
     while batch.len() < lane.most {

@@ -5,9 +5,12 @@
 //! number, whenever its attempt fails (no answer in time, a new master).
 //! Strong reads go in batches to a slave's replica (the production
 //! [`dbaas::core::replica`]) with the seq the orchestrator gives each;
-//! when the replica serves one, the checker looks at the slave's store:
-//! every write acknowledged before the read began must be there (promise
-//! 3). The orchestrator can be restarted: the new one knows nothing of
+//! when the replica serves one, the slave answers the orchestrator with
+//! the seq it read at, and what its store held then is judged: every
+//! write acknowledged before the read began must be there (promise 3).
+//! The judgement counts once the orchestrator hands that answer to the
+//! client: it may drop an answer read too early and send the read again
+//! (a checked read, see `dbaas::core::orchestrator`). The orchestrator can be restarted: the new one knows nothing of
 //! what was acknowledged before, and asks the master
 //! (`MasterRequest::Head`, on `writeQ` like a write).
 //!
@@ -35,7 +38,7 @@ use dbaas::core::orchestrator::{Effect, OrchestratorCore, Outgoing};
 use dbaas::core::replica::{Delivered, Input};
 use dbaas::core::watcher::{Input as WatcherInput, WatcherCore};
 use dbaas::model::wire::{Reply, Stamp};
-use dbaas::model::{Consistency, WriteReply, WriteResult};
+use dbaas::model::{Consistency, ReadReply, ReadResult, WriteReply, WriteResult};
 
 use super::world::{Setup, World, CLUSTER};
 
@@ -50,9 +53,10 @@ pub const READER: u64 = 1 << 60;
 pub const CONFIRM: u64 = 1 << 59;
 
 /// The orchestrator core as the simulator runs it: a read's waiter is the
-/// read's number (with [`READER`]), a write's its number; nothing rides
-/// with a read, a write carries its number.
-pub type Orch = OrchestratorCore<u64, (), u64>;
+/// read's number (with [`READER`]), and so is its operation (what the
+/// slave is asked travels with the read); a write's waiter is its number,
+/// which it carries.
+pub type Orch = OrchestratorCore<u64, u64, u64>;
 
 /// A new orchestrator following `epoch`, its ids from `seed`, with the
 /// setup's windows (read and write batches unanswered) and read-index.
@@ -61,6 +65,9 @@ pub fn orchestrator(epoch: u64, seed: u64, now: u64, setup: &Setup) -> Orch {
     let mut o = Orch::new(CLUSTER, epoch, seed % (1 << 40))
         .with_windows(reads, writes)
         .with_read_index(setup.read_index);
+    if setup.early_answers {
+        o = o.trusting_early_answers();
+    }
     o.start(now);
     o
 }
@@ -77,21 +84,22 @@ pub struct MustSee {
 /// writes it must see.
 #[derive(Debug, Default)]
 pub struct Reads {
-    /// By correlation id: the acknowledged writes when it began.
+    /// By waiter: the acknowledged writes when it began.
     started: BTreeMap<u64, MustSee>,
-    /// By token: the worker serving it and what it must see.
-    at: BTreeMap<u64, (u64, MustSee)>,
-    /// Served and checked.
+    /// By token: the worker serving it, and its waiter.
+    at: BTreeMap<u64, (u64, u64)>,
+    /// Answers a slave sent, by the number each carries: what was wrong
+    /// with what it read, if anything (judged when the orchestrator hands
+    /// it over).
+    serves: BTreeMap<u64, (String, Vec<String>)>,
+    next_serve: u64,
+    /// Handed to their clients and checked.
     pub checked: u64,
-    /// Reads confirming a restore, by correlation id: the restore.
-    confirming: BTreeMap<u64, u64>,
     /// Client reads not served yet, by number: what each must see, and
     /// the wait before its next try (the handle's backoff).
     pub outstanding: BTreeMap<u64, (MustSee, u64)>,
     /// Client reads to ask again: when, and which.
     again: Vec<(u64, u64)>,
-    /// Client read numbers, by correlation id.
-    number: BTreeMap<u64, u64>,
     /// Client writes waiting at the gate, in order.
     pub gated: VecDeque<u64>,
     /// The restore holding the gate alone, and when it went.
@@ -132,12 +140,11 @@ impl World {
         let Some(&(n, _)) = self.reads_state.outstanding.get(&number) else {
             return;
         };
-        let id = self
-            .orch
-            .read(Consistency::Strong, READER | number, (), self.now);
-        // Sent now, or later (with others, or once the head is known).
-        self.reads_state.started.insert(id, n);
-        self.reads_state.number.insert(id, number);
+        let waiter = READER | number;
+        self.reads_state.started.insert(waiter, n);
+        // Sent now, or later with others.
+        self.orch
+            .read(Consistency::Strong, waiter, waiter, self.now);
     }
 
     /// A slave answered reads "unavailable" (it gave up waiting for their
@@ -158,11 +165,9 @@ impl World {
     fn confirm_restore(&mut self, write: u64) {
         let now = self.now;
         let n = self.must_see();
-        let id = self
-            .orch
-            .read(Consistency::Strong, READER | CONFIRM | write, (), now);
-        self.reads_state.started.insert(id, n);
-        self.reads_state.confirming.insert(id, write);
+        let waiter = READER | CONFIRM | write;
+        self.reads_state.started.insert(waiter, n);
+        self.orch.read(Consistency::Strong, waiter, waiter, now);
     }
 
     /// Lets through the gate what may go, in order.
@@ -193,7 +198,7 @@ impl World {
     }
 
     /// Hands a batch of reads to one slave that consumes its queue.
-    fn send_reads(&mut self, stamp: Stamp, reads: Vec<Outgoing<()>>) {
+    fn send_reads(&mut self, stamp: Stamp, reads: Vec<Outgoing<u64>>) {
         let slaves: Vec<u64> = self
             .workers
             .values()
@@ -206,13 +211,12 @@ impl World {
         let id = slaves[self.rng.usize(0..slaves.len())];
         let mut batch = Vec::with_capacity(reads.len());
         for out in reads {
-            let must_see = self.reads_state.started.remove(&out.id).unwrap_or_default();
             let token = READ | out.id;
             self.log(format!(
                 "read {} to worker {id} at min seq {}",
                 out.id, out.min_seq
             ));
-            self.reads_state.at.insert(token, (id, must_see));
+            self.reads_state.at.insert(token, (id, out.op));
             batch.push(Delivered {
                 token,
                 item: Ok((stamp, out.min_seq)),
@@ -221,49 +225,34 @@ impl World {
         self.worker(id).replica_inbox.push(Input::Reads(batch));
     }
 
-    /// A replica serves reads: each must see what it must.
+    /// A replica serves reads: it answers each with the seq it read at,
+    /// and what it read is judged (the judgement counts once the
+    /// orchestrator hands the answer over).
     pub(super) fn served(&mut self, id: u64, tokens: &[u64]) {
         for token in tokens.iter().filter(|t| *t & READ != 0) {
-            let Some((worker, must_see)) = self.reads_state.at.remove(token) else {
+            let Some((worker, waiter)) = self.reads_state.at.remove(token) else {
                 continue;
             };
             if worker != id {
                 continue;
             }
-            if let Some(number) = self.reads_state.number.remove(&(token & !READ)) {
-                self.reads_state.outstanding.remove(&number);
-            }
-            if let Some(write) = self.reads_state.confirming.remove(&(token & !READ)) {
-                self.log(format!(
-                    "worker {id} served past restore {write}: acknowledged"
-                ));
-                self.acked.insert(write);
-                if !self.acked_log.contains(&write) {
-                    self.acked_log.push(write);
-                }
-                if self.reads_state.restoring.is_some_and(|(r, _)| r == write) {
-                    self.reads_state.restoring = None;
-                    self.pump_gate();
-                }
-            }
-            let has: BTreeSet<u64> = self.workers[&id]
-                .store
-                .applied
-                .iter()
-                .map(|r| r.write)
-                .collect();
+            let must_see = self
+                .reads_state
+                .started
+                .get(&waiter)
+                .copied()
+                .unwrap_or_default();
+            let store = &self.workers[&id].store;
+            let seq = store.applied.len() as u64;
+            let has: BTreeSet<u64> = store.applied.iter().map(|r| r.write).collect();
+            let mut wrong = Vec::new();
             let missing: Vec<u64> = self.acked_log[..must_see.acked]
                 .iter()
                 .filter(|w| !has.contains(w))
                 .copied()
                 .collect();
-            self.reads_state.checked += 1;
-            self.log(format!(
-                "worker {id} served a strong read that must see {} writes",
-                must_see.acked
-            ));
             if !missing.is_empty() {
-                self.broken.push(format!(
+                wrong.push(format!(
                     "a strong read on worker {id} missed writes acknowledged before it began: {missing:?}"
                 ));
             }
@@ -273,11 +262,60 @@ impl World {
                 .copied()
                 .collect();
             if self.setup.reads_see_every_answer && !unseen.is_empty() {
-                self.broken.push(format!(
+                wrong.push(format!(
                     "a strong read on worker {id} missed writes a master answered before it began \
                      (another orchestrator's clients may have been told): {unseen:?}"
                 ));
             }
+            self.log(format!(
+                "worker {id} reads {} at seq {seq}{}",
+                token & !READ,
+                if wrong.is_empty() {
+                    ""
+                } else {
+                    ": it misses some"
+                }
+            ));
+            self.reads_state.next_serve += 1;
+            let serve = self.reads_state.next_serve;
+            let served = format!(
+                "worker {id} served a strong read that must see {} writes (read at seq {seq})",
+                must_see.acked
+            );
+            self.reads_state.serves.insert(serve, (served, wrong));
+            let reply = Reply::Read(Ok(ReadReply {
+                seq,
+                result: ReadResult::Count(serve),
+            }));
+            let (stamp, now) = (self.orch.stamp(), self.now);
+            self.orch.reply(stamp, reply, Some(token & !READ), now);
+        }
+        self.orch_effects();
+    }
+
+    /// The orchestrator handed a strong read's answer to its client
+    /// (`waiter`): what the slave read is judged now.
+    fn handed_over(&mut self, waiter: u64, serve: u64) {
+        let Some((served, wrong)) = self.reads_state.serves.remove(&serve) else {
+            return;
+        };
+        self.log(format!("{served}: handed over"));
+        self.reads_state.started.remove(&waiter);
+        self.reads_state.checked += 1;
+        self.broken.extend(wrong);
+        if waiter & CONFIRM != 0 {
+            let write = waiter & !(READER | CONFIRM);
+            self.log(format!("served past restore {write}: acknowledged"));
+            self.acked.insert(write);
+            if !self.acked_log.contains(&write) {
+                self.acked_log.push(write);
+            }
+            if self.reads_state.restoring.is_some_and(|(r, _)| r == write) {
+                self.reads_state.restoring = None;
+                self.pump_gate();
+            }
+        } else {
+            self.reads_state.outstanding.remove(&(waiter & !READER));
         }
     }
 
@@ -297,7 +335,7 @@ impl World {
 
     fn orch_effects(&mut self) {
         loop {
-            let effects: Vec<Effect<u64, (), u64>> = self.orch.effects().collect();
+            let effects: Vec<Effect<u64, u64, u64>> = self.orch.effects().collect();
             if effects.is_empty() {
                 return;
             }
@@ -323,30 +361,40 @@ impl World {
                             retry.push(waiter);
                         }
                     }
-                    // A confirming read that failed is sent again (one
-                    // served or not, the first served confirms).
-                    Effect::Deliver { waiter, reply } if waiter & CONFIRM != 0 => {
+                    // A strong read handed over: judged now (a confirming
+                    // one acknowledges its restore).
+                    Effect::Deliver {
+                        waiter,
+                        reply: Ok(Reply::Read(Ok(r))),
+                    } if waiter & READER != 0 => {
+                        let serve = match r.result {
+                            ReadResult::Count(serve) => serve,
+                            ReadResult::Rows(_) => 0,
+                        };
+                        self.handed_over(waiter, serve);
+                    }
+                    // A confirming read that failed is sent again, until
+                    // the restore's deadline.
+                    Effect::Deliver { waiter, .. } if waiter & CONFIRM != 0 => {
                         let write = waiter & !(READER | CONFIRM);
                         let began = match self.reads_state.restoring {
                             Some((r, began)) if r == write => began,
                             _ => continue,
                         };
-                        let failed = !matches!(reply, Ok(Reply::Read(Ok(_))));
-                        if failed && self.now.saturating_sub(began) >= restore_deadline() {
+                        if self.now.saturating_sub(began) >= restore_deadline() {
                             self.log(format!(
                                 "restore {write} not confirmed in time: its client gets an error"
                             ));
                             self.reads_state.restoring = None;
-                        } else if failed {
+                        } else {
                             confirm.push(write);
                         }
                     }
                     // A strong read that failed is asked again by its
                     // client, unless it was served meanwhile.
-                    Effect::Deliver { waiter, reply } if waiter & READER != 0 => {
+                    Effect::Deliver { waiter, .. } if waiter & READER != 0 => {
                         let number = waiter & !READER;
-                        let failed = !matches!(reply, Ok(Reply::Read(Ok(_))));
-                        if failed && self.reads_state.outstanding.contains_key(&number) {
+                        if self.reads_state.outstanding.contains_key(&number) {
                             again.push(number);
                         }
                     }
@@ -435,11 +483,9 @@ impl World {
         self.reads_state.started.clear();
         // A restore not confirmed yet was never acknowledged to its
         // client; the gate and those waiting at it are gone too.
-        self.reads_state.confirming.clear();
         self.reads_state.restoring = None;
         self.reads_state.gated.clear();
         self.reads_state.outstanding.clear();
-        self.reads_state.number.clear();
         self.reads_state.again.clear();
         self.orch_effects();
     }

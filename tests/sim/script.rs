@@ -5,7 +5,10 @@
 //!                   (and `mutate=requeue-on-failed-publish`: the
 //!                   master's pipeline before failed publishes were sent
 //!                   again by their own group; `orchestrator=zero-head`:
-//!                   the orchestrator before it asked for the head)
+//!                   the orchestrator before it asked for the head;
+//!                   `orchestrator=early-answers`: it hands over a
+//!                   strong read's answer without checking the seq it
+//!                   was read at against the head)
 //! write 30          clients write 30 times (one in eleven breaks the
 //!                   schema); run until all are answered
 //! send 6            clients write 6 times; go on at once
@@ -24,7 +27,8 @@
 //!                   lost (with no write after it, no later sync shows it)
 //! expire slaves queues  the same for every worker that does not lead
 //! restart orchestrator  a new one, which knows nothing acknowledged yet
-//! strong reads 5    clients send 5 strong reads (each checked when served)
+//! strong reads 5    clients send 5 strong reads (each checked when its
+//!                   answer is handed over)
 //! coordinator away 200  no lease, no session expiry, no watcher for 200 ms
 //! until promoting   run until an elected worker drains
 //! until leading     run until a master leads
@@ -47,8 +51,8 @@
 //! catch-ups, `windows=2,2`: how many batches of reads and of writes
 //! the orchestrator may have unanswered, `restores=true`: one valid
 //! write in thirteen is a restore (writes 7, 20, 33, ...),
-//! `orchestrator=read-index`: strong reads wait for a head asked after
-//! they began, and must see every write a master answered before they
+//! `orchestrator=read-index`: strong reads' answers wait for a head asked
+//! after they began, and must see every write a master answered before they
 //! began (as with other orchestrators beside this one), and
 //! `check=every-answer`: that check alone.
 
@@ -278,6 +282,7 @@ fn parse_setup(words: &[&str]) -> Result<Setup, String> {
                 })
             }
             "orchestrator" if v == "zero-head" => s.zero_head = true,
+            "orchestrator" if v == "early-answers" => s.early_answers = true,
             "leader" if v == "forgets-succession" => s.forget_succession = true,
             "orchestrator" if v == "read-index" => {
                 s.read_index = true;

@@ -248,6 +248,10 @@ pub struct Setup {
     /// A bug planted in the orchestrator: started again, it takes the
     /// head to be 0.
     pub zero_head: bool,
+    /// A bug planted in the orchestrator: a strong read's answer is
+    /// handed over once its head is known, whatever seq the slave read
+    /// at.
+    pub early_answers: bool,
     /// A bug planted in the next leading orchestrator: its watcher starts
     /// without the succession the ones before it kept (as every watcher
     /// did before `/succession`).
@@ -283,6 +287,7 @@ impl Default for Setup {
             hung_after: 100,
             pipeline_mutation: None,
             zero_head: false,
+            early_answers: false,
             forget_succession: false,
             replica_mutation: None,
             windows: (

@@ -28,6 +28,7 @@ use crate::broker::{self, Broker, Delivery, Message, LEADING_X, SYNC_X, WRITE_Q}
 use crate::core::catchup::{self, Served, SyncLog};
 use crate::core::pipeline::{sync_runs, GroupId};
 use crate::error::{Error, Result};
+use crate::model::wire::MasterRequest;
 use crate::model::wire::{self, Reply, Stamp, SyncBatch, SyncItem, SyncMessage};
 use crate::model::{Lineage, WriteReply};
 use crate::store::Store;
@@ -302,6 +303,32 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
         // broker confirms one group's syncs, the next group is applied and
         // flushed. A group is answered only once its own syncs and every
         // earlier seq's are confirmed, so no answer overtakes a sync.
+        // Asks for the head alone (what strong reads send under
+        // read-index) change nothing: answered here, without the hop to
+        // the blocking pool. No group is being applied meanwhile (the
+        // actor waits for each), so the store's applied seq is the head.
+        if requests
+            .iter()
+            .all(|r| matches!(r, None | Some(MasterRequest::Head)))
+        {
+            let head = store.applied_seq();
+            let outcomes = requests
+                .into_iter()
+                .map(|r| match r {
+                    Some(_) => Outcome::Head(head),
+                    None => Outcome::Dropped,
+                })
+                .collect();
+            actix::spawn(async move {
+                let sender = Sender {
+                    stamp,
+                    lineage: &lineage,
+                    groups: &groups,
+                };
+                finish_group(broker.as_ref(), sender, batch, owners, outcomes).await;
+            });
+            return;
+        }
         let apply = blocking(move || apply_all(&store, stamp, (&log, &restores), requests));
         ctx.wait(apply.into_actor(self).map(move |applied, _act, _ctx| {
             let applied_in = started.elapsed();

@@ -25,10 +25,27 @@ fn acked(seq: u64) -> Reply {
 }
 
 fn read_reply() -> Reply {
+    read_at(1)
+}
+
+/// A slave's answer to a read, read with `seq` applied.
+fn read_at(seq: u64) -> Reply {
     Reply::Read(Ok(ReadReply {
-        seq: 1,
-        result: ReadResult::Count(1),
+        seq,
+        result: ReadResult::Count(seq),
     }))
+}
+
+/// The reads handed over, in order: each waiter and the seq its answer
+/// was read at.
+fn reads_given(fx: Vec<Fx>) -> Vec<(u32, u64)> {
+    delivered(fx)
+        .into_iter()
+        .filter_map(|(w, r)| match r {
+            Ok(Reply::Read(Ok(r))) => Some((w, r.seq)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The id of the one ask for the head among `fx`.
@@ -126,33 +143,52 @@ fn knowing(seq: u64) -> Core {
 }
 
 #[test]
-fn a_fresh_core_serves_no_strong_read_before_it_knows_the_head() {
+fn a_fresh_core_hands_over_no_strong_read_before_it_knows_the_head() {
     let mut core = core_at(1, SEED);
-    // A strong read waits; the core asks for the head.
+    // A strong read goes at once, beside an ask for the head.
     let r1 = core.read(Consistency::Strong, 1, "r1", 0);
     let effects = fx(&mut core);
     let h = asked(&effects);
-    assert!(reads_sent(&effects).is_empty());
-    // A second one waits too, without a second ask.
-    let r2 = core.read(Consistency::Strong, 2, "r2", 5);
+    assert_eq!(reads_sent(&effects), vec![vec![(r1, 0, "r1")]]);
+    // Its answer waits for the head.
+    core.reply(st(1), read_at(40), Some(r1), 1);
     assert!(fx(&mut core).is_empty());
-    // An eventual read never waits.
+    // A second one goes too, without a second ask.
+    let r2 = core.read(Consistency::Strong, 2, "r2", 5);
+    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r2, 0, "r2")]]);
+    // An eventual read's answer never waits.
     let e = core.read(Consistency::Eventual, 3, "e", 6);
     assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(e, 0, "e")]]);
-    assert_eq!(core.stats().in_flight, 3);
+    core.reply(st(1), read_at(2), Some(e), 7);
+    assert_eq!(reads_given(fx(&mut core)), vec![(3, 2)]);
+    assert_eq!(core.stats().in_flight, 2);
     core.reply(st(1), Reply::Head(42), Some(h), 10);
-    // The two that waited go together, with the head as their min seq.
-    let sent = reads_sent(&fx(&mut core));
-    assert_eq!(sent, vec![vec![(r1, 42, "r1"), (r2, 42, "r2")]]);
+    // Read below the head: the first goes again, under a new id, at the
+    // head; nothing is handed over yet.
+    let effects = fx(&mut core);
+    let sent = reads_sent(&effects);
+    assert_eq!(sent.len(), 1);
+    let (again, min, op) = sent[0][0];
+    assert_ne!(again, r1);
+    assert_eq!((min, op), (42, "r1"));
+    assert!(delivered(effects).is_empty());
     assert!(core.knows_head());
-    // With the eventual read's batch, the window is full: the next read
-    // goes once that one is answered.
-    assert_eq!(READ_WINDOW, 2);
-    let r3 = core.read(Consistency::Strong, 4, "r3", 11);
-    assert!(reads_sent(&fx(&mut core)).is_empty());
-    core.reply(st(1), read_reply(), Some(e), 12);
+    // A late copy of its first answer matches nothing.
+    core.reply(st(1), read_at(40), Some(r1), 11);
+    assert!(fx(&mut core).is_empty());
+    // The second is checked when its answer comes: read past the head.
+    core.reply(st(1), read_at(43), Some(r2), 12);
+    assert_eq!(reads_given(fx(&mut core)), vec![(2, 43)]);
+    core.reply(st(1), read_at(42), Some(again), 13);
+    assert_eq!(reads_given(fx(&mut core)), vec![(1, 42)]);
+    // With the head known, a strong read goes at it and its answer is
+    // handed over as it comes.
+    let r3 = core.read(Consistency::Strong, 4, "r3", 14);
     assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r3, 42, "r3")]]);
+    core.reply(st(1), read_at(42), Some(r3), 15);
+    assert_eq!(reads_given(fx(&mut core)), vec![(4, 42)]);
     assert_eq!(core.stats().last_acked_seq, 42);
+    assert_eq!(core.stats().in_flight, 0);
 }
 
 #[test]
@@ -186,11 +222,16 @@ fn an_acknowledged_write_teaches_the_head() {
     let mut core = core_at(1, SEED);
     let r = core.read(Consistency::Strong, 1, "r", 0);
     asked(&fx(&mut core));
+    core.reply(st(1), read_at(5), Some(r), 1);
+    assert!(fx(&mut core).is_empty());
     let w = write_now(&mut core, 2, 1);
     core.reply(st(1), acked(7), Some(w), 2);
     let effects = fx(&mut core);
     assert!(matches!(&effects[0], Effect::Deliver { waiter: 2, reply: Ok(r) } if *r == acked(7)));
-    assert_eq!(reads_sent(&effects), vec![vec![(r, 7, "r")]]);
+    // The read's answer was read below it: it goes again at 7.
+    let sent = reads_sent(&effects);
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0][0].1, sent[0][0].2), (7, "r"));
     assert_eq!(effects.len(), 2);
     assert_eq!(core.stats().writes, 1);
 }
@@ -604,8 +645,9 @@ fn a_seq_acknowledged_outside_the_pipeline_holds_strong_reads_to_it() {
     let r1 = core.read(Consistency::Strong, 1, "r1", 0);
     let h = asked(&fx(&mut core));
     core.reply(st(1), Reply::Head(7), Some(h), 1);
-    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r1, 7, "r1")]]);
-    core.reply(st(1), read_reply(), Some(r1), 2);
+    assert!(fx(&mut core).is_empty());
+    core.reply(st(1), read_at(7), Some(r1), 2);
+    assert_eq!(reads_given(fx(&mut core)), vec![(1, 7)]);
     // A restore acknowledged at 9: reads from now on need it.
     core.acknowledged(9, 3);
     assert_eq!(core.stats().last_acked_seq, 9);
@@ -637,40 +679,56 @@ fn asks(fx: &[Fx]) -> usize {
 #[test]
 fn with_read_index_a_strong_read_waits_for_a_head_asked_after_it_began() {
     let mut core = indexed(3);
-    // The head is known, yet a strong read waits: for an ask of its own.
+    // The head is known, yet a strong read's answer waits: for an ask of
+    // its own. The read goes at once, at what this run knows.
     let r1 = core.read(Consistency::Strong, 1, "r1", 10);
     let effects = fx(&mut core);
     let a1 = asked(&effects);
-    assert!(reads_sent(&effects).is_empty());
+    assert_eq!(reads_sent(&effects), vec![vec![(r1, 3, "r1")]]);
     // One arriving while that ask is out cannot ride it (the master may
     // have answered it already): it waits for the next, not sent yet.
     let r2 = core.read(Consistency::Strong, 2, "r2", 11);
-    assert!(fx(&mut core).is_empty(), "one ask at a time");
+    let effects = fx(&mut core);
+    assert_eq!(asks(&effects), 0, "one ask at a time");
+    assert_eq!(reads_sent(&effects), vec![vec![(r2, 3, "r2")]]);
+    // Answers come before the head: held.
+    core.reply(st(1), read_at(8), Some(r1), 11);
+    core.reply(st(1), read_at(8), Some(r2), 11);
+    assert!(fx(&mut core).is_empty());
     // Eventual reads never wait.
     let e = core.read(Consistency::Eventual, 3, "e", 11);
     assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(e, 0, "e")]]);
-    // The answer releases the read that began before the ask, at the
-    // head; the next ask goes at once, for the one that came since.
+    core.reply(st(1), read_at(3), Some(e), 11);
+    assert_eq!(reads_given(fx(&mut core)), vec![(3, 3)]);
+    // The answer hands over the read that began before the ask (read at
+    // the head); the next ask goes at once, for the one that came since.
     core.reply(st(1), Reply::Head(8), Some(a1), 12);
     let effects = fx(&mut core);
-    assert_eq!(reads_sent(&effects), vec![vec![(r1, 8, "r1")]]);
     let a2 = asked(&effects);
+    assert_eq!(reads_given(effects), vec![(1, 8)]);
     let r3 = core.read(Consistency::Strong, 4, "r3", 13);
-    assert!(fx(&mut core).is_empty());
-    // Those that waited go together, with the newer head.
-    core.reply(st(1), read_reply(), Some(e), 14);
-    core.reply(st(1), read_reply(), Some(r1), 14);
-    fx(&mut core);
+    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r3, 8, "r3")]]);
+    // A newer head than r2 was read at: r2 goes again, at it; r3 rides
+    // the next ask.
     core.reply(st(1), Reply::Head(9), Some(a2), 15);
     let effects = fx(&mut core);
-    assert_eq!(reads_sent(&effects), vec![vec![(r2, 9, "r2")]]);
     let a3 = asked(&effects);
+    let sent = reads_sent(&effects);
+    assert_eq!(sent.len(), 1);
+    let (r2_again, min, op) = sent[0][0];
+    assert_eq!((min, op), (9, "r2"));
+    assert!(delivered(effects).is_empty());
+    core.reply(st(1), read_at(9), Some(r2_again), 16);
+    assert_eq!(reads_given(fx(&mut core)), vec![(2, 9)]);
     core.reply(st(1), Reply::Head(9), Some(a3), 16);
     let effects = fx(&mut core);
-    assert_eq!(reads_sent(&effects), vec![vec![(r3, 9, "r3")]]);
     assert_eq!(asks(&effects), 0, "nobody waits: no ask");
+    assert!(effects.is_empty(), "r3's answer has not come");
+    core.reply(st(1), read_at(9), Some(r3), 17);
+    assert_eq!(reads_given(fx(&mut core)), vec![(4, 9)]);
     let stats = core.stats();
     assert_eq!((stats.head_asks, stats.last_acked_seq), (4, 9));
+    assert_eq!(stats.in_flight, 0);
 }
 
 #[test]
@@ -678,17 +736,22 @@ fn with_read_index_a_read_goes_at_the_larger_of_the_head_and_its_own_acks() {
     let mut core = indexed(0);
     core.reply(st(1), Reply::Leading, None, 1);
     let r = core.read(Consistency::Strong, 1, "r", 2);
-    let h = asked(&fx(&mut core));
+    let effects = fx(&mut core);
+    let h = asked(&effects);
+    assert_eq!(reads_sent(&effects), vec![vec![(r, 0, "r")]]);
+    core.reply(st(1), read_at(0), Some(r), 3);
     // A write this run acknowledged says nothing of the others': the
-    // read still waits for its ask.
+    // read's answer still waits for its ask.
     let w = write_now(&mut core, 2, 3);
     core.reply(st(1), acked(20), Some(w), 4);
     let effects = fx(&mut core);
     assert!(reads_sent(&effects).is_empty());
     assert_eq!(delivered(effects).len(), 1);
-    // The master answered the ask before it applied that write.
+    // The master answered the ask before it applied that write: the read
+    // goes again, at the larger.
     core.reply(st(1), Reply::Head(19), Some(h), 5);
-    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r, 20, "r")]]);
+    let sent = reads_sent(&fx(&mut core));
+    assert_eq!((sent[0][0].1, sent[0][0].2), (20, "r"));
 }
 
 #[test]
@@ -698,13 +761,14 @@ fn with_read_index_a_failed_ask_goes_again_and_its_reads_ride_the_new_one() {
     let a1 = asked(&fx(&mut core));
     let r2 = core.read(Consistency::Strong, 2, "r2", 11);
     fx(&mut core);
+    core.reply(st(1), read_at(4), Some(r1), 12);
     // Unanswered in its wait: asked again, both reads riding the new ask
     // (sent after both began); the late answer to the first counts for
     // nothing.
     core.tick(10 + HEAD_BACKOFF.first);
     let a2 = asked(&fx(&mut core));
     core.reply(st(1), Reply::Head(4), Some(a1), 300);
-    assert!(reads_sent(&fx(&mut core)).is_empty());
+    assert!(fx(&mut core).is_empty());
     // A deposed master's answer: asked again.
     core.set_epoch(2, 301);
     let a3 = asked(&fx(&mut core));
@@ -714,7 +778,12 @@ fn with_read_index_a_failed_ask_goes_again_and_its_reads_ride_the_new_one() {
     // Refused by the broker: asked again after its wait.
     core.unsent(a4, "refused", 303);
     let r3 = core.read(Consistency::Strong, 3, "r3", 304);
-    assert!(fx(&mut core).is_empty(), "no ask before the wait is over");
+    let effects = fx(&mut core);
+    assert_eq!(asks(&effects), 0, "no ask before the wait is over");
+    assert_eq!(reads_sent(&effects), vec![vec![(r3, 0, "r3")]]);
+    core.reply(st(1), read_at(7), Some(r3), 305);
+    core.reply(st(1), read_at(6), Some(r2), 305);
+    assert!(fx(&mut core).is_empty());
     // (The new master's ask waited the first wait; the deposed answer
     // doubled it.)
     let wait = HEAD_BACKOFF.next(HEAD_BACKOFF.first);
@@ -723,11 +792,12 @@ fn with_read_index_a_failed_ask_goes_again_and_its_reads_ride_the_new_one() {
     core.tick(303 + wait);
     let a5 = asked(&fx(&mut core));
     core.reply(st(2), Reply::Head(6), Some(a5), 303 + wait + 1);
-    let sent = reads_sent(&fx(&mut core));
-    assert_eq!(
-        sent,
-        vec![vec![(r1, 6, "r1"), (r2, 6, "r2"), (r3, 6, "r3")]]
-    );
+    // Read at or past the head: handed over; below it: sent again.
+    let effects = fx(&mut core);
+    let sent = reads_sent(&effects);
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0][0].1, sent[0][0].2), (6, "r1"));
+    assert_eq!(reads_given(effects), vec![(2, 6), (3, 7)]);
 }
 
 #[test]
@@ -756,14 +826,18 @@ fn with_read_index_the_asks_wait_shrinks_again_once_answered() {
 #[test]
 fn with_read_index_nothing_is_asked_once_no_read_waits() {
     let mut core = indexed(0);
-    core.read(Consistency::Strong, 1, "r", 0);
+    let r = core.read(Consistency::Strong, 1, "r", 0);
     let h = asked(&fx(&mut core));
-    // The broker refuses the ask; the read gives up before the retry.
+    core.reply(st(1), read_at(0), Some(r), 1);
+    // The broker refuses the ask; the read gives up before the retry,
+    // its answer held all the while.
     core.unsent(h, "refused", 1);
     core.tick(ATTEMPT_MS);
     let effects = fx(&mut core);
     assert_eq!(asks(&effects), 0);
-    assert!(unavailable(&delivered(effects)[0].1));
+    let given = delivered(effects);
+    assert_eq!(given.len(), 1);
+    assert!(unavailable(&given[0].1));
     core.tick(ATTEMPT_MS * 2);
     assert!(fx(&mut core).is_empty());
     // The consumer ends with a read riding an ask: both go, and nothing
@@ -777,7 +851,10 @@ fn with_read_index_nothing_is_asked_once_no_read_waits() {
     assert!(fx(&mut core).is_empty());
     assert_eq!(core.stats().in_flight, 0);
     let r3 = core.read(Consistency::Strong, 3, "r3", ATTEMPT_MS * 4);
-    let h = asked(&fx(&mut core));
+    let effects = fx(&mut core);
+    let h = asked(&effects);
+    assert_eq!(reads_sent(&effects), vec![vec![(r3, 0, "r3")]]);
     core.reply(st(1), Reply::Head(2), Some(h), ATTEMPT_MS * 4 + 1);
-    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r3, 2, "r3")]]);
+    core.reply(st(1), read_at(2), Some(r3), ATTEMPT_MS * 4 + 2);
+    assert_eq!(reads_given(fx(&mut core)), vec![(3, 2)]);
 }
