@@ -60,17 +60,21 @@
 //!
 //! A strong read that needs a head not known yet (with read-index, every
 //! strong read; without, those before the first head is learned) does not
-//! wait for it to go: it goes at once, at the seq this run knows
-//! acknowledged, while its ask is under way, so that the two round trips
-//! overlap instead of adding up. Its answer tells the seq the slave had
-//! applied when it read (`ReadReply::seq`). The answer is handed over
-//! only once the head its ask learned is known, and only if the slave
-//! read at or past it: then the read saw every write acknowledged before
-//! it began. An answer read below the head is dropped and the read goes
-//! again, under a new correlation id (a late copy of the old answer then
-//! matches nothing), at least at the head, where the slave waits for it.
-//! An error is handed over at once (it shows no data; a retryable one is
-//! retried as a new read).
+//! wait for it to go while the history stands still (the last two heads
+//! learned were the same, and this run acknowledged no write since): it
+//! goes at once, at the seq this run knows acknowledged, while its ask is
+//! under way, so that the two round trips overlap instead of adding up.
+//! Its answer tells the seq the slave had applied when it read
+//! (`ReadReply::seq`). The answer is handed over only once the head its
+//! ask learned is known, and only if the slave read at or past it: then
+//! the read saw every write acknowledged before it began. An answer read
+//! below the head is dropped and the read goes again, under a new
+//! correlation id (a late copy of the old answer then matches nothing),
+//! at least at the head, where the slave waits for it. While the history
+//! moves, a read sent at once would mostly be read below its head and go
+//! twice: it waits for its head instead, and goes at it. An error is
+//! handed over at once (it shows no data; a retryable one is retried as a
+//! new read).
 //!
 //! # Batches
 //!
@@ -159,9 +163,11 @@ struct Attempt<W, P> {
 /// What a checked read keeps until its head is known.
 #[derive(Debug)]
 struct Check<P> {
-    /// Its operation, to send it again should the slave read below the
-    /// head.
+    /// Its operation: to send it once its head is known, if it waits for
+    /// it, or again, should the slave read below the head.
     op: P,
+    /// Whether it has gone (beside its ask, or once its head was known).
+    sent: bool,
     /// The head its ask learned.
     head: Option<u64>,
     /// Its answer, and the seq the slave read at, until then.
@@ -308,6 +314,12 @@ struct Head {
     retry_at: Option<u64>,
     /// How long the next ask waits.
     wait: u64,
+    /// The last head an ask learned.
+    last: Option<u64>,
+    /// Whether the history stands still: the last two heads learned were
+    /// the same, and this run acknowledged no write since (module docs,
+    /// "Checked reads"). So it is taken to until a head is learned.
+    steady: bool,
 }
 
 /// The Orchestrator's state: see the module documentation. `W` is who
@@ -364,6 +376,8 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
                 asking: None,
                 retry_at: None,
                 wait: HEAD_BACKOFF.first,
+                last: None,
+                steady: true,
             },
             out: Vec::new(),
         }
@@ -487,19 +501,32 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
         self.counters.reads += 1;
         let id = self.attempt(Waiting::Read(waiter), now.saturating_add(ATTEMPT_MS));
         let strong = consistency == Consistency::Strong;
-        if strong && (self.read_index || !self.head.known) {
+        let send = if strong && (self.read_index || !self.head.known) {
+            // While the history moves, it waits for its head to go.
+            let sent = self.head.steady;
+            let (kept, send) = if sent {
+                (op.clone(), Some(op))
+            } else {
+                (op, None)
+            };
             if let Some(a) = self.pending.get_mut(&id) {
                 a.check = Some(Check {
-                    op: op.clone(),
+                    op: kept,
+                    sent,
                     head: None,
                     held: None,
                 });
             }
             self.parked.push(id);
             self.ask_if_wanted(now);
+            send
+        } else {
+            Some(op)
+        };
+        if let Some(op) = send {
+            self.reads.waiting.push_back((id, (strong, op)));
+            self.send_reads(now);
         }
-        self.reads.waiting.push_back((id, (strong, op)));
-        self.send_reads(now);
         id
     }
 
@@ -661,19 +688,27 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
         self.send_reads(now);
     }
 
-    /// The head that the ask `reads` rode learned: each of them whose
-    /// answer is held is handed over or goes again; the others are
+    /// The head that the ask `reads` rode learned: each of them that
+    /// waited for it goes now, at least at it (first, in order); each
+    /// whose answer is held is handed over or goes again; the others are
     /// checked when their answer comes.
     fn check_reads(&mut self, reads: Vec<u64>, head: u64, now: u64) {
+        let mut go = Vec::new();
         for id in reads {
             let Some(check) = self.pending.get_mut(&id).and_then(|a| a.check.as_mut()) else {
                 continue;
             };
             let head = check.head.map_or(head, |h| h.max(head));
             check.head = Some(head);
-            if let Some((served, reply)) = check.held.take() {
+            if !check.sent {
+                check.sent = true;
+                go.push((id, check.op.clone()));
+            } else if let Some((served, reply)) = check.held.take() {
                 self.checked(id, head, served, reply, now);
             }
+        }
+        for (id, op) in go.into_iter().rev() {
+            self.reads.waiting.push_front((id, (true, op)));
         }
     }
 
@@ -695,6 +730,8 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
             Reply::Write(Ok(w)) => {
                 let seq = w.seq;
                 self.counters.writes += 1;
+                // The history moves: strong reads wait for their head.
+                self.head.steady = false;
                 self.deliver(waiter, Ok(Reply::Write(Ok(w))));
                 self.learn_head(seq, now);
                 self.new_master(stamp.epoch, now);
@@ -864,6 +901,8 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
             // acknowledged: ask again.
             Reply::Head(seq) if stamp.epoch >= self.counters.epoch => {
                 self.head.wait = (self.head.wait / 2).max(HEAD_BACKOFF.first);
+                self.head.steady = self.head.last.is_none_or(|last| last == *seq);
+                self.head.last = Some(*seq);
                 self.learn_head(*seq, now);
                 // The reads that began before the ask are checked against
                 // the head; those that came since ride the next ask.

@@ -706,8 +706,9 @@ fn with_read_index_a_strong_read_waits_for_a_head_asked_after_it_began() {
     let effects = fx(&mut core);
     let a2 = asked(&effects);
     assert_eq!(reads_given(effects), vec![(1, 8)]);
+    // The head moved (3, then 8): a read now waits for its own head.
     let r3 = core.read(Consistency::Strong, 4, "r3", 13);
-    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r3, 8, "r3")]]);
+    assert!(fx(&mut core).is_empty());
     // A newer head than r2 was read at: r2 goes again, at it; r3 rides
     // the next ask.
     core.reply(st(1), Reply::Head(9), Some(a2), 15);
@@ -720,15 +721,60 @@ fn with_read_index_a_strong_read_waits_for_a_head_asked_after_it_began() {
     assert!(delivered(effects).is_empty());
     core.reply(st(1), read_at(9), Some(r2_again), 16);
     assert_eq!(reads_given(fx(&mut core)), vec![(2, 9)]);
+    // Its head known, r3 goes at it; nobody else waits: no ask.
     core.reply(st(1), Reply::Head(9), Some(a3), 16);
     let effects = fx(&mut core);
     assert_eq!(asks(&effects), 0, "nobody waits: no ask");
-    assert!(effects.is_empty(), "r3's answer has not come");
+    assert_eq!(reads_sent(&effects), vec![vec![(r3, 9, "r3")]]);
     core.reply(st(1), read_at(9), Some(r3), 17);
     assert_eq!(reads_given(fx(&mut core)), vec![(4, 9)]);
     let stats = core.stats();
     assert_eq!((stats.head_asks, stats.last_acked_seq), (4, 9));
     assert_eq!(stats.in_flight, 0);
+}
+
+#[test]
+fn with_read_index_reads_wait_for_their_head_while_the_history_moves() {
+    let mut core = indexed(5);
+    core.reply(st(1), Reply::Leading, None, 1);
+    // The history stands still (one head so far): a read goes at once.
+    let r1 = core.read(Consistency::Strong, 1, "r1", 10);
+    let effects = fx(&mut core);
+    let a1 = asked(&effects);
+    assert_eq!(reads_sent(&effects), vec![vec![(r1, 5, "r1")]]);
+    core.reply(st(1), read_at(5), Some(r1), 11);
+    // The head moved: r1 goes again at it, and the next read waits.
+    core.reply(st(1), Reply::Head(6), Some(a1), 12);
+    let sent = reads_sent(&fx(&mut core));
+    assert_eq!((sent[0][0].1, sent[0][0].2), (6, "r1"));
+    core.reply(st(1), read_at(6), Some(sent[0][0].0), 12);
+    assert_eq!(reads_given(fx(&mut core)), vec![(1, 6)]);
+    let r2 = core.read(Consistency::Strong, 2, "r2", 13);
+    let effects = fx(&mut core);
+    let a2 = asked(&effects);
+    assert!(reads_sent(&effects).is_empty());
+    // The same head twice: the history stands still again; r2 goes at it,
+    // and the next read at once.
+    core.reply(st(1), Reply::Head(6), Some(a2), 14);
+    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r2, 6, "r2")]]);
+    core.reply(st(1), read_at(6), Some(r2), 14);
+    assert_eq!(reads_given(fx(&mut core)), vec![(2, 6)]);
+    let r3 = core.read(Consistency::Strong, 3, "r3", 15);
+    let effects = fx(&mut core);
+    let a3 = asked(&effects);
+    assert_eq!(reads_sent(&effects), vec![vec![(r3, 6, "r3")]]);
+    // A write this run acknowledged moves the history: the next read
+    // waits.
+    let w = write_now(&mut core, 9, 16);
+    core.reply(st(1), acked(7), Some(w), 17);
+    fx(&mut core);
+    let r4 = core.read(Consistency::Strong, 4, "r4", 18);
+    assert!(reads_sent(&fx(&mut core)).is_empty());
+    core.reply(st(1), Reply::Head(7), Some(a3), 19);
+    let effects = fx(&mut core);
+    let a4 = asked(&effects);
+    core.reply(st(1), Reply::Head(7), Some(a4), 20);
+    assert_eq!(reads_sent(&fx(&mut core)), vec![vec![(r4, 7, "r4")]]);
 }
 
 #[test]
