@@ -56,6 +56,11 @@ pub struct OrchestratorStats {
     pub reads_sent: u64,
     pub write_batches_sent: u64,
     pub writes_sent: u64,
+    /// Asks for the master's head (read-index), strong reads sent beside
+    /// their ask, and those sent again because read below the head.
+    pub head_asks: u64,
+    pub reads_beside_ask: u64,
+    pub reads_again: u64,
 }
 
 /// Worker: what it is and how far it got.

@@ -465,6 +465,9 @@ impl Handler<GetStats> for Orchestrator {
             reads_sent: c.reads_sent,
             write_batches_sent: c.write_batches_sent,
             writes_sent: c.writes_sent,
+            head_asks: c.head_asks,
+            reads_beside_ask: c.reads_beside_ask,
+            reads_again: c.reads_again,
         })
     }
 }

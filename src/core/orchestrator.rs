@@ -302,6 +302,10 @@ pub struct Counters {
     /// Asks for the head sent (again after a failed one too): beside
     /// `reads`, how well strong reads share them under read-index.
     pub head_asks: u64,
+    /// Checked reads sent beside their ask, and those of them sent again
+    /// because the slave read below the head ("Checked reads").
+    pub reads_beside_ask: u64,
+    pub reads_again: u64,
 }
 
 /// What is known of the head.
@@ -519,6 +523,7 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
             }
             self.parked.push(id);
             self.ask_if_wanted(now);
+            self.counters.reads_beside_ask += u64::from(sent);
             send
         } else {
             Some(op)
@@ -682,6 +687,7 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
             return;
         };
         attempt.batch = 0;
+        self.counters.reads_again += 1;
         let again = self.next();
         self.pending.insert(again, attempt);
         self.reads.waiting.push_front((again, (true, op)));

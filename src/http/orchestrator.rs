@@ -445,6 +445,10 @@ async fn metrics(state: State) -> HttpResponse {
          # TYPE dbaas_batched_requests_total counter\n\
          dbaas_batched_requests_total{{kind=\"read\"}} {}\n\
          dbaas_batched_requests_total{{kind=\"write\"}} {}\n\
+         # TYPE dbaas_head_asks_total counter\ndbaas_head_asks_total {}\n\
+         # TYPE dbaas_strong_reads_checked_total counter\n\
+         dbaas_strong_reads_checked_total{{sent=\"beside_ask\"}} {}\n\
+         dbaas_strong_reads_checked_total{{sent=\"again\"}} {}\n\
          # TYPE dbaas_workers gauge\ndbaas_workers {}\n",
         s.reads,
         s.writes,
@@ -457,6 +461,9 @@ async fn metrics(state: State) -> HttpResponse {
         s.write_batches_sent,
         s.reads_sent,
         s.writes_sent,
+        s.head_asks,
+        s.reads_beside_ask,
+        s.reads_again,
         state.runtime.list().len()
     );
     // Each worker as the election watcher last heard of it, the queues,
