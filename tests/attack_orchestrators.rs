@@ -186,15 +186,7 @@ async fn a_strong_read_through_b_sees_a_write_acked_by_a_while_a_slave_is_paused
     let [Some(a), Some(b)] = &opts else {
         unreachable!()
     };
-    let v = cluster_view(a).await.expect("a view");
-    let master = v["master"].as_u64().expect("a master");
-    let slave = v["workers"]
-        .as_array()
-        .expect("workers")
-        .iter()
-        .filter_map(|w| w["pid"].as_u64())
-        .find(|p| *p != master)
-        .expect("a slave");
+    let slave = a_slave(a).await.expect("a slave");
     suite::signal(slave, libc::SIGSTOP);
     let mut stale = Vec::new();
     for i in 0..60u64 {
@@ -243,14 +235,7 @@ async fn strong_reads_sent_beside_their_ask_see_writes_acked_through_another_orc
         // it meanwhile: a slave of the moment each time).
         match i % 8 {
             0 => {
-                let v = cluster_view(a).await.expect("a view");
-                let master = v["master"].as_u64();
-                paused = v["workers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|w| w["pid"].as_u64())
-                    .find(|p| Some(*p) != master);
+                paused = a_slave(a).await;
                 if let Some(pid) = paused {
                     // SAFETY: kill(2) has no memory effects.
                     unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
@@ -291,6 +276,18 @@ async fn strong_reads_sent_beside_their_ask_see_writes_acked_through_another_orc
         stale.is_empty(),
         "strong reads missed acknowledged writes: {stale:?}"
     );
+}
+
+/// The pid of a worker that is not the master, as `orch`'s cluster view
+/// has it now.
+async fn a_slave(orch: &Node) -> Option<u64> {
+    let v = cluster_view(orch).await?;
+    let master = v["master"].as_u64();
+    v["workers"]
+        .as_array()?
+        .iter()
+        .filter_map(|w| w["pid"].as_u64())
+        .find(|p| Some(*p) != master)
 }
 
 /// Which of `orchs` says it leads (settled or not), by index.

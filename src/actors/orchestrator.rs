@@ -152,7 +152,8 @@ impl Orchestrator {
         ctx: &Context<Self>,
         queue: &'static str,
         id: u64,
-        (body, transient): (Vec<u8>, bool),
+        body: Vec<u8>,
+        transient: bool,
     ) -> impl Future<Output = ()> + 'static {
         let (broker, addr) = (self.broker.clone(), ctx.address());
         let msg = Message {
@@ -190,20 +191,20 @@ impl Orchestrator {
                     batch,
                     stamp,
                     reads,
-                } => sends.push((READ_Q, batch, (read_body(stamp, reads), false))),
+                } => sends.push((READ_Q, batch, read_body(stamp, reads), false)),
                 Effect::SendWrites {
                     batch,
                     stamp,
                     writes,
-                } => sends.push((WRITE_Q, batch, (write_body(stamp, writes), false))),
+                } => sends.push((WRITE_Q, batch, write_body(stamp, writes), false)),
                 Effect::AskHead { id, stamp } => {
                     let ask = wire::encode(stamp, &MasterRequest::Head);
-                    sends.push((WRITE_Q, id, (ask, true)));
+                    sends.push((WRITE_Q, id, ask, true));
                 }
             }
         }
-        for (queue, id, body) in sends {
-            actix::spawn(self.send(ctx, queue, id, body));
+        for (queue, id, body, transient) in sends {
+            actix::spawn(self.send(ctx, queue, id, body, transient));
         }
     }
 

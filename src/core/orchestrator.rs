@@ -641,24 +641,21 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
             return;
         }
         // Only the answer to an attempt still waiting counts.
-        let Some(id) = id.filter(|id| self.pending.contains_key(id)) else {
+        let Some((id, a)) = id.and_then(|id| Some((id, self.pending.get_mut(&id)?))) else {
             return;
         };
-        if let (Reply::Read(Ok(r)), Some(a)) = (&reply, self.pending.get_mut(&id)) {
-            if let Some(check) = a.check.as_mut() {
-                let served = r.seq;
-                // Its batch has its answer (a copy later settles nothing).
-                let batch = std::mem::take(&mut a.batch);
-                self.reads.settled(batch);
-                match check.head {
-                    Some(head) => self.checked(id, head, served, reply, now),
-                    // Held for its head; the copy read furthest is kept.
-                    None if check.held.as_ref().is_some_and(|(s, _)| *s >= served) => {}
-                    None => check.held = Some((served, reply)),
-                }
-                self.send_waiting(now);
-                return;
+        if let (Reply::Read(Ok(r)), Some(check)) = (&reply, a.check.as_mut()) {
+            let served = r.seq;
+            // Its batch has its answer (a copy later settles nothing).
+            self.reads.settled(std::mem::take(&mut a.batch));
+            match check.head {
+                Some(head) => self.checked(id, head, served, reply, now),
+                // Held for its head; the copy read furthest is kept.
+                None if check.held.as_ref().is_some_and(|(s, _)| *s >= served) => {}
+                None => check.held = Some((served, reply)),
             }
+            self.send_waiting(now);
+            return;
         }
         let Some(attempt) = self.pending.remove(&id) else {
             return;

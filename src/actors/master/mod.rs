@@ -304,32 +304,24 @@ impl StreamHandler<Vec<Delivery>> for MasterWorker {
         // flushed. A group is answered only once its own syncs and every
         // earlier seq's are confirmed, so no answer overtakes a sync.
         // Asks for the head alone (what strong reads send under
-        // read-index) change nothing: answered here, without the hop to
-        // the blocking pool. No group is being applied meanwhile (the
-        // actor waits for each), so the store's applied seq is the head.
-        if requests
+        // read-index) change nothing: answered without the hop to the
+        // blocking pool. No group is being applied meanwhile (the actor
+        // waits for each), so the store's applied seq is the head.
+        let asks_only = requests
             .iter()
-            .all(|r| matches!(r, None | Some(MasterRequest::Head)))
-        {
+            .all(|r| matches!(r, None | Some(MasterRequest::Head)));
+        let apply = async move {
+            if !asks_only {
+                return blocking(move || apply_all(&store, stamp, (&log, &restores), requests))
+                    .await;
+            }
             let head = store.applied_seq();
-            let outcomes = requests
-                .into_iter()
-                .map(|r| match r {
-                    Some(_) => Outcome::Head(head),
-                    None => Outcome::Dropped,
-                })
-                .collect();
-            actix::spawn(async move {
-                let sender = Sender {
-                    stamp,
-                    lineage: &lineage,
-                    groups: &groups,
-                };
-                finish_group(broker.as_ref(), sender, batch, owners, outcomes).await;
-            });
-            return;
-        }
-        let apply = blocking(move || apply_all(&store, stamp, (&log, &restores), requests));
+            let asked = |r: Option<MasterRequest>| match r {
+                Some(_) => Outcome::Head(head),
+                None => Outcome::Dropped,
+            };
+            Ok(requests.into_iter().map(asked).collect())
+        };
         ctx.wait(apply.into_actor(self).map(move |applied, _act, _ctx| {
             let applied_in = started.elapsed();
             let finish = async move {

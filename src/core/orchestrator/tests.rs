@@ -73,6 +73,17 @@ fn reads_sent(fx: &[Fx]) -> Vec<Vec<(u64, u64, &'static str)>> {
         .collect()
 }
 
+/// The one read sent among `fx` (a batch of one): its id, min seq and op.
+fn one_read_sent(fx: &[Fx]) -> (u64, u64, &'static str) {
+    let sent = reads_sent(fx);
+    assert_eq!(
+        sent.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![1],
+        "{fx:?}"
+    );
+    sent[0][0]
+}
+
 /// The write batches sent: each batch's id, epoch and writes' ids.
 fn writes_sent(fx: &[Fx]) -> Vec<(u64, u64, Vec<u64>)> {
     fx.iter()
@@ -166,9 +177,7 @@ fn a_fresh_core_hands_over_no_strong_read_before_it_knows_the_head() {
     // Read below the head: the first goes again, under a new id, at the
     // head; nothing is handed over yet.
     let effects = fx(&mut core);
-    let sent = reads_sent(&effects);
-    assert_eq!(sent.len(), 1);
-    let (again, min, op) = sent[0][0];
+    let (again, min, op) = one_read_sent(&effects);
     assert_ne!(again, r1);
     assert_eq!((min, op), (42, "r1"));
     assert!(delivered(effects).is_empty());
@@ -217,6 +226,23 @@ fn a_started_core_asks_for_the_head_at_once_and_again_until_answered() {
     assert_eq!(core.stats().in_flight, 0);
 }
 
+/// A batch redelivered to another slave answers a read twice: of the
+/// copies held for the head, the one read furthest counts.
+#[test]
+fn of_two_copies_of_a_held_answer_the_one_read_furthest_counts() {
+    let mut core = core_at(1, SEED);
+    let r = core.read(Consistency::Strong, 1, "r", 0);
+    let h = asked(&fx(&mut core));
+    core.reply(st(1), read_at(9), Some(r), 1);
+    core.reply(st(1), read_at(3), Some(r), 2);
+    assert!(fx(&mut core).is_empty());
+    core.reply(st(1), Reply::Head(8), Some(h), 3);
+    let effects = fx(&mut core);
+    assert!(reads_sent(&effects).is_empty(), "not sent again");
+    assert_eq!(reads_given(effects), vec![(1, 9)]);
+    assert_eq!(core.stats().in_flight, 0);
+}
+
 #[test]
 fn an_acknowledged_write_teaches_the_head() {
     let mut core = core_at(1, SEED);
@@ -229,9 +255,8 @@ fn an_acknowledged_write_teaches_the_head() {
     let effects = fx(&mut core);
     assert!(matches!(&effects[0], Effect::Deliver { waiter: 2, reply: Ok(r) } if *r == acked(7)));
     // The read's answer was read below it: it goes again at 7.
-    let sent = reads_sent(&effects);
-    assert_eq!(sent.len(), 1);
-    assert_eq!((sent[0][0].1, sent[0][0].2), (7, "r"));
+    let (_, min, op) = one_read_sent(&effects);
+    assert_eq!((min, op), (7, "r"));
     assert_eq!(effects.len(), 2);
     assert_eq!(core.stats().writes, 1);
 }
@@ -714,9 +739,7 @@ fn with_read_index_a_strong_read_waits_for_a_head_asked_after_it_began() {
     core.reply(st(1), Reply::Head(9), Some(a2), 15);
     let effects = fx(&mut core);
     let a3 = asked(&effects);
-    let sent = reads_sent(&effects);
-    assert_eq!(sent.len(), 1);
-    let (r2_again, min, op) = sent[0][0];
+    let (r2_again, min, op) = one_read_sent(&effects);
     assert_eq!((min, op), (9, "r2"));
     assert!(delivered(effects).is_empty());
     core.reply(st(1), read_at(9), Some(r2_again), 16);
@@ -745,9 +768,9 @@ fn with_read_index_reads_wait_for_their_head_while_the_history_moves() {
     core.reply(st(1), read_at(5), Some(r1), 11);
     // The head moved: r1 goes again at it, and the next read waits.
     core.reply(st(1), Reply::Head(6), Some(a1), 12);
-    let sent = reads_sent(&fx(&mut core));
-    assert_eq!((sent[0][0].1, sent[0][0].2), (6, "r1"));
-    core.reply(st(1), read_at(6), Some(sent[0][0].0), 12);
+    let (again, min, op) = one_read_sent(&fx(&mut core));
+    assert_eq!((min, op), (6, "r1"));
+    core.reply(st(1), read_at(6), Some(again), 12);
     assert_eq!(reads_given(fx(&mut core)), vec![(1, 6)]);
     let r2 = core.read(Consistency::Strong, 2, "r2", 13);
     let effects = fx(&mut core);
@@ -796,8 +819,8 @@ fn with_read_index_a_read_goes_at_the_larger_of_the_head_and_its_own_acks() {
     // The master answered the ask before it applied that write: the read
     // goes again, at the larger.
     core.reply(st(1), Reply::Head(19), Some(h), 5);
-    let sent = reads_sent(&fx(&mut core));
-    assert_eq!((sent[0][0].1, sent[0][0].2), (20, "r"));
+    let (_, min, op) = one_read_sent(&fx(&mut core));
+    assert_eq!((min, op), (20, "r"));
 }
 
 #[test]
@@ -840,9 +863,8 @@ fn with_read_index_a_failed_ask_goes_again_and_its_reads_ride_the_new_one() {
     core.reply(st(2), Reply::Head(6), Some(a5), 303 + wait + 1);
     // Read at or past the head: handed over; below it: sent again.
     let effects = fx(&mut core);
-    let sent = reads_sent(&effects);
-    assert_eq!(sent.len(), 1);
-    assert_eq!((sent[0][0].1, sent[0][0].2), (6, "r1"));
+    let (_, min, op) = one_read_sent(&effects);
+    assert_eq!((min, op), (6, "r1"));
     assert_eq!(reads_given(effects), vec![(2, 6), (3, 7)]);
 }
 
