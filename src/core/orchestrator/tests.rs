@@ -926,3 +926,36 @@ fn with_read_index_nothing_is_asked_once_no_read_waits() {
     core.reply(st(1), read_at(2), Some(r3), ATTEMPT_MS * 4 + 2);
     assert_eq!(reads_given(fx(&mut core)), vec![(3, 2)]);
 }
+
+#[test]
+fn with_read_index_under_load_an_ask_goes_once_an_answer_needs_it() {
+    let mut core = indexed(3);
+    // An idle lane: the read and its ask go together.
+    let r1 = core.read(Consistency::Strong, 1, "r1", 10);
+    let a1 = asked(&fx(&mut core));
+    // Beside an unanswered batch, a read goes without an ask of its own
+    // yet: its batch takes a while, and the ask can cover more reads.
+    let r2 = core.read(Consistency::Strong, 2, "r2", 11);
+    let effects = fx(&mut core);
+    assert_eq!(asks(&effects), 0);
+    assert_eq!(reads_sent(&effects), vec![vec![(r2, 3, "r2")]]);
+    // The ask's answer covers r1 only; r2's batch is still out: no ask.
+    core.reply(st(1), Reply::Head(3), Some(a1), 12);
+    assert!(fx(&mut core).is_empty());
+    core.reply(st(1), read_at(3), Some(r1), 13);
+    assert_eq!(reads_given(fx(&mut core)), vec![(1, 3)]);
+    let r3 = core.read(Consistency::Strong, 3, "r3", 13);
+    let effects = fx(&mut core);
+    assert_eq!(asks(&effects), 0);
+    assert_eq!(reads_sent(&effects), vec![vec![(r3, 3, "r3")]]);
+    // r2's answer must wait for a head: now its ask goes, and r3, begun
+    // before it, rides it too.
+    core.reply(st(1), read_at(3), Some(r2), 14);
+    let a2 = asked(&fx(&mut core));
+    core.reply(st(1), Reply::Head(3), Some(a2), 15);
+    assert_eq!(reads_given(fx(&mut core)), vec![(2, 3)]);
+    core.reply(st(1), read_at(3), Some(r3), 16);
+    assert_eq!(reads_given(fx(&mut core)), vec![(3, 3)]);
+    assert_eq!(core.stats().head_asks, 3, "the first, then one per answer held");
+    assert_eq!(core.stats().in_flight, 0);
+}
