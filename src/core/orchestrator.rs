@@ -83,7 +83,12 @@
 //! waits for it: one that waits for its head to go, or one whose answer
 //! came and is held; and at once for a read sent to an idle lane (no
 //! batch of reads unanswered), as under light load, where it would
-//! otherwise add its round trip to the read's. Under load, reads sent
+//! otherwise add its round trip to the read's (a lane whose only
+//! unanswered batches are slow, [`SLOW_MS`], counts as idle: a worker
+//! paused with a batch does not make every read pay both round trips in
+//! turn). A read sent to an idle lane while an ask cannot go (one is
+//! unanswered, or a refused one's wait runs) is owed the next one, as
+//! soon as it can go. Under load, reads sent
 //! beside unanswered batches do not send one: their answers take a
 //! round trip anyway, and an ask sent when the first of them is held
 //! covers every read begun by then. Measured over RabbitMQ at 64
@@ -246,12 +251,22 @@ impl<T> Lane<T> {
     /// one (`waiting` may still hold a few given up: a batch then goes a
     /// little short).
     fn has_room(&self, now: u64) -> bool {
-        let busy = self
-            .flying
+        let busy = self.busy(now);
+        busy == 0 || (busy < self.window && self.waiting.len() >= self.fill)
+    }
+
+    /// The batches unanswered and not yet slow.
+    fn busy(&self, now: u64) -> usize {
+        self.flying
             .values()
             .filter(|f| now < f.sent.saturating_add(SLOW_MS))
-            .count();
-        busy == 0 || (busy < self.window && self.waiting.len() >= self.fill)
+            .count()
+    }
+
+    /// Whether no batch is unanswered but slow ones (light load, or a
+    /// worker paused with a batch).
+    fn idle(&self, now: u64) -> bool {
+        self.busy(now) == 0
     }
 
     /// One of batch `batch`'s requests is answered (or failed).
@@ -338,6 +353,10 @@ struct Head {
     /// the same, and this run acknowledged no write since (module docs,
     /// "Checked reads"). So it is taken to until a head is learned.
     steady: bool,
+    /// A parked read went to an idle lane while an ask could not go (one
+    /// unanswered, or a refused one's wait running): the next ask is due
+    /// as soon as it can go (module docs, "When asks go").
+    owed: bool,
 }
 
 /// The Orchestrator's state: see the module documentation. `W` is who
@@ -396,6 +415,7 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
                 wait: HEAD_BACKOFF.first,
                 last: None,
                 steady: true,
+                owed: false,
             },
             out: Vec::new(),
         }
@@ -536,9 +556,11 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
                 });
             }
             self.parked.push(id);
-            // A read that waits to go needs its ask now; one sent goes
+            // A read that waits to go needs its ask now, as does one sent
+            // to an idle lane; one sent beside unanswered batches goes
             // with the next ask due (module docs, "When asks go").
-            self.ask_if_wanted(now, !sent || self.reads.flying.is_empty());
+            self.head.owed |= self.reads.idle(now);
+            self.ask_if_wanted(now, !sent);
             self.counters.reads_beside_ask += u64::from(sent);
             send
         } else {
@@ -562,7 +584,7 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
 
     /// Sends the reads waiting, in batches, while the window has room.
     fn send_reads(&mut self, now: u64) {
-        let idle = self.reads.flying.is_empty();
+        let idle = self.reads.idle(now);
         let mut went = false;
         while self.reads.has_room(now) {
             let min_seq = self.counters.last_acked_seq;
@@ -589,7 +611,8 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
             went = true;
         }
         // Reads going to an idle lane would otherwise wait for their ask.
-        if idle && went {
+        if idle && went && !self.parked.is_empty() {
+            self.head.owed = true;
             self.ask_if_wanted(now, true);
         }
     }
@@ -823,6 +846,7 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
         self.fail_where("reply queue consumer ended", |_| true);
         self.parked.clear();
         self.riding.clear();
+        self.head.owed = false;
         if self.head.asking.take().is_some() {
             self.head.retry_at = Some(now);
         }
@@ -847,7 +871,7 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
         self.writes
             .waiting
             .retain(|(id, _)| pending.contains_key(id));
-        self.ask_if_wanted(now, self.parked_wait());
+        self.ask_if_wanted(now, self.parked_wait(now));
         self.send_waiting(now);
     }
 
@@ -913,17 +937,17 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
     /// that failed (module docs, "When asks go").
     fn ask_if_wanted(&mut self, now: u64, urgent: bool) {
         let due = self.head.retry_at.is_none_or(|at| at <= now);
-        let needed = urgent || !self.head.known || !self.riding.is_empty();
+        let needed = urgent || self.head.owed || !self.head.known || !self.riding.is_empty();
         if self.head.asking.is_none() && due && needed && self.wants_head() {
             self.ask_head(now);
         }
     }
 
     /// Whether a parked read waits for an ask to be sent: one waiting to
-    /// go, or one whose answer is held, or any while no batch of reads is
-    /// unanswered.
-    fn parked_wait(&self) -> bool {
-        !self.parked.is_empty() && self.reads.flying.is_empty()
+    /// go, or one whose answer is held, or one that went to an idle lane,
+    /// or any while the lane is idle.
+    fn parked_wait(&self, now: u64) -> bool {
+        !self.parked.is_empty() && (self.head.owed || self.reads.idle(now))
             || self.parked.iter().any(|id| {
                 let check = self.pending.get(id).and_then(|a| a.check.as_ref());
                 check.is_some_and(|c| !c.sent || c.held.is_some())
@@ -936,6 +960,7 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
         let id = self.attempt(Waiting::Head, now.saturating_add(self.head.wait));
         self.head.asking = Some(id);
         self.head.retry_at = None;
+        self.head.owed = false;
         self.riding.append(&mut self.parked);
         self.counters.head_asks += 1;
         let stamp = self.stamp();
@@ -956,7 +981,7 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
                 // the head; those that came since ride the next ask.
                 let riding = std::mem::take(&mut self.riding);
                 self.check_reads(riding, *seq, now);
-                self.ask_if_wanted(now, self.parked_wait());
+                self.ask_if_wanted(now, self.parked_wait(now));
                 self.send_waiting(now);
             }
             _ => {

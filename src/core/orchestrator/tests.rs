@@ -959,3 +959,48 @@ fn with_read_index_under_load_an_ask_goes_once_an_answer_needs_it() {
     assert_eq!(core.stats().head_asks, 3, "the first, then one per answer held");
     assert_eq!(core.stats().in_flight, 0);
 }
+
+#[test]
+fn with_read_index_a_read_sent_to_an_idle_lane_while_an_ask_is_out_gets_the_next_at_once() {
+    let mut core = indexed(3);
+    let r1 = core.read(Consistency::Strong, 1, "r1", 10);
+    let a1 = asked(&fx(&mut core));
+    // r1's answer comes before its head: held; the lane is idle again.
+    core.reply(st(1), read_at(3), Some(r1), 11);
+    assert!(fx(&mut core).is_empty());
+    // r2 goes to the idle lane while a1 is out (it cannot ride a1).
+    let r2 = core.read(Consistency::Strong, 2, "r2", 12);
+    let effects = fx(&mut core);
+    assert_eq!(asks(&effects), 0, "one ask at a time");
+    assert_eq!(reads_sent(&effects), vec![vec![(r2, 3, "r2")]]);
+    // a1 answered: r2's ask goes now, not once r2's answer is held.
+    core.reply(st(1), Reply::Head(3), Some(a1), 13);
+    let effects = fx(&mut core);
+    let a2 = asked(&effects);
+    assert_eq!(reads_given(effects), vec![(1, 3)]);
+    core.reply(st(1), Reply::Head(3), Some(a2), 14);
+    assert!(fx(&mut core).is_empty());
+    core.reply(st(1), read_at(3), Some(r2), 15);
+    assert_eq!(reads_given(fx(&mut core)), vec![(2, 3)]);
+    // Nothing is owed any more: no ask goes for nobody.
+    core.tick(16);
+    assert!(fx(&mut core).is_empty());
+}
+
+#[test]
+fn with_read_index_a_slow_batch_does_not_hold_back_the_next_reads_ask() {
+    let mut core = indexed(3);
+    core.read(Consistency::Strong, 1, "r1", 10);
+    let a1 = asked(&fx(&mut core));
+    core.reply(st(1), Reply::Head(3), Some(a1), 11);
+    assert!(fx(&mut core).is_empty());
+    // r1's slave is paused with its batch: once that batch is slow, the
+    // lane is idle again, and a read goes with its own ask at once.
+    let r2 = core.read(Consistency::Strong, 2, "r2", 10 + SLOW_MS);
+    let effects = fx(&mut core);
+    let a2 = asked(&effects);
+    assert_eq!(reads_sent(&effects), vec![vec![(r2, 3, "r2")]]);
+    core.reply(st(1), Reply::Head(3), Some(a2), 11 + SLOW_MS);
+    core.reply(st(1), read_at(3), Some(r2), 12 + SLOW_MS);
+    assert_eq!(reads_given(fx(&mut core)), vec![(2, 3)]);
+}
