@@ -93,7 +93,7 @@
 //! round trip anyway, and an ask sent when the first of them is held
 //! covers every read begun by then. Measured over RabbitMQ at 64
 //! clients: asks fell from 0.9 to 0.6 a batch of reads, and strong reads
-//! rose 7% (BENCHMARKS.md).
+//! rose 5-15% (BENCHMARKS.md, "Fewer asks for the head under load").
 //!
 //! # Batches
 //!

@@ -426,12 +426,24 @@ pub async fn settled_leader(orchs: &[Option<Node>], workers: usize) -> Option<us
     None
 }
 
-/// What each of `orchs` says of the cluster (for a failure's message).
+/// What each of `orchs` says of the cluster, and the end of its log
+/// (its workers' too, when they run as its child processes), for a
+/// failure's message.
 pub async fn views(orchs: &[Option<Node>]) -> String {
+    const TAIL: usize = 300;
     let mut out = String::new();
     for o in orchs.iter().flatten() {
         let v = cluster_view(o).await.unwrap_or_default();
         out += &format!("\norchestrator {}: {v}", o.pid());
+    }
+    for o in orchs.iter().flatten() {
+        let log = o.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(TAIL)..].join("\n");
+        out += &format!(
+            "\n--- the last {TAIL} lines of orchestrator {}'s log:\n{tail}",
+            o.pid()
+        );
     }
     out
 }

@@ -956,7 +956,11 @@ fn with_read_index_under_load_an_ask_goes_once_an_answer_needs_it() {
     assert_eq!(reads_given(fx(&mut core)), vec![(2, 3)]);
     core.reply(st(1), read_at(3), Some(r3), 16);
     assert_eq!(reads_given(fx(&mut core)), vec![(3, 3)]);
-    assert_eq!(core.stats().head_asks, 3, "the first, then one per answer held");
+    assert_eq!(
+        core.stats().head_asks,
+        3,
+        "the first, then one per answer held"
+    );
     assert_eq!(core.stats().in_flight, 0);
 }
 
