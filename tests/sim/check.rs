@@ -15,6 +15,7 @@ pub const READS_WITHIN: u64 = 15_000;
 
 /// Runs the world without faults until it is quiet, then checks it.
 pub fn settle(w: &mut World) -> Result<(), String> {
+    w.calm = true;
     let from = w.now;
     while !quiet(w) {
         if w.now - from > SETTLE_WITHIN {

@@ -288,6 +288,12 @@ impl World {
             if !w.alive || w.pid != pid {
                 continue; // its reply queue went with it
             }
+            if self.setup.lose_answers && !self.calm && self.rng.f64() < 0.25 {
+                self.log(format!(
+                    "worker {leader} answers worker {id}'s request {request}; the answer is lost"
+                ));
+                continue;
+            }
             let head = store.applied.len() as u64;
             let snapshot = match catchup::decide(have_seq, have_epoch, head, &store.lineage, log) {
                 Answer::Current => None,

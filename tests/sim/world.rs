@@ -272,6 +272,10 @@ pub struct Setup {
     pub log_writes: usize,
     /// Whether some writes are restores (see [`restore`]).
     pub restores: bool,
+    /// Whether a master's answer to a snapshot request may be lost while
+    /// the faults last (its reply not published, or its reply queue gone:
+    /// the master takes the request off `writeQ` all the same).
+    pub lose_answers: bool,
 }
 
 impl Default for Setup {
@@ -296,6 +300,7 @@ impl Default for Setup {
             ),
             log_writes: 64,
             restores: false,
+            lose_answers: false,
             read_index: false,
             reads_see_every_answer: false,
         }
@@ -329,6 +334,8 @@ pub struct World {
     /// Snapshot requests waiting in `writeQ`: worker, pid, request, the
     /// seq it has and the epoch of it.
     pub snapshot_asks: Vec<(u64, u64, u64, u64, u64)>,
+    /// The faults have stopped (the checker settles the world).
+    pub calm: bool,
     /// The lineage each snapshot answer carries (its store's).
     pub snapshot_lineages: BTreeMap<(u64, u64), Lineage>,
     pub answers: u64,
@@ -408,6 +415,7 @@ impl World {
             publishes: Vec::new(),
             fences: Vec::new(),
             snapshot_asks: Vec::new(),
+            calm: false,
             snapshot_lineages: BTreeMap::new(),
             answers: 0,
             wakes: Vec::new(),
