@@ -26,6 +26,9 @@
 //!   while): it asks the master whether it is current, and reports itself
 //!   not ready (standing in no election) until the answer is in; the
 //!   writes it missed show otherwise only at the next write or read;
+//! - a snapshot request unanswered for [`ANSWER_WAIT`] is asked again
+//!   (its answer was lost: the reply could not be published, or its
+//!   reply queue was gone);
 //! - a wait for a write known to exist lasts at most [`GAP_WAIT_MS`]
 //!   before a snapshot is asked for, and a replica held at a gap for
 //!   [`GAP_UNREADY_MS`] does not report itself ready;
@@ -75,6 +78,12 @@ pub const GAP_UNREADY_MS: u64 = 500;
 pub const READ_WAIT_MS: u64 = 2_000;
 /// How soon a snapshot is asked for again after a deposed master answered.
 pub const REFUSED_RETRY_MS: u64 = 100;
+/// How long a snapshot request waits with no part of its answer before it
+/// is asked again, doubling while none comes (so that a master slow to
+/// take a large snapshot is not asked again and again): the master takes
+/// a request off `writeQ` once it has answered, even when its reply could
+/// not be published, and the asker is the one to ask again.
+pub const ANSWER_WAIT: Backoff = Backoff::new(3_000, 60_000);
 /// How the broker is tried again: the first wait, doubled each time up to
 /// [`LAST_RETRY_MS`] ([`super::backoff::RECONNECT`]).
 pub const RETRY: Backoff = RECONNECT;
@@ -159,6 +168,9 @@ pub struct ReplicaCore {
     reads: Subscription,
     snapshot: Snap,
     next_request: u64,
+    /// How long the request out may wait for its answer's next part
+    /// ([`ANSWER_WAIT`]).
+    answer_wait: u64,
     drain: Option<Drain>,
     /// When a snapshot was last asked for to pass a restore.
     restore_asked: Option<u64>,
@@ -192,6 +204,7 @@ impl ReplicaCore {
             reads: Subscription::default(),
             snapshot: Snap::Idle,
             next_request: 0,
+            answer_wait: ANSWER_WAIT.first,
             drain: None,
             restore_asked: None,
             closing: false,
@@ -258,6 +271,7 @@ impl ReplicaCore {
         self.expire_parked();
         self.watch_gaps();
         self.retry_ask();
+        self.expire_ask();
     }
 
     fn shutdown(&mut self) {

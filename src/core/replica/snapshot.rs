@@ -7,7 +7,7 @@
 
 use super::catchup::CatchUpParts;
 use super::{
-    Delivered, Effect, Level, ReplicaCore, Run, Token, FIRST_RETRY_MS, GAP_WAIT_MS,
+    Delivered, Effect, Level, ReplicaCore, Run, Token, ANSWER_WAIT, FIRST_RETRY_MS, GAP_WAIT_MS,
     REFUSED_RETRY_MS, RETRY,
 };
 use crate::model::wire::{Reply, Snapshot, SnapshotParts, Stamp};
@@ -18,12 +18,14 @@ use crate::model::Lineage;
 pub(super) enum Snap {
     #[default]
     Idle,
-    /// Request `request` (for the state past `have_seq`) is out; the parts
-    /// of its answer so far (a snapshot's, or a catch-up's). A failure to
-    /// send it waits `wait`.
+    /// Request `request` (for the state past `have_seq`) is out, since
+    /// `heard` (or its answer's last part came then); the parts of its
+    /// answer so far (a snapshot's, or a catch-up's). A failure to send
+    /// it waits `wait`.
     Asked {
         request: u64,
         have_seq: u64,
+        heard: u64,
         wait: u64,
         parts: SnapshotParts,
         catch_up: CatchUpParts,
@@ -112,6 +114,7 @@ impl ReplicaCore {
         self.snapshot = Snap::Asked {
             request,
             have_seq,
+            heard: self.now,
             wait,
             parts: SnapshotParts::default(),
             catch_up: CatchUpParts::default(),
@@ -156,6 +159,31 @@ impl ReplicaCore {
         self.snapshot = Snap::RetryAt { at, have_seq, wait };
     }
 
+    /// The request out heard nothing for its wait: its answer is lost
+    /// (module docs); asked again, waiting longer.
+    pub(super) fn expire_ask(&mut self) {
+        let Snap::Asked {
+            request,
+            have_seq,
+            heard,
+            wait,
+            ..
+        } = self.snapshot
+        else {
+            return;
+        };
+        if self.now.saturating_sub(heard) < self.answer_wait {
+            return;
+        }
+        let msg = format!(
+            "no answer to snapshot request {request} in {} ms; asking again",
+            self.answer_wait
+        );
+        self.log(Level::Warn, msg);
+        self.answer_wait = ANSWER_WAIT.next(self.answer_wait);
+        self.ask(have_seq, wait);
+    }
+
     pub(super) fn retry_ask(&mut self) {
         if let Snap::RetryAt { at, have_seq, wait } = self.snapshot {
             if at <= self.now {
@@ -184,6 +212,11 @@ impl ReplicaCore {
         let Some(have_seq) = self.asked_for(request) else {
             return self.stray(token);
         };
+        // A part came: the request is answered, however slowly.
+        if let Snap::Asked { heard, .. } = &mut self.snapshot {
+            *heard = self.now;
+        }
+        self.answer_wait = ANSWER_WAIT.first;
         let whole = match answer.item {
             Err(e) => Err(e),
             Ok((stamp, _)) if refused(stamp, self.cluster, self.lineage.epoch()) => {

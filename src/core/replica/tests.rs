@@ -9,7 +9,9 @@ mod snapshot;
 mod sync;
 
 use super::*;
-use crate::model::wire::{Entry, Reply, Snapshot, Stamp, SyncBatch, SyncItem, SyncMessage};
+use crate::model::wire::{
+    Entry, Reply, Snapshot, SnapshotPart, Stamp, SyncBatch, SyncItem, SyncMessage,
+};
 use crate::model::WriteOp;
 
 const ID: u64 = 7;
@@ -369,4 +371,59 @@ fn a_gap_only_reads_show_is_repaired_though_each_read_gives_up_first() {
     }
     assert!(!asks.is_empty(), "the gap was never repaired");
     assert!(asks.iter().all(|&(_, have)| have == 1), "{asks:?}");
+}
+
+#[test]
+fn a_snapshot_request_left_unanswered_is_asked_again_waiting_longer_each_time() {
+    let l = lineage(&[(1, 0)]);
+    let mut r = Replica::new(3, l.clone());
+    r.on(Input::Start);
+    let fx = r.on(Input::Consuming(Consumer::Sync));
+    let (first, _) = asked(&fx).expect("asked once bound");
+    // The master took the request and its answer was lost: nothing comes.
+    assert_eq!(asked(&r.wait(ANSWER_WAIT.first - TICK)), None);
+    let fx = r.wait(TICK);
+    let (second, have) = asked(&fx).expect("asked again");
+    assert_ne!(second, first);
+    assert_eq!(have, 3);
+    assert!(logged(&fx, Level::Warn, "no answer to snapshot request"));
+    // The first answer, late, is not the request out: not installed.
+    let (_, fx) = r.answer(first, stamp(1), snapshot_at(6));
+    assert!(!installs(&fx));
+    // Lost again: the next wait is twice as long.
+    let twice = ANSWER_WAIT.next(ANSWER_WAIT.first);
+    assert_eq!(asked(&r.wait(twice - TICK)), None);
+    let (third, _) = asked(&r.wait(TICK)).expect("asked a third time");
+    // Answered: installed, and the replica serves.
+    let (_, fx) = r.answer(third, stamp(1), snapshot_at(6));
+    assert!(installs(&fx));
+    r.on(Input::Installed {
+        request: third,
+        result: Ok((6, l)),
+    });
+    assert!(r.ready());
+    // Nothing is asked again once answered.
+    assert_eq!(asked(&r.wait(ANSWER_WAIT.last * 2)), None);
+}
+
+#[test]
+fn a_slow_snapshot_whose_parts_keep_coming_is_not_asked_again() {
+    let l = lineage(&[(1, 0)]);
+    let mut r = Replica::new(0, l);
+    r.on(Input::Start);
+    let fx = r.on(Input::Consuming(Consumer::Sync));
+    let (request, _) = asked(&fx).expect("asked once bound");
+    // A part every little less than the wait: the request is answered,
+    // slowly, and stays out.
+    for part in 0..4u32 {
+        assert_eq!(asked(&r.wait(ANSWER_WAIT.first - TICK)), None);
+        let reply = Reply::SnapshotPart(SnapshotPart {
+            seq: 9,
+            part,
+            parts: 5,
+            entries: Vec::new(),
+        });
+        let (_, fx) = r.answer(request, stamp(1), reply);
+        assert!(!installs(&fx));
+    }
 }
