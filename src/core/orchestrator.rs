@@ -715,8 +715,21 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
             return;
         };
         self.settled(&attempt);
+        if attempt.check.is_some() {
+            // A checked read answered with an error: no head is wanted
+            // for it any more.
+            self.forget_gone_checks();
+        }
         self.answered(stamp, reply, attempt, now);
         self.send_waiting(now);
+    }
+
+    /// Drops from the reads waiting for an ask (`parked`, `riding`) those
+    /// whose attempts are over, so that no ask goes for nobody.
+    fn forget_gone_checks(&mut self) {
+        let pending = &self.pending;
+        self.parked.retain(|id| pending.contains_key(id));
+        self.riding.retain(|id| pending.contains_key(id));
     }
 
     /// A checked read's answer, read at `served`, now that its head is
@@ -862,9 +875,8 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
             self.head.asking = None;
             self.head.wait = HEAD_BACKOFF.next(self.head.wait);
         }
+        self.forget_gone_checks();
         let pending = &self.pending;
-        self.parked.retain(|id| pending.contains_key(id));
-        self.riding.retain(|id| pending.contains_key(id));
         self.reads
             .waiting
             .retain(|(id, _)| pending.contains_key(id));
@@ -884,6 +896,9 @@ impl<W, P: Clone, Q> OrchestratorCore<W, P, Q> {
             .extract_if(.., |_, a| which(a))
             .map(|(_, a)| a)
             .collect();
+        if failed.iter().any(|a| a.check.is_some()) {
+            self.forget_gone_checks();
+        }
         for a in failed {
             self.settled(&a);
             match a.waiting {

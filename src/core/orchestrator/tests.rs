@@ -1008,3 +1008,31 @@ fn with_read_index_a_slow_batch_does_not_hold_back_the_next_reads_ask() {
     core.reply(st(1), read_at(3), Some(r2), 12 + SLOW_MS);
     assert_eq!(reads_given(fx(&mut core)), vec![(2, 3)]);
 }
+
+#[test]
+fn with_read_index_a_parked_read_answered_with_an_error_wants_no_ask() {
+    let mut core = indexed(3);
+    // A read and its ask go to an idle lane; a second read goes beside
+    // its batch and waits for the next ask.
+    let r1 = core.read(Consistency::Strong, 1, "r1", 10);
+    let a1 = asked(&fx(&mut core));
+    let r2 = core.read(Consistency::Strong, 2, "r2", 11);
+    assert_eq!(asks(&fx(&mut core)), 0);
+    // The second's slave answers with an error: handed over at once.
+    let refused = Reply::Read(Err(Error::BadRequest("no such table".into())));
+    core.reply(st(1), refused, Some(r2), 12);
+    let given = delivered(fx(&mut core));
+    assert_eq!(given.len(), 1);
+    assert_eq!(given[0].0, 2);
+    // The first is answered and its ask too: nobody waits for a head now,
+    // so none is asked, now or at the next tick.
+    core.reply(st(1), read_at(3), Some(r1), 12);
+    assert!(fx(&mut core).is_empty(), "held for its head");
+    core.reply(st(1), Reply::Head(3), Some(a1), 13);
+    let effects = fx(&mut core);
+    assert_eq!(asks(&effects), 0, "an ask for nobody: {effects:?}");
+    assert_eq!(reads_given(effects), vec![(1, 3)]);
+    core.tick(14);
+    assert!(fx(&mut core).is_empty());
+    assert_eq!(core.stats().in_flight, 0);
+}
