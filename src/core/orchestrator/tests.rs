@@ -694,6 +694,16 @@ fn indexed(seq: u64) -> Core {
     core
 }
 
+/// A strong read at 10 (its ask goes with it: the lane is idle), then one
+/// at 11: the first's id, its ask's, the second's, and what the second
+/// did.
+fn a_read_then_one_beside_it(core: &mut Core) -> (u64, u64, u64, Vec<Fx>) {
+    let r1 = core.read(Consistency::Strong, 1, "r1", 10);
+    let a1 = asked(&fx(core));
+    let r2 = core.read(Consistency::Strong, 2, "r2", 11);
+    (r1, a1, r2, fx(core))
+}
+
 /// The asks for the head among `fx`.
 fn asks(fx: &[Fx]) -> usize {
     fx.iter()
@@ -826,10 +836,7 @@ fn with_read_index_a_read_goes_at_the_larger_of_the_head_and_its_own_acks() {
 #[test]
 fn with_read_index_a_failed_ask_goes_again_and_its_reads_ride_the_new_one() {
     let mut core = indexed(0);
-    let r1 = core.read(Consistency::Strong, 1, "r1", 10);
-    let a1 = asked(&fx(&mut core));
-    let r2 = core.read(Consistency::Strong, 2, "r2", 11);
-    fx(&mut core);
+    let (r1, a1, r2, _) = a_read_then_one_beside_it(&mut core);
     core.reply(st(1), read_at(4), Some(r1), 12);
     // Unanswered in its wait: asked again, both reads riding the new ask
     // (sent after both began); the late answer to the first counts for
@@ -930,13 +937,10 @@ fn with_read_index_nothing_is_asked_once_no_read_waits() {
 #[test]
 fn with_read_index_under_load_an_ask_goes_once_an_answer_needs_it() {
     let mut core = indexed(3);
-    // An idle lane: the read and its ask go together.
-    let r1 = core.read(Consistency::Strong, 1, "r1", 10);
-    let a1 = asked(&fx(&mut core));
-    // Beside an unanswered batch, a read goes without an ask of its own
-    // yet: its batch takes a while, and the ask can cover more reads.
-    let r2 = core.read(Consistency::Strong, 2, "r2", 11);
-    let effects = fx(&mut core);
+    // An idle lane: the read and its ask go together. Beside an
+    // unanswered batch, a read goes without an ask of its own yet: its
+    // batch takes a while, and the ask can cover more reads.
+    let (r1, a1, r2, effects) = a_read_then_one_beside_it(&mut core);
     assert_eq!(asks(&effects), 0);
     assert_eq!(reads_sent(&effects), vec![vec![(r2, 3, "r2")]]);
     // The ask's answer covers r1 only; r2's batch is still out: no ask.
@@ -1014,10 +1018,8 @@ fn with_read_index_a_parked_read_answered_with_an_error_wants_no_ask() {
     let mut core = indexed(3);
     // A read and its ask go to an idle lane; a second read goes beside
     // its batch and waits for the next ask.
-    let r1 = core.read(Consistency::Strong, 1, "r1", 10);
-    let a1 = asked(&fx(&mut core));
-    let r2 = core.read(Consistency::Strong, 2, "r2", 11);
-    assert_eq!(asks(&fx(&mut core)), 0);
+    let (r1, a1, r2, effects) = a_read_then_one_beside_it(&mut core);
+    assert_eq!(asks(&effects), 0);
     // The second's slave answers with an error: handed over at once.
     let refused = Reply::Read(Err(Error::BadRequest("no such table".into())));
     core.reply(st(1), refused, Some(r2), 12);
