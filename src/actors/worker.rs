@@ -383,7 +383,8 @@ impl Worker {
             self.broker.clone(),
             stamp,
             self.lease.clone(),
-        );
+        )
+        .with_sync_cap(self.cfg.sync_cap);
         self.role = Role::Master(master.start());
         self.keep_lease(ctx);
     }

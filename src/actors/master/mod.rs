@@ -64,6 +64,9 @@ pub struct MasterWorker {
     /// The `writeQ` consumer, while there is one.
     consumer: Option<SpawnHandle>,
     subscribing: bool,
+    /// The cap its sync queue had while it was a slave (the queue is
+    /// declared as it was before it is deleted).
+    sync_cap: u32,
 }
 
 /// What applying one request from `writeQ` came to.
@@ -105,7 +108,16 @@ impl MasterWorker {
             lease,
             consumer: None,
             subscribing: false,
+            sync_cap: broker::SYNC_QUEUE_CAP,
         }
+    }
+
+    /// The cap its sync queue had while it was a slave (by default
+    /// [`broker::SYNC_QUEUE_CAP`]): declared with another, the queue
+    /// would be deleted and declared again before it is deleted.
+    pub fn with_sync_cap(mut self, messages: u32) -> Self {
+        self.sync_cap = messages;
+        self
     }
 
     /// Consumes `writeQ`; retried with backoff while the broker is away.
@@ -208,7 +220,7 @@ impl MasterWorker {
         let (broker, id) = (self.broker.clone(), self.id);
         let queue = broker::sync_queue(id);
         let kind = broker::QueueKind::Own {
-            max: broker::SYNC_QUEUE_CAP,
+            max: self.sync_cap,
             idle_ms: broker::SYNC_QUEUE_IDLE_MS,
         };
         ctx.spawn(super::remove_queue(broker, queue, kind, id).into_actor(self));
