@@ -337,13 +337,7 @@ impl SlaveWorker {
             broker::declare_topology(broker.as_ref()).await?;
             let sync_q = broker::sync_queue(id);
             broker
-                .declare_queue(
-                    &sync_q,
-                    QueueKind::Own {
-                        max: cap,
-                        idle_ms: broker::SYNC_QUEUE_IDLE_MS,
-                    },
-                )
+                .declare_queue(&sync_q, broker::sync_queue_kind(cap))
                 .await?;
             broker.bind(&sync_q, SYNC_X).await?;
             broker.consume(&sync_q, SYNC_PREFETCH).await

@@ -333,6 +333,16 @@ pub fn sync_queue(worker_id: u64) -> String {
     format!("sync.{worker_id}")
 }
 
+/// How a slave's own sync queue is declared, keeping at most `cap`
+/// messages: the same wherever it is declared (subscribing, or before a
+/// delete), or the broker refuses the declaration for other arguments.
+pub fn sync_queue_kind(cap: u32) -> QueueKind {
+    QueueKind::Own {
+        max: cap,
+        idle_ms: SYNC_QUEUE_IDLE_MS,
+    }
+}
+
 /// The name of an orchestrator's own reply queue, from a tag it draws at
 /// random (so that two orchestrators, or two runs of one, never share
 /// one): `responseQ.<tag>`, the original's `responseQ` made one per

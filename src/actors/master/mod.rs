@@ -219,10 +219,7 @@ impl MasterWorker {
     fn remove_own_sync_queue(&mut self, ctx: &mut Context<Self>) {
         let (broker, id) = (self.broker.clone(), self.id);
         let queue = broker::sync_queue(id);
-        let kind = broker::QueueKind::Own {
-            max: self.sync_cap,
-            idle_ms: broker::SYNC_QUEUE_IDLE_MS,
-        };
+        let kind = broker::sync_queue_kind(self.sync_cap);
         ctx.spawn(super::remove_queue(broker, queue, kind, id).into_actor(self));
     }
 

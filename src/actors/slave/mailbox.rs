@@ -102,10 +102,7 @@ impl Handler<Shutdown> for SlaveWorker {
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         self.feed(ctx, Input::Shutdown);
         let (broker, queue, id) = (self.broker.clone(), broker::sync_queue(self.id), self.id);
-        let kind = QueueKind::Own {
-            max: self.sync_cap,
-            idle_ms: broker::SYNC_QUEUE_IDLE_MS,
-        };
+        let kind = broker::sync_queue_kind(self.sync_cap);
         let delete = async move {
             let removed =
                 tokio::time::timeout(REMOVE_WITHIN, remove_queue(broker, queue, kind, id));
