@@ -5,9 +5,11 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use dbaas::broker::faults::{Fault, FaultyBroker};
 use dbaas::broker::{Broker, Consumer, Message, QueueKind};
 use dbaas::error::Result;
 use dbaas::model::wire::{self, Reply};
+use dbaas::model::WriteOp;
 
 use super::actors::{cluster, spec, DEADLINE};
 use super::{eventually, stores, user};
@@ -115,4 +117,75 @@ pub async fn a_restarted_slave_catches_up_from_the_log_not_a_snapshot(b: Arc<dyn
     let all = stores(dir.path(), &[1, 2, 9]);
     assert!(all.iter().all(|s| *s == all[0]), "stores differ: {all:?}");
     assert_eq!(all[0].0, 320);
+}
+
+/// A brand-new slave's snapshot travels in several parts, and the broker
+/// "confirms" one part in the middle, then loses it (as a node lost after
+/// its confirm would): the slave, holding the parts before the gap and
+/// waiting for the rest, asks again once the answer stops coming, and
+/// serves with every write, writes made meanwhile too. (The simulator's
+/// `lose_answers` covers the same over its own broker.)
+pub async fn a_snapshot_part_lost_after_its_confirm_is_asked_for_again(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let fb = FaultyBroker::new(b);
+    let c = cluster(&dir, 1, Arc::new(fb.clone())).await;
+    // Enough rows that the snapshot travels in several parts.
+    for chunk in 0..6 {
+        let ops = (0..1000)
+            .map(|i| user(&format!("bulk{chunk}-{i}")))
+            .collect();
+        c.orchestrator.write(WriteOp::Batch { ops }).await.unwrap();
+    }
+    // Started again, the master's log begins empty: the new slave cannot
+    // be caught up from it and takes a snapshot.
+    c.stop().await;
+    drop(c);
+    let c = cluster(&dir, 1, Arc::new(fb.clone())).await;
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let seen = answers.clone();
+    fb.on_publish(move |target, msg| {
+        if !target.starts_with("snapshot.9.") {
+            return Fault::Pass;
+        }
+        let kind = match wire::decode::<Reply>(&msg.body) {
+            Ok((_, Reply::SnapshotPart(_))) => "snapshot",
+            Ok((_, Reply::CatchUpPart(_))) => "catch-up",
+            _ => "other",
+        };
+        let mut seen = seen.lock().unwrap();
+        seen.push(kind);
+        // The second part of the first answer.
+        if seen.len() == 2 {
+            Fault::Lose
+        } else {
+            Fault::Pass
+        }
+    });
+    let orch = c.orchestrator.clone();
+    let writer = actix::spawn(async move {
+        for i in 0..50 {
+            orch.write(user(&format!("during{i}"))).await.unwrap();
+        }
+    });
+    c.runtime.start(spec(&c, 9)).await.unwrap();
+    writer.await.unwrap();
+    let rt = c.runtime.clone();
+    eventually("the new slave to serve every write", DEADLINE, || {
+        let rt = rt.clone();
+        async move {
+            rt.status(9)
+                .await
+                .is_ok_and(|s| s.ready && s.applied_seq == 56)
+        }
+    })
+    .await;
+    let answers = answers.lock().unwrap().clone();
+    let parts = answers.iter().filter(|k| **k == "snapshot").count();
+    // The first answer's parts, the lost one among them, then at least
+    // the parts of a second answer.
+    assert!(parts >= 4, "{answers:?}");
+    c.stop().await;
+    let all = stores(dir.path(), &[1, 2, 9]);
+    assert!(all.iter().all(|s| *s == all[0]), "stores differ: {all:?}");
+    assert_eq!(all[0].0, 56);
 }
