@@ -220,22 +220,30 @@ pub async fn reads_spread_round_robin_over_two_slaves(b: Arc<dyn Broker>) {
     c.stop().await;
 }
 
-pub async fn a_late_slave_catches_up_by_snapshot_and_sync_without_a_gap(b: Arc<dyn Broker>) {
-    let dir = tempfile::tempdir().unwrap();
-    let answers = Arc::new(super::catchup::Answers::new(b, 9));
-    let c = cluster(&dir, 1, answers.clone()).await;
-    // Enough rows that the snapshot travels in several parts.
+/// A cluster (a master, a slave) over 6,000 users written in six
+/// writes, stopped and started again: its master's log of recent writes
+/// begins empty, so a new slave cannot be caught up from it and takes a
+/// snapshot, which travels in several parts.
+pub(super) async fn restarted_over_6000_users(
+    dir: &tempfile::TempDir,
+    b: Arc<dyn Broker>,
+) -> Cluster {
+    let c = cluster(dir, 1, b.clone()).await;
     for chunk in 0..6 {
         let ops = (0..1000)
             .map(|i| user(&format!("bulk{chunk}-{i}")))
             .collect();
         c.orchestrator.write(WriteOp::Batch { ops }).await.unwrap();
     }
-    // Started again, the master's log of recent writes begins empty: the
-    // late slave cannot be caught up from it and takes a snapshot.
     c.stop().await;
     drop(c);
-    let c = cluster(&dir, 1, answers.clone()).await;
+    cluster(dir, 1, b).await
+}
+
+pub async fn a_late_slave_catches_up_by_snapshot_and_sync_without_a_gap(b: Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let answers = Arc::new(super::catchup::Answers::new(b, 9));
+    let c = restarted_over_6000_users(&dir, answers.clone()).await;
     for i in 0..294 {
         c.orchestrator
             .write(user(&format!("before{i}")))

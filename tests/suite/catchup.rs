@@ -9,9 +9,8 @@ use dbaas::broker::faults::{Fault, FaultyBroker};
 use dbaas::broker::{Broker, Consumer, Message, QueueKind};
 use dbaas::error::Result;
 use dbaas::model::wire::{self, Reply};
-use dbaas::model::WriteOp;
 
-use super::actors::{cluster, spec, DEADLINE};
+use super::actors::{cluster, restarted_over_6000_users, spec, DEADLINE};
 use super::{eventually, stores, user};
 
 /// A broker that remembers what kind of answer each snapshot request of
@@ -128,19 +127,7 @@ pub async fn a_restarted_slave_catches_up_from_the_log_not_a_snapshot(b: Arc<dyn
 pub async fn a_snapshot_part_lost_after_its_confirm_is_asked_for_again(b: Arc<dyn Broker>) {
     let dir = tempfile::tempdir().unwrap();
     let fb = FaultyBroker::new(b);
-    let c = cluster(&dir, 1, Arc::new(fb.clone())).await;
-    // Enough rows that the snapshot travels in several parts.
-    for chunk in 0..6 {
-        let ops = (0..1000)
-            .map(|i| user(&format!("bulk{chunk}-{i}")))
-            .collect();
-        c.orchestrator.write(WriteOp::Batch { ops }).await.unwrap();
-    }
-    // Started again, the master's log begins empty: the new slave cannot
-    // be caught up from it and takes a snapshot.
-    c.stop().await;
-    drop(c);
-    let c = cluster(&dir, 1, Arc::new(fb.clone())).await;
+    let c = restarted_over_6000_users(&dir, Arc::new(fb.clone())).await;
     let answers = Arc::new(Mutex::new(Vec::new()));
     let seen = answers.clone();
     fb.on_publish(move |target, msg| {
