@@ -9,6 +9,7 @@ use dbaas::broker::faults::{Fault, FaultyBroker};
 use dbaas::broker::{Broker, Consumer, Message, QueueKind};
 use dbaas::error::Result;
 use dbaas::model::wire::{self, Reply};
+use dbaas::system::Cluster;
 
 use super::actors::{cluster, restarted_over_6000_users, spec, DEADLINE};
 use super::{eventually, stores, user};
@@ -37,6 +38,34 @@ impl Answers {
     }
 }
 
+/// What kind of answer to a snapshot request `msg` is.
+fn answer_kind(msg: &Message) -> &'static str {
+    match wire::decode::<Reply>(&msg.body) {
+        Ok((_, Reply::CatchUpPart(_))) => "catch-up",
+        Ok((_, Reply::SnapshotPart(_))) => "snapshot",
+        Ok((_, Reply::Snapshot(Ok(None)))) => "current",
+        _ => "other",
+    }
+}
+
+/// Waits until worker `id` serves reads, having applied exactly `seq`.
+async fn serves_at(c: &Cluster, id: u64, seq: u64) {
+    let rt = c.runtime.clone();
+    eventually(
+        &format!("worker {id} to serve at seq {seq}"),
+        DEADLINE,
+        || {
+            let rt = rt.clone();
+            async move {
+                rt.status(id)
+                    .await
+                    .is_ok_and(|s| s.ready && s.applied_seq == seq)
+            }
+        },
+    )
+    .await;
+}
+
 #[async_trait]
 impl Broker for Answers {
     async fn declare_queue(&self, name: &str, kind: QueueKind) -> Result<()> {
@@ -53,13 +82,7 @@ impl Broker for Answers {
     }
     async fn publish(&self, queue: &str, msg: Message) -> Result<()> {
         if queue.starts_with(&self.prefix) {
-            let kind = match wire::decode::<Reply>(&msg.body) {
-                Ok((_, Reply::CatchUpPart(_))) => "catch-up",
-                Ok((_, Reply::SnapshotPart(_))) => "snapshot",
-                Ok((_, Reply::Snapshot(Ok(None)))) => "current",
-                _ => "other",
-            };
-            self.seen.lock().unwrap().push(kind);
+            self.seen.lock().unwrap().push(answer_kind(&msg));
         }
         self.inner.publish(queue, msg).await
     }
@@ -82,18 +105,7 @@ pub async fn a_restarted_slave_catches_up_from_the_log_not_a_snapshot(b: Arc<dyn
         c.orchestrator.write(user(&format!("a{i}"))).await.unwrap();
     }
     c.runtime.start(spec(&c, 9)).await.unwrap();
-    let serving = |seq: u64| {
-        let rt = c.runtime.clone();
-        move || {
-            let rt = rt.clone();
-            async move {
-                rt.status(9)
-                    .await
-                    .is_ok_and(|s| s.ready && s.applied_seq == seq)
-            }
-        }
-    };
-    eventually("worker 9 to serve at seq 20", DEADLINE, serving(20)).await;
+    serves_at(&c, 9, 20).await;
     // Stopped, its sync queue deleted with it: what is written now reaches
     // it only through the master.
     c.runtime.stop(9).await.unwrap();
@@ -105,7 +117,7 @@ pub async fn a_restarted_slave_catches_up_from_the_log_not_a_snapshot(b: Arc<dyn
     if !c.runtime.list().iter().any(|w| w.id == 9) {
         c.runtime.start(spec(&c, 9)).await.unwrap();
     }
-    eventually("worker 9 to serve at seq 320", DEADLINE, serving(320)).await;
+    serves_at(&c, 9, 320).await;
     let kinds = answers.take();
     assert!(kinds.contains(&"catch-up"), "{kinds:?}");
     assert!(
@@ -134,13 +146,8 @@ pub async fn a_snapshot_part_lost_after_its_confirm_is_asked_for_again(b: Arc<dy
         if !target.starts_with("snapshot.9.") {
             return Fault::Pass;
         }
-        let kind = match wire::decode::<Reply>(&msg.body) {
-            Ok((_, Reply::SnapshotPart(_))) => "snapshot",
-            Ok((_, Reply::CatchUpPart(_))) => "catch-up",
-            _ => "other",
-        };
         let mut seen = seen.lock().unwrap();
-        seen.push(kind);
+        seen.push(answer_kind(msg));
         // The second part of the first answer.
         if seen.len() == 2 {
             Fault::Lose
@@ -156,16 +163,7 @@ pub async fn a_snapshot_part_lost_after_its_confirm_is_asked_for_again(b: Arc<dy
     });
     c.runtime.start(spec(&c, 9)).await.unwrap();
     writer.await.unwrap();
-    let rt = c.runtime.clone();
-    eventually("the new slave to serve every write", DEADLINE, || {
-        let rt = rt.clone();
-        async move {
-            rt.status(9)
-                .await
-                .is_ok_and(|s| s.ready && s.applied_seq == 56)
-        }
-    })
-    .await;
+    serves_at(&c, 9, 56).await;
     let answers = answers.lock().unwrap().clone();
     let parts = answers.iter().filter(|k| **k == "snapshot").count();
     // The first answer's parts, the lost one among them, then at least
