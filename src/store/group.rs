@@ -23,7 +23,7 @@ impl Store {
         WriteGroup {
             store: self,
             _writer: guard,
-            tx: Tx::new(&self.inner.db),
+            tx: Tx::over(self.base()),
             next: self.applied_seq().saturating_add(1),
             lineage: None,
             now_ms,
@@ -151,6 +151,8 @@ impl WriteGroup<'_> {
                 self.tx.put(k.clone(), v.clone());
             }
         }
+        self.tx
+            .put(keys::RESTORED.to_vec(), seq.to_be_bytes().to_vec());
         index::rebuild(&mut self.tx, &schema)?;
         aggregate::rebuild(&mut self.tx, &schema, seq)
     }
@@ -275,16 +277,17 @@ impl WriteGroup<'_> {
                     self.forgotten.to_be_bytes().to_vec(),
                 );
             }
-            let mut batch = tx.into_batch();
+            let mut changes = tx.into_changes();
             if let Some(l) = &lineage {
-                put_lineage(&mut batch, l)?;
+                put_lineage(&mut changes, l)?;
             }
-            let _g = self.store.write_gate();
-            self.store.inner.db.apply_batch(batch)?;
-            self.store.inner.applied.store(last, Ordering::Release);
-            if let Some(l) = lineage {
-                self.store.set_lineage_cache(l);
-            }
+            let store = self.store;
+            store.commit_changes(changes, || {
+                store.inner.applied.store(last, Ordering::Release);
+                if let Some(l) = lineage {
+                    store.set_lineage_cache(l);
+                }
+            })?;
         }
         Ok(self.store.applied_seq())
     }

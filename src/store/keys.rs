@@ -26,6 +26,9 @@ pub(super) const CLUSTER: &[u8] = b"mk";
 /// When the newest request record forgotten was made (u64 BE, ms of the
 /// wall clock): see `super::RECORD_WINDOW_MS`.
 pub(super) const FORGOTTEN: &[u8] = b"mh";
+/// The seq of the last restore (u64 BE): a snapshot holding one is
+/// installed on disk before it is served (see `memory.rs`).
+pub(super) const RESTORED: &[u8] = b"mr";
 /// `mc` + table -> the last auto key handed out (u64 BE).
 pub(super) const COUNTER: &[u8] = b"mc";
 /// Present while a blank store installs a snapshot in parts (the seq

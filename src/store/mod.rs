@@ -21,6 +21,7 @@
 //! | `mn` table                           | the table's row count (u64 BE) |
 //! | `ma`                                 | the applied seq the counts are exact at |
 //! | `mj`                                 | the seq a blank store is installing in parts (only meanwhile) |
+//! | `mr`                                 | the seq of the last restore (u64 BE) |
 //!
 //! Row keys sort like their values within a type: an `Int` is tag `i` and
 //! the big-endian i64 with its sign bit flipped, a `Text` tag `t` and its
@@ -84,6 +85,7 @@ mod cond;
 mod group;
 mod index;
 mod keys;
+mod memory;
 mod read;
 mod snapshot;
 mod tx;
@@ -99,7 +101,8 @@ use crate::model::{Lineage, ReadOp, ReadResult, Schema, WriteOp, WriteReply, Wri
 pub use backup::{backup_entries, check_backup};
 pub use group::WriteGroup;
 use keys::{decode_record, decode_u64, request_key, request_seq_key};
-use tx::Tx;
+pub use memory::{hold_persisting_in, MEMORY_INSTALL_BYTES};
+use tx::{Base, Tx};
 
 /// At most this many request records are kept, whatever their age (the
 /// safety net of the rule in the module docs): at 3,000 writes a second
@@ -162,6 +165,9 @@ struct Inner {
     /// Shared by readers for the length of a read; taken exclusively while
     /// a batch is applied, since a sled scan could see half of one.
     gate: RwLock<()>,
+    /// The store's content while an early install is written to sled.
+    image: memory::Image,
+    persist: memory::Persist,
 }
 
 /// Locks ignoring poison: the guarded data is `()`, a panicking holder
@@ -204,7 +210,11 @@ impl Store {
                 {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                other => return Self::from_db(other?, schema),
+                other => {
+                    let store = Self::from_db(other?, schema)?;
+                    store.inner.persist.set_dir(path);
+                    return Ok(store);
+                }
             }
         }
     }
@@ -231,8 +241,23 @@ impl Store {
                 limits: RwLock::new(RecordLimits::default()),
                 writer: Mutex::new(()),
                 gate: RwLock::new(()),
+                image: memory::Image::new(),
+                persist: memory::Persist::new(),
             }),
         })
+    }
+
+    /// Reads the cached meta entries from sled again.
+    fn reload_meta(&self) -> Result<()> {
+        let db = &self.inner.db;
+        self.inner
+            .applied
+            .store(read_meta(db, keys::APPLIED_SEQ)?, Ordering::Release);
+        self.inner
+            .cluster
+            .store(read_meta(db, keys::CLUSTER)?, Ordering::Release);
+        self.set_lineage_cache(read_lineage(db)?);
+        Ok(())
     }
 
     pub fn schema(&self) -> &Schema {
@@ -269,7 +294,7 @@ impl Store {
     /// Makes this store a member of `cluster` (durably), or refuses if it
     /// belongs to another: a worker must never mix two clusters' data.
     pub fn join_cluster(&self, cluster: u64) -> Result<()> {
-        let _w = lock(&self.inner.writer);
+        let _w = self.writer_when_written()?;
         match self.cluster() {
             Some(c) if c == cluster => Ok(()),
             Some(c) => Err(Error::Storage(format!(
@@ -292,7 +317,7 @@ impl Store {
     /// promoted. Beginning the current epoch again keeps its base; an
     /// older epoch is refused (a store's epoch never goes down).
     pub fn begin_epoch(&self, epoch: u64) -> Result<()> {
-        let _w = lock(&self.inner.writer);
+        let _w = self.writer_when_written()?;
         let mut lineage = self.lineage();
         if !lineage.begin(epoch, self.applied_seq()) {
             return Err(Error::Fenced {
@@ -300,9 +325,9 @@ impl Store {
                 current: lineage.epoch(),
             });
         }
-        let mut batch = sled::Batch::default();
-        put_lineage(&mut batch, &lineage)?;
-        self.inner.db.apply_batch(batch)?;
+        let mut changes = Vec::new();
+        put_lineage(&mut changes, &lineage)?;
+        self.inner.db.apply_batch(tx::to_batch(&changes))?;
         self.inner.db.flush()?;
         self.set_lineage_cache(lineage);
         Ok(())
@@ -349,7 +374,7 @@ impl Store {
     /// When the newest request record forgotten was made (ms; 0: none
     /// forgotten yet, as far as times are known).
     pub fn forgotten_through_ms(&self) -> u64 {
-        match self.inner.db.get(keys::FORGOTTEN) {
+        match self.base().get(keys::FORGOTTEN) {
             Ok(Some(bytes)) => decode_u64(&bytes).unwrap_or(u64::MAX),
             Ok(None) => 0,
             // Unreadable: take every request as possibly forgotten, which
@@ -363,22 +388,13 @@ impl Store {
 
     /// How many request records the store holds (for checks and metrics).
     pub fn request_records(&self) -> Result<u64> {
-        let mut n = 0;
-        for entry in self.inner.db.scan_prefix([keys::REQUEST_SEQ]) {
-            entry?;
-            n += 1;
-        }
-        Ok(n)
+        self.count_prefix(keys::REQUEST_SEQ)
     }
 
     /// The answer logged for this request id (while its record is kept:
     /// see the module docs), refusals included.
     pub fn answer(&self, request_id: u128) -> Option<Recorded> {
-        let found = self.inner.db.get(request_key(request_id));
-        recorded(
-            found.map(|v| v.map(|v| v.to_vec())).map_err(Error::from),
-            request_id,
-        )
+        recorded(self.base().get(&request_key(request_id)), request_id)
     }
 
     /// If a write with this request id was applied (and its record is
@@ -389,22 +405,43 @@ impl Store {
 
     pub fn read(&self, op: &ReadOp) -> Result<ReadResult> {
         let _r = self.read_gate();
-        read::read(&Tx::new(&self.inner.db), &self.inner.schema, op)
+        read::read(&Tx::over(self.base()), &self.inner.schema, op)
     }
 
     /// How many index entries the store holds (for checks and metrics).
     pub fn index_entries(&self) -> Result<u64> {
         let _r = self.read_gate();
+        self.count_prefix(keys::INDEX)
+    }
+
+    fn count_prefix(&self, prefix: u8) -> Result<u64> {
         let mut n = 0;
-        for entry in self.inner.db.scan_prefix([keys::INDEX]) {
-            entry?;
+        Tx::over(self.base()).scan(&[prefix], |_, _| {
             n += 1;
-        }
+            Ok(true)
+        })?;
         Ok(n)
     }
 
-    /// Makes every applied write durable.
+    /// What reads see: sled, or the image of an early install.
+    fn base(&self) -> Base<'_> {
+        Base {
+            tree: &self.inner.db,
+            image: Some(&self.inner.image),
+        }
+    }
+
+    /// Makes every applied write durable (waiting, after an early
+    /// install, until sled holds it all).
     pub fn flush(&self) -> Result<()> {
+        self.wait_persisted()?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Makes durable what has reached sled, without waiting for an early
+    /// install still being written (a worker stopping: not a promise).
+    pub fn flush_written(&self) -> Result<()> {
         self.inner.db.flush()?;
         Ok(())
     }
@@ -485,10 +522,14 @@ fn read_lineage(db: &sled::Db) -> Result<Lineage> {
     Ok(lineage)
 }
 
-/// Puts the lineage, and its newest epoch, into a batch.
-fn put_lineage(batch: &mut sled::Batch, lineage: &Lineage) -> Result<()> {
-    batch.insert(keys::LINEAGE, keys::encode_lineage(lineage)?);
-    batch.insert(keys::EPOCH, lineage.epoch().to_be_bytes().to_vec());
+/// Puts the lineage, and its newest epoch, into a group's changes.
+fn put_lineage(changes: &mut tx::Changes, lineage: &Lineage) -> Result<()> {
+    changes.retain(|(k, _)| k != keys::LINEAGE && k != keys::EPOCH);
+    changes.push((keys::LINEAGE.to_vec(), Some(keys::encode_lineage(lineage)?)));
+    changes.push((
+        keys::EPOCH.to_vec(),
+        Some(lineage.epoch().to_be_bytes().to_vec()),
+    ));
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use crate::model::wire::Snapshot;
 use crate::model::Lineage;
 
 use super::keys::{self, decode_u64};
-use super::tx::Tx;
+use super::tx::{to_batch, Changes, Tx};
 use super::{aggregate, index, lock, Store};
 
 impl Store {
@@ -18,12 +18,12 @@ impl Store {
     pub fn snapshot(&self) -> Result<Snapshot> {
         let _w = lock(&self.inner.writer);
         let mut entries = Vec::new();
-        for entry in self.inner.db.iter() {
-            let (k, v) = entry?;
-            if !index::is_index_key(&k) && !aggregate::is_aggregate_key(&k) {
+        Tx::over(self.base()).scan(&[], |k, v| {
+            if !index::is_index_key(k) && !aggregate::is_aggregate_key(k) {
                 entries.push((k.to_vec(), v.to_vec()));
             }
-        }
+            Ok(true)
+        })?;
         Ok(Snapshot {
             seq: self.applied_seq(),
             entries,
@@ -53,15 +53,10 @@ impl Store {
     /// [`Store::install`], stopping (as if cut off) after `parts` parts
     /// of an install in parts.
     fn install_parts(&self, snap: &Snapshot, parts: usize) -> Result<()> {
-        let _w = lock(&self.inner.writer);
+        self.undo_failed_persist()?;
+        let _w = self.writer_when_written()?;
         let meta = check(snap)?;
-        if let (Some(mine), Some(theirs)) = (self.cluster(), meta.cluster) {
-            if mine != theirs {
-                return Err(Error::Storage(format!(
-                    "a snapshot of cluster {theirs:016x} offered to cluster {mine:016x}"
-                )));
-            }
-        }
+        self.check_cluster(meta.cluster)?;
         if self.is_blank()? {
             return self.install_in_parts(snap, meta, parts);
         }
@@ -90,9 +85,19 @@ impl Store {
         Ok(())
     }
 
+    /// Refuses a snapshot of another cluster than this store's.
+    pub(super) fn check_cluster(&self, theirs: Option<u64>) -> Result<()> {
+        match (self.cluster(), theirs) {
+            (Some(mine), Some(theirs)) if mine != theirs => Err(Error::Storage(format!(
+                "a snapshot of cluster {theirs:016x} offered to cluster {mine:016x}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// No write applied, and no row, record or index entry: only meta
     /// entries (its cluster, an epoch learned).
-    fn is_blank(&self) -> Result<bool> {
+    pub(super) fn is_blank(&self) -> Result<bool> {
         if self.applied_seq() != 0 {
             return Ok(false);
         }
@@ -114,20 +119,71 @@ impl Store {
     /// See [`Store::install`]; the writer lock is held. Stops after
     /// `parts` parts, as a crash would.
     fn install_in_parts(&self, snap: &Snapshot, meta: Meta, parts: usize) -> Result<()> {
-        let db = &self.inner.db;
         let _g = self.write_gate();
-        db.insert(keys::INSTALLING, snap.seq.to_be_bytes().to_vec())?;
-        db.flush()?;
+        let mut done = 0;
+        if self.write_blank_install(snap, &mut || {
+            done += 1;
+            done <= parts
+        })? {
+            self.installed(snap.seq, meta);
+            self.inner.db.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a blank store's install to sled, asking `go_on` before each
+    /// part: true once all of it is written (and the marker flushed
+    /// first), false if `go_on` said stop, as a crash would.
+    pub(super) fn write_blank_install(
+        &self,
+        snap: &Snapshot,
+        go_on: &mut dyn FnMut() -> bool,
+    ) -> Result<bool> {
+        let db = &self.inner.db;
+        let mut finished = false;
+        self.blank_install_steps(snap, |step, changes| {
+            if step == Step::Part && !go_on() {
+                return Ok(false);
+            }
+            db.apply_batch(to_batch(&changes))?;
+            match step {
+                Step::Marker => {
+                    db.flush()?;
+                }
+                Step::Part => {}
+                Step::Last => finished = true,
+            }
+            Ok(true)
+        })?;
+        Ok(finished)
+    }
+
+    /// The changes that make this blank store hold `snap`, handed to
+    /// `emit` in order (it says whether to go on): a marker first; then
+    /// the rows, records and index entries in parts; then every meta
+    /// entry, the counts and the applied seq, removing the marker.
+    pub(super) fn blank_install_steps(
+        &self,
+        snap: &Snapshot,
+        mut emit: impl FnMut(Step, Changes) -> Result<bool>,
+    ) -> Result<()> {
+        let marker = vec![(
+            keys::INSTALLING.to_vec(),
+            Some(snap.seq.to_be_bytes().to_vec()),
+        )];
+        if !emit(Step::Marker, marker)? {
+            return Ok(());
+        }
         // Each table's row prefix, and the rows installed of it.
         let mut tables: Vec<_> = self
             .schema()
             .tables()
             .map(|t| (keys::table_prefix(&t.name), t, 0u64))
             .collect();
-        let mut last = Tx::new(db);
+        let mut last = Tx::new(&self.inner.db);
         // Every meta entry this store has goes; the snapshot's replace
         // them, in the last batch.
-        for key in db.scan_prefix([keys::META]).keys() {
+        for key in self.inner.db.scan_prefix([keys::META]).keys() {
             last.remove(key?.to_vec());
         }
         let mut bulk = snap
@@ -135,12 +191,8 @@ impl Store {
             .iter()
             .filter(|(k, _)| !index::is_index_key(k) && !aggregate::is_aggregate_key(k))
             .peekable();
-        let mut done = 0;
         while bulk.peek().is_some() {
-            if done == parts {
-                return Ok(());
-            }
-            let mut batch = sled::Batch::default();
+            let mut part = Changes::with_capacity(INSTALL_PART * 2);
             for (k, v) in bulk.by_ref().take(INSTALL_PART) {
                 if k.first() == Some(&keys::META) {
                     if k != keys::INSTALLING {
@@ -151,14 +203,15 @@ impl Store {
                 if let Some((_, t, n)) = tables.iter_mut().find(|(p, _, _)| k.starts_with(p)) {
                     let row = keys::decode_row(v)?;
                     for e in index::entries(t, &row, k) {
-                        batch.insert(e, Vec::new());
+                        part.push((e, Some(Vec::new())));
                     }
                     *n += 1;
                 }
-                batch.insert(k.as_slice(), v.as_slice());
+                part.push((k.clone(), Some(v.clone())));
             }
-            db.apply_batch(batch)?;
-            done += 1;
+            if !emit(Step::Part, part)? {
+                return Ok(());
+            }
         }
         last.put(keys::APPLIED_SEQ.to_vec(), snap.seq.to_be_bytes().to_vec());
         if let Some(cluster) = self.cluster() {
@@ -173,14 +226,12 @@ impl Store {
         let (k, v) = aggregate::counted_at(snap.seq);
         last.put(k, v);
         last.remove(keys::INSTALLING.to_vec());
-        db.apply_batch(last.into_batch())?;
-        self.installed(snap.seq, meta);
-        db.flush()?;
+        emit(Step::Last, last.into_changes())?;
         Ok(())
     }
 
     /// What the store keeps in memory follows an installed snapshot.
-    fn installed(&self, seq: u64, meta: Meta) {
+    pub(super) fn installed(&self, seq: u64, meta: Meta) {
         self.inner.applied.store(seq, Ordering::Release);
         if let Some(cluster) = meta.cluster {
             self.inner.cluster.store(cluster, Ordering::Release);
@@ -193,14 +244,14 @@ impl Store {
     pub fn checksum(&self) -> Result<u64> {
         let _r = self.read_gate();
         let mut h = crate::model::fnv::Fnv64::default();
-        for entry in self.inner.db.scan_prefix([keys::DATA]) {
-            let (k, v) = entry?;
+        Tx::over(self.base()).scan(&[keys::DATA], |k, v| {
             // Length prefixes keep ("ab","c") and ("a","bc") apart.
             h.write(&(k.len() as u64).to_be_bytes());
-            h.write(&k);
+            h.write(k);
             h.write(&(v.len() as u64).to_be_bytes());
-            h.write(&v);
-        }
+            h.write(v);
+            Ok(true)
+        })?;
         Ok(h.0)
     }
 }
@@ -210,7 +261,7 @@ impl Store {
 /// ends: installing a million rides took a peak of 11-13 GB in parts of
 /// 8,192 entries (flushing every 16 parts changed nothing), 1.6 GB in
 /// parts of 256, in about the same time.
-pub(super) const INSTALL_PART: usize = 256;
+pub(crate) const INSTALL_PART: usize = 256;
 
 /// The prefixes of a store's bulk: rows, records, index entries.
 const BULK: [u8; 4] = [keys::DATA, keys::REQUEST, keys::REQUEST_SEQ, keys::INDEX];
@@ -241,15 +292,23 @@ pub(super) fn finish_cut_install(tree: &sled::Tree) -> Result<()> {
     Ok(())
 }
 
+/// A step of a blank store's install ([`Store::blank_install_steps`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    Marker,
+    Part,
+    Last,
+}
+
 /// What a snapshot says of its store.
-struct Meta {
-    cluster: Option<u64>,
+pub(super) struct Meta {
+    pub(super) cluster: Option<u64>,
     lineage: Lineage,
 }
 
 /// Refuses snapshots the store could not have produced, and returns the
 /// cluster and lineage the snapshot carries.
-fn check(snap: &Snapshot) -> Result<Meta> {
+pub(super) fn check(snap: &Snapshot) -> Result<Meta> {
     let mut meta = Meta {
         cluster: None,
         lineage: Lineage::default(),

@@ -6,11 +6,17 @@
 //! between [`Tx::begin`] and [`Tx::commit`] or [`Tx::rollback`], and a
 //! rolled back write leaves the overlay as it found it. The overlay becomes
 //! one `sled::Batch`, which sled applies atomically (also across a crash).
+//!
+//! What the overlay lies over is the sled tree, or, while a store's
+//! install is still being written to sled, the image in memory that
+//! stands for it ([`super::memory`]).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::error::Result;
+
+use super::memory::Image;
 
 /// The smallest key greater than every key starting with `prefix`.
 pub(super) fn successor(prefix: &[u8]) -> Bound<Vec<u8>> {
@@ -27,8 +33,51 @@ pub(super) fn successor(prefix: &[u8]) -> Bound<Vec<u8>> {
 /// A pending change: `Some` is an insert, `None` a removal.
 type Change = Option<Vec<u8>>;
 
+/// Changes to apply together, in key order (an overlay let go of).
+pub(super) type Changes = Vec<(Vec<u8>, Change)>;
+
+/// The changes as one sled batch.
+pub(super) fn to_batch(changes: &[(Vec<u8>, Change)]) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (k, v) in changes {
+        match v {
+            Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+            None => batch.remove(k.as_slice()),
+        }
+    }
+    batch
+}
+
+/// What a transaction reads beneath its overlay: the tree, unless the
+/// image is live.
+#[derive(Clone, Copy)]
+pub(super) struct Base<'a> {
+    pub(super) tree: &'a sled::Tree,
+    pub(super) image: Option<&'a Image>,
+}
+
+impl<'a> Base<'a> {
+    pub(super) fn tree(tree: &'a sled::Tree) -> Self {
+        Base { tree, image: None }
+    }
+
+    pub(super) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(found) = self.image.and_then(|i| i.with(|m| m.get(key).cloned())) {
+            return Ok(found);
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn contains(&self, key: &[u8]) -> Result<bool> {
+        if let Some(found) = self.image.and_then(|i| i.with(|m| m.contains_key(key))) {
+            return Ok(found);
+        }
+        Ok(self.tree.contains_key(key)?)
+    }
+}
+
 pub(super) struct Tx<'a> {
-    tree: &'a sled::Tree,
+    base: Base<'a>,
     overlay: BTreeMap<Vec<u8>, Change>,
     /// While a write runs (`begin` to `commit`): what its changes replaced
     /// in the overlay (the outer `None`: the key was not in it), to undo
@@ -38,8 +87,12 @@ pub(super) struct Tx<'a> {
 
 impl<'a> Tx<'a> {
     pub(super) fn new(tree: &'a sled::Tree) -> Self {
+        Self::over(Base::tree(tree))
+    }
+
+    pub(super) fn over(base: Base<'a>) -> Self {
         Tx {
-            tree,
+            base,
             overlay: BTreeMap::new(),
             undo: None,
         }
@@ -81,14 +134,14 @@ impl<'a> Tx<'a> {
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.overlay.get(key) {
             Some(pending) => Ok(pending.clone()),
-            None => Ok(self.tree.get(key)?.map(|v| v.to_vec())),
+            None => self.base.get(key),
         }
     }
 
     pub(super) fn contains(&self, key: &[u8]) -> Result<bool> {
         match self.overlay.get(key) {
             Some(pending) => Ok(pending.is_some()),
-            None => Ok(self.tree.contains_key(key)?),
+            None => self.base.contains(key),
         }
     }
 
@@ -119,30 +172,63 @@ impl<'a> Tx<'a> {
         hi: Bound<&[u8]>,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        let mut tree_it = self.tree.range::<&[u8], _>((Bound::Included(lo), hi));
-        let mut over_it = self
-            .overlay
-            .range::<[u8], _>((Bound::Included(lo), hi))
-            .peekable();
-        let mut next_tree = tree_it.next().transpose()?;
+        // A start past the end holds nothing (a `BTreeMap` range panics
+        // on it: conditions such as `t > 10` and `t < 5` make one).
+        let empty = match hi {
+            Bound::Included(h) => lo > h,
+            Bound::Excluded(h) => lo >= h,
+            Bound::Unbounded => false,
+        };
+        if empty {
+            return Ok(());
+        }
+        let range = (Bound::Included(lo), hi);
+        let from_image = self.base.image.and_then(|image| {
+            image.with(|m| {
+                let it = m.range::<[u8], _>(range).map(|(k, v)| Ok((k, v)));
+                self.merge(it, range, &mut f)
+            })
+        });
+        match from_image {
+            Some(done) => done,
+            None => {
+                let it = self
+                    .base
+                    .tree
+                    .range::<&[u8], _>(range)
+                    .map(|e| e.map_err(Into::into));
+                self.merge(it, range, &mut f)
+            }
+        }
+    }
+
+    /// Merges the overlay's entries in `range` over the base's (`base`).
+    fn merge<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        mut base: impl Iterator<Item = Result<(K, V)>>,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        f: &mut impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut over_it = self.overlay.range::<[u8], _>(range).peekable();
+        let mut next_base = base.next().transpose()?;
         loop {
             // The overlay entry goes first when its key is not after the
-            // tree's; on equal keys it shadows the tree's entry.
-            let over = over_it.next_if(|(ok, _)| match &next_tree {
-                Some((tk, _)) => ok.as_slice() <= tk.as_ref(),
+            // base's; on equal keys it shadows the base's entry.
+            let over = over_it.next_if(|(ok, _)| match &next_base {
+                Some((bk, _)) => ok.as_slice() <= bk.as_ref(),
                 None => true,
             });
             let go_on = if let Some((ok, ov)) = over {
-                if matches!(&next_tree, Some((tk, _)) if tk.as_ref() == ok.as_slice()) {
-                    next_tree = tree_it.next().transpose()?;
+                if matches!(&next_base, Some((bk, _)) if bk.as_ref() == ok.as_slice()) {
+                    next_base = base.next().transpose()?;
                 }
                 match ov {
                     Some(v) => f(ok, v)?,
                     None => true,
                 }
-            } else if let Some((tk, tv)) = next_tree.take() {
-                next_tree = tree_it.next().transpose()?;
-                f(&tk, &tv)?
+            } else if let Some((bk, bv)) = next_base.take() {
+                next_base = base.next().transpose()?;
+                f(bk.as_ref(), bv.as_ref())?
             } else {
                 return Ok(());
             };
@@ -171,6 +257,11 @@ impl<'a> Tx<'a> {
             }
         }
         batch
+    }
+
+    /// The overlay's changes, in key order.
+    pub(super) fn into_changes(self) -> Changes {
+        self.overlay.into_iter().collect()
     }
 }
 
