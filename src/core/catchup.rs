@@ -140,6 +140,13 @@ pub enum Answer {
     Snapshot,
 }
 
+/// The longest history a blank replica (`have_seq` 0) is caught up with
+/// from the log; past it (in writes or bytes) it is sent a snapshot.
+pub const BLANK_CATCH_UP_MAX: Limits = Limits {
+    writes: 1_024,
+    bytes: 256 << 10,
+};
+
 /// The answer to a replica holding up to `have_seq`, written by
 /// `have_epoch`, from a master at `applied` of `lineage` with `log`.
 pub fn decide(
@@ -157,7 +164,13 @@ pub fn decide(
     // writer is unknown on both sides, so nothing says the histories agree.
     let known = have_seq == 0 || have_epoch != 0;
     let from = have_seq.saturating_add(1);
-    if have_seq < applied && same_owner && known && log.covers(from, applied) {
+    // A blank replica takes a long history faster as a snapshot: it
+    // serves one from memory at once (`Store::install_early`), where each
+    // write replayed costs it its own effects on disk. (Its history, when
+    // covered, is the whole log.)
+    let short = have_seq > 0
+        || (applied <= BLANK_CATCH_UP_MAX.writes as u64 && log.bytes() <= BLANK_CATCH_UP_MAX.bytes);
+    if have_seq < applied && same_owner && known && short && log.covers(from, applied) {
         return Answer::CatchUp {
             from,
             through: applied,
@@ -346,6 +359,47 @@ mod tests {
         // A log that lags the store (a failed group) covers nothing past it.
         let log = log_of(1, 4, 1, BIG);
         assert_eq!(decide(2, 1, 5, &one, &log), Answer::Snapshot);
+    }
+
+    #[test]
+    fn a_blank_replica_takes_a_long_history_as_a_snapshot() {
+        let mut one = Lineage::default();
+        one.begin(1, 0);
+        let n = BLANK_CATCH_UP_MAX.writes as u64 + 1;
+        let limits = Limits {
+            writes: 10 * n as usize,
+            bytes: 1 << 30,
+        };
+        let log = log_of(1, n, 1, limits);
+        assert!(log.covers(1, n));
+        assert_eq!(decide(0, 0, n, &one, &log), Answer::Snapshot);
+        let want = Answer::CatchUp {
+            from: 1,
+            through: n - 1,
+        };
+        assert_eq!(
+            decide(0, 0, n - 1, &one, &log_of(1, n - 1, 1, limits)),
+            want
+        );
+        // A replica that holds some of it is caught up, however long.
+        let want = Answer::CatchUp {
+            from: 2,
+            through: n,
+        };
+        assert_eq!(decide(1, 1, n, &one, &log), want);
+        // Few writes, but large ones (batches of many rows).
+        let mut log = SyncLog::new(1, limits);
+        let big = WriteOp::Batch {
+            ops: vec![WriteOp::Clear { table: None }; 4_000],
+        };
+        for seq in 1..=100 {
+            log.push(SyncMessage {
+                entry: Entry::Write(big.clone()),
+                ..m(seq, 1)
+            });
+        }
+        assert!(log.covers(1, 100) && log.bytes() > BLANK_CATCH_UP_MAX.bytes);
+        assert_eq!(decide(0, 0, 100, &one, &log), Answer::Snapshot);
     }
 
     #[test]
