@@ -423,7 +423,9 @@ impl SlaveWorker {
         let store = self.store.clone();
         let install = blocking(move || {
             if let Some(snap) = snapshot {
-                store.install(&snap)?;
+                // A new slave serves from memory while sled catches up;
+                // a flush (a drain's) waits for it.
+                store.install_early(snap)?;
             }
             Ok((store.applied_seq(), store.lineage()))
         });

@@ -993,3 +993,29 @@ fn planted_lease_bugs_are_caught() {
         assert!(found.contains("acted while /leader was"), "{found}");
     }
 }
+
+/// A slave whose disk was lost (the old master's) comes back blank and
+/// installs its snapshot early: it serves from memory while its store is
+/// written. Its master crashes then, before the store is on disk (no
+/// flush by sled's own flusher here): it is the one caught up, so it is
+/// elected, and its drain's flush makes the store durable before it
+/// leads; crashed in turn once it led, it loses nothing acknowledged.
+#[test]
+fn scenario_a_slave_elected_while_its_early_install_is_written_loses_nothing() {
+    script::run(
+        "setup slaves=1 log=4 flush=0 respawn=40
+         write 20
+         lose master
+         until leading
+         write 10
+         step 100
+         expect installed a snapshot at seq 20 (early
+         crash master
+         until leading
+         write 5
+         crash master
+         settle",
+        Succession::default(),
+    )
+    .unwrap();
+}

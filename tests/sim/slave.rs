@@ -257,19 +257,35 @@ impl World {
     fn install(&mut self, id: u64, request: u64, snapshot: Option<Snapshot>) {
         let lineage = self.snapshot_lineages.remove(&(id, request));
         let whole = snapshot.is_some();
-        let w = self.worker(id);
+        let now = self.now;
+        let mut early = String::new();
         if let (Some(snap), Some(lineage)) = (snapshot, lineage.clone()) {
-            // Flushed before the replica hears of it, as `Store::install`
-            // flushes before it returns.
-            w.store.install(recs_of(&snap), lineage);
-            w.store.flush();
+            let recs = recs_of(&snap);
+            if self.worker(id).store.is_blank() && !recs.iter().any(|r| r.restored) {
+                // `Store::install_early`: a blank store serves at once and
+                // is durable only once its install is written to sled.
+                let written_in = self.rng.u64(1..=1_500);
+                self.worker(id)
+                    .store
+                    .install_early(recs, lineage, now + written_in);
+                early = format!(" (early: on disk in {written_in} ms, or at a flush)");
+            } else {
+                let w = self.worker(id);
+                // Flushed before the replica hears of it, as
+                // `Store::install` flushes before it returns.
+                w.store.install(recs, lineage);
+                w.store.flush();
+            }
         } else if let Some(lineage) = lineage {
-            w.store.lineage = lineage;
+            self.worker(id).store.lineage = lineage;
         }
+        let w = self.worker(id);
         let seq = w.store.applied.len() as u64;
         let result = Ok((seq, w.store.lineage.clone()));
         if whole {
-            self.log(format!("worker {id} installed a snapshot at seq {seq}"));
+            self.log(format!(
+                "worker {id} installed a snapshot at seq {seq}{early}"
+            ));
         } else {
             self.log(format!("worker {id} is current at seq {seq}"));
         }

@@ -86,6 +86,10 @@ pub struct Store {
     pub applied: Vec<Rec>,
     pub lineage: Lineage,
     durable: Durable,
+    /// An early install (`Store::install_early`) is written to sled until
+    /// then: sled's own flusher cannot make any of it durable before; a
+    /// flush asked for waits for it (here: it ends then).
+    persisting_until: Option<u64>,
 }
 
 impl Default for Store {
@@ -94,13 +98,41 @@ impl Default for Store {
             applied: Vec::new(),
             lineage: Lineage::default(),
             durable: Durable::Prefix(0, Lineage::default()),
+            persisting_until: None,
         }
     }
 }
 
 impl Store {
+    /// A flush asked for: it returns once everything applied is durable.
     pub fn flush(&mut self) {
+        self.persisting_until = None;
         self.durable = Durable::Prefix(self.applied.len(), self.lineage.clone());
+    }
+
+    /// sled's own flusher at `now`: nothing of an early install still
+    /// being written.
+    pub fn background_flush(&mut self, now: u64) {
+        if self.persisting_until.is_none_or(|t| now >= t) {
+            self.flush();
+        }
+    }
+
+    /// Whether an early install's writing ends at `now` (it flushes).
+    pub fn persisted_at(&self, now: u64) -> bool {
+        self.persisting_until.is_some_and(|t| now >= t)
+    }
+
+    /// Whether this store is blank (what may install early).
+    pub fn is_blank(&self) -> bool {
+        self.applied.is_empty()
+    }
+
+    /// Installs early: what `applied` holds serves now and becomes
+    /// durable at `until` (or at a flush asked for before).
+    pub fn install_early(&mut self, applied: Vec<Rec>, lineage: Lineage, until: u64) {
+        self.install(applied, lineage);
+        self.persisting_until = Some(until);
     }
 
     fn crash(&mut self) {
@@ -608,8 +640,9 @@ impl World {
             if !w.alive || w.paused_until.is_some() {
                 continue;
             }
-            if self.rng.f64() < self.setup.flush_chance {
-                self.worker(id).store.flush();
+            let now = self.now;
+            if self.rng.f64() < self.setup.flush_chance || w.store.persisted_at(now) {
+                self.worker(id).store.background_flush(now);
             }
             self.follow_master(id);
             let pid = self.workers[&id].pid;

@@ -43,6 +43,7 @@ macro_rules! every_script {
             a_late_slave_catches_up_by_snapshot_and_sync_without_a_gap,
             a_restarted_slave_catches_up_from_the_log_not_a_snapshot,
             a_snapshot_part_lost_after_its_confirm_is_asked_for_again,
+            a_new_slave_elected_before_its_store_is_on_disk_leads_only_once_it_is,
             a_duplicate_sync_message_is_ignored,
             a_read_for_a_sequence_number_not_yet_applied_waits_then_answers,
             a_redelivered_write_is_applied_once,

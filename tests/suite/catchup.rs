@@ -12,7 +12,7 @@ use dbaas::model::wire::{self, Reply};
 use dbaas::system::Cluster;
 
 use super::actors::{cluster, restarted_over_6000_users, spec, DEADLINE};
-use super::{eventually, stores, user};
+use super::{count_users, eventually, roles, running, stores, user, Load};
 
 /// A broker that remembers what kind of answer each snapshot request of
 /// one worker got (the replies published to its reply queues).
@@ -173,4 +173,65 @@ pub async fn a_snapshot_part_lost_after_its_confirm_is_asked_for_again(b: Arc<dy
     let all = stores(dir.path(), &[1, 2, 9]);
     assert!(all.iter().all(|s| *s == all[0]), "stores differ: {all:?}");
     assert_eq!(all[0].0, 56);
+}
+
+/// A brand-new slave serves its snapshot from memory while its store is
+/// written to disk (`Store::install_early`). Held there, under writes,
+/// the master and the other slave are killed: the new slave, the one
+/// caught up, is elected, and its drain (the fence it publishes to
+/// itself) comes while nothing of its store is on disk. It must lead
+/// only once the store is written and flushed: killed as soon as it
+/// leads, it comes back over its store, and no acknowledged write is
+/// lost.
+pub async fn a_new_slave_elected_before_its_store_is_on_disk_leads_only_once_it_is(
+    b: Arc<dyn Broker>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let fb = FaultyBroker::new(b);
+    let c = restarted_over_6000_users(&dir, Arc::new(fb.clone())).await;
+    let workers = dir.path().join("workers");
+    let held = dbaas::store::hold_persisting_in(&dbaas::runtime::worker_dir(&workers, 9));
+    let fenced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = fenced.clone();
+    fb.on_publish(move |_, msg| {
+        if let Ok((_, wire::SyncItem::Fence { worker: 9, .. })) = wire::decode_sync(&msg.body) {
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Fault::Pass
+    });
+    c.runtime.start(spec(&c, 9)).await.unwrap();
+    serves_at(&c, 9, 6).await;
+    let load = Load::start(&c, 4);
+    load.more(20).await;
+    let (master, slaves) = roles(&c).await;
+    for id in master.into_iter().chain(slaves).filter(|&id| id != 9) {
+        c.runtime.kill(id).await.unwrap();
+    }
+    eventually("worker 9 to drain as the master elect", DEADLINE, || {
+        let fenced = fenced.clone();
+        async move { fenced.load(std::sync::atomic::Ordering::SeqCst) }
+    })
+    .await;
+    drop(held);
+    let rt = c.runtime.clone();
+    eventually("worker 9 to lead", DEADLINE, || {
+        let rt = rt.clone();
+        async move { rt.status(9).await.is_ok_and(|s| s.master && s.ready) }
+    })
+    .await;
+    load.more(20).await;
+    c.runtime.kill(9).await.unwrap();
+    load.more(20).await;
+    let acked = load.stop().await;
+    let count = c
+        .orchestrator
+        .read(count_users(), dbaas::model::Consistency::Strong)
+        .await
+        .unwrap();
+    assert_eq!(count.result, dbaas::model::ReadResult::Count(6000 + acked));
+    super::all_applied(&c, count.seq, DEADLINE).await;
+    let ids = running(&c);
+    c.stop().await;
+    let all = stores(dir.path(), &ids);
+    assert!(all.iter().all(|s| *s == all[0]), "workers differ: {all:?}");
 }

@@ -12,7 +12,7 @@ impl Actor for SlaveWorker {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        if let Err(e) = self.store.flush() {
+        if let Err(e) = self.store.flush_written() {
             tracing::error!(worker = self.id, error = %e, "flush on stop failed");
         }
         tracing::info!(worker = self.id, "slave stopped");

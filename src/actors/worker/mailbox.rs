@@ -148,6 +148,8 @@ impl Handler<Shutdown> for Worker {
                 Role::Master(a) => a.send(Shutdown).await.unwrap_or(()),
                 Role::Idle => {}
             }
+            // Waits for an early install still being written (seconds at
+            // most): a worker stopped on purpose keeps what it held.
             let _ = blocking(move || store.flush()).await;
             if let Some(coord) = coord {
                 coord.close().await;
