@@ -2,7 +2,7 @@
 //! `ROWS` rows (a snapshot), and one stopped while `MISSED` writes were
 //! made and started again over its store (a catch-up from the master's
 //! log), and a brand new one while the log still holds every write
-//! (a catch-up of the whole history). Embedded, over the in-process broker; then where a snapshot's
+//! (a snapshot all the same past `BLANK_CATCH_UP_MAX`). Embedded, over the in-process broker; then where a snapshot's
 //! time goes (taking it, encoding its parts, decoding them, installing)
 //! and what a catch-up's parts cost, on the master's store.
 //!
@@ -113,8 +113,9 @@ fn main() {
         let t = Instant::now();
         let head = load(&c, rows).await;
         println!("loaded {rows} rows in {} (seq {head})", ms(t.elapsed()));
-        // Every write is still in the master's log: a brand new slave is
-        // caught up from it, row by row.
+        // Every write is still in the master's log, but a brand new slave
+        // is sent a snapshot past `BLANK_CATCH_UP_MAX` (a catch-up
+        // below it).
         let young = WorkerSpec {
             id: YOUNG,
             cluster: c.cluster,
@@ -123,7 +124,7 @@ fn main() {
         c.runtime.start(young).await.unwrap();
         let took = serving(&c, YOUNG, head, t0).await;
         println!(
-            "brand new slave, {rows} rows, catch-up from the log: serving in {}",
+            "brand new slave, {rows} rows, every write in the master's log: serving in {}",
             ms(took)
         );
         c.runtime.stop(YOUNG).await.unwrap();
@@ -202,20 +203,34 @@ fn breakdown(dir: &Path, missed: u64) {
     }
     let decoded = t.elapsed();
     let fresh = std::env::temp_dir().join(format!("dbaas-catchup-fresh-{}", std::process::id()));
-    let other = Store::open(&fresh, schema).unwrap();
+    let whole = whole.unwrap();
+    let other = Store::open(&fresh, schema.clone()).unwrap();
     let t = Instant::now();
-    other.install(&whole.unwrap()).unwrap();
+    other.install(&whole).unwrap();
     let installed = t.elapsed();
     drop(other);
     let _ = std::fs::remove_dir_all(&fresh);
+    // Early, as a new slave installs: serving from memory at once, on
+    // disk (flushed) later.
+    let other = Store::open(&fresh, schema).unwrap();
+    let t = Instant::now();
+    other.install_early(whole).unwrap();
+    let early = t.elapsed();
+    other.flush().unwrap();
+    let written = t.elapsed();
+    drop(other);
+    let _ = std::fs::remove_dir_all(&fresh);
     println!(
-        "snapshot at seq {seq}: {n} entries, {} parts, {:.1} MB; taken {}, parts encoded {}, decoded {}, installed {}",
+        "snapshot at seq {seq}: {n} entries, {} parts, {:.1} MB; taken {}, parts encoded {}, decoded {}, \
+         installed {}; installed early: serving in {}, on disk in {}",
         parts.len(),
         bytes as f64 / 1e6,
         ms(taken),
         ms(encoded),
         ms(decoded),
-        ms(installed)
+        ms(installed),
+        ms(early),
+        ms(written)
     );
     // A catch-up of `missed` single inserts, as the master's log holds them.
     let mut log = SyncLog::new(1, catchup::LIMITS);
