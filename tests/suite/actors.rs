@@ -52,6 +52,7 @@ macro_rules! every_script {
             restart_on_the_same_data_keeps_everything,
             messages_of_an_earlier_cluster_on_the_same_broker_are_ignored,
             a_refused_write_is_never_applied_later,
+            a_delete_over_an_empty_index_range_after_a_write_is_answered,
             an_orphaned_snapshot_request_is_answered_once,
             a_failed_sync_publish_lets_no_later_write_be_acknowledged_first,
             a_lost_sync_is_repaired_by_a_snapshot,
