@@ -69,14 +69,21 @@ async fn head(c: &Cluster) -> u64 {
     v.workers.iter().map(|w| w.applied).max().unwrap_or(0)
 }
 
-/// Whether `n` slaves serve reads holding at least `seq`.
+/// Whether `n` slaves serve reads holding at least `seq`, as each worker
+/// says of itself (the watcher's view follows progress about once a
+/// second, too coarse for these times).
 async fn serving(c: &Cluster, n: usize, seq: u64) -> bool {
-    let v = c.watcher.send(GetCluster).await.unwrap();
-    v.workers
-        .iter()
-        .filter(|w| w.state == "serving" && w.applied >= seq)
-        .count()
-        >= n
+    let mut serving = 0;
+    for w in c.runtime.list() {
+        if c.runtime
+            .status(w.id)
+            .await
+            .is_ok_and(|s| !s.master && s.ready && s.applied_seq >= seq)
+        {
+            serving += 1;
+        }
+    }
+    serving >= n
 }
 
 async fn kill_container(d: &bollard::Docker, c: &Cluster, pid: u64) {
