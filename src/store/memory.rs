@@ -454,21 +454,9 @@ impl Store {
 mod tests {
     use std::sync::Arc;
 
+    use super::super::snapshot::tests::user;
     use super::*;
-    use crate::model::{ReadOp, ReadResult, Row, Schema, Value, WriteOp};
-
-    fn user(name: &str) -> WriteOp {
-        let row: Row = [
-            ("username".to_string(), Value::from(name)),
-            ("password".to_string(), Value::from("pw")),
-        ]
-        .into_iter()
-        .collect();
-        WriteOp::Insert {
-            table: "users".into(),
-            row,
-        }
-    }
+    use crate::model::{ReadOp, ReadResult, Schema, Value, WriteOp};
 
     /// Writes `n` users to `store` as one group, made at time 1.
     fn add_users(store: &Store, from: u64, n: u64) {

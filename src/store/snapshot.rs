@@ -346,13 +346,14 @@ pub(super) fn check(snap: &Snapshot) -> Result<Meta> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::model::{Row, Schema, Value, WriteOp};
 
-    fn user(name: &str) -> WriteOp {
+    /// A new user `name` (the store's other tests use it too).
+    pub(in crate::store) fn user(name: &str) -> WriteOp {
         let row: Row = [
             ("username".to_string(), Value::from(name)),
             ("password".to_string(), Value::from("pw")),
