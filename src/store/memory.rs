@@ -672,4 +672,25 @@ mod tests {
         let again = Store::open(dir.path(), src.schema().clone().into()).unwrap();
         same(&again, &src);
     }
+
+    /// A write that panics is refused like a bad one and changes nothing;
+    /// the group goes on and commits the writes around it.
+    #[test]
+    fn a_write_that_panics_is_refused_and_the_group_goes_on() {
+        let (src, _dir, _) = source_and_blank(3);
+        let mut group = src.group_at(1);
+        let seq = group.next_seq();
+        group.apply(seq, 10, &user("first")).unwrap();
+        super::super::write::PANIC_NEXT.with(|p| p.set(true));
+        let seq = group.next_seq();
+        let refused = group.apply(seq, 11, &user("planted"));
+        assert!(matches!(refused, Err(Error::BadRequest(_))), "{refused:?}");
+        assert_eq!(group.next_seq(), seq);
+        group.refuse(seq, 11, &refused.unwrap_err()).unwrap();
+        let seq = group.next_seq();
+        group.apply(seq, 12, &user("last")).unwrap();
+        assert_eq!(group.commit().unwrap(), 6);
+        assert_eq!(users(&src), 5);
+        assert!(src.answer(11).unwrap().answer.is_err());
+    }
 }

@@ -8,6 +8,12 @@ use super::keys::{self, counter_key, decode_row, decode_u64, encode_row, row_key
 use super::tx::Tx;
 use super::{aggregate, index};
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: the next op applied on this thread panics.
+    pub(super) static PANIC_NEXT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Calls `f` on every row of `t` matching `filter` (with its tree key), in
 /// the order of the index the filter can use, else in key order; stops
 /// when `f` says false.
@@ -69,6 +75,10 @@ pub(super) fn table<'s>(schema: &'s Schema, name: &str) -> Result<&'s TableSchem
 /// Applies `op` to `tx`; on error the caller undoes what it changed in
 /// `tx` (or drops `tx`), so that nothing of it is written.
 pub(super) fn apply_op(tx: &mut Tx, schema: &Schema, op: &WriteOp) -> Result<WriteResult> {
+    #[cfg(test)]
+    if PANIC_NEXT.with(|p| p.replace(false)) {
+        panic!("a planted panic");
+    }
     match op {
         WriteOp::Insert { table: t, row } => insert(tx, table(schema, t)?, row),
         WriteOp::InsertAuto { table: t, row } => insert_auto(tx, table(schema, t)?, row),
