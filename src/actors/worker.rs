@@ -57,6 +57,10 @@ const REPORT_EVERY: Duration = Duration::from_millis(100);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a drain may take before the promotion is tried again.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping worker waits for an early install still being
+/// written to its store (a 32 MiB one takes about 3 s here): within the
+/// 10-15 s a runtime gives a worker to stop, after its slave's removal.
+const STOP_FLUSH_WAIT: Duration = Duration::from_secs(4);
 
 /// Who a worker is.
 #[derive(Clone, Copy, Debug)]

@@ -149,7 +149,13 @@ impl WorkerRuntime for InProcessRuntime {
     async fn stop(&self, id: u64) -> Result<()> {
         let w = self.take(id)?;
         self.exited(w.info, true, false);
-        w.worker.shutdown().await;
+        // Bounded too: a worker that does not answer is killed below.
+        if tokio::time::timeout(STOP_TIMEOUT, w.worker.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(worker = id, "did not answer its stop in time");
+        }
         if !stopped(w.worker.as_ref(), STOP_TIMEOUT).await {
             tracing::warn!(worker = id, "did not stop in time; killed");
         }

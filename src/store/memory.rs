@@ -338,6 +338,32 @@ impl Store {
         Hold(hold)
     }
 
+    /// Flushes, waiting at most `within` for an early install still being
+    /// written (a worker stopping: bounded, where [`Store::flush`] is
+    /// not); past it, flushes what has reached sled. True if everything
+    /// applied is durable.
+    pub fn flush_within(&self, within: std::time::Duration) -> Result<bool> {
+        let p = &self.inner.persist;
+        let deadline = std::time::Instant::now() + within;
+        let mut state = p.state();
+        while state.running {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                drop(state);
+                self.flush_written()?;
+                return Ok(false);
+            }
+            state = p
+                .done
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(state);
+        self.flush()?;
+        Ok(true)
+    }
+
     /// Waits until no early install is being written; its failure, if it
     /// failed. Never called with the writer lock held (the writing takes
     /// it to finish).

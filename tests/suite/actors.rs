@@ -17,6 +17,8 @@ use super::batches::batched;
 use futures::StreamExt;
 
 #[allow(unused_imports)]
+pub use super::attack_early::*;
+#[allow(unused_imports)]
 pub use super::batches::*;
 #[allow(unused_imports)]
 pub use super::catchup::*;
@@ -87,6 +89,17 @@ macro_rules! every_script {
             a_batch_of_writes_redelivered_after_a_failover_is_answered_from_the_record,
             a_batch_applied_but_never_confirmed_is_applied_once_by_the_next_master,
             a_strong_read_batched_behind_a_lost_sync_never_sees_less,
+            attack_early_kill_new_slave_mid_write_and_respawn,
+            attack_early_new_slave_only_survivor_three_times,
+            attack_early_elected_new_slave_killed_before_its_store_is_written,
+            attack_early_restore_while_new_slave_installs,
+            attack_early_new_slave_right_after_a_restore,
+            attack_early_two_new_slaves_at_once,
+            attack_early_strong_reads_on_a_held_new_slave_under_load,
+            attack_early_graceful_stop_while_held,
+            attack_early_graceful_stop_released_during_stop,
+            attack_early_odd_reads_served_from_the_image,
+            attack_early_stop_is_bounded_while_the_writing_never_ends,
         );
     };
 }

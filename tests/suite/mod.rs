@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod actors;
+pub mod attack_early;
 pub mod batches;
 pub mod catchup;
 pub mod clusters;

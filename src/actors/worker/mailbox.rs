@@ -142,15 +142,24 @@ impl Handler<Shutdown> for Worker {
         let role = std::mem::replace(&mut self.role, Role::Idle);
         let coord = self.coord.take();
         let store = self.store.clone();
+        let id = self.cfg.id;
         let stop = async move {
             match role {
                 Role::Slave(a) => a.send(Shutdown).await.unwrap_or(()),
                 Role::Master(a) => a.send(Shutdown).await.unwrap_or(()),
                 Role::Idle => {}
             }
-            // Waits for an early install still being written (seconds at
-            // most): a worker stopped on purpose keeps what it held.
-            let _ = blocking(move || store.flush()).await;
+            // Waits a while for an early install still being written, so
+            // that a worker stopped on purpose keeps what it held; bounded,
+            // so that a stop ends whatever the disk does.
+            match blocking(move || store.flush_within(STOP_FLUSH_WAIT)).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    worker = id,
+                    "stopped while its install was still being written: it takes a snapshot again"
+                ),
+                Err(e) => tracing::error!(worker = id, error = %e, "flush on stop failed"),
+            }
             if let Some(coord) = coord {
                 coord.close().await;
             }
