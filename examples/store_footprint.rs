@@ -7,7 +7,7 @@
 //! source/destination pair and of a ride's details (medians of many), and
 //! the process's RSS.
 //!
-//! `cargo run --release --example store_footprint -- [--rides N] [--dir PATH] [--install]`
+//! `cargo run --release --example store_footprint -- [--rides N] [--dir PATH] [--install [--early]]`
 //!
 //! `--rides` defaults to 100000; `--dir` to a new directory under the
 //! system's temporary one, removed at the end (a given one is kept).
@@ -34,6 +34,9 @@ struct Args {
     dir: Option<PathBuf>,
     /// Also install a snapshot of the store into a new one.
     install: bool,
+    /// That install early (`Store::install_early`): serving from memory
+    /// while it is written.
+    early: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -41,6 +44,7 @@ fn args() -> Result<Args, String> {
         rides: 100_000,
         dir: None,
         install: false,
+        early: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -51,8 +55,9 @@ fn args() -> Result<Args, String> {
             }
             "--dir" => out.dir = Some(PathBuf::from(value()?)),
             "--install" => out.install = true,
+            "--early" => out.early = true,
             "-h" | "--help" => {
-                return Err("usage: store_footprint [--rides N] [--dir PATH] [--install]".into());
+                return Err("usage: store_footprint [--rides N] [--dir PATH] [--install [--early]]".into());
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -160,9 +165,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let copy_dir = dir.join("copy");
         let installed_in = Instant::now();
         let copy = Store::open(&copy_dir, schema)?;
-        copy.install(&snap)?;
+        if args.early {
+            copy.install_early(snap)?;
+            println!("early_serving_ms={:.1}", ms(installed_in.elapsed()));
+            println!("early_serving_rss_bytes={}", rss_bytes().unwrap_or(0));
+            copy.flush()?;
+        } else {
+            copy.install(&snap)?;
+            drop(snap);
+        }
         let took = installed_in.elapsed();
-        drop(snap);
         drop(copy);
         Some((dir_bytes(&copy_dir)?, took))
     } else {
