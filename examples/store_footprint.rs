@@ -57,7 +57,9 @@ fn args() -> Result<Args, String> {
             "--install" => out.install = true,
             "--early" => out.early = true,
             "-h" | "--help" => {
-                return Err("usage: store_footprint [--rides N] [--dir PATH] [--install [--early]]".into());
+                return Err(
+                    "usage: store_footprint [--rides N] [--dir PATH] [--install [--early]]".into(),
+                );
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
