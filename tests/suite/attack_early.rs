@@ -20,16 +20,21 @@ fn hold(dir: &tempfile::TempDir, id: u64) -> impl Drop {
 
 /// Worker `id` ready (serving) at `seq` or past it.
 async fn ready_at(c: &Cluster, id: u64, seq: u64) {
-    let rt = c.runtime.clone();
-    eventually(&format!("worker {id} to serve at {seq}"), DEADLINE, || {
-        let rt = rt.clone();
-        async move {
-            rt.status(id)
-                .await
-                .is_ok_and(|s| s.ready && s.applied_seq >= seq)
-        }
-    })
-    .await;
+    super::serves_from(c, id, seq, &format!("worker {id} to serve at {seq}")).await;
+}
+
+/// A backup taken now, as a restore's parts; then `n` writes after it.
+async fn backup_then_writes(c: &Cluster, n: u64) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+    let taken = c.orchestrator.backup().await.expect("a backup");
+    let entries = dbaas::store::backup_entries(taken.snapshot.entries);
+    let parts = entries.chunks(500).map(|p| p.to_vec()).collect();
+    for i in 0..n {
+        c.orchestrator
+            .write(user(&format!("pre{i}")))
+            .await
+            .unwrap();
+    }
+    parts
 }
 
 /// Records every worker that published a fence of its own (drains as the
@@ -191,15 +196,7 @@ pub async fn attack_early_elected_new_slave_killed_before_its_store_is_written(b
 pub async fn attack_early_restore_while_new_slave_installs(b: Arc<dyn Broker>) {
     let dir = tempfile::tempdir().unwrap();
     let c = restarted_over_6000_users(&dir, b).await;
-    let taken = c.orchestrator.backup().await.expect("a backup");
-    let entries = dbaas::store::backup_entries(taken.snapshot.entries);
-    let parts: Vec<_> = entries.chunks(500).map(|p| p.to_vec()).collect();
-    for i in 0..100 {
-        c.orchestrator
-            .write(user(&format!("pre{i}")))
-            .await
-            .unwrap();
-    }
+    let parts = backup_then_writes(&c, 100).await;
     let (master, slaves) = roles(&c).await;
     let held = hold(&dir, 9);
     c.runtime.start(spec(&c, 9)).await.unwrap();
@@ -230,15 +227,7 @@ pub async fn attack_early_restore_while_new_slave_installs(b: Arc<dyn Broker>) {
 pub async fn attack_early_new_slave_right_after_a_restore(b: Arc<dyn Broker>) {
     let dir = tempfile::tempdir().unwrap();
     let c = restarted_over_6000_users(&dir, b).await;
-    let taken = c.orchestrator.backup().await.expect("a backup");
-    let entries = dbaas::store::backup_entries(taken.snapshot.entries);
-    let parts: Vec<_> = entries.chunks(500).map(|p| p.to_vec()).collect();
-    for i in 0..50 {
-        c.orchestrator
-            .write(user(&format!("pre{i}")))
-            .await
-            .unwrap();
-    }
+    let parts = backup_then_writes(&c, 50).await;
     c.orchestrator
         .restore(parts, count_users())
         .await
@@ -348,8 +337,10 @@ pub async fn attack_early_strong_reads_on_a_held_new_slave_under_load(b: Arc<dyn
 }
 
 /// A graceful stop of the cluster while the new slave's writing is held,
-/// let go once the stop is at the new slave: every store alike.
-pub async fn attack_early_graceful_stop_while_held(b: Arc<dyn Broker>) {
+/// let go once the stop is at the new slave (`at_worker`) or as soon as
+/// the stop began: every store alike, at the last seq. Answers the data
+/// directory and how many writes were acknowledged.
+async fn graceful_stop_while_held(b: Arc<dyn Broker>, at_worker: bool) -> (tempfile::TempDir, u64) {
     let dir = tempfile::tempdir().unwrap();
     let c = restarted_over_6000_users(&dir, b).await;
     let held = hold(&dir, 9);
@@ -365,10 +356,12 @@ pub async fn attack_early_graceful_stop_while_held(b: Arc<dyn Broker>) {
     let c = Arc::new(c);
     let c2 = c.clone();
     let stop = actix::spawn(async move { c2.stop().await });
-    eventually("the stop to reach worker 9", DEADLINE, || async {
-        !running(&c).contains(&9)
-    })
-    .await;
+    if at_worker {
+        eventually("the stop to reach worker 9", DEADLINE, || async {
+            !running(&c).contains(&9)
+        })
+        .await;
+    }
     drop(held);
     stop.await.unwrap();
     let all = stores(dir.path(), &ids);
@@ -377,8 +370,13 @@ pub async fn attack_early_graceful_stop_while_held(b: Arc<dyn Broker>) {
         "stores differ: {ids:?} {all:?}"
     );
     assert_eq!(all[0].0, seq);
-    // A cluster started again over these stores serves all of it.
-    drop(c);
+    (dir, acked)
+}
+
+/// [`graceful_stop_while_held`], let go once the stop is at the new
+/// slave; a cluster started again over the stores serves all of it.
+pub async fn attack_early_graceful_stop_while_held(b: Arc<dyn Broker>) {
+    let (dir, acked) = graceful_stop_while_held(b, true).await;
     let c = super::actors::cluster(
         &dir,
         1,
@@ -392,26 +390,7 @@ pub async fn attack_early_graceful_stop_while_held(b: Arc<dyn Broker>) {
 
 /// The same, with the writing let go while the stop runs.
 pub async fn attack_early_graceful_stop_released_during_stop(b: Arc<dyn Broker>) {
-    let dir = tempfile::tempdir().unwrap();
-    let c = restarted_over_6000_users(&dir, b).await;
-    let held = hold(&dir, 9);
-    c.runtime.start(spec(&c, 9)).await.unwrap();
-    ready_at(&c, 9, 6).await;
-    let load = Load::start(&c, 4);
-    load.more(50).await;
-    let acked = load.stop().await;
-    let (n, seq) = strong_count(&c).await;
-    assert_eq!(n, 6000 + acked);
-    all_applied(&c, seq, DEADLINE).await;
-    let ids = running(&c);
-    let c = Arc::new(c);
-    let c2 = c.clone();
-    let stop = actix::spawn(async move { c2.stop().await });
-    drop(held);
-    stop.await.unwrap();
-    let all = stores(dir.path(), &ids);
-    assert!(all.iter().all(|s| *s == all[0]), "stores differ: {all:?}");
-    assert_eq!(all[0].0, seq);
+    graceful_stop_while_held(b, false).await;
 }
 
 fn ride(by: &str, t: i64, s: i64, d: i64) -> WriteOp {

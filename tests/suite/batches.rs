@@ -471,20 +471,8 @@ pub async fn a_batch_applied_but_never_confirmed_is_applied_once_by_the_next_mas
     c.orchestrator.write(user("last")).await.unwrap();
     assert_eq!(read(&c, count_users()).await, ReadResult::Count(4));
     let seq = c.orchestrator.stats().await.unwrap().last_acked_seq;
-    let (rt, id) = (c.runtime.clone(), first_master);
-    eventually(
-        "the old master's store to serve at the head",
-        DEADLINE,
-        || {
-            let rt = rt.clone();
-            async move {
-                rt.status(id)
-                    .await
-                    .is_ok_and(|s| s.ready && s.applied_seq >= seq)
-            }
-        },
-    )
-    .await;
+    let what = "the old master's store to serve at the head";
+    super::serves_from(&c, first_master, seq, what).await;
     all_applied(&c, seq, DEADLINE).await;
     drop(answers);
     let mut ids = super::running(&c);

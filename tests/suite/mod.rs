@@ -219,6 +219,20 @@ pub async fn master_id(c: &Cluster) -> u64 {
     }
 }
 
+/// Waits until worker `id` serves (ready) at `seq` or past it.
+pub async fn serves_from(c: &Cluster, id: u64, seq: u64, what: &str) {
+    let rt = c.runtime.clone();
+    eventually(what, actors::DEADLINE, || {
+        let rt = rt.clone();
+        async move {
+            rt.status(id)
+                .await
+                .is_ok_and(|s| s.ready && s.applied_seq >= seq)
+        }
+    })
+    .await;
+}
+
 /// The ids of the workers running now, ascending.
 pub fn running(c: &Cluster) -> Vec<u64> {
     let mut ids: Vec<u64> = c.runtime.list().iter().map(|w| w.id).collect();
