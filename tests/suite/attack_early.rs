@@ -37,6 +37,21 @@ async fn backup_then_writes(c: &Cluster, n: u64) -> Vec<Vec<(Vec<u8>, Vec<u8>)>>
     parts
 }
 
+/// Leaves `keep` the only workers that can be elected: every other slave
+/// stopped on purpose (not replaced, and never elected meanwhile), then
+/// the master killed. (Killing them all at once lets the watcher elect
+/// another slave before its own kill lands; an elect killed before it
+/// led then makes the election wait for its store, as it must.)
+pub async fn only_left(c: &Cluster, keep: &[u64]) {
+    let (master, slaves) = roles(c).await;
+    for id in slaves.into_iter().filter(|id| !keep.contains(id)) {
+        c.runtime.stop(id).await.unwrap();
+    }
+    if let Some(m) = master.filter(|m| !keep.contains(m)) {
+        c.runtime.kill(m).await.unwrap();
+    }
+}
+
 /// Records every worker that published a fence of its own (drains as the
 /// master elect).
 fn fences(fb: &FaultyBroker) -> Arc<Mutex<BTreeSet<u64>>> {
@@ -174,17 +189,18 @@ pub async fn attack_early_elected_new_slave_killed_before_its_store_is_written(b
     ready_at(&c, 9, 6).await;
     let load = Load::start(&c, 4);
     load.more(40).await;
-    let (master, slaves) = roles(&c).await;
-    for id in master.into_iter().chain(slaves).filter(|&id| id != 9) {
-        c.runtime.kill(id).await.unwrap();
-    }
+    only_left(&c, &[9]).await;
+    // Or, with 9 not yet seen caught up, the old master's store leads.
     let f = fenced.clone();
-    eventually("worker 9 to drain", DEADLINE, || {
+    let cc = &c;
+    eventually("worker 9 to drain, or another to lead", DEADLINE, || {
         let f = f.clone();
-        async move { f.lock().unwrap().contains(&9) }
+        async move { f.lock().unwrap().contains(&9) || roles(cc).await.0.is_some_and(|m| m != 9) }
     })
     .await;
-    c.runtime.kill(9).await.unwrap();
+    if fenced.lock().unwrap().contains(&9) {
+        c.runtime.kill(9).await.unwrap();
+    }
     drop(held);
     load.more(40).await;
     let acked = load.stop().await;
@@ -261,33 +277,34 @@ pub async fn attack_early_two_new_slaves_at_once(b: Arc<dyn Broker>) {
     ready_at(&c, 10, 6).await;
     let load = Load::start(&c, 4);
     load.more(30).await;
-    let (master, slaves) = roles(&c).await;
-    for id in master
-        .into_iter()
-        .chain(slaves)
-        .filter(|&id| id != 9 && id != 10)
-    {
-        c.runtime.kill(id).await.unwrap();
-    }
+    only_left(&c, &[9, 10]).await;
     let f = fenced.clone();
-    eventually("9 or 10 to drain", DEADLINE, || {
+    let cc = &c;
+    eventually("9 or 10 to drain, or another to lead", DEADLINE, || {
         let f = f.clone();
         async move {
-            let f = f.lock().unwrap();
-            f.contains(&9) || f.contains(&10)
+            let drained = {
+                let f = f.lock().unwrap();
+                f.contains(&9) || f.contains(&10)
+            };
+            drained || roles(cc).await.0.is_some_and(|m| m != 9 && m != 10)
         }
     })
     .await;
     // The elected one is killed mid-promotion, its store not on disk;
-    // the other new slave's writing is let go.
-    let elected = if fenced.lock().unwrap().contains(&9) {
-        9
+    // the other new slave's writing is let go. (Neither elected, both
+    // not yet seen caught up: the old master's store leads.)
+    let fenced = fenced.lock().unwrap().clone();
+    let elected = [9, 10].into_iter().find(|id| fenced.contains(id));
+    let (mine, other) = if elected == Some(9) {
+        (h9, h10)
     } else {
-        10
+        (h10, h9)
     };
-    let (mine, other) = if elected == 9 { (h9, h10) } else { (h10, h9) };
     drop(other);
-    c.runtime.kill(elected).await.unwrap();
+    if let Some(elected) = elected {
+        c.runtime.kill(elected).await.unwrap();
+    }
     drop(mine);
     load.more(20).await;
     let leader = master_id(&c).await;
