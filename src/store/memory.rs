@@ -240,7 +240,7 @@ impl Store {
     /// module docs. It is durable once [`Store::flush`] returns.
     pub fn install_early(&self, snap: Snapshot) -> Result<()> {
         self.undo_failed_persist()?;
-        let w = self.writer_when_written()?;
+        let _w = self.writer_when_written()?;
         let meta = super::snapshot::check(&snap)?;
         self.check_cluster(meta.cluster)?;
         let small = snap
@@ -251,8 +251,7 @@ impl Store {
             <= self.inner.persist.limit.load(Ordering::Relaxed);
         let restored = snap.entries.iter().any(|(k, _)| k == keys::RESTORED);
         if !small || restored || !self.is_blank()? {
-            drop(w);
-            return self.install(&snap);
+            return self.install_checked(&snap, meta, usize::MAX);
         }
         let mut map = Map::new();
         for entry in self.inner.db.iter() {

@@ -57,6 +57,12 @@ impl Store {
         let _w = self.writer_when_written()?;
         let meta = check(snap)?;
         self.check_cluster(meta.cluster)?;
+        self.install_checked(snap, meta, parts)
+    }
+
+    /// [`Store::install_parts`] of a snapshot checked, the writer lock
+    /// held and no early install being written.
+    pub(super) fn install_checked(&self, snap: &Snapshot, meta: Meta, parts: usize) -> Result<()> {
         if self.is_blank()? {
             return self.install_in_parts(snap, meta, parts);
         }
